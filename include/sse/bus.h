@@ -1,0 +1,181 @@
+/* sse/bus.h — the event bus: one ring of event records in memory shared by every process.
+ *
+ * Layout of the segment (offsets only, never pointers, so every process may map it anywhere):
+ *
+ *   +-------------------+  0
+ *   | BusHeader         |  magic, layout version, sizes, the robust writer lock, the two
+ *   |                   |  committed-state slots, the wake-up word, counters
+ *   +-------------------+  ring_offset (8-aligned)
+ *   | ring of records   |  ring_size bytes; a record never wraps: when the space left before
+ *   | ...               |  the end is too small, the writer pads to the end and starts at 0
+ *   +-------------------+  total_size
+ *
+ * Every record has a 64-bit sequence number; sequence numbers are consecutive. The first one
+ * is the bus's creation time in microseconds, so an event id from an earlier bus (a server that
+ * was stopped and started again) is older than anything this bus holds and is recognised as
+ * "no longer held" instead of being mistaken for a recent event.
+ *
+ * Concurrency contract
+ * - Writers (publish) serialise on a robust, process-shared pthread mutex. A writer killed at
+ *   any point leaves the bus consistent: the state that readers and the next writer use is
+ *   committed by a single atomic store after the bytes it covers are written, and space is
+ *   released (the tail advanced and committed) before it is overwritten. The next locker gets
+ *   EOWNERDEAD, marks the mutex consistent and carries on; PublishResult says so.
+ * - Readers never take the lock and never block writers. A reader copies a record, then checks
+ *   that the tail has not moved past it; if it has, the copy is discarded (overrun).
+ * - Bus is a small handle (a pointer to the mapping); copy it freely. BusReader belongs to one
+ *   thread at a time.
+ * - Nothing here knows httpd; the memory comes from the caller (apr_shm in the module, mmap in
+ *   the unit tests).
+ */
+#ifndef SSE_BUS_H
+#define SSE_BUS_H
+
+#include "sse/wire.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sse {
+
+struct BusHeader; /* private to bus.c++ */
+
+/* A copy of one retained event, as a subscriber gets it. */
+struct BusEvent {
+    std::uint64_t seq = 0;
+    std::int64_t time_us = 0;      /* publish time, microseconds since the Unix epoch */
+    std::string id;                /* the id on the wire: the publisher's, or the decimal seq */
+    std::string event;             /* event type, empty for "message" */
+    std::vector<std::string> channels;
+    std::string wire;              /* the complete encoded event, ready to send */
+};
+
+struct PublishResult {
+    std::uint64_t seq = 0;
+    std::string id;
+    std::uint64_t evicted = 0;       /* events dropped to make room for this one */
+    bool recovered_lock = false;     /* a previous writer died holding the lock */
+};
+
+struct BusStats {
+    std::uint64_t total_size = 0;    /* the whole segment */
+    std::uint64_t ring_size = 0;
+    std::uint64_t bytes_used = 0;    /* ring bytes held by retained events */
+    std::uint64_t oldest_seq = 0;    /* first retained; == next_seq when empty */
+    std::uint64_t next_seq = 0;
+    std::uint64_t published = 0;     /* since the bus was created */
+    std::uint64_t evicted = 0;
+    std::uint64_t lock_recoveries = 0;
+};
+
+/* Replay limits per channel (SSEHistory): the newest `count` events, none older than
+ * `max_age_s` seconds (0: no age limit). */
+struct HistoryLimits {
+    std::uint64_t count = 100;
+    std::uint64_t max_age_s = 3600;
+};
+
+class Bus {
+public:
+    Bus() = default;
+
+    /* Smallest segment format() accepts. */
+    static std::size_t min_size();
+
+    /* Writes a fresh, empty bus into [mem, mem + size). The memory must be shared between the
+     * processes that will use it before they use it (mapped before fork). Returns an error
+     * sentence, or empty on success. `now_us` becomes the first sequence number. */
+    static std::string format(void *mem, std::size_t size, std::int64_t now_us);
+
+    /* A handle on a bus that format() wrote. Returns an invalid Bus and sets *err when the
+     * memory does not hold a bus of this layout version and size. */
+    static Bus attach(void *mem, std::size_t size, std::string *err);
+
+    bool valid() const { return h_ != nullptr; }
+
+    /* The largest record (channels, id, type and encoded event together) the ring accepts. */
+    std::size_t max_record_bytes() const;
+
+    /* Bytes a record for these channels and fields takes in the ring. */
+    static std::size_t record_bytes(const std::vector<std::string> &channels,
+                                    const EventFields &ev);
+
+    /* Appends an event, evicting the oldest ones as needed, and wakes every waiting reader.
+     * Preconditions: validate_event(ev) and validate_channel_name() passed for every channel,
+     * 1 <= channels.size() <= kMaxChannelsPerEvent, record_bytes() <= max_record_bytes().
+     * Throws std::system_error only if the lock cannot be taken at all. */
+    PublishResult publish(const std::vector<std::string> &channels, const EventFields &ev,
+                          std::int64_t now_us);
+
+    BusStats stats() const;
+
+    /* Waking readers: read wake_word(), look for events, and if there are none call
+     * wait(seen, ...). It returns at once when a publish (or wake_all) happened since `seen`,
+     * else after timeout_ms or a signal. Works across processes (a futex in the segment). */
+    std::uint32_t wake_word() const;
+    void wait(std::uint32_t seen, int timeout_ms) const;
+    void wake_all() const;
+
+private:
+    friend class BusReader;
+    explicit Bus(BusHeader *h) : h_(h) {}
+    BusHeader *h_ = nullptr;
+};
+
+/* The set of channels one subscriber listens to. */
+class ChannelSet {
+public:
+    explicit ChannelSet(const std::vector<std::string> &names);
+    /* Index of `name` in the set, or -1. */
+    int find(std::uint32_t hash, std::string_view name) const;
+    std::size_t size() const { return names_.size(); }
+    static std::uint32_t hash(std::string_view name);
+
+private:
+    std::vector<std::string> names_;
+    std::vector<std::uint32_t> hashes_;
+};
+
+/* One subscriber's position in the bus. Owned by one thread at a time. */
+class BusReader {
+public:
+    BusReader(Bus bus, ChannelSet channels) : bus_(bus), channels_(std::move(channels)) {}
+
+    /* Live only: the next event delivered is the next one published. */
+    void start_live();
+
+    /* Resume after the event whose wire id is `last_event_id`: queues every retained event of
+     * the subscribed channels published after it (within `limits`), then continues live.
+     * Returns false when the bus holds no such event (it was evicted, or never existed): then
+     * everything retained (within `limits`) is queued, and the caller should tell the client
+     * that events may be missing. The newest match on a subscribed channel wins, then the
+     * newest match on any channel (a bus-assigned id is a position whatever its channel). */
+    bool start_after(std::string_view last_event_id, const HistoryLimits &limits,
+                     std::int64_t now_us);
+
+    enum class Next { Event, None, Overrun };
+    /* The next event for this subscriber, in publish order, each at most once.
+     * Event: *out is filled. None: nothing new yet (wait on the bus, then call again).
+     * Overrun: events this subscriber should have had were evicted before it read them (it
+     * fell more than a ring behind); reading goes on with the oldest retained event. */
+    Next next(BusEvent *out);
+
+    std::uint64_t position() const { return seq_; }
+
+private:
+    struct Queued {
+        std::uint64_t pos, seq;
+    };
+    Bus bus_;
+    ChannelSet channels_;
+    std::uint64_t pos_ = 0, seq_ = 0;   /* live cursor: the next record to look at */
+    std::vector<Queued> replay_;        /* replay queue, oldest first, all before seq_ */
+    std::size_t replay_next_ = 0;
+};
+
+} // namespace sse
+
+#endif

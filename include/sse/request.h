@@ -1,0 +1,62 @@
+/* sse/request.h — turning the pieces of a subscribe or publish request into channels and an
+ * event. Pure functions over strings: no httpd, no I/O; the glue hands in the query string,
+ * the rest of the path and the body, and turns an error into an HTTP answer.
+ *
+ * Every function returns an empty string on success, or a sentence saying what was wrong.
+ */
+#ifndef SSE_REQUEST_H
+#define SSE_REQUEST_H
+
+#include "sse/wire.h"
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace sse {
+
+using Params = std::vector<std::pair<std::string, std::string>>;
+
+/* Decodes application/x-www-form-urlencoded text (a query string or a form body): '&'
+ * separates pairs, '+' is a space, %XX a byte. A bad %-escape is an error. A pair without
+ * '=' gets an empty value. Decoded values are not checked for UTF-8 here. */
+std::string parse_form(std::string_view text, Params &out);
+
+/* All values of `key`, in order. */
+std::vector<std::string> param_values(const Params &params, std::string_view key);
+/* The last value of `key`; nullptr when absent. */
+const std::string *param_last(const Params &params, std::string_view key);
+
+/* The channels a request names, validated, duplicates dropped:
+ *   1. `configured`, when not null (the SSEChannel expression's value, comma-separated);
+ *   2. else every `channel` query parameter (repeatable, each comma-separated);
+ *   3. else `path_rest`, the path after the Location ("/news,sports" gives news, sports).
+ * No channel at all is an error, as is a bad name (the message names it). */
+std::string select_channels(const std::string *configured, const Params &query,
+                            std::string_view path_rest, std::vector<std::string> &out);
+
+/* What a publish request's body (and query string) asks for. */
+struct PublishBody {
+    EventFields fields;
+    std::vector<std::string> channels; /* from a "channel" field in the body, if any */
+};
+
+/* Reads an event from a publish request:
+ * - `event`, `id`, `retry` come from the query string, and a JSON or form body overrides them;
+ * - media type application/json: an object with "data" (a string is sent as is, any other
+ *   JSON value as its compact serialisation), "event", "id" (string or number), "retry"
+ *   (number or digit string) and "channel" (string, comma-separated, or array of strings);
+ *   unknown members are an error;
+ * - application/x-www-form-urlencoded whose keys are all among data, event, id, retry, channel:
+ *   those fields;
+ * - anything else, including a form-encoded body with other keys (what `curl -d 'hello'`
+ *   sends): the body is the data, byte for byte; an empty body means no data.
+ * `media_type` is the Content-Type without parameters, lower case.
+ * The resulting fields are validated with validate_event(). */
+std::string parse_publish(std::string_view media_type, std::string_view body,
+                          const Params &query, PublishBody &out);
+
+} // namespace sse
+
+#endif

@@ -1,0 +1,77 @@
+/* sse/wire.h — the text/event-stream wire format and the checks on what goes into it.
+ *
+ * Contract
+ * - Everything here is pure: no httpd, no APR, no I/O, no global state. Any thread may call it.
+ * - encode_event() produces bytes that a parser following the WHATWG HTML "server-sent events"
+ *   rules (section 9.2.6, "Interpreting an event stream") turns back into exactly the given
+ *   id, event type, retry and data, with every CR, LF or CRLF in the data read back as LF.
+ * - The validate_* functions return an empty string when the value is acceptable, or a short
+ *   English sentence saying what is wrong (it goes into an HTTP error body and the error log).
+ */
+#ifndef SSE_WIRE_H
+#define SSE_WIRE_H
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sse {
+
+/* Limits that the publish paths enforce and that the bus record layout relies on. */
+constexpr std::size_t kMaxChannelNameBytes = 255;
+constexpr std::size_t kMaxEventIdBytes = 1024;
+constexpr std::size_t kMaxEventTypeBytes = 1024;
+constexpr std::size_t kMaxChannelsPerEvent = 64;
+constexpr std::int64_t kMaxRetryMs = 86400000; /* one day: anything longer is a typo */
+
+/* What a publisher asks for. `has_data` distinguishes "no data" from "empty data". */
+struct EventFields {
+    std::string id;            /* empty: the bus assigns one */
+    std::string event;         /* empty: an untyped "message" event */
+    std::int64_t retry = -1;   /* -1: no retry field */
+    bool has_data = false;
+    std::string data;
+};
+
+/* Appends the wire form of one event to `out`:
+ *   id: <id>\n            when id is not empty
+ *   event: <event>\n      when event is not empty
+ *   retry: <retry>\n      when retry >= 0
+ *   data: <line>\n        once per line of data, when has_data (an empty data gives one "data: ")
+ *   \n
+ * Preconditions (checked by validate_event()): id and event hold no CR, LF or NUL. */
+void encode_event(const EventFields &ev, std::string &out);
+
+/* A comment line and its blank line: ": <text>\n\n". Used for the stream's first bytes and for
+ * keep-alives; EventSource clients ignore it, proxies see traffic. */
+void encode_comment(std::string_view text, std::string &out);
+
+/* "retry: <ms>\n\n": changes the client's reconnection delay without dispatching an event. */
+void encode_retry(std::int64_t retry_ms, std::string &out);
+
+/* Splits data at CR, LF and CRLF, as the WHATWG parser does. "a\n" gives {"a", ""}. */
+std::vector<std::string_view> split_lines(std::string_view data);
+
+/* True when `s` is well-formed UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF). */
+bool is_valid_utf8(std::string_view s);
+
+/* A channel name: 1 to 255 bytes of A-Z a-z 0-9 _ - . ~ : @ / */
+std::string validate_channel_name(std::string_view name);
+
+/* Checks every field of an event before it is accepted: id and event without CR, LF or NUL
+ * and within their length limits, valid UTF-8 everywhere, retry within 0..kMaxRetryMs, and
+ * that there is something to send (data or retry). */
+std::string validate_event(const EventFields &ev);
+
+/* Parses a retry given as text: only ASCII digits, at most kMaxRetryMs. Returns -1 when bad. */
+std::int64_t parse_retry(std::string_view text);
+
+/* Splits a comma-separated list of channel names, dropping empty items ("a,,b" gives a, b)
+ * and duplicates, keeping first-seen order. Names are not validated here. */
+void append_channel_list(std::string_view list, std::vector<std::string> &channels);
+
+} // namespace sse
+
+#endif

@@ -1,0 +1,378 @@
+/* mod_sse — Server-Sent Events for Apache httpd 2.4.
+ *
+ * This file is the module record: directives, configuration merging, the shared-memory bus's
+ * life cycle, and the hooks. The handlers are in src/httpd/, the components (wire format, bus,
+ * request parsing) in src/ with their contracts in include/sse/.
+ */
+#include "src/httpd/module.h"
+
+#include "http_core.h"
+#include "http_protocol.h"
+#include "http_request.h"
+#include "mpm_common.h"
+#include "ap_mpm.h"
+
+#include "http_main.h"
+
+#include "apr_lib.h"
+#include "apr_shm.h"
+#include "apr_strings.h"
+
+#include <new>
+
+APLOG_USE_MODULE(sse);
+
+namespace sse::httpd {
+namespace {
+
+constexpr const char *kBusUserdataKey = "mod_sse_bus_segment";
+
+/* ---- configuration ---- */
+
+void *create_server_config(apr_pool_t *p, server_rec *)
+{
+    auto *c = static_cast<ServerConfig *>(apr_pcalloc(p, sizeof(ServerConfig)));
+    c->bus_size = kDefaultBusSize;
+    c->history_count = HistoryLimits().count;
+    c->history_seconds = HistoryLimits().max_age_s;
+    return c;
+}
+
+void *create_dir_config(apr_pool_t *p, char *dir)
+{
+    auto *c = static_cast<DirConfig *>(apr_pcalloc(p, sizeof(DirConfig)));
+    c->location = dir;
+    c->keepalive = kDefaultKeepalive;
+    c->retry_ms = -1;
+    c->max_message_size = kDefaultMaxMessageSize;
+    return c;
+}
+
+template <typename T> void merge_field(T &out, int &out_set, const T &base, int base_set,
+                                       const T &add, int add_set)
+{
+    out = add_set ? add : base;
+    out_set = add_set || base_set;
+}
+
+void *merge_dir_config(apr_pool_t *p, void *base_v, void *add_v)
+{
+    auto *base = static_cast<DirConfig *>(base_v);
+    auto *add = static_cast<DirConfig *>(add_v);
+    auto *c = static_cast<DirConfig *>(apr_pcalloc(p, sizeof(DirConfig)));
+    c->location = add->location ? add->location : base->location;
+    merge_field(c->channel_expr, c->channel_expr_set, base->channel_expr, base->channel_expr_set,
+                add->channel_expr, add->channel_expr_set);
+    merge_field(c->keepalive, c->keepalive_set, base->keepalive, base->keepalive_set,
+                add->keepalive, add->keepalive_set);
+    merge_field(c->retry_ms, c->retry_set, base->retry_ms, base->retry_set, add->retry_ms,
+                add->retry_set);
+    merge_field(c->max_message_size, c->max_message_size_set, base->max_message_size,
+                base->max_message_size_set, add->max_message_size, add->max_message_size_set);
+    return c;
+}
+
+ServerConfig *server_config(server_rec *s)
+{
+    return static_cast<ServerConfig *>(ap_get_module_config(s->module_config, &sse_module));
+}
+
+/* "<digits>[K|M|G]" in bytes; false when malformed or over `max`. */
+bool parse_size(const char *arg, apr_uint64_t max, apr_uint64_t *out)
+{
+    char *end = nullptr;
+    if (!apr_isdigit(*arg))
+        return false;
+    apr_uint64_t v = apr_strtoi64(arg, &end, 10);
+    apr_uint64_t unit = 1;
+    switch (apr_toupper(*end)) {
+    case 'K': unit = 1024; ++end; break;
+    case 'M': unit = 1024 * 1024; ++end; break;
+    case 'G': unit = 1024 * 1024 * 1024; ++end; break;
+    default: break;
+    }
+    if (*end != '\0' || v > max / unit)
+        return false;
+    *out = v * unit;
+    return true;
+}
+
+/* Digits only, within [min, max]. */
+bool parse_number(const char *arg, apr_int64_t min, apr_int64_t max, apr_int64_t *out)
+{
+    if (!*arg || strlen(arg) > 12)
+        return false;
+    for (const char *c = arg; *c; ++c)
+        if (!apr_isdigit(*c))
+            return false;
+    apr_int64_t v = apr_atoi64(arg);
+    if (v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+constexpr apr_uint64_t kMaxBusSize = apr_uint64_t(64) << 30;
+
+const char *cmd_bus_size(cmd_parms *cmd, void *, const char *arg)
+{
+    if (const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY))
+        return err;
+    ServerConfig *c = server_config(cmd->server);
+    apr_uint64_t v;
+    if (!parse_size(arg, kMaxBusSize, &v) || v < Bus::min_size())
+        return apr_psprintf(cmd->pool,
+                            "SSEBusSize: \"%s\" is not a size from 64K to 64G "
+                            "(a number with an optional K, M or G suffix, e.g. 16M)",
+                            arg);
+    c->bus_size = v;
+    c->bus_size_set = 1;
+    return nullptr;
+}
+
+const char *cmd_history(cmd_parms *cmd, void *, const char *count, const char *seconds)
+{
+    if (const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY))
+        return err;
+    ServerConfig *c = server_config(cmd->server);
+    apr_int64_t n, s = apr_int64_t(HistoryLimits().max_age_s);
+    if (!parse_number(count, 0, 1000000, &n))
+        return apr_psprintf(cmd->pool,
+                            "SSEHistory: count \"%s\" must be a whole number from 0 to 1000000",
+                            count);
+    if (seconds && !parse_number(seconds, 0, 31536000, &s))
+        return apr_psprintf(cmd->pool,
+                            "SSEHistory: seconds \"%s\" must be a whole number from 0 (no age "
+                            "limit) to 31536000",
+                            seconds);
+    c->history_count = apr_uint64_t(n);
+    c->history_seconds = apr_uint64_t(s);
+    c->history_set = 1;
+    return nullptr;
+}
+
+const char *cmd_channel(cmd_parms *cmd, void *dv, const char *arg)
+{
+    auto *d = static_cast<DirConfig *>(dv);
+    const char *err = nullptr;
+    d->channel_expr = ap_expr_parse_cmd(cmd, arg, AP_EXPR_FLAG_STRING_RESULT, &err, nullptr);
+    if (err)
+        return apr_psprintf(cmd->pool, "SSEChannel: cannot parse expression \"%s\": %s", arg,
+                            err);
+    d->channel_expr_set = 1;
+    return nullptr;
+}
+
+const char *cmd_keepalive(cmd_parms *cmd, void *dv, const char *arg)
+{
+    auto *d = static_cast<DirConfig *>(dv);
+    apr_int64_t v;
+    if (!parse_number(arg, 1, 3600, &v))
+        return apr_psprintf(cmd->pool,
+                            "SSEKeepalive: \"%s\" must be a whole number of seconds from 1 to "
+                            "3600",
+                            arg);
+    d->keepalive = apr_time_from_sec(v);
+    d->keepalive_set = 1;
+    return nullptr;
+}
+
+const char *cmd_retry(cmd_parms *cmd, void *dv, const char *arg)
+{
+    auto *d = static_cast<DirConfig *>(dv);
+    apr_int64_t v;
+    if (!parse_number(arg, 0, kMaxRetryMs, &v))
+        return apr_psprintf(cmd->pool,
+                            "SSERetry: \"%s\" must be a whole number of milliseconds from 0 to "
+                            "%" APR_INT64_T_FMT,
+                            arg, apr_int64_t(kMaxRetryMs));
+    d->retry_ms = v;
+    d->retry_set = 1;
+    return nullptr;
+}
+
+const char *cmd_max_message_size(cmd_parms *cmd, void *dv, const char *arg)
+{
+    auto *d = static_cast<DirConfig *>(dv);
+    apr_uint64_t v;
+    if (!parse_size(arg, apr_uint64_t(64) << 20, &v) || v == 0)
+        return apr_psprintf(cmd->pool,
+                            "SSEMaxMessageSize: \"%s\" is not a size from 1 to 64M (a number "
+                            "with an optional K or M suffix, e.g. 256K)",
+                            arg);
+    d->max_message_size = apr_off_t(v);
+    d->max_message_size_set = 1;
+    return nullptr;
+}
+
+/* httpd declares cmd_func as `const char *(*)()` for C++; going through void(*)() keeps
+ * -Wcast-function-type quiet about a cast that every C module does implicitly. */
+template <typename Fn> cmd_func as_cmd_func(Fn fn)
+{
+    return reinterpret_cast<cmd_func>(reinterpret_cast<void (*)()>(fn));
+}
+
+const command_rec directives[] = {
+    AP_INIT_TAKE1("SSEBusSize", as_cmd_func(cmd_bus_size), nullptr, RSRC_CONF,
+                  "Shared memory for the whole event bus, e.g. 16M (default 16M)"),
+    AP_INIT_TAKE12("SSEHistory", as_cmd_func(cmd_history), nullptr, RSRC_CONF,
+                   "Events kept per channel for replay, and their maximum age in seconds "
+                   "(default 100 3600)"),
+    AP_INIT_TAKE1("SSEChannel", as_cmd_func(cmd_channel), nullptr,
+                  RSRC_CONF | ACCESS_CONF,
+                  "An ap_expr string giving the channel(s), comma-separated"),
+    AP_INIT_TAKE1("SSEKeepalive", as_cmd_func(cmd_keepalive), nullptr,
+                  RSRC_CONF | ACCESS_CONF,
+                  "Seconds of silence after which a comment line is sent (default 15)"),
+    AP_INIT_TAKE1("SSERetry", as_cmd_func(cmd_retry), nullptr,
+                  RSRC_CONF | ACCESS_CONF,
+                  "Reconnection delay in milliseconds sent at the start of each stream"),
+    AP_INIT_TAKE1("SSEMaxMessageSize", as_cmd_func(cmd_max_message_size),
+                  nullptr, RSRC_CONF | ACCESS_CONF,
+                  "Largest publish request body accepted (default 256K)"),
+    {nullptr, {nullptr}, nullptr, 0, RAW_ARGS, nullptr},
+};
+
+/* ---- the bus's life cycle ---- */
+
+/* The bus segment lives in the process pool so that graceful restarts keep it: the parent's
+ * process pool outlives every configuration generation. Only the apr_shm_t pointer is kept
+ * there (an APR type, stable across module versions); everything else is rebuilt per
+ * generation. */
+apr_status_t open_bus(server_rec *s, apr_pool_t *pconf, const ServerConfig *conf, Bus *out)
+{
+    apr_pool_t *proc_pool = s->process->pool;
+    void *data = nullptr;
+    apr_pool_userdata_get(&data, kBusUserdataKey, proc_pool);
+    auto *shm = static_cast<apr_shm_t *>(data);
+    std::string err;
+
+    if (shm) {
+        Bus bus = Bus::attach(apr_shm_baseaddr_get(shm), apr_shm_size_get(shm), &err);
+        if (bus.valid()) {
+            if (apr_shm_size_get(shm) != conf->bus_size)
+                ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                             "SSE0203: SSEBusSize changed to %" APR_UINT64_T_FMT
+                             " bytes, but a restart keeps the bus of %" APR_SIZE_T_FMT
+                             " bytes and its events; stop and start httpd to resize it",
+                             conf->bus_size, apr_shm_size_get(shm));
+            else
+                ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
+                             "SSE0201: restart keeps the event bus (%" APR_SIZE_T_FMT " bytes)",
+                             apr_shm_size_get(shm));
+            *out = bus;
+            return APR_SUCCESS;
+        }
+        /* A module of another layout version left it: start afresh (its events are lost). */
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                     "SSE0204: cannot reuse the event bus (%s); creating a new, empty one",
+                     err.c_str());
+    }
+
+    apr_status_t rv = apr_shm_create(&shm, conf->bus_size, nullptr, proc_pool);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s,
+                     "SSE0205: cannot create %" APR_UINT64_T_FMT
+                     " bytes of anonymous shared memory for the event bus (SSEBusSize)",
+                     conf->bus_size);
+        return rv;
+    }
+    err = Bus::format(apr_shm_baseaddr_get(shm), apr_shm_size_get(shm), now_us());
+    if (err.empty())
+        *out = Bus::attach(apr_shm_baseaddr_get(shm), apr_shm_size_get(shm), &err);
+    if (!out->valid()) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "SSE0206: cannot set up the event bus: %s",
+                     err.c_str());
+        return APR_EGENERAL;
+    }
+    apr_pool_userdata_set(shm, kBusUserdataKey, apr_pool_cleanup_null, proc_pool);
+    ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
+                 "SSE0200: event bus created: %" APR_SIZE_T_FMT " bytes of shared memory",
+                 apr_shm_size_get(shm));
+    (void)pconf;
+    return APR_SUCCESS;
+}
+
+apr_status_t destroy_state(void *data)
+{
+    static_cast<ModuleState *>(data)->~ModuleState();
+    return APR_SUCCESS;
+}
+
+int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *s)
+{
+    /* The first of httpd's two configuration passes only checks; the bus comes in the second. */
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG)
+        return OK;
+    try {
+        const ServerConfig *conf = server_config(s);
+        void *mem = apr_palloc(pconf, sizeof(ModuleState));
+        auto *state = new (mem) ModuleState();
+        apr_pool_cleanup_register(pconf, state, destroy_state, apr_pool_cleanup_null);
+        state->history.count = conf->history_count;
+        state->history.max_age_s = conf->history_seconds;
+        if (open_bus(s, pconf, conf, &state->bus) != APR_SUCCESS)
+            return HTTP_INTERNAL_SERVER_ERROR;
+        for (server_rec *vs = s; vs; vs = vs->next)
+            server_config(vs)->state = state;
+        return OK;
+    } catch (const std::exception &e) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "SSE0207: post_config failed: %s", e.what());
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+}
+
+/* Graceful restart or stop: streams end so that the old child can exit and browsers come
+ * back (with Last-Event-ID) to the new generation. Handlers poll the flag when woken. */
+void child_stopping(apr_pool_t *, int)
+{
+    ModuleState *state = server_config(ap_server_conf)->state;
+    if (state) {
+        state->child_stopping.store(true);
+        if (state->bus.valid())
+            state->bus.wake_all();
+    }
+}
+
+int handler(request_rec *r)
+{
+    if (!r->handler)
+        return DECLINED;
+    try {
+        if (strcmp(r->handler, "sse-subscribe") == 0)
+            return subscribe_handler(r);
+        if (strcmp(r->handler, "sse-publish") == 0)
+            return publish_handler(r);
+        return DECLINED;
+    } catch (const std::exception &e) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "SSE0300: %s failed: %s", r->handler,
+                      e.what());
+        return HTTP_INTERNAL_SERVER_ERROR;
+    } catch (...) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "SSE0300: %s failed", r->handler);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+}
+
+void register_hooks(apr_pool_t *)
+{
+    ap_hook_post_config(post_config, nullptr, nullptr, APR_HOOK_MIDDLE);
+    ap_hook_handler(handler, nullptr, nullptr, APR_HOOK_MIDDLE);
+    ap_hook_child_stopping(child_stopping, nullptr, nullptr, APR_HOOK_MIDDLE);
+}
+
+} // namespace
+} // namespace sse::httpd
+
+extern "C" {
+module AP_MODULE_DECLARE_DATA sse_module = {
+    STANDARD20_MODULE_STUFF,
+    sse::httpd::create_dir_config,
+    sse::httpd::merge_dir_config,
+    sse::httpd::create_server_config,
+    nullptr, /* server config: the directives are global, vhosts read the main server's */
+    sse::httpd::directives,
+    sse::httpd::register_hooks,
+    AP_MODULE_FLAG_NONE,
+};
+}

@@ -1,0 +1,101 @@
+/* src/httpd/module.h — what the httpd glue files share: the configuration records, the
+ * per-process module state, and small helpers for answering requests.
+ *
+ * This is the only layer that includes httpd headers; the components under include/sse/ know
+ * nothing of httpd.
+ *
+ * Ownership
+ * - ServerConfig and DirConfig live in the configuration pool (pconf) of one generation.
+ * - ModuleState is created in post_config in pconf, so each generation has its own; the bus
+ *   memory it points into lives in the process pool and outlives generations (graceful
+ *   restarts keep every event). Children inherit it by fork; `child_stopping` is then private
+ *   to each child.
+ */
+#ifndef SSE_HTTPD_MODULE_H
+#define SSE_HTTPD_MODULE_H
+
+#include "sse/bus.h"
+#include "sse/request.h"
+
+#include "httpd.h"
+#include "http_config.h"
+#include "http_log.h"
+#include "ap_expr.h"
+
+#include <atomic>
+#include <string>
+#include <vector>
+
+extern "C" {
+extern module AP_MODULE_DECLARE_DATA sse_module;
+}
+
+namespace sse::httpd {
+
+struct ModuleState {
+    Bus bus;
+    HistoryLimits history;
+    std::atomic<bool> child_stopping{false};
+};
+
+/* Global settings (main server only; GLOBAL_ONLY directives). */
+struct ServerConfig {
+    apr_uint64_t bus_size;     int bus_size_set;
+    apr_uint64_t history_count; int history_set;
+    apr_uint64_t history_seconds;
+    ModuleState *state;        /* set in post_config, the same for every server_rec */
+};
+
+/* Per-location settings; each `x` has an `x_set` marker so a nested <Location> inherits
+ * what its parent set instead of a default. */
+struct DirConfig {
+    const char *location;              /* the <Location> path, for channels from the path */
+    ap_expr_info_t *channel_expr;      int channel_expr_set;
+    apr_interval_time_t keepalive;     int keepalive_set;
+    apr_int64_t retry_ms;              int retry_set;      /* -1: no retry field */
+    apr_off_t max_message_size;        int max_message_size_set;
+};
+
+constexpr apr_uint64_t kDefaultBusSize = 16u << 20;
+constexpr apr_interval_time_t kDefaultKeepalive = apr_time_from_sec(15);
+constexpr apr_off_t kDefaultMaxMessageSize = 256 * 1024;
+
+const DirConfig &dir_config(request_rec *r);
+ModuleState *module_state(request_rec *r);
+
+/* Who refuses a request, for the log line: "subscribe" or "publish", and the level its
+ * refusals are logged at (a refused publish loses data the application meant to send, so it
+ * is an error; a refused subscribe is a client's mistake, a warning). */
+struct Endpoint {
+    const char *name;
+    int log_level;
+};
+constexpr Endpoint kSubscribe{"subscribe", APLOG_WARNING};
+constexpr Endpoint kPublish{"publish", APLOG_ERR};
+
+/* Decodes r->args; on error answers 400 itself and returns false. */
+bool query_params(request_rec *r, Params &out, const Endpoint &who);
+
+/* The channels for this request (SSEChannel, ?channel=, or the path); on error answers 400
+ * itself and returns false. `body_channels` (publish only) replace the query and the path. */
+bool request_channels(request_rec *r, const std::vector<std::string> *body_channels,
+                      const Params &query, std::vector<std::string> &out, const Endpoint &who);
+
+/* Sends a JSON error body {"error": message, "status": status}, logs a line tagged `tag`
+ * (like "SSE0110") at the endpoint's level, and returns OK (the status goes out with the
+ * body). */
+int answer_error(request_rec *r, int status, const char *tag, const Endpoint &who,
+                 const std::string &message);
+
+/* Sends `json` with `status`, Content-Type application/json, and returns OK. */
+int answer_json(request_rec *r, int status, const std::string &json);
+
+/* The two handlers, called from the module's handler hook. */
+int subscribe_handler(request_rec *r);
+int publish_handler(request_rec *r);
+
+apr_int64_t now_us();
+
+} // namespace sse::httpd
+
+#endif

@@ -1,0 +1,202 @@
+/* The sse-subscribe handler: holds one EventSource stream on the worker thread that serves it
+ * (the blocking mode, which works under every MPM and over HTTP/2).
+ *
+ * The thread waits on the bus's futex, wakes for every publish (or at the latest every second
+ * to look at the socket and the child's state), and sends what the subscriber's BusReader
+ * yields. It ends when the client goes away, a write fails, or the child is stopping. */
+#include "src/httpd/module.h"
+
+#include "ap_mpm.h"
+#include "http_connection.h"
+#include "http_core.h"
+#include "http_protocol.h"
+#include "http_request.h"
+
+#include "apr_portable.h"
+
+#include <nlohmann/json.hpp>
+#include <poll.h>
+
+APLOG_USE_MODULE(sse);
+
+namespace sse::httpd {
+
+namespace {
+
+/* Longest sleep between looks at the client's socket and the child's state. */
+constexpr int kMaxWaitMs = 1000;
+
+/* Events written per write/flush at most, so a large replay goes out in steady pieces. */
+constexpr int kBatchEvents = 256;
+
+class Stream {
+public:
+    explicit Stream(request_rec *r)
+        : r_(r), bb_(apr_brigade_create(r->pool, r->connection->bucket_alloc)) {}
+
+    /* Writes and flushes `bytes`; false when the client is gone. */
+    bool send(const std::string &bytes)
+    {
+        conn_rec *c = r_->connection;
+        if (c->aborted)
+            return false;
+        apr_status_t rv = apr_brigade_write(bb_, nullptr, nullptr, bytes.data(), bytes.size());
+        if (rv == APR_SUCCESS) {
+            APR_BRIGADE_INSERT_TAIL(bb_, apr_bucket_flush_create(c->bucket_alloc));
+            rv = ap_pass_brigade(r_->output_filters, bb_);
+        }
+        apr_brigade_cleanup(bb_);
+        sent_bytes_ += bytes.size();
+        return rv == APR_SUCCESS && !c->aborted;
+    }
+
+    /* True when the peer closed or reset the connection. Looks at the socket without reading
+     * from it (the input filters belong to the request; a pipelined request is not a close). */
+    bool peer_gone() const
+    {
+        apr_socket_t *sock = ap_get_conn_socket(r_->connection);
+        apr_os_sock_t fd;
+        if (!sock || apr_os_sock_get(&fd, sock) != APR_SUCCESS)
+            return false;
+        struct pollfd p = {fd, POLLRDHUP, 0};
+        return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+    }
+
+    apr_uint64_t sent_bytes() const { return sent_bytes_; }
+
+private:
+    request_rec *r_;
+    apr_bucket_brigade *bb_;
+    apr_uint64_t sent_bytes_ = 0;
+};
+
+bool child_is_stopping(const ModuleState *state)
+{
+    if (state->child_stopping.load())
+        return true;
+    /* prefork has no child_stopping call for a graceful restart; its signal handler sets the
+     * MPM state instead. */
+    int mpm_state = AP_MPMQ_RUNNING;
+    return ap_mpm_query(AP_MPMQ_MPM_STATE, &mpm_state) == APR_SUCCESS &&
+           mpm_state == AP_MPMQ_STOPPING;
+}
+
+/* The in-band notice that events may be missing: an event of type "sse-missed", without an
+ * id (so the client's lastEventId stays where it was), whose data is JSON. */
+std::string missed_notice(const char *reason, const std::string &last_event_id)
+{
+    nlohmann::json j = {{"reason", reason}};
+    if (!last_event_id.empty())
+        j["lastEventId"] = last_event_id;
+    EventFields ev;
+    ev.event = "sse-missed";
+    ev.has_data = true;
+    ev.data = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    std::string out;
+    encode_event(ev, out);
+    return out;
+}
+
+std::string last_event_id(request_rec *r, const Params &query)
+{
+    if (const char *h = apr_table_get(r->headers_in, "Last-Event-ID"))
+        return h;
+    if (const std::string *v = param_last(query, "lastEventId"))
+        return *v;
+    if (const std::string *v = param_last(query, "last_event_id"))
+        return *v;
+    return {};
+}
+
+} // namespace
+
+int subscribe_handler(request_rec *r)
+{
+    ModuleState *state = module_state(r);
+    if (r->method_number != M_GET) {
+        apr_table_setn(r->headers_out, "Allow", "GET, HEAD");
+        return answer_error(r, HTTP_METHOD_NOT_ALLOWED, "SSE0103", kSubscribe,
+                            std::string("method ") + r->method +
+                                " is not served here; subscribe with GET");
+    }
+    Params query;
+    std::vector<std::string> channels;
+    if (!query_params(r, query, kSubscribe) ||
+        !request_channels(r, nullptr, query, channels, kSubscribe))
+        return OK;
+    std::string resume_id = last_event_id(r, query);
+    if (resume_id.size() > kMaxEventIdBytes) {
+        return answer_error(r, HTTP_BAD_REQUEST, "SSE0104", kSubscribe,
+                            "Last-Event-ID is longer than " + std::to_string(kMaxEventIdBytes) +
+                                " bytes");
+    }
+
+    const DirConfig &d = dir_config(r);
+    ap_set_content_type(r, "text/event-stream");
+    apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
+    apr_table_setn(r->headers_out, "X-Accel-Buffering", "no");
+    /* Compression would hold events back (or cost zlib state per stream): keep it off. */
+    apr_table_setn(r->subprocess_env, "no-gzip", "1");
+    apr_table_setn(r->subprocess_env, "no-brotli", "1");
+    if (r->header_only)
+        return OK;
+    r->connection->keepalive = AP_CONN_CLOSE;
+
+    /* Take the position before the first bytes go out: whatever is published after the
+     * client's `open` fires is then sure to be delivered. */
+    BusReader reader(state->bus, ChannelSet(channels));
+    std::string out;
+    encode_comment("ok", out);
+    if (d.retry_ms >= 0)
+        encode_retry(d.retry_ms, out);
+    if (resume_id.empty()) {
+        reader.start_live();
+    } else if (!reader.start_after(resume_id, state->history, now_us())) {
+        out += missed_notice("unknown-last-event-id", resume_id);
+    }
+
+    Stream stream(r);
+    if (!stream.send(out))
+        return OK;
+
+    apr_time_t last_write = apr_time_now();
+    BusEvent ev;
+    for (;;) {
+        std::uint32_t seen = state->bus.wake_word();
+        out.clear();
+        int batch = 0;
+        for (; batch < kBatchEvents; ++batch) {
+            BusReader::Next n = reader.next(&ev);
+            if (n == BusReader::Next::None)
+                break;
+            if (n == BusReader::Next::Event)
+                out += ev.wire;
+            else
+                out += missed_notice("overrun", std::string());
+        }
+        if (!out.empty()) {
+            if (!stream.send(out))
+                break;
+            last_write = apr_time_now();
+            if (batch == kBatchEvents)
+                continue;
+        }
+        if (child_is_stopping(state) || stream.peer_gone())
+            break;
+        apr_time_t idle = apr_time_now() - last_write;
+        if (idle >= d.keepalive) {
+            out.clear();
+            encode_comment("keepalive", out);
+            if (!stream.send(out))
+                break;
+            last_write = apr_time_now();
+            idle = 0;
+        }
+        apr_interval_time_t until_keepalive = d.keepalive - idle;
+        int wait_ms = static_cast<int>(apr_time_as_msec(until_keepalive)) + 1;
+        state->bus.wait(seen, wait_ms < kMaxWaitMs ? wait_ms : kMaxWaitMs);
+    }
+    return OK;
+}
+
+} // namespace sse::httpd

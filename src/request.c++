@@ -1,0 +1,272 @@
+#include "sse/request.h"
+
+#include <nlohmann/json.hpp>
+
+namespace sse {
+
+namespace {
+
+int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+std::string url_decode(std::string_view s, std::string &out)
+{
+    out.clear();
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        char c = s[i];
+        if (c == '+') {
+            out += ' ';
+        } else if (c == '%') {
+            int hi = i + 2 < s.size() ? hex_value(s[i + 1]) : -1;
+            int lo = i + 2 < s.size() ? hex_value(s[i + 2]) : -1;
+            if (hi < 0 || lo < 0)
+                return "bad %-escape near \"" + std::string(s.substr(i, 3)) + "\"";
+            out += static_cast<char>(hi * 16 + lo);
+            i += 2;
+        } else {
+            out += c;
+        }
+    }
+    return {};
+}
+
+const char *const kBodyFields[] = {"data", "event", "id", "retry", "channel"};
+
+bool is_body_field(std::string_view key)
+{
+    for (const char *f : kBodyFields)
+        if (key == f)
+            return true;
+    return false;
+}
+
+/* True when every '&'-separated piece of `body` is "<field>=..." with one of our field names:
+ * then it is a form meant for us. Anything else (what `curl -d 'hello'` sends) is text. */
+bool is_field_form(std::string_view body)
+{
+    bool any = false;
+    std::size_t start = 0;
+    while (start < body.size()) {
+        std::size_t amp = body.find('&', start);
+        if (amp == std::string_view::npos)
+            amp = body.size();
+        std::string_view pair = body.substr(start, amp - start);
+        start = amp + 1;
+        if (pair.empty())
+            continue;
+        std::size_t eq = pair.find('=');
+        if (eq == std::string_view::npos || !is_body_field(pair.substr(0, eq)))
+            return false;
+        any = true;
+    }
+    return any;
+}
+
+std::string set_retry(std::string_view text, EventFields &ev)
+{
+    ev.retry = parse_retry(text);
+    if (ev.retry < 0)
+        return "retry must be a number of milliseconds (digits only, at most " +
+               std::to_string(kMaxRetryMs) + "), got \"" + std::string(text.substr(0, 32)) + "\"";
+    return {};
+}
+
+std::string parse_json_body(std::string_view body, PublishBody &out)
+{
+    using nlohmann::json;
+    json doc;
+    try {
+        doc = json::parse(body.begin(), body.end());
+    } catch (const json::parse_error &e) {
+        return std::string("malformed JSON: ") + e.what();
+    }
+    if (!doc.is_object())
+        return "the JSON body must be an object such as {\"data\": \"hello\"}";
+    EventFields &ev = out.fields;
+    for (auto it = doc.begin(); it != doc.end(); ++it) {
+        const std::string &key = it.key();
+        const json &v = it.value();
+        if (key == "data") {
+            ev.has_data = true;
+            ev.data = v.is_string() ? v.get<std::string>() : v.dump();
+        } else if (key == "event") {
+            if (!v.is_string())
+                return "\"event\" must be a string";
+            ev.event = v.get<std::string>();
+        } else if (key == "id") {
+            if (v.is_string())
+                ev.id = v.get<std::string>();
+            else if (v.is_number_integer())
+                ev.id = v.dump();
+            else
+                return "\"id\" must be a string or an integer";
+        } else if (key == "retry") {
+            if (v.is_number_unsigned() && v.get<std::uint64_t>() <= kMaxRetryMs)
+                ev.retry = static_cast<std::int64_t>(v.get<std::uint64_t>());
+            else if (v.is_string()) {
+                std::string err = set_retry(v.get<std::string>(), ev);
+                if (!err.empty())
+                    return err;
+            } else
+                return "\"retry\" must be a whole number of milliseconds from 0 to " +
+                       std::to_string(kMaxRetryMs);
+        } else if (key == "channel") {
+            if (v.is_string()) {
+                append_channel_list(v.get<std::string>(), out.channels);
+            } else if (v.is_array()) {
+                for (const json &c : v) {
+                    if (!c.is_string())
+                        return "\"channel\" must be a string or an array of strings";
+                    append_channel_list(c.get<std::string>(), out.channels);
+                }
+            } else {
+                return "\"channel\" must be a string or an array of strings";
+            }
+            if (out.channels.empty())
+                return "\"channel\" names no channel";
+        } else {
+            return "unknown member \"" + key.substr(0, 64) +
+                   "\" in the JSON body; known are data, event, id, retry, channel";
+        }
+    }
+    return {};
+}
+
+} // namespace
+
+std::string parse_form(std::string_view text, Params &out)
+{
+    std::size_t start = 0;
+    std::string key, value;
+    while (start <= text.size()) {
+        std::size_t amp = text.find('&', start);
+        if (amp == std::string_view::npos)
+            amp = text.size();
+        std::string_view pair = text.substr(start, amp - start);
+        start = amp + 1;
+        if (pair.empty())
+            continue;
+        std::size_t eq = pair.find('=');
+        std::string err = url_decode(pair.substr(0, eq), key);
+        if (err.empty() && eq != std::string_view::npos)
+            err = url_decode(pair.substr(eq + 1), value);
+        else
+            value.clear();
+        if (!err.empty())
+            return err;
+        out.emplace_back(key, value);
+    }
+    return {};
+}
+
+std::vector<std::string> param_values(const Params &params, std::string_view key)
+{
+    std::vector<std::string> v;
+    for (const auto &kv : params)
+        if (kv.first == key)
+            v.push_back(kv.second);
+    return v;
+}
+
+const std::string *param_last(const Params &params, std::string_view key)
+{
+    const std::string *last = nullptr;
+    for (const auto &kv : params)
+        if (kv.first == key)
+            last = &kv.second;
+    return last;
+}
+
+std::string select_channels(const std::string *configured, const Params &query,
+                            std::string_view path_rest, std::vector<std::string> &out)
+{
+    out.clear();
+    const char *source;
+    if (configured) {
+        append_channel_list(*configured, out);
+        source = "SSEChannel gave no channel";
+    } else if (param_last(query, "channel")) {
+        for (const auto &v : param_values(query, "channel"))
+            append_channel_list(v, out);
+        source = "the channel parameter names no channel";
+    } else {
+        while (!path_rest.empty() && path_rest.front() == '/')
+            path_rest.remove_prefix(1);
+        while (!path_rest.empty() && path_rest.back() == '/')
+            path_rest.remove_suffix(1);
+        append_channel_list(path_rest, out);
+        source = "no channel: name one in the path (/events/news) or with ?channel=news";
+    }
+    if (out.empty())
+        return source;
+    if (out.size() > kMaxChannelsPerEvent)
+        return "too many channels: " + std::to_string(out.size()) + ", at most " +
+               std::to_string(kMaxChannelsPerEvent);
+    for (const auto &name : out) {
+        std::string err = validate_channel_name(name);
+        if (!err.empty())
+            return err;
+    }
+    return {};
+}
+
+std::string parse_publish(std::string_view media_type, std::string_view body,
+                          const Params &query, PublishBody &out)
+{
+    EventFields &ev = out.fields;
+    if (const std::string *v = param_last(query, "event"))
+        ev.event = *v;
+    if (const std::string *v = param_last(query, "id"))
+        ev.id = *v;
+    if (const std::string *v = param_last(query, "retry")) {
+        std::string err = set_retry(*v, ev);
+        if (!err.empty())
+            return err;
+    }
+
+    std::string err;
+    bool raw = true;
+    if (media_type == "application/json") {
+        raw = false;
+        err = parse_json_body(body, out);
+    } else if (media_type == "application/x-www-form-urlencoded" && is_field_form(body)) {
+        raw = false;
+        Params form;
+        err = parse_form(body, form);
+        if (!err.empty())
+            err = "malformed form data: " + err;
+        for (const auto &kv : form) {
+            if (!err.empty())
+                break;
+            if (kv.first == "data") {
+                ev.has_data = true;
+                ev.data = kv.second;
+            } else if (kv.first == "event") {
+                ev.event = kv.second;
+            } else if (kv.first == "id") {
+                ev.id = kv.second;
+            } else if (kv.first == "retry") {
+                err = set_retry(kv.second, ev);
+            } else if (kv.first == "channel") {
+                append_channel_list(kv.second, out.channels);
+            }
+        }
+    }
+    if (raw && !body.empty()) {
+        ev.has_data = true;
+        ev.data.assign(body.data(), body.size());
+    }
+    if (!err.empty())
+        return err;
+    return validate_event(ev);
+}
+
+} // namespace sse

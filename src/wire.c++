@@ -1,0 +1,190 @@
+#include "sse/wire.h"
+
+#include <algorithm>
+#include <cstdio>
+
+namespace sse {
+
+std::vector<std::string_view> split_lines(std::string_view data)
+{
+    std::vector<std::string_view> lines;
+    std::size_t start = 0;
+    for (std::size_t i = 0; i < data.size(); ++i) {
+        if (data[i] == '\r' || data[i] == '\n') {
+            lines.push_back(data.substr(start, i - start));
+            if (data[i] == '\r' && i + 1 < data.size() && data[i + 1] == '\n')
+                ++i;
+            start = i + 1;
+        }
+    }
+    lines.push_back(data.substr(start));
+    return lines;
+}
+
+void encode_event(const EventFields &ev, std::string &out)
+{
+    if (!ev.id.empty()) {
+        out += "id: ";
+        out += ev.id;
+        out += '\n';
+    }
+    if (!ev.event.empty()) {
+        out += "event: ";
+        out += ev.event;
+        out += '\n';
+    }
+    if (ev.retry >= 0) {
+        out += "retry: ";
+        out += std::to_string(ev.retry);
+        out += '\n';
+    }
+    if (ev.has_data) {
+        for (std::string_view line : split_lines(ev.data)) {
+            /* The space after the colon is always written: the parser removes exactly one, so
+             * a line that itself starts with a space keeps it. */
+            out += "data: ";
+            out += line;
+            out += '\n';
+        }
+    }
+    out += '\n';
+}
+
+void encode_comment(std::string_view text, std::string &out)
+{
+    out += ": ";
+    for (char c : text)
+        out += (c == '\r' || c == '\n') ? ' ' : c;
+    out += "\n\n";
+}
+
+void encode_retry(std::int64_t retry_ms, std::string &out)
+{
+    out += "retry: ";
+    out += std::to_string(retry_ms);
+    out += "\n\n";
+}
+
+bool is_valid_utf8(std::string_view s)
+{
+    const auto *p = reinterpret_cast<const unsigned char *>(s.data());
+    const auto *end = p + s.size();
+    while (p < end) {
+        unsigned char c = *p;
+        if (c < 0x80) {
+            ++p;
+            continue;
+        }
+        std::size_t n;
+        std::uint32_t cp;
+        if ((c & 0xE0) == 0xC0) {
+            n = 1;
+            cp = c & 0x1F;
+        } else if ((c & 0xF0) == 0xE0) {
+            n = 2;
+            cp = c & 0x0F;
+        } else if ((c & 0xF8) == 0xF0) {
+            n = 3;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (static_cast<std::size_t>(end - p) <= n)
+            return false;
+        for (std::size_t i = 1; i <= n; ++i) {
+            if ((p[i] & 0xC0) != 0x80)
+                return false;
+            cp = (cp << 6) | (p[i] & 0x3F);
+        }
+        static const std::uint32_t min_for_length[] = {0, 0x80, 0x800, 0x10000};
+        if (cp < min_for_length[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return false;
+        p += n + 1;
+    }
+    return true;
+}
+
+static bool is_channel_char(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '-' || c == '.' || c == '~' || c == ':' || c == '@' || c == '/';
+}
+
+std::string validate_channel_name(std::string_view name)
+{
+    if (name.empty())
+        return "a channel name must not be empty";
+    if (name.size() > kMaxChannelNameBytes)
+        return "channel name is " + std::to_string(name.size()) + " bytes long, at most " +
+               std::to_string(kMaxChannelNameBytes) + " are allowed";
+    for (char c : name) {
+        if (!is_channel_char(c)) {
+            char buf[8];
+            auto uc = static_cast<unsigned char>(c);
+            if (uc >= 0x21 && uc < 0x7F)
+                snprintf(buf, sizeof buf, "'%c'", c);
+            else
+                snprintf(buf, sizeof buf, "0x%02X", uc);
+            return std::string("channel name \"") + std::string(name.substr(0, 64)) +
+                   "\" contains " + buf + "; allowed are A-Z a-z 0-9 _ - . ~ : @ /";
+        }
+    }
+    return {};
+}
+
+static std::string check_field_line(const char *what, std::string_view value, std::size_t max)
+{
+    if (value.size() > max)
+        return std::string(what) + " is " + std::to_string(value.size()) + " bytes long, at most " +
+               std::to_string(max) + " are allowed";
+    if (value.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos)
+        return std::string(what) + " must not contain CR, LF or NUL";
+    if (!is_valid_utf8(value))
+        return std::string(what) + " is not valid UTF-8";
+    return {};
+}
+
+std::string validate_event(const EventFields &ev)
+{
+    std::string err = check_field_line("event id", ev.id, kMaxEventIdBytes);
+    if (err.empty())
+        err = check_field_line("event type", ev.event, kMaxEventTypeBytes);
+    if (!err.empty())
+        return err;
+    if (ev.retry < -1 || ev.retry > kMaxRetryMs)
+        return "retry must be a number of milliseconds from 0 to " + std::to_string(kMaxRetryMs);
+    if (ev.has_data && !is_valid_utf8(ev.data))
+        return "data is not valid UTF-8";
+    if (!ev.has_data && ev.retry < 0)
+        return "nothing to publish: give data (or a retry)";
+    return {};
+}
+
+std::int64_t parse_retry(std::string_view text)
+{
+    if (text.empty() || text.size() > 12)
+        return -1;
+    std::int64_t v = 0;
+    for (char c : text) {
+        if (c < '0' || c > '9')
+            return -1;
+        v = v * 10 + (c - '0');
+    }
+    return v > kMaxRetryMs ? -1 : v;
+}
+
+void append_channel_list(std::string_view list, std::vector<std::string> &channels)
+{
+    std::size_t start = 0;
+    while (start <= list.size()) {
+        std::size_t comma = list.find(',', start);
+        if (comma == std::string_view::npos)
+            comma = list.size();
+        std::string_view item = list.substr(start, comma - start);
+        if (!item.empty() && std::find(channels.begin(), channels.end(), item) == channels.end())
+            channels.emplace_back(item);
+        start = comma + 1;
+    }
+}
+
+} // namespace sse

@@ -38,10 +38,9 @@ void *create_server_config(apr_pool_t *p, server_rec *)
     return c;
 }
 
-void *create_dir_config(apr_pool_t *p, char *dir)
+void *create_dir_config(apr_pool_t *p, char *)
 {
     auto *c = static_cast<DirConfig *>(apr_pcalloc(p, sizeof(DirConfig)));
-    c->location = dir;
     c->keepalive = kDefaultKeepalive;
     c->retry_ms = -1;
     c->max_message_size = kDefaultMaxMessageSize;
@@ -60,7 +59,6 @@ void *merge_dir_config(apr_pool_t *p, void *base_v, void *add_v)
     auto *base = static_cast<DirConfig *>(base_v);
     auto *add = static_cast<DirConfig *>(add_v);
     auto *c = static_cast<DirConfig *>(apr_pcalloc(p, sizeof(DirConfig)));
-    c->location = add->location ? add->location : base->location;
     merge_field(c->channel_expr, c->channel_expr_set, base->channel_expr, base->channel_expr_set,
                 add->channel_expr, add->channel_expr_set);
     merge_field(c->keepalive, c->keepalive_set, base->keepalive, base->keepalive_set,

@@ -49,7 +49,6 @@ struct ServerConfig {
 /* Per-location settings; each `x` has an `x_set` marker so a nested <Location> inherits
  * what its parent set instead of a default. */
 struct DirConfig {
-    const char *location;              /* the <Location> path, for channels from the path */
     ap_expr_info_t *channel_expr;      int channel_expr_set;
     apr_interval_time_t keepalive;     int keepalive_set;
     apr_int64_t retry_ms;              int retry_set;      /* -1: no retry field */

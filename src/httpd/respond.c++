@@ -2,6 +2,7 @@
  * error answers, JSON answers. */
 #include "src/httpd/module.h"
 
+#include "http_core.h"
 #include "http_protocol.h"
 
 #include <nlohmann/json.hpp>
@@ -87,9 +88,14 @@ bool request_channels(request_rec *r, const std::vector<std::string> *body_chann
         configured_p = &configured;
     }
 
+    /* Channels from the path: the part of the URI after the <Location> that applies. Core
+     * keeps the path of the innermost section merged into this request (the one holding
+     * SetHandler, or a deeper one); a <LocationMatch> regex gives no prefix. */
     std::string_view rest;
-    if (d.location && strncmp(r->uri, d.location, strlen(d.location)) == 0)
-        rest = r->uri + strlen(d.location);
+    auto *core = static_cast<core_dir_config *>(ap_get_core_module_config(r->per_dir_config));
+    if (core && core->d && !core->r && !core->d_is_fnmatch &&
+        strncmp(r->uri, core->d, strlen(core->d)) == 0)
+        rest = r->uri + strlen(core->d);
     if (err.empty())
         err = select_channels(configured_p, query, rest, out);
     if (err.empty())

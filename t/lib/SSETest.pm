@@ -1,0 +1,426 @@
+package SSETest;
+# Integration-test harness: starts Debian's apache2 with a generated config on a free loopback
+# port, with its own run directory, and talks to it with real HTTP clients.
+#
+#   my $srv = SSETest::Server->start(conf => '...extra config...');
+#   my $res = $srv->request(POST => '/publish/news', body => 'hello');
+#   my $sub = $srv->subscribe('/events/news');   # an EventSource-like client
+#   my @ev  = $sub->events(1, 5);                # wait up to 5 s for 1 event
+#   $srv->stop;                                  # and fail the test on unexpected log lines
+#
+# The MPM comes from $ENV{SSE_TEST_MPM} (event or prefork). Everything runs on 127.0.0.1,
+# every wait is bounded, the server is stopped by its own pid.
+use strict;
+use warnings;
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
+use File::Path qw(make_path remove_tree);
+use IO::Select;
+use IO::Socket::INET;
+use JSON::PP;
+use POSIX qw(:sys_wait_h);
+use Test::More;
+use Time::HiRes qw(time sleep);
+
+our $ROOT = abs_path(dirname(__FILE__) . '/../..');
+
+sub apxs_q {
+    my ($var) = @_;
+    my $v = `apxs -q $var 2>/dev/null`;
+    chomp $v;
+    return $v;
+}
+
+sub free_port {
+    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp',
+                                  Listen => 1, ReuseAddr => 1) or die "no free port: $!";
+    my $port = $s->sockport;
+    close $s;
+    return $port;
+}
+
+sub json_decode { my ($t) = @_; return eval { JSON::PP->new->utf8->decode($t) } }
+
+package SSETest::Server;
+use strict;
+use warnings;
+use File::Path qw(make_path remove_tree);
+use POSIX qw(:sys_wait_h);
+use Test::More;
+use Time::HiRes qw(time sleep);
+
+my $seq = 0;
+
+# start(conf => text inside the server, global => text before it, mpm => 'event'|'prefork')
+sub start {
+    my ($class, %o) = @_;
+    my $mpm = $o{mpm} // $ENV{SSE_TEST_MPM} // 'event';
+    my $name = $0;
+    $name =~ s{.*/}{};
+    $name =~ s{\.t$}{};
+    my $dir = "$SSETest::ROOT/t/run/$name-$mpm-$$-" . $seq++;
+    remove_tree($dir);
+    make_path("$dir/htdocs", "$dir/logs");
+    my $self = bless {dir => $dir, mpm => $mpm, port => SSETest::free_port(),
+                      expected => [], %o}, $class;
+    $self->write_config;
+    $self->launch;
+    return $self;
+}
+
+sub dir  { $_[0]{dir} }
+sub port { $_[0]{port} }
+sub mpm  { $_[0]{mpm} }
+sub error_log { "$_[0]{dir}/logs/error.log" }
+
+sub write_config {
+    my ($self) = @_;
+    my $mods = SSETest::apxs_q('LIBEXECDIR');
+    my $dir = $self->{dir};
+    my $user = $> == 0 ? "User www-data\nGroup www-data\n" : '';
+    my $mpm_conf = $self->{mpm} eq 'prefork'
+        ? "StartServers 4\nMinSpareServers 4\nMaxSpareServers 8\nMaxRequestWorkers 40\nServerLimit 40\n"
+        : "StartServers 2\nServerLimit 2\nThreadsPerChild 25\nMaxRequestWorkers 50\n"
+          . "MinSpareThreads 25\nMaxSpareThreads 50\nThreadLimit 25\n";
+    $self->{$_} //= '' for qw(global conf);
+    my $so = $self->{module} // "$SSETest::ROOT/build/mod_sse.so";
+    my $conf = <<"EOF";
+ServerRoot "$dir"
+PidFile "$dir/httpd.pid"
+DefaultRuntimeDir "$dir"
+ErrorLog "$dir/logs/error.log"
+LogLevel warn
+Listen 127.0.0.1:$self->{port}
+ServerName 127.0.0.1
+$user
+LoadModule mpm_$self->{mpm}_module $mods/mod_mpm_$self->{mpm}.so
+LoadModule authz_core_module $mods/mod_authz_core.so
+LoadModule authz_host_module $mods/mod_authz_host.so
+LoadModule mime_module $mods/mod_mime.so
+TypesConfig /etc/mime.types
+LoadModule sse_module $so
+$mpm_conf
+Timeout 30
+LogFormat "%h %t \\"%r\\" %>s %b %D" timed
+CustomLog "$dir/logs/access.log" timed
+DocumentRoot "$dir/htdocs"
+$self->{global}
+<Location /events>
+    SetHandler sse-subscribe
+</Location>
+<Location /publish>
+    SetHandler sse-publish
+    Require ip 127.0.0.1
+</Location>
+$self->{conf}
+EOF
+    $conf =~ s/\$\{(\w+)\}/$self->{$1}/g; # ${port}, ${dir} in caller snippets
+    open my $fh, '>', "$dir/httpd.conf" or die "$dir/httpd.conf: $!";
+    print $fh $conf;
+    close $fh;
+    chmod 0755, $dir;
+}
+
+sub httpd { $ENV{SSE_TEST_HTTPD} // '/usr/sbin/apache2' }
+
+sub launch {
+    my ($self) = @_;
+    my $out = `@{[httpd()]} -f $self->{dir}/httpd.conf -k start 2>&1`;
+    if ($? != 0) {
+        BAIL_OUT("apache2 did not start: $out\n" . $self->log_text);
+    }
+    $self->wait_for(sub { -s "$self->{dir}/httpd.pid" && $self->accepts }, 15,
+                    'httpd accepts connections')
+        or BAIL_OUT("apache2 did not come up:\n" . $self->log_text);
+    $self->{pid} = $self->read_pid;
+}
+
+sub read_pid {
+    my ($self) = @_;
+    open my $fh, '<', "$self->{dir}/httpd.pid" or return;
+    my $pid = <$fh>;
+    chomp $pid if defined $pid;
+    return $pid;
+}
+
+sub accepts {
+    my ($self) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{port},
+                                  Timeout => 1);
+    return $s ? 1 : 0;
+}
+
+sub wait_for {
+    my ($self, $cond, $seconds, $what) = @_;
+    my $end = time + $seconds;
+    while (time < $end) {
+        return 1 if $cond->();
+        sleep 0.05;
+    }
+    return 0;
+}
+
+sub log_text {
+    my ($self) = @_;
+    open my $fh, '<', $self->error_log or return '';
+    local $/;
+    return <$fh>;
+}
+
+# Lines of the error log matching these patterns are expected (and not a failure).
+sub expect_log {
+    my ($self, @patterns) = @_;
+    push @{$self->{expected}}, @patterns;
+}
+
+# The PIDs of the server's child processes.
+sub children {
+    my ($self) = @_;
+    my @pids = map { chomp; $_ } `pgrep -P $self->{pid}`;
+    return grep { /^\d+$/ } @pids;
+}
+
+sub graceful {
+    my ($self) = @_;
+    my $before = () = $self->log_text =~ /resuming normal operations/g;
+    kill 'USR1', $self->{pid};
+    $self->wait_for(sub { (() = $self->log_text =~ /resuming normal operations/g) > $before },
+                    20, 'graceful restart') or die "graceful restart did not complete";
+    $self->wait_for(sub { $self->accepts }, 10);
+}
+
+sub stop {
+    my ($self) = @_;
+    return if $self->{stopped}++;
+    my $pid = $self->{pid};
+    kill 'TERM', $pid if $pid;
+    my $gone = $self->wait_for(sub { !kill(0, $pid) }, 30, 'httpd stops');
+    ok($gone, "httpd ($self->{mpm}) stopped");
+    $self->check_log;
+}
+
+# Fails the test for every warn-or-worse line, crash or assertion in the error log that was not
+# announced with expect_log().
+sub check_log {
+    my ($self) = @_;
+    my @bad;
+    for my $line (split /\n/, $self->log_text) {
+        next unless $line =~ /\[(?:[\w]+:)?(?:warn|error|crit|alert|emerg)\]/
+                 || $line =~ /exit signal|Segmentation|Assertion|AddressSanitizer|core dumped/;
+        next if grep { $line =~ $_ } @{$self->{expected}};
+        push @bad, $line;
+    }
+    ok(!@bad, "no unexpected lines in the error log ($self->{mpm})")
+        or diag(join "\n", @bad);
+    remove_tree($self->{dir}) if !@bad && !$ENV{SSE_TEST_KEEP};
+}
+
+sub DESTROY {
+    my ($self) = @_;
+    if (!$self->{stopped} && $self->{pid}) {
+        kill 'TERM', $self->{pid};
+    }
+}
+
+# A whole HTTP/1.1 exchange over a new connection:
+#   request(METHOD => path, headers => {..}, body => '...')
+# returns {status, headers => {lowercase name => value}, body}.
+sub request {
+    my ($self, $method, $path, %o) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{port},
+                                  Timeout => 10) or die "connect: $!";
+    my $body = $o{body} // '';
+    my %h = (Host => "127.0.0.1:$self->{port}", Connection => 'close', %{$o{headers} // {}});
+    $h{'Content-Length'} = length($body) if $method ne 'GET' && $method ne 'HEAD'
+                                            && !exists $h{'Transfer-Encoding'};
+    my $req = "$method $path HTTP/1.1\r\n" . join('', map { "$_: $h{$_}\r\n" } sort keys %h)
+            . "\r\n" . $body;
+    syswrite($s, $req);
+    my $raw = '';
+    my $sel = IO::Select->new($s);
+    my $end = time + ($o{timeout} // 10);
+    while (time < $end && $sel->can_read($end - time)) {
+        my $n = sysread($s, my $buf, 65536);
+        last unless $n;
+        $raw .= $buf;
+    }
+    return SSETest::parse_response($raw, $method eq 'HEAD');
+}
+
+# POST to the publish location; returns the response with {json} decoded.
+sub publish {
+    my ($self, $path, $body, %o) = @_;
+    my $res = $self->request(POST => $path, body => $body, %o);
+    $res->{json} = SSETest::json_decode($res->{body});
+    return $res;
+}
+
+sub subscribe {
+    my ($self, $path, %o) = @_;
+    return SSETest::Client->open($self, $path, %o);
+}
+
+package SSETest;
+
+sub parse_response {
+    my ($raw, $head_only) = @_;
+    my ($head, $rest) = split /\r\n\r\n/, $raw, 2;
+    return {status => 0, headers => {}, body => '', raw => $raw} unless defined $head;
+    my @lines = split /\r\n/, $head;
+    my ($status) = (shift(@lines) // '') =~ m{^HTTP/\d\.\d (\d+)};
+    my %h;
+    for (@lines) {
+        my ($k, $v) = /^([^:]+):\s*(.*)$/ or next;
+        $h{lc $k} = $v;
+    }
+    my $body = $rest // '';
+    if (!$head_only && ($h{'transfer-encoding'} // '') =~ /chunked/i) {
+        my $dec = SSETest::Chunked->new;
+        $body = $dec->feed($body);
+    }
+    return {status => $status // 0, headers => \%h, body => $body, raw => $raw};
+}
+
+# Incremental chunked-transfer decoder.
+package SSETest::Chunked;
+sub new { bless {buf => '', left => 0, done => 0}, shift }
+sub feed {
+    my ($self, $data) = @_;
+    $self->{buf} .= $data;
+    my $out = '';
+    for (;;) {
+        if ($self->{left} > 0) {
+            my $take = substr($self->{buf}, 0, $self->{left}, '');
+            $out .= $take;
+            $self->{left} -= length $take;
+            last if $self->{left} > 0;
+            $self->{need_crlf} = 1;
+        }
+        if ($self->{need_crlf}) {
+            last if length($self->{buf}) < 2;
+            substr($self->{buf}, 0, 2, '');
+            $self->{need_crlf} = 0;
+        }
+        last unless $self->{buf} =~ s/^([0-9a-fA-F]+)[^\r\n]*\r\n//;
+        my $n = hex $1;
+        if ($n == 0) { $self->{done} = 1; last }
+        $self->{left} = $n;
+    }
+    return $out;
+}
+
+# An EventSource-like client: one GET, then the stream parsed by the WHATWG rules.
+package SSETest::Client;
+use strict;
+use warnings;
+use IO::Select;
+use Time::HiRes qw(time);
+
+sub open {
+    my ($class, $srv, $path, %o) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $srv->port,
+                                  Timeout => 10) or die "connect: $!";
+    my %h = (Host => '127.0.0.1:' . $srv->port, Accept => 'text/event-stream',
+             %{$o{headers} // {}});
+    syswrite($s, "GET $path HTTP/1.1\r\n" . join('', map { "$_: $h{$_}\r\n" } sort keys %h)
+                 . "\r\n");
+    my $self = bless {sock => $s, raw => '', head => undef, text => '', events => [],
+                      comments => [], retry => undef, closed => 0, lastEventId => '',
+                      data => '', type => '', id_buf => undef}, $class;
+    $self->read_until(sub { defined $self->{head} }, $o{timeout} // 10);
+    return $self;
+}
+
+sub status  { $_[0]{head} ? $_[0]{head}{status} : 0 }
+sub headers { $_[0]{head} ? $_[0]{head}{headers} : {} }
+sub closed  { $_[0]{closed} }
+sub raw_stream { $_[0]{stream_bytes} // '' }
+
+sub close {
+    my ($self) = @_;
+    close $self->{sock} if $self->{sock};
+    $self->{sock} = undef;
+}
+
+# Reads until cond() holds, the stream ends, or the time is up. Returns cond().
+sub read_until {
+    my ($self, $cond, $seconds) = @_;
+    my $end = time + $seconds;
+    my $sel = IO::Select->new($self->{sock});
+    while (!$cond->() && !$self->{closed} && time < $end) {
+        next unless $sel->can_read($end - time > 0 ? $end - time : 0);
+        my $n = sysread($self->{sock}, my $buf, 65536);
+        if (!$n) { $self->{closed} = 1; last }
+        $self->absorb($buf);
+    }
+    return $cond->();
+}
+
+sub absorb {
+    my ($self, $buf) = @_;
+    if (!defined $self->{head}) {
+        $self->{raw} .= $buf;
+        my $i = index($self->{raw}, "\r\n\r\n");
+        return if $i < 0;
+        my $head = substr($self->{raw}, 0, $i + 4);
+        $buf = substr($self->{raw}, $i + 4);
+        $self->{head} = SSETest::parse_response($head, 1);
+        $self->{chunked} = ($self->{head}{headers}{'transfer-encoding'} // '') =~ /chunked/i;
+        $self->{dechunk} = SSETest::Chunked->new;
+    }
+    my $bytes = $self->{chunked} ? $self->{dechunk}->feed($buf) : $buf;
+    $self->{stream_bytes} .= $bytes;
+    $self->{text} .= $bytes;
+    $self->parse;
+}
+
+# The WHATWG "interpreting an event stream" algorithm, over complete lines.
+sub parse {
+    my ($self) = @_;
+    while ($self->{text} =~ s/^([^\r\n]*)(\r\n|\r(?=[^\n])|\n)//) {
+        my $line = $1;
+        if ($line eq '') { $self->dispatch; next }
+        if ($line =~ /^:(.*)/) { push @{$self->{comments}}, $1; next }
+        my ($field, $value) = $line =~ /^([^:]*)(?::(.*))?$/;
+        $value //= '';
+        $value =~ s/^ //;
+        if ($field eq 'event') { $self->{type} = $value }
+        elsif ($field eq 'data') { $self->{data} .= "$value\n" }
+        elsif ($field eq 'id') { $self->{lastEventId} = $value unless $value =~ /\0/ }
+        elsif ($field eq 'retry') {
+            if ($value =~ /^\d+$/) { $self->{retry} = $value }
+            else { push @{$self->{bad_fields}}, $line }
+        }
+        else { push @{$self->{bad_fields}}, $line }
+    }
+}
+
+sub dispatch {
+    my ($self) = @_;
+    my $data = $self->{data};
+    my $type = $self->{type};
+    $self->{data} = '';
+    $self->{type} = '';
+    return if $data eq '';
+    $data =~ s/\n$//;
+    push @{$self->{events}}, {data => $data, event => $type eq '' ? 'message' : $type,
+                              id => $self->{lastEventId}};
+}
+
+# Waits up to $seconds for $n events in all (counting those already received) and returns
+# the ones not yet taken.
+sub events {
+    my ($self, $n, $seconds) = @_;
+    $self->{taken} //= 0;
+    $self->read_until(sub { @{$self->{events}} - $self->{taken} >= $n }, $seconds // 5);
+    my @new = @{$self->{events}}[$self->{taken} .. $#{$self->{events}}];
+    $self->{taken} = @{$self->{events}};
+    return @new;
+}
+
+sub all_events { @{$_[0]{events}} }
+sub comments { @{$_[0]{comments}} }
+sub retry { $_[0]{retry} }
+sub bad_fields { @{$_[0]{bad_fields} // []} }
+
+1;

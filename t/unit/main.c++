@@ -1,0 +1,14 @@
+#include "unit.h"
+
+#include <cstdlib>
+
+int main()
+{
+    SRunner *sr = srunner_create(wire_suite());
+    srunner_add_suite(sr, bus_suite());
+    srunner_add_suite(sr, request_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

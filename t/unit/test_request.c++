@@ -1,0 +1,165 @@
+/* Query strings, channel selection and publish bodies (JSON, form, raw). */
+#include "unit.h"
+
+#include "sse/request.h"
+
+#include <string>
+
+using namespace sse;
+
+START_TEST(form_decoding)
+{
+    Params p;
+    ck_assert(parse_form("a=1&b=x+y&c=%41%62&&d&e=", p).empty());
+    ck_assert_int_eq(p.size(), 5);
+    assert_str(p[1].second, "x y");
+    assert_str(p[2].second, "Ab");
+    assert_str(p[3].first, "d");
+    assert_str(p[3].second, "");
+    Params bad;
+    ck_assert(!parse_form("a=%zz", bad).empty());
+    ck_assert(!parse_form("a=%4", bad).empty());
+    ck_assert(!parse_form("a=%", bad).empty());
+}
+END_TEST
+
+START_TEST(channel_selection)
+{
+    std::vector<std::string> out;
+    Params none;
+    ck_assert(select_channels(nullptr, none, "/news", out).empty());
+    ck_assert_int_eq(out.size(), 1);
+    assert_str(out[0], "news");
+    ck_assert(select_channels(nullptr, none, "/news,sports/", out).empty());
+    ck_assert_int_eq(out.size(), 2);
+    ck_assert(select_channels(nullptr, none, "/a/b", out).empty());
+    assert_str(out[0], "a/b");
+
+    Params q;
+    parse_form("channel=x,y&channel=z", q);
+    ck_assert(select_channels(nullptr, q, "/ignored", out).empty());
+    ck_assert_int_eq(out.size(), 3);
+
+    std::string conf = "fixed";
+    ck_assert(select_channels(&conf, q, "/ignored", out).empty());
+    ck_assert_int_eq(out.size(), 1);
+    assert_str(out[0], "fixed");
+
+    ck_assert(select_channels(nullptr, none, "/", out).find("no channel") != std::string::npos);
+    Params badq;
+    parse_form("channel=bad%20name", badq);
+    ck_assert(select_channels(nullptr, badq, "", out).find("bad name") != std::string::npos);
+    std::string many;
+    for (int i = 0; i < 65; ++i)
+        many += "c" + std::to_string(i) + ",";
+    ck_assert(select_channels(&many, none, "", out).find("too many") != std::string::npos);
+}
+END_TEST
+
+START_TEST(raw_bodies)
+{
+    Params q;
+    parse_form("event=update&id=42&retry=1500", q);
+    PublishBody b;
+    ck_assert(parse_publish("text/plain", "line1\nline2", q, b).empty());
+    assert_str(b.fields.data, "line1\nline2");
+    assert_str(b.fields.event, "update");
+    assert_str(b.fields.id, "42");
+    ck_assert_int_eq(b.fields.retry, 1500);
+
+    /* what curl -d sends: form-encoded content type, but not our fields */
+    PublishBody c;
+    ck_assert(parse_publish("application/x-www-form-urlencoded", "hello", Params(), c).empty());
+    assert_str(c.fields.data, "hello");
+    PublishBody d;
+    ck_assert(parse_publish("application/x-www-form-urlencoded", "a=b&c", Params(), d).empty());
+    assert_str(d.fields.data, "a=b&c");
+
+    PublishBody e;
+    ck_assert(parse_publish("", "", Params(), e).find("nothing to publish") != std::string::npos);
+    PublishBody f;
+    Params badretry;
+    parse_form("retry=soon", badretry);
+    ck_assert(parse_publish("", "x", badretry, f).find("retry") != std::string::npos);
+    PublishBody g;
+    ck_assert(parse_publish("text/plain", "\xC3\x28", Params(), g).find("UTF-8") !=
+              std::string::npos);
+    PublishBody h;
+    Params badid;
+    parse_form("id=a%0Ab", badid);
+    ck_assert(parse_publish("", "x", badid, h).find("event id") != std::string::npos);
+}
+END_TEST
+
+START_TEST(form_bodies)
+{
+    PublishBody b;
+    ck_assert(parse_publish("application/x-www-form-urlencoded",
+                            "data=a%0Ab+c&event=e&id=i1&retry=10&channel=x,y", Params(), b)
+                  .empty());
+    assert_str(b.fields.data, "a\nb c");
+    assert_str(b.fields.event, "e");
+    assert_str(b.fields.id, "i1");
+    ck_assert_int_eq(b.fields.retry, 10);
+    ck_assert_int_eq(b.channels.size(), 2);
+
+    PublishBody bad;
+    std::string err = parse_publish("application/x-www-form-urlencoded", "data=%zz", Params(), bad);
+    ck_assert_msg(err.find("malformed form data") != std::string::npos, "%s", err.c_str());
+    PublishBody nodata;
+    ck_assert(parse_publish("application/x-www-form-urlencoded", "event=x", Params(), nodata)
+                  .find("nothing to publish") != std::string::npos);
+}
+END_TEST
+
+START_TEST(json_bodies)
+{
+    PublishBody b;
+    ck_assert(parse_publish("application/json",
+                            R"({"data":"h\u00e9","event":"e","id":7,"retry":"20","channel":["a","b,c"]})",
+                            Params(), b)
+                  .empty());
+    assert_str(b.fields.data, "h\xC3\xA9");
+    assert_str(b.fields.id, "7");
+    ck_assert_int_eq(b.fields.retry, 20);
+    ck_assert_int_eq(b.channels.size(), 3);
+
+    PublishBody obj;
+    ck_assert(parse_publish("application/json", R"({"data":{"x":[1,2]}})", Params(), obj).empty());
+    assert_str(obj.fields.data, R"({"x":[1,2]})");
+
+    const char *bad[][2] = {
+        {"{", "malformed JSON"},
+        {"[1]", "must be an object"},
+        {R"({"data":"x","evnt":"y"})", "unknown member \"evnt\""},
+        {R"({"data":"x","event":5})", "\"event\" must be a string"},
+        {R"({"data":"x","id":1.5})", "\"id\""},
+        {R"({"data":"x","retry":-1})", "\"retry\""},
+        {R"({"data":"x","retry":"1s"})", "retry"},
+        {R"({"data":"x","channel":3})", "\"channel\""},
+        {R"({"data":"x","channel":[]})", "names no channel"},
+        {R"({"data":"x","event":"a\nb"})", "event type"},
+        {R"({"data":"x","id":"a\u0000b"})", "event id"},
+        {"{\"data\":\"\xFF\"}", "malformed JSON"},
+        {R"({"event":"x"})", "nothing to publish"},
+    };
+    for (auto &c : bad) {
+        PublishBody p;
+        std::string err = parse_publish("application/json", c[0], Params(), p);
+        ck_assert_msg(err.find(c[1]) != std::string::npos, "%s: got \"%s\"", c[0], err.c_str());
+    }
+}
+END_TEST
+
+Suite *request_suite()
+{
+    Suite *s = suite_create("request");
+    TCase *tc = tcase_create("parsing");
+    tcase_add_test(tc, form_decoding);
+    tcase_add_test(tc, channel_selection);
+    tcase_add_test(tc, raw_bodies);
+    tcase_add_test(tc, form_bodies);
+    tcase_add_test(tc, json_bodies);
+    suite_add_tcase(s, tc);
+    return s;
+}

@@ -1,0 +1,16 @@
+/* Unit tests (Check). Each t/unit/test_*.c++ provides one suite; main.c++ runs them all. */
+#ifndef SSE_T_UNIT_H
+#define SSE_T_UNIT_H
+
+#include <check.h>
+
+Suite *wire_suite();
+Suite *bus_suite();
+Suite *request_suite();
+
+/* Check's ck_assert_str_eq wants C strings; these compare std::string-likes. */
+#define assert_str(a, b)                                                                       \
+    ck_assert_msg(std::string(a) == std::string(b), "%s:%d: \"%s\" != \"%s\"", __FILE__,        \
+                  __LINE__, std::string(a).c_str(), std::string(b).c_str())
+
+#endif

@@ -97,6 +97,7 @@ LoadModule mpm_$self->{mpm}_module $mods/mod_mpm_$self->{mpm}.so
 LoadModule authz_core_module $mods/mod_authz_core.so
 LoadModule authz_host_module $mods/mod_authz_host.so
 LoadModule mime_module $mods/mod_mime.so
+LoadModule status_module $mods/mod_status.so
 TypesConfig /etc/mime.types
 LoadModule sse_module $so
 $mpm_conf
@@ -111,6 +112,9 @@ $self->{global}
 <Location /publish>
     SetHandler sse-publish
     Require ip 127.0.0.1
+</Location>
+<Location /server-status>
+    SetHandler server-status
 </Location>
 $self->{conf}
 EOF
@@ -253,6 +257,13 @@ sub publish {
     my $res = $self->request(POST => $path, body => $body, %o);
     $res->{json} = SSETest::json_decode($res->{body});
     return $res;
+}
+
+# A field of mod_status's machine-readable page, e.g. status_field('BusyWorkers').
+sub status_field {
+    my ($self, $name) = @_;
+    my $res = $self->request(GET => '/server-status?auto');
+    return $res->{body} =~ /^\Q$name\E: (\S+)/m ? $1 : undef;
 }
 
 sub subscribe {

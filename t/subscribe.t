@@ -1,0 +1,128 @@
+# Subscribe: headers, first bytes, channels from path, query and SSEChannel, keep-alives,
+# retry, HEAD, bad requests, and a client that goes away freeing its worker.
+use strict;
+use warnings;
+use lib 't/lib';
+use SSETest;
+use Test::More;
+use Time::HiRes qw(sleep time);
+
+my $srv = SSETest::Server->start(conf => <<'EOF');
+<Location /fast>
+    SetHandler sse-subscribe
+    SSEKeepalive 1
+    SSERetry 2500
+</Location>
+<Location /fixed>
+    SetHandler sse-subscribe
+    SSEChannel "room-%{req:X-Room}"
+</Location>
+EOF
+$srv->expect_log(qr/SSE0100: subscribe refused \(400\)/, qr/SSE0103: subscribe refused \(405\)/,
+                 qr/SSE0101: subscribe refused \(400\): bad query string/);
+
+subtest 'headers and first bytes' => sub {
+    my $sub = $srv->subscribe('/events/news');
+    is($sub->status, 200, 'status 200');
+    is($sub->headers->{'content-type'}, 'text/event-stream', 'Content-Type');
+    is($sub->headers->{'cache-control'}, 'no-cache', 'Cache-Control');
+    is($sub->headers->{'x-accel-buffering'}, 'no', 'X-Accel-Buffering');
+    ok(!exists $sub->headers->{'content-length'}, 'no Content-Length');
+    ok($sub->read_until(sub { scalar $sub->comments }, 3), 'a comment arrives before any event');
+    is(scalar $sub->all_events, 0, 'no event yet');
+    my $res = $srv->publish('/publish/news', 'hello');
+    is($res->{status}, 201, 'published');
+    my ($ev) = $sub->events(1, 5);
+    is($ev->{data}, 'hello', 'onmessage gets the data');
+    is($ev->{event}, 'message', 'untyped event');
+    is($ev->{id}, $res->{json}{id}, 'the id the publisher was told');
+    $sub->close;
+};
+
+subtest 'channels from the path, the query, several at once' => sub {
+    my $both = $srv->subscribe('/events/news,sports');
+    my $q = $srv->subscribe('/events?channel=sports&channel=weather');
+    my $comma = $srv->subscribe('/events/?channel=news,weather');
+    my $nested = $srv->subscribe('/events/city/paris');
+    $srv->publish('/publish/news', 'n1');
+    $srv->publish('/publish/sports', 's1');
+    $srv->publish('/publish/weather', 'w1');
+    $srv->publish('/publish?channel=city/paris', 'p1');
+    $srv->publish('/publish/news,sports', 'ns'); # one event on two channels
+    is_deeply([map { $_->{data} } $both->events(3, 5)], [qw(n1 s1 ns)], 'path with a comma');
+    is_deeply([map { $_->{data} } $q->events(3, 5)], [qw(s1 w1 ns)], 'repeated channel parameter');
+    is_deeply([map { $_->{data} } $comma->events(3, 5)], [qw(n1 w1 ns)], 'comma-separated parameter');
+    is_deeply([map { $_->{data} } $nested->events(1, 5)], [qw(p1)], 'a name with a slash');
+    $_->close for $both, $q, $comma, $nested;
+};
+
+subtest 'SSEChannel expression' => sub {
+    my $sub = $srv->subscribe('/fixed/ignored?channel=ignored', headers => {'X-Room' => 'blue'});
+    is($sub->status, 200, 'subscribed');
+    $srv->publish('/publish/room-blue', 'to blue');
+    $srv->publish('/publish/ignored', 'not for it');
+    $srv->publish('/publish/room-blue', 'again');
+    is_deeply([map { $_->{data} } $sub->events(2, 5)], ['to blue', 'again'], 'channel from the expression');
+    $sub->close;
+};
+
+subtest 'retry and keep-alive' => sub {
+    my $sub = $srv->subscribe('/fast/news');
+    ok($sub->read_until(sub { defined $sub->retry }, 3), 'retry field sent');
+    is($sub->retry, 2500, 'SSERetry value');
+    my $t0 = time;
+    ok($sub->read_until(sub { grep { /keepalive/ } $sub->comments }, 4), 'keep-alive comment');
+    cmp_ok(time - $t0, '<', 3, 'within the SSEKeepalive interval');
+    is(scalar $sub->bad_fields, 0, 'nothing a parser would reject');
+    $sub->close;
+};
+
+subtest 'HEAD' => sub {
+    my $res = $srv->request(HEAD => '/events/news');
+    is($res->{status}, 200, 'status 200');
+    is($res->{headers}{'content-type'}, 'text/event-stream', 'Content-Type');
+};
+
+subtest 'bad requests' => sub {
+    my $res = $srv->request(POST => '/events/news', body => 'x');
+    is($res->{status}, 405, 'POST is 405');
+    like($res->{headers}{allow} // '', qr/GET/, 'Allow names GET');
+    like($res->{body}, qr/"error":"method POST is not served here/, 'JSON body says why');
+
+    $res = $srv->request(GET => '/events/bad%20name');
+    is($res->{status}, 400, 'bad channel name is 400');
+    like($res->{body}, qr/channel name \\"bad name\\" contains 0x20/, 'says which name and why');
+    is($res->{headers}{'content-type'}, 'application/json', 'JSON error');
+
+    $res = $srv->request(GET => '/events/' . ('x' x 256));
+    is($res->{status}, 400, 'name over 255 bytes');
+    like($res->{body}, qr/256 bytes long/, 'says how long');
+
+    $res = $srv->request(GET => '/events');
+    is($res->{status}, 400, 'no channel');
+    like($res->{body}, qr/no channel/, 'says there is none');
+
+    $res = $srv->request(GET => '/events/a;b');
+    is($res->{status}, 400, 'semicolon');
+
+    $res = $srv->request(GET => '/events?channel=%zz');
+    is($res->{status}, 400, 'bad escape in the query');
+    like($res->{body}, qr/bad query string/, 'says so');
+};
+
+subtest 'a client that goes away frees its worker' => sub {
+    # Only the status request itself is busy once earlier streams are gone.
+    ok($srv->wait_for(sub { $srv->status_field('BusyWorkers') == 1 }, 5), 'server idle');
+    my $idle = 1;
+    my @subs = map { $srv->subscribe("/fast/gone$_") } 1 .. 8;
+    is(scalar(grep { $_->status == 200 } @subs), 8, '8 streams open');
+    my $busy = $srv->status_field('BusyWorkers');
+    cmp_ok($busy, '>=', $idle + 8, "8 workers held ($busy busy)");
+    $_->close for @subs;
+    my $freed = $srv->wait_for(sub { $srv->status_field('BusyWorkers') <= $idle }, 5);
+    ok($freed, 'all of them freed within the keep-alive interval')
+        or diag('BusyWorkers: ' . $srv->status_field('BusyWorkers'));
+};
+
+$srv->stop;
+done_testing;

@@ -212,22 +212,22 @@ template <typename Fn> cmd_func as_cmd_func(Fn fn)
 
 const command_rec directives[] = {
     AP_INIT_TAKE1("SSEBusSize", as_cmd_func(cmd_bus_size), nullptr, RSRC_CONF,
-                  "Shared memory for the whole event bus, e.g. 16M (default 16M)"),
+                  "<size>: shared memory for the whole event bus, e.g. 16M (default 16M)"),
     AP_INIT_TAKE12("SSEHistory", as_cmd_func(cmd_history), nullptr, RSRC_CONF,
-                   "Events kept per channel for replay, and their maximum age in seconds "
-                   "(default 100 3600)"),
+                   "<count> [<seconds>]: events kept per channel for replay, and their "
+                   "maximum age (default 100 3600)"),
     AP_INIT_TAKE1("SSEChannel", as_cmd_func(cmd_channel), nullptr,
                   RSRC_CONF | ACCESS_CONF,
-                  "An ap_expr string giving the channel(s), comma-separated"),
+                  "<expr>: an ap_expr string giving the channel(s), comma-separated"),
     AP_INIT_TAKE1("SSEKeepalive", as_cmd_func(cmd_keepalive), nullptr,
                   RSRC_CONF | ACCESS_CONF,
-                  "Seconds of silence after which a comment line is sent (default 15)"),
+                  "<seconds> of silence after which a comment line is sent (default 15)"),
     AP_INIT_TAKE1("SSERetry", as_cmd_func(cmd_retry), nullptr,
                   RSRC_CONF | ACCESS_CONF,
-                  "Reconnection delay in milliseconds sent at the start of each stream"),
+                  "<ms>: reconnection delay sent at the start of each stream"),
     AP_INIT_TAKE1("SSEMaxMessageSize", as_cmd_func(cmd_max_message_size),
                   nullptr, RSRC_CONF | ACCESS_CONF,
-                  "Largest publish request body accepted (default 256K)"),
+                  "<size>: largest publish request body accepted (default 256K)"),
     {nullptr, {nullptr}, nullptr, 0, RAW_ARGS, nullptr},
 };
 

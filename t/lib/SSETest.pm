@@ -64,8 +64,19 @@ sub start {
     my $self = bless {dir => $dir, mpm => $mpm, port => SSETest::free_port(),
                       expected => [], %o}, $class;
     $self->write_config;
-    $self->launch;
+    $self->launch unless $o{no_start};
     return $self;
+}
+
+# Runs `apache2 -t` on a generated config; returns (exit code, output). Nothing is started.
+sub configtest {
+    my ($class, %o) = @_;
+    my $self = $class->start(%o, no_start => 1);
+    my $out = `@{[httpd()]} -t -f $self->{dir}/httpd.conf 2>&1`;
+    my $rc = $? >> 8;
+    $self->{stopped} = 1;
+    File::Path::remove_tree($self->{dir});
+    return ($rc, $out);
 }
 
 sub dir  { $_[0]{dir} }
@@ -89,6 +100,7 @@ ServerRoot "$dir"
 PidFile "$dir/httpd.pid"
 DefaultRuntimeDir "$dir"
 ErrorLog "$dir/logs/error.log"
+CoreDumpDirectory "$dir"
 LogLevel warn
 Listen 127.0.0.1:$self->{port}
 ServerName 127.0.0.1
@@ -129,7 +141,8 @@ sub httpd { $ENV{SSE_TEST_HTTPD} // '/usr/sbin/apache2' }
 
 sub launch {
     my ($self) = @_;
-    my $out = `@{[httpd()]} -f $self->{dir}/httpd.conf -k start 2>&1`;
+    # Core files (if a child crashes) land in the run directory, which is kept on failure.
+    my $out = `ulimit -c unlimited 2>/dev/null; @{[httpd()]} -f $self->{dir}/httpd.conf -k start 2>&1`;
     if ($? != 0) {
         BAIL_OUT("apache2 did not start: $out\n" . $self->log_text);
     }

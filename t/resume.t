@@ -1,0 +1,100 @@
+# Resume: Last-Event-ID (header or query) replays what was missed, in order, without
+# duplicates, then continues live; an id the bus does not hold gives everything retained and an
+# in-band "sse-missed" event; SSEHistory bounds the replay.
+use strict;
+use warnings;
+use lib 't/lib';
+use SSETest;
+use Test::More;
+
+my $srv = SSETest::Server->start(global => "SSEHistory 5\n");
+
+sub publish_ok {
+    my ($path, $body) = @_;
+    my $res = $srv->publish($path, $body);
+    die "publish failed: $res->{status} $res->{body}" unless $res->{status} == 201;
+    return $res->{json}{id};
+}
+
+my @a = map { publish_ok('/publish/ra', "a$_") } 1 .. 3;
+my $both = publish_ok('/publish/ra,rb', 'ab');
+my @b = map { publish_ok('/publish/rb', "b$_") } 1 .. 2;
+
+subtest 'Last-Event-ID header' => sub {
+    my $sub = $srv->subscribe('/events/ra,rb', headers => {'Last-Event-ID' => $a[0]});
+    my @ev = $sub->events(5, 5);
+    is_deeply([map { $_->{data} } @ev], [qw(a2 a3 ab b1 b2)], 'missed events, publish order, no duplicate');
+    is_deeply([map { $_->{id} } @ev], [@a[1, 2], $both, @b], 'with their ids');
+    is(scalar $sub->events(1, 0.5), 0, 'nothing more');
+    my $live = publish_ok('/publish/rb', 'live');
+    my ($ev) = $sub->events(1, 5);
+    is($ev->{data}, 'live', 'then live');
+    $sub->close;
+};
+
+subtest 'lastEventId and last_event_id query parameters' => sub {
+    for my $param (qw(lastEventId last_event_id)) {
+        my $sub = $srv->subscribe("/events/rb?$param=$b[0]");
+        my @ev = $sub->events(2, 5);
+        is_deeply([map { $_->{data} } @ev], [qw(b2 live)], $param);
+        $sub->close;
+    }
+};
+
+subtest 'a publisher-given id resumes too' => sub {
+    my $res = $srv->publish('/publish/rc?id=order-17', 'o17');
+    is($res->{json}{id}, 'order-17', 'id kept');
+    publish_ok('/publish/rc', 'after');
+    my $sub = $srv->subscribe('/events/rc', headers => {'Last-Event-ID' => 'order-17'});
+    my @ev = $sub->events(1, 5);
+    is_deeply([map { $_->{data} } @ev], ['after'], 'replay after a custom id');
+    $sub->close;
+};
+
+subtest 'an unknown id: everything retained, and a notice' => sub {
+    my $sub = $srv->subscribe('/events/ra', headers => {'Last-Event-ID' => 'never-issued'});
+    my @ev = $sub->events(5, 5);
+    is($ev[0]{event}, 'sse-missed', 'first an sse-missed event');
+    my $notice = SSETest::json_decode($ev[0]{data});
+    is($notice->{reason}, 'unknown-last-event-id', 'with a reason');
+    is($notice->{lastEventId}, 'never-issued', 'and the id asked for');
+    is_deeply([map { $_->{data} } @ev[1 .. $#ev]], [qw(a1 a2 a3 ab)], 'then all that is retained');
+    is($ev[1]{id}, $a[0], 'ids as before');
+    $sub->close;
+};
+
+subtest 'SSEHistory count bounds the replay per channel' => sub {
+    publish_ok('/publish/rd', "d$_") for 1 .. 8;
+    my $sub = $srv->subscribe('/events/rd?lastEventId=0');
+    my @ev = grep { $_->{event} eq 'message' } $sub->events(6, 5);
+    is_deeply([map { $_->{data} } @ev], [qw(d4 d5 d6 d7 d8)], 'the newest 5');
+    $sub->close;
+};
+
+subtest 'no Last-Event-ID: live only' => sub {
+    my $sub = $srv->subscribe('/events/ra');
+    is(scalar $sub->events(1, 0.7), 0, 'no replay');
+    publish_ok('/publish/ra', 'fresh');
+    is(($sub->events(1, 5))[0]{data}, 'fresh', 'live');
+    $sub->close;
+};
+
+subtest 'Last-Event-ID too long' => sub {
+    $srv->expect_log(qr/SSE0104: subscribe refused \(400\)/);
+    my $res = $srv->request(GET => '/events/ra', headers => {'Last-Event-ID' => 'x' x 1100});
+    is($res->{status}, 400, 'status 400');
+    like($res->{body}, qr/Last-Event-ID is longer than 1024 bytes/, 'says so');
+};
+$srv->stop;
+
+subtest 'SSEHistory seconds bounds the replay by age' => sub {
+    my $aged = SSETest::Server->start(global => "SSEHistory 100 1\n");
+    $aged->publish('/publish/old', 'old');
+    sleep 2;
+    $aged->publish('/publish/old', 'new');
+    my @ev = grep { $_->{event} eq 'message' } $aged->subscribe('/events/old?lastEventId=x')->events(2, 3);
+    is_deeply([map { $_->{data} } @ev], ['new'], 'only events younger than 1 s');
+    $aged->stop;
+};
+
+done_testing;

@@ -110,7 +110,7 @@ LoadModule authz_core_module $mods/mod_authz_core.so
 LoadModule authz_host_module $mods/mod_authz_host.so
 LoadModule mime_module $mods/mod_mime.so
 LoadModule status_module $mods/mod_status.so
-TypesConfig /etc/mime.types
+TypesConfig "$dir/mime.types"
 LoadModule sse_module $so
 $mpm_conf
 Timeout 30
@@ -131,6 +131,8 @@ $self->{global}
 $self->{conf}
 EOF
     $conf =~ s/\$\{(\w+)\}/$self->{$1}/g; # ${port}, ${dir} in caller snippets
+    open my $types, '>', "$dir/mime.types" or die "$dir/mime.types: $!";
+    close $types;
     open my $fh, '>', "$dir/httpd.conf" or die "$dir/httpd.conf: $!";
     print $fh $conf;
     close $fh;

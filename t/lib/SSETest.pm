@@ -89,9 +89,11 @@ sub write_config {
     my $mods = SSETest::apxs_q('LIBEXECDIR');
     my $dir = $self->{dir};
     my $user = $> == 0 ? "User www-data\nGroup www-data\n" : '';
+    # event: 2 children of 25 threads; ServerLimit leaves room for the old generation's
+    # children while they finish after a graceful restart.
     my $mpm_conf = $self->{mpm} eq 'prefork'
         ? "StartServers 4\nMinSpareServers 4\nMaxSpareServers 8\nMaxRequestWorkers 40\nServerLimit 40\n"
-        : "StartServers 2\nServerLimit 2\nThreadsPerChild 25\nMaxRequestWorkers 50\n"
+        : "StartServers 2\nServerLimit 4\nThreadsPerChild 25\nMaxRequestWorkers 50\n"
           . "MinSpareThreads 25\nMaxSpareThreads 50\nThreadLimit 25\n";
     $self->{$_} //= '' for qw(global conf);
     my $so = $self->{module} // "$SSETest::ROOT/build/mod_sse.so";

@@ -5,6 +5,7 @@
  * request parsing) in src/ with their contracts in include/sse/.
  */
 #include "src/httpd/module.h"
+#include "src/httpd/publish_socket.h"
 
 #include "http_core.h"
 #include "http_protocol.h"
@@ -35,6 +36,7 @@ void *create_server_config(apr_pool_t *p, server_rec *)
     c->bus_size = kDefaultBusSize;
     c->history_count = HistoryLimits().count;
     c->history_seconds = HistoryLimits().max_age_s;
+    c->publish_socket.max_clients = kDefaultSocketClients;
     return c;
 }
 
@@ -210,6 +212,29 @@ template <typename Fn> cmd_func as_cmd_func(Fn fn)
     return reinterpret_cast<cmd_func>(reinterpret_cast<void (*)()>(fn));
 }
 
+const char *cmd_publish_socket(cmd_parms *cmd, void *, const char *path, const char *mode,
+                               const char *group)
+{
+    if (const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY))
+        return err;
+    return parse_publish_socket(cmd->pool, path, mode, group,
+                                &server_config(cmd->server)->publish_socket);
+}
+
+const char *cmd_publish_socket_clients(cmd_parms *cmd, void *, const char *arg)
+{
+    if (const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY))
+        return err;
+    apr_int64_t v;
+    if (!parse_number(arg, 1, 10000, &v))
+        return apr_psprintf(cmd->pool,
+                            "SSEPublishSocketClients: \"%s\" must be a whole number from 1 to "
+                            "10000",
+                            arg);
+    server_config(cmd->server)->publish_socket.max_clients = static_cast<int>(v);
+    return nullptr;
+}
+
 const command_rec directives[] = {
     AP_INIT_TAKE1("SSEBusSize", as_cmd_func(cmd_bus_size), nullptr, RSRC_CONF,
                   "<size>: shared memory for the whole event bus, e.g. 16M (default 16M)"),
@@ -228,6 +253,12 @@ const command_rec directives[] = {
     AP_INIT_TAKE1("SSEMaxMessageSize", as_cmd_func(cmd_max_message_size),
                   nullptr, RSRC_CONF | ACCESS_CONF,
                   "<size>: largest publish request body accepted (default 256K)"),
+    AP_INIT_TAKE123("SSEPublishSocket", as_cmd_func(cmd_publish_socket), nullptr, RSRC_CONF,
+                    "<path> [<mode>] [<group>]: a local Unix socket for publishing "
+                    "(path relative to DefaultRuntimeDir; mode default 0660; group default "
+                    "httpd's Group)"),
+    AP_INIT_TAKE1("SSEPublishSocketClients", as_cmd_func(cmd_publish_socket_clients), nullptr,
+                  RSRC_CONF, "<n>: most concurrent clients on the publish socket (default 64)"),
     {nullptr, {nullptr}, nullptr, 0, RAW_ARGS, nullptr},
 };
 
@@ -313,11 +344,30 @@ int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *s)
             return HTTP_INTERNAL_SERVER_ERROR;
         for (server_rec *vs = s; vs; vs = vs->next)
             server_config(vs)->state = state;
+        if (conf->publish_socket.path) {
+            auto *d = static_cast<DirConfig *>(
+                ap_get_module_config(s->lookup_defaults, &sse_module));
+            if (start_publish_socket(pconf, s, &conf->publish_socket, state,
+                                     static_cast<apr_size_t>(d->max_message_size)) !=
+                APR_SUCCESS)
+                return HTTP_INTERNAL_SERVER_ERROR;
+        } else {
+            retire_publish_socket(s);
+        }
         return OK;
     } catch (const std::exception &e) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "SSE0207: post_config failed: %s", e.what());
         return HTTP_INTERNAL_SERVER_ERROR;
     }
+}
+
+int check_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *s)
+{
+    if (const char *err = check_publish_socket(pconf, &server_config(s)->publish_socket)) {
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, nullptr, "%s", err);
+        return !OK;
+    }
+    return OK;
 }
 
 /* Graceful restart or stop: streams end so that the old child can exit and browsers come
@@ -354,6 +404,7 @@ int handler(request_rec *r)
 
 void register_hooks(apr_pool_t *)
 {
+    ap_hook_check_config(check_config, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_post_config(post_config, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_handler(handler, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_child_stopping(child_stopping, nullptr, nullptr, APR_HOOK_MIDDLE);

@@ -38,11 +38,23 @@ struct ModuleState {
     std::atomic<bool> child_stopping{false};
 };
 
+/* SSEPublishSocket and SSEPublishSocketClients (see publish_socket.h). */
+struct PublishSocketConfig {
+    const char *path;        /* nullptr: no socket; absolute after check_config */
+    apr_fileperms_t mode;    /* default 0660 */
+    const char *group_name;  /* nullptr: httpd's Group */
+    gid_t group_id;
+    int max_clients;         /* concurrent connections served */
+};
+
+constexpr int kDefaultSocketClients = 64;
+
 /* Global settings (main server only; GLOBAL_ONLY directives). */
 struct ServerConfig {
     apr_uint64_t bus_size;     int bus_size_set;
     apr_uint64_t history_count; int history_set;
     apr_uint64_t history_seconds;
+    PublishSocketConfig publish_socket;
     ModuleState *state;        /* set in post_config, the same for every server_rec */
 };
 

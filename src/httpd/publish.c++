@@ -1,6 +1,8 @@
 /* The sse-publish handler: POST an event to one or more channels. */
 #include "src/httpd/module.h"
 
+#include "sse/publisher.h"
+
 #include "http_protocol.h"
 #include "http_request.h"
 
@@ -90,15 +92,12 @@ int publish_handler(request_rec *r)
     if (!request_channels(r, &pub.channels, query, channels, kPublish))
         return OK;
 
-    std::size_t need = Bus::record_bytes(channels, pub.fields);
-    if (need > state->bus.max_record_bytes())
-        return answer_error(r, HTTP_REQUEST_ENTITY_TOO_LARGE, "SSE0113", kPublish,
-                            "the event takes " + std::to_string(need) +
-                                " bytes, more than the bus holds for one event (" +
-                                std::to_string(state->bus.max_record_bytes()) +
-                                " bytes: half of SSEBusSize)");
-
-    PublishResult res = state->bus.publish(channels, pub.fields, now_us());
+    PublishAttempt a = publish_event(state->bus, channels, pub.fields, now_us());
+    if (a.outcome == PublishAttempt::Outcome::TooLarge)
+        return answer_error(r, HTTP_REQUEST_ENTITY_TOO_LARGE, "SSE0113", kPublish, a.error);
+    if (a.outcome != PublishAttempt::Outcome::Published)
+        return answer_error(r, HTTP_BAD_REQUEST, "SSE0110", kPublish, a.error);
+    const PublishResult &res = a.result;
     if (res.recovered_lock)
         ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
                       "SSE0202: a process died while publishing; the bus lock was recovered "

@@ -1,0 +1,77 @@
+/* sse/socket_protocol.h — the publish socket's framed text protocol.
+ *
+ * A client writes events as UTF-8 text, one connection carrying any number of them:
+ *
+ *   channel: news            one or more lines, each may be comma-separated
+ *   event: update            optional
+ *   id: 42                   optional
+ *   retry: 3000              optional
+ *   data: first line         repeatable, joined with LF
+ *   data: second line
+ *   <blank line>             ends the event
+ *
+ * Lines end in LF or CRLF. After the colon one space is optional ("data:x" is "x", "data:  x"
+ * is " x"). Lines starting with ':' are comments. Blank lines outside an event are ignored.
+ * Each event gets one answer line, in order: "ok <event id>\n" or "error <reason>\n". A bad
+ * event is answered and skipped; the connection stays usable.
+ *
+ * Pure code: no I/O. One FrameParser belongs to one connection (one thread at a time).
+ */
+#ifndef SSE_SOCKET_PROTOCOL_H
+#define SSE_SOCKET_PROTOCOL_H
+
+#include "sse/wire.h"
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sse {
+
+/* One complete event as the client sent it, or the reason it cannot be published. Channel
+ * names and fields are not validated here beyond the framing (publish_event() does that). */
+struct Frame {
+    std::vector<std::string> channels;
+    EventFields fields;
+    std::string error; /* non-empty: answer "error <error>" and publish nothing */
+};
+
+class FrameParser {
+public:
+    /* `max_event_bytes`: the most bytes one event's lines may take, line ends included. A
+     * longer event is answered with an error and its remaining lines are skipped. */
+    explicit FrameParser(std::size_t max_event_bytes) : max_event_bytes_(max_event_bytes) {}
+
+    /* Consumes `bytes` and appends every event completed by them to `out`. */
+    void feed(std::string_view bytes, std::vector<Frame> &out);
+
+    /* True while an event has started and its blank line has not arrived (a client that
+     * disconnects now leaves an incomplete event, which is dropped). */
+    bool mid_event() const { return started_ || !line_.empty(); }
+
+private:
+    void line(std::string_view text, std::vector<Frame> &out);
+    void finish(std::vector<Frame> &out);
+
+    std::size_t max_event_bytes_;
+    std::string line_;         /* the incomplete line so far */
+    Frame current_;
+    bool started_ = false;
+    std::size_t event_bytes_ = 0;
+    bool too_large_ = false;
+    std::size_t data_lines_ = 0;
+};
+
+/* Appends the protocol text of one event (what sse-publish writes). Data is split at CR, LF
+ * and CRLF into data lines; the receiver joins them with LF. */
+void encode_frame(const std::vector<std::string> &channels, const EventFields &ev,
+                  std::string &out);
+
+/* The answer lines. A reason's CR and LF become spaces. */
+std::string ok_line(std::string_view id);
+std::string error_line(std::string_view reason);
+
+} // namespace sse
+
+#endif

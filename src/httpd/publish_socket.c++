@@ -1,0 +1,265 @@
+/* The publish socket's listening end and the supervision of its daemon (see the header). */
+#include "src/httpd/publish_socket.h"
+
+#include "ap_mpm.h"
+#include "http_core.h"
+#include "mpm_common.h"
+#include "unixd.h"
+
+#include "apr_strings.h"
+#include "apr_thread_proc.h"
+
+#include <cerrno>
+#include <cstring>
+#include <grp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+APLOG_USE_MODULE(sse);
+
+namespace sse::httpd {
+
+namespace {
+
+constexpr const char *kSocketUserdataKey = "mod_sse_publish_socket";
+
+/* What the process pool keeps across generations: "<fd> <path>", a plain string so that a
+ * newer module version can read what an older one left. */
+struct KeptSocket {
+    int fd = -1;
+    std::string path;
+};
+
+KeptSocket kept_socket(server_rec *s)
+{
+    void *data = nullptr;
+    apr_pool_userdata_get(&data, kSocketUserdataKey, s->process->pool);
+    KeptSocket k;
+    if (data) {
+        const char *text = static_cast<const char *>(data);
+        char *end = nullptr;
+        k.fd = static_cast<int>(strtol(text, &end, 10));
+        if (end && *end == ' ')
+            k.path = end + 1;
+        if (fcntl(k.fd, F_GETFD) < 0)
+            k.fd = -1;
+    }
+    return k;
+}
+
+void forget_kept_socket(server_rec *s)
+{
+    apr_pool_userdata_set(nullptr, kSocketUserdataKey, apr_pool_cleanup_null, s->process->pool);
+}
+
+/* Registered on pconf, not on the process pool: the process pool outlives this module's code
+ * (httpd unloads and reloads modules at every restart), pconf does not. At a restart the
+ * socket stays open for the next generation; only when httpd exits is it closed and
+ * unlinked. */
+struct SocketAtExit {
+    int fd;
+    const char *path;
+    pid_t owner;
+};
+
+apr_status_t close_socket_at_exit(void *data)
+{
+    auto *c = static_cast<SocketAtExit *>(data);
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_EXITING && getpid() == c->owner) {
+        close(c->fd);
+        unlink(c->path);
+    }
+    return APR_SUCCESS;
+}
+
+apr_status_t open_listening_socket(apr_pool_t *pconf, server_rec *s,
+                                   const PublishSocketConfig *conf, int *fd_out)
+{
+    const char *path = conf->path;
+    KeptSocket kept = kept_socket(s);
+    if (kept.fd >= 0 && kept.path == path) {
+        *fd_out = kept.fd;
+    } else {
+        struct stat st;
+        if (lstat(path, &st) == 0) {
+            if (!S_ISSOCK(st.st_mode)) {
+                ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s,
+                             "SSE0401: SSEPublishSocket %s exists and is not a socket; "
+                             "refusing to replace it",
+                             path);
+                return APR_EEXIST;
+            }
+            unlink(path); /* left by a server that did not stop cleanly */
+        }
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            return errno;
+        struct sockaddr_un addr;
+        memset(&addr, 0, sizeof addr);
+        addr.sun_family = AF_UNIX;
+        apr_cpystrn(addr.sun_path, path, sizeof addr.sun_path);
+        mode_t old_mask = umask(0077); /* nobody else may connect before chmod */
+        int rc = bind(fd, reinterpret_cast<struct sockaddr *>(&addr), sizeof addr);
+        int bind_errno = errno;
+        umask(old_mask);
+        if (rc < 0 || listen(fd, 128) < 0) {
+            apr_status_t rv = rc < 0 ? bind_errno : errno;
+            close(fd);
+            ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s,
+                         "SSE0401: cannot listen on SSEPublishSocket %s", path);
+            return rv;
+        }
+        retire_publish_socket(s); /* the path changed: the old socket goes */
+        apr_pool_userdata_set(apr_psprintf(s->process->pool, "%d %s", fd, path),
+                              kSocketUserdataKey, apr_pool_cleanup_null, s->process->pool);
+        *fd_out = fd;
+    }
+    auto *at_exit = static_cast<SocketAtExit *>(apr_palloc(pconf, sizeof(SocketAtExit)));
+    *at_exit = {*fd_out, apr_pstrdup(pconf, path), getpid()};
+    apr_pool_cleanup_register(pconf, at_exit, close_socket_at_exit, apr_pool_cleanup_null);
+
+    /* Mode and owner follow the configuration at every (re)start. */
+    if (chmod(path, conf->mode) < 0)
+        ap_log_error(APLOG_MARK, APLOG_WARNING, errno, s,
+                     "SSE0403: cannot chmod SSEPublishSocket %s", path);
+    if (geteuid() == 0 && chown(path, ap_unixd_config.user_id, conf->group_id) < 0)
+        ap_log_error(APLOG_MARK, APLOG_WARNING, errno, s,
+                     "SSE0403: cannot chown SSEPublishSocket %s", path);
+    return APR_SUCCESS;
+}
+
+/* One daemon of one generation, allocated in that generation's pconf. */
+struct Daemon {
+    apr_pool_t *pconf;
+    server_rec *s;
+    ModuleState *state;
+    int listen_fd;
+    int max_clients;
+    apr_size_t max_event_bytes;
+    apr_proc_t proc;
+};
+
+void fork_daemon(Daemon *d);
+
+void maintain_daemon(int reason, void *data, apr_wait_t)
+{
+    auto *d = static_cast<Daemon *>(data);
+    int mpm_state = AP_MPMQ_STOPPING;
+    switch (reason) {
+    case APR_OC_REASON_DEATH:
+    case APR_OC_REASON_LOST:
+        apr_proc_other_child_unregister(d);
+        if (ap_mpm_query(AP_MPMQ_MPM_STATE, &mpm_state) == APR_SUCCESS &&
+            mpm_state != AP_MPMQ_STOPPING) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, d->s,
+                         "SSE0402: the publish socket daemon (pid %" APR_PID_T_FMT
+                         ") died; starting a new one",
+                         d->proc.pid);
+            fork_daemon(d);
+        }
+        break;
+    case APR_OC_REASON_RESTART:
+        apr_proc_other_child_unregister(d);
+        break;
+    default: /* UNREGISTER: pconf is going away; apr_pool_note_subprocess stops it */
+        break;
+    }
+}
+
+void fork_daemon(Daemon *d)
+{
+    pid_t pid = fork();
+    if (pid < 0) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, errno, d->s,
+                     "SSE0402: cannot fork the publish socket daemon");
+        return;
+    }
+    if (pid == 0) {
+        apr_pool_t *pool;
+        apr_pool_create(&pool, d->pconf);
+        run_socket_daemon(d->s, pool, d->listen_fd, d->state, d->max_clients,
+                          d->max_event_bytes);
+    }
+    d->proc.pid = pid;
+    d->proc.in = d->proc.out = d->proc.err = nullptr;
+    /* At the end of the generation: SIGTERM, and SIGKILL if it is still there 3 s later. */
+    apr_pool_note_subprocess(d->pconf, &d->proc, APR_KILL_AFTER_TIMEOUT);
+    apr_proc_other_child_register(&d->proc, maintain_daemon, d, nullptr, d->pconf);
+}
+
+} // namespace
+
+void retire_publish_socket(server_rec *s)
+{
+    KeptSocket kept = kept_socket(s);
+    if (kept.fd >= 0) {
+        close(kept.fd);
+        unlink(kept.path.c_str());
+    }
+    forget_kept_socket(s);
+}
+
+const char *parse_publish_socket(apr_pool_t *p, const char *path, const char *mode,
+                                 const char *group, PublishSocketConfig *out)
+{
+    out->path = path;
+    out->mode = 0660;
+    if (mode) {
+        char *end = nullptr;
+        long m = strtol(mode, &end, 8);
+        if (!*mode || *end || m < 0 || m > 0777)
+            return apr_psprintf(p, "SSEPublishSocket: mode \"%s\" must be octal, 0 to 0777 "
+                                   "(e.g. 0660)", mode);
+        out->mode = static_cast<apr_fileperms_t>(m);
+    }
+    out->group_name = group;
+    if (group) {
+        struct group *g = getgrnam(group);
+        if (!g)
+            return apr_psprintf(p, "SSEPublishSocket: unknown group \"%s\"", group);
+        out->group_id = g->gr_gid;
+    }
+    return nullptr;
+}
+
+const char *check_publish_socket(apr_pool_t *p, PublishSocketConfig *conf)
+{
+    if (!conf->path)
+        return nullptr;
+    const char *full = ap_runtime_dir_relative(p, conf->path);
+    if (!full)
+        return apr_psprintf(p, "SSEPublishSocket: invalid path \"%s\"", conf->path);
+    struct sockaddr_un addr;
+    if (strlen(full) >= sizeof addr.sun_path)
+        return apr_psprintf(p,
+                            "SSEPublishSocket: \"%s\" is %" APR_SIZE_T_FMT
+                            " bytes long; a Unix socket path holds at most %" APR_SIZE_T_FMT,
+                            full, strlen(full), sizeof addr.sun_path - 1);
+    conf->path = full;
+    if (!conf->group_name)
+        conf->group_id = ap_unixd_config.group_id;
+    return nullptr;
+}
+
+apr_status_t start_publish_socket(apr_pool_t *pconf, server_rec *s,
+                                  const PublishSocketConfig *conf, ModuleState *state,
+                                  apr_size_t max_event_bytes)
+{
+    int fd = -1;
+    apr_status_t rv = open_listening_socket(pconf, s, conf, &fd);
+    if (rv != APR_SUCCESS)
+        return rv;
+    auto *d = static_cast<Daemon *>(apr_pcalloc(pconf, sizeof(Daemon)));
+    d->pconf = pconf;
+    d->s = s;
+    d->state = state;
+    d->listen_fd = fd;
+    d->max_clients = conf->max_clients;
+    d->max_event_bytes = max_event_bytes;
+    fork_daemon(d);
+    return APR_SUCCESS;
+}
+
+} // namespace sse::httpd

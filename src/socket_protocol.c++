@@ -1,0 +1,124 @@
+#include "sse/socket_protocol.h"
+
+namespace sse {
+
+void FrameParser::feed(std::string_view bytes, std::vector<Frame> &out)
+{
+    while (!bytes.empty()) {
+        std::size_t lf = bytes.find('\n');
+        std::string_view part = bytes.substr(0, lf == std::string_view::npos ? bytes.size() : lf);
+        /* Keep at most one byte more of a line than an event may take: enough to know it is
+         * too long, without buffering a flood. */
+        if (line_.size() <= max_event_bytes_)
+            line_.append(part.substr(0, max_event_bytes_ + 1 - line_.size()));
+        if (lf == std::string_view::npos)
+            return;
+        bytes.remove_prefix(lf + 1);
+        std::string text;
+        text.swap(line_);
+        if (!text.empty() && text.back() == '\r')
+            text.pop_back();
+        line(text, out);
+    }
+}
+
+void FrameParser::line(std::string_view text, std::vector<Frame> &out)
+{
+    if (text.empty()) {
+        if (started_)
+            finish(out);
+        return;
+    }
+    started_ = true;
+    event_bytes_ += text.size() + 1;
+    if (event_bytes_ > max_event_bytes_)
+        too_large_ = true;
+    if (too_large_ || !current_.error.empty())
+        return; /* skip the rest of a refused event */
+    if (text[0] == ':')
+        return;
+    std::size_t colon = text.find(':');
+    if (colon == std::string_view::npos) {
+        current_.error = "line without a colon: \"" + std::string(text.substr(0, 40)) +
+                         "\" (expected \"field: value\")";
+        return;
+    }
+    std::string_view field = text.substr(0, colon);
+    std::string_view value = text.substr(colon + 1);
+    if (!value.empty() && value[0] == ' ')
+        value.remove_prefix(1);
+    EventFields &ev = current_.fields;
+    if (field == "channel") {
+        append_channel_list(value, current_.channels);
+    } else if (field == "data") {
+        if (data_lines_++ > 0)
+            ev.data += '\n';
+        ev.data.append(value);
+        ev.has_data = true;
+    } else if (field == "event") {
+        ev.event.assign(value);
+    } else if (field == "id") {
+        ev.id.assign(value);
+    } else if (field == "retry") {
+        ev.retry = parse_retry(value);
+        if (ev.retry < 0)
+            current_.error = "retry must be a number of milliseconds (digits only, at most " +
+                             std::to_string(kMaxRetryMs) + ")";
+    } else {
+        current_.error = "unknown field \"" + std::string(field.substr(0, 40)) +
+                         "\"; known are channel, event, id, retry, data";
+    }
+}
+
+void FrameParser::finish(std::vector<Frame> &out)
+{
+    if (too_large_)
+        current_.error = "event larger than " + std::to_string(max_event_bytes_) + " bytes";
+    else if (current_.error.empty() && current_.channels.empty())
+        current_.error = "no channel: give a \"channel:\" line";
+    out.push_back(std::move(current_));
+    current_ = Frame();
+    started_ = false;
+    too_large_ = false;
+    event_bytes_ = 0;
+    data_lines_ = 0;
+}
+
+void encode_frame(const std::vector<std::string> &channels, const EventFields &ev,
+                  std::string &out)
+{
+    out += "channel: ";
+    for (std::size_t i = 0; i < channels.size(); ++i) {
+        if (i)
+            out += ',';
+        out += channels[i];
+    }
+    out += '\n';
+    if (!ev.event.empty())
+        out += "event: " + ev.event + "\n";
+    if (!ev.id.empty())
+        out += "id: " + ev.id + "\n";
+    if (ev.retry >= 0)
+        out += "retry: " + std::to_string(ev.retry) + "\n";
+    if (ev.has_data) {
+        for (std::string_view l : split_lines(ev.data)) {
+            out += "data: ";
+            out += l;
+            out += '\n';
+        }
+    }
+    out += '\n';
+}
+
+std::string ok_line(std::string_view id) { return "ok " + std::string(id) + "\n"; }
+
+std::string error_line(std::string_view reason)
+{
+    std::string out = "error ";
+    for (char c : reason)
+        out += (c == '\r' || c == '\n') ? ' ' : c;
+    out += '\n';
+    return out;
+}
+
+} // namespace sse

@@ -1,7 +1,7 @@
 # mod_sse — build, install, test, run.
 #
-#   make            build mod_sse.so (and the unit-test binary's library)
-#   make install    install mod_sse.so into `apxs -q LIBEXECDIR`
+#   make            build mod_sse.so and the sse-publish command
+#   make install    install mod_sse.so into `apxs -q LIBEXECDIR`, sse-publish into $(BINDIR)
 #   make test       install missing Debian packages, build, run the unit and integration tests
 #   make run        install missing Debian packages, build, start a demo httpd on 127.0.0.1
 #   make stop       stop the demo httpd
@@ -36,9 +36,15 @@ GLUE_OBJS := $(GLUE_SRCS:%.c++=$(BUILD)/%.o)
 UNIT_SRCS := $(wildcard t/unit/*.c++)
 UNIT_BIN  := $(BUILD)/t/unit/run-unit-tests
 
-.PHONY: all install test unit integration deps run stop clean
+FUZZ_SECONDS ?= 60
+FUZZ_BIN  := $(BUILD)/fuzz/fuzz_socket_protocol
 
-all: $(BUILD)/mod_sse.so
+.PHONY: all install test unit integration fuzz deps run stop clean
+
+PREFIX    ?= /usr/local
+BINDIR    ?= $(PREFIX)/bin
+
+all: $(BUILD)/mod_sse.so $(BUILD)/sse-publish
 
 $(BUILD)/%.o: %.c++
 	@mkdir -p $(dir $@)
@@ -50,9 +56,13 @@ $(BUILD)/libssecore.a: $(CORE_OBJS)
 $(BUILD)/mod_sse.so: $(GLUE_OBJS) $(BUILD)/libssecore.a
 	$(CXX) -shared -fno-gnu-unique -pthread -o $@ $(GLUE_OBJS) $(BUILD)/libssecore.a
 
-install: $(BUILD)/mod_sse.so
-	install -d $(DESTDIR)$(LIBEXECDIR)
+$(BUILD)/sse-publish: $(BUILD)/tools/sse-publish.o $(BUILD)/libssecore.a
+	$(CXX) -pthread -o $@ $^
+
+install: all
+	install -d $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(BINDIR)
 	install -m 644 $(BUILD)/mod_sse.so $(DESTDIR)$(LIBEXECDIR)/mod_sse.so
+	install -m 755 $(BUILD)/sse-publish $(DESTDIR)$(BINDIR)/sse-publish
 
 $(UNIT_BIN): $(UNIT_SRCS:%.c++=$(BUILD)/%.o) $(BUILD)/libssecore.a
 	$(CXX) -pthread -o $@ $^ $(shell pkg-config --libs check)
@@ -63,13 +73,29 @@ deps:
 unit: $(UNIT_BIN)
 	$(UNIT_BIN)
 
-integration: $(BUILD)/mod_sse.so
+# libFuzzer on the socket protocol parser, for FUZZ_SECONDS, from the committed seeds (a copy:
+# the corpus that grows while fuzzing stays in build/).
+$(FUZZ_BIN): t/fuzz/fuzz_socket_protocol.c++ src/socket_protocol.c++ src/wire.c++
+	@mkdir -p $(dir $@)
+	clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	    -Iinclude -o $@ $^
+
+fuzz: $(FUZZ_BIN)
+	rm -rf $(BUILD)/fuzz/corpus && mkdir -p $(BUILD)/fuzz/corpus
+	cp t/fuzz/corpus/socket_protocol/* $(BUILD)/fuzz/corpus/
+	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
+	    -artifact_prefix=$(BUILD)/fuzz/ $(BUILD)/fuzz/corpus 2>&1 | tail -n 20
+	@test -z "$$(ls $(BUILD)/fuzz/crash-* $(BUILD)/fuzz/leak-* $(BUILD)/fuzz/timeout-* 2>/dev/null)" \
+	    || { echo "fuzz: the parser failed on the inputs above (build/fuzz/)"; exit 1; }
+
+integration: all
 	SSE_TEST_MPM=event prove -I t/lib t/*.t
 	SSE_TEST_MPM=prefork prove -I t/lib t/*.t
 
 test: deps
 	$(MAKE) all $(UNIT_BIN)
 	$(MAKE) unit
+	$(MAKE) fuzz
 	$(MAKE) integration
 
 run: deps

@@ -7,6 +7,7 @@
 Suite *wire_suite();
 Suite *bus_suite();
 Suite *request_suite();
+Suite *protocol_suite();
 
 /* Check's ck_assert_str_eq wants C strings; these compare std::string-likes. */
 #define assert_str(a, b)                                                                       \

@@ -1,0 +1,257 @@
+/* sse-publish — publish events to mod_sse through its local socket (SSEPublishSocket).
+ *
+ *   sse-publish [-S socket] [-e event] [-i id] [-r retry] [-w seconds] CHANNEL[,CHANNEL...] [DATA]
+ *   sse-publish -l [-S socket] [-e event] [-r retry] CHANNEL[,CHANNEL...]    # a line, an event
+ *
+ * Data comes from the argument, or from standard input when it is absent (one trailing newline
+ * removed). With -l every line of standard input is its own event, sent as soon as it is read
+ * (`tail -f app.log | sse-publish -l logs`). Each event's id is printed on standard output.
+ *
+ * Events are sent one at a time and each waits for its answer. A connection that is refused
+ * or missing (httpd restarting) is retried for -w seconds (default 10); an event whose answer
+ * did not arrive because the connection broke is sent again on a new connection.
+ *
+ * Exit status: 0 all published; 1 an event was refused (the reason is printed); 2 usage;
+ * 3 the socket could not be reached.
+ */
+#include "sse/socket_protocol.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <getopt.h>
+#include <iostream>
+#include <string>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <vector>
+
+namespace {
+
+constexpr const char *kDefaultSocket = "/var/run/apache2/sse-publish.sock";
+
+const char *const kUsage =
+    "usage: sse-publish [-S socket] [-e event] [-i id] [-r retry] [-w seconds] "
+    "CHANNEL[,CHANNEL...] [DATA]\n"
+    "       sse-publish -l [-S socket] [-e event] [-r retry] [-w seconds] CHANNEL[,CHANNEL...]\n"
+    "\n"
+    "Publishes an event to mod_sse through its local socket and prints the event's id.\n"
+    "\n"
+    "  -S socket   the SSEPublishSocket path (default: $SSE_PUBLISH_SOCKET, else\n"
+    "              /var/run/apache2/sse-publish.sock)\n"
+    "  -e event    event type (browsers: addEventListener(type, ...))\n"
+    "  -i id       event id (default: assigned by the bus)\n"
+    "  -r retry    reconnection delay for the clients, in milliseconds\n"
+    "  -l          publish each line of standard input as its own event\n"
+    "  -w seconds  how long to keep retrying a socket that refuses connections (default 10)\n"
+    "  -h, --help  this text\n"
+    "\n"
+    "DATA defaults to standard input (one trailing newline removed).\n"
+    "Exit status: 0 published, 1 refused, 2 usage, 3 socket unreachable.\n";
+
+double now_s()
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+class Connection {
+public:
+    Connection(std::string path, double wait_s) : path_(std::move(path)), wait_s_(wait_s) {}
+    ~Connection() { drop(); }
+
+    /* Sends one frame and returns its answer line ("ok ..." / "error ..."), reconnecting and
+     * resending while the socket is unreachable, for at most wait_s seconds. Empty: gave up. */
+    std::string exchange(const std::string &frame)
+    {
+        double deadline = now_s() + wait_s_;
+        for (;;) {
+            if (fd_ < 0)
+                connect_once();
+            if (fd_ >= 0) {
+                std::string answer;
+                if (send_all(frame) && read_line(&answer))
+                    return answer;
+                drop(); /* broken before the answer: the event was not confirmed, send again */
+            }
+            if (now_s() >= deadline)
+                return {};
+            usleep(100 * 1000);
+        }
+    }
+
+    const std::string &last_error() const { return error_; }
+
+private:
+    void connect_once()
+    {
+        struct sockaddr_un addr;
+        memset(&addr, 0, sizeof addr);
+        addr.sun_family = AF_UNIX;
+        if (path_.size() >= sizeof addr.sun_path) {
+            error_ = "socket path too long";
+            return;
+        }
+        memcpy(addr.sun_path, path_.c_str(), path_.size() + 1);
+        fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd_ >= 0 && connect(fd_, reinterpret_cast<struct sockaddr *>(&addr), sizeof addr) < 0) {
+            error_ = std::string(strerror(errno));
+            close(fd_);
+            fd_ = -1;
+        }
+    }
+
+    bool send_all(const std::string &data)
+    {
+        std::size_t off = 0;
+        while (off < data.size()) {
+            ssize_t n = send(fd_, data.data() + off, data.size() - off, MSG_NOSIGNAL);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0) {
+                error_ = std::string(strerror(errno));
+                return false;
+            }
+            off += static_cast<std::size_t>(n);
+        }
+        return true;
+    }
+
+    bool read_line(std::string *line)
+    {
+        for (;;) {
+            std::size_t lf = buf_.find('\n');
+            if (lf != std::string::npos) {
+                *line = buf_.substr(0, lf);
+                buf_.erase(0, lf + 1);
+                return true;
+            }
+            char tmp[4096];
+            ssize_t n = read(fd_, tmp, sizeof tmp);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0) {
+                error_ = n == 0 ? "connection closed before the answer" : strerror(errno);
+                return false;
+            }
+            buf_.append(tmp, static_cast<std::size_t>(n));
+        }
+    }
+
+    void drop()
+    {
+        if (fd_ >= 0)
+            close(fd_);
+        fd_ = -1;
+        buf_.clear();
+    }
+
+    std::string path_;
+    double wait_s_;
+    int fd_ = -1;
+    std::string buf_;
+    std::string error_;
+};
+
+/* 0 published, 1 refused, 3 unreachable. */
+int publish(Connection &conn, const std::vector<std::string> &channels, const sse::EventFields &ev)
+{
+    std::string frame;
+    sse::encode_frame(channels, ev, frame);
+    std::string answer = conn.exchange(frame);
+    if (answer.empty()) {
+        std::cerr << "sse-publish: cannot reach the socket: " << conn.last_error() << "\n";
+        return 3;
+    }
+    if (answer.rfind("ok ", 0) == 0) {
+        std::cout << answer.substr(3) << std::endl;
+        return 0;
+    }
+    std::cerr << "sse-publish: refused: "
+              << (answer.rfind("error ", 0) == 0 ? answer.substr(6) : answer) << "\n";
+    return 1;
+}
+
+int usage_error(const std::string &msg)
+{
+    std::cerr << "sse-publish: " << msg << "\n" << kUsage;
+    return 2;
+}
+
+} // namespace
+
+int main(int argc, char **argv)
+{
+    const char *env_socket = getenv("SSE_PUBLISH_SOCKET");
+    std::string socket_path = env_socket && *env_socket ? env_socket : kDefaultSocket;
+    sse::EventFields ev;
+    bool per_line = false;
+    double wait_s = 10;
+
+    static const struct option longopts[] = {{"help", no_argument, nullptr, 'h'},
+                                             {nullptr, 0, nullptr, 0}};
+    int opt;
+    while ((opt = getopt_long(argc, argv, "S:e:i:r:w:lh", longopts, nullptr)) != -1) {
+        switch (opt) {
+        case 'S': socket_path = optarg; break;
+        case 'e': ev.event = optarg; break;
+        case 'i': ev.id = optarg; break;
+        case 'r':
+            ev.retry = sse::parse_retry(optarg);
+            if (ev.retry < 0)
+                return usage_error("-r takes a number of milliseconds");
+            break;
+        case 'w': {
+            char *end = nullptr;
+            wait_s = strtod(optarg, &end);
+            if (!*optarg || *end || wait_s < 0 || wait_s > 3600)
+                return usage_error("-w takes a number of seconds from 0 to 3600");
+            break;
+        }
+        case 'l': per_line = true; break;
+        case 'h': std::cout << kUsage; return 0;
+        default: return usage_error("unknown option");
+        }
+    }
+    int rest = argc - optind;
+    if (rest < 1 || rest > 2 || (per_line && rest > 1))
+        return usage_error(rest < 1 ? "no channel" : "too many arguments");
+    if (per_line && !ev.id.empty())
+        return usage_error("-i cannot be used with -l (each line needs its own id)");
+    std::vector<std::string> channels;
+    sse::append_channel_list(argv[optind], channels);
+    if (channels.empty())
+        return usage_error("no channel");
+
+    Connection conn(socket_path, wait_s);
+    if (per_line) {
+        int status = 0;
+        std::string line;
+        ev.has_data = true;
+        while (std::getline(std::cin, line)) {
+            if (!line.empty() && line.back() == '\r')
+                line.pop_back();
+            ev.data = line;
+            int rc = publish(conn, channels, ev);
+            if (rc == 3)
+                return 3;
+            if (rc)
+                status = rc;
+        }
+        return status;
+    }
+
+    ev.has_data = true;
+    if (rest == 2) {
+        ev.data = argv[optind + 1];
+    } else {
+        ev.data.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+        if (!ev.data.empty() && ev.data.back() == '\n')
+            ev.data.pop_back();
+    }
+    return publish(conn, channels, ev);
+}

@@ -20,6 +20,7 @@
 #include "apr_strings.h"
 
 #include <new>
+#include <unistd.h>
 
 APLOG_USE_MODULE(sse);
 
@@ -370,6 +371,16 @@ int check_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *s)
     return OK;
 }
 
+/* Worker processes have no use for the publish socket they inherited. */
+void child_init(apr_pool_t *, server_rec *s)
+{
+    ModuleState *state = server_config(s)->state;
+    if (state && state->publish_socket_fd >= 0) {
+        close(state->publish_socket_fd);
+        state->publish_socket_fd = -1;
+    }
+}
+
 /* Graceful restart or stop: streams end so that the old child can exit and browsers come
  * back (with Last-Event-ID) to the new generation. Handlers poll the flag when woken. */
 void child_stopping(apr_pool_t *, int)
@@ -406,6 +417,7 @@ void register_hooks(apr_pool_t *)
 {
     ap_hook_check_config(check_config, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_post_config(post_config, nullptr, nullptr, APR_HOOK_MIDDLE);
+    ap_hook_child_init(child_init, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_handler(handler, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_child_stopping(child_stopping, nullptr, nullptr, APR_HOOK_MIDDLE);
 }

@@ -35,6 +35,7 @@ namespace sse::httpd {
 struct ModuleState {
     Bus bus;
     HistoryLimits history;
+    int publish_socket_fd = -1;   /* the parent's listening socket; children close it */
     std::atomic<bool> child_stopping{false};
 };
 

@@ -251,6 +251,7 @@ apr_status_t start_publish_socket(apr_pool_t *pconf, server_rec *s,
     apr_status_t rv = open_listening_socket(pconf, s, conf, &fd);
     if (rv != APR_SUCCESS)
         return rv;
+    state->publish_socket_fd = fd;
     auto *d = static_cast<Daemon *>(apr_pcalloc(pconf, sizeof(Daemon)));
     d->pconf = pconf;
     d->s = s;

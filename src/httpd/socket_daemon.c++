@@ -24,6 +24,7 @@
 #include <fcntl.h>
 #include <list>
 #include <poll.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <vector>
@@ -256,6 +257,7 @@ void run_socket_daemon(server_rec *s, apr_pool_t *pool, int listen_fd, ModuleSta
     sigemptyset(&all);
     sigprocmask(SIG_SETMASK, &all, nullptr);
 
+    prctl(PR_SET_NAME, "sse-publishd"); /* how ps, pgrep and the tests find it */
     ap_close_listeners();
     set_nonblocking(listen_fd);
     if (ap_run_drop_privileges(pool, s) != OK) {

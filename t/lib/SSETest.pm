@@ -41,6 +41,8 @@ sub free_port {
 
 sub json_decode { my ($t) = @_; return eval { JSON::PP->new->utf8->decode($t) } }
 
+sub shell_quote { my ($s) = @_; $s =~ s/'/'\\''/g; return "'$s'" }
+
 package SSETest::Server;
 use strict;
 use warnings;
@@ -60,7 +62,8 @@ sub start {
     $name =~ s{\.t$}{};
     my $dir = "$SSETest::ROOT/t/run/$name-$mpm-$$-" . $seq++;
     remove_tree($dir);
-    make_path("$dir/htdocs", "$dir/logs");
+    make_path("$dir/htdocs", "$dir/logs", "$dir/cores");
+    chmod 0777, "$dir/cores";   # children run as User: they must be able to write a core
     my $self = bless {dir => $dir, mpm => $mpm, port => SSETest::free_port(),
                       expected => [], %o}, $class;
     $self->write_config;
@@ -102,7 +105,7 @@ ServerRoot "$dir"
 PidFile "$dir/httpd.pid"
 DefaultRuntimeDir "$dir"
 ErrorLog "$dir/logs/error.log"
-CoreDumpDirectory "$dir"
+CoreDumpDirectory "$dir/cores"
 LogLevel warn
 Listen 127.0.0.1:$self->{port}
 ServerName 127.0.0.1
@@ -233,6 +236,13 @@ sub check_log {
     }
     ok(!@bad, "no unexpected lines in the error log ($self->{mpm})")
         or diag(join "\n", @bad);
+    # A crash leaves a core in cores/: show where it happened (when gdb is there).
+    for my $core (glob "$self->{dir}/cores/core*") {
+        push @bad, $core;
+        diag("core file: $core");
+        diag(`gdb -batch -ex 'thread apply all bt 12' @{[httpd()]} $core 2>/dev/null | grep -E '^(#|Thread)' | head -80`)
+            if -x '/usr/bin/gdb';
+    }
     remove_tree($self->{dir}) if !@bad && !$ENV{SSE_TEST_KEEP};
 }
 
@@ -281,6 +291,33 @@ sub status_field {
     my ($self, $name) = @_;
     my $res = $self->request(GET => '/server-status?auto');
     return $res->{body} =~ /^\Q$name\E: (\S+)/m ? $1 : undef;
+}
+
+# Runs build/sse-publish against this server's socket: run_publish(\@args, stdin => '...').
+# Returns {rc, out, err}.
+sub run_publish {
+    my ($self, $args, %o) = @_;
+    my $sock = $o{socket} // "$self->{dir}/pub.sock";
+    my $in = "$self->{dir}/publish.stdin";
+    open my $fh, '>', $in or die;
+    print $fh $o{stdin} // '';
+    close $fh;
+    my $cmd = join ' ', map { SSETest::shell_quote($_) }
+        ("$SSETest::ROOT/build/sse-publish", '-S', $sock, @$args);
+    $cmd = "$o{prefix} $cmd" if $o{prefix};
+    my $out = `$cmd <$in 2>$self->{dir}/publish.stderr`;
+    my $rc = $? >> 8;
+    open my $eh, '<', "$self->{dir}/publish.stderr";
+    local $/;
+    my $err = <$eh> // '';
+    return {rc => $rc, out => $out, err => $err};
+}
+
+# The pid of the publish socket daemon (named sse-publishd), if running.
+sub socket_daemon {
+    my ($self) = @_;
+    my ($pid) = `pgrep -P $self->{pid} -x sse-publishd` =~ /(\d+)/;
+    return $pid;
 }
 
 sub subscribe {

@@ -39,7 +39,7 @@ UNIT_BIN  := $(BUILD)/t/unit/run-unit-tests
 FUZZ_SECONDS ?= 60
 FUZZ_BIN  := $(BUILD)/fuzz/fuzz_socket_protocol
 
-.PHONY: all install test unit integration fuzz deps run stop clean
+.PHONY: all install test unit integration fuzz deps run stop clean bench-publish
 
 PREFIX    ?= /usr/local
 BINDIR    ?= $(PREFIX)/bin
@@ -66,6 +66,12 @@ install: all
 
 $(UNIT_BIN): $(UNIT_SRCS:%.c++=$(BUILD)/%.o) $(BUILD)/libssecore.a
 	$(CXX) -pthread -o $@ $^ $(shell pkg-config --libs check)
+
+$(BUILD)/publish-bench: $(BUILD)/bench/publish_bench.o $(BUILD)/libssecore.a
+	$(CXX) -pthread -o $@ $^
+
+bench-publish: all $(BUILD)/publish-bench
+	bench/run-publish-bench
 
 deps:
 	tools/install-deps

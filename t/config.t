@@ -23,6 +23,12 @@ my @bad = (
     [conf => "<Location /x>\nSSEMaxMessageSize 0\n</Location>", qr/SSEMaxMessageSize: "0" is not a size from 1 to 64M/],
     [conf => "<Location /x>\nSSEMaxMessageSize 65M\n</Location>", qr/SSEMaxMessageSize: "65M"/],
     [conf => "<Location /x>\nSSEChannel \"%{req:X\"\n</Location>", qr/SSEChannel: cannot parse expression/],
+    [global => 'SSEPublishSocket p.sock 0999', qr/SSEPublishSocket: mode "0999" must be octal, 0 to 0777/],
+    [global => 'SSEPublishSocket p.sock rw', qr/SSEPublishSocket: mode "rw" must be octal/],
+    [global => 'SSEPublishSocket p.sock 0660 no-such-group-here', qr/SSEPublishSocket: unknown group "no-such-group-here"/],
+    [global => 'SSEPublishSocket ' . ('d' x 120) . '.sock', qr/SSEPublishSocket: ".*" is \d+ bytes long; a Unix socket path holds at most 107/],
+    [global => "<VirtualHost 127.0.0.1:1>\nSSEPublishSocket p.sock\n</VirtualHost>", qr/SSEPublishSocket cannot occur within <VirtualHost> section/],
+    [global => 'SSEPublishSocketClients 0', qr/SSEPublishSocketClients: "0" must be a whole number from 1 to 10000/],
 );
 for my $case (@bad) {
     my ($where, $text, $msg) = @$case;
@@ -33,7 +39,9 @@ for my $case (@bad) {
 
 my $good = join "\n", '<Location /x>', 'SetHandler sse-subscribe', 'SSEKeepalive 30',
     'SSERetry 0', 'SSEMaxMessageSize 64K', 'SSEChannel "%{REMOTE_USER},public"', '</Location>';
-my ($rc, $out) = SSETest::Server->configtest(global => "SSEBusSize 1M\nSSEHistory 50 0\n",
+my ($rc, $out) = SSETest::Server->configtest(global => "SSEBusSize 1M\nSSEHistory 50 0\n"
+                                             . "SSEPublishSocket p.sock 0600 root\n"
+                                             . "SSEPublishSocketClients 10\n",
                                              conf => $good);
 is($rc, 0, 'good values pass') or diag $out;
 done_testing;

@@ -5,6 +5,7 @@
  * request parsing) in src/ with their contracts in include/sse/.
  */
 #include "src/httpd/module.h"
+#include "src/httpd/async_hub.h"
 #include "src/httpd/publish_socket.h"
 
 #include "http_core.h"
@@ -47,6 +48,8 @@ void *create_dir_config(apr_pool_t *p, char *)
     c->keepalive = kDefaultKeepalive;
     c->retry_ms = -1;
     c->max_message_size = kDefaultMaxMessageSize;
+    c->async = 1;
+    c->max_pending = kDefaultMaxPending;
     return c;
 }
 
@@ -70,6 +73,9 @@ void *merge_dir_config(apr_pool_t *p, void *base_v, void *add_v)
                 add->retry_set);
     merge_field(c->max_message_size, c->max_message_size_set, base->max_message_size,
                 base->max_message_size_set, add->max_message_size, add->max_message_size_set);
+    merge_field(c->async, c->async_set, base->async, base->async_set, add->async, add->async_set);
+    merge_field(c->max_pending, c->max_pending_set, base->max_pending, base->max_pending_set,
+                add->max_pending, add->max_pending_set);
     return c;
 }
 
@@ -213,6 +219,28 @@ template <typename Fn> cmd_func as_cmd_func(Fn fn)
     return reinterpret_cast<cmd_func>(reinterpret_cast<void (*)()>(fn));
 }
 
+const char *cmd_async(cmd_parms *, void *dv, int on)
+{
+    auto *d = static_cast<DirConfig *>(dv);
+    d->async = on;
+    d->async_set = 1;
+    return nullptr;
+}
+
+const char *cmd_max_pending(cmd_parms *cmd, void *dv, const char *arg)
+{
+    auto *d = static_cast<DirConfig *>(dv);
+    apr_uint64_t v;
+    if (!parse_size(arg, apr_uint64_t(64) << 20, &v) || v < 1024)
+        return apr_psprintf(cmd->pool,
+                            "SSEMaxPending: \"%s\" is not a size from 1K to 64M (a number with "
+                            "an optional K or M suffix, e.g. 256K)",
+                            arg);
+    d->max_pending = static_cast<apr_size_t>(v);
+    d->max_pending_set = 1;
+    return nullptr;
+}
+
 const char *cmd_publish_socket(cmd_parms *cmd, void *, const char *path, const char *mode,
                                const char *group)
 {
@@ -254,6 +282,12 @@ const command_rec directives[] = {
     AP_INIT_TAKE1("SSEMaxMessageSize", as_cmd_func(cmd_max_message_size),
                   nullptr, RSRC_CONF | ACCESS_CONF,
                   "<size>: largest publish request body accepted (default 256K)"),
+    AP_INIT_FLAG("SSEAsync", as_cmd_func(cmd_async), nullptr, RSRC_CONF | ACCESS_CONF,
+                 "On|Off: hold streams without a worker thread each where the MPM allows "
+                 "(default On)"),
+    AP_INIT_TAKE1("SSEMaxPending", as_cmd_func(cmd_max_pending), nullptr,
+                  RSRC_CONF | ACCESS_CONF,
+                  "<size>: bytes queued for one slow stream before it is dropped (default 256K)"),
     AP_INIT_TAKE123("SSEPublishSocket", as_cmd_func(cmd_publish_socket), nullptr, RSRC_CONF,
                     "<path> [<mode>] [<group>]: a local Unix socket for publishing "
                     "(path relative to DefaultRuntimeDir; mode default 0660; group default "
@@ -371,14 +405,29 @@ int check_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *s)
     return OK;
 }
 
-/* Worker processes have no use for the publish socket they inherited. */
-void child_init(apr_pool_t *, server_rec *s)
+void child_init(apr_pool_t *pchild, server_rec *s)
 {
     ModuleState *state = server_config(s)->state;
-    if (state && state->publish_socket_fd >= 0) {
+    if (!state)
+        return;
+    /* Worker processes have no use for the publish socket they inherited. */
+    if (state->publish_socket_fd >= 0) {
         close(state->publish_socket_fd);
         state->publish_socket_fd = -1;
     }
+    try {
+        state->hub = start_async_hub(pchild, s, state);
+    } catch (const std::exception &e) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s,
+                     "SSE0501: cannot start the async hub (%s); streams hold a worker each",
+                     e.what());
+    }
+}
+
+/* A stream the handler suspended: from now on the hub holds it. */
+void suspend_connection(conn_rec *c, request_rec *)
+{
+    adopt_suspended_stream(c, server_config(c->base_server)->state);
 }
 
 /* Graceful restart or stop: streams end so that the old child can exit and browsers come
@@ -388,6 +437,7 @@ void child_stopping(apr_pool_t *, int)
     ModuleState *state = server_config(ap_server_conf)->state;
     if (state) {
         state->child_stopping.store(true);
+        stop_async_hub(state->hub);
         if (state->bus.valid())
             state->bus.wake_all();
     }
@@ -418,6 +468,7 @@ void register_hooks(apr_pool_t *)
     ap_hook_check_config(check_config, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_post_config(post_config, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_child_init(child_init, nullptr, nullptr, APR_HOOK_MIDDLE);
+    ap_hook_suspend_connection(suspend_connection, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_handler(handler, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_child_stopping(child_stopping, nullptr, nullptr, APR_HOOK_MIDDLE);
 }

@@ -370,8 +370,17 @@ std::uint32_t ChannelSet::hash(std::string_view name)
     return h;
 }
 
+ChannelSet ChannelSet::all()
+{
+    ChannelSet s({"*"});
+    s.all_ = true;
+    return s;
+}
+
 int ChannelSet::find(std::uint32_t hv, std::string_view name) const
 {
+    if (all_)
+        return 0;
     for (std::size_t i = 0; i < names_.size(); ++i)
         if (hashes_[i] == hv && names_[i] == name)
             return static_cast<int>(i);

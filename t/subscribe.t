@@ -13,6 +13,11 @@ my $srv = SSETest::Server->start(conf => <<'EOF');
     SSEKeepalive 1
     SSERetry 2500
 </Location>
+<Location /blocking>
+    SetHandler sse-subscribe
+    SSEAsync Off
+    SSEKeepalive 1
+</Location>
 <Location /fixed>
     SetHandler sse-subscribe
     SSEChannel "room-%{req:X-Room}"
@@ -110,11 +115,11 @@ subtest 'bad requests' => sub {
     like($res->{body}, qr/bad query string/, 'says so');
 };
 
-subtest 'a client that goes away frees its worker' => sub {
+subtest 'a client that goes away frees its worker (SSEAsync Off: a worker per stream)' => sub {
     # Only the status request itself is busy once earlier streams are gone.
     ok($srv->wait_for(sub { $srv->status_field('BusyWorkers') == 1 }, 5), 'server idle');
     my $idle = 1;
-    my @subs = map { $srv->subscribe("/fast/gone$_") } 1 .. 8;
+    my @subs = map { $srv->subscribe("/blocking/gone$_") } 1 .. 8;
     is(scalar(grep { $_->status == 200 } @subs), 8, '8 streams open');
     my $busy = $srv->status_field('BusyWorkers');
     cmp_ok($busy, '>=', $idle + 8, "8 workers held ($busy busy)");

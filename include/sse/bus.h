@@ -129,7 +129,9 @@ private:
 class ChannelSet {
 public:
     explicit ChannelSet(const std::vector<std::string> &names);
-    /* Index of `name` in the set, or -1. */
+    /* Every channel: what a process's hub reads to fan events out to its subscribers. */
+    static ChannelSet all();
+    /* Index of `name` in the set (0 for every name in all()), or -1. */
     int find(std::uint32_t hash, std::string_view name) const;
     std::size_t size() const { return names_.size(); }
     static std::uint32_t hash(std::string_view name);
@@ -137,6 +139,7 @@ public:
 private:
     std::vector<std::string> names_;
     std::vector<std::uint32_t> hashes_;
+    bool all_ = false;
 };
 
 /* One subscriber's position in the bus. Owned by one thread at a time. */

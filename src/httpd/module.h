@@ -32,8 +32,11 @@ extern module AP_MODULE_DECLARE_DATA sse_module;
 
 namespace sse::httpd {
 
+class AsyncHub;
+
 struct ModuleState {
     Bus bus;
+    AsyncHub *hub = nullptr;      /* this child's hub of suspended streams (event MPM) */
     HistoryLimits history;
     int publish_socket_fd = -1;   /* the parent's listening socket; children close it */
     std::atomic<bool> child_stopping{false};
@@ -66,11 +69,14 @@ struct DirConfig {
     apr_interval_time_t keepalive;     int keepalive_set;
     apr_int64_t retry_ms;              int retry_set;      /* -1: no retry field */
     apr_off_t max_message_size;        int max_message_size_set;
+    int async;                         int async_set;        /* SSEAsync */
+    apr_size_t max_pending;            int max_pending_set;  /* SSEMaxPending */
 };
 
 constexpr apr_uint64_t kDefaultBusSize = 16u << 20;
 constexpr apr_interval_time_t kDefaultKeepalive = apr_time_from_sec(15);
 constexpr apr_off_t kDefaultMaxMessageSize = 256 * 1024;
+constexpr apr_size_t kDefaultMaxPending = 256 * 1024;
 
 const DirConfig &dir_config(request_rec *r);
 ModuleState *module_state(request_rec *r);

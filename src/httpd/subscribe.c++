@@ -5,6 +5,7 @@
  * to look at the socket and the child's state), and sends what the subscriber's BusReader
  * yields. It ends when the client goes away, a write fails, or the child is stopping. */
 #include "src/httpd/module.h"
+#include "src/httpd/async_hub.h"
 
 #include "ap_mpm.h"
 #include "http_connection.h"
@@ -13,6 +14,7 @@
 #include "http_request.h"
 
 #include "apr_portable.h"
+#include "apr_strings.h"
 
 #include <nlohmann/json.hpp>
 #include <poll.h>
@@ -159,28 +161,52 @@ int subscribe_handler(request_rec *r)
     if (!stream.send(out))
         return OK;
 
-    apr_time_t last_write = apr_time_now();
+    /* Sends what the reader has now, in batches; false when the client is gone. */
+    apr_uint64_t events_sent = 0;
     BusEvent ev;
+    auto send_available = [&]() {
+        for (;;) {
+            out.clear();
+            int batch = 0;
+            for (; batch < kBatchEvents; ++batch) {
+                BusReader::Next n = reader.next(&ev);
+                if (n == BusReader::Next::None)
+                    break;
+                if (n == BusReader::Next::Event) {
+                    out += ev.wire;
+                    ++events_sent;
+                } else {
+                    out += missed_notice("overrun", std::string());
+                }
+            }
+            if (out.empty())
+                return true;
+            if (!stream.send(out))
+                return false;
+            if (batch < kBatchEvents)
+                return true;
+        }
+    };
+
+    /* Event MPM: the replay goes out on this worker, then the hub holds the stream and the
+     * worker is free for other requests. */
+    if (can_suspend(r, d, state)) {
+        if (!send_available())
+            return OK;
+        StreamSettings settings{d.keepalive, d.retry_ms, d.max_pending};
+        prepare_suspended_stream(r, std::move(reader), settings, events_sent,
+                                 stream.sent_bytes(), channels);
+        return SUSPENDED;
+    }
+
+    apr_time_t last_write = apr_time_now();
     for (;;) {
         std::uint32_t seen = state->bus.wake_word();
-        out.clear();
-        int batch = 0;
-        for (; batch < kBatchEvents; ++batch) {
-            BusReader::Next n = reader.next(&ev);
-            if (n == BusReader::Next::None)
-                break;
-            if (n == BusReader::Next::Event)
-                out += ev.wire;
-            else
-                out += missed_notice("overrun", std::string());
-        }
-        if (!out.empty()) {
-            if (!stream.send(out))
-                break;
+        apr_uint64_t before = stream.sent_bytes();
+        if (!send_available())
+            break;
+        if (stream.sent_bytes() != before)
             last_write = apr_time_now();
-            if (batch == kBatchEvents)
-                continue;
-        }
         if (child_is_stopping(state) || stream.peer_gone())
             break;
         apr_time_t idle = apr_time_now() - last_write;
@@ -196,6 +222,10 @@ int subscribe_handler(request_rec *r)
         int wait_ms = static_cast<int>(apr_time_as_msec(until_keepalive)) + 1;
         state->bus.wait(seen, wait_ms < kMaxWaitMs ? wait_ms : kMaxWaitMs);
     }
+    apr_table_setn(r->subprocess_env, "SSE_EVENTS",
+                   apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, events_sent));
+    apr_table_setn(r->subprocess_env, "SSE_BYTES",
+                   apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, stream.sent_bytes()));
     return OK;
 }
 

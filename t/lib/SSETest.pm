@@ -119,7 +119,7 @@ TypesConfig "$dir/mime.types"
 LoadModule sse_module $so
 $mpm_conf
 Timeout 30
-LogFormat "%h %t \\"%r\\" %>s %b %D" timed
+LogFormat "%h %t \\"%r\\" %>s %b %D events=%{SSE_EVENTS}e bytes=%{SSE_BYTES}e end=%{SSE_END}e" timed
 CustomLog "$dir/logs/access.log" timed
 DocumentRoot "$dir/htdocs"
 $self->{global}
@@ -182,6 +182,13 @@ sub wait_for {
         sleep 0.05;
     }
     return 0;
+}
+
+sub access_log {
+    my ($self) = @_;
+    open my $fh, '<', "$self->{dir}/logs/access.log" or return '';
+    local $/;
+    return <$fh>;
 }
 
 sub log_text {

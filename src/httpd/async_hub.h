@@ -1,0 +1,70 @@
+/* src/httpd/async_hub.h — holding subscribers without a worker thread each (event MPM).
+ *
+ * The handler sends a stream's headers, first bytes and replay on its worker thread, then
+ * returns SUSPENDED; in the suspend_connection hook the connection is handed to this child's
+ * hub, and the worker is free. The hub owns two threads:
+ * - the bus watcher sleeps on the bus's futex and pokes the I/O thread after each publish;
+ * - the I/O thread reads each new event once (one shared copy of its bytes for every
+ *   subscriber of this process), queues it for the subscribers of its channels, and writes
+ *   only to sockets that epoll reports writable. Nothing on it blocks: data goes down the
+ *   output filters without FLUSH buckets and the core output filter is then called directly
+ *   with no brigade (as the event MPM's write completion does), which writes what the socket
+ *   takes and keeps the rest until the next EPOLLOUT.
+ *
+ * A subscriber whose queue grows beyond SSEMaxPending is dropped (it reconnects with
+ * Last-Event-ID and replays what it missed). A client that goes away is seen at once
+ * (EPOLLRDHUP). At child_stopping every stream gets a last `retry:` and is closed, so browsers
+ * come back to the new generation.
+ *
+ * Ending a suspended connection: httpd 2.4 has no public call for it (trunk has
+ * ap_mpm_resume_suspended). What works on 2.4.71, and is pinned by t/async.t: log and free the
+ * request with ap_process_request_after_handler(), run the pre-close hooks, close the socket,
+ * put the connection back in CONN_STATE_SUSPENDED (so the MPM's cleanup decrements the
+ * suspended count it incremented, not the lingering count), and destroy the connection's pool.
+ *
+ * Threads: adopt() is called on a worker (suspend hook), stop() on the thread that runs
+ * child_stopping; everything else runs on the I/O thread.
+ */
+#ifndef SSE_HTTPD_ASYNC_HUB_H
+#define SSE_HTTPD_ASYNC_HUB_H
+
+#include "src/httpd/module.h"
+
+namespace sse::httpd {
+
+class AsyncHub;
+
+/* What a suspended stream needs from its location's configuration. */
+struct StreamSettings {
+    apr_interval_time_t keepalive;
+    apr_int64_t retry_ms;       /* -1: none configured */
+    apr_size_t max_pending;
+};
+
+/* child_init: starts the hub's threads in this child (event MPM only); stopped and joined by
+ * a cleanup on `pchild`. */
+AsyncHub *start_async_hub(apr_pool_t *pchild, server_rec *s, ModuleState *state);
+
+/* Whether this request's stream can be suspended: an async MPM with a hub, HTTP/1 (not an h2
+ * stream), no clogging input filter, not a subrequest, SSEAsync On. */
+bool can_suspend(request_rec *r, const DirConfig &d, const ModuleState *state);
+
+/* Handler, on its worker: the stream's headers and first bytes are out, `reader` is positioned
+ * after what was sent. Attaches the stream to the connection; the handler then returns
+ * SUSPENDED. */
+void prepare_suspended_stream(request_rec *r, BusReader reader, const StreamSettings &settings,
+                              apr_uint64_t events_sent, apr_uint64_t bytes_sent,
+                              const std::vector<std::string> &channels);
+
+/* suspend_connection hook: hands the connection's stream (if it has one) to the hub. */
+void adopt_suspended_stream(conn_rec *c, ModuleState *state);
+
+/* child_stopping: every held stream is told to come back and closed; the hub's threads end. */
+void stop_async_hub(AsyncHub *hub);
+
+/* How many streams the hub holds (for tests and status). */
+apr_size_t async_stream_count(const AsyncHub *hub);
+
+} // namespace sse::httpd
+
+#endif

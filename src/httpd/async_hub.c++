@@ -503,8 +503,14 @@ void prepare_suspended_stream(request_rec *r, BusReader reader, const StreamSett
      * writes without FLUSH reach the socket. */
     for (ap_filter_t *f = c->output_filters; f;) {
         ap_filter_t *next = f->next;
-        if (f->frec && f->frec->name && !strcasecmp(f->frec->name, "SSL/TLS Coalescing Filter"))
+        if (f->frec && f->frec->name && !strcasecmp(f->frec->name, "SSL/TLS Coalescing Filter")) {
+            /* ap_remove_output_filter() unlinks a connection filter from c->output_filters
+             * only; the request's chain runs into it too. */
+            for (ap_filter_t *p = r->output_filters; p; p = p->next)
+                if (p->next == f)
+                    p->next = next;
             ap_remove_output_filter(f);
+        }
         f = next;
     }
     s->core = c->output_filters;

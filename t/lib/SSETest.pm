@@ -17,6 +17,7 @@ use File::Basename qw(dirname);
 use File::Path qw(make_path remove_tree);
 use IO::Select;
 use IO::Socket::INET;
+use IO::Socket::SSL;
 use JSON::PP;
 use POSIX qw(:sys_wait_h);
 use Test::More;
@@ -100,6 +101,19 @@ sub write_config {
           . "MinSpareThreads 25\nMaxSpareThreads 50\nThreadLimit 25\n";
     $self->{$_} //= '' for qw(global conf);
     my $so = $self->{module} // "$SSETest::ROOT/build/mod_sse.so";
+    my $tls = '';
+    if ($self->{tls}) {
+        # A throwaway self-signed certificate, made for this run.
+        system("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
+               . "-addext basicConstraints=critical,CA:FALSE "
+               . "-keyout $dir/key.pem -out $dir/cert.pem >/dev/null 2>&1") == 0
+            or die "openssl failed";
+        $tls = "LoadModule socache_shmcb_module $mods/mod_socache_shmcb.so\n"
+             . "LoadModule ssl_module $mods/mod_ssl.so\n"
+             . "SSLSessionCache shmcb:$dir/ssl_scache(512000)\n"
+             . "SSLEngine on\nSSLCertificateFile $dir/cert.pem\n"
+             . "SSLCertificateKeyFile $dir/key.pem\n";
+    }
     my $conf = <<"EOF";
 ServerRoot "$dir"
 PidFile "$dir/httpd.pid"
@@ -117,6 +131,7 @@ LoadModule mime_module $mods/mod_mime.so
 LoadModule status_module $mods/mod_status.so
 TypesConfig "$dir/mime.types"
 LoadModule sse_module $so
+$tls
 $mpm_conf
 Timeout 30
 LogFormat "%h %t \\"%r\\" %>s %b %D events=%{SSE_EVENTS}e bytes=%{SSE_BYTES}e end=%{SSE_END}e" timed
@@ -265,8 +280,11 @@ sub DESTROY {
 # returns {status, headers => {lowercase name => value}, body}.
 sub request {
     my ($self, $method, $path, %o) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{port},
-                                  Timeout => 10) or die "connect: $!";
+    my $s = $self->{tls}
+        ? IO::Socket::SSL->new(PeerAddr => '127.0.0.1', PeerPort => $self->{port}, Timeout => 10,
+                               SSL_verify_mode => 0)
+        : IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{port}, Timeout => 10);
+    die "connect: $!" unless $s;
     my $body = $o{body} // '';
     my %h = (Host => "127.0.0.1:$self->{port}", Connection => 'close', %{$o{headers} // {}});
     $h{'Content-Length'} = length($body) if $method ne 'GET' && $method ne 'HEAD'
@@ -277,7 +295,7 @@ sub request {
     my $raw = '';
     my $sel = IO::Select->new($s);
     my $end = time + ($o{timeout} // 10);
-    while (time < $end && $sel->can_read($end - time)) {
+    while (time < $end && ($self->{tls} ? 1 : $sel->can_read($end - time))) {
         my $n = sysread($s, my $buf, 65536);
         last unless $n;
         $raw .= $buf;
@@ -488,6 +506,12 @@ sub events {
     my @new = @{$self->{events}}[$self->{taken} .. $#{$self->{events}}];
     $self->{taken} = @{$self->{events}};
     return @new;
+}
+
+# Reads whatever arrives for up to $seconds (keeps a client draining its socket).
+sub pump {
+    my ($self, $seconds) = @_;
+    $self->read_until(sub { 0 }, $seconds);
 }
 
 sub all_events { @{$_[0]{events}} }

@@ -70,6 +70,9 @@ $(UNIT_BIN): $(UNIT_SRCS:%.c++=$(BUILD)/%.o) $(BUILD)/libssecore.a
 $(BUILD)/publish-bench: $(BUILD)/bench/publish_bench.o $(BUILD)/libssecore.a
 	$(CXX) -pthread -o $@ $^
 
+$(BUILD)/sse-load: $(BUILD)/bench/sse_load.o $(BUILD)/libssecore.a
+	$(CXX) -pthread -o $@ $^
+
 bench-publish: all $(BUILD)/publish-bench
 	bench/run-publish-bench
 
@@ -94,7 +97,7 @@ fuzz: $(FUZZ_BIN)
 	@test -z "$$(ls $(BUILD)/fuzz/crash-* $(BUILD)/fuzz/leak-* $(BUILD)/fuzz/timeout-* 2>/dev/null)" \
 	    || { echo "fuzz: the parser failed on the inputs above (build/fuzz/)"; exit 1; }
 
-integration: all
+integration: all $(BUILD)/sse-load
 	SSE_TEST_MPM=event prove -I t/lib t/*.t
 	SSE_TEST_MPM=prefork prove -I t/lib t/*.t
 

@@ -97,7 +97,7 @@ sub write_config {
     # children while they finish after a graceful restart.
     my $mpm_conf = $self->{mpm} eq 'prefork'
         ? "StartServers 4\nMinSpareServers 4\nMaxSpareServers 8\nMaxRequestWorkers 40\nServerLimit 40\n"
-        : "StartServers 2\nServerLimit 4\nThreadsPerChild 25\nMaxRequestWorkers 50\n"
+        : "StartServers 2\nServerLimit 4\nThreadsPerChild 25\nMaxRequestWorkers 50\nAsyncRequestWorkerFactor 50\n"
           . "MinSpareThreads 25\nMaxSpareThreads 50\nThreadLimit 25\n";
     $self->{$_} //= '' for qw(global conf);
     my $so = $self->{module} // "$SSETest::ROOT/build/mod_sse.so";
@@ -164,7 +164,8 @@ sub httpd { $ENV{SSE_TEST_HTTPD} // '/usr/sbin/apache2' }
 sub launch {
     my ($self) = @_;
     # Core files (if a child crashes) land in the run directory, which is kept on failure.
-    my $out = `ulimit -c unlimited 2>/dev/null; @{[httpd()]} -f $self->{dir}/httpd.conf -k start 2>&1`;
+    # As many open files as allowed: every held stream is a file descriptor.
+    my $out = `ulimit -c unlimited 2>/dev/null; ulimit -n \$(ulimit -Hn) 2>/dev/null; @{[httpd()]} -f $self->{dir}/httpd.conf -k start 2>&1`;
     if ($? != 0) {
         BAIL_OUT("apache2 did not start: $out\n" . $self->log_text);
     }

@@ -1,0 +1,443 @@
+/* sse-load — hold many EventSource connections, publish timestamped events, check every
+ * delivery.
+ *
+ *   sse-load [options] HOST PORT
+ *     -n N          streams to hold (default 1000)
+ *     -c K          channels; stream i subscribes to channel load<i % K> (default 1)
+ *     -e E          events to publish on every channel (default 10)
+ *     -r RATE       events per second per channel, 0: as fast as possible (default 100)
+ *     -s PATH       subscribe path prefix (default /events/)
+ *     -p PATH       publish path prefix (default /publish/)
+ *     -w SECONDS    how long to wait for the deliveries after the last publish (default 30)
+ *     -S SOCKET     publish through mod_sse's local socket instead of HTTP
+ *     -b BYTES      padding added to each event's data (default 0)
+ *
+ * One epoll thread holds the streams (HTTP/1.1, chunked, parsed by the SSE rules); the
+ * publisher runs on its own thread, one event after another on one keep-alive connection.
+ * Each event's data is "<channel> <index> <publish time in microseconds> <padding>".
+ * Prints key=value lines; exits 1 if a stream was refused or an event lost, duplicated or out
+ * of order.
+ */
+#include "sse/socket_protocol.h"
+
+#include <algorithm>
+#include <arpa/inet.h>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+namespace {
+
+std::int64_t now_us()
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+}
+
+struct Options {
+    std::string host = "127.0.0.1";
+    int port = 0;
+    int streams = 1000, channels = 1, events = 10;
+    double rate = 100, wait_s = 30;
+    std::string sub_path = "/events/", pub_path = "/publish/", socket;
+    int padding = 0;
+};
+
+struct Stream {
+    int fd = -1;
+    int channel = 0;
+    enum { Connecting, Headers, Body, Dead } state = Connecting;
+    std::string in;         /* raw bytes not yet consumed */
+    std::string text;       /* de-chunked stream text not yet parsed into lines */
+    std::string data;       /* the event being assembled */
+    long chunk_left = -1;   /* -1: expecting a chunk-size line */
+    bool chunked = false;   /* else the body runs until the connection closes */
+    bool open = false;      /* headers and the first comment arrived */
+    int next = 0;           /* index of the next expected event */
+    long lost = 0, dups = 0, disorder = 0;
+};
+
+std::vector<std::int64_t> latencies;
+
+void on_event(Stream &s, const std::string &data)
+{
+    int ch, idx;
+    long long ts;
+    if (sscanf(data.c_str(), "%d %d %lld", &ch, &idx, &ts) != 3)
+        return;
+    if (idx == s.next) {
+        ++s.next;
+    } else if (idx < s.next) {
+        ++s.dups;
+        return;
+    } else {
+        ++s.disorder;
+        s.lost += idx - s.next;
+        s.next = idx + 1;
+    }
+    latencies.push_back(now_us() - ts);
+}
+
+/* The SSE rules, enough for this test: data lines, blank line dispatch, comments. */
+void parse_lines(Stream &s)
+{
+    std::size_t start = 0;
+    for (;;) {
+        std::size_t lf = s.text.find('\n', start);
+        if (lf == std::string::npos)
+            break;
+        std::string_view line(s.text.data() + start, lf - start);
+        start = lf + 1;
+        if (line.empty()) {
+            if (!s.data.empty()) {
+                s.data.pop_back();
+                on_event(s, s.data);
+            }
+            s.data.clear();
+        } else if (line[0] == ':') {
+            s.open = true;
+        } else if (line.compare(0, 6, "data: ") == 0) {
+            s.data.append(line.substr(6));
+            s.data += '\n';
+        }
+    }
+    s.text.erase(0, start);
+}
+
+void dechunk(Stream &s)
+{
+    for (;;) {
+        if (s.chunk_left < 0) {
+            std::size_t crlf = s.in.find("\r\n");
+            if (crlf == std::string::npos)
+                return;
+            if (crlf == 0) { /* the CRLF after a chunk */
+                s.in.erase(0, 2);
+                continue;
+            }
+            s.chunk_left = strtol(s.in.c_str(), nullptr, 16);
+            s.in.erase(0, crlf + 2);
+            if (s.chunk_left == 0) {
+                s.state = Stream::Dead;
+                return;
+            }
+        }
+        std::size_t take = std::min<std::size_t>(s.in.size(), static_cast<std::size_t>(s.chunk_left));
+        s.text.append(s.in, 0, take);
+        s.in.erase(0, take);
+        s.chunk_left -= static_cast<long>(take);
+        if (s.chunk_left > 0)
+            return;
+        s.chunk_left = -1;
+    }
+}
+
+void on_readable(Stream &s)
+{
+    char buf[65536];
+    for (;;) {
+        ssize_t n = read(s.fd, buf, sizeof buf);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+            s.state = Stream::Dead;
+            return;
+        }
+        if (n < 0)
+            break;
+        s.in.append(buf, static_cast<std::size_t>(n));
+    }
+    if (s.state == Stream::Headers) {
+        std::size_t end = s.in.find("\r\n\r\n");
+        if (end == std::string::npos)
+            return;
+        if (s.in.compare(0, 12, "HTTP/1.1 200") != 0) {
+            s.state = Stream::Dead;
+            return;
+        }
+        std::string head = s.in.substr(0, end);
+        for (auto &ch : head)
+            ch = static_cast<char>(tolower(static_cast<unsigned char>(ch)));
+        s.chunked = head.find("transfer-encoding: chunked") != std::string::npos;
+        s.in.erase(0, end + 4);
+        s.state = Stream::Body;
+    }
+    if (s.chunked) {
+        dechunk(s);
+    } else {
+        s.text += s.in;
+        s.in.clear();
+    }
+    parse_lines(s);
+}
+
+int connect_tcp(const Options &o, bool nonblock)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | (nonblock ? SOCK_NONBLOCK : 0), 0);
+    struct sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(o.port));
+    inet_pton(AF_INET, o.host.c_str(), &a.sin_addr);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, reinterpret_cast<struct sockaddr *>(&a), sizeof a) < 0 && errno != EINPROGRESS) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Publishes every event; returns how many were accepted. */
+long publish_all(const Options &o, std::atomic<bool> &done)
+{
+    int fd = -1;
+    if (!o.socket.empty()) {
+        fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        struct sockaddr_un a{};
+        a.sun_family = AF_UNIX;
+        snprintf(a.sun_path, sizeof a.sun_path, "%s", o.socket.c_str());
+        if (connect(fd, reinterpret_cast<struct sockaddr *>(&a), sizeof a) < 0)
+            return 0;
+    } else {
+        fd = connect_tcp(o, false);
+    }
+    long accepted = 0;
+    std::string pad(static_cast<std::size_t>(o.padding), 'x');
+    auto start = std::chrono::steady_clock::now();
+    std::string buf;
+    for (int i = 0; i < o.events && !done; ++i) {
+        if (o.rate > 0) {
+            auto due = start + std::chrono::microseconds(static_cast<long>(i * 1e6 / o.rate));
+            std::this_thread::sleep_until(due);
+        }
+        for (int ch = 0; ch < o.channels; ++ch) {
+            std::string data = std::to_string(ch) + " " + std::to_string(i) + " " +
+                               std::to_string(now_us()) + " " + pad;
+            std::string req;
+            if (!o.socket.empty()) {
+                sse::EventFields ev;
+                ev.has_data = true;
+                ev.data = data;
+                sse::encode_frame({"load" + std::to_string(ch)}, ev, req);
+            } else {
+                req = "POST " + o.pub_path + "load" + std::to_string(ch) +
+                      " HTTP/1.1\r\nHost: " + o.host + "\r\nContent-Type: text/plain\r\n"
+                      "Content-Length: " + std::to_string(data.size()) + "\r\n\r\n" + data;
+            }
+            if (send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size()))
+                return accepted;
+            /* Wait for the answer. */
+            for (;;) {
+                std::size_t end = o.socket.empty() ? buf.find("\r\n\r\n") : buf.find('\n');
+                if (end != std::string::npos) {
+                    std::size_t len = end + (o.socket.empty() ? 4 : 1);
+                    if (o.socket.empty()) {
+                        std::size_t cl = buf.find("Content-Length: ");
+                        long body = cl < end ? strtol(buf.c_str() + cl + 16, nullptr, 10) : 0;
+                        if (buf.size() < len + static_cast<std::size_t>(body))
+                            goto more;
+                        len += static_cast<std::size_t>(body);
+                        if (buf.compare(0, 12, "HTTP/1.1 201") == 0)
+                            ++accepted;
+                    } else if (buf.compare(0, 3, "ok ") == 0) {
+                        ++accepted;
+                    }
+                    buf.erase(0, len);
+                    break;
+                }
+            more:
+                char tmp[4096];
+                ssize_t n = read(fd, tmp, sizeof tmp);
+                if (n <= 0)
+                    return accepted;
+                buf.append(tmp, static_cast<std::size_t>(n));
+            }
+        }
+    }
+    close(fd);
+    return accepted;
+}
+
+int usage()
+{
+    fprintf(stderr, "usage: sse-load [-n streams] [-c channels] [-e events] [-r rate] [-s path] "
+                    "[-p path] [-w seconds] [-S socket] [-b bytes] HOST PORT\n");
+    return 2;
+}
+
+} // namespace
+
+int main(int argc, char **argv)
+{
+    Options o;
+    int opt;
+    while ((opt = getopt(argc, argv, "n:c:e:r:s:p:w:S:b:")) != -1) {
+        switch (opt) {
+        case 'n': o.streams = atoi(optarg); break;
+        case 'c': o.channels = std::max(1, atoi(optarg)); break;
+        case 'e': o.events = atoi(optarg); break;
+        case 'r': o.rate = atof(optarg); break;
+        case 's': o.sub_path = optarg; break;
+        case 'p': o.pub_path = optarg; break;
+        case 'w': o.wait_s = atof(optarg); break;
+        case 'S': o.socket = optarg; break;
+        case 'b': o.padding = atoi(optarg); break;
+        default: return usage();
+        }
+    }
+    if (argc - optind != 2)
+        return usage();
+    o.host = argv[optind];
+    o.port = atoi(argv[optind + 1]);
+
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+
+    int ep = epoll_create1(0);
+    std::vector<Stream> streams(static_cast<std::size_t>(o.streams));
+    auto t_connect = std::chrono::steady_clock::now();
+    int refused = 0;
+    /* Connect in batches, so the server's accept queue is not flooded. */
+    for (int i = 0; i < o.streams; ++i) {
+        Stream &s = streams[static_cast<std::size_t>(i)];
+        s.channel = i % o.channels;
+        s.fd = connect_tcp(o, true);
+        if (s.fd < 0) {
+            s.state = Stream::Dead;
+            ++refused;
+            continue;
+        }
+        std::string req = "GET " + o.sub_path + "load" + std::to_string(s.channel) +
+                          " HTTP/1.1\r\nHost: " + o.host + "\r\nAccept: text/event-stream\r\n\r\n";
+        struct epoll_event ev = {};
+        ev.events = EPOLLOUT | EPOLLIN | EPOLLRDHUP;
+        ev.data.u32 = static_cast<uint32_t>(i);
+        epoll_ctl(ep, EPOLL_CTL_ADD, s.fd, &ev);
+        s.in = req; /* pending request, sent when writable */
+        if (i % 200 == 199) {
+            struct epoll_event evs[512];
+            for (int spin = 0; spin < 50; ++spin) {
+                int n = epoll_wait(ep, evs, 512, 10);
+                for (int k = 0; k < n; ++k) {
+                    Stream &t = streams[evs[k].data.u32];
+                    if (t.state == Stream::Connecting && (evs[k].events & EPOLLOUT)) {
+                        send(t.fd, t.in.data(), t.in.size(), MSG_NOSIGNAL);
+                        t.in.clear();
+                        t.state = Stream::Headers;
+                        struct epoll_event mod = {};
+                        mod.events = EPOLLIN | EPOLLRDHUP;
+                        mod.data.u32 = evs[k].data.u32;
+                        epoll_ctl(ep, EPOLL_CTL_MOD, t.fd, &mod);
+                    } else if (t.state != Stream::Dead && t.state != Stream::Connecting) {
+                        on_readable(t);
+                    }
+                }
+                if (n == 0)
+                    break;
+            }
+        }
+    }
+
+    /* Wait until every stream is open (bounded). */
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    struct epoll_event evs[1024];
+    auto count_open = [&] {
+        int n = 0;
+        for (auto &s : streams)
+            n += s.open && s.state == Stream::Body;
+        return n;
+    };
+    auto serve = [&](int timeout_ms) {
+        int n = epoll_wait(ep, evs, 1024, timeout_ms);
+        for (int k = 0; k < n; ++k) {
+            Stream &t = streams[evs[k].data.u32];
+            if (t.state == Stream::Connecting && (evs[k].events & EPOLLOUT)) {
+                send(t.fd, t.in.data(), t.in.size(), MSG_NOSIGNAL);
+                t.in.clear();
+                t.state = Stream::Headers;
+                struct epoll_event mod = {};
+                mod.events = EPOLLIN | EPOLLRDHUP;
+                mod.data.u32 = evs[k].data.u32;
+                epoll_ctl(ep, EPOLL_CTL_MOD, t.fd, &mod);
+            } else if (t.state == Stream::Headers || t.state == Stream::Body) {
+                on_readable(t);
+                if (t.state == Stream::Dead)
+                    epoll_ctl(ep, EPOLL_CTL_DEL, t.fd, nullptr);
+            }
+        }
+    };
+    while (count_open() < o.streams - refused && std::chrono::steady_clock::now() < deadline)
+        serve(100);
+    double connect_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_connect).count();
+    int opened = count_open();
+
+    printf("streams=%d opened=%d refused=%d connect_seconds=%.2f\n", o.streams, opened,
+           o.streams - opened, connect_s);
+    fflush(stdout);
+
+    std::atomic<bool> done{false};
+    long accepted = 0;
+    auto t_pub = std::chrono::steady_clock::now();
+    std::thread publisher([&] { accepted = publish_all(o, done); });
+    /* Serve while publishing, then until every stream has every event or the wait ends. */
+    std::atomic<bool> published{false};
+    std::thread watcher([&] { publisher.join(); published = true; });
+    std::chrono::steady_clock::time_point wait_end{};
+    for (;;) {
+        serve(50);
+        if (published && wait_end == std::chrono::steady_clock::time_point{})
+            wait_end = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<long>(o.wait_s * 1000));
+        bool all = true;
+        for (auto &s : streams)
+            if (s.state == Stream::Body && s.next < o.events) {
+                all = false;
+                break;
+            }
+        if (published && (all || std::chrono::steady_clock::now() > wait_end))
+            break;
+    }
+    watcher.join();
+    double pub_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_pub).count();
+
+    long received = 0, lost = 0, dups = 0, disorder = 0, dead = 0;
+    for (auto &s : streams) {
+        if (s.state == Stream::Dead)
+            ++dead;
+        received += s.next - s.lost;
+        lost += s.lost + (o.events - s.next);
+        dups += s.dups;
+        disorder += s.disorder;
+    }
+    std::sort(latencies.begin(), latencies.end());
+    auto pct = [&](double p) {
+        return latencies.empty() ? 0.0
+                                 : latencies[static_cast<std::size_t>(p * (latencies.size() - 1))] / 1000.0;
+    };
+    printf("published=%ld expected_deliveries=%ld delivered=%ld lost=%ld duplicated=%ld "
+           "out_of_order=%ld closed=%ld\n",
+           accepted, static_cast<long>(o.streams) * o.events, received, lost, dups, disorder, dead);
+    printf("latency_ms_p50=%.2f latency_ms_p99=%.2f latency_ms_max=%.2f seconds=%.2f "
+           "deliveries_per_s=%.0f\n",
+           pct(0.5), pct(0.99), pct(1.0), pub_s, received / pub_s);
+    for (auto &s : streams)
+        if (s.fd >= 0)
+            close(s.fd);
+    bool ok = opened == o.streams && lost == 0 && dups == 0 && disorder == 0 &&
+              accepted == static_cast<long>(o.events) * o.channels;
+    return ok ? 0 : 1;
+}

@@ -29,6 +29,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <map>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string>
@@ -67,6 +68,7 @@ struct Stream {
     std::string data;       /* the event being assembled */
     long chunk_left = -1;   /* -1: expecting a chunk-size line */
     bool chunked = false;   /* else the body runs until the connection closes */
+    const char *why = "";   /* why it died, for the report */
     bool open = false;      /* headers and the first comment arrived */
     int next = 0;           /* index of the next expected event */
     long lost = 0, dups = 0, disorder = 0;
@@ -133,6 +135,7 @@ void dechunk(Stream &s)
             s.chunk_left = strtol(s.in.c_str(), nullptr, 16);
             s.in.erase(0, crlf + 2);
             if (s.chunk_left == 0) {
+                s.why = "the stream ended";
                 s.state = Stream::Dead;
                 return;
             }
@@ -153,6 +156,7 @@ void on_readable(Stream &s)
     for (;;) {
         ssize_t n = read(s.fd, buf, sizeof buf);
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+            s.why = n == 0 ? "closed by the server" : "read error";
             s.state = Stream::Dead;
             return;
         }
@@ -165,6 +169,7 @@ void on_readable(Stream &s)
         if (end == std::string::npos)
             return;
         if (s.in.compare(0, 12, "HTTP/1.1 200") != 0) {
+            s.why = "status not 200";
             s.state = Stream::Dead;
             return;
         }
@@ -385,6 +390,14 @@ int main(int argc, char **argv)
         serve(100);
     double connect_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_connect).count();
     int opened = count_open();
+    {
+        std::map<std::string, int> why;
+        for (auto &s : streams)
+            if (s.state != Stream::Body || !s.open)
+                why[std::string(s.why) + " (state " + std::to_string(static_cast<int>(s.state)) + ")"]++;
+        for (auto &w : why)
+            printf("not_open=%d reason=%s\n", w.second, w.first.c_str());
+    }
 
     printf("streams=%d opened=%d refused=%d connect_seconds=%.2f\n", o.streams, opened,
            o.streams - opened, connect_s);

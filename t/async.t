@@ -72,6 +72,36 @@ subtest 'disconnects are released at once, MPM counters return (2.4 teardown pin
          'each stream has its access-log line, with how it ended');
 };
 
+# Private resident memory of the server's children, in kB (RssAnon: the bus is shared memory,
+# and its pages count in VmRSS as events fill them).
+sub children_rss {
+    my $kb = 0;
+    for my $pid ($srv->children) {
+        open my $fh, '<', "/proc/$pid/status" or next;
+        while (<$fh>) { $kb += $1 if /^RssAnon:\s+(\d+)/ }
+    }
+    return $kb;
+}
+
+subtest '5,000 connect/disconnect cycles leave memory and counters where they were' => sub {
+    my $load = "$SSETest::ROOT/build/sse-load";
+    plan skip_all => 'build/sse-load is not built' unless -x $load;
+    my $port = $srv->port;
+    # Warm-up: the allocators reach their working size.
+    for (1 .. 3) {
+        system("$load -n 1000 -e 1 -r 0 -w 5 127.0.0.1 $port >/dev/null") == 0 or die 'warm-up failed';
+    }
+    ok(settled_conns(1), 'warm-up connections gone');
+    my $before = children_rss();
+    for (1 .. 5) {
+        is(system("$load -n 1000 -e 1 -r 0 -w 5 127.0.0.1 $port >/dev/null"), 0, '1000 streams opened, served, closed');
+    }
+    ok(settled_conns(1), 'ConnsTotal back to 0 or 1') or diag 'ConnsTotal ' . status('ConnsTotal');
+    my $after = children_rss();
+    cmp_ok($after - $before, '<', 2 * 1024,
+           "children's private memory $before kB before, $after kB after 5,000 more streams");
+};
+
 subtest 'a client that stops reading is dropped, others are not delayed, replay makes it whole' => sub {
     my $fast = $srv->subscribe('/events/flood');
     my $slow = $srv->subscribe('/slow/flood');

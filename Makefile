@@ -39,7 +39,7 @@ UNIT_BIN  := $(BUILD)/t/unit/run-unit-tests
 FUZZ_SECONDS ?= 60
 FUZZ_BIN  := $(BUILD)/fuzz/fuzz_socket_protocol
 
-.PHONY: all install test unit integration fuzz deps run stop clean bench-publish
+.PHONY: all install test unit integration fuzz deps run stop clean bench-publish bench-nchan
 
 PREFIX    ?= /usr/local
 BINDIR    ?= $(PREFIX)/bin
@@ -75,6 +75,10 @@ $(BUILD)/sse-load: $(BUILD)/bench/sse_load.o $(BUILD)/libssecore.a
 
 bench-publish: all $(BUILD)/publish-bench
 	bench/run-publish-bench
+
+bench-nchan: all $(BUILD)/sse-load $(BUILD)/publish-bench
+	tools/install-deps --bench
+	bench/run-nchan-compare
 
 deps:
 	tools/install-deps

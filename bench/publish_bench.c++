@@ -134,7 +134,8 @@ void publisher(const Target &t, const std::string &data, Clock::time_point stop,
         std::size_t n = 0;
         if (send_all(fd, request))
             n = t.http ? read_answer(fd, buf, http_answer) : read_answer(fd, buf, socket_answer);
-        bool ok = n > 0 && (t.http ? buf.compare(0, 12, "HTTP/1.1 201") == 0
+        bool ok = n > 0 && (t.http ? (buf.compare(0, 12, "HTTP/1.1 201") == 0 ||
+                                      buf.compare(0, 12, "HTTP/1.1 202") == 0)
                                    : buf.compare(0, 3, "ok ") == 0);
         if (!ok) {
             failures++;

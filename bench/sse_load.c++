@@ -11,6 +11,7 @@
  *     -w SECONDS    how long to wait for the deliveries after the last publish (default 30)
  *     -S SOCKET     publish through mod_sse's local socket instead of HTTP
  *     -b BYTES      padding added to each event's data (default 0)
+ *     -H SECONDS    hold the open streams this long before publishing (to measure memory)
  *
  * One epoll thread holds the streams (HTTP/1.1, chunked, parsed by the SSE rules); the
  * publisher runs on its own thread, one event after another on one keep-alive connection.
@@ -57,6 +58,7 @@ struct Options {
     double rate = 100, wait_s = 30;
     std::string sub_path = "/events/", pub_path = "/publish/", socket;
     int padding = 0;
+    double hold_s = 0;
 };
 
 struct Stream {
@@ -168,6 +170,8 @@ void on_readable(Stream &s)
         std::size_t end = s.in.find("\r\n\r\n");
         if (end == std::string::npos)
             return;
+        if (s.in.compare(0, 12, "HTTP/1.1 200") == 0)
+            s.open = true; /* headers are enough: not every server sends a first comment */
         if (s.in.compare(0, 12, "HTTP/1.1 200") != 0) {
             s.why = "status not 200";
             s.state = Stream::Dead;
@@ -255,7 +259,9 @@ long publish_all(const Options &o, std::atomic<bool> &done)
                         if (buf.size() < len + static_cast<std::size_t>(body))
                             goto more;
                         len += static_cast<std::size_t>(body);
-                        if (buf.compare(0, 12, "HTTP/1.1 201") == 0)
+                        /* 201 Created; Nchan answers 202 Accepted when nobody listens */
+                        if (buf.compare(0, 12, "HTTP/1.1 201") == 0 ||
+                            buf.compare(0, 12, "HTTP/1.1 202") == 0)
                             ++accepted;
                     } else if (buf.compare(0, 3, "ok ") == 0) {
                         ++accepted;
@@ -279,7 +285,7 @@ long publish_all(const Options &o, std::atomic<bool> &done)
 int usage()
 {
     fprintf(stderr, "usage: sse-load [-n streams] [-c channels] [-e events] [-r rate] [-s path] "
-                    "[-p path] [-w seconds] [-S socket] [-b bytes] HOST PORT\n");
+                    "[-p path] [-w seconds] [-S socket] [-b bytes] [-H seconds] HOST PORT\n");
     return 2;
 }
 
@@ -289,7 +295,7 @@ int main(int argc, char **argv)
 {
     Options o;
     int opt;
-    while ((opt = getopt(argc, argv, "n:c:e:r:s:p:w:S:b:")) != -1) {
+    while ((opt = getopt(argc, argv, "n:c:e:r:s:p:w:S:b:H:")) != -1) {
         switch (opt) {
         case 'n': o.streams = atoi(optarg); break;
         case 'c': o.channels = std::max(1, atoi(optarg)); break;
@@ -300,6 +306,7 @@ int main(int argc, char **argv)
         case 'w': o.wait_s = atof(optarg); break;
         case 'S': o.socket = optarg; break;
         case 'b': o.padding = atoi(optarg); break;
+        case 'H': o.hold_s = atof(optarg); break;
         default: return usage();
         }
     }
@@ -402,6 +409,10 @@ int main(int argc, char **argv)
     printf("streams=%d opened=%d refused=%d connect_seconds=%.2f\n", o.streams, opened,
            o.streams - opened, connect_s);
     fflush(stdout);
+    for (auto hold_end = std::chrono::steady_clock::now() +
+                         std::chrono::milliseconds(static_cast<long>(o.hold_s * 1000));
+         std::chrono::steady_clock::now() < hold_end;)
+        serve(100);
 
     std::atomic<bool> done{false};
     long accepted = 0;

@@ -12,6 +12,7 @@
  *     -S SOCKET     publish through mod_sse's local socket instead of HTTP
  *     -b BYTES      padding added to each event's data (default 0)
  *     -H SECONDS    hold the open streams this long before publishing (to measure memory)
+ *     -P PREFIX     channel name prefix (default "load"): a fresh one per run keeps runs apart
  *
  * One epoll thread holds the streams (HTTP/1.1, chunked, parsed by the SSE rules); the
  * publisher runs on its own thread, one event after another on one keep-alive connection.
@@ -59,6 +60,7 @@ struct Options {
     std::string sub_path = "/events/", pub_path = "/publish/", socket;
     int padding = 0;
     double hold_s = 0;
+    std::string prefix = "load";
 };
 
 struct Stream {
@@ -240,9 +242,9 @@ long publish_all(const Options &o, std::atomic<bool> &done)
                 sse::EventFields ev;
                 ev.has_data = true;
                 ev.data = data;
-                sse::encode_frame({"load" + std::to_string(ch)}, ev, req);
+                sse::encode_frame({o.prefix + std::to_string(ch)}, ev, req);
             } else {
-                req = "POST " + o.pub_path + "load" + std::to_string(ch) +
+                req = "POST " + o.pub_path + o.prefix + std::to_string(ch) +
                       " HTTP/1.1\r\nHost: " + o.host + "\r\nContent-Type: text/plain\r\n"
                       "Content-Length: " + std::to_string(data.size()) + "\r\n\r\n" + data;
             }
@@ -285,7 +287,7 @@ long publish_all(const Options &o, std::atomic<bool> &done)
 int usage()
 {
     fprintf(stderr, "usage: sse-load [-n streams] [-c channels] [-e events] [-r rate] [-s path] "
-                    "[-p path] [-w seconds] [-S socket] [-b bytes] [-H seconds] HOST PORT\n");
+                    "[-p path] [-w seconds] [-S socket] [-b bytes] [-H seconds] [-P prefix] HOST PORT\n");
     return 2;
 }
 
@@ -295,7 +297,7 @@ int main(int argc, char **argv)
 {
     Options o;
     int opt;
-    while ((opt = getopt(argc, argv, "n:c:e:r:s:p:w:S:b:H:")) != -1) {
+    while ((opt = getopt(argc, argv, "n:c:e:r:s:p:w:S:b:H:P:")) != -1) {
         switch (opt) {
         case 'n': o.streams = atoi(optarg); break;
         case 'c': o.channels = std::max(1, atoi(optarg)); break;
@@ -307,6 +309,7 @@ int main(int argc, char **argv)
         case 'S': o.socket = optarg; break;
         case 'b': o.padding = atoi(optarg); break;
         case 'H': o.hold_s = atof(optarg); break;
+        case 'P': o.prefix = optarg; break;
         default: return usage();
         }
     }
@@ -334,7 +337,7 @@ int main(int argc, char **argv)
             ++refused;
             continue;
         }
-        std::string req = "GET " + o.sub_path + "load" + std::to_string(s.channel) +
+        std::string req = "GET " + o.sub_path + o.prefix + std::to_string(s.channel) +
                           " HTTP/1.1\r\nHost: " + o.host + "\r\nAccept: text/event-stream\r\n\r\n";
         struct epoll_event ev = {};
         ev.events = EPOLLOUT | EPOLLIN | EPOLLRDHUP;

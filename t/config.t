@@ -28,6 +28,8 @@ my @bad = (
     [global => 'SSEPublishSocket p.sock 0660 no-such-group-here', qr/SSEPublishSocket: unknown group "no-such-group-here"/],
     [global => 'SSEPublishSocket ' . ('d' x 120) . '.sock', qr/SSEPublishSocket: ".*" is \d+ bytes long; a Unix socket path holds at most 107/],
     [global => "<VirtualHost 127.0.0.1:1>\nSSEPublishSocket p.sock\n</VirtualHost>", qr/SSEPublishSocket cannot occur within <VirtualHost> section/],
+    [conf => "<Location /x>\nSSEAsync maybe\n</Location>", qr/SSEAsync must be On or Off/],
+    [conf => "<Location /x>\nSSEMaxPending 10\n</Location>", qr/SSEMaxPending: "10" is not a size from 1K to 64M/],
     [global => 'SSEPublishSocketClients 0', qr/SSEPublishSocketClients: "0" must be a whole number from 1 to 10000/],
 );
 for my $case (@bad) {
@@ -38,7 +40,7 @@ for my $case (@bad) {
 }
 
 my $good = join "\n", '<Location /x>', 'SetHandler sse-subscribe', 'SSEKeepalive 30',
-    'SSERetry 0', 'SSEMaxMessageSize 64K', 'SSEChannel "%{REMOTE_USER},public"', '</Location>';
+    'SSERetry 0', 'SSEMaxMessageSize 64K', 'SSEAsync Off', 'SSEMaxPending 1M', 'SSEChannel "%{REMOTE_USER},public"', '</Location>';
 my ($rc, $out) = SSETest::Server->configtest(global => "SSEBusSize 1M\nSSEHistory 50 0\n"
                                              . "SSEPublishSocket p.sock 0600 root\n"
                                              . "SSEPublishSocketClients 10\n",

@@ -17,6 +17,8 @@
 #include <nlohmann/json.hpp>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <thread>
 #include <unistd.h>
 #include <unordered_map>
@@ -68,6 +70,8 @@ struct SuspendedStream {
     std::uint64_t last_seq = 0; /* the last one queued (an event on two channels comes once) */
     std::deque<Bytes> queue;
     std::size_t queued = 0;
+    std::size_t front_offset = 0; /* direct mode: bytes of queue.front() already written */
+    bool direct = false;          /* plain socket writes: see prepare_suspended_stream() */
     bool want_out = false;
     bool dead = false;
     apr_time_t last_write = 0;
@@ -315,6 +319,10 @@ private:
             end(s, EndReason::FellBehind);
             return;
         }
+        if (s->direct) {
+            push_direct(s);
+            return;
+        }
         conn_rec *c = s->c;
         if (c->data_in_output_filters && !write_buffered(s))
             return;
@@ -345,6 +353,54 @@ private:
                 return;
         }
         want_out(s, c->data_in_output_filters != 0);
+    }
+
+    /* Plain HTTP without chunking: the body is the bytes themselves and the only output
+     * filter left is the core's, with nothing buffered; one writev() per wake-up. */
+    void push_direct(SuspendedStream *s)
+    {
+        while (!s->queue.empty()) {
+            struct iovec iov[64];
+            int n = 0;
+            std::size_t total = 0;
+            for (auto it = s->queue.begin(); it != s->queue.end() && n < 64 && total < 256 * 1024;
+                 ++it, ++n) {
+                std::size_t skip = n == 0 ? s->front_offset : 0;
+                iov[n].iov_base = const_cast<char *>((*it)->data() + skip);
+                iov[n].iov_len = (*it)->size() - skip;
+                total += iov[n].iov_len;
+            }
+            ssize_t w = writev(s->fd, iov, n);
+            if (w < 0) {
+                if (errno == EAGAIN || errno == EINTR) {
+                    want_out(s, true);
+                    return;
+                }
+                end(s, EndReason::WriteFailed);
+                return;
+            }
+            std::size_t left = static_cast<std::size_t>(w);
+            s->bytes_sent += left;
+            s->last_write = apr_time_now();
+            while (left > 0) {
+                std::size_t rest = s->queue.front()->size() - s->front_offset;
+                if (left < rest) {
+                    s->front_offset += left;
+                    break;
+                }
+                left -= rest;
+                if (s->queue.front() != keepalive_comment_)
+                    ++s->events_sent;
+                s->queued -= s->queue.front()->size();
+                s->queue.pop_front();
+                s->front_offset = 0;
+            }
+            if (static_cast<std::size_t>(w) < total) {
+                want_out(s, true);
+                return;
+            }
+        }
+        want_out(s, false);
     }
 
     /* Calls the core output filter with no brigade: it writes what it holds, non-blocking. */
@@ -394,7 +450,14 @@ private:
         apr_socket_t *sock = ap_get_conn_socket(c);
         /* From here on nothing may wait for the socket. */
         apr_socket_timeout_set(sock, 0);
-        if (why == EndReason::Stopping && !c->aborted) {
+        if (why == EndReason::Stopping && s->direct) {
+            /* What is queued is dropped (the client resumes with Last-Event-ID). */
+            std::string last;
+            encode_retry(s->settings.retry_ms >= 0 ? s->settings.retry_ms : kRestartRetryMs, last);
+            if (s->front_offset == 0 && send(s->fd, last.data(), last.size(), MSG_DONTWAIT | MSG_NOSIGNAL) > 0)
+                s->bytes_sent += last.size();
+            c->aborted = 1;
+        } else if (why == EndReason::Stopping && !c->aborted) {
             std::string last;
             encode_retry(s->settings.retry_ms >= 0 ? s->settings.retry_ms : kRestartRetryMs, last);
             APR_BRIGADE_INSERT_TAIL(s->bb, apr_bucket_heap_create(last.data(), last.size(),
@@ -411,6 +474,8 @@ private:
         apr_table_setn(r->subprocess_env, "SSE_BYTES",
                        apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, s->bytes_sent));
         apr_table_setn(r->subprocess_env, "SSE_END", reason_name(why));
+        if (s->direct)
+            r->bytes_sent = static_cast<apr_off_t>(s->bytes_sent);
         c->keepalive = AP_CONN_CLOSE;
         ap_process_request_after_handler(r); /* logs the request and frees it */
         ap_prep_lingering_close(c);          /* pre-close hooks */
@@ -516,6 +581,10 @@ void prepare_suspended_stream(request_rec *r, BusReader reader, const StreamSett
     s->core = c->output_filters;
     while (s->core->next)
         s->core = s->core->next;
+    /* Direct writes are exact when the response is not chunked (mod_sse ends the connection
+     * with the stream, so HTTP/1.1 sends no chunking), the connection has no filter but the
+     * core's (no TLS, no other module rewriting bytes) and the core holds nothing. */
+    s->direct = !r->chunked && c->output_filters == s->core && !c->data_in_output_filters;
     ap_set_module_config(c->conn_config, &sse_module, s);
 }
 

@@ -21,6 +21,9 @@ AsyncRequestWorkerFactor 100
 </Location>
 EOF
 
+# Bursts of 1,000 new streams keep every worker briefly busy with first bytes and replay.
+$srv->expect_log(qr/AH10159: server is within MinSpareThreads of MaxRequestWorkers/);
+
 sub status { $srv->status_field($_[0]) }
 
 # ConnsTotal etc. are refreshed by the MPM's listener about once a second.

@@ -187,5 +187,29 @@ SKIP: {
     };
 }
 
+SKIP: {
+    skip 'curl with HTTP/2 is needed for the h2 test', 1
+        unless `curl --version 2>/dev/null` =~ /HTTP2/;
+    subtest 'HTTP/2: a stream falls back to the blocking mode (mod_http2 runs it on its own worker) and works' => sub {
+        my $h2 = SSETest::Server->start(tls => 1, h2 => 1);
+        $h2->expect_log(qr/AH01882: Init: this version of mod_ssl was compiled against a newer library/);
+        my $out = $h2->dir . '/curl.out';
+        my $pid = fork // die;
+        if ($pid == 0) {
+            exec 'curl', '--http2', '-skN', '--max-time', '4', '-o', $out,
+                 'https://127.0.0.1:' . $h2->port . '/events/h2';
+        }
+        sleep 1;
+        is($h2->publish('/publish/h2', 'over h2')->{status}, 201, 'published');
+        waitpid($pid, 0);
+        open my $fh, '<', $out or die;
+        local $/;
+        like(<$fh>, qr/data: over h2\n\n/, 'event received');
+        ok($h2->wait_for(sub { $h2->access_log =~ m{"GET /events/h2 HTTP/2.0" 200} }, 5),
+           'over HTTP/2, and the stream ended when the client left');
+        $h2->stop;
+    };
+}
+
 $srv->stop;
 done_testing;

@@ -56,6 +56,10 @@ public:
      * from it (the input filters belong to the request; a pipelined request is not a close). */
     bool peer_gone() const
     {
+        /* An HTTP/2 stream's connection has no socket of its own (mod_http2 gives it a
+         * placeholder); it is marked aborted when the client resets the stream. */
+        if (r_->connection->master)
+            return r_->connection->aborted;
         apr_socket_t *sock = ap_get_conn_socket(r_->connection);
         apr_os_sock_t fd;
         if (!sock || apr_os_sock_get(&fd, sock) != APR_SUCCESS)

@@ -113,6 +113,8 @@ sub write_config {
              . "SSLSessionCache shmcb:$dir/ssl_scache(512000)\n"
              . "SSLEngine on\nSSLCertificateFile $dir/cert.pem\n"
              . "SSLCertificateKeyFile $dir/key.pem\n";
+        $tls .= "LoadModule http2_module $mods/mod_http2.so\nProtocols h2 http/1.1\n"
+            if $self->{h2};
     }
     my $conf = <<"EOF";
 ServerRoot "$dir"

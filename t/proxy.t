@@ -1,0 +1,69 @@
+# Around the module: mod_deflate loaded and even forced on everything does not compress or hold
+# back events; httpd as a reverse proxy (mod_proxy_http) in front of a mod_sse server passes
+# events through at once with the settings the README gives.
+use strict;
+use warnings;
+use lib 't/lib';
+use SSETest;
+use Test::More;
+use Time::HiRes qw(sleep time);
+
+my $mods = SSETest::apxs_q('LIBEXECDIR');
+
+subtest 'mod_deflate' => sub {
+    # Debian's deflate.conf, plus the worst case: DEFLATE on every response.
+    my $srv = SSETest::Server->start(conf => <<"EOF");
+LoadModule filter_module $mods/mod_filter.so
+LoadModule deflate_module $mods/mod_deflate.so
+AddOutputFilterByType DEFLATE text/html text/plain text/xml text/css text/javascript
+AddOutputFilterByType DEFLATE application/javascript application/json application/xml
+<Location /events>
+    SetOutputFilter DEFLATE
+</Location>
+EOF
+    my $sub = $srv->subscribe('/events/z', headers => {'Accept-Encoding' => 'gzip, deflate'});
+    is($sub->status, 200, 'stream open');
+    ok(!exists $sub->headers->{'content-encoding'}, 'not compressed');
+    my $t0 = time;
+    $srv->publish('/publish/z', 'not held back');
+    my ($ev) = $sub->events(1, 5);
+    is($ev->{data}, 'not held back', 'event readable as sent');
+    cmp_ok(time - $t0, '<', 1, 'and at once');
+    $sub->close;
+    $srv->stop;
+};
+
+subtest 'behind mod_proxy_http' => sub {
+    my $back = SSETest::Server->start;
+    my $bport = $back->port;
+    my $front = SSETest::Server->start(conf => <<"EOF");
+LoadModule proxy_module $mods/mod_proxy.so
+LoadModule proxy_http_module $mods/mod_proxy_http.so
+# As the README shows: no response buffering for the stream, a long enough timeout for the
+# keep-alive interval, and one connection per stream to the backend.
+<Location /live>
+    ProxyPass http://127.0.0.1:$bport/events flushpackets=on timeout=120 disablereuse=on
+</Location>
+EOF
+    my $sub = $front->subscribe('/live/p');
+    is($sub->status, 200, 'stream open through the proxy');
+    is($sub->headers->{'content-type'}, 'text/event-stream', 'Content-Type passed');
+    ok($sub->read_until(sub { scalar $sub->comments }, 3), 'first bytes arrive through the proxy');
+    my @lat;
+    for my $i (1 .. 5) {
+        my $t0 = time;
+        $back->publish('/publish/p', "through $i");
+        my ($ev) = $sub->events(1, 5);
+        push @lat, time - $t0 if $ev && $ev->{data} eq "through $i";
+    }
+    is(scalar @lat, 5, 'every event arrived, in order');
+    my ($worst) = sort { $b <=> $a } @lat;
+    cmp_ok($worst, '<', 1, sprintf('each at once (slowest %.0f ms)', $worst * 1000));
+    $sub->close;
+    # The front's proxy worker notices the client left only when it next writes (a keep-alive
+    # at the latest); stopping the backend ends its stream at once.
+    $back->stop;
+    $front->stop;
+};
+
+done_testing;

@@ -175,18 +175,6 @@ Bus Bus::attach(void *mem, std::size_t size, std::string *err)
 
 std::size_t Bus::max_record_bytes() const { return h_->ring_size / 2; }
 
-std::size_t Bus::record_bytes(const std::vector<std::string> &channels, const EventFields &ev)
-{
-    std::size_t n = sizeof(RecordHeader);
-    for (const auto &c : channels)
-        n += sizeof(std::uint32_t) + 1 + c.size();
-    std::string wire;
-    encode_event(ev, wire);
-    /* A bus-assigned id ("id: <20 digits>\n") is not in ev.id yet. */
-    n += ev.id.size() + ev.event.size() + wire.size() + (ev.id.empty() ? 26 : 0);
-    return align8(n);
-}
-
 namespace {
 
 class WriterLock {
@@ -245,7 +233,7 @@ PublishResult Bus::publish(const std::vector<std::string> &channels, const Event
     len += (bus_id ? 0 : ev.id.size()) + ev.event.size() + wire.size();
     len = align8(len);
     if (len > max_record_bytes())
-        throw std::length_error("event larger than the bus can hold");
+        throw EventTooLarge(len);
 
     /* Where the record goes: not across the end of the ring. */
     std::uint64_t start = st.head_pos;

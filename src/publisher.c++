@@ -24,15 +24,15 @@ PublishAttempt publish_event(Bus &bus, const std::vector<std::string> &channels,
     a.error = validate_event(ev);
     if (!a.error.empty())
         return a;
-    std::size_t need = Bus::record_bytes(channels, ev);
-    if (need > bus.max_record_bytes()) {
+    try {
+        a.result = bus.publish(channels, ev, now_us);
+    } catch (const EventTooLarge &e) {
         a.outcome = PublishAttempt::Outcome::TooLarge;
-        a.error = "the event takes " + std::to_string(need) +
+        a.error = "the event takes " + std::to_string(e.bytes) +
                   " bytes, more than the bus holds for one event (" +
                   std::to_string(bus.max_record_bytes()) + " bytes: half of SSEBusSize)";
         return a;
     }
-    a.result = bus.publish(channels, ev, now_us);
     a.outcome = PublishAttempt::Outcome::Published;
     return a;
 }

@@ -35,6 +35,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -51,6 +52,12 @@ struct BusEvent {
     std::string event;             /* event type, empty for "message" */
     std::vector<std::string> channels;
     std::string wire;              /* the complete encoded event, ready to send */
+};
+
+/* Bus::publish() refused an event that does not fit: `bytes` is what its record would take. */
+struct EventTooLarge : std::length_error {
+    std::size_t bytes;
+    explicit EventTooLarge(std::size_t n) : std::length_error("event larger than the bus can hold"), bytes(n) {}
 };
 
 struct PublishResult {
@@ -99,14 +106,11 @@ public:
     /* The largest record (channels, id, type and encoded event together) the ring accepts. */
     std::size_t max_record_bytes() const;
 
-    /* Bytes a record for these channels and fields takes in the ring. */
-    static std::size_t record_bytes(const std::vector<std::string> &channels,
-                                    const EventFields &ev);
-
     /* Appends an event, evicting the oldest ones as needed, and wakes every waiting reader.
      * Preconditions: validate_event(ev) and validate_channel_name() passed for every channel,
-     * 1 <= channels.size() <= kMaxChannelsPerEvent, record_bytes() <= max_record_bytes().
-     * Throws std::system_error only if the lock cannot be taken at all. */
+     * 1 <= channels.size() <= kMaxChannelsPerEvent.
+     * Throws EventTooLarge (nothing written) when the record would exceed max_record_bytes(),
+     * std::system_error only if the lock cannot be taken at all. */
     PublishResult publish(const std::vector<std::string> &channels, const EventFields &ev,
                           std::int64_t now_us);
 

@@ -258,7 +258,18 @@ START_TEST(layout_checks_on_attach)
     std::vector<char> zero(1 << 16, 0);
     ck_assert(!Bus::attach(zero.data(), zero.size(), &err).valid());
     ck_assert(!Bus::format(zero.data(), 1024, kT0).empty());
-    ck_assert(Bus::record_bytes({"c"}, data_event(std::string(1000, 'x'))) > 1000);
+    /* An event over half the ring is refused whole, and the bus stays usable. */
+    SharedBus small(Bus::min_size());
+    bool refused = false;
+    try {
+        small.bus.publish({"c"}, data_event(std::string(Bus::min_size(), 'x')), kT0);
+    } catch (const EventTooLarge &e) {
+        refused = e.bytes > small.bus.max_record_bytes();
+    }
+    ck_assert(refused);
+    ck_assert_int_eq(small.bus.stats().published, 0);
+    small.bus.publish({"c"}, data_event("ok"), kT0);
+    ck_assert_int_eq(small.bus.stats().published, 1);
 }
 END_TEST
 

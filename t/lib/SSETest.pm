@@ -245,6 +245,19 @@ sub stop {
     kill 'TERM', $pid if $pid;
     my $gone = $self->wait_for(sub { !kill(0, $pid) }, 30, 'httpd stops');
     ok($gone, "httpd ($self->{mpm}) stopped");
+    # Every process of this server (children, the publish socket daemon) must be gone too.
+    my $conf = "$self->{dir}/httpd.conf";
+    my $left = sub {
+        grep {
+            open my $fh, '<', "/proc/$_/cmdline" or ();
+            my $cmd = $fh ? do { local $/; <$fh> } // '' : '';
+            $_ != $$ && index($cmd, $conf) >= 0;
+        } map { m{/proc/(\d+)$} ? $1 : () } glob '/proc/[0-9]*';
+    };
+    $self->wait_for(sub { !$left->() }, 5);
+    my @left = $left->();
+    ok(!@left, 'no process of this server is left') or diag("left running: @left");
+    kill 'KILL', @left if @left;
     $self->check_log;
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 
 namespace sse {
 
@@ -56,6 +57,19 @@ void encode_comment(std::string_view text, std::string &out)
     for (char c : text)
         out += (c == '\r' || c == '\n') ? ' ' : c;
     out += "\n\n";
+}
+
+void encode_missed_notice(std::string_view reason, std::string_view last_event_id,
+                          std::string &out)
+{
+    nlohmann::json j = {{"reason", reason}};
+    if (!last_event_id.empty())
+        j["lastEventId"] = last_event_id;
+    EventFields ev;
+    ev.event = "sse-missed";
+    ev.has_data = true;
+    ev.data = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    encode_event(ev, out);
 }
 
 void encode_retry(std::int64_t retry_ms, std::string &out)

@@ -2,6 +2,7 @@
  *
  * Contract
  * - Everything here is pure: no httpd, no APR, no I/O, no global state. Any thread may call it.
+ *   (nlohmann::json, header-only, writes the JSON of the sse-missed notice.)
  * - encode_event() produces bytes that a parser following the WHATWG HTML "server-sent events"
  *   rules (section 9.2.6, "Interpreting an event stream") turns back into exactly the given
  *   id, event type, retry and data, with every CR, LF or CRLF in the data read back as LF.
@@ -47,6 +48,13 @@ void encode_event(const EventFields &ev, std::string &out);
 /* A comment line and its blank line: ": <text>\n\n". Used for the stream's first bytes and for
  * keep-alives; EventSource clients ignore it, proxies see traffic. */
 void encode_comment(std::string_view text, std::string &out);
+
+/* The in-band notice that events may be missing: an event of type "sse-missed" without an id
+ * (so the client's lastEventId stays where it was) whose data is JSON:
+ * {"reason": <reason>, "lastEventId": <id>} (lastEventId only when not empty; bytes of it that
+ * are not UTF-8 are replaced). */
+void encode_missed_notice(std::string_view reason, std::string_view last_event_id,
+                          std::string &out);
 
 /* "retry: <ms>\n\n": changes the client's reconnection delay without dispatching an event. */
 void encode_retry(std::int64_t retry_ms, std::string &out);

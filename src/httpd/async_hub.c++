@@ -14,7 +14,6 @@
 #include <deque>
 #include <memory>
 #include <mutex>
-#include <nlohmann/json.hpp>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -74,6 +73,7 @@ struct SuspendedStream {
     bool direct = false;          /* plain socket writes: see prepare_suspended_stream() */
     bool want_out = false;
     bool dead = false;
+    bool dirty = false;           /* queued to in this fan-out round, not yet pushed */
     apr_time_t last_write = 0;
     apr_uint64_t events_sent = 0, bytes_sent = 0;
 
@@ -135,8 +135,6 @@ public:
         }
         poke();
     }
-
-    std::size_t count() const { return count_.load(); }
 
 private:
     template <typename Fn> void guarded(const char *what, Fn fn)
@@ -222,7 +220,6 @@ private:
         }
         for (SuspendedStream *s : fresh) {
             streams_.insert(s);
-            count_.fetch_add(1);
             if (stopping_.load()) {
                 end(s, EndReason::Stopping);
                 continue;
@@ -265,7 +262,7 @@ private:
                 Bytes notice = missed_notice();
                 for (auto *s : streams_) {
                     enqueue(s, notice);
-                    dirty.push_back(s);
+                    mark_dirty(s, dirty);
                 }
                 continue;
             }
@@ -279,15 +276,26 @@ private:
                         continue;
                     s->last_seq = e.seq;
                     enqueue(s, wire);
-                    dirty.push_back(s);
+                    mark_dirty(s, dirty);
                 }
             }
             if (k == 4095)
                 poke(); /* more to read: come back after serving the sockets */
         }
-        for (SuspendedStream *s : dirty)
+        for (SuspendedStream *s : dirty) {
+            s->dirty = false;
             if (!s->dead)
                 push(s);
+        }
+    }
+
+    /* Each stream is pushed once per round, however many events it got in it. */
+    static void mark_dirty(SuspendedStream *s, std::vector<SuspendedStream *> &dirty)
+    {
+        if (!s->dirty) {
+            s->dirty = true;
+            dirty.push_back(s);
+        }
     }
 
     void enqueue(SuspendedStream *s, const Bytes &bytes)
@@ -434,7 +442,6 @@ private:
             return;
         s->dead = true;
         streams_.erase(s);
-        count_.fetch_sub(1);
         for (const auto &ch : s->channels) {
             auto it = channels_.find(ch);
             if (it != channels_.end()) {
@@ -495,12 +502,8 @@ private:
 
     static Bytes missed_notice()
     {
-        EventFields ev;
-        ev.event = "sse-missed";
-        ev.has_data = true;
-        ev.data = R"({"reason":"overrun"})";
         auto out = std::make_shared<std::string>();
-        encode_event(ev, *out);
+        encode_missed_notice("overrun", {}, *out);
         return out;
     }
 
@@ -515,7 +518,6 @@ private:
     std::unordered_set<SuspendedStream *> streams_;
     std::unordered_map<std::string, std::unordered_set<SuspendedStream *>> channels_;
     std::vector<SuspendedStream *> graveyard_;
-    std::atomic<std::size_t> count_{0};
     Bytes keepalive_comment_;
 };
 
@@ -602,7 +604,5 @@ void stop_async_hub(AsyncHub *hub)
     if (hub)
         hub->stop();
 }
-
-apr_size_t async_stream_count(const AsyncHub *hub) { return hub ? hub->count() : 0; }
 
 } // namespace sse::httpd

@@ -6,10 +6,11 @@
  * - the bus watcher sleeps on the bus's futex and pokes the I/O thread after each publish;
  * - the I/O thread reads each new event once (one shared copy of its bytes for every
  *   subscriber of this process), queues it for the subscribers of its channels, and writes
- *   only to sockets that epoll reports writable. Nothing on it blocks: data goes down the
- *   output filters without FLUSH buckets and the core output filter is then called directly
- *   with no brigade (as the event MPM's write completion does), which writes what the socket
- *   takes and keeps the rest until the next EPOLLOUT.
+ *   only to sockets that epoll reports writable. Nothing on it blocks. A plain HTTP stream
+ *   (not chunked, no output filter but the core's) is written with writev() straight from
+ *   the queue. Otherwise (TLS) data goes down the output filters without FLUSH buckets and
+ *   the core output filter is then called directly with no brigade (as the event MPM's write
+ *   completion does), which writes what the socket takes and keeps the rest until EPOLLOUT.
  *
  * A subscriber whose queue grows beyond SSEMaxPending is dropped (it reconnects with
  * Last-Event-ID and replays what it missed). A client that goes away is seen at once
@@ -61,9 +62,6 @@ void adopt_suspended_stream(conn_rec *c, ModuleState *state);
 
 /* child_stopping: every held stream is told to come back and closed; the hub's threads end. */
 void stop_async_hub(AsyncHub *hub);
-
-/* How many streams the hub holds (for tests and status). */
-apr_size_t async_stream_count(const AsyncHub *hub);
 
 } // namespace sse::httpd
 

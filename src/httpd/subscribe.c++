@@ -16,7 +16,6 @@
 #include "apr_portable.h"
 #include "apr_strings.h"
 
-#include <nlohmann/json.hpp>
 #include <poll.h>
 
 APLOG_USE_MODULE(sse);
@@ -87,22 +86,6 @@ bool child_is_stopping(const ModuleState *state)
            mpm_state == AP_MPMQ_STOPPING;
 }
 
-/* The in-band notice that events may be missing: an event of type "sse-missed", without an
- * id (so the client's lastEventId stays where it was), whose data is JSON. */
-std::string missed_notice(const char *reason, const std::string &last_event_id)
-{
-    nlohmann::json j = {{"reason", reason}};
-    if (!last_event_id.empty())
-        j["lastEventId"] = last_event_id;
-    EventFields ev;
-    ev.event = "sse-missed";
-    ev.has_data = true;
-    ev.data = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-    std::string out;
-    encode_event(ev, out);
-    return out;
-}
-
 std::string last_event_id(request_rec *r, const Params &query)
 {
     if (const char *h = apr_table_get(r->headers_in, "Last-Event-ID"))
@@ -158,7 +141,7 @@ int subscribe_handler(request_rec *r)
     if (resume_id.empty()) {
         reader.start_live();
     } else if (!reader.start_after(resume_id, state->history, now_us())) {
-        out += missed_notice("unknown-last-event-id", resume_id);
+        encode_missed_notice("unknown-last-event-id", resume_id, out);
     }
 
     Stream stream(r);
@@ -180,7 +163,7 @@ int subscribe_handler(request_rec *r)
                     out += ev.wire;
                     ++events_sent;
                 } else {
-                    out += missed_notice("overrun", std::string());
+                    encode_missed_notice("overrun", {}, out);
                 }
             }
             if (out.empty())

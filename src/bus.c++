@@ -17,7 +17,7 @@ namespace sse {
 namespace {
 
 constexpr std::uint32_t kBusMagic = 0x53534542;     /* "SSEB" */
-constexpr std::uint32_t kLayoutVersion = 1;
+constexpr std::uint32_t kLayoutVersion = 2; /* 2: record kinds and audiences */
 constexpr std::uint32_t kRecordMagic = 0x53534552;  /* "SSER" */
 constexpr std::uint32_t kPaddingMagic = 0x53534550; /* "SSEP": skip to the end of the ring */
 
@@ -42,10 +42,12 @@ struct RecordHeader {
     std::uint16_t n_channels;
     std::uint16_t id_len;      /* 0: the id is the decimal seq */
     std::uint16_t event_len;
-    std::uint16_t reserved;
+    std::uint16_t kind;        /* RecordKind */
     std::uint32_t wire_len;
-    std::uint32_t reserved2;
-    /* then: uint32 hash[n]; uint8 name_len[n]; names; id; event; wire */
+    std::uint16_t n_only;      /* audience: client ids (or stream serials for EndStream) */
+    std::uint16_t n_except;
+    /* then: uint32 hash[n]; uint8 name_len[n]; names;
+     *       uint8 target_len[n_only + n_except]; targets; id; event; wire */
 };
 static_assert(sizeof(RecordHeader) == 40, "record header layout");
 
@@ -209,7 +211,21 @@ void put(unsigned char *&p, const void *src, std::size_t n)
 } // namespace
 
 PublishResult Bus::publish(const std::vector<std::string> &channels, const EventFields &fields,
-                           std::int64_t now_us)
+                           std::int64_t now_us, const Audience &audience)
+{
+    return append(RecordKind::Event, channels, &fields, nullptr, audience, now_us);
+}
+
+PublishResult Bus::publish_control(RecordKind kind, const std::vector<std::string> &channels,
+                                   const Audience &audience, const std::string &notice,
+                                   std::int64_t now_us)
+{
+    return append(kind, channels, nullptr, &notice, audience, now_us);
+}
+
+PublishResult Bus::append(RecordKind kind, const std::vector<std::string> &channels,
+                          const EventFields *fields, const std::string *notice,
+                          const Audience &audience, std::int64_t now_us)
 {
     WriterLock lock(&h_->lock);
     PublishResult result;
@@ -220,16 +236,27 @@ PublishResult Bus::publish(const std::vector<std::string> &channels, const Event
     StateCopy st = h_->snapshot();
     const std::uint64_t R = h_->ring_size;
 
-    EventFields ev = fields;
-    const bool bus_id = ev.id.empty();
-    if (bus_id)
-        ev.id = std::to_string(st.next_seq);
+    /* An event gets the next seq as its id unless the publisher gave one; a control record
+     * has no id of its own on the wire. */
+    EventFields ev;
     std::string wire;
-    encode_event(ev, wire);
+    bool bus_id = true;
+    if (fields) {
+        ev = *fields;
+        bus_id = ev.id.empty();
+        if (bus_id)
+            ev.id = std::to_string(st.next_seq);
+        encode_event(ev, wire);
+    } else {
+        wire = *notice;
+    }
 
     std::size_t len = sizeof(RecordHeader);
     for (const auto &c : channels)
         len += sizeof(std::uint32_t) + 1 + c.size();
+    for (const auto *list : {&audience.only, &audience.except})
+        for (const auto &t : *list)
+            len += 1 + t.size();
     len += (bus_id ? 0 : ev.id.size()) + ev.event.size() + wire.size();
     len = align8(len);
     if (len > max_record_bytes())
@@ -277,7 +304,10 @@ PublishResult Bus::publish(const std::vector<std::string> &channels, const Event
     rh.n_channels = static_cast<std::uint16_t>(channels.size());
     rh.id_len = static_cast<std::uint16_t>(bus_id ? 0 : ev.id.size());
     rh.event_len = static_cast<std::uint16_t>(ev.event.size());
+    rh.kind = static_cast<std::uint16_t>(kind);
     rh.wire_len = static_cast<std::uint32_t>(wire.size());
+    rh.n_only = static_cast<std::uint16_t>(audience.only.size());
+    rh.n_except = static_cast<std::uint16_t>(audience.except.size());
     unsigned char *p = base;
     put(p, &rh, sizeof rh);
     for (const auto &c : channels) {
@@ -288,13 +318,19 @@ PublishResult Bus::publish(const std::vector<std::string> &channels, const Event
         *p++ = static_cast<unsigned char>(c.size());
     for (const auto &c : channels)
         put(p, c.data(), c.size());
+    for (const auto *list : {&audience.only, &audience.except})
+        for (const auto &t : *list)
+            *p++ = static_cast<unsigned char>(t.size());
+    for (const auto *list : {&audience.only, &audience.except})
+        for (const auto &t : *list)
+            put(p, t.data(), t.size());
     if (!bus_id)
         put(p, ev.id.data(), ev.id.size());
     put(p, ev.event.data(), ev.event.size());
     put(p, wire.data(), wire.size());
 
     result.seq = next.next_seq;
-    result.id = ev.id;
+    result.id = bus_id ? std::to_string(next.next_seq) : ev.id;
     next.head_pos = end;
     ++next.next_seq;
     if (next.tail_seq + 1 == next.next_seq)
@@ -384,7 +420,7 @@ namespace {
  * (the caller validates the copy against the tail afterwards). */
 struct RecordView {
     RecordHeader h;
-    const unsigned char *hashes, *lens, *names, *id, *event, *wire;
+    const unsigned char *hashes, *lens, *names, *target_lens, *targets, *id, *event, *wire;
 
     bool read(unsigned char *ring, std::uint64_t ring_size, std::uint64_t pos)
     {
@@ -404,7 +440,17 @@ struct RecordView {
         std::size_t names_len = 0;
         for (unsigned i = 0; i < h.n_channels; ++i)
             names_len += lens[i];
-        id = names + names_len;
+        target_lens = names + names_len;
+        const unsigned n_targets = unsigned(h.n_only) + h.n_except;
+        targets = target_lens + n_targets;
+        if (targets > end)
+            return false;
+        std::size_t targets_len = 0;
+        for (unsigned i = 0; i < n_targets; ++i)
+            targets_len += target_lens[i];
+        id = targets + targets_len;
+        if (id > end)
+            return false;
         event = id + h.id_len;
         wire = event + h.event_len;
         return wire <= end && static_cast<std::size_t>(end - wire) >= h.wire_len;
@@ -427,6 +473,36 @@ struct RecordView {
         }
     }
 
+    RecordKind kind() const { return static_cast<RecordKind>(h.kind); }
+
+    /* Whether an event is for `client_id`; control records are for whoever reads them. */
+    bool admits(std::string_view client_id) const
+    {
+        if (kind() != RecordKind::Event || (h.n_only == 0 && h.n_except == 0))
+            return true;
+        bool listed_only = false, listed_except = false;
+        const unsigned char *t = targets;
+        for (unsigned i = 0; i < unsigned(h.n_only) + h.n_except; ++i) {
+            std::string_view v(reinterpret_cast<const char *>(t), target_lens[i]);
+            t += target_lens[i];
+            if (!client_id.empty() && v == client_id)
+                (i < h.n_only ? listed_only : listed_except) = true;
+        }
+        return (h.n_only == 0 || listed_only) && !listed_except;
+    }
+
+    void audience(Audience &out) const
+    {
+        out.only.clear();
+        out.except.clear();
+        const unsigned char *t = targets;
+        for (unsigned i = 0; i < unsigned(h.n_only) + h.n_except; ++i) {
+            (i < h.n_only ? out.only : out.except)
+                .emplace_back(reinterpret_cast<const char *>(t), target_lens[i]);
+            t += target_lens[i];
+        }
+    }
+
     std::string wire_id() const
     {
         return h.id_len ? std::string(reinterpret_cast<const char *>(id), h.id_len)
@@ -435,6 +511,41 @@ struct RecordView {
 };
 
 } // namespace
+
+Bus::ChannelHistory Bus::channel_history(std::string_view channel) const
+{
+    const std::uint32_t hv = ChannelSet::hash(channel);
+    ChannelHistory out;
+    for (int attempt = 0; attempt < 8; ++attempt) {
+        out = ChannelHistory();
+        StateCopy st = h_->snapshot();
+        std::uint64_t pos = st.tail_pos;
+        bool torn = false;
+        for (std::uint64_t seq = st.tail_seq; seq < st.next_seq; ++seq) {
+            pos = h_->locate(pos);
+            RecordView v;
+            if (!v.read(h_->ring(), h_->ring_size, pos) || v.h.seq != seq) {
+                torn = true;
+                break;
+            }
+            bool on = false;
+            v.each_channel([&](unsigned i, std::string_view name) {
+                on = on || (v.hash(i) == hv && name == channel);
+            });
+            if (on && v.kind() == RecordKind::CloseChannels) {
+                out = ChannelHistory();
+            } else if (on && v.kind() == RecordKind::Event) {
+                ++out.retained;
+                out.last_id = v.wire_id();
+            }
+            pos += v.h.length;
+        }
+        std::atomic_thread_fence(std::memory_order_acquire);
+        if (!torn && h_->snapshot().tail_seq <= st.tail_seq)
+            break;
+    }
+    return out;
+}
 
 void BusReader::start_live()
 {
@@ -479,13 +590,21 @@ bool BusReader::start_after(std::string_view last_event_id, const HistoryLimits 
                     mine = true;
                 }
             });
-            if (!last_event_id.empty() && v.wire_id() == last_event_id) {
-                match_any = seq + 1;
-                if (mine)
-                    match_mine = seq + 1;
+            if (v.kind() == RecordKind::CloseChannels) {
+                /* A closed channel's history is gone: forget what was collected for it. */
+                for (auto &earlier : all)
+                    for (std::size_t k = 0; k < c.on.size(); ++k)
+                        if (c.on[k])
+                            earlier.on[k] = false;
+            } else if (v.kind() == RecordKind::Event) {
+                if (!last_event_id.empty() && v.wire_id() == last_event_id) {
+                    match_any = seq + 1;
+                    if (mine)
+                        match_mine = seq + 1;
+                }
+                if (mine && v.admits(client_id_))
+                    all.push_back(std::move(c));
             }
-            if (mine)
-                all.push_back(std::move(c));
             pos += v.h.length;
         }
         std::atomic_thread_fence(std::memory_order_acquire);
@@ -536,6 +655,8 @@ BusReader::Next BusReader::next(BusEvent *out)
 {
     BusHeader *h = bus_.h_;
     auto copy_out = [&](const RecordView &v) {
+        out->kind = v.kind();
+        v.audience(out->audience);
         out->seq = v.h.seq;
         out->time_us = v.h.time_us;
         out->id = v.wire_id();
@@ -579,6 +700,7 @@ BusReader::Next BusReader::next(BusEvent *out)
                 if (!mine && channels_.find(v.hash(i), name) >= 0)
                     mine = true;
             });
+            mine = mine && v.admits(client_id_);
             if (mine)
                 copy_out(v);
         }

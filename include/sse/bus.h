@@ -31,6 +31,7 @@
 #ifndef SSE_BUS_H
 #define SSE_BUS_H
 
+#include "sse/audience.h"
 #include "sse/wire.h"
 
 #include <cstddef>
@@ -44,8 +45,18 @@ namespace sse {
 
 struct BusHeader; /* private to bus.c++ */
 
+/* What a record is. Control records travel the bus like events so that every process sees
+ * them in order with the events, at the same wake-up; they are never replayed.
+ * - CloseChannels: the channels were closed (DELETE): streams subscribed to any of them send
+ *   `wire` (the notice) and end; replay drops the channels' earlier events.
+ * - EndStream: audience.only holds the serials (decimal) of streams to end (a client id that
+ *   connected again under SSEDuplicateClient replace); they send `wire` and end. */
+enum class RecordKind : std::uint16_t { Event = 0, CloseChannels = 1, EndStream = 2 };
+
 /* A copy of one retained event, as a subscriber gets it. */
 struct BusEvent {
+    RecordKind kind = RecordKind::Event;
+    Audience audience;
     std::uint64_t seq = 0;
     std::int64_t time_us = 0;      /* publish time, microseconds since the Unix epoch */
     std::string id;                /* the id on the wire: the publisher's, or the decimal seq */
@@ -109,10 +120,24 @@ public:
     /* Appends an event, evicting the oldest ones as needed, and wakes every waiting reader.
      * Preconditions: validate_event(ev) and validate_channel_name() passed for every channel,
      * 1 <= channels.size() <= kMaxChannelsPerEvent.
+     * `audience` (validated) limits who gets it, live and in replay.
      * Throws EventTooLarge (nothing written) when the record would exceed max_record_bytes(),
      * std::system_error only if the lock cannot be taken at all. */
     PublishResult publish(const std::vector<std::string> &channels, const EventFields &ev,
-                          std::int64_t now_us);
+                          std::int64_t now_us, const Audience &audience = {});
+
+    /* Appends a control record (see RecordKind); `notice` is what the affected streams send
+     * before they end. Same locking and limits as publish(). */
+    PublishResult publish_control(RecordKind kind, const std::vector<std::string> &channels,
+                                  const Audience &audience, const std::string &notice,
+                                  std::int64_t now_us);
+
+    /* What the ring holds for one channel (since its last CloseChannels record, if any). */
+    struct ChannelHistory {
+        std::uint64_t retained = 0;
+        std::string last_id;       /* the newest retained event's id, empty when none */
+    };
+    ChannelHistory channel_history(std::string_view channel) const;
 
     BusStats stats() const;
 
@@ -126,6 +151,9 @@ public:
 private:
     friend class BusReader;
     explicit Bus(BusHeader *h) : h_(h) {}
+    PublishResult append(RecordKind kind, const std::vector<std::string> &channels,
+                         const EventFields *fields, const std::string *notice,
+                         const Audience &audience, std::int64_t now_us);
     BusHeader *h_ = nullptr;
 };
 
@@ -146,10 +174,13 @@ private:
     bool all_ = false;
 };
 
-/* One subscriber's position in the bus. Owned by one thread at a time. */
+/* One subscriber's position in the bus. Owned by one thread at a time.
+ * Events whose audience does not admit `client_id` are skipped, live and in replay; control
+ * records on the subscribed channels are always returned (the caller acts on them). */
 class BusReader {
 public:
-    BusReader(Bus bus, ChannelSet channels) : bus_(bus), channels_(std::move(channels)) {}
+    BusReader(Bus bus, ChannelSet channels, std::string client_id = {})
+        : bus_(bus), channels_(std::move(channels)), client_id_(std::move(client_id)) {}
 
     /* Live only: the next event delivered is the next one published. */
     void start_live();
@@ -159,7 +190,8 @@ public:
      * Returns false when the bus holds no such event (it was evicted, or never existed): then
      * everything retained (within `limits`) is queued, and the caller should tell the client
      * that events may be missing. The newest match on a subscribed channel wins, then the
-     * newest match on any channel (a bus-assigned id is a position whatever its channel). */
+     * newest match on any channel (a bus-assigned id is a position whatever its channel).
+     * A channel's events from before its last CloseChannels record are not replayed. */
     bool start_after(std::string_view last_event_id, const HistoryLimits &limits,
                      std::int64_t now_us);
 
@@ -178,6 +210,7 @@ private:
     };
     Bus bus_;
     ChannelSet channels_;
+    std::string client_id_;
     std::uint64_t pos_ = 0, seq_ = 0;   /* live cursor: the next record to look at */
     std::vector<Queued> replay_;        /* replay queue, oldest first, all before seq_ */
     std::size_t replay_next_ = 0;

@@ -8,6 +8,7 @@ Suite *wire_suite();
 Suite *bus_suite();
 Suite *request_suite();
 Suite *protocol_suite();
+Suite *registry_suite();
 
 /* Check's ck_assert_str_eq wants C strings; these compare std::string-likes. */
 #define assert_str(a, b)                                                                       \

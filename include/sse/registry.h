@@ -1,0 +1,143 @@
+/* sse/registry.h — who is subscribed, across every process: the subscriber slots and the
+ * channel table behind exact counts, SSEDuplicateClient, presence, stats and channel closing.
+ *
+ * Layout: one shared segment (offsets only), created before the children fork:
+ *   RegistryHeader | free-slot stack (uint32 x max_subscribers) | Slot x max_subscribers |
+ *   ChannelEntry x table_size (open addressing, table_size = 2 x max_channels rounded up to a
+ *   power of two)
+ *
+ * Exact counts: each open stream holds one slot, which names its process and its channels
+ * (by channel-table index); a channel's subscriber count is kept with the slots, under the
+ * same lock. A stream that ends releases its slot (leave). A process that dies without
+ * releasing (kill -9, crash) is reaped: the parent does it when the MPM reports the child
+ * gone (child_status hook), and any reader of counts reaps slots whose process no longer
+ * exists first. Reaping returns what was freed, so the caller can announce the disconnects.
+ *
+ * Channels: an entry is created by the first subscribe or publish and holds the publish
+ * count, the retry set by a retry-only publish, and whether the channel was closed (DELETE)
+ * and not published to since. When the table is full, the entry with no subscribers that was
+ * used least recently is dropped (it counts as never having existed again).
+ *
+ * Concurrency: one robust, process-shared mutex. A holder that dies leaves the next locker
+ * EOWNERDEAD; it then rebuilds the free stack and the counts from the slots, so nothing
+ * drifts. Pure memory + POSIX (kill(pid, 0)); no httpd.
+ */
+#ifndef SSE_REGISTRY_H
+#define SSE_REGISTRY_H
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sse {
+
+struct RegistryHeader; /* private to registry.c++ */
+
+constexpr std::size_t kMaxRemoteBytes = 63;
+
+enum class DuplicatePolicy { Allow, Reject, Replace };
+
+/* One open stream, as a slot records it. */
+struct SubscriberInfo {
+    std::uint64_t serial = 0;   /* unique per stream for the life of the registry */
+    int pid = 0;
+    std::int64_t since_us = 0;
+    std::string client_id;      /* empty: anonymous */
+    std::string remote;
+    std::vector<std::string> channels;
+};
+
+struct ChannelInfo {
+    std::string name;
+    std::uint64_t subscribers = 0;
+    std::uint64_t published = 0;
+    std::int64_t retry_ms = -1;    /* set by a retry-only publish; -1: none */
+    bool closed = false;
+    std::int64_t last_publish_us = 0;
+};
+
+struct ProcessCount {
+    int pid;
+    std::uint64_t subscribers;
+};
+
+struct RegistryTotals {
+    std::uint64_t subscribers = 0;
+    std::uint64_t channels = 0;
+    std::uint64_t max_subscribers = 0;
+    std::uint64_t max_channels = 0;
+    std::uint64_t socket_clients = 0;
+    std::uint64_t dropped_channels = 0;   /* entries dropped because the table was full */
+    std::vector<ProcessCount> processes;  /* every process holding streams, by pid */
+};
+
+class Registry {
+public:
+    Registry() = default;
+
+    static std::size_t bytes_needed(std::uint32_t max_subscribers, std::uint32_t max_channels);
+    /* Writes an empty registry into [mem, mem + size) (size from bytes_needed()). Error
+     * sentence, or empty. */
+    static std::string format(void *mem, std::size_t size, std::uint32_t max_subscribers,
+                              std::uint32_t max_channels);
+    static Registry attach(void *mem, std::size_t size, std::string *err);
+    bool valid() const { return h_ != nullptr; }
+
+    struct Join {
+        enum class Outcome { Joined, Duplicate, Full, TooManyChannels };
+        Outcome outcome = Outcome::Joined;
+        std::uint32_t slot = 0;
+        std::uint64_t serial = 0;
+        std::vector<SubscriberInfo> replaced; /* Replace: older streams with the same id, freed */
+        std::vector<SubscriberInfo> reaped;   /* streams of dead processes freed on the way */
+    };
+    /* Takes a slot for a new stream of process `pid`. With a client id and policy Reject, a
+     * live stream with the same id makes it Duplicate; with Replace, those streams' slots are
+     * freed and returned (the caller tells their holders to end them). Full: no free slot.
+     * TooManyChannels: a channel needs an entry and the table has no room. */
+    Join join(int pid, std::string_view client_id, std::string_view remote,
+              const std::vector<std::string> &channels, DuplicatePolicy policy,
+              std::int64_t now_us);
+
+    /* Frees the slot of an ending stream. False when it was already freed (reaped or
+     * replaced); *out then is left alone, else it gets what the slot held. */
+    bool leave(std::uint32_t slot, std::uint64_t serial, SubscriberInfo *out = nullptr);
+
+    /* Frees every slot of `pid` (a process that is gone); returns what they held. */
+    std::vector<SubscriberInfo> reap(int pid);
+    /* Frees the slots of every process that no longer exists. */
+    std::vector<SubscriberInfo> reap_dead();
+
+    /* A publish on `channels`: counts it, reopens closed channels, and when `retry_only_ms`
+     * >= 0 remembers it as the channels' retry for new subscribers. */
+    void note_publish(const std::vector<std::string> &channels, std::int64_t retry_only_ms,
+                      std::int64_t now_us);
+    /* DELETE: marks the channels closed (until the next publish) and forgets their retry.
+     * Returns the names that existed. */
+    std::vector<std::string> close_channels(const std::vector<std::string> &channels,
+                                            std::int64_t now_us);
+
+    /* For a new subscriber of `channels`: whether any is closed, and the retry of the one
+     * whose retry-only publish is the newest (-1: none). */
+    void subscribe_view(const std::vector<std::string> &channels, bool *any_closed,
+                        std::int64_t *retry_ms) const;
+
+    /* One channel's entry; false when it has none (never used, or dropped). */
+    bool channel(std::string_view name, ChannelInfo *out) const;
+    std::vector<ChannelInfo> channels() const;
+    RegistryTotals totals() const;
+    std::vector<SubscriberInfo> subscribers() const;
+
+    /* The publish socket daemon reports its connected clients here. */
+    void set_socket_clients(std::uint64_t n);
+
+private:
+    explicit Registry(RegistryHeader *h) : h_(h) {}
+    RegistryHeader *h_ = nullptr;
+};
+
+} // namespace sse
+
+#endif

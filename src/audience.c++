@@ -1,0 +1,69 @@
+#include "sse/audience.h"
+
+#include "sse/wire.h"
+
+#include <algorithm>
+
+namespace sse {
+
+std::string validate_client_id(std::string_view id)
+{
+    if (id.empty())
+        return "a client id must not be empty";
+    if (id.size() > kMaxClientIdBytes)
+        return "client id \"" + std::string(id.substr(0, 32)) + "...\" is longer than " +
+               std::to_string(kMaxClientIdBytes) + " bytes";
+    for (unsigned char c : id)
+        if (c <= 0x20 || c == 0x7f || c == ',')
+            return "client id \"" + std::string(id.substr(0, 64)) +
+                   "\" holds a space, comma or control character";
+    if (!is_valid_utf8(id))
+        return "client id is not valid UTF-8";
+    return {};
+}
+
+bool Audience::admits(std::string_view client_id) const
+{
+    if (!only.empty() &&
+        (client_id.empty() || std::find(only.begin(), only.end(), client_id) == only.end()))
+        return false;
+    if (!except.empty() && !client_id.empty() &&
+        std::find(except.begin(), except.end(), client_id) != except.end())
+        return false;
+    return true;
+}
+
+void Audience::append_list(std::string_view list, std::vector<std::string> &out)
+{
+    std::size_t start = 0;
+    while (start <= list.size()) {
+        std::size_t comma = list.find(',', start);
+        if (comma == std::string_view::npos)
+            comma = list.size();
+        std::string_view item = list.substr(start, comma - start);
+        while (!item.empty() && item.front() == ' ')
+            item.remove_prefix(1);
+        while (!item.empty() && item.back() == ' ')
+            item.remove_suffix(1);
+        if (!item.empty() && std::find(out.begin(), out.end(), item) == out.end())
+            out.emplace_back(item);
+        start = comma + 1;
+    }
+}
+
+std::string Audience::validate() const
+{
+    if (only.size() + except.size() > kMaxTargetsPerEvent)
+        return "too many client ids in only/except: " +
+               std::to_string(only.size() + except.size()) + ", at most " +
+               std::to_string(kMaxTargetsPerEvent);
+    for (const auto *list : {&only, &except})
+        for (const auto &id : *list) {
+            std::string err = validate_client_id(id);
+            if (!err.empty())
+                return err;
+        }
+    return {};
+}
+
+} // namespace sse

@@ -1,0 +1,307 @@
+/* Client ids and audiences, targeted and control records on the bus, and the registry:
+ * counts, duplicate policies, reaping dead processes, the channel table's limits. */
+#include "unit.h"
+
+#include "sse/bus.h"
+#include "sse/registry.h"
+
+#include <csignal>
+#include <string>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <vector>
+
+using namespace sse;
+
+namespace {
+
+constexpr std::int64_t kT0 = 1700000000LL * 1000000;
+
+struct Shared {
+    void *mem = nullptr;
+    std::size_t size = 0;
+    explicit Shared(std::size_t n) : size(n)
+    {
+        mem = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        ck_assert(mem != MAP_FAILED);
+    }
+    ~Shared() { munmap(mem, size); }
+};
+
+Bus make_bus(Shared &m)
+{
+    ck_assert(Bus::format(m.mem, m.size, kT0).empty());
+    std::string err;
+    Bus b = Bus::attach(m.mem, m.size, &err);
+    ck_assert_msg(b.valid(), "%s", err.c_str());
+    return b;
+}
+
+Registry make_registry(Shared &m, std::uint32_t subs, std::uint32_t chans)
+{
+    ck_assert(Registry::format(m.mem, m.size, subs, chans).empty());
+    std::string err;
+    Registry r = Registry::attach(m.mem, m.size, &err);
+    ck_assert_msg(r.valid(), "%s", err.c_str());
+    return r;
+}
+
+EventFields data_event(const std::string &data)
+{
+    EventFields ev;
+    ev.has_data = true;
+    ev.data = data;
+    return ev;
+}
+
+std::vector<std::string> datas(BusReader &r)
+{
+    std::vector<std::string> out;
+    BusEvent e;
+    while (r.next(&e) != BusReader::Next::None) {
+        if (e.kind != RecordKind::Event) {
+            out.push_back(e.kind == RecordKind::CloseChannels ? "<close>" : "<end>");
+            continue;
+        }
+        std::size_t p = e.wire.find("data: ");
+        out.push_back(e.wire.substr(p + 6, e.wire.find('\n', p) - p - 6));
+    }
+    return out;
+}
+
+std::string joined(const std::vector<std::string> &v)
+{
+    std::string s;
+    for (const auto &x : v)
+        s += (s.empty() ? "" : ",") + x;
+    return s;
+}
+
+} // namespace
+
+START_TEST(audience_rules_and_client_ids)
+{
+    Audience a;
+    ck_assert(a.everyone() && a.admits("") && a.admits("x"));
+    Audience::append_list("alice, bob,,alice", a.only);
+    assert_str(joined(a.only), "alice,bob");
+    ck_assert(a.admits("alice") && a.admits("bob"));
+    ck_assert(!a.admits("carol") && !a.admits(""));
+    a.except.push_back("bob");
+    ck_assert(a.admits("alice") && !a.admits("bob"));
+    Audience e;
+    e.except = {"alice"};
+    ck_assert(!e.admits("alice") && e.admits("bob") && e.admits(""));
+    ck_assert(validate_client_id("user@example.org").empty());
+    ck_assert(!validate_client_id("").empty());
+    ck_assert(!validate_client_id("a,b").empty());
+    ck_assert(!validate_client_id("a b").empty());
+    ck_assert(!validate_client_id(std::string(129, 'x')).empty());
+    ck_assert(!validate_client_id("\xff").empty());
+    Audience big;
+    for (int i = 0; i < 1001; ++i)
+        big.only.push_back("c" + std::to_string(i));
+    ck_assert(!big.validate().empty());
+}
+END_TEST
+
+START_TEST(targeted_events_live_and_in_replay)
+{
+    Shared m(1 << 20);
+    Bus bus = make_bus(m);
+    BusReader alice(bus, ChannelSet({"room"}), "alice");
+    BusReader bob(bus, ChannelSet({"room"}), "bob");
+    BusReader anon(bus, ChannelSet({"room"}));
+    alice.start_live();
+    bob.start_live();
+    anon.start_live();
+    Audience only_alice, not_alice;
+    only_alice.only = {"alice"};
+    not_alice.except = {"alice"};
+    auto first = bus.publish({"room"}, data_event("all"), kT0);
+    bus.publish({"room"}, data_event("for-alice"), kT0, only_alice);
+    bus.publish({"room"}, data_event("not-alice"), kT0, not_alice);
+    assert_str(joined(datas(alice)), "all,for-alice");
+    assert_str(joined(datas(bob)), "all,not-alice");
+    assert_str(joined(datas(anon)), "all,not-alice");
+    /* Replay keeps the audience: bob resuming after the first event gets only his. */
+    BusReader bob2(bus, ChannelSet({"room"}), "bob");
+    ck_assert(bob2.start_after(first.id, HistoryLimits(), kT0));
+    assert_str(joined(datas(bob2)), "not-alice");
+    /* A targeted event's id is a position for everyone: alice's id resumes bob too. */
+    BusReader bob3(bus, ChannelSet({"room"}), "bob");
+    ck_assert(bob3.start_after(std::to_string(first.seq + 1), HistoryLimits(), kT0));
+    assert_str(joined(datas(bob3)), "not-alice");
+}
+END_TEST
+
+START_TEST(closing_a_channel_drops_its_history)
+{
+    Shared m(1 << 20);
+    Bus bus = make_bus(m);
+    BusReader live(bus, ChannelSet({"a"}));
+    live.start_live();
+    auto first = bus.publish({"a"}, data_event("a1"), kT0);
+    bus.publish({"a", "b"}, data_event("ab"), kT0);
+    bus.publish({"b"}, data_event("b1"), kT0);
+    bus.publish_control(RecordKind::CloseChannels, {"a"}, {}, "event: sse-close\ndata: {}\n\n", kT0);
+    bus.publish({"a"}, data_event("a2"), kT0);
+    assert_str(joined(datas(live)), "a1,ab,<close>,a2");
+    /* Replay: a's events before the close are gone; b keeps the shared event. */
+    BusReader ra(bus, ChannelSet({"a"}));
+    ck_assert(ra.start_after(first.id, HistoryLimits(), kT0));
+    assert_str(joined(datas(ra)), "a2");
+    BusReader rb(bus, ChannelSet({"b"}));
+    ck_assert(!rb.start_after("unknown", HistoryLimits(), kT0));
+    assert_str(joined(datas(rb)), "ab,b1");
+    Bus::ChannelHistory ha = bus.channel_history("a");
+    ck_assert_int_eq(ha.retained, 1);
+    Bus::ChannelHistory hb = bus.channel_history("b");
+    ck_assert_int_eq(hb.retained, 2);
+    ck_assert_int_eq(bus.channel_history("none").retained, 0);
+    /* EndStream records reach the readers of their channels and carry their targets. */
+    Audience who;
+    who.only = {"17"};
+    bus.publish_control(RecordKind::EndStream, {"a"}, who, "bye", kT0);
+    BusEvent e;
+    ck_assert(live.next(&e) == BusReader::Next::Event);
+    ck_assert(e.kind == RecordKind::EndStream);
+    assert_str(joined(e.audience.only), "17");
+    assert_str(e.wire, "bye");
+}
+END_TEST
+
+START_TEST(registry_counts_and_duplicates)
+{
+    Shared m(Registry::bytes_needed(8, 4));
+    Registry reg = make_registry(m, 8, 4);
+    const int me = getpid();
+    auto j1 = reg.join(me, "alice", "10.0.0.1", {"a", "b"}, DuplicatePolicy::Allow, kT0);
+    auto j2 = reg.join(me, "alice", "10.0.0.2", {"a"}, DuplicatePolicy::Allow, kT0);
+    ck_assert(j1.outcome == Registry::Join::Outcome::Joined);
+    ck_assert(j2.outcome == Registry::Join::Outcome::Joined);
+    ck_assert(j1.serial != j2.serial);
+    ChannelInfo ci;
+    ck_assert(reg.channel("a", &ci) && ci.subscribers == 2);
+    ck_assert(reg.channel("b", &ci) && ci.subscribers == 1);
+    ck_assert(!reg.channel("c", &ci));
+    auto dup = reg.join(me, "alice", "x", {"a"}, DuplicatePolicy::Reject, kT0);
+    ck_assert(dup.outcome == Registry::Join::Outcome::Duplicate);
+    auto rep = reg.join(me, "alice", "x", {"a"}, DuplicatePolicy::Replace, kT0);
+    ck_assert(rep.outcome == Registry::Join::Outcome::Joined);
+    ck_assert_int_eq(rep.replaced.size(), 2);
+    ck_assert(reg.channel("a", &ci) && ci.subscribers == 1);
+    ck_assert(reg.channel("b", &ci) && ci.subscribers == 0);
+    /* Leaving a replaced stream is a no-op; leaving the live one frees it once. */
+    ck_assert(!reg.leave(j1.slot, j1.serial));
+    SubscriberInfo gone;
+    ck_assert(reg.leave(rep.slot, rep.serial, &gone));
+    assert_str(gone.client_id, "alice");
+    assert_str(joined(gone.channels), "a");
+    ck_assert(!reg.leave(rep.slot, rep.serial));
+    ck_assert_int_eq(reg.totals().subscribers, 0);
+    /* Full. */
+    for (int i = 0; i < 8; ++i)
+        ck_assert(reg.join(me, "", "", {"a"}, DuplicatePolicy::Allow, kT0).outcome ==
+                  Registry::Join::Outcome::Joined);
+    ck_assert(reg.join(me, "", "", {"a"}, DuplicatePolicy::Allow, kT0).outcome ==
+              Registry::Join::Outcome::Full);
+    RegistryTotals t = reg.totals();
+    ck_assert_int_eq(t.subscribers, 8);
+    ck_assert_int_eq(t.processes.size(), 1);
+    ck_assert_int_eq(t.processes[0].pid, me);
+    ck_assert_int_eq(reg.reap(me).size(), 8);
+    ck_assert(reg.channel("a", &ci) && ci.subscribers == 0);
+}
+END_TEST
+
+START_TEST(registry_channel_table_and_publish_state)
+{
+    Shared m(Registry::bytes_needed(8, 2));
+    Registry reg = make_registry(m, 8, 2);
+    reg.note_publish({"a"}, -1, kT0);
+    reg.note_publish({"a"}, 3000, kT0 + 1);
+    ChannelInfo ci;
+    ck_assert(reg.channel("a", &ci) && ci.published == 2 && ci.retry_ms == 3000);
+    bool closed;
+    std::int64_t retry;
+    reg.subscribe_view({"a", "x"}, &closed, &retry);
+    ck_assert(!closed && retry == 3000);
+    ck_assert_int_eq(reg.close_channels({"a", "never"}, kT0 + 2).size(), 1);
+    reg.subscribe_view({"a"}, &closed, &retry);
+    ck_assert(closed && retry == -1);
+    reg.note_publish({"a"}, -1, kT0 + 3);
+    reg.subscribe_view({"a"}, &closed, &retry);
+    ck_assert(!closed);
+    /* Two channels fit; a third drops the least recently used one without subscribers. */
+    auto j = reg.join(getpid(), "", "", {"a"}, DuplicatePolicy::Allow, kT0 + 4);
+    reg.note_publish({"b"}, -1, kT0 + 5);
+    reg.note_publish({"c"}, -1, kT0 + 6);
+    ck_assert(reg.channel("a", &ci) && ci.subscribers == 1);
+    ck_assert(!reg.channel("b", &ci));
+    ck_assert(reg.channel("c", &ci));
+    /* Both entries in use by subscribers: a new channel has no room. */
+    auto j2 = reg.join(getpid(), "", "", {"c"}, DuplicatePolicy::Allow, kT0 + 7);
+    ck_assert(reg.join(getpid(), "", "", {"d"}, DuplicatePolicy::Allow, kT0 + 8).outcome ==
+              Registry::Join::Outcome::TooManyChannels);
+    ck_assert_int_eq(reg.totals().dropped_channels, 1);
+    ck_assert(reg.leave(j.slot, j.serial) && reg.leave(j2.slot, j2.serial));
+}
+END_TEST
+
+START_TEST(registry_reaps_a_killed_process)
+{
+    Shared m(Registry::bytes_needed(64, 8));
+    Registry reg = make_registry(m, 64, 8);
+    int ready[2];
+    ck_assert(pipe(ready) == 0);
+    pid_t child = fork();
+    if (child == 0) {
+        for (int i = 0; i < 5; ++i)
+            reg.join(getpid(), "c" + std::to_string(i), "127.0.0.1", {"room"},
+                     DuplicatePolicy::Reject, kT0);
+        (void)!write(ready[1], "x", 1);
+        pause();
+        _exit(0);
+    }
+    char c;
+    ck_assert(read(ready[0], &c, 1) == 1);
+    auto mine = reg.join(getpid(), "parent", "", {"room"}, DuplicatePolicy::Allow, kT0);
+    ChannelInfo ci;
+    ck_assert(reg.channel("room", &ci) && ci.subscribers == 6);
+    /* While the child lives its ids are taken. */
+    ck_assert(reg.join(getpid(), "c0", "", {"room"}, DuplicatePolicy::Reject, kT0).outcome ==
+              Registry::Join::Outcome::Duplicate);
+    ck_assert_int_eq(reg.reap_dead().size(), 0);
+    kill(child, SIGKILL);
+    waitpid(child, nullptr, 0);
+    /* A reject-policy join finds the dead holder and frees it on the way. */
+    auto again = reg.join(getpid(), "c0", "", {"room"}, DuplicatePolicy::Reject, kT0);
+    ck_assert(again.outcome == Registry::Join::Outcome::Joined);
+    ck_assert_int_eq(again.reaped.size(), 1);
+    auto reaped = reg.reap_dead();
+    ck_assert_int_eq(reaped.size(), 4);
+    ck_assert_int_eq(reaped[0].pid, child);
+    assert_str(joined(reaped[0].channels), "room");
+    ck_assert(reg.channel("room", &ci) && ci.subscribers == 2);
+    ck_assert(reg.leave(mine.slot, mine.serial) && reg.leave(again.slot, again.serial));
+    ck_assert_int_eq(reg.totals().subscribers, 0);
+    close(ready[0]);
+    close(ready[1]);
+}
+END_TEST
+
+Suite *registry_suite()
+{
+    Suite *s = suite_create("registry");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, audience_rules_and_client_ids);
+    tcase_add_test(tc, targeted_events_live_and_in_replay);
+    tcase_add_test(tc, closing_a_channel_drops_its_history);
+    tcase_add_test(tc, registry_counts_and_duplicates);
+    tcase_add_test(tc, registry_channel_table_and_publish_state);
+    tcase_add_test(tc, registry_reaps_a_killed_process);
+    suite_add_tcase(s, tc);
+    return s;
+}

@@ -29,7 +29,8 @@ ALL_CXXFLAGS := -std=c++17 -fPIC -fno-gnu-unique -pthread $(WARN) $(CXXFLAGS) \
 
 CORE_SRCS := src/wire.c++ src/audience.c++ src/registry.c++ src/bus.c++ src/request.c++ src/publisher.c++ src/socket_protocol.c++
 GLUE_SRCS := mod_sse.c++ src/httpd/respond.c++ src/httpd/subscribe.c++ src/httpd/publish.c++ \
-             src/httpd/publish_socket.c++ src/httpd/socket_daemon.c++ src/httpd/async_hub.c++
+             src/httpd/publish_socket.c++ src/httpd/socket_daemon.c++ src/httpd/async_hub.c++ \
+             src/httpd/subscription.c++ src/httpd/status.c++
 CORE_OBJS := $(CORE_SRCS:%.c++=$(BUILD)/%.o)
 GLUE_OBJS := $(GLUE_SRCS:%.c++=$(BUILD)/%.o)
 

@@ -7,6 +7,7 @@
 #include "src/httpd/module.h"
 #include "src/httpd/async_hub.h"
 #include "src/httpd/publish_socket.h"
+#include "src/httpd/subscription.h"
 
 #include "http_core.h"
 #include "http_protocol.h"
@@ -15,6 +16,7 @@
 #include "ap_mpm.h"
 
 #include "http_main.h"
+#include "mod_status.h"
 
 #include "apr_lib.h"
 #include "apr_shm.h"
@@ -29,6 +31,7 @@ namespace sse::httpd {
 namespace {
 
 constexpr const char *kBusUserdataKey = "mod_sse_bus_segment";
+constexpr const char *kRegistryUserdataKey = "mod_sse_registry_segment";
 
 /* ---- configuration ---- */
 
@@ -39,6 +42,8 @@ void *create_server_config(apr_pool_t *p, server_rec *)
     c->history_count = HistoryLimits().count;
     c->history_seconds = HistoryLimits().max_age_s;
     c->publish_socket.max_clients = kDefaultSocketClients;
+    c->max_subscribers = kDefaultMaxSubscribers;
+    c->max_channels = kDefaultMaxChannels;
     return c;
 }
 
@@ -50,6 +55,7 @@ void *create_dir_config(apr_pool_t *p, char *)
     c->max_message_size = kDefaultMaxMessageSize;
     c->async = 1;
     c->max_pending = kDefaultMaxPending;
+    c->duplicate_policy = static_cast<int>(DuplicatePolicy::Allow);
     return c;
 }
 
@@ -76,6 +82,10 @@ void *merge_dir_config(apr_pool_t *p, void *base_v, void *add_v)
     merge_field(c->async, c->async_set, base->async, base->async_set, add->async, add->async_set);
     merge_field(c->max_pending, c->max_pending_set, base->max_pending, base->max_pending_set,
                 add->max_pending, add->max_pending_set);
+    merge_field(c->client_id_expr, c->client_id_expr_set, base->client_id_expr,
+                base->client_id_expr_set, add->client_id_expr, add->client_id_expr_set);
+    merge_field(c->duplicate_policy, c->duplicate_policy_set, base->duplicate_policy,
+                base->duplicate_policy_set, add->duplicate_policy, add->duplicate_policy_set);
     return c;
 }
 
@@ -212,6 +222,61 @@ const char *cmd_max_message_size(cmd_parms *cmd, void *dv, const char *arg)
     return nullptr;
 }
 
+const char *cmd_client_id(cmd_parms *cmd, void *dv, const char *arg)
+{
+    auto *d = static_cast<DirConfig *>(dv);
+    const char *err = nullptr;
+    d->client_id_expr = ap_expr_parse_cmd(cmd, arg, AP_EXPR_FLAG_STRING_RESULT, &err, nullptr);
+    if (err)
+        return apr_psprintf(cmd->pool, "SSEClientId: cannot parse expression \"%s\": %s", arg,
+                            err);
+    d->client_id_expr_set = 1;
+    return nullptr;
+}
+
+const char *cmd_duplicate_client(cmd_parms *cmd, void *dv, const char *arg)
+{
+    auto *d = static_cast<DirConfig *>(dv);
+    if (!strcasecmp(arg, "allow"))
+        d->duplicate_policy = static_cast<int>(DuplicatePolicy::Allow);
+    else if (!strcasecmp(arg, "reject"))
+        d->duplicate_policy = static_cast<int>(DuplicatePolicy::Reject);
+    else if (!strcasecmp(arg, "replace"))
+        d->duplicate_policy = static_cast<int>(DuplicatePolicy::Replace);
+    else
+        return apr_psprintf(cmd->pool,
+                            "SSEDuplicateClient: \"%s\" must be allow, reject or replace", arg);
+    d->duplicate_policy_set = 1;
+    return nullptr;
+}
+
+const char *cmd_presence_channel(cmd_parms *cmd, void *, const char *arg)
+{
+    if (const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY))
+        return err;
+    std::string err = validate_channel_name(arg);
+    if (!err.empty())
+        return apr_psprintf(cmd->pool, "SSEPresenceChannel: %s", err.c_str());
+    server_config(cmd->server)->presence_channel = arg;
+    return nullptr;
+}
+
+/* SSEMaxSubscribers and SSEMaxChannels: a count from 1 to 10,000,000. */
+const char *cmd_registry_limit(cmd_parms *cmd, void *, const char *arg)
+{
+    if (const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY))
+        return err;
+    ServerConfig *c = server_config(cmd->server);
+    const bool subs = cmd->info != nullptr;
+    apr_int64_t v;
+    if (!parse_number(arg, 1, 10000000, &v))
+        return apr_psprintf(cmd->pool, "%s: \"%s\" must be a whole number from 1 to 10000000",
+                            cmd->directive->directive, arg);
+    (subs ? c->max_subscribers : c->max_channels) = apr_uint64_t(v);
+    (subs ? c->max_subscribers_set : c->max_channels_set) = 1;
+    return nullptr;
+}
+
 /* httpd declares cmd_func as `const char *(*)()` for C++; going through void(*)() keeps
  * -Wcast-function-type quiet about a cast that every C module does implicitly. */
 template <typename Fn> cmd_func as_cmd_func(Fn fn)
@@ -294,6 +359,21 @@ const command_rec directives[] = {
                     "httpd's Group)"),
     AP_INIT_TAKE1("SSEPublishSocketClients", as_cmd_func(cmd_publish_socket_clients), nullptr,
                   RSRC_CONF, "<n>: most concurrent clients on the publish socket (default 64)"),
+    AP_INIT_TAKE1("SSEClientId", as_cmd_func(cmd_client_id), nullptr, RSRC_CONF | ACCESS_CONF,
+                  "<expr>: an ap_expr string giving each subscriber's client id (empty: "
+                  "anonymous), e.g. %{REMOTE_USER}"),
+    AP_INIT_TAKE1("SSEDuplicateClient", as_cmd_func(cmd_duplicate_client), nullptr,
+                  RSRC_CONF | ACCESS_CONF,
+                  "allow|reject|replace: a second stream with a client id already connected "
+                  "(default allow)"),
+    AP_INIT_TAKE1("SSEPresenceChannel", as_cmd_func(cmd_presence_channel), nullptr, RSRC_CONF,
+                  "<channel>: where connect, disconnect and reconnect events are published"),
+    AP_INIT_TAKE1("SSEMaxSubscribers", as_cmd_func(cmd_registry_limit),
+                  reinterpret_cast<void *>(1), RSRC_CONF,
+                  "<n>: open streams the server holds at most, all processes together "
+                  "(default 50000)"),
+    AP_INIT_TAKE1("SSEMaxChannels", as_cmd_func(cmd_registry_limit), nullptr, RSRC_CONF,
+                  "<n>: channels whose counts and state are kept (default 10000)"),
     {nullptr, {nullptr}, nullptr, 0, RAW_ARGS, nullptr},
 };
 
@@ -357,6 +437,52 @@ apr_status_t open_bus(server_rec *s, apr_pool_t *pconf, const ServerConfig *conf
     return APR_SUCCESS;
 }
 
+/* The registry's segment, kept across restarts like the bus (the streams of the old
+ * generation's children are still in it while they finish). */
+apr_status_t open_registry(server_rec *s, const ServerConfig *conf, Registry *out)
+{
+    apr_pool_t *proc_pool = s->process->pool;
+    const auto subs = static_cast<std::uint32_t>(conf->max_subscribers);
+    const auto chans = static_cast<std::uint32_t>(conf->max_channels);
+    const std::size_t size = Registry::bytes_needed(subs, chans);
+    void *data = nullptr;
+    apr_pool_userdata_get(&data, kRegistryUserdataKey, proc_pool);
+    auto *shm = static_cast<apr_shm_t *>(data);
+    std::string err;
+    if (shm) {
+        *out = Registry::attach(apr_shm_baseaddr_get(shm), apr_shm_size_get(shm), &err);
+        if (out->valid()) {
+            if (apr_shm_size_get(shm) != size)
+                ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                             "SSE0208: SSEMaxSubscribers or SSEMaxChannels changed, but a "
+                             "restart keeps the registry of the streams still open; stop and "
+                             "start httpd to resize it");
+            return APR_SUCCESS;
+        }
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                     "SSE0204: cannot reuse the subscriber registry (%s); creating a new one",
+                     err.c_str());
+    }
+    apr_status_t rv = apr_shm_create(&shm, size, nullptr, proc_pool);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s,
+                     "SSE0205: cannot create %" APR_SIZE_T_FMT " bytes of anonymous shared "
+                     "memory for the subscriber registry (SSEMaxSubscribers, SSEMaxChannels)",
+                     size);
+        return rv;
+    }
+    err = Registry::format(apr_shm_baseaddr_get(shm), apr_shm_size_get(shm), subs, chans);
+    if (err.empty())
+        *out = Registry::attach(apr_shm_baseaddr_get(shm), apr_shm_size_get(shm), &err);
+    if (!out->valid()) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s,
+                     "SSE0206: cannot set up the subscriber registry: %s", err.c_str());
+        return APR_EGENERAL;
+    }
+    apr_pool_userdata_set(shm, kRegistryUserdataKey, apr_pool_cleanup_null, proc_pool);
+    return APR_SUCCESS;
+}
+
 apr_status_t destroy_state(void *data)
 {
     static_cast<ModuleState *>(data)->~ModuleState();
@@ -375,8 +501,11 @@ int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *s)
         apr_pool_cleanup_register(pconf, state, destroy_state, apr_pool_cleanup_null);
         state->history.count = conf->history_count;
         state->history.max_age_s = conf->history_seconds;
-        if (open_bus(s, pconf, conf, &state->bus) != APR_SUCCESS)
+        if (open_bus(s, pconf, conf, &state->bus) != APR_SUCCESS ||
+            open_registry(s, conf, &state->registry) != APR_SUCCESS)
             return HTTP_INTERNAL_SERVER_ERROR;
+        if (conf->presence_channel)
+            state->presence_channel = conf->presence_channel;
         for (server_rec *vs = s; vs; vs = vs->next)
             server_config(vs)->state = state;
         if (conf->publish_socket.path) {
@@ -443,6 +572,44 @@ void child_stopping(apr_pool_t *, int)
     }
 }
 
+/* %{query_param:name} in ap_expr strings (SSEClientId, SSEChannel): the last value of a
+ * query string parameter, decoded; empty when absent or when the query string is malformed
+ * (the handler then refuses the request for it). */
+const char *query_param_func(ap_expr_eval_ctx_t *ctx, const void *, const char *arg)
+{
+    if (!ctx->r || !ctx->r->args)
+        return "";
+    Params params;
+    if (!parse_form(ctx->r->args, params).empty())
+        return "";
+    const std::string *v = param_last(params, arg);
+    return v ? apr_pstrmemdup(ctx->p, v->data(), v->size()) : "";
+}
+
+int expr_lookup(ap_expr_lookup_parms *parms)
+{
+    if (parms->type != AP_EXPR_FUNC_STRING || strcasecmp(parms->name, "query_param") != 0)
+        return DECLINED;
+    *parms->func = reinterpret_cast<const void *>(query_param_func);
+    *parms->data = parms->name;
+    return OK;
+}
+
+/* Parent: a child process ended. Streams it still held (it was killed or crashed) are
+ * released, and announced as disconnected. */
+void child_status(server_rec *s, pid_t pid, ap_generation_t, int, mpm_child_status status)
+{
+    ModuleState *state = server_config(s)->state;
+    if (status != MPM_CHILD_EXITED || !state || !state->registry.valid())
+        return;
+    try {
+        announce_gone(state, state->registry.reap(pid), "process-died");
+    } catch (const std::exception &e) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "SSE0209: releasing the streams of process "
+                     "%d failed: %s", int(pid), e.what());
+    }
+}
+
 int handler(request_rec *r)
 {
     if (!r->handler)
@@ -452,6 +619,8 @@ int handler(request_rec *r)
             return subscribe_handler(r);
         if (strcmp(r->handler, "sse-publish") == 0)
             return publish_handler(r);
+        if (strcmp(r->handler, "sse-status") == 0)
+            return status_handler(r);
         return DECLINED;
     } catch (const std::exception &e) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "SSE0300: %s failed: %s", r->handler,
@@ -471,6 +640,9 @@ void register_hooks(apr_pool_t *)
     ap_hook_suspend_connection(suspend_connection, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_handler(handler, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_child_stopping(child_stopping, nullptr, nullptr, APR_HOOK_MIDDLE);
+    ap_hook_child_status(child_status, nullptr, nullptr, APR_HOOK_MIDDLE);
+    ap_hook_expr_lookup(expr_lookup, nullptr, nullptr, APR_HOOK_MIDDLE);
+    APR_OPTIONAL_HOOK(ap, status_hook, status_page_section, nullptr, nullptr, APR_HOOK_MIDDLE);
 }
 
 } // namespace

@@ -700,7 +700,7 @@ BusReader::Next BusReader::next(BusEvent *out)
                 if (!mine && channels_.find(v.hash(i), name) >= 0)
                     mine = true;
             });
-            mine = mine && v.admits(client_id_);
+            mine = mine && (channels_.is_all() || v.admits(client_id_));
             if (mine)
                 copy_out(v);
         }

@@ -2,8 +2,8 @@
 
 namespace sse {
 
-PublishAttempt publish_event(Bus &bus, const std::vector<std::string> &channels,
-                             const EventFields &ev, std::int64_t now_us)
+PublishAttempt publish_event(Bus &bus, Registry *registry, const std::vector<std::string> &channels,
+                             const EventFields &ev, const Audience &audience, std::int64_t now_us)
 {
     PublishAttempt a;
     a.outcome = PublishAttempt::Outcome::BadRequest;
@@ -22,10 +22,12 @@ PublishAttempt publish_event(Bus &bus, const std::vector<std::string> &channels,
             return a;
     }
     a.error = validate_event(ev);
+    if (a.error.empty())
+        a.error = audience.validate();
     if (!a.error.empty())
         return a;
     try {
-        a.result = bus.publish(channels, ev, now_us);
+        a.result = bus.publish(channels, ev, now_us, audience);
     } catch (const EventTooLarge &e) {
         a.outcome = PublishAttempt::Outcome::TooLarge;
         a.error = "the event takes " + std::to_string(e.bytes) +
@@ -34,6 +36,8 @@ PublishAttempt publish_event(Bus &bus, const std::vector<std::string> &channels,
         return a;
     }
     a.outcome = PublishAttempt::Outcome::Published;
+    if (registry && registry->valid())
+        registry->note_publish(channels, ev.has_data ? -1 : ev.retry, now_us);
     return a;
 }
 

@@ -38,7 +38,31 @@ std::string url_decode(std::string_view s, std::string &out)
     return {};
 }
 
-const char *const kBodyFields[] = {"data", "event", "id", "retry", "channel"};
+const char *const kBodyFields[] = {"data", "event", "id", "retry", "channel", "only", "except"};
+
+/* A JSON member that is a list: a comma-separated string or an array of strings. */
+std::string json_list(const nlohmann::json &v, const char *what,
+                      void (*append)(std::string_view, std::vector<std::string> &),
+                      std::vector<std::string> &out)
+{
+    if (v.is_string()) {
+        append(v.get<std::string>(), out);
+        return {};
+    }
+    if (!v.is_array())
+        return std::string("\"") + what + "\" must be a string or an array of strings";
+    for (const auto &c : v) {
+        if (!c.is_string())
+            return std::string("\"") + what + "\" must be a string or an array of strings";
+        append(c.get<std::string>(), out);
+    }
+    return {};
+}
+
+void append_channels(std::string_view list, std::vector<std::string> &out)
+{
+    append_channel_list(list, out);
+}
 
 bool is_body_field(std::string_view key)
 {
@@ -119,22 +143,19 @@ std::string parse_json_body(std::string_view body, PublishBody &out)
                 return "\"retry\" must be a whole number of milliseconds from 0 to " +
                        std::to_string(kMaxRetryMs);
         } else if (key == "channel") {
-            if (v.is_string()) {
-                append_channel_list(v.get<std::string>(), out.channels);
-            } else if (v.is_array()) {
-                for (const json &c : v) {
-                    if (!c.is_string())
-                        return "\"channel\" must be a string or an array of strings";
-                    append_channel_list(c.get<std::string>(), out.channels);
-                }
-            } else {
-                return "\"channel\" must be a string or an array of strings";
-            }
+            std::string err = json_list(v, "channel", append_channels, out.channels);
+            if (!err.empty())
+                return err;
             if (out.channels.empty())
                 return "\"channel\" names no channel";
+        } else if (key == "only" || key == "except") {
+            std::string err = json_list(v, key.c_str(), Audience::append_list,
+                                        key == "only" ? out.audience.only : out.audience.except);
+            if (!err.empty())
+                return err;
         } else {
             return "unknown member \"" + key.substr(0, 64) +
-                   "\" in the JSON body; known are data, event, id, retry, channel";
+                   "\" in the JSON body; known are data, event, id, retry, channel, only, except";
         }
     }
     return {};
@@ -231,6 +252,10 @@ std::string parse_publish(std::string_view media_type, std::string_view body,
         if (!err.empty())
             return err;
     }
+    for (const auto &v : param_values(query, "only"))
+        Audience::append_list(v, out.audience.only);
+    for (const auto &v : param_values(query, "except"))
+        Audience::append_list(v, out.audience.except);
 
     std::string err;
     bool raw = true;
@@ -257,6 +282,10 @@ std::string parse_publish(std::string_view media_type, std::string_view body,
                 err = set_retry(kv.second, ev);
             } else if (kv.first == "channel") {
                 append_channel_list(kv.second, out.channels);
+            } else if (kv.first == "only") {
+                Audience::append_list(kv.second, out.audience.only);
+            } else if (kv.first == "except") {
+                Audience::append_list(kv.second, out.audience.except);
             }
         }
     }
@@ -266,7 +295,8 @@ std::string parse_publish(std::string_view media_type, std::string_view body,
     }
     if (!err.empty())
         return err;
-    return validate_event(ev);
+    err = validate_event(ev);
+    return err.empty() ? out.audience.validate() : err;
 }
 
 } // namespace sse

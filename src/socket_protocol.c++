@@ -64,9 +64,13 @@ void FrameParser::line(std::string_view text, std::vector<Frame> &out)
         if (ev.retry < 0)
             current_.error = "retry must be a number of milliseconds (digits only, at most " +
                              std::to_string(kMaxRetryMs) + ")";
+    } else if (field == "only") {
+        Audience::append_list(value, current_.audience.only);
+    } else if (field == "except") {
+        Audience::append_list(value, current_.audience.except);
     } else {
         current_.error = "unknown field \"" + std::string(field.substr(0, 40)) +
-                         "\"; known are channel, event, id, retry, data";
+                         "\"; known are channel, event, id, retry, data, only, except";
     }
 }
 
@@ -85,7 +89,7 @@ void FrameParser::finish(std::vector<Frame> &out)
 }
 
 void encode_frame(const std::vector<std::string> &channels, const EventFields &ev,
-                  std::string &out)
+                  std::string &out, const Audience &audience)
 {
     out += "channel: ";
     for (std::size_t i = 0; i < channels.size(); ++i) {
@@ -100,6 +104,15 @@ void encode_frame(const std::vector<std::string> &channels, const EventFields &e
         out += "id: " + ev.id + "\n";
     if (ev.retry >= 0)
         out += "retry: " + std::to_string(ev.retry) + "\n";
+    for (const auto &[field, ids] : {std::pair{"only", &audience.only}, {"except", &audience.except}}) {
+        if (ids->empty())
+            continue;
+        out += field;
+        out += ": ";
+        for (std::size_t i = 0; i < ids->size(); ++i)
+            out += (i ? "," : "") + (*ids)[i];
+        out += '\n';
+    }
     if (ev.has_data) {
         for (std::string_view l : split_lines(ev.data)) {
             out += "data: ";

@@ -72,6 +72,19 @@ void encode_missed_notice(std::string_view reason, std::string_view last_event_i
     encode_event(ev, out);
 }
 
+void encode_close_notice(std::string_view reason, const std::vector<std::string> &channels,
+                         std::string &out)
+{
+    nlohmann::json j = {{"reason", reason}};
+    if (!channels.empty())
+        j["channels"] = channels;
+    EventFields ev;
+    ev.event = "sse-close";
+    ev.has_data = true;
+    ev.data = j.dump();
+    encode_event(ev, out);
+}
+
 void encode_retry(std::int64_t retry_ms, std::string &out)
 {
     out += "retry: ";

@@ -117,9 +117,9 @@ subtest 'refusals' => sub {
             or diag($res->{body});
         is($res->{json}{status}, $status, "$what: status in the body");
     }
-    my $res = $srv->request(GET => '/publish/p');
-    is($res->{status}, 405, 'GET is 405');
-    is($res->{headers}{allow}, 'POST', 'Allow: POST');
+    my $res = $srv->request(PUT => '/publish/p');
+    is($res->{status}, 405, 'PUT is 405');
+    is($res->{headers}{allow}, 'POST, GET, HEAD, DELETE', 'Allow names the methods served');
     my $log = $srv->log_text;
     for my $r (@refusals) {
         my $what = $r->[5];

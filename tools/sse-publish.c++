@@ -34,9 +34,10 @@ namespace {
 constexpr const char *kDefaultSocket = "/var/run/apache2/sse-publish.sock";
 
 const char *const kUsage =
-    "usage: sse-publish [-S socket] [-e event] [-i id] [-r retry] [-w seconds] "
-    "CHANNEL[,CHANNEL...] [DATA]\n"
-    "       sse-publish -l [-S socket] [-e event] [-r retry] [-w seconds] CHANNEL[,CHANNEL...]\n"
+    "usage: sse-publish [-S socket] [-e event] [-i id] [-r retry] [-o ids] [-x ids] "
+    "[-w seconds] CHANNEL[,CHANNEL...] [DATA]\n"
+    "       sse-publish -l [-S socket] [-e event] [-r retry] [-o ids] [-x ids] [-w seconds] "
+    "CHANNEL[,CHANNEL...]\n"
     "\n"
     "Publishes an event to mod_sse through its local socket and prints the event's id.\n"
     "\n"
@@ -45,6 +46,8 @@ const char *const kUsage =
     "  -e event    event type (browsers: addEventListener(type, ...))\n"
     "  -i id       event id (default: assigned by the bus)\n"
     "  -r retry    reconnection delay for the clients, in milliseconds\n"
+    "  -o ids      deliver only to these client ids (comma-separated, repeatable)\n"
+    "  -x ids      deliver to everyone except these client ids (comma-separated, repeatable)\n"
     "  -l          publish each line of standard input as its own event\n"
     "  -w seconds  how long to keep retrying a socket that refuses connections (default 10)\n"
     "  -h, --help  this text\n"
@@ -158,10 +161,11 @@ private:
 };
 
 /* 0 published, 1 refused, 3 unreachable. */
-int publish(Connection &conn, const std::vector<std::string> &channels, const sse::EventFields &ev)
+int publish(Connection &conn, const std::vector<std::string> &channels, const sse::EventFields &ev,
+            const sse::Audience &audience)
 {
     std::string frame;
-    sse::encode_frame(channels, ev, frame);
+    sse::encode_frame(channels, ev, frame, audience);
     std::string answer = conn.exchange(frame);
     if (answer.empty()) {
         std::cerr << "sse-publish: cannot reach the socket: " << conn.last_error() << "\n";
@@ -189,13 +193,14 @@ int main(int argc, char **argv)
     const char *env_socket = getenv("SSE_PUBLISH_SOCKET");
     std::string socket_path = env_socket && *env_socket ? env_socket : kDefaultSocket;
     sse::EventFields ev;
+    sse::Audience audience;
     bool per_line = false;
     double wait_s = 10;
 
     static const struct option longopts[] = {{"help", no_argument, nullptr, 'h'},
                                              {nullptr, 0, nullptr, 0}};
     int opt;
-    while ((opt = getopt_long(argc, argv, "S:e:i:r:w:lh", longopts, nullptr)) != -1) {
+    while ((opt = getopt_long(argc, argv, "S:e:i:r:o:x:w:lh", longopts, nullptr)) != -1) {
         switch (opt) {
         case 'S': socket_path = optarg; break;
         case 'e': ev.event = optarg; break;
@@ -212,6 +217,8 @@ int main(int argc, char **argv)
                 return usage_error("-w takes a number of seconds from 0 to 3600");
             break;
         }
+        case 'o': sse::Audience::append_list(optarg, audience.only); break;
+        case 'x': sse::Audience::append_list(optarg, audience.except); break;
         case 'l': per_line = true; break;
         case 'h': std::cout << kUsage; return 0;
         default: return usage_error("unknown option");
@@ -236,7 +243,7 @@ int main(int argc, char **argv)
             if (!line.empty() && line.back() == '\r')
                 line.pop_back();
             ev.data = line;
-            int rc = publish(conn, channels, ev);
+            int rc = publish(conn, channels, ev, audience);
             if (rc == 3)
                 return 3;
             if (rc)
@@ -253,5 +260,5 @@ int main(int argc, char **argv)
         if (!ev.data.empty() && ev.data.back() == '\n')
             ev.data.pop_back();
     }
-    return publish(conn, channels, ev);
+    return publish(conn, channels, ev, audience);
 }

@@ -166,6 +166,7 @@ public:
     /* Index of `name` in the set (0 for every name in all()), or -1. */
     int find(std::uint32_t hash, std::string_view name) const;
     std::size_t size() const { return names_.size(); }
+    bool is_all() const { return all_; }
     static std::uint32_t hash(std::string_view name);
 
 private:
@@ -176,7 +177,9 @@ private:
 
 /* One subscriber's position in the bus. Owned by one thread at a time.
  * Events whose audience does not admit `client_id` are skipped, live and in replay; control
- * records on the subscribed channels are always returned (the caller acts on them). */
+ * records on the subscribed channels are always returned (the caller acts on them). A reader
+ * of ChannelSet::all() (a process's hub) gets every record whatever its audience, and checks
+ * each of its streams itself. */
 class BusReader {
 public:
     BusReader(Bus bus, ChannelSet channels, std::string client_id = {})

@@ -7,6 +7,7 @@
 #define SSE_PUBLISHER_H
 
 #include "sse/bus.h"
+#include "sse/registry.h"
 
 #include <string>
 #include <vector>
@@ -20,11 +21,13 @@ struct PublishAttempt {
     PublishResult result; /* when Published */
 };
 
-/* Publishes `ev` to `channels` (1 to kMaxChannelsPerEvent valid names), unless a name or a
- * field is invalid (BadRequest) or the event does not fit the bus (TooLarge). Never throws
+/* Publishes `ev` to `channels` (1 to kMaxChannelsPerEvent valid names) for `audience`, unless
+ * a name, a field or a client id is invalid (BadRequest) or the event does not fit the bus
+ * (TooLarge). Then notes it in `registry` (when valid): the channels' publish counts, their
+ * reopening after a DELETE, and a retry-only event's retry for new subscribers. Never throws
  * for bad input. */
-PublishAttempt publish_event(Bus &bus, const std::vector<std::string> &channels,
-                             const EventFields &ev, std::int64_t now_us);
+PublishAttempt publish_event(Bus &bus, Registry *registry, const std::vector<std::string> &channels,
+                             const EventFields &ev, const Audience &audience, std::int64_t now_us);
 
 } // namespace sse
 

@@ -7,6 +7,7 @@
 #ifndef SSE_REQUEST_H
 #define SSE_REQUEST_H
 
+#include "sse/audience.h"
 #include "sse/wire.h"
 
 #include <string>
@@ -40,20 +41,24 @@ std::string select_channels(const std::string *configured, const Params &query,
 struct PublishBody {
     EventFields fields;
     std::vector<std::string> channels; /* from a "channel" field in the body, if any */
+    Audience audience;                 /* "only" and "except" (query, JSON or form) */
 };
 
 /* Reads an event from a publish request:
  * - `event`, `id`, `retry` come from the query string, and a JSON or form body overrides them;
+ *   `only` and `except` (comma-separated client ids, repeatable) add up from both;
  * - media type application/json: an object with "data" (a string is sent as is, any other
  *   JSON value as its compact serialisation), "event", "id" (string or number), "retry"
- *   (number or digit string) and "channel" (string, comma-separated, or array of strings);
+ *   (number or digit string), "channel", "only" and "except" (each a string, comma-separated,
+ *   or an array of strings);
  *   unknown members are an error;
- * - application/x-www-form-urlencoded whose keys are all among data, event, id, retry, channel:
+ * - application/x-www-form-urlencoded whose keys are all among data, event, id, retry, channel,
+ *   only, except:
  *   those fields;
  * - anything else, including a form-encoded body with other keys (what `curl -d 'hello'`
  *   sends): the body is the data, byte for byte; an empty body means no data.
  * `media_type` is the Content-Type without parameters, lower case.
- * The resulting fields are validated with validate_event(). */
+ * The resulting fields are validated with validate_event(), the ids with Audience::validate(). */
 std::string parse_publish(std::string_view media_type, std::string_view body,
                           const Params &query, PublishBody &out);
 

@@ -6,6 +6,8 @@
  *   event: update            optional
  *   id: 42                   optional
  *   retry: 3000              optional
+ *   only: alice,bob          optional, repeatable: deliver to these client ids alone
+ *   except: carol            optional, repeatable: deliver to everyone but these
  *   data: first line         repeatable, joined with LF
  *   data: second line
  *   <blank line>             ends the event
@@ -20,6 +22,7 @@
 #ifndef SSE_SOCKET_PROTOCOL_H
 #define SSE_SOCKET_PROTOCOL_H
 
+#include "sse/audience.h"
 #include "sse/wire.h"
 
 #include <cstddef>
@@ -34,6 +37,7 @@ namespace sse {
 struct Frame {
     std::vector<std::string> channels;
     EventFields fields;
+    Audience audience;
     std::string error; /* non-empty: answer "error <error>" and publish nothing */
 };
 
@@ -66,7 +70,7 @@ private:
 /* Appends the protocol text of one event (what sse-publish writes). Data is split at CR, LF
  * and CRLF into data lines; the receiver joins them with LF. */
 void encode_frame(const std::vector<std::string> &channels, const EventFields &ev,
-                  std::string &out);
+                  std::string &out, const Audience &audience = {});
 
 /* The answer lines. A reason's CR and LF become spaces. */
 std::string ok_line(std::string_view id);

@@ -56,6 +56,13 @@ void encode_comment(std::string_view text, std::string &out);
 void encode_missed_notice(std::string_view reason, std::string_view last_event_id,
                           std::string &out);
 
+/* The notice a stream gets just before the server ends it for good: an event of type
+ * "sse-close" without an id whose data is JSON {"reason": <reason>, "channels": [...]}
+ * (channels only when not empty). Pages should call EventSource.close() on it; a reconnect
+ * to a closed channel is answered 204, which stops EventSource too. */
+void encode_close_notice(std::string_view reason, const std::vector<std::string> &channels,
+                         std::string &out);
+
 /* "retry: <ms>\n\n": changes the client's reconnection delay without dispatching an event. */
 void encode_retry(std::int64_t retry_ms, std::string &out);
 

@@ -39,7 +39,7 @@ constexpr int kTickMs = 1000;
 /* The retry sent when a stream is closed for a restart, when SSERetry is not set. */
 constexpr apr_int64_t kRestartRetryMs = 2000;
 
-enum class EndReason { PeerGone, WriteFailed, FellBehind, Stopping };
+enum class EndReason { PeerGone, WriteFailed, FellBehind, Stopping, ChannelClosed, Replaced };
 
 const char *reason_name(EndReason r)
 {
@@ -48,6 +48,8 @@ const char *reason_name(EndReason r)
     case EndReason::WriteFailed: return "write-failed";
     case EndReason::FellBehind: return "fell-behind";
     case EndReason::Stopping: return "server-restart";
+    case EndReason::ChannelClosed: return "channel-closed";
+    case EndReason::Replaced: return "replaced";
     }
     return "unknown";
 }
@@ -61,6 +63,8 @@ struct SuspendedStream {
     conn_rec *c;
     int fd = -1;
     std::vector<std::string> channels;
+    std::string client_id;
+    Subscription sub;
     BusReader reader;
     StreamSettings settings;
     apr_bucket_brigade *bb = nullptr;
@@ -74,6 +78,8 @@ struct SuspendedStream {
     bool want_out = false;
     bool dead = false;
     bool dirty = false;           /* queued to in this fan-out round, not yet pushed */
+    EndReason ending = EndReason::PeerGone; /* with `closing`: why, once its notice is out */
+    bool closing = false;
     apr_time_t last_write = 0;
     apr_uint64_t events_sent = 0, bytes_sent = 0;
 
@@ -238,15 +244,22 @@ private:
                 BusReader::Next nx = s->reader.next(&e);
                 if (nx == BusReader::Next::None)
                     break;
-                if (nx == BusReader::Next::Event)
-                    enqueue(s, std::make_shared<const std::string>(std::move(e.wire)));
-                else
+                if (nx == BusReader::Next::Overrun)
                     enqueue(s, missed_notice());
+                else if (e.kind == RecordKind::Event)
+                    enqueue(s, std::make_shared<const std::string>(std::move(e.wire)));
+                else if (e.kind == RecordKind::CloseChannels)
+                    close_after_notice(s, EndReason::ChannelClosed, e.wire);
+                else if (e.kind == RecordKind::EndStream && names_serial(e, s->sub.serial()))
+                    close_after_notice(s, EndReason::Replaced, e.wire);
             }
             s->next_seq = s->reader.position();
             for (const auto &ch : s->channels)
                 channels_[ch].insert(s);
+            by_serial_[s->sub.serial()] = s;
             push(s);
+            if (s->closing)
+                end(s, s->ending);
         }
     }
 
@@ -266,7 +279,18 @@ private:
                 }
                 continue;
             }
+            if (e.kind == RecordKind::EndStream) {
+                for (const auto &serial : e.audience.only) {
+                    auto it = by_serial_.find(std::strtoull(serial.c_str(), nullptr, 10));
+                    if (it != by_serial_.end() && e.seq >= it->second->next_seq) {
+                        close_after_notice(it->second, EndReason::Replaced, e.wire);
+                        mark_dirty(it->second, dirty);
+                    }
+                }
+                continue;
+            }
             Bytes wire = std::make_shared<const std::string>(std::move(e.wire));
+            const bool everyone = e.audience.everyone();
             for (const auto &ch : e.channels) {
                 auto it = channels_.find(ch);
                 if (it == channels_.end())
@@ -275,7 +299,12 @@ private:
                     if (e.seq < s->next_seq || s->last_seq == e.seq)
                         continue;
                     s->last_seq = e.seq;
-                    enqueue(s, wire);
+                    if (e.kind == RecordKind::CloseChannels)
+                        close_after_notice(s, EndReason::ChannelClosed, *wire);
+                    else if (everyone || e.audience.admits(s->client_id))
+                        enqueue(s, wire);
+                    else
+                        continue;
                     mark_dirty(s, dirty);
                 }
             }
@@ -286,7 +315,27 @@ private:
             s->dirty = false;
             if (!s->dead)
                 push(s);
+            if (!s->dead && s->closing)
+                end(s, s->ending);
         }
+    }
+
+    /* The stream gets `notice` and nothing after it; it ends once that is handed over. */
+    void close_after_notice(SuspendedStream *s, EndReason why, const std::string &notice)
+    {
+        if (s->closing)
+            return;
+        enqueue(s, std::make_shared<const std::string>(notice));
+        s->closing = true;
+        s->ending = why;
+    }
+
+    static bool names_serial(const BusEvent &e, std::uint64_t serial)
+    {
+        for (const auto &t : e.audience.only)
+            if (t == std::to_string(serial))
+                return true;
+        return false;
     }
 
     /* Each stream is pushed once per round, however many events it got in it. */
@@ -300,7 +349,7 @@ private:
 
     void enqueue(SuspendedStream *s, const Bytes &bytes)
     {
-        if (s->dead)
+        if (s->dead || s->closing)
             return;
         s->queue.push_back(bytes);
         s->queued += bytes->size();
@@ -442,6 +491,7 @@ private:
             return;
         s->dead = true;
         streams_.erase(s);
+        by_serial_.erase(s->sub.serial());
         for (const auto &ch : s->channels) {
             auto it = channels_.find(ch);
             if (it != channels_.end()) {
@@ -481,6 +531,7 @@ private:
         apr_table_setn(r->subprocess_env, "SSE_BYTES",
                        apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, s->bytes_sent));
         apr_table_setn(r->subprocess_env, "SSE_END", reason_name(why));
+        s->sub.end(reason_name(why));
         if (s->direct)
             r->bytes_sent = static_cast<apr_off_t>(s->bytes_sent);
         c->keepalive = AP_CONN_CLOSE;
@@ -516,6 +567,7 @@ private:
     std::mutex inbox_mu_;
     std::vector<SuspendedStream *> inbox_;
     std::unordered_set<SuspendedStream *> streams_;
+    std::unordered_map<std::uint64_t, SuspendedStream *> by_serial_;
     std::unordered_map<std::string, std::unordered_set<SuspendedStream *>> channels_;
     std::vector<SuspendedStream *> graveyard_;
     Bytes keepalive_comment_;
@@ -553,11 +605,14 @@ bool can_suspend(request_rec *r, const DirConfig &d, const ModuleState *state)
 
 void prepare_suspended_stream(request_rec *r, BusReader reader, const StreamSettings &settings,
                               apr_uint64_t events_sent, apr_uint64_t bytes_sent,
-                              const std::vector<std::string> &channels)
+                              const std::vector<std::string> &channels,
+                              const std::string &client_id, Subscription sub)
 {
     conn_rec *c = r->connection;
     auto *s = new SuspendedStream(r, std::move(reader));
     s->channels = channels;
+    s->client_id = client_id;
+    s->sub = std::move(sub);
     s->settings = settings;
     s->events_sent = events_sent;
     s->bytes_sent = bytes_sent;

@@ -12,6 +12,11 @@
  *   the core output filter is then called directly with no brigade (as the event MPM's write
  *   completion does), which writes what the socket takes and keeps the rest until EPOLLOUT.
  *
+ * Events addressed to some client ids (only/except) are queued for the streams they admit.
+ * Control records end streams: CloseChannels those of the closed channels, EndStream the
+ * streams whose serial it names (SSEDuplicateClient replace); each gets the record's notice
+ * first.
+ *
  * A subscriber whose queue grows beyond SSEMaxPending is dropped (it reconnects with
  * Last-Event-ID and replays what it missed). A client that goes away is seen at once
  * (EPOLLRDHUP). At child_stopping every stream gets a last `retry:` and is closed, so browsers
@@ -30,6 +35,7 @@
 #define SSE_HTTPD_ASYNC_HUB_H
 
 #include "src/httpd/module.h"
+#include "src/httpd/subscription.h"
 
 namespace sse::httpd {
 
@@ -52,10 +58,11 @@ bool can_suspend(request_rec *r, const DirConfig &d, const ModuleState *state);
 
 /* Handler, on its worker: the stream's headers and first bytes are out, `reader` is positioned
  * after what was sent. Attaches the stream to the connection; the handler then returns
- * SUSPENDED. */
+ * SUSPENDED. The hub ends `sub` when the stream ends. */
 void prepare_suspended_stream(request_rec *r, BusReader reader, const StreamSettings &settings,
                               apr_uint64_t events_sent, apr_uint64_t bytes_sent,
-                              const std::vector<std::string> &channels);
+                              const std::vector<std::string> &channels,
+                              const std::string &client_id, Subscription sub);
 
 /* suspend_connection hook: hands the connection's stream (if it has one) to the hub. */
 void adopt_suspended_stream(conn_rec *c, ModuleState *state);

@@ -15,6 +15,7 @@
 #define SSE_HTTPD_MODULE_H
 
 #include "sse/bus.h"
+#include "sse/registry.h"
 #include "sse/request.h"
 
 #include "httpd.h"
@@ -36,6 +37,8 @@ class AsyncHub;
 
 struct ModuleState {
     Bus bus;
+    Registry registry;            /* subscribers and channels of every process */
+    std::string presence_channel; /* SSEPresenceChannel; empty: no presence events */
     AsyncHub *hub = nullptr;      /* this child's hub of suspended streams (event MPM) */
     HistoryLimits history;
     int publish_socket_fd = -1;   /* the parent's listening socket; children close it */
@@ -59,6 +62,9 @@ struct ServerConfig {
     apr_uint64_t history_count; int history_set;
     apr_uint64_t history_seconds;
     PublishSocketConfig publish_socket;
+    apr_uint64_t max_subscribers; int max_subscribers_set;   /* SSEMaxSubscribers */
+    apr_uint64_t max_channels;    int max_channels_set;      /* SSEMaxChannels */
+    const char *presence_channel;                            /* SSEPresenceChannel */
     ModuleState *state;        /* set in post_config, the same for every server_rec */
 };
 
@@ -71,12 +77,16 @@ struct DirConfig {
     apr_off_t max_message_size;        int max_message_size_set;
     int async;                         int async_set;        /* SSEAsync */
     apr_size_t max_pending;            int max_pending_set;  /* SSEMaxPending */
+    ap_expr_info_t *client_id_expr;    int client_id_expr_set;       /* SSEClientId */
+    int duplicate_policy;              int duplicate_policy_set;     /* SSEDuplicateClient */
 };
 
 constexpr apr_uint64_t kDefaultBusSize = 16u << 20;
 constexpr apr_interval_time_t kDefaultKeepalive = apr_time_from_sec(15);
 constexpr apr_off_t kDefaultMaxMessageSize = 256 * 1024;
 constexpr apr_size_t kDefaultMaxPending = 256 * 1024;
+constexpr apr_uint64_t kDefaultMaxSubscribers = 50000;
+constexpr apr_uint64_t kDefaultMaxChannels = 10000;
 
 const DirConfig &dir_config(request_rec *r);
 ModuleState *module_state(request_rec *r);
@@ -90,6 +100,8 @@ struct Endpoint {
 };
 constexpr Endpoint kSubscribe{"subscribe", APLOG_WARNING};
 constexpr Endpoint kPublish{"publish", APLOG_ERR};
+/* A question about a channel that does not exist loses nothing: logged at info. */
+constexpr Endpoint kPublishQuiet{"publish", APLOG_INFO};
 
 /* Decodes r->args; on error answers 400 itself and returns false. */
 bool query_params(request_rec *r, Params &out, const Endpoint &who);
@@ -108,9 +120,13 @@ int answer_error(request_rec *r, int status, const char *tag, const Endpoint &wh
 /* Sends `json` with `status`, Content-Type application/json, and returns OK. */
 int answer_json(request_rec *r, int status, const std::string &json);
 
-/* The two handlers, called from the module's handler hook. */
+/* The handlers, called from the module's handler hook. */
 int subscribe_handler(request_rec *r);
 int publish_handler(request_rec *r);
+int status_handler(request_rec *r);
+
+/* mod_status's hook: a mod_sse section on the server-status page. */
+int status_page_section(request_rec *r, int flags);
 
 apr_int64_t now_us();
 

@@ -1,12 +1,15 @@
-/* The sse-publish handler: POST an event to one or more channels. */
+/* The sse-publish handler: POST an event to one or more channels, GET a channel's figures,
+ * DELETE (close) channels. */
 #include "src/httpd/module.h"
 
 #include "sse/publisher.h"
+#include "src/httpd/subscription.h"
 
 #include "http_protocol.h"
 #include "http_request.h"
 
 #include "apr_lib.h"
+#include "apr_strings.h"
 
 #include <nlohmann/json.hpp>
 
@@ -52,21 +55,82 @@ std::string media_type(request_rec *r)
     return m;
 }
 
+/* GET: one channel's figures, across every process. */
+int answer_channel_stats(request_rec *r, ModuleState *state, const std::vector<std::string> &channels)
+{
+    if (channels.size() != 1)
+        return answer_error(r, HTTP_BAD_REQUEST, "SSE0115", kPublish,
+                            "GET gives the figures of one channel; name exactly one");
+    announce_gone(state, state->registry.reap_dead(), "process-died");
+    ChannelInfo info;
+    if (!state->registry.channel(channels[0], &info))
+        return answer_error(r, HTTP_NOT_FOUND, "SSE0116", kPublishQuiet,
+                            "no channel \"" + channels[0] +
+                                "\": nobody subscribed or published to it (or it was "
+                                "forgotten to make room, see SSEMaxChannels)");
+    Bus::ChannelHistory h = state->bus.channel_history(info.name);
+    nlohmann::json j = {
+        {"channel", info.name},
+        {"subscribers", info.subscribers},
+        {"events_retained", h.retained},
+        {"last_event_id", h.last_id.empty() ? nlohmann::json() : nlohmann::json(h.last_id)},
+        {"events_published", info.published},
+        {"closed", info.closed},
+        {"retry", info.retry_ms >= 0 ? nlohmann::json(info.retry_ms) : nlohmann::json()},
+    };
+    return answer_json(r, HTTP_OK, j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+}
+
+/* DELETE: every subscriber of the channels gets an sse-close notice and its stream ends;
+ * their history is dropped; reconnects are answered 204 until the next publish. */
+int close_channels(request_rec *r, ModuleState *state, const std::vector<std::string> &channels)
+{
+    std::vector<std::string> existed = state->registry.close_channels(channels, now_us());
+    if (existed.empty())
+        return answer_error(r, HTTP_NOT_FOUND, "SSE0116", kPublishQuiet,
+                            "no such channel: nobody subscribed or published to it");
+    std::uint64_t subscribers = 0;
+    for (const auto &c : existed) {
+        ChannelInfo info;
+        if (state->registry.channel(c, &info))
+            subscribers += info.subscribers;
+    }
+    std::string notice;
+    encode_close_notice("channel-closed", existed, notice);
+    PublishResult res =
+        state->bus.publish_control(RecordKind::CloseChannels, existed, {}, notice, now_us());
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "SSE0117: closed %s (%" APR_UINT64_T_FMT
+                  " subscribers)", apr_pstrdup(r->pool, nlohmann::json(existed).dump().c_str()),
+                  subscribers);
+    nlohmann::json answer = {{"closed", existed}, {"subscribers", subscribers},
+                             {"seq", res.seq}};
+    return answer_json(r, HTTP_OK, answer.dump());
+}
+
 } // namespace
 
 int publish_handler(request_rec *r)
 {
     ModuleState *state = module_state(r);
-    if (r->method_number != M_POST) {
-        apr_table_setn(r->headers_out, "Allow", "POST");
+    if (r->method_number != M_POST && r->method_number != M_GET &&
+        r->method_number != M_DELETE) {
+        apr_table_setn(r->headers_out, "Allow", "POST, GET, HEAD, DELETE");
         return answer_error(r, HTTP_METHOD_NOT_ALLOWED, "SSE0112", kPublish,
                             std::string("method ") + r->method +
-                                " is not served here; publish with POST");
+                                " is not served here; publish with POST, read a channel's "
+                                "figures with GET, close channels with DELETE");
     }
     const DirConfig &d = dir_config(r);
     Params query;
     if (!query_params(r, query, kPublish))
         return OK;
+    if (r->method_number != M_POST) {
+        std::vector<std::string> channels;
+        if (!request_channels(r, nullptr, query, channels, kPublish))
+            return OK;
+        return r->method_number == M_GET ? answer_channel_stats(r, state, channels)
+                                         : close_channels(r, state, channels);
+    }
 
     std::string body;
     switch (read_body(r, d.max_message_size, body)) {
@@ -92,7 +156,8 @@ int publish_handler(request_rec *r)
     if (!request_channels(r, &pub.channels, query, channels, kPublish))
         return OK;
 
-    PublishAttempt a = publish_event(state->bus, channels, pub.fields, now_us());
+    PublishAttempt a =
+        publish_event(state->bus, &state->registry, channels, pub.fields, pub.audience, now_us());
     if (a.outcome == PublishAttempt::Outcome::TooLarge)
         return answer_error(r, HTTP_REQUEST_ENTITY_TOO_LARGE, "SSE0113", kPublish, a.error);
     if (a.outcome != PublishAttempt::Outcome::Published)

@@ -76,8 +76,11 @@ public:
             if (getppid() != parent) /* httpd's parent is gone (kill -9): nobody supervises */
                 stop_requested = 1;
             sweep();
-            if (stop_deadline && (clients_.empty() || apr_time_now() > stop_deadline))
+            state_->registry.set_socket_clients(clients_.size());
+            if (stop_deadline && (clients_.empty() || apr_time_now() > stop_deadline)) {
+                state_->registry.set_socket_clients(0);
                 _exit(0);
+            }
 
             std::vector<struct pollfd> fds;
             std::vector<Client *> owners;
@@ -175,8 +178,8 @@ private:
         std::string error = f.error;
         if (error.empty()) {
             try {
-                PublishAttempt a = publish_event(state_->bus, f.channels, f.fields,
-                                                 apr_time_now());
+                PublishAttempt a = publish_event(state_->bus, &state_->registry, f.channels,
+                                                 f.fields, f.audience, apr_time_now());
                 if (a.outcome == PublishAttempt::Outcome::Published) {
                     if (a.result.recovered_lock)
                         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s_,

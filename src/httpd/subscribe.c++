@@ -6,6 +6,7 @@
  * yields. It ends when the client goes away, a write fails, or the child is stopping. */
 #include "src/httpd/module.h"
 #include "src/httpd/async_hub.h"
+#include "src/httpd/subscription.h"
 
 #include "ap_mpm.h"
 #include "http_connection.h"
@@ -97,6 +98,45 @@ std::string last_event_id(request_rec *r, const Params &query)
     return {};
 }
 
+/* The client id from SSEClientId ("" when none is configured or it evaluates empty); on a
+ * bad id answers itself and returns false. */
+bool client_id_of(request_rec *r, const DirConfig &d, std::string &out)
+{
+    out.clear();
+    if (!d.client_id_expr)
+        return true;
+    const char *err = nullptr;
+    const char *v = ap_expr_str_exec(r, d.client_id_expr, &err);
+    if (err) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "SSE0106: SSEClientId expression failed: %s",
+                      err);
+        answer_error(r, HTTP_INTERNAL_SERVER_ERROR, "SSE0106", kSubscribe,
+                     "the client id expression of this location failed");
+        return false;
+    }
+    out = v ? v : "";
+    if (out.empty())
+        return true;
+    std::string bad = validate_client_id(out);
+    if (bad.empty())
+        return true;
+    answer_error(r, HTTP_BAD_REQUEST, "SSE0106", kSubscribe, bad);
+    return false;
+}
+
+/* What a control record on the bus means for this stream: nullptr to carry on, or why it
+ * ends (after sending the record's notice). */
+const char *control_ends_stream(const BusEvent &ev, std::uint64_t serial)
+{
+    if (ev.kind == RecordKind::CloseChannels)
+        return "channel-closed";
+    if (ev.kind == RecordKind::EndStream)
+        for (const auto &target : ev.audience.only)
+            if (target == std::to_string(serial))
+                return "replaced";
+    return nullptr;
+}
+
 } // namespace
 
 int subscribe_handler(request_rec *r)
@@ -121,6 +161,23 @@ int subscribe_handler(request_rec *r)
     }
 
     const DirConfig &d = dir_config(r);
+    std::string client_id;
+    if (!client_id_of(r, d, client_id))
+        return OK;
+    bool closed = false;
+    std::int64_t retry_ms = -1;
+    state->registry.subscribe_view(channels, &closed, &retry_ms);
+    if (closed) {
+        /* EventSource does not reconnect after a 204: this is how a closed channel's
+         * subscribers are told to stop. */
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                      "SSE0105: subscribe answered 204: a channel of it was closed (DELETE)");
+        r->status = HTTP_NO_CONTENT;
+        return OK;
+    }
+    if (retry_ms < 0)
+        retry_ms = d.retry_ms;
+
     ap_set_content_type(r, "text/event-stream");
     apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
     apr_table_setn(r->headers_out, "X-Accel-Buffering", "no");
@@ -129,15 +186,34 @@ int subscribe_handler(request_rec *r)
     apr_table_setn(r->subprocess_env, "no-brotli", "1");
     if (r->header_only)
         return OK;
+
+    Subscription sub;
+    switch (sub.begin(r, state, static_cast<DuplicatePolicy>(d.duplicate_policy), client_id,
+                      channels, resume_id)) {
+    case Subscription::Outcome::Joined:
+        break;
+    case Subscription::Outcome::Duplicate:
+        return answer_error(r, HTTP_CONFLICT, "SSE0107", kSubscribe,
+                            "client id \"" + client_id +
+                                "\" is already connected (SSEDuplicateClient reject)");
+    case Subscription::Outcome::Full:
+        apr_table_setn(r->headers_out, "Retry-After", "5");
+        return answer_error(r, HTTP_SERVICE_UNAVAILABLE, "SSE0108", kSubscribe,
+                            "the server holds as many streams as SSEMaxSubscribers allows");
+    case Subscription::Outcome::TooManyChannels:
+        apr_table_setn(r->headers_out, "Retry-After", "5");
+        return answer_error(r, HTTP_SERVICE_UNAVAILABLE, "SSE0109", kSubscribe,
+                            "no room for another channel (SSEMaxChannels), all in use");
+    }
     r->connection->keepalive = AP_CONN_CLOSE;
 
     /* Take the position before the first bytes go out: whatever is published after the
      * client's `open` fires is then sure to be delivered. */
-    BusReader reader(state->bus, ChannelSet(channels));
+    BusReader reader(state->bus, ChannelSet(channels), client_id);
     std::string out;
     encode_comment("ok", out);
-    if (d.retry_ms >= 0)
-        encode_retry(d.retry_ms, out);
+    if (retry_ms >= 0)
+        encode_retry(retry_ms, out);
     if (resume_id.empty()) {
         reader.start_live();
     } else if (!reader.start_after(resume_id, state->history, now_us())) {
@@ -145,30 +221,45 @@ int subscribe_handler(request_rec *r)
     }
 
     Stream stream(r);
-    if (!stream.send(out))
-        return OK;
-
-    /* Sends what the reader has now, in batches; false when the client is gone. */
+    const char *end_reason = nullptr;
     apr_uint64_t events_sent = 0;
+    auto finish = [&]() {
+        apr_table_setn(r->subprocess_env, "SSE_EVENTS",
+                       apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, events_sent));
+        apr_table_setn(r->subprocess_env, "SSE_BYTES",
+                       apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, stream.sent_bytes()));
+        apr_table_setn(r->subprocess_env, "SSE_END", end_reason);
+        sub.end(end_reason);
+        return OK;
+    };
+    if (!stream.send(out)) {
+        end_reason = "write-failed";
+        return finish();
+    }
+
+    /* Sends what the reader has now, in batches; false when the stream ends (end_reason
+     * says why). */
     BusEvent ev;
     auto send_available = [&]() {
         for (;;) {
             out.clear();
             int batch = 0;
-            for (; batch < kBatchEvents; ++batch) {
+            for (; batch < kBatchEvents && !end_reason; ++batch) {
                 BusReader::Next n = reader.next(&ev);
                 if (n == BusReader::Next::None)
                     break;
-                if (n == BusReader::Next::Event) {
+                if (n == BusReader::Next::Overrun) {
+                    encode_missed_notice("overrun", {}, out);
+                } else if (ev.kind == RecordKind::Event) {
                     out += ev.wire;
                     ++events_sent;
-                } else {
-                    encode_missed_notice("overrun", {}, out);
+                } else if ((end_reason = control_ends_stream(ev, sub.serial()))) {
+                    out += ev.wire;
                 }
             }
-            if (out.empty())
-                return true;
-            if (!stream.send(out))
+            if (!out.empty() && !stream.send(out) && !end_reason)
+                end_reason = "write-failed";
+            if (end_reason)
                 return false;
             if (batch < kBatchEvents)
                 return true;
@@ -179,10 +270,10 @@ int subscribe_handler(request_rec *r)
      * worker is free for other requests. */
     if (can_suspend(r, d, state)) {
         if (!send_available())
-            return OK;
-        StreamSettings settings{d.keepalive, d.retry_ms, d.max_pending};
+            return finish();
+        StreamSettings settings{d.keepalive, retry_ms, d.max_pending};
         prepare_suspended_stream(r, std::move(reader), settings, events_sent,
-                                 stream.sent_bytes(), channels);
+                                 stream.sent_bytes(), channels, client_id, std::move(sub));
         return SUSPENDED;
     }
 
@@ -194,14 +285,22 @@ int subscribe_handler(request_rec *r)
             break;
         if (stream.sent_bytes() != before)
             last_write = apr_time_now();
-        if (child_is_stopping(state) || stream.peer_gone())
+        if (child_is_stopping(state)) {
+            end_reason = "server-restart";
             break;
+        }
+        if (stream.peer_gone()) {
+            end_reason = "client-closed";
+            break;
+        }
         apr_time_t idle = apr_time_now() - last_write;
         if (idle >= d.keepalive) {
             out.clear();
             encode_comment("keepalive", out);
-            if (!stream.send(out))
+            if (!stream.send(out)) {
+                end_reason = "write-failed";
                 break;
+            }
             last_write = apr_time_now();
             idle = 0;
         }
@@ -209,11 +308,7 @@ int subscribe_handler(request_rec *r)
         int wait_ms = static_cast<int>(apr_time_as_msec(until_keepalive)) + 1;
         state->bus.wait(seen, wait_ms < kMaxWaitMs ? wait_ms : kMaxWaitMs);
     }
-    apr_table_setn(r->subprocess_env, "SSE_EVENTS",
-                   apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, events_sent));
-    apr_table_setn(r->subprocess_env, "SSE_BYTES",
-                   apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, stream.sent_bytes()));
-    return OK;
+    return finish();
 }
 
 } // namespace sse::httpd

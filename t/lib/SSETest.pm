@@ -150,6 +150,9 @@ $self->{global}
 <Location /server-status>
     SetHandler server-status
 </Location>
+<Location /sse-status>
+    SetHandler sse-status
+</Location>
 $self->{conf}
 EOF
     $conf =~ s/\$\{(\w+)\}/$self->{$1}/g; # ${port}, ${dir} in caller snippets

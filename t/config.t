@@ -31,6 +31,13 @@ my @bad = (
     [conf => "<Location /x>\nSSEAsync maybe\n</Location>", qr/SSEAsync must be On or Off/],
     [conf => "<Location /x>\nSSEMaxPending 10\n</Location>", qr/SSEMaxPending: "10" is not a size from 1K to 64M/],
     [global => 'SSEPublishSocketClients 0', qr/SSEPublishSocketClients: "0" must be a whole number from 1 to 10000/],
+    [conf => "<Location /x>\nSSEClientId \"%{req:X\"\n</Location>", qr/SSEClientId: cannot parse expression/],
+    [conf => "<Location /x>\nSSEClientId %{no_such_function:x}\n</Location>", qr/SSEClientId: cannot parse expression/],
+    [conf => "<Location /x>\nSSEDuplicateClient kick\n</Location>", qr/SSEDuplicateClient: "kick" must be allow, reject or replace/],
+    [global => 'SSEPresenceChannel "bad name"', qr/SSEPresenceChannel: .*bad name/],
+    [global => "<VirtualHost 127.0.0.1:1>\nSSEPresenceChannel p\n</VirtualHost>", qr/SSEPresenceChannel cannot occur within <VirtualHost> section/],
+    [global => 'SSEMaxSubscribers 0', qr/SSEMaxSubscribers: "0" must be a whole number from 1 to 10000000/],
+    [global => 'SSEMaxChannels lots', qr/SSEMaxChannels: "lots" must be a whole number from 1 to 10000000/],
 );
 for my $case (@bad) {
     my ($where, $text, $msg) = @$case;
@@ -40,10 +47,13 @@ for my $case (@bad) {
 }
 
 my $good = join "\n", '<Location /x>', 'SetHandler sse-subscribe', 'SSEKeepalive 30',
-    'SSERetry 0', 'SSEMaxMessageSize 64K', 'SSEAsync Off', 'SSEMaxPending 1M', 'SSEChannel "%{REMOTE_USER},public"', '</Location>';
+    'SSERetry 0', 'SSEMaxMessageSize 64K', 'SSEAsync Off', 'SSEMaxPending 1M', 'SSEChannel "%{REMOTE_USER},public"',
+    'SSEClientId %{query_param:client}', 'SSEDuplicateClient replace', '</Location>';
 my ($rc, $out) = SSETest::Server->configtest(global => "SSEBusSize 1M\nSSEHistory 50 0\n"
                                              . "SSEPublishSocket p.sock 0600 root\n"
-                                             . "SSEPublishSocketClients 10\n",
+                                             . "SSEPublishSocketClients 10\n"
+                                             . "SSEPresenceChannel presence\nSSEMaxSubscribers 1000\n"
+                                             . "SSEMaxChannels 100\n",
                                              conf => $good);
 is($rc, 0, 'good values pass') or diag $out;
 done_testing;

@@ -1,7 +1,8 @@
 # mod_sse — build, install, test, run.
 #
 #   make            build mod_sse.so and the sse-publish command
-#   make install    install mod_sse.so into `apxs -q LIBEXECDIR`, sse-publish into $(BINDIR)
+#   make install    install mod_sse.so into `apxs -q LIBEXECDIR`, sse-publish into $(BINDIR),
+#                   sse.load and sse.conf into $(APACHE_MODS_AVAILABLE) for a2enmod (Debian)
 #   make test       install missing Debian packages, build, run the unit and integration tests
 #   make run        install missing Debian packages, build, start a demo httpd on 127.0.0.1
 #   make stop       stop the demo httpd
@@ -44,6 +45,9 @@ FUZZ_BIN  := $(BUILD)/fuzz/fuzz_socket_protocol
 
 PREFIX    ?= /usr/local
 BINDIR    ?= $(PREFIX)/bin
+# Where Debian's a2enmod looks for modules (the name a2enmod itself reads from the
+# environment). Empty: no sse.load or sse.conf is installed (a layout without a2enmod).
+APACHE_MODS_AVAILABLE ?= /etc/apache2/mods-available
 
 all: $(BUILD)/mod_sse.so $(BUILD)/sse-publish
 
@@ -60,10 +64,30 @@ $(BUILD)/mod_sse.so: $(GLUE_OBJS) $(BUILD)/libssecore.a
 $(BUILD)/sse-publish: $(BUILD)/tools/sse-publish.o $(BUILD)/libssecore.a
 	$(CXX) -pthread -o $@ $^
 
-install: all
+# sse.load names the module where this install puts it (conf/sse.load says Debian's path).
+$(BUILD)/sse.load: conf/sse.load
+	@mkdir -p $(dir $@)
+	sed 's|^LoadModule sse_module .*|LoadModule sse_module $(LIBEXECDIR)/mod_sse.so|' $< > $@
+
+# An existing sse.conf is the admin's: it is kept, and the shipped one goes beside it as
+# sse.conf.new. sse.load only says where the module is, and is replaced.
+install: all $(BUILD)/sse.load
 	install -d $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(BINDIR)
 	install -m 644 $(BUILD)/mod_sse.so $(DESTDIR)$(LIBEXECDIR)/mod_sse.so
 	install -m 755 $(BUILD)/sse-publish $(DESTDIR)$(BINDIR)/sse-publish
+ifneq ($(APACHE_MODS_AVAILABLE),)
+	install -d $(DESTDIR)$(APACHE_MODS_AVAILABLE)
+	install -m 644 $(BUILD)/sse.load $(DESTDIR)$(APACHE_MODS_AVAILABLE)/sse.load
+	@conf=$(DESTDIR)$(APACHE_MODS_AVAILABLE)/sse.conf; \
+	if [ -e $$conf ] && ! cmp -s conf/sse.conf $$conf; then \
+	    echo "install: keeping $$conf (changed); the shipped one is $$conf.new"; \
+	    echo "install -m 644 conf/sse.conf $$conf.new"; \
+	    install -m 644 conf/sse.conf $$conf.new; \
+	else \
+	    echo "install -m 644 conf/sse.conf $$conf"; \
+	    install -m 644 conf/sse.conf $$conf; \
+	fi
+endif
 
 $(UNIT_BIN): $(UNIT_SRCS:%.c++=$(BUILD)/%.o) $(BUILD)/libssecore.a
 	$(CXX) -pthread -o $@ $^ $(shell pkg-config --libs check)

@@ -83,6 +83,15 @@ sub configtest {
     return ($rc, $out);
 }
 
+# A server started some other way (t/packaging.t: Debian's apache2ctl on an /etc/apache2
+# tree), for the same clients, stop and log checks: attach(dir => ..., port => ..., pid => ...,
+# marker => a string in the command line of each of its processes). Its error log is
+# dir/logs/error.log.
+sub attach {
+    my ($class, %o) = @_;
+    return bless {mpm => $ENV{SSE_TEST_MPM} // 'event', expected => [], %o}, $class;
+}
+
 sub dir  { $_[0]{dir} }
 sub port { $_[0]{port} }
 sub mpm  { $_[0]{mpm} }
@@ -249,7 +258,7 @@ sub stop {
     my $gone = $self->wait_for(sub { !kill(0, $pid) }, 30, 'httpd stops');
     ok($gone, "httpd ($self->{mpm}) stopped");
     # Every process of this server (children, the publish socket daemon) must be gone too.
-    my $conf = "$self->{dir}/httpd.conf";
+    my $conf = $self->{marker} // "$self->{dir}/httpd.conf";
     my $left = sub {
         grep {
             open my $fh, '<', "/proc/$_/cmdline" or ();

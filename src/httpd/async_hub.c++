@@ -38,6 +38,11 @@ constexpr std::size_t kWriteChunk = 16 * 1024;
 constexpr int kTickMs = 1000;
 /* The retry sent when a stream is closed for a restart, when SSERetry is not set. */
 constexpr apr_int64_t kRestartRetryMs = 2000;
+/* How long after its adoption a stream's connection pool is kept at least (see bury()): the
+ * worker has two stores left to do, so this is a wide margin; it is short because the MPM
+ * counts such a connection against its limits until the pool is gone. */
+constexpr apr_interval_time_t kAdoptionGrace = apr_time_from_msec(100);
+constexpr int kBuryPollMs = 20;
 
 enum class EndReason { PeerGone, WriteFailed, FellBehind, Stopping, ChannelClosed, Replaced };
 
@@ -81,6 +86,8 @@ struct SuspendedStream {
     EndReason ending = EndReason::PeerGone; /* with `closing`: why, once its notice is out */
     bool closing = false;
     apr_time_t last_write = 0;
+    apr_time_t adopted_at = 0;    /* when the worker handed it over (suspend hook) */
+    apr_pool_t *pool_to_destroy = nullptr; /* the connection's pool, once ended */
     apr_uint64_t events_sent = 0, bytes_sent = 0;
 
     SuspendedStream(request_rec *req, BusReader rd) : r(req), c(req->connection), reader(std::move(rd)) {}
@@ -135,6 +142,7 @@ public:
 
     void adopt(SuspendedStream *s)
     {
+        s->adopted_at = apr_time_now();
         {
             std::lock_guard<std::mutex> lock(inbox_mu_);
             inbox_.push_back(s);
@@ -179,7 +187,8 @@ private:
         apr_time_t last_tick = apr_time_now();
         bool closed_all = false;
         while (!exiting_.load()) {
-            int n = epoll_wait(epfd_, events.data(), static_cast<int>(events.size()), kTickMs);
+            int n = epoll_wait(epfd_, events.data(), static_cast<int>(events.size()),
+                               graveyard_.empty() ? kTickMs : kBuryPollMs);
             for (int i = 0; i < n; ++i) {
                 auto *s = static_cast<SuspendedStream *>(events[i].data.ptr);
                 if (!s) {
@@ -214,7 +223,7 @@ private:
         std::vector<SuspendedStream *> all(streams_.begin(), streams_.end());
         for (auto *s : all)
             end(s, EndReason::Stopping);
-        bury();
+        bury(true);
     }
 
     void take_inbox()
@@ -540,15 +549,30 @@ private:
         apr_socket_shutdown(sock, APR_SHUTDOWN_READWRITE);
         apr_socket_close(sock);
         c->cs->state = CONN_STATE_SUSPENDED;
-        apr_pool_destroy(c->pool);
+        s->pool_to_destroy = c->pool;
         graveyard_.push_back(s);
     }
 
-    void bury()
+    /* Destroys the connection pools of ended streams and frees them. The suspend hook that
+     * adopts a stream runs on the worker before the event MPM's last writes to the
+     * connection's state (notify_suspend: `cs->c->sbh = NULL; cs->suspended = 1;`, memory of
+     * the connection's pool), so a stream that ends at once (the client closed right after
+     * the headers) must not have its pool destroyed under that worker: a pool is kept until
+     * kAdoptionGrace after the adoption. `all`: the workers are gone, destroy everything. */
+    void bury(bool all = false)
     {
-        for (auto *s : graveyard_)
+        const apr_time_t now = apr_time_now();
+        std::size_t kept = 0;
+        for (std::size_t i = 0; i < graveyard_.size(); ++i) {
+            SuspendedStream *s = graveyard_[i];
+            if (!all && now - s->adopted_at < kAdoptionGrace) {
+                graveyard_[kept++] = s;
+                continue;
+            }
+            apr_pool_destroy(s->pool_to_destroy);
             delete s;
-        graveyard_.clear();
+        }
+        graveyard_.resize(kept);
     }
 
     static Bytes missed_notice()

@@ -26,7 +26,11 @@
  * ap_mpm_resume_suspended). What works on 2.4.71, and is pinned by t/async.t: log and free the
  * request with ap_process_request_after_handler(), run the pre-close hooks, close the socket,
  * put the connection back in CONN_STATE_SUSPENDED (so the MPM's cleanup decrements the
- * suspended count it incremented, not the lingering count), and destroy the connection's pool.
+ * suspended count it incremented, not the lingering count), and destroy the connection's pool
+ * -- but not within 100 ms of the adoption: the suspend hook runs before the MPM's last
+ * writes to the connection (notify_suspend), and a client that closes right after the headers
+ * once made the hub free the connection under that worker (a child crash in ~1 of 200 such
+ * streams; t/async.t drives 3,000 of them).
  *
  * Threads: adopt() is called on a worker (suspend hook), stop() on the thread that runs
  * child_stopping; everything else runs on the I/O thread.

@@ -88,10 +88,23 @@ subtest 'HEAD' => sub {
     is($res->{headers}{'content-type'}, 'text/event-stream', 'Content-Type');
 };
 
+subtest 'OPTIONS (a CORS preflight)' => sub {
+    my $res = $srv->request(OPTIONS => '/events/news',
+                            headers => {Origin => 'http://app.example',
+                                        'Access-Control-Request-Method' => 'GET',
+                                        'Access-Control-Request-Headers' => 'last-event-id'});
+    is($res->{status}, 200, 'OPTIONS is 200, as httpd answers it');
+    is_deeply([sort split /\s*,\s*/, $res->{headers}{allow} // ''], [qw(GET HEAD OPTIONS TRACE)],
+              'Allow: GET, HEAD, OPTIONS (and TRACE, which TraceEnable allows)');
+    is($res->{headers}{'content-length'}, '0', 'no body');
+    is($res->{body}, '', 'nothing after the headers');
+    unlike($srv->log_text, qr/method OPTIONS/, 'not refused');
+};
+
 subtest 'bad requests' => sub {
     my $res = $srv->request(POST => '/events/news', body => 'x');
     is($res->{status}, 405, 'POST is 405');
-    like($res->{headers}{allow} // '', qr/GET/, 'Allow names GET');
+    is($res->{headers}{allow}, 'GET, HEAD, OPTIONS', 'Allow names GET, HEAD, OPTIONS');
     like($res->{body}, qr/"error":"method POST is not served here/, 'JSON body says why');
 
     $res = $srv->request(GET => '/events/bad%20name');

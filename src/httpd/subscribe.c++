@@ -13,6 +13,7 @@
 #include "http_core.h"
 #include "http_protocol.h"
 #include "http_request.h"
+#include "mod_core.h"
 
 #include "apr_portable.h"
 #include "apr_strings.h"
@@ -142,8 +143,18 @@ const char *control_ends_stream(const BusEvent &ev, std::uint64_t serial)
 int subscribe_handler(request_rec *r)
 {
     ModuleState *state = module_state(r);
+    if (r->method_number == M_OPTIONS) {
+        /* As httpd's own handlers answer it (the default handler, mod_reflector): 200, no
+         * body, Allow from the method mask (HEAD goes with GET; TRACE unless TraceEnable Off).
+         * A CORS preflight gets this answer; its Access-Control-* headers come from the
+         * configuration (mod_headers). */
+        if (int rv = ap_discard_request_body(r); rv != OK)
+            return rv;
+        ap_allow_methods(r, REPLACE_ALLOW, "GET", "OPTIONS", static_cast<const char *>(nullptr));
+        return ap_send_http_options(r);
+    }
     if (r->method_number != M_GET) {
-        apr_table_setn(r->headers_out, "Allow", "GET, HEAD");
+        apr_table_setn(r->headers_out, "Allow", "GET, HEAD, OPTIONS");
         return answer_error(r, HTTP_METHOD_NOT_ALLOWED, "SSE0103", kSubscribe,
                             std::string("method ") + r->method +
                                 " is not served here; subscribe with GET");

@@ -36,8 +36,6 @@ using Bytes = std::shared_ptr<const std::string>;
  * not take, and the hub waits for EPOLLOUT before handing more. */
 constexpr std::size_t kWriteChunk = 16 * 1024;
 constexpr int kTickMs = 1000;
-/* The retry sent when a stream is closed for a restart, when SSERetry is not set. */
-constexpr apr_int64_t kRestartRetryMs = 2000;
 
 enum class EndReason { PeerGone, WriteFailed, FellBehind, Stopping, ChannelClosed, Replaced };
 

@@ -41,6 +41,10 @@ namespace sse::httpd {
 
 class AsyncHub;
 
+/* The retry a stream gets when it is closed for a restart or a stop, suspended or held by a
+ * worker, when SSERetry is not set. */
+constexpr apr_int64_t kRestartRetryMs = 2000;
+
 /* What a suspended stream needs from its location's configuration. */
 struct StreamSettings {
     apr_interval_time_t keepalive;

@@ -75,6 +75,25 @@ subtest 'disconnects are released at once, MPM counters return (2.4 teardown pin
          'each stream has its access-log line, with how it ended');
 };
 
+subtest 'clients that leave as soon as their stream is suspended do not crash a child' => sub {
+    # The hub can end such a stream before the worker that suspended it has left the event
+    # MPM's suspend code, which still writes to the connection's pool (a use after free that
+    # crashed a child within a few dozen of these when the pool went at once).
+    my $n = 2000;
+    for (1 .. $n) {
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $srv->port,
+                                      Timeout => 5) or die "connect: $!";
+        syswrite($s, "GET /events/leave HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+        sysread($s, my $buf, 4096);
+        close $s;
+    }
+    my $logged = sub { scalar(() = $srv->access_log =~ m{"GET /events/leave HTTP/1.1" 200}g) };
+    ok($srv->wait_for(sub { $logged->() >= $n }, 20), "$n streams served and ended")
+        or diag $logged->() . ' logged';
+    unlike($srv->log_text, qr/exit signal/, 'no child crashed');
+    ok(settled_conns(1), 'ConnsTotal back to 0 or 1') or diag 'ConnsTotal ' . status('ConnsTotal');
+};
+
 # Private resident memory of the server's children, in kB (RssAnon: the bus is shared memory,
 # and its pages count in VmRSS as events fill them).
 sub children_rss {

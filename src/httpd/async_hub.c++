@@ -36,6 +36,9 @@ using Bytes = std::shared_ptr<const std::string>;
  * not take, and the hub waits for EPOLLOUT before handing more. */
 constexpr std::size_t kWriteChunk = 16 * 1024;
 constexpr int kTickMs = 1000;
+/* How long an ended connection's pool is kept after its worker was seen leaving the MPM's
+ * suspend code (see bury()). */
+constexpr int kReleaseMs = 100;
 
 enum class EndReason { PeerGone, WriteFailed, FellBehind, Stopping, ChannelClosed, Replaced };
 
@@ -177,7 +180,8 @@ private:
         apr_time_t last_tick = apr_time_now();
         bool closed_all = false;
         while (!exiting_.load()) {
-            int n = epoll_wait(epfd_, events.data(), static_cast<int>(events.size()), kTickMs);
+            int n = epoll_wait(epfd_, events.data(), static_cast<int>(events.size()),
+                               releasing_.empty() ? kTickMs : kReleaseMs);
             for (int i = 0; i < n; ++i) {
                 auto *s = static_cast<SuspendedStream *>(events[i].data.ptr);
                 if (!s) {
@@ -212,7 +216,7 @@ private:
         std::vector<SuspendedStream *> all(streams_.begin(), streams_.end());
         for (auto *s : all)
             end(s, EndReason::Stopping);
-        bury();
+        bury(true);
     }
 
     void take_inbox()
@@ -538,15 +542,34 @@ private:
         apr_socket_shutdown(sock, APR_SHUTDOWN_READWRITE);
         apr_socket_close(sock);
         c->cs->state = CONN_STATE_SUSPENDED;
-        apr_pool_destroy(c->pool);
+        releasing_.push_back({c, 0});
         graveyard_.push_back(s);
     }
 
-    void bury()
+    /* Deletes ended streams and destroys their connections' pools, each once the worker that
+     * suspended it is done with it. The event MPM still writes to its connection state, which
+     * lives in that pool, after the suspend_connection hooks return (c->sbh = NULL, then
+     * cs->suspended = 1), and a client that leaves at once can be ended here before that: the
+     * pool goes kReleaseMs after c->sbh was seen cleared. `all`: the workers are joined. */
+    void bury(bool all = false)
     {
         for (auto *s : graveyard_)
             delete s;
         graveyard_.clear();
+        apr_time_t now = apr_time_now();
+        std::size_t kept = 0;
+        for (Release &p : releasing_) {
+            if (!all) {
+                if (!p.worker_done && !__atomic_load_n(&p.c->sbh, __ATOMIC_ACQUIRE))
+                    p.worker_done = now;
+                if (!p.worker_done || now - p.worker_done < apr_time_from_msec(kReleaseMs)) {
+                    releasing_[kept++] = p;
+                    continue;
+                }
+            }
+            apr_pool_destroy(p.c->pool);
+        }
+        releasing_.resize(kept);
     }
 
     static Bytes missed_notice()
@@ -568,6 +591,11 @@ private:
     std::unordered_map<std::uint64_t, SuspendedStream *> by_serial_;
     std::unordered_map<std::string, std::unordered_set<SuspendedStream *>> channels_;
     std::vector<SuspendedStream *> graveyard_;
+    struct Release {
+        conn_rec *c;
+        apr_time_t worker_done; /* when c->sbh was first seen cleared; 0: not yet */
+    };
+    std::vector<Release> releasing_;
     Bytes keepalive_comment_;
 };
 

@@ -26,7 +26,10 @@
  * ap_mpm_resume_suspended). What works on 2.4.71, and is pinned by t/async.t: log and free the
  * request with ap_process_request_after_handler(), run the pre-close hooks, close the socket,
  * put the connection back in CONN_STATE_SUSPENDED (so the MPM's cleanup decrements the
- * suspended count it incremented, not the lingering count), and destroy the connection's pool.
+ * suspended count it incremented, not the lingering count), and destroy the connection's pool
+ * once the worker that suspended it has left the MPM's suspend code (which writes to the
+ * connection state in that pool after the hooks return: a client that left at once crashed
+ * the child when the pool went at once).
  *
  * Threads: adopt() is called on a worker (suspend hook), stop() on the thread that runs
  * child_stopping; everything else runs on the I/O thread.

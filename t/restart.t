@@ -17,6 +17,8 @@ ok($held->read_until(sub { scalar $held->comments }, 3), 'a stream is open');
 
 $srv->graceful;
 ok($held->read_until(sub { 0 }, 5) || $held->closed, 'the held stream ends at the graceful restart');
+like($held->raw_stream, qr/\nretry: 2000\n\n\z/,
+     'with a last retry (2000 ms where SSERetry is not set), in every MPM');
 
 my $during = $srv->publish('/publish/rs', 'after restart');
 is($during->{status}, 201, 'publish after the restart');

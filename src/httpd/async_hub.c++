@@ -36,13 +36,9 @@ using Bytes = std::shared_ptr<const std::string>;
  * not take, and the hub waits for EPOLLOUT before handing more. */
 constexpr std::size_t kWriteChunk = 16 * 1024;
 constexpr int kTickMs = 1000;
-/* The retry sent when a stream is closed for a restart, when SSERetry is not set. */
-constexpr apr_int64_t kRestartRetryMs = 2000;
-/* How long after its adoption a stream's connection pool is kept at least (see bury()): the
- * worker has two stores left to do, so this is a wide margin; it is short because the MPM
- * counts such a connection against its limits until the pool is gone. */
-constexpr apr_interval_time_t kAdoptionGrace = apr_time_from_msec(100);
-constexpr int kBuryPollMs = 20;
+/* How long an ended connection's pool is kept after its worker was seen leaving the MPM's
+ * suspend code (see bury()). */
+constexpr int kReleaseMs = 100;
 
 enum class EndReason { PeerGone, WriteFailed, FellBehind, Stopping, ChannelClosed, Replaced };
 
@@ -86,8 +82,6 @@ struct SuspendedStream {
     EndReason ending = EndReason::PeerGone; /* with `closing`: why, once its notice is out */
     bool closing = false;
     apr_time_t last_write = 0;
-    apr_time_t adopted_at = 0;    /* when the worker handed it over (suspend hook) */
-    apr_pool_t *pool_to_destroy = nullptr; /* the connection's pool, once ended */
     apr_uint64_t events_sent = 0, bytes_sent = 0;
 
     SuspendedStream(request_rec *req, BusReader rd) : r(req), c(req->connection), reader(std::move(rd)) {}
@@ -142,7 +136,6 @@ public:
 
     void adopt(SuspendedStream *s)
     {
-        s->adopted_at = apr_time_now();
         {
             std::lock_guard<std::mutex> lock(inbox_mu_);
             inbox_.push_back(s);
@@ -188,7 +181,7 @@ private:
         bool closed_all = false;
         while (!exiting_.load()) {
             int n = epoll_wait(epfd_, events.data(), static_cast<int>(events.size()),
-                               graveyard_.empty() ? kTickMs : kBuryPollMs);
+                               releasing_.empty() ? kTickMs : kReleaseMs);
             for (int i = 0; i < n; ++i) {
                 auto *s = static_cast<SuspendedStream *>(events[i].data.ptr);
                 if (!s) {
@@ -549,30 +542,34 @@ private:
         apr_socket_shutdown(sock, APR_SHUTDOWN_READWRITE);
         apr_socket_close(sock);
         c->cs->state = CONN_STATE_SUSPENDED;
-        s->pool_to_destroy = c->pool;
+        releasing_.push_back({c, 0});
         graveyard_.push_back(s);
     }
 
-    /* Destroys the connection pools of ended streams and frees them. The suspend hook that
-     * adopts a stream runs on the worker before the event MPM's last writes to the
-     * connection's state (notify_suspend: `cs->c->sbh = NULL; cs->suspended = 1;`, memory of
-     * the connection's pool), so a stream that ends at once (the client closed right after
-     * the headers) must not have its pool destroyed under that worker: a pool is kept until
-     * kAdoptionGrace after the adoption. `all`: the workers are gone, destroy everything. */
+    /* Deletes ended streams and destroys their connections' pools, each once the worker that
+     * suspended it is done with it. The event MPM still writes to its connection state, which
+     * lives in that pool, after the suspend_connection hooks return (c->sbh = NULL, then
+     * cs->suspended = 1), and a client that leaves at once can be ended here before that: the
+     * pool goes kReleaseMs after c->sbh was seen cleared. `all`: the workers are joined. */
     void bury(bool all = false)
     {
-        const apr_time_t now = apr_time_now();
-        std::size_t kept = 0;
-        for (std::size_t i = 0; i < graveyard_.size(); ++i) {
-            SuspendedStream *s = graveyard_[i];
-            if (!all && now - s->adopted_at < kAdoptionGrace) {
-                graveyard_[kept++] = s;
-                continue;
-            }
-            apr_pool_destroy(s->pool_to_destroy);
+        for (auto *s : graveyard_)
             delete s;
+        graveyard_.clear();
+        apr_time_t now = apr_time_now();
+        std::size_t kept = 0;
+        for (Release &p : releasing_) {
+            if (!all) {
+                if (!p.worker_done && !__atomic_load_n(&p.c->sbh, __ATOMIC_ACQUIRE))
+                    p.worker_done = now;
+                if (!p.worker_done || now - p.worker_done < apr_time_from_msec(kReleaseMs)) {
+                    releasing_[kept++] = p;
+                    continue;
+                }
+            }
+            apr_pool_destroy(p.c->pool);
         }
-        graveyard_.resize(kept);
+        releasing_.resize(kept);
     }
 
     static Bytes missed_notice()
@@ -594,6 +591,11 @@ private:
     std::unordered_map<std::uint64_t, SuspendedStream *> by_serial_;
     std::unordered_map<std::string, std::unordered_set<SuspendedStream *>> channels_;
     std::vector<SuspendedStream *> graveyard_;
+    struct Release {
+        conn_rec *c;
+        apr_time_t worker_done; /* when c->sbh was first seen cleared; 0: not yet */
+    };
+    std::vector<Release> releasing_;
     Bytes keepalive_comment_;
 };
 

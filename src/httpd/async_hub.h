@@ -27,10 +27,9 @@
  * request with ap_process_request_after_handler(), run the pre-close hooks, close the socket,
  * put the connection back in CONN_STATE_SUSPENDED (so the MPM's cleanup decrements the
  * suspended count it incremented, not the lingering count), and destroy the connection's pool
- * -- but not within 100 ms of the adoption: the suspend hook runs before the MPM's last
- * writes to the connection (notify_suspend), and a client that closes right after the headers
- * once made the hub free the connection under that worker (a child crash in ~1 of 200 such
- * streams; t/async.t drives 3,000 of them).
+ * once the worker that suspended it has left the MPM's suspend code (which writes to the
+ * connection state in that pool after the hooks return: a client that left at once crashed
+ * the child when the pool went at once).
  *
  * Threads: adopt() is called on a worker (suspend hook), stop() on the thread that runs
  * child_stopping; everything else runs on the I/O thread.
@@ -44,6 +43,10 @@
 namespace sse::httpd {
 
 class AsyncHub;
+
+/* The retry a stream gets when it is closed for a restart or a stop, suspended or held by a
+ * worker, when SSERetry is not set. */
+constexpr apr_int64_t kRestartRetryMs = 2000;
 
 /* What a suspended stream needs from its location's configuration. */
 struct StreamSettings {

@@ -3,7 +3,8 @@
  *
  * The thread waits on the bus's futex, wakes for every publish (or at the latest every second
  * to look at the socket and the child's state), and sends what the subscriber's BusReader
- * yields. It ends when the client goes away, a write fails, or the child is stopping. */
+ * yields. It ends when the client goes away, a write fails, or the child is stopping (then
+ * with a last `retry:`, as a suspended stream). */
 #include "src/httpd/module.h"
 #include "src/httpd/async_hub.h"
 #include "src/httpd/subscription.h"
@@ -298,6 +299,10 @@ int subscribe_handler(request_rec *r)
             last_write = apr_time_now();
         if (child_is_stopping(state)) {
             end_reason = "server-restart";
+            /* As the hub does: clients come back to the new generation after SSERetry. */
+            out.clear();
+            encode_retry(d.retry_ms >= 0 ? d.retry_ms : kRestartRetryMs, out);
+            stream.send(out);
             break;
         }
         if (stream.peer_gone()) {

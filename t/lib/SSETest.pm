@@ -14,6 +14,7 @@ use strict;
 use warnings;
 use Cwd qw(abs_path);
 use File::Basename qw(dirname);
+use Encode ();
 use File::Path qw(make_path remove_tree);
 use IO::Select;
 use IO::Socket::INET;
@@ -444,7 +445,7 @@ sub open {
                  . "\r\n");
     my $self = bless {sock => $s, raw => '', head => undef, text => '', events => [],
                       comments => [], retry => undef, closed => 0, lastEventId => '',
-                      data => '', type => '', id_buf => undef}, $class;
+                      data => '', type => '', id_buf => undef, pid => $$}, $class;
     $self->read_until(sub { defined $self->{head} }, $o{timeout} // 10);
     return $self;
 }
@@ -456,6 +457,7 @@ sub raw_stream { $_[0]{stream_bytes} // '' }
 
 sub close {
     my ($self) = @_;
+    $self->save_stream;
     close $self->{sock} if $self->{sock};
     $self->{sock} = undef;
 }
@@ -546,5 +548,42 @@ sub all_events { @{$_[0]{events}} }
 sub comments { @{$_[0]{comments}} }
 sub retry { $_[0]{retry} }
 sub bad_fields { @{$_[0]{bad_fields} // []} }
+
+# Every stream a client received is kept for t/zz-lint-streams.t, which runs it through an
+# independent parser: when the client is closed or destroyed, the bytes of its event stream go
+# to <streams_dir>/<test>-<pid>-<n>.sse and what this parser made of them to the .json beside
+# it. One directory per prove run (prove is the parent of every test it runs) and MPM, so the
+# linter reads the current run only.
+my $stream_seq = 0;
+
+sub streams_dir {
+    my $mpm = $ENV{SSE_TEST_MPM} // 'event';
+    return "$SSETest::ROOT/t/run/streams/$mpm-" . getppid();
+}
+
+sub save_stream {
+    my ($self) = @_;
+    # Once, by the process that opened the client (not by a forked copy), and only event streams.
+    return if $self->{saved}++ || $self->{pid} != $$ || $self->status != 200
+              || !length($self->{stream_bytes} // '');
+    my $dir = streams_dir();
+    File::Path::make_path($dir);
+    my $name = $0;
+    $name =~ s{.*/}{};
+    $name =~ s{\.t$}{};
+    my $base = "$dir/$name-$$-" . $stream_seq++;
+    my $text = sub { Encode::decode('UTF-8', $_[0]) };
+    my $json = {retry => $self->{retry},
+                events => [map { my $e = $_; +{map { $_ => $text->($e->{$_}) } keys %$e} }
+                           @{$self->{events}}]};
+    for (["$base.sse", $self->{stream_bytes}],
+         ["$base.json", JSON::PP->new->utf8->canonical->encode($json)]) {
+        CORE::open(my $fh, '>:raw', $_->[0]) or die "$_->[0]: $!";
+        print $fh $_->[1];
+        CORE::close($fh);
+    }
+}
+
+sub DESTROY { $_[0]->save_stream }
 
 1;

@@ -104,8 +104,6 @@ public:
                 _exit(1);
             }
             std::size_t first_client = stop_requested ? 0 : 1;
-            if (!stop_requested && (fds[0].revents & POLLIN))
-                accept_clients();
             for (std::size_t i = first_client; i < fds.size(); ++i) {
                 Client &c = *owners[i - first_client];
                 if (fds[i].revents & (POLLIN | POLLHUP | POLLERR))
@@ -114,6 +112,11 @@ public:
                     if (fds[i].revents & POLLOUT)
                         write_to(c);
             }
+            /* Clients that left in this round are gone before new ones are counted, so a
+             * client connecting just after another disconnected is not told "busy". */
+            sweep();
+            if (!stop_requested && (fds[0].revents & POLLIN))
+                accept_clients();
         }
     }
 
@@ -124,7 +127,7 @@ private:
             int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
             if (fd < 0)
                 return;
-            if (static_cast<int>(clients_.size()) >= max_clients_) {
+            if (active_clients() >= max_clients_) {
                 std::string busy = error_line("busy: " + std::to_string(max_clients_) +
                                                 " clients are connected, the most "
                                                 "SSEPublishSocketClients allows");
@@ -139,6 +142,15 @@ private:
             }
             clients_.emplace_back(fd, max_event_);
         }
+    }
+
+    /* Clients still sending events (a closing one only waits for its answers to drain). */
+    int active_clients() const
+    {
+        int n = 0;
+        for (const auto &c : clients_)
+            n += c.closing ? 0 : 1;
+        return n;
     }
 
     void read_from(Client &c)

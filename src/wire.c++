@@ -92,6 +92,21 @@ void encode_retry(std::int64_t retry_ms, std::string &out)
     out += "\n\n";
 }
 
+std::string utf8_from_latin1(std::string_view s)
+{
+    std::string out;
+    out.reserve(s.size() * 2);
+    for (unsigned char c : s) {
+        if (c < 0x80) {
+            out += static_cast<char>(c);
+        } else {
+            out += static_cast<char>(0xC0 | (c >> 6));
+            out += static_cast<char>(0x80 | (c & 0x3F));
+        }
+    }
+    return out;
+}
+
 bool is_valid_utf8(std::string_view s)
 {
     const auto *p = reinterpret_cast<const unsigned char *>(s.data());

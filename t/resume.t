@@ -51,6 +51,17 @@ subtest 'a publisher-given id resumes too' => sub {
     $sub->close;
 };
 
+subtest 'a non-ASCII id sent back as Latin-1 (fetch-based clients) resumes' => sub {
+    my $res = $srv->publish('/publish/rl?id=%C3%BC-1', 'u1');   # id "ü-1" in UTF-8
+    is($res->{json}{id}, "\x{fc}-1", 'id kept');
+    publish_ok('/publish/rl', 'after-u');
+    # What Node's eventsource and undici send: the id's characters as Latin-1 bytes.
+    my $sub = $srv->subscribe('/events/rl', headers => {'Last-Event-ID' => "\xfc-1"});
+    my @ev = $sub->events(1, 5);
+    is_deeply([map { $_->{data} } @ev], ['after-u'], 'replay after it, no sse-missed');
+    $sub->close;
+};
+
 subtest 'an unknown id: everything retained, and a notice' => sub {
     my $sub = $srv->subscribe('/events/ra', headers => {'Last-Event-ID' => 'never-issued'});
     my @ev = $sub->events(5, 5);

@@ -69,6 +69,9 @@ void encode_retry(std::int64_t retry_ms, std::string &out);
 /* Splits data at CR, LF and CRLF, as the WHATWG parser does. "a\n" gives {"a", ""}. */
 std::vector<std::string_view> split_lines(std::string_view data);
 
+/* Each byte of `s` read as ISO-8859-1 (Latin-1), written as UTF-8. */
+std::string utf8_from_latin1(std::string_view s);
+
 /* True when `s` is well-formed UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF). */
 bool is_valid_utf8(std::string_view s);
 

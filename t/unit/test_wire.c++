@@ -247,6 +247,15 @@ START_TEST(channel_lists)
 }
 END_TEST
 
+START_TEST(latin1_to_utf8)
+{
+    assert_str(utf8_from_latin1("abc-1"), "abc-1");
+    assert_str(utf8_from_latin1("\xfc-1"), "\xc3\xbc-1"); /* what fetch() sends for "ü-1" */
+    assert_str(utf8_from_latin1("\xff"), "\xc3\xbf");
+    ck_assert(is_valid_utf8(utf8_from_latin1("\x80\xa0\xfe")));
+}
+END_TEST
+
 Suite *wire_suite()
 {
     Suite *s = suite_create("wire");
@@ -262,6 +271,7 @@ Suite *wire_suite()
     tcase_add_test(tc, event_validation);
     tcase_add_test(tc, retry_parsing);
     tcase_add_test(tc, channel_lists);
+    tcase_add_test(tc, latin1_to_utf8);
     suite_add_tcase(s, tc);
     return s;
 }

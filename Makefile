@@ -127,8 +127,8 @@ fuzz: $(FUZZ_BIN)
 	    || { echo "fuzz: the parser failed on the inputs above (build/fuzz/)"; exit 1; }
 
 integration: all $(BUILD)/sse-load
-	SSE_TEST_MPM=event prove -I t/lib t/*.t
-	SSE_TEST_MPM=prefork prove -I t/lib t/*.t
+	SSE_TEST_REQUIRE_BROWSER=1 SSE_TEST_MPM=event prove -I t/lib t/*.t
+	SSE_TEST_REQUIRE_BROWSER=1 SSE_TEST_MPM=prefork prove -I t/lib t/*.t
 
 test: deps
 	$(MAKE) all $(UNIT_BIN)

@@ -14,7 +14,7 @@ use SSEBrowser;
 use Test::More;
 use Time::HiRes qw(sleep time);
 
-plan skip_all => 'browser test: ' . SSEBrowser::why_not() unless SSEBrowser::available();
+SSEBrowser::require_or_skip();
 binmode(Test::More->builder->$_, ':encoding(UTF-8)') for qw(output failure_output todo_output);
 plan skip_all => 'the demo runs the event MPM: tested in the event pass'
     if ($ENV{SSE_TEST_MPM} // 'event') ne 'event';

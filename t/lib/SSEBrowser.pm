@@ -38,6 +38,20 @@ sub why_not {
 
 sub available { why_not() eq '' }
 
+# For a test file's start: carries on when the browser can run; else skips the file, or,
+# under `make test` (SSE_TEST_REQUIRE_BROWSER=1, where tools/install-deps installed it all),
+# fails it, so a missing Chromium cannot pass for a green run.
+sub require_or_skip {
+    my $why = why_not();
+    return if $why eq '';
+    if ($ENV{SSE_TEST_REQUIRE_BROWSER}) {
+        Test::More::plan(tests => 1);
+        Test::More::fail("browser test cannot run: $why");
+        exit 1;
+    }
+    Test::More::plan(skip_all => "browser test: $why");
+}
+
 sub start {
     my ($class, %o) = @_;
     my $log = $o{log} // '/dev/null';

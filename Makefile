@@ -113,7 +113,7 @@ unit: $(UNIT_BIN)
 
 # libFuzzer on the socket protocol parser, for FUZZ_SECONDS, from the committed seeds (a copy:
 # the corpus that grows while fuzzing stays in build/).
-$(FUZZ_BIN): t/fuzz/fuzz_socket_protocol.c++ src/socket_protocol.c++ src/wire.c++
+$(FUZZ_BIN): t/fuzz/fuzz_socket_protocol.c++ src/socket_protocol.c++ src/wire.c++ src/audience.c++
 	@mkdir -p $(dir $@)
 	clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	    -Iinclude -o $@ $^

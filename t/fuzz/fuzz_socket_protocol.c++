@@ -41,16 +41,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
         check(a[i].channels == b[i].channels);
         check(a[i].fields.data == b[i].fields.data);
         check(a[i].fields.event == b[i].fields.event && a[i].fields.id == b[i].fields.id);
+        check(a[i].audience.only == b[i].audience.only &&
+              a[i].audience.except == b[i].audience.except);
         /* Round trip what would be published: valid channels and fields, data without CR
          * (encode_frame turns CR into a line end, as the SSE wire format does). */
         bool publishable = a[i].error.empty() && validate_event(a[i].fields).empty() &&
+                           a[i].audience.validate().empty() &&
                            a[i].fields.data.find('\r') == std::string::npos;
         for (const auto &c : a[i].channels)
             publishable = publishable && validate_channel_name(c).empty();
         if (!publishable)
             continue;
         std::string again;
-        encode_frame(a[i].channels, a[i].fields, again);
+        encode_frame(a[i].channels, a[i].fields, again, a[i].audience);
         FrameParser reparse(again.size() + 1);
         std::vector<Frame> c;
         reparse.feed(again, c);
@@ -58,6 +61,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
         check(c[0].channels == a[i].channels && c[0].fields.data == a[i].fields.data);
         check(c[0].fields.has_data == a[i].fields.has_data);
         check(c[0].fields.retry == a[i].fields.retry);
+        check(c[0].audience.only == a[i].audience.only &&
+              c[0].audience.except == a[i].audience.except);
     }
     return 0;
 }

@@ -51,6 +51,29 @@ void Audience::append_list(std::string_view list, std::vector<std::string> &out)
     }
 }
 
+namespace {
+/* Below this many ids a linear scan is as fast as hashing. */
+constexpr std::size_t kIndexFrom = 16;
+} // namespace
+
+AudienceMatcher::AudienceMatcher(const Audience &a)
+    : a_(a), indexed_(a.only.size() + a.except.size() >= kIndexFrom)
+{
+    if (!indexed_)
+        return;
+    only_.insert(a.only.begin(), a.only.end());
+    except_.insert(a.except.begin(), a.except.end());
+}
+
+bool AudienceMatcher::admits(std::string_view client_id) const
+{
+    if (!indexed_)
+        return a_.admits(client_id);
+    if (!a_.only.empty() && (client_id.empty() || !only_.count(client_id)))
+        return false;
+    return client_id.empty() || !except_.count(client_id);
+}
+
 std::string Audience::validate() const
 {
     if (only.size() + except.size() > kMaxTargetsPerEvent)

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 namespace sse {
@@ -39,6 +40,20 @@ struct Audience {
 
     /* Checks every id and the total count; empty string when acceptable. */
     std::string validate() const;
+};
+
+/* Audience::admits() for many subscribers of one event: the lists are indexed once, so a
+ * hub checking thousands of streams against an event addressed to hundreds of ids does not
+ * scan the lists per stream. Borrows `a`, which must outlive it. */
+class AudienceMatcher {
+public:
+    explicit AudienceMatcher(const Audience &a);
+    bool admits(std::string_view client_id) const;
+
+private:
+    const Audience &a_;
+    bool indexed_;
+    std::unordered_set<std::string_view> only_, except_;
 };
 
 } // namespace sse

@@ -293,6 +293,7 @@ private:
             }
             Bytes wire = std::make_shared<const std::string>(std::move(e.wire));
             const bool everyone = e.audience.everyone();
+            const AudienceMatcher audience(e.audience);
             for (const auto &ch : e.channels) {
                 auto it = channels_.find(ch);
                 if (it == channels_.end())
@@ -303,7 +304,7 @@ private:
                     s->last_seq = e.seq;
                     if (e.kind == RecordKind::CloseChannels)
                         close_after_notice(s, EndReason::ChannelClosed, *wire);
-                    else if (everyone || e.audience.admits(s->client_id))
+                    else if (everyone || audience.admits(s->client_id))
                         enqueue(s, wire);
                     else
                         continue;

@@ -103,6 +103,13 @@ START_TEST(audience_rules_and_client_ids)
     for (int i = 0; i < 1001; ++i)
         big.only.push_back("c" + std::to_string(i));
     ck_assert(!big.validate().empty());
+    /* The indexed matcher agrees with admits() on small and large lists. */
+    big.except = {"c7", "zed"};
+    for (const Audience *aud : {&a, &e, &big}) {
+        AudienceMatcher m(*aud);
+        for (const char *id : {"", "alice", "bob", "carol", "c7", "c8", "c1000", "zed", "c1001"})
+            ck_assert_msg(m.admits(id) == aud->admits(id), "matcher differs for \"%s\"", id);
+    }
 }
 END_TEST
 

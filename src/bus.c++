@@ -376,6 +376,16 @@ void Bus::wake_all() const
             nullptr, nullptr, 0);
 }
 
+std::string stream_target(std::uint64_t serial) { return std::to_string(serial); }
+
+bool names_stream(const BusEvent &e, std::uint64_t serial)
+{
+    if (e.kind != RecordKind::EndStream)
+        return false;
+    const std::string me = stream_target(serial);
+    return std::find(e.audience.only.begin(), e.audience.only.end(), me) != e.audience.only.end();
+}
+
 /* ---- ChannelSet ---- */
 
 ChannelSet::ChannelSet(const std::vector<std::string> &names) : names_(names)

@@ -27,7 +27,6 @@ struct Slot {
     std::uint32_t state;
     std::int32_t pid;
     std::uint64_t serial;
-    std::int64_t since_us;
     std::uint8_t id_len;
     std::uint8_t remote_len;
     std::uint16_t n_channels;
@@ -45,7 +44,6 @@ struct ChannelEntry {
     std::int64_t retry_ms;
     std::int64_t retry_set_us;
     std::int64_t last_used_us;
-    std::int64_t last_publish_us;
     std::uint32_t closed;
     std::uint32_t name_len;
     char name[kMaxChannelNameBytes + 1];
@@ -149,7 +147,6 @@ struct RegistryHeader {
         SubscriberInfo out;
         out.serial = s.serial;
         out.pid = s.pid;
-        out.since_us = s.since_us;
         out.client_id.assign(s.client_id, s.id_len);
         out.remote.assign(s.remote, s.remote_len);
         for (unsigned i = 0; i < s.n_channels; ++i)
@@ -334,7 +331,6 @@ Registry::Join Registry::join(int pid, std::string_view client_id, std::string_v
     Slot &s = h_->slots()[index];
     s.pid = pid;
     s.serial = h_->next_serial++;
-    s.since_us = now_us;
     s.id_len = static_cast<std::uint8_t>(std::min(client_id.size(), kMaxClientIdBytes));
     std::memcpy(s.client_id, client_id.data(), s.id_len);
     s.remote_len = static_cast<std::uint8_t>(std::min(remote.size(), kMaxRemoteBytes));
@@ -408,7 +404,7 @@ void Registry::note_publish(const std::vector<std::string> &channels, std::int64
         ChannelEntry &e = h_->table()[at];
         ++e.published;
         e.closed = 0;
-        e.last_used_us = e.last_publish_us = now_us;
+        e.last_used_us = now_us;
         if (retry_only_ms >= 0) {
             e.retry_ms = retry_only_ms;
             e.retry_set_us = now_us;
@@ -465,7 +461,6 @@ ChannelInfo to_info(RegistryHeader *h, const ChannelEntry &e)
     out.published = e.published;
     out.retry_ms = e.retry_ms;
     out.closed = e.closed != 0;
-    out.last_publish_us = e.last_publish_us;
     return out;
 }
 
@@ -513,16 +508,6 @@ RegistryTotals Registry::totals() const
     for (const auto &kv : per_pid)
         t.processes.push_back({kv.first, kv.second});
     return t;
-}
-
-std::vector<SubscriberInfo> Registry::subscribers() const
-{
-    Locked lock(h_);
-    std::vector<SubscriberInfo> out;
-    for (std::uint32_t i = 0; i < h_->high_water; ++i)
-        if (h_->slots()[i].state == kSlotLive)
-            out.push_back(h_->info(h_->slots()[i]));
-    return out;
 }
 
 void Registry::set_socket_clients(std::uint64_t n)

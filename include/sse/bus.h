@@ -65,6 +65,11 @@ struct BusEvent {
     std::string wire;              /* the complete encoded event, ready to send */
 };
 
+/* EndStream records name the streams to end by their registry serial, in decimal, in
+ * audience.only: the target for `serial`, and whether a record names it. */
+std::string stream_target(std::uint64_t serial);
+bool names_stream(const BusEvent &e, std::uint64_t serial);
+
 /* Bus::publish() refused an event that does not fit: `bytes` is what its record would take. */
 struct EventTooLarge : std::length_error {
     std::size_t bytes;

@@ -43,7 +43,6 @@ enum class DuplicatePolicy { Allow, Reject, Replace };
 struct SubscriberInfo {
     std::uint64_t serial = 0;   /* unique per stream for the life of the registry */
     int pid = 0;
-    std::int64_t since_us = 0;
     std::string client_id;      /* empty: anonymous */
     std::string remote;
     std::vector<std::string> channels;
@@ -55,7 +54,6 @@ struct ChannelInfo {
     std::uint64_t published = 0;
     std::int64_t retry_ms = -1;    /* set by a retry-only publish; -1: none */
     bool closed = false;
-    std::int64_t last_publish_us = 0;
 };
 
 struct ProcessCount {
@@ -128,7 +126,6 @@ public:
     bool channel(std::string_view name, ChannelInfo *out) const;
     std::vector<ChannelInfo> channels() const;
     RegistryTotals totals() const;
-    std::vector<SubscriberInfo> subscribers() const;
 
     /* The publish socket daemon reports its connected clients here. */
     void set_socket_clients(std::uint64_t n);

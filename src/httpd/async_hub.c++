@@ -251,9 +251,11 @@ private:
                 else if (e.kind == RecordKind::Event)
                     enqueue(s, std::make_shared<const std::string>(std::move(e.wire)));
                 else if (e.kind == RecordKind::CloseChannels)
-                    close_after_notice(s, EndReason::ChannelClosed, e.wire);
-                else if (e.kind == RecordKind::EndStream && names_serial(e, s->sub.serial()))
-                    close_after_notice(s, EndReason::Replaced, e.wire);
+                    close_after_notice(s, EndReason::ChannelClosed,
+                                       std::make_shared<const std::string>(std::move(e.wire)));
+                else if (names_stream(e, s->sub.serial()))
+                    close_after_notice(s, EndReason::Replaced,
+                                       std::make_shared<const std::string>(std::move(e.wire)));
             }
             s->next_seq = s->reader.position();
             for (const auto &ch : s->channels)
@@ -282,10 +284,11 @@ private:
                 continue;
             }
             if (e.kind == RecordKind::EndStream) {
+                Bytes notice = std::make_shared<const std::string>(std::move(e.wire));
                 for (const auto &serial : e.audience.only) {
                     auto it = by_serial_.find(std::strtoull(serial.c_str(), nullptr, 10));
                     if (it != by_serial_.end() && e.seq >= it->second->next_seq) {
-                        close_after_notice(it->second, EndReason::Replaced, e.wire);
+                        close_after_notice(it->second, EndReason::Replaced, notice);
                         mark_dirty(it->second, dirty);
                     }
                 }
@@ -303,7 +306,7 @@ private:
                         continue;
                     s->last_seq = e.seq;
                     if (e.kind == RecordKind::CloseChannels)
-                        close_after_notice(s, EndReason::ChannelClosed, *wire);
+                        close_after_notice(s, EndReason::ChannelClosed, wire);
                     else if (everyone || audience.admits(s->client_id))
                         enqueue(s, wire);
                     else
@@ -324,21 +327,13 @@ private:
     }
 
     /* The stream gets `notice` and nothing after it; it ends once that is handed over. */
-    void close_after_notice(SuspendedStream *s, EndReason why, const std::string &notice)
+    void close_after_notice(SuspendedStream *s, EndReason why, const Bytes &notice)
     {
         if (s->closing)
             return;
-        enqueue(s, std::make_shared<const std::string>(notice));
+        enqueue(s, notice);
         s->closing = true;
         s->ending = why;
-    }
-
-    static bool names_serial(const BusEvent &e, std::uint64_t serial)
-    {
-        for (const auto &t : e.audience.only)
-            if (t == std::to_string(serial))
-                return true;
-        return false;
     }
 
     /* Each stream is pushed once per round, however many events it got in it. */

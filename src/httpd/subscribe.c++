@@ -136,11 +136,7 @@ const char *control_ends_stream(const BusEvent &ev, std::uint64_t serial)
 {
     if (ev.kind == RecordKind::CloseChannels)
         return "channel-closed";
-    if (ev.kind == RecordKind::EndStream)
-        for (const auto &target : ev.audience.only)
-            if (target == std::to_string(serial))
-                return "replaced";
-    return nullptr;
+    return names_stream(ev, serial) ? "replaced" : nullptr;
 }
 
 } // namespace

@@ -95,7 +95,7 @@ Subscription::Outcome Subscription::begin(request_rec *r, ModuleState *state,
     for (const auto &old : j.replaced) {
         /* Its holder (in whichever process) ends it when the record comes by. */
         Audience target;
-        target.only = {std::to_string(old.serial)};
+        target.only = {stream_target(old.serial)};
         std::string notice;
         encode_close_notice("replaced", {}, notice);
         state->bus.publish_control(RecordKind::EndStream, old.channels, target, notice,

@@ -42,7 +42,6 @@ public:
     /* Releases the slot and announces the disconnect with `reason`; once. */
     void end(const char *reason);
 
-    bool active() const { return state_ != nullptr; }
     std::uint64_t serial() const { return serial_; }
 
 private:

@@ -84,7 +84,9 @@ public:
 
             std::vector<struct pollfd> fds;
             std::vector<Client *> owners;
-            if (!stop_requested)
+            /* Read once: a SIGTERM arriving after poll() must not shift fds against owners. */
+            const bool listening = !stop_requested;
+            if (listening)
                 fds.push_back({listen_fd_, POLLIN, 0});
             for (auto &c : clients_) {
                 short events = 0;
@@ -103,7 +105,7 @@ public:
                              "SSE0404: publish socket daemon: poll failed");
                 _exit(1);
             }
-            std::size_t first_client = stop_requested ? 0 : 1;
+            const std::size_t first_client = listening ? 1 : 0;
             for (std::size_t i = first_client; i < fds.size(); ++i) {
                 Client &c = *owners[i - first_client];
                 if (fds[i].revents & (POLLIN | POLLHUP | POLLERR))
@@ -115,7 +117,7 @@ public:
             /* Clients that left in this round are gone before new ones are counted, so a
              * client connecting just after another disconnected is not told "busy". */
             sweep();
-            if (!stop_requested && (fds[0].revents & POLLIN))
+            if (listening && !stop_requested && (fds[0].revents & POLLIN))
                 accept_clients();
         }
     }

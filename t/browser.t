@@ -59,7 +59,7 @@ RewriteRule "^/events/end-404\$" - [R=404]
 RewriteCond "\${dir}/gone" -f
 RewriteRule "^/events/end-503\$" - [R=503]
 CONF
-$srv->expect_log(qr/AH10159: server is within MinSpareThreads of MaxRequestWorkers/);
+$srv->expect_burst_notices;
 copy("$SSETest::ROOT/t/js/pages/es.html", $srv->dir . '/htdocs/es.html') or die "copy: $!";
 
 my $port = $srv->port;

@@ -8,7 +8,7 @@ use Test::More;
 
 my $srv = SSETest::Server->start;
 # Holding 36 of 50 workers is what this test means to do; the MPM says so.
-$srv->expect_log(qr/AH10159: server is within MinSpareThreads of MaxRequestWorkers/);
+$srv->expect_burst_notices;
 # event: 25 threads per child, so 36 streams need both children; prefork: 36 processes.
 my $n = 36;
 my @subs = map { $srv->subscribe('/events/fan' . ($_ % 2 ? ',odd' : '')) } 1 .. $n;

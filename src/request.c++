@@ -228,15 +228,7 @@ std::string select_channels(const std::string *configured, const Params &query,
     }
     if (out.empty())
         return source;
-    if (out.size() > kMaxChannelsPerEvent)
-        return "too many channels: " + std::to_string(out.size()) + ", at most " +
-               std::to_string(kMaxChannelsPerEvent);
-    for (const auto &name : out) {
-        std::string err = validate_channel_name(name);
-        if (!err.empty())
-            return err;
-    }
-    return {};
+    return validate_channel_list(out);
 }
 
 std::string parse_publish(std::string_view media_type, std::string_view body,

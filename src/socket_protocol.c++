@@ -48,6 +48,17 @@ void FrameParser::line(std::string_view text, std::vector<Frame> &out)
     if (!value.empty() && value[0] == ' ')
         value.remove_prefix(1);
     EventFields &ev = current_.fields;
+    if (field == "subscribe") {
+        current_.subscribe = true;
+        append_channel_list(value, current_.subscribe_channels);
+        return;
+    }
+    if (field == "last-event-id") {
+        current_.subscribe = true;
+        current_.last_event_id.assign(value);
+        return;
+    }
+    publish_fields_ = true;
     if (field == "channel") {
         append_channel_list(value, current_.channels);
     } else if (field == "data") {
@@ -70,7 +81,8 @@ void FrameParser::line(std::string_view text, std::vector<Frame> &out)
         Audience::append_list(value, current_.audience.except);
     } else {
         current_.error = "unknown field \"" + std::string(field.substr(0, 40)) +
-                         "\"; known are channel, event, id, retry, data, only, except";
+                         "\"; known are channel, event, id, retry, data, only, except "
+                         "(and subscribe, last-event-id to read)";
     }
 }
 
@@ -78,7 +90,14 @@ void FrameParser::finish(std::vector<Frame> &out)
 {
     if (too_large_)
         current_.error = "event larger than " + std::to_string(max_event_bytes_) + " bytes";
-    else if (current_.error.empty() && current_.channels.empty())
+    else if (!current_.error.empty())
+        ;
+    else if (current_.subscribe && publish_fields_)
+        current_.error = "a subscribe block takes only \"subscribe:\" and \"last-event-id:\" "
+                         "lines (publish and subscribe on separate connections)";
+    else if (current_.subscribe && current_.subscribe_channels.empty())
+        current_.error = "no channel to subscribe to: give a \"subscribe:\" line";
+    else if (!current_.subscribe && current_.channels.empty())
         current_.error = "no channel: give a \"channel:\" line";
     out.push_back(std::move(current_));
     current_ = Frame();
@@ -86,6 +105,7 @@ void FrameParser::finish(std::vector<Frame> &out)
     too_large_ = false;
     event_bytes_ = 0;
     data_lines_ = 0;
+    publish_fields_ = false;
 }
 
 void encode_frame(const std::vector<std::string> &channels, const EventFields &ev,
@@ -119,6 +139,21 @@ void encode_frame(const std::vector<std::string> &channels, const EventFields &e
             out += l;
             out += '\n';
         }
+    }
+    out += '\n';
+}
+
+void encode_subscribe_block(const std::vector<std::string> &channels,
+                            std::string_view last_event_id, std::string &out)
+{
+    out += "subscribe: ";
+    for (std::size_t i = 0; i < channels.size(); ++i)
+        out += (i ? "," : "") + channels[i];
+    out += '\n';
+    if (!last_event_id.empty()) {
+        out += "last-event-id: ";
+        out += last_event_id;
+        out += '\n';
     }
     out += '\n';
 }

@@ -229,4 +229,17 @@ void append_channel_list(std::string_view list, std::vector<std::string> &channe
     }
 }
 
+std::string validate_channel_list(const std::vector<std::string> &channels)
+{
+    if (channels.size() > kMaxChannelsPerEvent)
+        return "too many channels: " + std::to_string(channels.size()) + ", at most " +
+               std::to_string(kMaxChannelsPerEvent);
+    for (const auto &name : channels) {
+        std::string err = validate_channel_name(name);
+        if (!err.empty())
+            return err;
+    }
+    return {};
+}
+
 } // namespace sse

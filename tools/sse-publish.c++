@@ -2,17 +2,24 @@
  *
  *   sse-publish [-S socket] [-e event] [-i id] [-r retry] [-w seconds] CHANNEL[,CHANNEL...] [DATA]
  *   sse-publish -l [-S socket] [-e event] [-r retry] CHANNEL[,CHANNEL...]    # a line, an event
+ *   sse-publish -f [-S socket] [-L last-event-id] [-w seconds] CHANNEL[,CHANNEL...]  # read
  *
  * Data comes from the argument, or from standard input when it is absent (one trailing newline
  * removed). With -l every line of standard input is its own event, sent as soon as it is read
  * (`tail -f app.log | sse-publish -l logs`). Each event's id is printed on standard output.
  *
+ * With -f it reads instead: it subscribes on the socket and prints the channels' events as an
+ * HTTP subscriber gets them (event-stream text, each event once it is complete), until the
+ * channels are closed (DELETE). When the connection ends (httpd restarting) it connects again
+ * within -w seconds and resumes after the last event it printed, so nothing is missed or
+ * printed twice.
+ *
  * Events are sent one at a time and each waits for its answer. A connection that is refused
  * or missing (httpd restarting) is retried for -w seconds (default 10); an event whose answer
  * did not arrive because the connection broke is sent again on a new connection.
  *
- * Exit status: 0 all published; 1 an event was refused (the reason is printed); 2 usage;
- * 3 the socket could not be reached.
+ * Exit status: 0 all published (-f: the channels were closed); 1 an event or the subscription
+ * was refused (the reason is printed); 2 usage; 3 the socket could not be reached.
  */
 #include "sse/socket_protocol.h"
 
@@ -38,8 +45,10 @@ const char *const kUsage =
     "[-w seconds] CHANNEL[,CHANNEL...] [DATA]\n"
     "       sse-publish -l [-S socket] [-e event] [-r retry] [-o ids] [-x ids] [-w seconds] "
     "CHANNEL[,CHANNEL...]\n"
+    "       sse-publish -f [-S socket] [-L last-event-id] [-w seconds] CHANNEL[,CHANNEL...]\n"
     "\n"
-    "Publishes an event to mod_sse through its local socket and prints the event's id.\n"
+    "Publishes an event to mod_sse through its local socket and prints the event's id,\n"
+    "or with -f prints the channels' events (event-stream text) as they are published.\n"
     "\n"
     "  -S socket   the SSEPublishSocket path (default: $SSE_PUBLISH_SOCKET, else\n"
     "              /var/run/apache2/sse-publish.sock)\n"
@@ -49,11 +58,14 @@ const char *const kUsage =
     "  -o ids      deliver only to these client ids (comma-separated, repeatable)\n"
     "  -x ids      deliver to everyone except these client ids (comma-separated, repeatable)\n"
     "  -l          publish each line of standard input as its own event\n"
+    "  -f          follow: print the channels' events until they are closed; reconnects\n"
+    "              and resumes across httpd restarts\n"
+    "  -L id       with -f: start after this event id (replay what came after it)\n"
     "  -w seconds  how long to keep retrying a socket that refuses connections (default 10)\n"
     "  -h, --help  this text\n"
     "\n"
     "DATA defaults to standard input (one trailing newline removed).\n"
-    "Exit status: 0 published, 1 refused, 2 usage, 3 socket unreachable.\n";
+    "Exit status: 0 published (-f: channels closed), 1 refused, 2 usage, 3 socket unreachable.\n";
 
 double now_s()
 {
@@ -89,22 +101,18 @@ public:
 
     const std::string &last_error() const { return error_; }
 
-private:
-    void connect_once()
+    /* Connects, retrying while the socket is unreachable, for at most wait_s seconds. */
+    bool connect_within()
     {
-        struct sockaddr_un addr;
-        memset(&addr, 0, sizeof addr);
-        addr.sun_family = AF_UNIX;
-        if (path_.size() >= sizeof addr.sun_path) {
-            error_ = "socket path too long";
-            return;
-        }
-        memcpy(addr.sun_path, path_.c_str(), path_.size() + 1);
-        fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd_ >= 0 && connect(fd_, reinterpret_cast<struct sockaddr *>(&addr), sizeof addr) < 0) {
-            error_ = std::string(strerror(errno));
-            close(fd_);
-            fd_ = -1;
+        double deadline = now_s() + wait_s_;
+        for (;;) {
+            if (fd_ < 0)
+                connect_once();
+            if (fd_ >= 0)
+                return true;
+            if (now_s() >= deadline)
+                return false;
+            usleep(100 * 1000);
         }
     }
 
@@ -124,6 +132,7 @@ private:
         return true;
     }
 
+    /* The next line, without its LF; false when the connection ended first. */
     bool read_line(std::string *line)
     {
         for (;;) {
@@ -153,6 +162,25 @@ private:
         buf_.clear();
     }
 
+private:
+    void connect_once()
+    {
+        struct sockaddr_un addr;
+        memset(&addr, 0, sizeof addr);
+        addr.sun_family = AF_UNIX;
+        if (path_.size() >= sizeof addr.sun_path) {
+            error_ = "socket path too long";
+            return;
+        }
+        memcpy(addr.sun_path, path_.c_str(), path_.size() + 1);
+        fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd_ >= 0 && connect(fd_, reinterpret_cast<struct sockaddr *>(&addr), sizeof addr) < 0) {
+            error_ = std::string(strerror(errno));
+            close(fd_);
+            fd_ = -1;
+        }
+    }
+
     std::string path_;
     double wait_s_;
     int fd_ = -1;
@@ -180,6 +208,52 @@ int publish(Connection &conn, const std::vector<std::string> &channels, const ss
     return 1;
 }
 
+/* -f: prints the channels' events until they are closed (0), the subscription is refused (1)
+ * or the socket stays unreachable for wait_s (3). An event is printed once complete, and its
+ * id becomes where the next connection resumes. */
+int follow(Connection &conn, const std::vector<std::string> &channels, std::string last_id)
+{
+    for (;;) {
+        std::string block;
+        sse::encode_subscribe_block(channels, last_id, block);
+        if (!conn.connect_within() || !conn.send_all(block)) {
+            std::cerr << "sse-publish: cannot reach the socket: " << conn.last_error() << "\n";
+            return 3;
+        }
+        std::string line, event_text, event_id, event_type;
+        bool first = true, have_id = false;
+        while (conn.read_line(&line)) {
+            if (first && line.rfind("error ", 0) == 0) {
+                std::cerr << "sse-publish: refused: " << line.substr(6) << "\n";
+                return 1;
+            }
+            first = false;
+            if (!line.empty() && line.back() == '\r')
+                line.pop_back();
+            event_text += line + "\n";
+            if (!line.empty()) {
+                if (line.rfind("id:", 0) == 0) {
+                    event_id = line.substr(line.size() > 3 && line[3] == ' ' ? 4 : 3);
+                    have_id = true;
+                } else if (line.rfind("event:", 0) == 0) {
+                    event_type = line.substr(line.size() > 6 && line[6] == ' ' ? 7 : 6);
+                }
+                continue;
+            }
+            std::fwrite(event_text.data(), 1, event_text.size(), stdout);
+            std::fflush(stdout);
+            if (event_type == "sse-close")
+                return 0;
+            if (have_id)
+                last_id = event_id;
+            event_text.clear();
+            event_type.clear();
+            have_id = false;
+        }
+        conn.drop(); /* an incomplete event was not printed: the resume sends it again */
+    }
+}
+
 int usage_error(const std::string &msg)
 {
     std::cerr << "sse-publish: " << msg << "\n" << kUsage;
@@ -194,13 +268,14 @@ int main(int argc, char **argv)
     std::string socket_path = env_socket && *env_socket ? env_socket : kDefaultSocket;
     sse::EventFields ev;
     sse::Audience audience;
-    bool per_line = false;
+    bool per_line = false, follow_mode = false;
+    std::string resume_id;
     double wait_s = 10;
 
     static const struct option longopts[] = {{"help", no_argument, nullptr, 'h'},
                                              {nullptr, 0, nullptr, 0}};
     int opt;
-    while ((opt = getopt_long(argc, argv, "S:e:i:r:o:x:w:lh", longopts, nullptr)) != -1) {
+    while ((opt = getopt_long(argc, argv, "S:e:i:r:o:x:w:lfL:h", longopts, nullptr)) != -1) {
         switch (opt) {
         case 'S': socket_path = optarg; break;
         case 'e': ev.event = optarg; break;
@@ -220,13 +295,20 @@ int main(int argc, char **argv)
         case 'o': sse::Audience::append_list(optarg, audience.only); break;
         case 'x': sse::Audience::append_list(optarg, audience.except); break;
         case 'l': per_line = true; break;
+        case 'f': follow_mode = true; break;
+        case 'L': resume_id = optarg; break;
         case 'h': std::cout << kUsage; return 0;
         default: return usage_error("unknown option");
         }
     }
     int rest = argc - optind;
-    if (rest < 1 || rest > 2 || (per_line && rest > 1))
+    if (rest < 1 || rest > 2 || ((per_line || follow_mode) && rest > 1))
         return usage_error(rest < 1 ? "no channel" : "too many arguments");
+    if (follow_mode && (per_line || !ev.id.empty() || !ev.event.empty() || ev.retry >= 0 ||
+                        !audience.only.empty() || !audience.except.empty()))
+        return usage_error("-f reads: it takes only -S, -L and -w");
+    if (!resume_id.empty() && !follow_mode)
+        return usage_error("-L is for -f");
     if (per_line && !ev.id.empty())
         return usage_error("-i cannot be used with -l (each line needs its own id)");
     std::vector<std::string> channels;
@@ -235,6 +317,8 @@ int main(int argc, char **argv)
         return usage_error("no channel");
 
     Connection conn(socket_path, wait_s);
+    if (follow_mode)
+        return follow(conn, channels, resume_id);
     if (per_line) {
         int status = 0;
         std::string line;

@@ -17,6 +17,16 @@
  * Each event gets one answer line, in order: "ok <event id>\n" or "error <reason>\n". A bad
  * event is answered and skipped; the connection stays usable.
  *
+ * Reading instead of publishing: a block of
+ *
+ *   subscribe: presence      one or more lines, each may be comma-separated
+ *   last-event-id: 42        optional: resume after this event, as an HTTP reconnect does
+ *   <blank line>
+ *
+ * and no other field turns the connection into a subscriber: the daemon answers with an
+ * event stream (text/event-stream, starting with the comment ": ok") and reads nothing more
+ * from it. A bad block is answered "error <reason>" and the connection stays a publisher.
+ *
  * Pure code: no I/O. One FrameParser belongs to one connection (one thread at a time).
  */
 #ifndef SSE_SOCKET_PROTOCOL_H
@@ -39,6 +49,11 @@ struct Frame {
     EventFields fields;
     Audience audience;
     std::string error; /* non-empty: answer "error <error>" and publish nothing */
+    /* A subscribe block (then channels, fields and audience are empty): the channels to
+     * read, and where to resume (empty: live only). */
+    bool subscribe = false;
+    std::vector<std::string> subscribe_channels;
+    std::string last_event_id;
 };
 
 class FrameParser {
@@ -65,12 +80,17 @@ private:
     std::size_t event_bytes_ = 0;
     bool too_large_ = false;
     std::size_t data_lines_ = 0;
+    bool publish_fields_ = false; /* a field of an event was seen (not allowed with subscribe) */
 };
 
 /* Appends the protocol text of one event (what sse-publish writes). Data is split at CR, LF
  * and CRLF into data lines; the receiver joins them with LF. */
 void encode_frame(const std::vector<std::string> &channels, const EventFields &ev,
                   std::string &out, const Audience &audience = {});
+
+/* Appends a subscribe block (what `sse-publish -f` writes). */
+void encode_subscribe_block(const std::vector<std::string> &channels,
+                            std::string_view last_event_id, std::string &out);
 
 /* The answer lines. A reason's CR and LF become spaces. */
 std::string ok_line(std::string_view id);

@@ -78,6 +78,10 @@ bool is_valid_utf8(std::string_view s);
 /* A channel name: 1 to 255 bytes of A-Z a-z 0-9 _ - . ~ : @ / */
 std::string validate_channel_name(std::string_view name);
 
+/* Checks the channels one request names: at most kMaxChannelsPerEvent, each a valid name.
+ * Returns an error sentence (naming the bad channel) or empty. */
+std::string validate_channel_list(const std::vector<std::string> &channels);
+
 /* Checks every field of an event before it is accepted: id and event without CR, LF or NUL
  * and within their length limits, valid UTF-8 everywhere, retry within 0..kMaxRetryMs, and
  * that there is something to send (data or retry). */

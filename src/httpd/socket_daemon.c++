@@ -1,6 +1,11 @@
-/* The publish socket daemon: one process, one thread, poll() over the listening socket and
- * every client. Each client has a FrameParser; each complete event goes through
- * publish_event(), the same path as the HTTP handler, and is answered in order.
+/* The publish socket daemon: one process, poll() over the listening socket and every client.
+ * Each client has a FrameParser; each complete event goes through publish_event(), the same
+ * path as the HTTP handler, and is answered in order.
+ *
+ * A client that sends a subscribe block becomes a subscriber: it gets a BusReader and the
+ * same event stream an HTTP subscriber gets (same bytes per event, same replay and missed
+ * notices, same end on DELETE). A second thread (BusWaker) exists only once somebody has
+ * subscribed: it turns the bus's futex wake-ups into an eventfd that poll() watches.
  *
  * Protection of the bus and the other clients:
  * - at most `max_clients` connections; one more is answered "error busy ..." and closed;
@@ -12,6 +17,7 @@
  */
 #include "src/httpd/publish_socket.h"
 
+#include "sse/bus.h"
 #include "sse/publisher.h"
 #include "sse/socket_protocol.h"
 
@@ -19,13 +25,20 @@
 #include "mpm_common.h"
 
 #include <cerrno>
+#include <condition_variable>
+#include <system_error>
 #include <csignal>
 #include <cstring>
 #include <fcntl.h>
 #include <list>
+#include <memory>
+#include <mutex>
 #include <poll.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
@@ -47,20 +60,113 @@ void on_sigterm(int) { stop_requested = 1; }
 struct Client {
     int fd;
     FrameParser parser;
-    std::string out;
+    std::string out;              /* answers, or a subscriber's events, not yet written */
     apr_time_t event_started = 0; /* when the current incomplete event began; 0: none */
     bool closing = false;         /* close once `out` is written */
+    std::unique_ptr<BusReader> reader; /* set: a subscriber; it publishes nothing more */
     Client(int f, std::size_t max_event) : fd(f), parser(max_event) {}
 };
 
 void set_nonblocking(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
+
+/* Makes the bus's wake-ups (a futex in the segment, which poll() cannot watch) readable on an
+ * eventfd, while the daemon has subscribers. Its thread starts with the first subscriber and
+ * sleeps on a condition variable while there are none, so a daemon that only publishes
+ * is not woken by every event. */
+class BusWaker {
+public:
+    explicit BusWaker(Bus bus) : bus_(bus) {}
+
+    /* The eventfd to poll for POLLIN, or -1 before the first subscriber. */
+    int fd() const { return efd_; }
+
+    /* Starts or stops watching; the first start creates the eventfd and the thread (with
+     * every signal blocked: SIGTERM is the main loop's). Throws std::system_error when they
+     * cannot be created. */
+    void set_active(bool on)
+    {
+        if (on && efd_ < 0) {
+            int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+            if (fd < 0)
+                throw std::system_error(errno, std::generic_category(), "eventfd");
+            efd_ = fd;
+            sigset_t all, old;
+            sigfillset(&all);
+            pthread_sigmask(SIG_BLOCK, &all, &old);
+            try {
+                std::thread([this] { watch(); }).detach();
+            } catch (...) {
+                pthread_sigmask(SIG_SETMASK, &old, nullptr);
+                efd_ = -1;
+                close(fd);
+                throw;
+            }
+            pthread_sigmask(SIG_SETMASK, &old, nullptr);
+        }
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (active_ != on) {
+            active_ = on;
+            changed_.notify_one();
+        }
+    }
+
+    /* Empties the eventfd after poll() reported it. */
+    void drain()
+    {
+        std::uint64_t count;
+        while (read(efd_, &count, sizeof count) > 0) {
+        }
+    }
+
+private:
+    void watch()
+    {
+        for (;;) {
+            {
+                std::unique_lock<std::mutex> lock(mutex_);
+                changed_.wait(lock, [this] { return active_; });
+            }
+            /* Anything published before `seen` was read may not have been looked at yet:
+             * signal once now, then at every change. */
+            std::uint32_t seen = bus_.wake_word();
+            signal();
+            while (active()) {
+                bus_.wait(seen, kPollMs);
+                std::uint32_t now = bus_.wake_word();
+                if (now != seen) {
+                    seen = now;
+                    signal();
+                }
+            }
+        }
+    }
+
+    bool active()
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return active_;
+    }
+
+    void signal()
+    {
+        std::uint64_t one = 1;
+        ssize_t ignored = write(efd_, &one, sizeof one);
+        (void)ignored;
+    }
+
+    Bus bus_;
+    int efd_ = -1; /* set before the thread starts, never changed after */
+    std::mutex mutex_;
+    std::condition_variable changed_;
+    bool active_ = false;
+};
 
 class Daemon {
 public:
     Daemon(server_rec *s, int listen_fd, ModuleState *state, int max_clients,
            std::size_t max_event)
         : s_(s), listen_fd_(listen_fd), state_(state), max_clients_(max_clients),
-          max_event_(max_event) {}
+          max_event_(max_event), waker_(state->bus) {}
 
     [[noreturn]] void run()
     {
@@ -76,21 +182,32 @@ public:
             if (getppid() != parent) /* httpd's parent is gone (kill -9): nobody supervises */
                 stop_requested = 1;
             sweep();
+            feed_subscribers();
+            sweep();
             state_->registry.set_socket_clients(clients_.size());
             if (stop_deadline && (clients_.empty() || apr_time_now() > stop_deadline)) {
                 state_->registry.set_socket_clients(0);
                 _exit(0);
             }
 
+            /* fds[i] belongs to owners[i]; nullptr for the listening socket and the waker.
+             * Built and read with the same `listening`: a SIGTERM arriving after poll()
+             * must not shift one against the other. */
             std::vector<struct pollfd> fds;
             std::vector<Client *> owners;
-            /* Read once: a SIGTERM arriving after poll() must not shift fds against owners. */
             const bool listening = !stop_requested;
-            if (listening)
+            if (listening) {
                 fds.push_back({listen_fd_, POLLIN, 0});
+                owners.push_back(nullptr);
+            }
+            if (waker_.fd() >= 0) {
+                fds.push_back({waker_.fd(), POLLIN, 0});
+                owners.push_back(nullptr);
+            }
             for (auto &c : clients_) {
                 short events = 0;
-                if (!c.closing && c.out.size() < kMaxPendingAnswers)
+                /* A subscriber is read only to notice that it left. */
+                if (!c.closing && (c.reader || c.out.size() < kMaxPendingAnswers))
                     events |= POLLIN;
                 if (!c.out.empty())
                     events |= POLLOUT;
@@ -105,9 +222,16 @@ public:
                              "SSE0404: publish socket daemon: poll failed");
                 _exit(1);
             }
-            const std::size_t first_client = listening ? 1 : 0;
-            for (std::size_t i = first_client; i < fds.size(); ++i) {
-                Client &c = *owners[i - first_client];
+            bool accept_now = false;
+            for (std::size_t i = 0; i < fds.size(); ++i) {
+                if (!owners[i]) {
+                    if (fds[i].fd == listen_fd_)
+                        accept_now = fds[i].revents & POLLIN;
+                    else if (fds[i].revents & POLLIN)
+                        waker_.drain(); /* the subscribers are fed at the top of the loop */
+                    continue;
+                }
+                Client &c = *owners[i];
                 if (fds[i].revents & (POLLIN | POLLHUP | POLLERR))
                     read_from(c);
                 if (!c.closing || !c.out.empty())
@@ -117,7 +241,7 @@ public:
             /* Clients that left in this round are gone before new ones are counted, so a
              * client connecting just after another disconnected is not told "busy". */
             sweep();
-            if (listening && !stop_requested && (fds[0].revents & POLLIN))
+            if (accept_now && !stop_requested)
                 accept_clients();
         }
     }
@@ -159,6 +283,15 @@ private:
     {
         char buf[65536];
         ssize_t n = read(c.fd, buf, sizeof buf);
+        if (c.reader) {
+            /* A subscriber's bytes mean nothing; its end means it left (nobody reads what
+             * is pending). */
+            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+                c.closing = true;
+                c.out.clear();
+            }
+            return;
+        }
         if (n == 0) {
             /* End of its events (it may still read the answers). An event it did not finish
              * is dropped: it was never answered "ok". */
@@ -174,8 +307,17 @@ private:
             return;
         std::vector<Frame> frames;
         c.parser.feed(std::string_view(buf, static_cast<std::size_t>(n)), frames);
-        for (const Frame &f : frames)
+        for (const Frame &f : frames) {
+            if (f.subscribe) {
+                subscribe(c, f); /* what follows a subscribe block is not read */
+                if (c.reader) {
+                    write_to(c);
+                    return;
+                }
+                continue;
+            }
             c.out += answer(f);
+        }
         if (c.parser.mid_event()) {
             if (!c.event_started)
                 c.event_started = apr_time_now();
@@ -209,6 +351,85 @@ private:
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s_, "SSE0410: publish socket refused an event: %s",
                      error.c_str());
         return error_line(error);
+    }
+
+    /* Answers a subscribe block: the stream's first bytes (and the replay it asks for), or
+     * an error line, after which the client is still a publisher. */
+    void subscribe(Client &c, const Frame &f)
+    {
+        std::string error = f.error;
+        if (error.empty())
+            error = validate_channel_list(f.subscribe_channels);
+        if (error.empty() && f.last_event_id.size() > kMaxEventIdBytes)
+            error = "last-event-id is longer than " + std::to_string(kMaxEventIdBytes) + " bytes";
+        if (error.empty()) {
+            bool closed = false;
+            std::int64_t retry_ms = -1;
+            state_->registry.subscribe_view(f.subscribe_channels, &closed, &retry_ms);
+            if (closed)
+                error = "closed: a channel of it was closed (DELETE); it opens again at its "
+                        "next publish";
+        }
+        if (error.empty()) {
+            try {
+                waker_.set_active(true);
+            } catch (const std::exception &e) {
+                error = std::string("internal error: ") + e.what();
+            }
+        }
+        if (!error.empty()) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, s_,
+                         "SSE0412: publish socket refused a subscriber: %s", error.c_str());
+            c.out += error_line(error);
+            return;
+        }
+        c.reader = std::make_unique<BusReader>(state_->bus, ChannelSet(f.subscribe_channels));
+        encode_comment("ok", c.out);
+        if (f.last_event_id.empty())
+            c.reader->start_live();
+        else if (!c.reader->start_after(f.last_event_id, state_->history, apr_time_now()))
+            encode_missed_notice("unknown-last-event-id", f.last_event_id, c.out);
+        c.event_started = 0;
+        if (stop_requested)
+            c.closing = true; /* the daemon is stopping: the client comes back to the next */
+        feed(c);
+    }
+
+    /* Moves what the bus has for each subscriber into its output, up to kMaxPendingAnswers
+     * each (a subscriber that does not read stays behind in the bus, not in memory here,
+     * and gets the "overrun" notice if the ring passes it), and stops the waker when nobody
+     * subscribes any more. */
+    void feed_subscribers()
+    {
+        bool any = false;
+        for (auto &c : clients_) {
+            if (c.reader && !c.closing) {
+                feed(c);
+                any = true;
+            }
+        }
+        if (!any && waker_.fd() >= 0)
+            waker_.set_active(false);
+    }
+
+    void feed(Client &c)
+    {
+        BusEvent ev;
+        while (!c.closing && c.out.size() < kMaxPendingAnswers) {
+            BusReader::Next next = c.reader->next(&ev);
+            if (next == BusReader::Next::None)
+                break;
+            if (next == BusReader::Next::Overrun) {
+                encode_missed_notice("overrun", {}, c.out);
+            } else if (ev.kind == RecordKind::Event) {
+                c.out += ev.wire;
+            } else if (ev.kind == RecordKind::CloseChannels) {
+                c.out += ev.wire; /* the sse-close notice; the stream ends as over HTTP */
+                c.closing = true;
+            }
+            /* EndStream records name HTTP streams (by registry serial), never this one. */
+        }
+        write_to(c);
     }
 
     void write_to(Client &c)
@@ -254,6 +475,7 @@ private:
     int max_clients_;
     std::size_t max_event_;
     std::list<Client> clients_;
+    BusWaker waker_;
 };
 
 } // namespace

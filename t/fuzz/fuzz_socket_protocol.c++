@@ -2,8 +2,8 @@
  *
  * Input: first byte picks the event size limit, the rest is the byte stream a client sends.
  * Checks, beyond the sanitizers' own: the frames do not depend on how the stream is split into
- * reads, and every frame that would be published survives encode_frame() and a second parse
- * unchanged. */
+ * reads, and every frame that would be published (or subscribe block that would be accepted)
+ * survives encode_frame() (encode_subscribe_block()) and a second parse unchanged. */
 #include "sse/socket_protocol.h"
 
 #include <cstdint>
@@ -43,6 +43,25 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
         check(a[i].fields.event == b[i].fields.event && a[i].fields.id == b[i].fields.id);
         check(a[i].audience.only == b[i].audience.only &&
               a[i].audience.except == b[i].audience.except);
+        check(a[i].subscribe == b[i].subscribe &&
+              a[i].subscribe_channels == b[i].subscribe_channels &&
+              a[i].last_event_id == b[i].last_event_id);
+        if (a[i].subscribe) {
+            /* A subscribe block carries nothing to publish, and one that was accepted
+             * survives encode_subscribe_block() and a second parse. */
+            check(a[i].channels.empty() || !a[i].error.empty());
+            if (!a[i].error.empty() || !validate_channel_list(a[i].subscribe_channels).empty())
+                continue;
+            std::string again;
+            encode_subscribe_block(a[i].subscribe_channels, a[i].last_event_id, again);
+            FrameParser reparse(again.size() + 1);
+            std::vector<Frame> c;
+            reparse.feed(again, c);
+            check(c.size() == 1 && c[0].error.empty() && c[0].subscribe);
+            check(c[0].subscribe_channels == a[i].subscribe_channels);
+            check(c[0].last_event_id == a[i].last_event_id);
+            continue;
+        }
         /* Round trip what would be published: valid channels and fields, data without CR
          * (encode_frame turns CR into a line end, as the SSE wire format does). */
         bool publishable = a[i].error.empty() && validate_event(a[i].fields).empty() &&

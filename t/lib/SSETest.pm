@@ -18,6 +18,7 @@ use Encode ();
 use File::Path qw(make_path remove_tree);
 use IO::Select;
 use IO::Socket::INET;
+use IO::Socket::UNIX;
 use IO::Socket::SSL;
 use JSON::PP;
 use POSIX qw(:sys_wait_h);
@@ -393,6 +394,14 @@ sub subscribe {
     return SSETest::Client->open($self, $path, %o);
 }
 
+# A subscriber on the publish socket: subscribe_socket('a,b', last_event_id => '42').
+# The same client as subscribe() (events, comments, closed, ...); refused() holds the
+# daemon's "error ..." line when the subscribe block was refused.
+sub subscribe_socket {
+    my ($self, $channels, %o) = @_;
+    return SSETest::Client->open_socket($o{socket} // "$self->{dir}/pub.sock", $channels, %o);
+}
+
 package SSETest;
 
 sub parse_response {
@@ -463,6 +472,25 @@ sub open {
     $self->read_until(sub { defined $self->{head} }, $o{timeout} // 10);
     return $self;
 }
+
+sub open_socket {
+    my ($class, $path, $channels, %o) = @_;
+    my $s = IO::Socket::UNIX->new(Peer => $path, Timeout => 10) or die "connect $path: $!";
+    syswrite($s, "subscribe: $channels\n"
+                 . (defined $o{last_event_id} ? "last-event-id: $o{last_event_id}\n" : '') . "\n");
+    my $self = bless {sock => $s, raw => '', text => '', events => [], comments => [],
+                      retry => undef, closed => 0, lastEventId => '', data => '', type => '',
+                      id_buf => undef, pid => $$, chunked => 0,
+                      head => {status => 200, headers => {}}}, $class;
+    # The first line tells: ": ok" (a stream follows) or "error <reason>".
+    $self->read_until(sub { ($self->{stream_bytes} // '') =~ /\n/ }, $o{timeout} // 10);
+    if (($self->{stream_bytes} // '') =~ /^error ([^\n]*)\n/) {
+        $self->{refused} = $1;
+        $self->{head}{status} = 0; # not a stream: not saved for the linter
+    }
+    return $self;
+}
+sub refused { $_[0]{refused} }
 
 sub status  { $_[0]{head} ? $_[0]{head}{status} : 0 }
 sub headers { $_[0]{head} ? $_[0]{head}{headers} : {} }

@@ -174,6 +174,37 @@ START_TEST(encode_frame_round_trip)
 }
 END_TEST
 
+START_TEST(subscribe_blocks)
+{
+    std::string in;
+    encode_subscribe_block({"presence", "news"}, "42", in);
+    assert_str(in, "subscribe: presence,news\nlast-event-id: 42\n\n");
+    in += "subscribe: a\nsubscribe: b,c\n\n";                /* repeated lines add up */
+    in += "last-event-id: 9\n\n";                            /* no channel */
+    in += "subscribe: a\ndata: x\n\n";                      /* mixed with an event */
+    in += "channel: a\nlast-event-id: 1\ndata: x\n\n";      /* the other way round */
+    in += "channel: a\ndata: still a publisher\n\n";
+    auto f = parse(in);
+    same_frames(f, parse_bytewise(in));
+    ck_assert_int_eq(f.size(), 6);
+    ck_assert(f[0].subscribe);
+    assert_str(f[0].error, "");
+    ck_assert_int_eq(f[0].subscribe_channels.size(), 2);
+    assert_str(f[0].subscribe_channels[1], "news");
+    assert_str(f[0].last_event_id, "42");
+    ck_assert(f[0].channels.empty());
+    ck_assert_int_eq(f[1].subscribe_channels.size(), 3);
+    assert_str(f[1].subscribe_channels[2], "c");
+    assert_str(f[1].last_event_id, "");
+    ck_assert(f[2].error.find("no channel to subscribe to") != std::string::npos);
+    ck_assert(f[3].error.find("takes only") != std::string::npos);
+    ck_assert(f[4].error.find("takes only") != std::string::npos);
+    ck_assert(!f[5].subscribe);
+    assert_str(f[5].error, "");
+    assert_str(f[5].fields.data, "still a publisher");
+}
+END_TEST
+
 Suite *protocol_suite()
 {
     Suite *s = suite_create("socket_protocol");
@@ -185,6 +216,7 @@ Suite *protocol_suite()
     tcase_add_test(tc, incomplete_event_and_mid_event);
     tcase_add_test(tc, binary_garbage);
     tcase_add_test(tc, encode_frame_round_trip);
+    tcase_add_test(tc, subscribe_blocks);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -176,8 +176,8 @@ public:
             if (stop_requested && !stop_deadline) {
                 stop_deadline = apr_time_now() + kStopGrace;
                 for (auto &c : clients_)
-                    if (!c.parser.mid_event())
-                        c.closing = true;
+                    if (c.reader || !c.parser.mid_event())
+                        c.closing = true; /* subscribers reconnect to the next daemon */
             }
             if (getppid() != parent) /* httpd's parent is gone (kill -9): nobody supervises */
                 stop_requested = 1;

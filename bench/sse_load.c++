@@ -17,7 +17,8 @@
  * One epoll thread holds the streams (HTTP/1.1, chunked, parsed by the SSE rules); the
  * publisher runs on its own thread, one event after another on one keep-alive connection.
  * Each event's data is "<channel> <index> <publish time in microseconds> <padding>".
- * Prints key=value lines; exits 1 if a stream was refused or an event lost, duplicated or out
+ * Prints key=value lines (round_ms: from the first publish of a round, one event on every
+ * channel, to its last delivery); exits 1 if a stream was refused or an event lost, duplicated or out
  * of order.
  */
 #include "sse/socket_protocol.h"
@@ -79,6 +80,10 @@ struct Stream {
 };
 
 std::vector<std::int64_t> latencies;
+/* Per round (event index, one event on every channel): the earliest publish time and the
+ * latest delivery, microseconds. A round's span is how long the server took to deliver a
+ * burst of publishes, however the publisher's pacing shapes the per-event latencies. */
+std::vector<std::int64_t> round_first_publish, round_last_delivery;
 
 void on_event(Stream &s, const std::string &data)
 {
@@ -96,7 +101,14 @@ void on_event(Stream &s, const std::string &data)
         s.lost += idx - s.next;
         s.next = idx + 1;
     }
-    latencies.push_back(now_us() - ts);
+    const std::int64_t now = now_us();
+    latencies.push_back(now - ts);
+    if (idx >= 0 && static_cast<std::size_t>(idx) < round_first_publish.size()) {
+        auto &first = round_first_publish[static_cast<std::size_t>(idx)];
+        auto &last = round_last_delivery[static_cast<std::size_t>(idx)];
+        first = first ? std::min<std::int64_t>(first, ts) : ts;
+        last = std::max(last, now);
+    }
 }
 
 /* The SSE rules, enough for this test: data lines, blank line dispatch, comments. */
@@ -420,6 +432,8 @@ int main(int argc, char **argv)
     std::atomic<bool> done{false};
     long accepted = 0;
     auto t_pub = std::chrono::steady_clock::now();
+    round_first_publish.assign(static_cast<std::size_t>(o.events), 0);
+    round_last_delivery.assign(static_cast<std::size_t>(o.events), 0);
     std::thread publisher([&] { accepted = publish_all(o, done); });
     /* Serve while publishing, then until every stream has every event or the wait ends. */
     std::atomic<bool> published{false};
@@ -461,6 +475,14 @@ int main(int argc, char **argv)
     printf("latency_ms_p50=%.2f latency_ms_p99=%.2f latency_ms_max=%.2f seconds=%.2f "
            "deliveries_per_s=%.0f\n",
            pct(0.5), pct(0.99), pct(1.0), pub_s, received / pub_s);
+    std::vector<std::int64_t> spans;
+    for (std::size_t i = 0; i < round_first_publish.size(); ++i)
+        if (round_first_publish[i] && round_last_delivery[i])
+            spans.push_back(round_last_delivery[i] - round_first_publish[i]);
+    std::sort(spans.begin(), spans.end());
+    if (!spans.empty())
+        printf("round_ms_p50=%.2f round_ms_max=%.2f\n", spans[(spans.size() - 1) / 2] / 1000.0,
+               spans.back() / 1000.0);
     for (auto &s : streams)
         if (s.fd >= 0)
             close(s.fd);

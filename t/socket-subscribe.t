@@ -12,9 +12,9 @@ use SSETest;
 use Test::More;
 use Time::HiRes qw(sleep time);
 
-# A small bus (128K) so that a subscriber that stops reading is overrun within a few MB.
+# A small bus (256K) so that a subscriber that stops reading is overrun within a few MB.
 my $srv = SSETest::Server->start(
-    global => "SSEPublishSocket pub.sock\nSSEPresenceChannel presence\nSSEBusSize 128K\n",
+    global => "SSEPublishSocket pub.sock\nSSEPresenceChannel presence\nSSEBusSize 256K\n",
     conf => <<'EOF');
 <Location /who>
     SetHandler sse-subscribe
@@ -63,6 +63,32 @@ subtest 'the same events as an HTTP subscriber' => sub {
     is(($sock->events(1, 5))[0]{data}, 'marker', 'nothing from other channels came between');
     $sock->close;
     $http->close;
+};
+
+subtest 'a half-closed subscriber still reads; a backlog goes out at once' => sub {
+    # As `socat` or `nc -N` do after sending the block: shutdown(SHUT_WR), then read.
+    my $s = IO::Socket::UNIX->new(Peer => $path, Timeout => 5) or die;
+    syswrite($s, "subscribe: half\n\n");
+    shutdown($s, 1);
+    my $got = '';
+    my $sel = IO::Select->new($s);
+    while ($got !~ /^: ok\n\n/ && $sel->can_read(5)) { sysread($s, my $c, 4096) or last; $got .= $c }
+    $srv->publish('/publish/half', 'still here');
+    while ($got !~ /still here/ && $sel->can_read(5)) { sysread($s, my $c, 4096) or last; $got .= $c }
+    like($got, qr/data: still here\n/, 'events keep coming after the client shut down its side');
+    close $s;
+
+    # A replay larger than what the daemon buffers per subscriber (64 KiB) is not held back
+    # until the next publish or the daemon's 1 s poll timeout (it was: 1 s per 64 KiB).
+    my $kb2 = 'y' x 2000;
+    my @ids = map { $srv->publish('/publish/backlog', "$_ $kb2")->{json}{id} } 1 .. 101;
+    my $t0 = time;
+    my $r = $srv->subscribe_socket('backlog', last_event_id => $ids[0]);
+    my @ev = $r->events(100, 10);
+    my $took = time - $t0;
+    is(scalar @ev, 100, '100 events of 2 KB replayed');
+    cmp_ok($took, '<', 0.5, sprintf('all within %.0f ms', $took * 1000));
+    $r->close;
 };
 
 subtest 'targeted events reach it as an anonymous subscriber' => sub {
@@ -143,7 +169,7 @@ subtest 'a subscriber that does not read' => sub {
     my $fast = $srv->subscribe_socket('flood');
     my $kb = 'x' x 1000;
     my $frames = join '', map { "channel: flood\ndata: $_ $kb\n\n" } 1 .. 3000;
-    # A publisher on the socket: 3 MB through a 128K bus, answered while $slow reads nothing.
+    # A publisher on the socket: 3 MB through a 256K bus, answered while $slow reads nothing.
     my $daemon = $srv->socket_daemon;
     my $rss = sub { (`ps -o rss= -p $daemon` =~ /(\d+)/)[0] };
     my $rss_before = $rss->();
@@ -211,6 +237,25 @@ subtest 'sse-publish -f follows across a graceful restart' => sub {
     like($read->(), qr/event: sse-close\ndata: \{[^\n]*"reason":"channel-closed"/, 'the notice is printed last');
     my $r = $srv->run_publish(['-f', '-e', 'x', 'ticker']);
     is($r->{rc}, 2, '-f with publish options is a usage error');
+    $r = $srv->run_publish(['-f', 'ticker']);
+    is($r->{rc}, 0, 'following a closed channel: exit 0');
+    like($r->{err}, qr/closed: a channel of it was closed/, 'saying so');
+
+    # A published event that merely has the type sse-close (it has an id) does not end it.
+    my $pid2 = fork // die;
+    if ($pid2 == 0) {
+        open STDOUT, '>', "$out.2" or die;
+        open STDERR, '>', "$out.2.err" or die;
+        exec "$SSETest::ROOT/build/sse-publish", '-S', $path, '-f', 'mimic';
+    }
+    my $read2 = sub { open my $fh, '<', "$out.2" or return ''; local $/; <$fh> // '' };
+    ok($srv->wait_for(sub { $read2->() =~ /^: ok/ }, 10), 'following mimic');
+    $srv->publish('/publish/mimic?event=sse-close', 'not the server');
+    $srv->publish('/publish/mimic', 'after it');
+    ok($srv->wait_for(sub { $read2->() =~ /after it/ }, 10), 'still printing after an sse-close-typed event');
+    ok(!waitpid($pid2, 1), 'and still running');
+    kill 'TERM', $pid2;
+    waitpid $pid2, 0;
 };
 
 subtest 'httpd stop ends subscribers' => sub {

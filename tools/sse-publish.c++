@@ -101,10 +101,11 @@ public:
 
     const std::string &last_error() const { return error_; }
 
-    /* Connects, retrying while the socket is unreachable, for at most wait_s seconds. */
-    bool connect_within()
+    double wait_s() const { return wait_s_; }
+
+    /* Connects, retrying while the socket is unreachable, until `deadline` (now_s() time). */
+    bool connect_until(double deadline)
     {
-        double deadline = now_s() + wait_s_;
         for (;;) {
             if (fd_ < 0)
                 connect_once();
@@ -210,24 +211,46 @@ int publish(Connection &conn, const std::vector<std::string> &channels, const ss
 
 /* -f: prints the channels' events until they are closed (0), the subscription is refused (1)
  * or the socket stays unreachable for wait_s (3). An event is printed once complete, and its
- * id becomes where the next connection resumes. */
+ * id becomes where the next connection resumes. A daemon that is busy (full) or being
+ * replaced is retried for wait_s, like an unreachable socket. */
 int follow(Connection &conn, const std::vector<std::string> &channels, std::string last_id)
 {
+    double deadline = now_s() + conn.wait_s();
+    auto retry_or_give_up = [&]() {
+        conn.drop();
+        if (now_s() >= deadline)
+            return false;
+        usleep(100 * 1000);
+        return true;
+    };
     for (;;) {
-        std::string block;
+        std::string block, line;
         sse::encode_subscribe_block(channels, last_id, block);
-        if (!conn.connect_within() || !conn.send_all(block)) {
+        if (!conn.connect_until(deadline)) {
             std::cerr << "sse-publish: cannot reach the socket: " << conn.last_error() << "\n";
             return 3;
         }
-        std::string line, event_text, event_id, event_type;
-        bool first = true, have_id = false;
-        while (conn.read_line(&line)) {
-            if (first && line.rfind("error ", 0) == 0) {
-                std::cerr << "sse-publish: refused: " << line.substr(6) << "\n";
-                return 1;
+        if (!conn.send_all(block) || !conn.read_line(&line)) {
+            if (retry_or_give_up())
+                continue;
+            std::cerr << "sse-publish: cannot reach the socket: " << conn.last_error() << "\n";
+            return 3;
+        }
+        if (line.rfind("error ", 0) == 0) {
+            std::string reason = line.substr(6);
+            if (reason.rfind("closed:", 0) == 0) { /* closed before (or while) we came back */
+                std::cerr << "sse-publish: " << reason << "\n";
+                return 0;
             }
-            first = false;
+            if (reason.rfind("busy", 0) == 0 && retry_or_give_up())
+                continue;
+            std::cerr << "sse-publish: refused: " << reason << "\n";
+            return 1;
+        }
+        /* Subscribed: `line` is the stream's first line (": ok"). */
+        std::string event_text, event_id, event_type;
+        bool have_id = false;
+        do {
             if (!line.empty() && line.back() == '\r')
                 line.pop_back();
             event_text += line + "\n";
@@ -242,15 +265,19 @@ int follow(Connection &conn, const std::vector<std::string> &channels, std::stri
             }
             std::fwrite(event_text.data(), 1, event_text.size(), stdout);
             std::fflush(stdout);
-            if (event_type == "sse-close")
+            /* The server's notice has no id; a published event of that type always has one. */
+            if (event_type == "sse-close" && !have_id)
                 return 0;
             if (have_id)
                 last_id = event_id;
             event_text.clear();
             event_type.clear();
             have_id = false;
-        }
-        conn.drop(); /* an incomplete event was not printed: the resume sends it again */
+        } while (conn.read_line(&line));
+        /* The connection ended (httpd restarting): an incomplete event was not printed, and
+         * the resume sends it again. */
+        conn.drop();
+        deadline = now_s() + conn.wait_s();
     }
 }
 

@@ -24,6 +24,7 @@
 #include "ap_listen.h"
 #include "mpm_common.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <condition_variable>
 #include <system_error>
@@ -63,6 +64,7 @@ struct Client {
     std::string out;              /* answers, or a subscriber's events, not yet written */
     apr_time_t event_started = 0; /* when the current incomplete event began; 0: none */
     bool closing = false;         /* close once `out` is written */
+    bool input_closed = false;    /* a subscriber shut down its sending side (still reads) */
     std::unique_ptr<BusReader> reader; /* set: a subscriber; it publishes nothing more */
     Client(int f, std::size_t max_event) : fd(f), parser(max_event) {}
 };
@@ -206,15 +208,20 @@ public:
             }
             for (auto &c : clients_) {
                 short events = 0;
-                /* A subscriber is read only to notice that it left. */
-                if (!c.closing && (c.reader || c.out.size() < kMaxPendingAnswers))
+                /* A subscriber is read only to notice that it left (POLLHUP comes anyway). */
+                if (!c.closing && !c.input_closed &&
+                    (c.reader || c.out.size() < kMaxPendingAnswers))
                     events |= POLLIN;
                 if (!c.out.empty())
                     events |= POLLOUT;
                 fds.push_back({c.fd, events, 0});
                 owners.push_back(&c);
             }
-            int n = poll(fds.data(), fds.size(), kPollMs);
+            int timeout_ms = kPollMs;
+            if (stop_deadline) /* do not sleep past the grace: the parent kills at 3 s */
+                timeout_ms = static_cast<int>(std::clamp<apr_time_t>(
+                    apr_time_as_msec(stop_deadline - apr_time_now()) + 1, 0, kPollMs));
+            int n = poll(fds.data(), fds.size(), timeout_ms);
             if (n < 0) {
                 if (errno == EINTR)
                     continue;
@@ -232,6 +239,11 @@ public:
                     continue;
                 }
                 Client &c = *owners[i];
+                if (c.reader && (fds[i].revents & (POLLHUP | POLLERR))) {
+                    c.closing = true; /* the subscriber is gone: nobody reads what is pending */
+                    c.out.clear();
+                    continue;
+                }
                 if (fds[i].revents & (POLLIN | POLLHUP | POLLERR))
                     read_from(c);
                 if (!c.closing || !c.out.empty())
@@ -284,9 +296,12 @@ private:
         char buf[65536];
         ssize_t n = read(c.fd, buf, sizeof buf);
         if (c.reader) {
-            /* A subscriber's bytes mean nothing; its end means it left (nobody reads what
-             * is pending). */
-            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+            /* A subscriber's bytes mean nothing. End of input alone is a half-close
+             * (`socat`, `nc -N` after sending the block): it still reads, so keep streaming
+             * until POLLHUP says it is gone. */
+            if (n == 0) {
+                c.input_closed = true;
+            } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
                 c.closing = true;
                 c.out.clear();
             }
@@ -358,13 +373,13 @@ private:
     void subscribe(Client &c, const Frame &f)
     {
         std::string error = f.error;
+        std::int64_t retry_ms = -1; /* a retry-only publish's value, as HTTP streams get it */
         if (error.empty())
             error = validate_channel_list(f.subscribe_channels);
         if (error.empty() && f.last_event_id.size() > kMaxEventIdBytes)
             error = "last-event-id is longer than " + std::to_string(kMaxEventIdBytes) + " bytes";
         if (error.empty()) {
             bool closed = false;
-            std::int64_t retry_ms = -1;
             state_->registry.subscribe_view(f.subscribe_channels, &closed, &retry_ms);
             if (closed)
                 error = "closed: a channel of it was closed (DELETE); it opens again at its "
@@ -385,6 +400,8 @@ private:
         }
         c.reader = std::make_unique<BusReader>(state_->bus, ChannelSet(f.subscribe_channels));
         encode_comment("ok", c.out);
+        if (retry_ms >= 0)
+            encode_retry(retry_ms, c.out);
         if (f.last_event_id.empty())
             c.reader->start_live();
         else if (!c.reader->start_after(f.last_event_id, state_->history, apr_time_now()))
@@ -412,24 +429,34 @@ private:
             waker_.set_active(false);
     }
 
+    /* Up to kMaxPendingAnswers at a time, written before the next batch, until the reader
+     * has nothing more or the socket is full (then POLLOUT brings us back; a backlog must
+     * not wait for the next publish or the poll timeout). */
     void feed(Client &c)
     {
         BusEvent ev;
-        while (!c.closing && c.out.size() < kMaxPendingAnswers) {
-            BusReader::Next next = c.reader->next(&ev);
-            if (next == BusReader::Next::None)
-                break;
-            if (next == BusReader::Next::Overrun) {
-                encode_missed_notice("overrun", {}, c.out);
-            } else if (ev.kind == RecordKind::Event) {
-                c.out += ev.wire;
-            } else if (ev.kind == RecordKind::CloseChannels) {
-                c.out += ev.wire; /* the sse-close notice; the stream ends as over HTTP */
-                c.closing = true;
+        for (;;) {
+            bool drained = false;
+            while (!c.closing && c.out.size() < kMaxPendingAnswers) {
+                BusReader::Next next = c.reader->next(&ev);
+                if (next == BusReader::Next::None) {
+                    drained = true;
+                    break;
+                }
+                if (next == BusReader::Next::Overrun) {
+                    encode_missed_notice("overrun", {}, c.out);
+                } else if (ev.kind == RecordKind::Event) {
+                    c.out += ev.wire;
+                } else if (ev.kind == RecordKind::CloseChannels) {
+                    c.out += ev.wire; /* the sse-close notice; the stream ends as over HTTP */
+                    c.closing = true;
+                }
+                /* EndStream records name HTTP streams (by registry serial), never this one. */
             }
-            /* EndStream records name HTTP streams (by registry serial), never this one. */
+            write_to(c);
+            if (drained || c.closing || !c.out.empty())
+                return;
         }
-        write_to(c);
     }
 
     void write_to(Client &c)
@@ -505,7 +532,9 @@ void run_socket_daemon(server_rec *s, apr_pool_t *pool, int listen_fd, ModuleSta
         _exit(1);
     }
     try {
-        Daemon(s, listen_fd, state, max_clients, max_event_bytes).run();
+        /* Never destroyed: the BusWaker's detached thread may be waiting on its condition
+         * variable, and destroying that would block the exit below. */
+        (new Daemon(s, listen_fd, state, max_clients, max_event_bytes))->run();
     } catch (...) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "SSE0404: publish socket daemon failed");
         _exit(1);

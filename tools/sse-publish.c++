@@ -1,7 +1,9 @@
 /* sse-publish — publish events to mod_sse through its local socket (SSEPublishSocket).
  *
- *   sse-publish [-S socket] [-e event] [-i id] [-r retry] [-w seconds] CHANNEL[,CHANNEL...] [DATA]
- *   sse-publish -l [-S socket] [-e event] [-r retry] CHANNEL[,CHANNEL...]    # a line, an event
+ *   sse-publish [-S socket] [-e event] [-i id] [-r retry] [-o ids] [-x ids] [-w seconds]
+ *               CHANNEL[,CHANNEL...] [DATA]
+ *   sse-publish -l [-S socket] [-e event] [-r retry] [-o ids] [-x ids] [-w seconds]
+ *               CHANNEL[,CHANNEL...]                                       # a line, an event
  *   sse-publish -f [-S socket] [-L last-event-id] [-w seconds] CHANNEL[,CHANNEL...]  # read
  *
  * Data comes from the argument, or from standard input when it is absent (one trailing newline

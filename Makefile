@@ -41,7 +41,7 @@ UNIT_BIN  := $(BUILD)/t/unit/run-unit-tests
 FUZZ_SECONDS ?= 60
 FUZZ_BIN  := $(BUILD)/fuzz/fuzz_socket_protocol
 
-.PHONY: all install test unit integration fuzz deps run stop clean bench-publish bench-nchan
+.PHONY: all install test unit integration fuzz deps run stop clean bench-publish bench-nchan bench-memory
 
 PREFIX    ?= /usr/local
 BINDIR    ?= $(PREFIX)/bin
@@ -100,6 +100,9 @@ $(BUILD)/sse-load: $(BUILD)/bench/sse_load.o $(BUILD)/libssecore.a
 
 bench-publish: all $(BUILD)/publish-bench
 	bench/run-publish-bench
+
+bench-memory: all
+	bench/run-memory-compare
 
 bench-nchan: all $(BUILD)/sse-load $(BUILD)/publish-bench
 	tools/install-deps --bench

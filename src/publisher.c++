@@ -11,17 +11,9 @@ PublishAttempt publish_event(Bus &bus, Registry *registry, const std::vector<std
         a.error = "no channel";
         return a;
     }
-    if (channels.size() > kMaxChannelsPerEvent) {
-        a.error = "too many channels: " + std::to_string(channels.size()) + ", at most " +
-                  std::to_string(kMaxChannelsPerEvent);
-        return a;
-    }
-    for (const auto &c : channels) {
-        a.error = validate_channel_name(c);
-        if (!a.error.empty())
-            return a;
-    }
-    a.error = validate_event(ev);
+    a.error = validate_channel_list(channels);
+    if (a.error.empty())
+        a.error = validate_event(ev);
     if (a.error.empty())
         a.error = audience.validate();
     if (!a.error.empty())

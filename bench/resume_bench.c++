@@ -5,6 +5,8 @@
  *   pub      a publisher-given id about 300 records back, of an event on the reader's channel
  *            (the id a client holds is one it received)
  *   unknown  a publisher-style id the bus never held (searched for across the whole ring)
+ *   rare     a bus id no longer held, on a channel that gets one event in 1000 (its 100
+ *            newest events span most of the ring)
  * Events go round-robin to 4 channels; the reader subscribes to one, with the default
  * SSEHistory (100 events, 3600 s). Nothing else runs on the bus while it is measured.
  *
@@ -46,7 +48,7 @@ void run(std::size_t megabytes, bool publisher_ids)
 
     /* Fill until the ring has wrapped once more than its size: full, and evicting. */
     const std::string data(60, 'x');
-    std::vector<std::string> channels[4] = {{"c0"}, {"c1"}, {"c2"}, {"c3"}};
+    std::vector<std::string> channels[4] = {{"c0"}, {"c1"}, {"c2"}, {"c3"}}, rare = {"rare"};
     std::uint64_t i = 0;
     std::int64_t now = kT0;
     auto publish_one = [&]() {
@@ -55,7 +57,7 @@ void run(std::size_t megabytes, bool publisher_ids)
         ev.data = data;
         if (publisher_ids)
             ev.id = "p" + std::to_string(i);
-        bus.publish(channels[i % 4], ev, now);
+        bus.publish(i % 1000 == 999 ? rare : channels[i % 4], ev, now);
         ++i;
         now += 10; /* 100,000 events/s: the whole ring is well within the age limit */
     };
@@ -71,6 +73,7 @@ void run(std::size_t megabytes, bool publisher_ids)
         const char *name;
         std::string id;
         bool expect_found;
+        const char *channel = "c0";
     };
     std::vector<Case> cases;
     if (publisher_ids) {
@@ -79,12 +82,13 @@ void run(std::size_t megabytes, bool publisher_ids)
     } else {
         cases.push_back({"recent", std::to_string(st.next_seq - 300), true});
         cases.push_back({"gone", std::to_string(st.oldest_seq - 1000), false});
+        cases.push_back({"rare", std::to_string(st.oldest_seq - 1000), false, "rare"});
     }
     for (const auto &c : cases) {
         std::vector<double> resume_ms, total_ms;
         std::size_t replayed = 0;
         for (int r = 0; r < kRepeats; ++r) {
-            BusReader reader(bus, ChannelSet({"c0"}));
+            BusReader reader(bus, ChannelSet({c.channel}));
             auto t0 = Clock::now();
             bool found = reader.start_after(c.id, HistoryLimits{100, 3600}, now);
             resume_ms.push_back(ms_since(t0));

@@ -6,8 +6,9 @@
  *   | BusHeader         |  magic, layout version, sizes, the robust writer lock, the two
  *   |                   |  committed-state slots, the wake-up word, counters
  *   +-------------------+  index_offset (8-aligned)
- *   | seq index         |  where every 64th record starts (one slot per 2 KB of ring), so a
- *   |                   |  resume walks back from the head instead of scanning the ring
+ *   | seq index         |  per block of 64 records: where it starts and a filter of its
+ *   |                   |  channels and ids (one 80-byte slot per 2 KB of ring), so a resume
+ *   |                   |  walks back from the head, skipping blocks, instead of scanning
  *   +-------------------+  ring_offset (8-aligned)
  *   | ring of records   |  ring_size bytes; a record never wraps: when the space left before
  *   | ...               |  the end is too small, the writer pads to the end and starts at 0
@@ -182,6 +183,7 @@ public:
     /* Index of `name` in the set (0 for every name in all()), or -1. */
     int find(std::uint32_t hash, std::string_view name) const;
     std::size_t size() const { return names_.size(); }
+    const std::vector<std::uint32_t> &hashes() const { return hashes_; }
     bool is_all() const { return all_; }
     static std::uint32_t hash(std::string_view name);
 
@@ -215,9 +217,11 @@ public:
      * Whatever writers do meanwhile, next() then gives exactly the queued events and then
      * every later event for this subscriber, each once and in publish order, except where it
      * returns Overrun (events it should have given were evicted first).
-     * Cost: what is replayed plus at most two index blocks (64 records each) when the id is a
-     * bus id, or when SSEHistory is met before the id; the whole ring when the bus holds
-     * publisher-given ids and this id is not within the replay (to tell found from gone). */
+     * Cost: it walks back from the head, block by block (64 records), reading only blocks
+     * whose filter may hold a subscribed channel (until SSEHistory is met) or the id, and
+     * stops at the id: so about what it replays when the id is a bus id or the newest match
+     * is on a subscribed channel; when the bus holds publisher-given ids and this one is not
+     * within the replay, every block's filter (to tell an old id from an unknown one). */
     bool start_after(std::string_view last_event_id, const HistoryLimits &limits,
                      std::int64_t now_us);
 

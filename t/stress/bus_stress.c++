@@ -48,6 +48,7 @@
 #include <random>
 #include <string>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <vector>
@@ -493,6 +494,10 @@ int spawn(bool writer, int slot, bool recorder = false)
         exit(2);
     }
     if (pid == 0) {
+        /* Children must not outlive an interrupted run (writers would publish forever). */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() == 1)
+            _exit(0);
         if (writer)
             writer_main(p);
         reader_main(p, slot, recorder);

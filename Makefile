@@ -46,7 +46,8 @@ FUZZ_BIN  := $(BUILD)/fuzz/fuzz_socket_protocol
 STRESS_SECONDS ?= 30
 STRESS_BIN := $(BUILD)/t/stress/bus-stress
 
-.PHONY: all install test unit stress integration fuzz deps run stop clean bench-publish bench-nchan bench-memory
+.PHONY: all install test unit stress integration fuzz deps run stop clean bench-publish bench-nchan bench-memory \
+        bench-resume
 
 PREFIX    ?= /usr/local
 BINDIR    ?= $(PREFIX)/bin
@@ -102,6 +103,13 @@ $(BUILD)/publish-bench: $(BUILD)/bench/publish_bench.o $(BUILD)/libssecore.a
 
 $(BUILD)/sse-load: $(BUILD)/bench/sse_load.o $(BUILD)/libssecore.a
 	$(CXX) -pthread -o $@ $^
+
+$(BUILD)/resume-bench: $(BUILD)/bench/resume_bench.o $(BUILD)/libssecore.a
+	$(CXX) -pthread -o $@ $^
+
+# BusReader::start_after on a full 16 MB and 256 MB bus (bench/resume_bench.c++).
+bench-resume: $(BUILD)/resume-bench
+	$(BUILD)/resume-bench 16 256
 
 bench-publish: all $(BUILD)/publish-bench
 	bench/run-publish-bench

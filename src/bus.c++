@@ -17,9 +17,16 @@ namespace sse {
 namespace {
 
 constexpr std::uint32_t kBusMagic = 0x53534542;     /* "SSEB" */
-constexpr std::uint32_t kLayoutVersion = 2; /* 2: record kinds and audiences */
+/* 2: record kinds and audiences. 3: the seq index, monotonic record times. */
+constexpr std::uint32_t kLayoutVersion = 3;
 constexpr std::uint32_t kRecordMagic = 0x53534552;  /* "SSER" */
 constexpr std::uint32_t kPaddingMagic = 0x53534550; /* "SSEP": skip to the end of the ring */
+
+/* Every process has its own libatomic locks: an atomic that is not lock-free would not be
+ * atomic between processes at all. */
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "64-bit atomics must be lock-free");
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free, "32-bit atomics must be lock-free");
+static_assert(std::atomic<std::int64_t>::is_always_lock_free, "64-bit atomics must be lock-free");
 
 /* Where the ring is and where it ends. Positions are byte counters that only grow; the offset
  * in the ring is pos % ring_size. */
@@ -53,6 +60,24 @@ static_assert(sizeof(RecordHeader) == 40, "record header layout");
 
 std::size_t align8(std::size_t n) { return (n + 7) & ~static_cast<std::size_t>(7); }
 
+/* The seq index: where every kIndexEvery-th record starts, so that a resume finds a seq, and
+ * walks the ring backwards block by block, without scanning it from the tail. Entry
+ * (seq / kIndexEvery) % index_slots holds the record whose seq is a multiple of kIndexEvery.
+ * The writer fills an entry after committing its record (a record that was never committed
+ * is never indexed), seqlock-style: seq = 0, release fence, pos, seq (release). A reader takes
+ * pos only when it read the same seq before and after it; an entry that was overwritten for a
+ * later block, or left at 0 by a writer killed in between, is simply not used. What the pos
+ * points to is validated like any read of the ring: by the tail check afterwards. */
+constexpr std::uint64_t kIndexEvery = 64;
+/* The smallest record (header, one hash, one length, a one-byte name, "data\n\n") is 56
+ * bytes: one slot per 2048 ring bytes (1/128 of the ring) covers more records than fit. */
+constexpr std::uint64_t kRingBytesPerSlot = 2048;
+
+struct IndexEntry {
+    std::atomic<std::uint64_t> seq;
+    std::atomic<std::uint64_t> pos;
+};
+
 } // namespace
 
 struct BusHeader {
@@ -69,6 +94,14 @@ struct BusHeader {
     std::atomic<std::uint64_t> published;
     std::atomic<std::uint64_t> evicted;
     std::atomic<std::uint64_t> lock_recoveries;
+    /* Writer only (lock held): the newest record's time. Records' times never decrease along
+     * seq, so a cut by age may stop at the first record that is too old. */
+    std::int64_t last_time_us;
+    /* Writer only: seq + 1 of the newest record with a publisher-given id (0: none yet), read
+     * by resumes to know whether any id but the bus's own can be on the ring. */
+    std::atomic<std::uint64_t> newest_custom_id;
+    std::uint64_t index_offset;
+    std::uint64_t index_slots;
 
     unsigned char *ring() { return reinterpret_cast<unsigned char *>(this) + ring_offset; }
 
@@ -106,6 +139,39 @@ struct BusHeader {
      * the ring when too little is left for a header, or when a padding record says so. Only
      * call where a record is known to follow. A torn padding read is caught by the caller's
      * validation. */
+    IndexEntry &index(std::uint64_t seq)
+    {
+        auto *entries = reinterpret_cast<IndexEntry *>(reinterpret_cast<unsigned char *>(this) +
+                                                       index_offset);
+        return entries[(seq / kIndexEvery) % index_slots];
+    }
+
+    /* Writer only, after the record `seq` at `pos` is committed. */
+    void note_position(std::uint64_t seq, std::uint64_t pos)
+    {
+        if (seq % kIndexEvery != 0)
+            return;
+        IndexEntry &e = index(seq);
+        e.seq.store(0, std::memory_order_relaxed);
+        std::atomic_thread_fence(std::memory_order_release);
+        e.pos.store(pos, std::memory_order_relaxed);
+        e.seq.store(seq, std::memory_order_release);
+    }
+
+    /* Where the record `seq` (a multiple of kIndexEvery) was written, if the index still says
+     * so. The record may have been evicted since: the caller validates what it reads there. */
+    bool indexed_position(std::uint64_t seq, std::uint64_t *pos)
+    {
+        IndexEntry &e = index(seq);
+        std::uint64_t s1 = e.seq.load(std::memory_order_acquire);
+        std::uint64_t p = e.pos.load(std::memory_order_relaxed);
+        std::atomic_thread_fence(std::memory_order_acquire);
+        if (s1 != seq || e.seq.load(std::memory_order_relaxed) != seq)
+            return false;
+        *pos = p;
+        return true;
+    }
+
     std::uint64_t locate(std::uint64_t pos)
     {
         std::uint64_t off = pos % ring_size;
@@ -127,9 +193,14 @@ std::string Bus::format(void *mem, std::size_t size, std::int64_t now_us)
     auto *h = static_cast<BusHeader *>(mem);
     std::memset(static_cast<void *>(h), 0, sizeof *h);
     h->total_size = size;
-    h->ring_offset = align8(sizeof(BusHeader));
+    h->index_offset = align8(sizeof(BusHeader));
+    h->index_slots = (size - h->index_offset) / (kRingBytesPerSlot + sizeof(IndexEntry)) + 1;
+    h->ring_offset = align8(h->index_offset + h->index_slots * sizeof(IndexEntry));
     h->ring_size = (size - h->ring_offset) & ~static_cast<std::uint64_t>(7);
     h->created_us = now_us;
+    h->last_time_us = now_us;
+    std::memset(reinterpret_cast<unsigned char *>(h) + h->index_offset, 0,
+                h->index_slots * sizeof(IndexEntry));
 
     pthread_mutexattr_t attr;
     pthread_mutexattr_init(&attr);
@@ -230,8 +301,11 @@ PublishResult Bus::append(RecordKind kind, const std::vector<std::string> &chann
     WriterLock lock(&h_->lock);
     PublishResult result;
     result.recovered_lock = lock.recovered;
-    if (lock.recovered)
+    if (lock.recovered) {
         h_->lock_recoveries.fetch_add(1, std::memory_order_relaxed);
+        /* The dead writer may have committed its record and died before waking anyone. */
+        wake_all();
+    }
 
     StateCopy st = h_->snapshot();
     const std::uint64_t R = h_->ring_size;
@@ -300,7 +374,9 @@ PublishResult Bus::append(RecordKind kind, const std::vector<std::string> &chann
     rh.magic = kRecordMagic;
     rh.length = static_cast<std::uint32_t>(len);
     rh.seq = next.next_seq;
-    rh.time_us = now_us;
+    /* Under the lock and never before the previous record: the clock may step back, and
+     * writers take `now_us` before they queue for the lock. */
+    rh.time_us = std::max(now_us, h_->last_time_us);
     rh.n_channels = static_cast<std::uint16_t>(channels.size());
     rh.id_len = static_cast<std::uint16_t>(bus_id ? 0 : ev.id.size());
     rh.event_len = static_cast<std::uint16_t>(ev.event.size());
@@ -335,10 +411,12 @@ PublishResult Bus::append(RecordKind kind, const std::vector<std::string> &chann
     ++next.next_seq;
     if (next.tail_seq + 1 == next.next_seq)
         next.tail_pos = start; /* the bus was empty: this record is the oldest */
+    if (!bus_id)
+        h_->newest_custom_id.store(result.seq + 1, std::memory_order_relaxed);
+    h_->last_time_us = rh.time_us;
     h_->commit(next);
+    h_->note_position(result.seq, start);
     h_->published.fetch_add(1, std::memory_order_relaxed);
-
-    h_->wake_word.fetch_add(1, std::memory_order_release);
     wake_all();
     return result;
 }
@@ -372,6 +450,9 @@ void Bus::wait(std::uint32_t seen, int timeout_ms) const
 
 void Bus::wake_all() const
 {
+    /* The word changes first: a reader between wake_word() and wait() then finds it changed
+     * and does not sleep (FUTEX_WAIT compares it atomically). */
+    h_->wake_word.fetch_add(1, std::memory_order_release);
     syscall(SYS_futex, reinterpret_cast<std::uint32_t *>(&h_->wake_word), FUTEX_WAKE, INT_MAX,
             nullptr, nullptr, 0);
 }
@@ -423,108 +504,179 @@ int ChannelSet::find(std::uint32_t hv, std::string_view name) const
 
 /* ---- BusReader ---- */
 
+namespace bus_testing {
+void (*after_record_copy)() = nullptr;
+}
+
 namespace {
 
-/* A record's header and channel list, read from the ring without trusting it: every length
- * is checked against the ring before use, since a concurrent writer may be overwriting it
- * (the caller validates the copy against the tail afterwards). */
-struct RecordView {
-    RecordHeader h;
-    const unsigned char *hashes, *lens, *names, *target_lens, *targets, *id, *event, *wire;
+/* One record, parsed from a private copy of its bytes (all but the encoded event), never from
+ * the ring: a writer may evict and overwrite the record at any moment, and every length used
+ * below is one that was checked against the copy. The encoded event is copied out of the ring
+ * only when the record is delivered, with its length from the copy; the caller's tail check
+ * afterwards discards it (and everything else read here) if a writer got there first. */
+class RecordCopy {
+public:
+    explicit RecordCopy(std::vector<unsigned char> &buf) : buf_(buf) {}
 
-    bool read(unsigned char *ring, std::uint64_t ring_size, std::uint64_t pos)
+    /* False when the bytes at `pos` are not a whole record (a writer is overwriting them). */
+    bool read(BusHeader *bus, std::uint64_t pos)
     {
-        std::uint64_t off = pos % ring_size;
-        if (ring_size - off < sizeof h)
+        const std::uint64_t off = pos % bus->ring_size;
+        if (bus->ring_size - off < sizeof h_)
             return false;
-        std::memcpy(&h, ring + off, sizeof h);
-        if (h.magic != kRecordMagic || h.length < sizeof h || h.length > ring_size - off)
+        rec_ = bus->ring() + off;
+        std::memcpy(&h_, rec_, sizeof h_);
+        if (h_.magic != kRecordMagic || h_.length < sizeof h_ ||
+            h_.length > bus->ring_size - off || h_.wire_len > h_.length - sizeof h_)
             return false;
-        const unsigned char *p = ring + off + sizeof h;
-        const unsigned char *end = ring + off + h.length;
-        hashes = p;
-        lens = hashes + 4 * h.n_channels;
-        names = lens + h.n_channels;
-        if (names > end)
+        const std::size_t n = h_.length - h_.wire_len; /* everything before the wire, at most */
+        if (buf_.size() < n)
+            buf_.resize(n);
+        std::memcpy(buf_.data(), rec_, n);
+        if (bus_testing::after_record_copy)
+            bus_testing::after_record_copy();
+
+        std::size_t p = sizeof h_;
+        auto take = [&](std::size_t bytes) {
+            std::size_t at = p;
+            p = bytes <= n - p ? p + bytes : n + 1; /* n + 1: past the end, refused below */
+            return at;
+        };
+        hashes_ = take(4 * std::size_t(h_.n_channels));
+        lens_ = take(h_.n_channels);
+        if (p > n)
             return false;
-        std::size_t names_len = 0;
-        for (unsigned i = 0; i < h.n_channels; ++i)
-            names_len += lens[i];
-        target_lens = names + names_len;
-        const unsigned n_targets = unsigned(h.n_only) + h.n_except;
-        targets = target_lens + n_targets;
-        if (targets > end)
+        names_ = take(sum(lens_, h_.n_channels));
+        target_lens_ = take(n_targets());
+        if (p > n)
             return false;
-        std::size_t targets_len = 0;
-        for (unsigned i = 0; i < n_targets; ++i)
-            targets_len += target_lens[i];
-        id = targets + targets_len;
-        if (id > end)
-            return false;
-        event = id + h.id_len;
-        wire = event + h.event_len;
-        return wire <= end && static_cast<std::size_t>(end - wire) >= h.wire_len;
+        targets_ = take(sum(target_lens_, n_targets()));
+        id_ = take(h_.id_len);
+        event_ = take(h_.event_len);
+        wire_ = p;
+        return p <= n; /* then wire_ + wire_len <= length: the wire lies in the record */
     }
+
+    const RecordHeader &header() const { return h_; }
+    RecordKind kind() const { return static_cast<RecordKind>(h_.kind); }
 
     std::uint32_t hash(unsigned i) const
     {
         std::uint32_t v;
-        std::memcpy(&v, hashes + 4 * i, sizeof v);
+        std::memcpy(&v, &buf_[hashes_ + 4 * i], sizeof v);
         return v;
     }
 
     /* Calls fn(index, name) for each channel. */
     template <typename Fn> void each_channel(Fn fn) const
     {
-        const unsigned char *n = names;
-        for (unsigned i = 0; i < h.n_channels; ++i) {
-            fn(i, std::string_view(reinterpret_cast<const char *>(n), lens[i]));
-            n += lens[i];
+        std::size_t at = names_;
+        for (unsigned i = 0; i < h_.n_channels; ++i) {
+            fn(i, view(at, buf_[lens_ + i]));
+            at += buf_[lens_ + i];
         }
     }
-
-    RecordKind kind() const { return static_cast<RecordKind>(h.kind); }
 
     /* Whether an event is for `client_id`; control records are for whoever reads them. */
     bool admits(std::string_view client_id) const
     {
-        if (kind() != RecordKind::Event || (h.n_only == 0 && h.n_except == 0))
+        if (kind() != RecordKind::Event || n_targets() == 0)
             return true;
         bool listed_only = false, listed_except = false;
-        const unsigned char *t = targets;
-        for (unsigned i = 0; i < unsigned(h.n_only) + h.n_except; ++i) {
-            std::string_view v(reinterpret_cast<const char *>(t), target_lens[i]);
-            t += target_lens[i];
+        each_target([&](unsigned i, std::string_view v) {
             if (!client_id.empty() && v == client_id)
-                (i < h.n_only ? listed_only : listed_except) = true;
-        }
-        return (h.n_only == 0 || listed_only) && !listed_except;
+                (i < h_.n_only ? listed_only : listed_except) = true;
+        });
+        return (h_.n_only == 0 || listed_only) && !listed_except;
     }
 
     void audience(Audience &out) const
     {
         out.only.clear();
         out.except.clear();
-        const unsigned char *t = targets;
-        for (unsigned i = 0; i < unsigned(h.n_only) + h.n_except; ++i) {
-            (i < h.n_only ? out.only : out.except)
-                .emplace_back(reinterpret_cast<const char *>(t), target_lens[i]);
-            t += target_lens[i];
-        }
+        each_target([&](unsigned i, std::string_view v) {
+            (i < h_.n_only ? out.only : out.except).emplace_back(v);
+        });
+    }
+
+    /* Whether the record's wire id is `id`; `seq_id` is `id` read as a bus id (0: it is not
+     * one), so that no id is formatted for the comparison. */
+    bool has_id(std::string_view id, std::uint64_t seq_id) const
+    {
+        if (h_.id_len == 0)
+            return seq_id != 0 && h_.seq == seq_id;
+        return id == view(id_, h_.id_len);
     }
 
     std::string wire_id() const
     {
-        return h.id_len ? std::string(reinterpret_cast<const char *>(id), h.id_len)
-                        : std::to_string(h.seq);
+        return h_.id_len ? std::string(view(id_, h_.id_len)) : std::to_string(h_.seq);
     }
+
+    void copy_out(BusEvent *out) const
+    {
+        out->kind = kind();
+        audience(out->audience);
+        out->seq = h_.seq;
+        out->time_us = h_.time_us;
+        out->id = wire_id();
+        out->event.assign(view(event_, h_.event_len));
+        out->wire.assign(reinterpret_cast<const char *>(rec_ + wire_), h_.wire_len);
+        out->channels.clear();
+        each_channel([&](unsigned, std::string_view name) { out->channels.emplace_back(name); });
+    }
+
+private:
+    unsigned n_targets() const { return unsigned(h_.n_only) + h_.n_except; }
+    std::size_t sum(std::size_t lens, unsigned count) const
+    {
+        std::size_t total = 0;
+        for (unsigned i = 0; i < count; ++i)
+            total += buf_[lens + i];
+        return total;
+    }
+    std::string_view view(std::size_t at, std::size_t len) const
+    {
+        return std::string_view(reinterpret_cast<const char *>(buf_.data()) + at, len);
+    }
+    template <typename Fn> void each_target(Fn fn) const
+    {
+        std::size_t at = targets_;
+        for (unsigned i = 0; i < n_targets(); ++i) {
+            fn(i, view(at, buf_[target_lens_ + i]));
+            at += buf_[target_lens_ + i];
+        }
+    }
+
+    std::vector<unsigned char> &buf_;
+    RecordHeader h_;
+    const unsigned char *rec_ = nullptr;
+    std::size_t hashes_ = 0, lens_ = 0, names_ = 0, target_lens_ = 0, targets_ = 0, id_ = 0,
+                event_ = 0, wire_ = 0; /* offsets in the record */
 };
+
+/* `id` as a bus-assigned id (the decimal seq, as the bus writes it), or 0. */
+std::uint64_t as_seq_id(std::string_view id)
+{
+    if (id.empty() || id.size() > 20 || id[0] == '0')
+        return 0;
+    std::uint64_t v = 0;
+    for (char c : id) {
+        if (c < '0' || c > '9' || v > (UINT64_MAX - (c - '0')) / 10)
+            return 0;
+        v = v * 10 + static_cast<std::uint64_t>(c - '0');
+    }
+    return v;
+}
 
 } // namespace
 
 Bus::ChannelHistory Bus::channel_history(std::string_view channel) const
 {
     const std::uint32_t hv = ChannelSet::hash(channel);
+    std::vector<unsigned char> buf;
+    RecordCopy v(buf);
     ChannelHistory out;
     for (int attempt = 0; attempt < 8; ++attempt) {
         out = ChannelHistory();
@@ -533,8 +685,7 @@ Bus::ChannelHistory Bus::channel_history(std::string_view channel) const
         bool torn = false;
         for (std::uint64_t seq = st.tail_seq; seq < st.next_seq; ++seq) {
             pos = h_->locate(pos);
-            RecordView v;
-            if (!v.read(h_->ring(), h_->ring_size, pos) || v.h.seq != seq) {
+            if (!v.read(h_, pos) || v.header().seq != seq) {
                 torn = true;
                 break;
             }
@@ -548,7 +699,7 @@ Bus::ChannelHistory Bus::channel_history(std::string_view channel) const
                 ++out.retained;
                 out.last_id = v.wire_id();
             }
-            pos += v.h.length;
+            pos += v.header().length;
         }
         std::atomic_thread_fence(std::memory_order_acquire);
         if (!torn && h_->snapshot().tail_seq <= st.tail_seq)
@@ -566,122 +717,180 @@ void BusReader::start_live()
     replay_next_ = 0;
 }
 
+/* The ring is walked backwards from the head, a block of kIndexEvery records at a time (each
+ * found through the seq index, read forwards, then taken newest first), so that a resume reads
+ * what it replays and little more: it stops at the id, or once SSEHistory is satisfied for
+ * every subscribed channel and nothing further back can be the id.
+ *
+ * Nothing read is trusted until the end: then the tail is read again, and what a writer
+ * evicted meanwhile (every record of a block whose first record is now older than the tail:
+ * the lengths that led to it may have been overwritten) is dropped. An id matched there is
+ * not found (false), so the caller reports that events may be missing; events after a trusted
+ * match are all trusted. Live reading continues from the head the walk started from, so
+ * whatever was published during the walk comes live, or as an overrun if it is evicted before
+ * it is read. */
 bool BusReader::start_after(std::string_view last_event_id, const HistoryLimits &limits,
                             std::int64_t now_us)
 {
     BusHeader *h = bus_.h_;
-    struct Candidate {
-        std::uint64_t pos, seq;
-        std::int64_t time_us;
-        std::vector<bool> on; /* which subscribed channels it is on */
-    };
-    std::vector<Candidate> all;
-    std::uint64_t match_mine = 0, match_any = 0; /* seq + 1 of the newest match, 0: none */
-
-    for (int attempt = 0; attempt < 8; ++attempt) {
-        all.clear();
-        match_mine = match_any = 0;
-        StateCopy st = h->snapshot();
-        std::uint64_t pos = st.tail_pos;
-        bool torn = false;
-        for (std::uint64_t seq = st.tail_seq; seq < st.next_seq; ++seq) {
-            pos = h->locate(pos);
-            RecordView v;
-            if (!v.read(h->ring(), h->ring_size, pos) || v.h.seq != seq) {
-                torn = true;
-                break;
-            }
-            Candidate c{pos, seq, v.h.time_us, std::vector<bool>(channels_.size(), false)};
-            bool mine = false;
-            v.each_channel([&](unsigned i, std::string_view name) {
-                int k = channels_.find(v.hash(i), name);
-                if (k >= 0) {
-                    c.on[k] = true;
-                    mine = true;
-                }
-            });
-            if (v.kind() == RecordKind::CloseChannels) {
-                /* A closed channel's history is gone: forget what was collected for it. */
-                for (auto &earlier : all)
-                    for (std::size_t k = 0; k < c.on.size(); ++k)
-                        if (c.on[k])
-                            earlier.on[k] = false;
-            } else if (v.kind() == RecordKind::Event) {
-                if (!last_event_id.empty() && v.wire_id() == last_event_id) {
-                    match_any = seq + 1;
-                    if (mine)
-                        match_mine = seq + 1;
-                }
-                if (mine && v.admits(client_id_))
-                    all.push_back(std::move(c));
-            }
-            pos += v.h.length;
-        }
-        std::atomic_thread_fence(std::memory_order_acquire);
-        StateCopy after = h->snapshot();
-        if (!torn && after.tail_seq <= st.tail_seq) {
-            pos_ = pos;
-            seq_ = st.next_seq;
-            break;
-        }
-        /* A writer evicted what we were scanning: scan again (bounded). On the last attempt,
-         * keep what was read and start live at the current head. */
-        if (attempt == 7) {
-            pos_ = after.head_pos;
-            seq_ = after.next_seq;
-        }
-    }
-
-    std::uint64_t after_seq = match_mine ? match_mine : match_any; /* replay seq >= this */
-    const bool found = after_seq != 0;
-
-    /* SSEHistory: per subscribed channel, the newest `count` events no older than max_age_s.
-     * An event on several subscribed channels is kept if any of them keeps it. */
-    std::vector<std::uint64_t> kept_per_channel(channels_.size(), 0);
-    std::vector<Queued> keep;
+    const StateCopy st = h->snapshot();
+    const std::size_t n_channels = channels_.size();
+    const std::size_t words = (n_channels + 63) / 64;
+    const std::uint64_t seq_id = as_seq_id(last_event_id);
+    /* Without a retained publisher-given id, only the record `seq_id` can match. */
+    const bool custom_ids = h->newest_custom_id.load(std::memory_order_relaxed) > st.tail_seq;
     const std::int64_t oldest_us =
         limits.max_age_s ? now_us - static_cast<std::int64_t>(limits.max_age_s) * 1000000 : 0;
-    for (auto it = all.rbegin(); it != all.rend(); ++it) {
-        if (it->seq < after_seq)
-            break;
-        if (limits.max_age_s && it->time_us < oldest_us)
-            break;
-        bool wanted = false;
-        for (std::size_t k = 0; k < channels_.size(); ++k) {
-            if (it->on[k] && kept_per_channel[k] < limits.count) {
-                ++kept_per_channel[k];
-                wanted = true;
+
+    struct Seen {
+        std::uint64_t seq, pos, chain; /* chain: the first record of its block */
+        std::int64_t time_us;
+        RecordKind kind;
+        bool mine, admitted, id_match;
+    };
+    std::vector<Seen> block;
+    std::vector<std::uint64_t> bits; /* `words` per record of `block`: its subscribed channels */
+    RecordCopy rec(scratch_);
+
+    /* Reads [lo, hi) into block, oldest first, from the index entry for lo (lo a multiple of
+     * kIndexEvery, or the tail) or an earlier one. Returns the first seq read, or hi when the
+     * tail has passed hi. */
+    auto read_block = [&](std::uint64_t lo, std::uint64_t hi) -> std::uint64_t {
+        for (int attempt = 0; attempt < 16; ++attempt) {
+            block.clear();
+            bits.clear();
+            const StateCopy cur = h->snapshot();
+            if (cur.tail_seq >= hi)
+                return hi;
+            std::uint64_t first = std::max(lo, cur.tail_seq), pos = cur.tail_pos;
+            while (first > cur.tail_seq && !h->indexed_position(first, &pos))
+                first = first - kIndexEvery > cur.tail_seq ? first - kIndexEvery : cur.tail_seq;
+            if (first == cur.tail_seq)
+                pos = cur.tail_pos;
+            bool torn = false;
+            for (std::uint64_t seq = first; seq < hi; ++seq) {
+                pos = h->locate(pos);
+                if (!rec.read(h, pos) || rec.header().seq != seq) {
+                    torn = true; /* evicted under us: again from the new tail */
+                    break;
+                }
+                Seen s{seq, pos, first, rec.header().time_us, rec.kind(), false, false, false};
+                bits.resize(bits.size() + words, 0);
+                std::uint64_t *mask = &bits[bits.size() - words];
+                rec.each_channel([&](unsigned i, std::string_view name) {
+                    int k = channels_.find(rec.hash(i), name);
+                    if (k >= 0) {
+                        mask[k / 64] |= std::uint64_t(1) << (k % 64);
+                        s.mine = true;
+                    }
+                });
+                if (s.kind == RecordKind::Event) {
+                    s.admitted = s.mine && rec.admits(client_id_);
+                    s.id_match = !last_event_id.empty() && rec.has_id(last_event_id, seq_id);
+                }
+                block.push_back(s);
+                pos += rec.header().length;
             }
+            if (!torn)
+                return first;
         }
-        if (wanted)
-            keep.push_back({it->pos, it->seq});
+        return hi; /* a writer kept overwriting this block: treat it as evicted */
+    };
+
+    std::vector<bool> closed(n_channels, false);
+    std::vector<std::uint64_t> kept(n_channels, 0);
+    std::vector<Seen> keep; /* newest first */
+    Seen match_mine{}, match_any{};
+    bool found_mine = false, found_any = false;
+    auto satisfied = [&]() {
+        for (std::size_t k = 0; k < n_channels; ++k)
+            if (!closed[k] && kept[k] < limits.count)
+                return false;
+        return true;
+    };
+    bool collecting = !satisfied();
+
+    std::uint64_t hi = st.next_seq;
+    while (hi > st.tail_seq && !found_mine) {
+        if (!collecting && !custom_ids) {
+            /* Only the bus id itself can still match. */
+            if (seq_id < st.tail_seq || seq_id >= hi)
+                break;
+            hi = seq_id + 1;
+        }
+        const std::uint64_t lo = std::max(st.tail_seq, (hi - 1) / kIndexEvery * kIndexEvery);
+        const std::uint64_t first = read_block(lo, hi);
+        if (first == hi)
+            break;
+        for (std::size_t i = block.size(); i-- > 0 && !found_mine;) {
+            const Seen &s = block[i];
+            const std::uint64_t *mask = &bits[i * words];
+            auto on = [&](std::size_t k) { return (mask[k / 64] >> (k % 64)) & 1; };
+            if (s.kind == RecordKind::CloseChannels) {
+                for (std::size_t k = 0; k < n_channels; ++k)
+                    if (on(k))
+                        closed[k] = true;
+                continue;
+            }
+            if (s.kind != RecordKind::Event)
+                continue;
+            if (s.id_match) {
+                if (s.mine) {
+                    match_mine = s;
+                    found_mine = true;
+                    break;
+                }
+                if (!found_any)
+                    match_any = s;
+                found_any = true;
+            }
+            if (!collecting)
+                continue;
+            /* Times never decrease along seq: everything from here back is too old. */
+            if (limits.max_age_s && s.time_us < oldest_us) {
+                collecting = false;
+                continue;
+            }
+            if (!s.admitted)
+                continue;
+            bool wanted = false;
+            for (std::size_t k = 0; k < n_channels; ++k) {
+                if (on(k) && !closed[k] && kept[k] < limits.count) {
+                    ++kept[k];
+                    wanted = true;
+                }
+            }
+            if (wanted)
+                keep.push_back(s);
+            collecting = !satisfied();
+        }
+        hi = first;
     }
-    replay_.assign(keep.rbegin(), keep.rend());
+
+    std::atomic_thread_fence(std::memory_order_acquire);
+    const std::uint64_t tail = h->snapshot().tail_seq;
+    const Seen *match = found_mine ? &match_mine : found_any ? &match_any : nullptr;
+    const bool found = match && match->chain >= tail;
+    replay_.clear();
+    for (auto it = keep.rbegin(); it != keep.rend(); ++it)
+        if (it->chain >= tail && (!found || it->seq > match->seq))
+            replay_.push_back({it->pos, it->seq});
     replay_next_ = 0;
+    pos_ = st.head_pos;
+    seq_ = st.next_seq;
     return found;
 }
 
 BusReader::Next BusReader::next(BusEvent *out)
 {
     BusHeader *h = bus_.h_;
-    auto copy_out = [&](const RecordView &v) {
-        out->kind = v.kind();
-        v.audience(out->audience);
-        out->seq = v.h.seq;
-        out->time_us = v.h.time_us;
-        out->id = v.wire_id();
-        out->event.assign(reinterpret_cast<const char *>(v.event), v.h.event_len);
-        out->wire.assign(reinterpret_cast<const char *>(v.wire), v.h.wire_len);
-        out->channels.clear();
-        v.each_channel([&](unsigned, std::string_view name) { out->channels.emplace_back(name); });
-    };
+    RecordCopy v(scratch_);
 
     while (replay_next_ < replay_.size()) {
         Queued q = replay_[replay_next_++];
-        RecordView v;
-        bool ok = v.read(h->ring(), h->ring_size, q.pos) && v.h.seq == q.seq;
+        bool ok = v.read(h, q.pos) && v.header().seq == q.seq;
         if (ok)
-            copy_out(v);
+            v.copy_out(out);
         std::atomic_thread_fence(std::memory_order_acquire);
         if (ok && h->snapshot().tail_seq <= q.seq)
             return Next::Event;
@@ -702,8 +911,7 @@ BusReader::Next BusReader::next(BusEvent *out)
         if (seq_ >= st.next_seq)
             return Next::None;
         std::uint64_t pos = h->locate(pos_);
-        RecordView v;
-        bool ok = v.read(h->ring(), h->ring_size, pos) && v.h.seq == seq_;
+        bool ok = v.read(h, pos) && v.header().seq == seq_;
         bool mine = false;
         if (ok) {
             v.each_channel([&](unsigned i, std::string_view name) {
@@ -712,7 +920,7 @@ BusReader::Next BusReader::next(BusEvent *out)
             });
             mine = mine && (channels_.is_all() || v.admits(client_id_));
             if (mine)
-                copy_out(v);
+                v.copy_out(out);
         }
         std::atomic_thread_fence(std::memory_order_acquire);
         StateCopy after = h->snapshot();
@@ -725,7 +933,7 @@ BusReader::Next BusReader::next(BusEvent *out)
             seq_ = after.next_seq;
             return Next::Overrun;
         }
-        pos_ = pos + v.h.length;
+        pos_ = pos + v.header().length;
         ++seq_;
         if (mine)
             return Next::Event;

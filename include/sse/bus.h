@@ -5,6 +5,9 @@
  *   +-------------------+  0
  *   | BusHeader         |  magic, layout version, sizes, the robust writer lock, the two
  *   |                   |  committed-state slots, the wake-up word, counters
+ *   +-------------------+  index_offset (8-aligned)
+ *   | seq index         |  where every 64th record starts (one slot per 2 KB of ring), so a
+ *   |                   |  resume walks back from the head instead of scanning the ring
  *   +-------------------+  ring_offset (8-aligned)
  *   | ring of records   |  ring_size bytes; a record never wraps: when the space left before
  *   | ...               |  the end is too small, the writer pads to the end and starts at 0
@@ -58,7 +61,8 @@ struct BusEvent {
     RecordKind kind = RecordKind::Event;
     Audience audience;
     std::uint64_t seq = 0;
-    std::int64_t time_us = 0;      /* publish time, microseconds since the Unix epoch */
+    std::int64_t time_us = 0;      /* publish time, microseconds since the Unix epoch; never
+                                    * less than the previous record's (see publish) */
     std::string id;                /* the id on the wire: the publisher's, or the decimal seq */
     std::string event;             /* event type, empty for "message" */
     std::vector<std::string> channels;
@@ -126,6 +130,9 @@ public:
      * Preconditions: validate_event(ev) and validate_channel_name() passed for every channel,
      * 1 <= channels.size() <= kMaxChannelsPerEvent.
      * `audience` (validated) limits who gets it, live and in replay.
+     * The record's time is max(now_us, the previous record's time), decided under the lock:
+     * times never decrease along seq even when the clock steps back or a writer that read the
+     * clock earlier gets the lock later, so SSEHistory's age cut is a cut in seq order.
      * Throws EventTooLarge (nothing written) when the record would exceed max_record_bytes(),
      * std::system_error only if the lock cannot be taken at all. */
     PublishResult publish(const std::vector<std::string> &channels, const EventFields &ev,
@@ -147,8 +154,12 @@ public:
     BusStats stats() const;
 
     /* Waking readers: read wake_word(), look for events, and if there are none call
-     * wait(seen, ...). It returns at once when a publish (or wake_all) happened since `seen`,
-     * else after timeout_ms or a signal. Works across processes (a futex in the segment). */
+     * wait(seen, ...). It returns at once when a publish or a wake_all() happened after the
+     * wake_word() that returned `seen` (each changes the word before waking, and the kernel
+     * compares it atomically with the sleep), else after timeout_ms or a signal (or, rarely,
+     * spuriously: callers look again and wait again). Works across processes (a futex in the
+     * segment). A writer killed between its commit and its wake-up is made up for by the next
+     * writer, which wakes everyone when it recovers the lock. */
     std::uint32_t wake_word() const;
     void wait(std::uint32_t seen, int timeout_ms) const;
     void wake_all() const;
@@ -195,11 +206,18 @@ public:
 
     /* Resume after the event whose wire id is `last_event_id`: queues every retained event of
      * the subscribed channels published after it (within `limits`), then continues live.
-     * Returns false when the bus holds no such event (it was evicted, or never existed): then
-     * everything retained (within `limits`) is queued, and the caller should tell the client
-     * that events may be missing. The newest match on a subscribed channel wins, then the
-     * newest match on any channel (a bus-assigned id is a position whatever its channel).
-     * A channel's events from before its last CloseChannels record are not replayed. */
+     * Returns false when the bus holds no such event (it was evicted, or never existed, or was
+     * evicted while this call looked for it): then everything retained (within `limits`) is
+     * queued, and the caller should tell the client that events may be missing. The newest
+     * match on a subscribed channel wins, then the newest match on any channel (a
+     * bus-assigned id is a position whatever its channel). A channel's events from before its
+     * last CloseChannels record are not replayed.
+     * Whatever writers do meanwhile, next() then gives exactly the queued events and then
+     * every later event for this subscriber, each once and in publish order, except where it
+     * returns Overrun (events it should have given were evicted first).
+     * Cost: what is replayed plus at most two index blocks (64 records each) when the id is a
+     * bus id, or when SSEHistory is met before the id; the whole ring when the bus holds
+     * publisher-given ids and this id is not within the replay (to tell found from gone). */
     bool start_after(std::string_view last_event_id, const HistoryLimits &limits,
                      std::int64_t now_us);
 
@@ -222,6 +240,7 @@ private:
     std::uint64_t pos_ = 0, seq_ = 0;   /* live cursor: the next record to look at */
     std::vector<Queued> replay_;        /* replay queue, oldest first, all before seq_ */
     std::size_t replay_next_ = 0;
+    std::vector<unsigned char> scratch_; /* the copy of the record being parsed */
 };
 
 } // namespace sse

@@ -4,6 +4,8 @@
 
 #include "sse/bus.h"
 
+#include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstring>
 #include <ctime>
@@ -11,29 +13,40 @@
 #include <string>
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
 using namespace sse;
 
+/* bus.c++'s test seam: called after a record's bytes are copied for parsing. */
+namespace sse::bus_testing {
+extern void (*after_record_copy)();
+}
+
 namespace {
 
 constexpr std::int64_t kT0 = 1700000000LL * 1000000; /* a fixed "now", in microseconds */
 
+/* A bus in shared memory, followed by an inaccessible page: a read past the segment faults. */
 struct SharedBus {
     void *mem = nullptr;
     std::size_t size = 0;
     Bus bus;
     explicit SharedBus(std::size_t n) : size(n)
     {
-        mem = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+        n = (n + page - 1) / page * page;
+        size = n;
+        mem = mmap(nullptr, n + page, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         ck_assert(mem != MAP_FAILED);
+        ck_assert(mprotect(static_cast<char *>(mem) + n, page, PROT_NONE) == 0);
         ck_assert(Bus::format(mem, n, kT0).empty());
         std::string err;
         bus = Bus::attach(mem, n, &err);
         ck_assert_msg(bus.valid(), "%s", err.c_str());
     }
-    ~SharedBus() { munmap(mem, size); }
+    ~SharedBus() { munmap(mem, size + static_cast<std::size_t>(sysconf(_SC_PAGESIZE))); }
 };
 
 EventFields data_event(const std::string &data, const std::string &id = "")
@@ -358,6 +371,252 @@ START_TEST(writer_killed_mid_publish)
     int w, k;
     payload_ok(data_of(ev.back()), &w, &k);
     ck_assert_int_eq(w, 2);
+
+    /* The seq index after the kills (an entry a killed writer left unwritten is stepped
+     * over): a resume from any retained bus id replays exactly what follows it. */
+    for (std::size_t i = 0; i + 1 < ev.size(); ++i) {
+        BusReader from(sb.bus, ChannelSet({"c"}));
+        ck_assert(from.start_after(std::to_string(ev[i].seq), HistoryLimits{1000000, 0}, kT0));
+        auto rest = drain(from);
+        ck_assert_int_eq(rest.size(), ev.size() - i - 1);
+        ck_assert_int_eq(rest.front().seq, ev[i].seq + 1);
+    }
+}
+END_TEST
+
+namespace {
+
+/* One subscriber resuming (300 events back, or from near the tail) on a full ring that writers keep publishing into,
+ * then reading on until it has passed what was published by the time start_after returned.
+ * Every event of the channel must come once and in order, with no gap unless the reader was
+ * told (start_after false before the first, Overrun before any other). Returns a description
+ * of the first violation, or empty. `stop` bounds it in time. */
+std::string resume_under_load(Bus bus, int resumes, std::chrono::steady_clock::time_point stop,
+                              int *done, int *told)
+{
+    *done = *told = 0;
+    for (int n = 0; n < resumes && std::chrono::steady_clock::now() < stop; ++n) {
+        /* 300 back, or just ahead of the tail: then the writers evict what the resume reads */
+        const BusStats st = bus.stats();
+        const std::uint64_t id = n % 2 ? st.oldest_seq + 20 : st.next_seq - 300;
+        BusReader r(bus, ChannelSet({"c"}));
+        bool informed = !r.start_after(std::to_string(id), HistoryLimits{1000000, 0}, kT0);
+        *told += informed;
+        const std::uint64_t target = bus.stats().next_seq;
+        std::uint64_t last = id;
+        BusEvent e;
+        for (long spins = 0; last + 1 < target && spins < 100000000; ++spins) {
+            BusReader::Next next = r.next(&e);
+            if (next == BusReader::Next::None) {
+                std::this_thread::yield();
+                continue;
+            }
+            if (next == BusReader::Next::Overrun) {
+                informed = true;
+                ++*told;
+                continue;
+            }
+            if (e.seq <= last)
+                return "event " + std::to_string(e.seq) + " after " + std::to_string(last) +
+                       " (duplicate or out of order)";
+            if (e.seq != last + 1 && !informed)
+                return "events " + std::to_string(last + 1) + " to " + std::to_string(e.seq - 1) +
+                       " lost without a notice (resume " + std::to_string(n) + ")";
+            last = e.seq;
+            informed = false;
+        }
+        if (last + 1 < target)
+            return "the reader never caught up";
+        ++*done;
+    }
+    return {};
+}
+
+/* Fills the ring (it evicts from then on) with small events on "c". */
+void fill(Bus bus)
+{
+    for (int i = 0; bus.stats().evicted < 1000; ++i)
+        bus.publish({"c"}, data_event(payload(9, i, 20)), kT0);
+}
+
+} // namespace
+
+/* Finding 1: a resume while writers publish into a full ring. Before the fix, start_after gave
+ * up after 8 scans (the tail moved during each) and started live at the head of the moment:
+ * what was published during the last scan was neither replayed nor sent, without a notice.
+ * The writers pause between publishes, as real ones do: writers that never pause overwrite
+ * the tail while the old scan reads it, and it then reported the id unknown (told) instead. */
+START_TEST(resume_on_a_busy_full_ring_threads)
+{
+    SharedBus sb(4 << 20);
+    fill(sb.bus);
+    std::atomic<bool> stop_writers{false};
+    std::vector<std::thread> writers;
+    for (int w = 0; w < 2; ++w)
+        writers.emplace_back([&, w] {
+            for (int i = 0; !stop_writers.load(); ++i) {
+                sb.bus.publish({"c"}, data_event(payload(w, i, 20)), kT0);
+                usleep(20);
+            }
+        });
+    int done, told;
+    std::string err = resume_under_load(sb.bus, 40, std::chrono::steady_clock::now() +
+                                                         std::chrono::seconds(3), &done, &told);
+    stop_writers.store(true);
+    for (auto &t : writers)
+        t.join();
+    ck_assert_msg(err.empty(), "%s", err.c_str());
+    ck_assert(done > 0);
+}
+END_TEST
+
+START_TEST(resume_on_a_busy_full_ring_processes)
+{
+    SharedBus sb(4 << 20);
+    fill(sb.bus);
+    auto *stop_writers = static_cast<std::atomic<int> *>(
+        mmap(nullptr, sizeof(std::atomic<int>), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+             -1, 0));
+    ck_assert(stop_writers != MAP_FAILED);
+    stop_writers->store(0);
+    std::vector<pid_t> writers, readers;
+    for (int w = 0; w < 2; ++w) {
+        pid_t pid = fork();
+        ck_assert(pid >= 0);
+        if (pid == 0) {
+            for (int i = 0; !stop_writers->load(); ++i) {
+                sb.bus.publish({"c"}, data_event(payload(w, i, 20)), kT0);
+                usleep(20);
+            }
+            _exit(0);
+        }
+        writers.push_back(pid);
+    }
+    for (int k = 0; k < 2; ++k) {
+        pid_t pid = fork();
+        ck_assert(pid >= 0);
+        if (pid == 0) {
+            int done, told;
+            std::string err = resume_under_load(
+                sb.bus, 20, std::chrono::steady_clock::now() + std::chrono::seconds(3), &done,
+                &told);
+            if (!err.empty())
+                fprintf(stderr, "reader %d: %s\n", k, err.c_str());
+            _exit(!err.empty() ? 1 : done == 0 ? 2 : 0);
+        }
+        readers.push_back(pid);
+    }
+    int failed = 0;
+    for (pid_t pid : readers) {
+        int status;
+        waitpid(pid, &status, 0);
+        failed += !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    stop_writers->store(1);
+    for (pid_t pid : writers)
+        waitpid(pid, nullptr, 0);
+    munmap(stop_writers, sizeof(std::atomic<int>));
+    ck_assert_msg(failed == 0, "%d of 2 reader processes saw a loss without a notice", failed);
+}
+END_TEST
+
+/* Resuming by a bus id anywhere in a ring that wrapped many times (the seq index and its
+ * fallbacks): exactly the events after it, from the next one on. */
+START_TEST(resume_by_bus_id_anywhere)
+{
+    SharedBus sb(Bus::min_size() * 2);
+    std::mt19937 rng(3);
+    for (int i = 0; i < 30000; ++i)
+        sb.bus.publish({"c"}, data_event(payload(0, i, rng() % 400)), kT0);
+    BusStats st = sb.bus.stats();
+    ck_assert(st.evicted > 0);
+    for (std::uint64_t id = st.oldest_seq; id < st.next_seq; ++id) {
+        BusReader r(sb.bus, ChannelSet({"c"}));
+        ck_assert(r.start_after(std::to_string(id), HistoryLimits{1000000, 0}, kT0));
+        auto ev = drain(r);
+        ck_assert_int_eq(ev.size(), st.next_seq - id - 1);
+        for (std::size_t i = 0; i < ev.size(); ++i)
+            ck_assert_int_eq(ev[i].seq, id + 1 + i);
+    }
+    BusReader gone(sb.bus, ChannelSet({"c"}));
+    ck_assert(!gone.start_after(std::to_string(st.oldest_seq - 1), HistoryLimits{5, 0}, kT0));
+    auto ev = drain(gone);
+    ck_assert_int_eq(ev.size(), 5);
+    ck_assert_int_eq(ev.back().seq, st.next_seq - 1);
+}
+END_TEST
+
+namespace {
+SharedBus *g_overwrite_bus;
+bool g_overwrite_armed;
+
+/* A writer that wraps the whole ring, filling it with bytes that read as large lengths. */
+void overwrite_the_ring()
+{
+    if (!g_overwrite_armed)
+        return;
+    g_overwrite_armed = false;
+    for (int i = 0; i < 60; ++i)
+        g_overwrite_bus->bus.publish({"c"}, data_event(std::string(3000, '\xfe')), kT0);
+}
+} // namespace
+
+/* Finding 5: a record evicted and overwritten after the reader checked its bounds. Before the
+ * fix the reader read the lengths of its audience again from the ring (n_targets x 254 bytes,
+ * far past the segment: SIGSEGV on the guard page); now it parses its own copy and reports
+ * the overrun. The seam runs the writer exactly inside that window. */
+START_TEST(record_overwritten_while_parsed)
+{
+    SharedBus sb(Bus::min_size());
+    BusReader hub(sb.bus, ChannelSet::all());
+    hub.start_live();
+    Audience many;
+    for (int i = 0; i < 1500; ++i)
+        many.only.push_back("a");
+    sb.bus.publish({"c"}, data_event("targeted"), kT0, many);
+    g_overwrite_bus = &sb;
+    g_overwrite_armed = true;
+    bus_testing::after_record_copy = overwrite_the_ring;
+    BusEvent e;
+    BusReader::Next first = hub.next(&e);
+    bus_testing::after_record_copy = nullptr;
+    ck_assert(!g_overwrite_armed);
+    ck_assert(first == BusReader::Next::Overrun);
+    auto rest = drain(hub);
+    ck_assert(!rest.empty());
+    for (const auto &r : rest)
+        assert_str(data_of(r), std::string(3000, '\xfe'));
+}
+END_TEST
+
+/* Finding 6: a wake_all() between a reader's wake_word() and its wait() is not lost. */
+START_TEST(wake_all_between_wake_word_and_wait)
+{
+    SharedBus sb(Bus::min_size());
+    std::uint32_t seen = sb.bus.wake_word();
+    sb.bus.wake_all();
+    ck_assert(sb.bus.wake_word() != seen);
+    auto t0 = std::chrono::steady_clock::now();
+    sb.bus.wait(seen, 20000);
+    ck_assert(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10));
+}
+END_TEST
+
+/* Finding 9: the clock steps back between two publishes; the second event is newer along seq
+ * and must not be cut by age while the first is kept (nor cut the first off). */
+START_TEST(age_cut_with_a_clock_that_steps_back)
+{
+    SharedBus sb(1 << 20);
+    sb.bus.publish({"a"}, data_event("first"), kT0 + 10000000);
+    sb.bus.publish({"a"}, data_event("second"), kT0 + 5000000); /* clock stepped back 5 s */
+    BusReader r(sb.bus, ChannelSet({"a"}));
+    /* now = t0 + 12 s, max age 4 s: both were published at t0 + 10 s as far as the bus knows */
+    r.start_after("unknown", HistoryLimits{100, 4}, kT0 + 12000000);
+    auto ev = drain(r);
+    ck_assert_int_eq(ev.size(), 2);
+    assert_str(data_of(ev[0]), "first");
+    assert_str(data_of(ev[1]), "second");
+    ck_assert_int_eq(ev[1].time_us, kT0 + 10000000);
 }
 END_TEST
 
@@ -373,11 +632,17 @@ Suite *bus_suite()
     tcase_add_test(tc, resume_after_an_id);
     tcase_add_test(tc, history_limits);
     tcase_add_test(tc, layout_checks_on_attach);
+    tcase_add_test(tc, resume_by_bus_id_anywhere);
+    tcase_add_test(tc, record_overwritten_while_parsed);
+    tcase_add_test(tc, wake_all_between_wake_word_and_wait);
+    tcase_add_test(tc, age_cut_with_a_clock_that_steps_back);
     suite_add_tcase(s, tc);
     tc = tcase_create("processes");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, writers_in_several_processes);
     tcase_add_test(tc, writer_killed_mid_publish);
+    tcase_add_test(tc, resume_on_a_busy_full_ring_threads);
+    tcase_add_test(tc, resume_on_a_busy_full_ring_processes);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -41,7 +41,12 @@ UNIT_BIN  := $(BUILD)/t/unit/run-unit-tests
 FUZZ_SECONDS ?= 60
 FUZZ_BIN  := $(BUILD)/fuzz/fuzz_socket_protocol
 
-.PHONY: all install test unit integration fuzz deps run stop clean bench-publish bench-nchan bench-memory \
+# The bus under writers and readers killed with SIGKILL (t/stress/bus_stress.c++): the run
+# phase lasts STRESS_SECONDS; STRESS_SEED=N replays a failing run's random choices.
+STRESS_SECONDS ?= 30
+STRESS_BIN := $(BUILD)/t/stress/bus-stress
+
+.PHONY: all install test unit stress integration fuzz deps run stop clean bench-publish bench-nchan bench-memory \
         bench-resume
 
 PREFIX    ?= /usr/local
@@ -122,6 +127,12 @@ deps:
 unit: $(UNIT_BIN)
 	$(UNIT_BIN)
 
+$(STRESS_BIN): $(BUILD)/t/stress/bus_stress.o $(BUILD)/libssecore.a
+	$(CXX) -pthread -o $@ $^
+
+stress: $(STRESS_BIN)
+	STRESS_SECONDS=$(STRESS_SECONDS) $(STRESS_BIN)
+
 # libFuzzer on the socket protocol parser, for FUZZ_SECONDS, from the committed seeds (a copy:
 # the corpus that grows while fuzzing stays in build/).
 $(FUZZ_BIN): t/fuzz/fuzz_socket_protocol.c++ src/socket_protocol.c++ src/wire.c++ src/audience.c++
@@ -144,6 +155,7 @@ integration: all $(BUILD)/sse-load
 test: deps
 	$(MAKE) all $(UNIT_BIN)
 	$(MAKE) unit
+	$(MAKE) stress
 	$(MAKE) fuzz
 	$(MAKE) integration
 

@@ -78,7 +78,236 @@ std::string joined(const std::vector<std::string> &v)
     return s;
 }
 
+/* Names whose table home is the same bucket (table_size 16: max_channels up to 8). */
+std::vector<std::string> colliding(std::size_t n)
+{
+    std::vector<std::string> out;
+    const std::uint32_t home = ChannelSet::hash("n0") & 15;
+    for (int i = 0; out.size() < n; ++i) {
+        std::string name = "n" + std::to_string(i);
+        if ((ChannelSet::hash(name) & 15) == home)
+            out.push_back(name);
+    }
+    return out;
+}
+
+void die_at_slot_committed(RegistryPoint at)
+{
+    if (at == RegistryPoint::SlotCommitted)
+        raise(SIGKILL);
+}
+
+void die_at_entry_written(RegistryPoint at)
+{
+    if (at == RegistryPoint::EntryWritten)
+        raise(SIGKILL);
+}
+
+void stop_at_join_locked(RegistryPoint at)
+{
+    if (at == RegistryPoint::JoinLocked)
+        raise(SIGSTOP);
+}
+
+/* Runs `fn` in a child process, waits for it to end (killed or not), returns its pid. */
+template <typename Fn> pid_t in_child(Fn fn)
+{
+    pid_t pid = fork();
+    ck_assert(pid >= 0);
+    if (pid == 0) {
+        fn();
+        _exit(0);
+    }
+    ck_assert(waitpid(pid, nullptr, 0) == pid);
+    return pid;
+}
+
 } // namespace
+
+START_TEST(registry_join_keeps_the_entries_it_creates)
+{
+    /* bus.md 2: a full table, join([b, c]) of two new channels. Making room for c must not
+     * drop b, which the slot being built already points at. */
+    Shared m(Registry::bytes_needed(8, 2));
+    Registry reg = make_registry(m, 8, 2);
+    const int me = getpid();
+    reg.note_publish({"a"}, -1, kT0);
+    auto x = reg.join(me, "", "", {"x"}, DuplicatePolicy::Allow, kT0 + 1);
+    auto j = reg.join(me, "", "", {"b", "c"}, DuplicatePolicy::Allow, kT0 + 2);
+    ChannelInfo ci;
+    if (j.outcome == Registry::Join::Outcome::Joined) {
+        /* Every channel of a joined stream has an entry that counts it. */
+        ck_assert_msg(reg.channel("b", &ci) && ci.subscribers == 1, "b: no entry counting it");
+        ck_assert_msg(reg.channel("c", &ci) && ci.subscribers == 1, "c: no entry counting it");
+    }
+    ck_assert(j.outcome == Registry::Join::Outcome::TooManyChannels);
+    ck_assert(reg.channel("x", &ci) && ci.subscribers == 1);
+    ck_assert(reg.channel("a", &ci));
+    ck_assert_int_eq(reg.totals().channels, 2);
+    ck_assert_int_eq(reg.totals().subscribers, 1);
+    /* Once x has no subscriber, both entries make room; the counts follow through churn. */
+    ck_assert(reg.leave(x.slot, x.serial));
+    j = reg.join(me, "", "", {"b", "c"}, DuplicatePolicy::Allow, kT0 + 3);
+    ck_assert(j.outcome == Registry::Join::Outcome::Joined);
+    for (int i = 0; i < 10; ++i) {
+        auto k = reg.join(me, "", "", {"t" + std::to_string(i)}, DuplicatePolicy::Allow, kT0 + 4);
+        ck_assert(k.outcome == Registry::Join::Outcome::TooManyChannels);
+        reg.note_publish({"p" + std::to_string(i)}, -1, kT0 + 5);
+    }
+    ck_assert(reg.channel("b", &ci) && ci.subscribers == 1);
+    ck_assert(reg.channel("c", &ci) && ci.subscribers == 1);
+    ck_assert(reg.leave(j.slot, j.serial));
+    ck_assert(reg.channel("b", &ci) && ci.subscribers == 0);
+    ck_assert(reg.channel("c", &ci) && ci.subscribers == 0);
+    ck_assert_int_eq(reg.totals().subscribers, 0);
+}
+END_TEST
+
+START_TEST(registry_failed_replace_frees_nothing)
+{
+    /* bus.md 3: under Replace, a join that then fails for want of channel entries must leave
+     * the older stream with its slot (it is never told to end). */
+    Shared m(Registry::bytes_needed(8, 2));
+    Registry reg = make_registry(m, 8, 2);
+    const int me = getpid();
+    auto bob = reg.join(me, "bob", "", {"x"}, DuplicatePolicy::Allow, kT0);
+    auto alice = reg.join(me, "alice", "", {"a"}, DuplicatePolicy::Allow, kT0 + 1);
+    auto again = reg.join(me, "alice", "", {"b", "c"}, DuplicatePolicy::Replace, kT0 + 2);
+    ck_assert(again.outcome == Registry::Join::Outcome::TooManyChannels);
+    ck_assert_int_eq(again.replaced.size(), 0);
+    ChannelInfo ci;
+    ck_assert(reg.channel("a", &ci) && ci.subscribers == 1);
+    ck_assert_int_eq(reg.totals().subscribers, 2);
+    ck_assert(reg.join(me, "alice", "", {"a"}, DuplicatePolicy::Reject, kT0 + 3).outcome ==
+              Registry::Join::Outcome::Duplicate);
+    /* The entry the replaced stream leaves makes room: counted before anything is freed. */
+    auto moved = reg.join(me, "alice", "", {"b"}, DuplicatePolicy::Replace, kT0 + 4);
+    ck_assert(moved.outcome == Registry::Join::Outcome::Joined);
+    ck_assert_int_eq(moved.replaced.size(), 1);
+    ck_assert_uint_eq(moved.replaced[0].serial, alice.serial);
+    ck_assert(!reg.channel("a", &ci));
+    ck_assert(reg.channel("b", &ci) && ci.subscribers == 1);
+    ck_assert(reg.leave(moved.slot, moved.serial) && reg.leave(bob.slot, bob.serial));
+}
+END_TEST
+
+START_TEST(registry_killed_after_commit_keeps_the_slot_visible)
+{
+    /* bus.md 7: a joiner killed right after its slot went live: the slot must still be seen
+     * (counted, reaped), whatever else it had not finished. */
+    Shared m(Registry::bytes_needed(8, 4));
+    Registry reg = make_registry(m, 8, 4);
+    pid_t child = in_child([&] {
+        set_registry_test_hook(die_at_slot_committed);
+        reg.join(getpid(), "k", "", {"room"}, DuplicatePolicy::Allow, kT0);
+    });
+    RegistryTotals t = reg.totals();
+    ck_assert_int_eq(t.subscribers, 1);
+    ck_assert_int_eq(t.processes.size(), 1);
+    ck_assert_int_eq(t.processes[0].pid, child);
+    reg.note_gone(child);
+    auto freed = reg.reap_noted();
+    ck_assert_int_eq(freed.size(), 1);
+    assert_str(freed[0].client_id, "k");
+    ChannelInfo ci;
+    ck_assert(reg.channel("room", &ci) && ci.subscribers == 0);
+}
+END_TEST
+
+START_TEST(registry_killed_while_writing_an_entry_keeps_probe_chains)
+{
+    /* bus.md 7: a locker killed while it reuses a tombstone at the head of a probe chain
+     * must not cut the chain (the entries behind it would be lost, then created twice). */
+    Shared m(Registry::bytes_needed(8, 2));
+    Registry reg = make_registry(m, 8, 2);
+    const std::vector<std::string> n = colliding(3);
+    const int me = getpid();
+    reg.note_publish({n[0]}, -1, kT0);                                           /* home */
+    auto b = reg.join(me, "", "", {n[1]}, DuplicatePolicy::Allow, kT0 + 1); /* behind it */
+    in_child([&] {
+        set_registry_test_hook(die_at_entry_written);
+        reg.note_publish({n[2]}, -1, kT0 + 2); /* drops n0, reuses its place */
+    });
+    ChannelInfo ci;
+    ck_assert_msg(reg.channel(n[1], &ci) && ci.subscribers == 1,
+                  "the entry behind the reused place is lost");
+    ck_assert(!reg.channel(n[0], &ci) && !reg.channel(n[2], &ci));
+    ck_assert_int_eq(reg.totals().channels, 1);
+    auto b2 = reg.join(me, "", "", {n[1]}, DuplicatePolicy::Allow, kT0 + 3);
+    ck_assert(reg.channel(n[1], &ci) && ci.subscribers == 2);
+    ck_assert_int_eq(reg.channels().size(), 1);
+    reg.note_publish({n[2]}, -1, kT0 + 4);
+    ck_assert(reg.channel(n[2], &ci) && ci.published == 1);
+    ck_assert(reg.leave(b.slot, b.serial) && reg.leave(b2.slot, b2.serial));
+}
+END_TEST
+
+START_TEST(registry_parent_never_waits_for_a_stopped_holder)
+{
+    /* bus.md 8: the parent reports a dead child while another child, stopped (SIGSTOP), holds
+     * the lock. The report must return (the old reap(pid) waited here for ever: Check's
+     * timeout); the slots are freed once a locker gets through. */
+    Shared m(Registry::bytes_needed(8, 4));
+    Registry reg = make_registry(m, 8, 4);
+    pid_t dead = fork();
+    if (dead == 0) {
+        reg.join(getpid(), "d1", "", {"room"}, DuplicatePolicy::Allow, kT0);
+        reg.join(getpid(), "d2", "", {"room"}, DuplicatePolicy::Allow, kT0);
+        _exit(0);
+    }
+    ck_assert(waitpid(dead, nullptr, 0) == dead);
+    pid_t holder = fork();
+    if (holder == 0) {
+        set_registry_test_hook(stop_at_join_locked);
+        reg.join(getpid(), "h", "", {"room"}, DuplicatePolicy::Allow, kT0);
+        _exit(0);
+    }
+    int st = 0;
+    ck_assert(waitpid(holder, &st, WUNTRACED) == holder && WIFSTOPPED(st));
+    reg.note_gone(dead); /* returns although the lock is held */
+    kill(holder, SIGCONT);
+    ck_assert(waitpid(holder, &st, 0) == holder && WIFEXITED(st));
+    /* The holder's join, once it went on, freed the dead child's two slots. */
+    RegistryTotals t = reg.totals();
+    ck_assert_int_eq(t.subscribers, 1);
+    ck_assert_int_eq(t.processes[0].pid, holder);
+    reg.note_gone(holder);
+    auto freed = reg.reap_noted();
+    ck_assert_int_eq(freed.size(), 1);
+    assert_str(freed[0].client_id, "h");
+    ck_assert_int_eq(reg.totals().subscribers, 0);
+    ck_assert_int_eq(reg.reap_noted().size(), 0);
+}
+END_TEST
+
+START_TEST(registry_noted_pids_spare_a_later_process)
+{
+    /* A pid noted gone and used again by a new process: its new streams stay. */
+    Shared m(Registry::bytes_needed(8, 4));
+    Registry reg = make_registry(m, 8, 4);
+    const int me = getpid();
+    auto old = reg.join(me, "", "", {"a"}, DuplicatePolicy::Allow, kT0);
+    reg.note_gone(me);
+    auto later = reg.join(me, "", "", {"a"}, DuplicatePolicy::Allow, kT0 + 1);
+    ck_assert_int_eq(later.reaped.size(), 1); /* a join drains the notes */
+    ck_assert_uint_eq(later.reaped[0].serial, old.serial);
+    ck_assert_int_eq(reg.totals().subscribers, 1);
+    /* More notes than cells: the rest is reaped by looking for dead processes. */
+    pid_t gone = fork();
+    if (gone == 0) {
+        reg.join(getpid(), "", "", {"a"}, DuplicatePolicy::Allow, kT0);
+        _exit(0);
+    }
+    ck_assert(waitpid(gone, nullptr, 0) == gone);
+    for (int i = 0; i < 64; ++i)
+        reg.note_gone(1); /* holds no stream */
+    reg.note_gone(gone);
+    auto freed = reg.reap_noted();
+    ck_assert_int_eq(freed.size(), 1);
+    ck_assert_int_eq(freed[0].pid, gone);
+    ck_assert(reg.leave(later.slot, later.serial));
+}
+END_TEST
 
 START_TEST(audience_rules_and_client_ids)
 {
@@ -218,7 +447,8 @@ START_TEST(registry_counts_and_duplicates)
     ck_assert_int_eq(t.subscribers, 8);
     ck_assert_int_eq(t.processes.size(), 1);
     ck_assert_int_eq(t.processes[0].pid, me);
-    ck_assert_int_eq(reg.reap(me).size(), 8);
+    reg.note_gone(me);
+    ck_assert_int_eq(reg.reap_noted().size(), 8);
     ck_assert(reg.channel("a", &ci) && ci.subscribers == 0);
 }
 END_TEST
@@ -309,6 +539,12 @@ Suite *registry_suite()
     tcase_add_test(tc, registry_counts_and_duplicates);
     tcase_add_test(tc, registry_channel_table_and_publish_state);
     tcase_add_test(tc, registry_reaps_a_killed_process);
+    tcase_add_test(tc, registry_join_keeps_the_entries_it_creates);
+    tcase_add_test(tc, registry_failed_replace_frees_nothing);
+    tcase_add_test(tc, registry_killed_after_commit_keeps_the_slot_visible);
+    tcase_add_test(tc, registry_killed_while_writing_an_entry_keeps_probe_chains);
+    tcase_add_test(tc, registry_parent_never_waits_for_a_stopped_holder);
+    tcase_add_test(tc, registry_noted_pids_spare_a_later_process);
     suite_add_tcase(s, tc);
     return s;
 }

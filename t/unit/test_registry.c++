@@ -171,15 +171,17 @@ START_TEST(registry_failed_replace_frees_nothing)
     Registry reg = make_registry(m, 8, 2);
     const int me = getpid();
     auto bob = reg.join(me, "bob", "", {"x"}, DuplicatePolicy::Allow, kT0);
+    auto carol = reg.join(me, "carol", "", {"a"}, DuplicatePolicy::Allow, kT0);
     auto alice = reg.join(me, "alice", "", {"a"}, DuplicatePolicy::Allow, kT0 + 1);
-    auto again = reg.join(me, "alice", "", {"b", "c"}, DuplicatePolicy::Replace, kT0 + 2);
+    auto again = reg.join(me, "alice", "", {"c"}, DuplicatePolicy::Replace, kT0 + 2);
     ck_assert(again.outcome == Registry::Join::Outcome::TooManyChannels);
     ck_assert_int_eq(again.replaced.size(), 0);
     ChannelInfo ci;
-    ck_assert(reg.channel("a", &ci) && ci.subscribers == 1);
-    ck_assert_int_eq(reg.totals().subscribers, 2);
+    ck_assert(reg.channel("a", &ci) && ci.subscribers == 2);
+    ck_assert_int_eq(reg.totals().subscribers, 3);
     ck_assert(reg.join(me, "alice", "", {"a"}, DuplicatePolicy::Reject, kT0 + 3).outcome ==
               Registry::Join::Outcome::Duplicate);
+    ck_assert(reg.leave(carol.slot, carol.serial));
     /* The entry the replaced stream leaves makes room: counted before anything is freed. */
     auto moved = reg.join(me, "alice", "", {"b"}, DuplicatePolicy::Replace, kT0 + 4);
     ck_assert(moved.outcome == Registry::Join::Outcome::Joined);

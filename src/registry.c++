@@ -592,6 +592,7 @@ void Registry::subscribe_view(const std::vector<std::string> &channels, bool *an
             *retry_ms = e.retry_ms;
         }
     }
+    test_point(RegistryPoint::ViewRead);
 }
 
 namespace {

@@ -155,6 +155,7 @@ private:
  * unset by default, when a point costs one relaxed load. */
 enum class RegistryPoint {
     JoinLocked,    /* join() holds the lock, nothing changed yet */
+    ViewRead,      /* subscribe_view() has read what it returns, still holds the lock */
     EntryWritten,  /* a new channel entry is written, its state not yet committed */
     SlotCommitted, /* join()'s slot is committed (live), join() not yet returned */
 };

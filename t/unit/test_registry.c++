@@ -4,6 +4,7 @@
 
 #include "sse/bus.h"
 #include "sse/registry.h"
+#include "sse/stream_open.h"
 
 #include <csignal>
 #include <string>
@@ -120,6 +121,28 @@ template <typename Fn> pid_t in_child(Fn fn)
     }
     ck_assert(waitpid(pid, nullptr, 0) == pid);
     return pid;
+}
+
+/* The bus and channel the hooks below publish to (a hook is a plain function). */
+Bus *hook_bus = nullptr;
+std::string hook_channel = "news";
+
+/* A DELETE whose registry mark came just after the view read the channel open. */
+void delete_after_view(RegistryPoint at)
+{
+    if (at == RegistryPoint::ViewRead)
+        hook_bus->publish_control(RecordKind::CloseChannels, {hook_channel}, {}, "closed", kT0);
+}
+
+/* A join of the same client id (Replace) right after this join: it frees the slot just
+ * committed (the first serial of a fresh registry) and publishes the EndStream. */
+void replace_after_commit(RegistryPoint at)
+{
+    if (at != RegistryPoint::SlotCommitted)
+        return;
+    Audience target;
+    target.only = {stream_target(1)};
+    hook_bus->publish_control(RecordKind::EndStream, {"news"}, target, "replaced", kT0);
 }
 
 } // namespace
@@ -531,6 +554,77 @@ START_TEST(registry_reaps_a_killed_process)
 }
 END_TEST
 
+START_TEST(open_stream_sees_a_delete_after_its_view)
+{
+    /* bus.md 4: a DELETE that the registry view missed must reach the stream on the bus,
+     * live or resuming, with a slot (HTTP) or without (socket subscriber). */
+    Shared mb(1 << 20);
+    Bus bus = make_bus(mb);
+    Shared mr(Registry::bytes_needed(8, 4));
+    Registry reg = make_registry(mr, 8, 4);
+    hook_bus = &bus;
+    set_registry_test_hook(delete_after_view);
+    for (bool join : {false, true}) {
+        for (bool resume : {false, true}) {
+            hook_channel = "news" + std::to_string(join) + std::to_string(resume);
+            auto first = bus.publish({hook_channel}, data_event("e1"), kT0);
+            bus.publish({hook_channel}, data_event("e2"), kT0);
+            StreamRequest req;
+            req.channels = {hook_channel};
+            req.join = join;
+            req.pid = getpid();
+            req.resume_id = resume ? first.id : "";
+            OpenedStream o = open_stream(bus, reg, req, HistoryLimits(), kT0);
+            ck_assert(o.outcome == OpenedStream::Outcome::Open && o.resume_found);
+            const std::string got = joined(datas(o.reader));
+            ck_assert_msg(got == (resume ? "e2,<close>" : "<close>"),
+                          "join %d, resume %d: got \"%s\"", join, resume, got.c_str());
+        }
+    }
+    set_registry_test_hook(nullptr);
+    ck_assert_int_eq(reg.totals().subscribers, 2);
+}
+END_TEST
+
+START_TEST(open_stream_sees_a_replace_after_its_join)
+{
+    /* bus.md 4: the EndStream of a join that replaced this stream right after its own join
+     * must reach it. */
+    Shared mb(1 << 20);
+    Bus bus = make_bus(mb);
+    Shared mr(Registry::bytes_needed(8, 4));
+    Registry reg = make_registry(mr, 8, 4);
+    StreamRequest req;
+    req.channels = {"news"};
+    req.client_id = "alice";
+    req.policy = DuplicatePolicy::Replace;
+    req.pid = getpid();
+    hook_bus = &bus;
+    set_registry_test_hook(replace_after_commit);
+    OpenedStream o = open_stream(bus, reg, req, HistoryLimits(), kT0);
+    set_registry_test_hook(nullptr);
+    ck_assert(o.outcome == OpenedStream::Outcome::Open);
+    ck_assert_uint_eq(o.join.serial, 1);
+    BusEvent e;
+    ck_assert(o.reader.next(&e) == BusReader::Next::Event);
+    ck_assert(e.kind == RecordKind::EndStream && names_stream(e, o.join.serial));
+    /* The real thing: a second stream of alice replaces the first and tells it. */
+    OpenedStream o2 = open_stream(bus, reg, req, HistoryLimits(), kT0);
+    ck_assert(o2.outcome == OpenedStream::Outcome::Open);
+    ck_assert_int_eq(o2.join.replaced.size(), 1);
+    ck_assert(o.reader.next(&e) == BusReader::Next::Event);
+    ck_assert(e.kind == RecordKind::EndStream && names_stream(e, o.join.serial));
+    ck_assert(o2.reader.next(&e) == BusReader::Next::Event && !names_stream(e, o2.join.serial));
+    /* A replace that fails (no channel entry) frees nothing and tells nobody. */
+    req.channels = {"n1", "n2", "n3", "n4", "n5"};
+    const std::uint64_t published = bus.stats().published;
+    OpenedStream o3 = open_stream(bus, reg, req, HistoryLimits(), kT0);
+    ck_assert(o3.outcome == OpenedStream::Outcome::TooManyChannels);
+    ck_assert_uint_eq(bus.stats().published, published);
+    ck_assert_int_eq(reg.totals().subscribers, 1);
+}
+END_TEST
+
 Suite *registry_suite()
 {
     Suite *s = suite_create("registry");
@@ -547,6 +641,8 @@ Suite *registry_suite()
     tcase_add_test(tc, registry_killed_while_writing_an_entry_keeps_probe_chains);
     tcase_add_test(tc, registry_parent_never_waits_for_a_stopped_holder);
     tcase_add_test(tc, registry_noted_pids_spare_a_later_process);
+    tcase_add_test(tc, open_stream_sees_a_delete_after_its_view);
+    tcase_add_test(tc, open_stream_sees_a_replace_after_its_join);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -313,17 +313,25 @@ namespace {
 
 class Locked {
 public:
-    explicit Locked(RegistryHeader *h) : h_(h)
+    enum Mode { Wait, TryOnly };
+    explicit Locked(RegistryHeader *h, Mode mode = Wait) : h_(h)
     {
-        int rc = pthread_mutex_lock(&h_->lock);
+        int rc = mode == Wait ? pthread_mutex_lock(&h_->lock) : pthread_mutex_trylock(&h_->lock);
         if (rc == EOWNERDEAD) {
             h_->repair();
             pthread_mutex_consistent(&h_->lock);
+        } else if (rc == EBUSY && mode == TryOnly) {
+            h_ = nullptr;
         } else if (rc != 0) {
             throw std::system_error(rc, std::generic_category(), "registry lock");
         }
     }
-    ~Locked() { pthread_mutex_unlock(&h_->lock); }
+    ~Locked()
+    {
+        if (h_)
+            pthread_mutex_unlock(&h_->lock);
+    }
+    bool held() const { return h_ != nullptr; }
     Locked(const Locked &) = delete;
     Locked &operator=(const Locked &) = delete;
 
@@ -521,7 +529,9 @@ std::vector<SubscriberInfo> Registry::reap_noted()
     if (h_->gone_mask.load(std::memory_order_acquire) == 0 &&
         h_->gone_overflow.load(std::memory_order_acquire) == 0)
         return {};
-    Locked lock(h_);
+    Locked lock(h_, Locked::TryOnly);
+    if (!lock.held())
+        return {}; /* the notes wait for the next call, or the next join */
     return h_->drain_gone(wall_us());
 }
 

@@ -117,8 +117,9 @@ public:
      * join(), reap_noted() or reap_dead() in any process (a later process that gets the same
      * pid keeps its own). */
     void note_gone(int pid);
-    /* Frees the slots of the processes note_gone() named; returns what they held. Without
-     * notes it returns at once without taking the lock. */
+    /* Frees the slots of the processes note_gone() named; returns what they held. Never
+     * waits: without notes it does not touch the lock, and when another process holds the
+     * lock it returns nothing and leaves the notes for the next call. */
     std::vector<SubscriberInfo> reap_noted();
     /* Frees the slots of the noted processes and of every process that no longer exists. */
     std::vector<SubscriberInfo> reap_dead();

@@ -170,7 +170,7 @@ private:
                 last = seen;
                 poke();
             }
-            reap_gone_processes(state_); /* off the I/O thread: it may wait for the lock */
+            reap_gone_processes(state_); /* never waits for the registry lock */
             state_->bus.wait(seen, kTickMs);
         }
     }

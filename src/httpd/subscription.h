@@ -57,9 +57,9 @@ void announce_gone(ModuleState *state, const std::vector<SubscriberInfo> &gone,
                    const char *reason);
 
 /* Frees the streams of the child processes the parent noted gone (Registry::note_gone) and
- * announces them. Cheap when there are none (no lock): called from loops that tick at least
- * once a second in every child that holds streams, so the parent never has to lock. Logs,
- * never throws. */
+ * announces them. Never waits for the registry's lock (Registry::reap_noted), and costs two
+ * atomic loads when nothing is noted: called from loops that tick at least once a second in
+ * every child that holds streams, so the parent never has to lock. Logs, never throws. */
 void reap_gone_processes(ModuleState *state);
 
 } // namespace sse::httpd

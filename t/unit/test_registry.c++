@@ -290,6 +290,8 @@ START_TEST(registry_parent_never_waits_for_a_stopped_holder)
     int st = 0;
     ck_assert(waitpid(holder, &st, WUNTRACED) == holder && WIFSTOPPED(st));
     reg.note_gone(dead); /* returns although the lock is held */
+    /* A child's periodic reaping does not wait either: the note stays for later. */
+    ck_assert_int_eq(reg.reap_noted().size(), 0);
     kill(holder, SIGCONT);
     ck_assert(waitpid(holder, &st, 0) == holder && WIFEXITED(st));
     /* The holder's join, once it went on, freed the dead child's two slots. */

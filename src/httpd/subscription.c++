@@ -117,7 +117,6 @@ void Subscription::end(const char *reason)
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, nullptr,
                      "SSE0602: releasing a stream's registry slot failed: %s", e.what());
     }
-    reap_gone_processes(state);
 }
 
 void reap_gone_processes(ModuleState *state)

@@ -595,19 +595,18 @@ int expr_lookup(ap_expr_lookup_parms *parms)
     return OK;
 }
 
-/* Parent: a child process ended. Streams it still held (it was killed or crashed) are
- * released, and announced as disconnected. */
+/* Parent: a child process ended. Streams it still held (it was killed or crashed) are freed
+ * and announced by the children (see reap_gone_processes()): the parent only notes the pid,
+ * lock-free, since it must never wait for a lock a child can hold (a stopped child would stop
+ * the MPM's main loop), and wakes the children's loops so that one of them does it now. */
 void child_status(server_rec *s, pid_t pid, ap_generation_t, int, mpm_child_status status)
 {
     ModuleState *state = server_config(s)->state;
     if (status != MPM_CHILD_EXITED || !state || !state->registry.valid())
         return;
-    try {
-        announce_gone(state, state->registry.reap(pid), "process-died");
-    } catch (const std::exception &e) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "SSE0209: releasing the streams of process "
-                     "%d failed: %s", int(pid), e.what());
-    }
+    state->registry.note_gone(pid);
+    if (state->bus.valid())
+        state->bus.wake_all();
 }
 
 int handler(request_rec *r)

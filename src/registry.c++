@@ -11,6 +11,7 @@
 #include <map>
 #include <pthread.h>
 #include <set>
+#include <stdexcept>
 #include <system_error>
 
 namespace sse {
@@ -18,7 +19,15 @@ namespace sse {
 namespace {
 
 constexpr std::uint32_t kRegistryMagic = 0x53534552 ^ 0x00520000; /* distinct from the bus */
-constexpr std::uint32_t kRegistryVersion = 1;
+constexpr std::uint32_t kRegistryVersion = 2;
+
+/* Processes the parent noted gone and no process has reaped yet (see note_gone()). */
+constexpr unsigned kGoneNotes = 64;
+
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free &&
+                  std::atomic<std::int32_t>::is_always_lock_free,
+              "the registry's lock-free fields need lock-free atomics (libatomic's locks are per "
+              "process)");
 
 enum : std::uint32_t { kSlotFree = 0, kSlotLive = 1 };
 enum : std::uint32_t { kEntryEmpty = 0, kEntryUsed = 1, kEntryTombstone = 2 };
@@ -49,6 +58,35 @@ struct ChannelEntry {
     char name[kMaxChannelNameBytes + 1];
 };
 
+/* The store that makes a record count (a slot live, an entry used or dropped). Release order:
+ * everything the locker wrote before it is in memory first, so a locker killed at any point
+ * (kill -9 leaves memory as the compiled stores left it) leaves either the old record or the
+ * complete new one. */
+void commit(std::uint32_t &state, std::uint32_t value)
+{
+    __atomic_store_n(&state, value, __ATOMIC_RELEASE);
+}
+
+std::atomic<RegistryTestHook> test_hook{nullptr};
+
+void test_point(RegistryPoint at)
+{
+    if (RegistryTestHook hook = test_hook.load(std::memory_order_relaxed))
+        hook(at);
+}
+
+bool process_gone(int pid) { return pid > 0 && kill(pid, 0) != 0 && errno == ESRCH; }
+
+bool pinned(const std::vector<std::uint32_t> &pins, std::uint32_t at)
+{
+    return std::find(pins.begin(), pins.end(), at) != pins.end();
+}
+
+struct GoneNote {
+    std::atomic<std::int32_t> pid;
+    std::atomic<std::uint64_t> serial_bound; /* its slots have serials below this */
+};
+
 std::size_t align64(std::size_t n) { return (n + 63) & ~static_cast<std::size_t>(63); }
 
 std::uint32_t table_size_for(std::uint32_t max_channels)
@@ -71,9 +109,13 @@ struct RegistryHeader {
     std::uint32_t free_top;       /* entries on the free stack */
     std::uint32_t high_water;     /* slots [0, high_water) have ever been used */
     std::uint32_t live_channels;  /* used entries */
-    std::uint64_t next_serial;
+    std::atomic<std::uint64_t> next_serial; /* written under the lock; note_gone() reads it */
     std::uint64_t dropped_channels;
     std::atomic<std::uint64_t> socket_clients;
+    /* Lock-free, written by the parent (note_gone), emptied under the lock (drain_gone). */
+    std::atomic<std::uint64_t> gone_mask;     /* bit i: gone[i] names a process to reap */
+    std::atomic<std::uint32_t> gone_overflow; /* a note found no free cell */
+    GoneNote gone[kGoneNotes];
     pthread_mutex_t lock;
     std::uint64_t free_offset, slots_offset, table_offset;
 
@@ -100,43 +142,71 @@ struct RegistryHeader {
     }
 
     /* The entry for `name`, created when absent (dropping the least recently used entry
-     * without subscribers when the table is full); table_size when there is no room. */
-    std::uint32_t find_or_create(std::string_view name_, std::int64_t now_us)
+     * without subscribers, other than `pins`, when the table is full); table_size when there
+     * is no room. */
+    std::uint32_t find_or_create(std::string_view name_, std::int64_t now_us,
+                                 const std::vector<std::uint32_t> &pins)
     {
         std::uint32_t at = find(name_);
         if (at != table_size)
             return at;
-        if (live_channels >= max_channels && !drop_one())
+        if (live_channels >= max_channels && !drop_one(pins))
             return table_size;
         const std::uint32_t hv = ChannelSet::hash(name_);
         const std::uint32_t mask = table_size - 1;
         at = hv & mask;
         while (table()[at].state == kEntryUsed)
             at = (at + 1) & mask;
+        /* Empty or a tombstone until the commit: a locker killed while it is written leaves the
+         * probe chains as they were (an Empty in place of a tombstone would cut them). */
         ChannelEntry &e = table()[at];
-        std::memset(&e, 0, sizeof e);
         e.hash = hv;
+        e.subscribers = 0;
+        e.published = 0;
         e.retry_ms = -1;
+        e.retry_set_us = 0;
+        e.last_used_us = now_us;
+        e.closed = 0;
         e.name_len = static_cast<std::uint32_t>(name_.size());
         std::memcpy(e.name, name_.data(), name_.size());
-        e.last_used_us = now_us;
-        e.state = kEntryUsed;
+        test_point(RegistryPoint::EntryWritten);
+        commit(e.state, kEntryUsed);
         ++live_channels;
         return at;
     }
 
-    bool drop_one()
+    /* Entries that could be dropped for new ones: unused, not pinned, and without subscribers
+     * once the slots `leaving` are released. */
+    std::uint32_t droppable(const std::vector<std::uint32_t> &pins,
+                            const std::vector<std::uint32_t> &leaving)
+    {
+        std::map<std::uint32_t, std::uint64_t> leaving_refs;
+        for (std::uint32_t i : leaving)
+            for (unsigned k = 0; k < slots()[i].n_channels; ++k)
+                ++leaving_refs[slots()[i].channel[k]];
+        std::uint32_t n = 0;
+        for (std::uint32_t i = 0; i < table_size; ++i) {
+            const ChannelEntry &e = table()[i];
+            auto it = leaving_refs.find(i);
+            const std::uint64_t going = it == leaving_refs.end() ? 0 : it->second;
+            if (e.state == kEntryUsed && e.subscribers <= going && !pinned(pins, i))
+                ++n;
+        }
+        return n;
+    }
+
+    bool drop_one(const std::vector<std::uint32_t> &pins)
     {
         std::uint32_t victim = table_size;
         for (std::uint32_t i = 0; i < table_size; ++i) {
             const ChannelEntry &e = table()[i];
-            if (e.state == kEntryUsed && e.subscribers == 0 &&
+            if (e.state == kEntryUsed && e.subscribers == 0 && !pinned(pins, i) &&
                 (victim == table_size || e.last_used_us < table()[victim].last_used_us))
                 victim = i;
         }
         if (victim == table_size)
             return false;
-        table()[victim].state = kEntryTombstone;
+        commit(table()[victim].state, kEntryTombstone);
         --live_channels;
         ++dropped_channels;
         return true;
@@ -165,8 +235,53 @@ struct RegistryHeader {
                 --e.subscribers;
             e.last_used_us = now_us;
         }
-        s.state = kSlotFree;
+        commit(s.state, kSlotFree);
         free_stack()[free_top++] = index;
+        return out;
+    }
+
+    /* Frees the slots of every process that no longer exists (kill(pid, 0)). */
+    void release_dead(std::int64_t now_us, std::vector<SubscriberInfo> &out)
+    {
+        std::map<int, bool> dead;
+        for (std::uint32_t i = 0; i < high_water; ++i) {
+            const Slot &s = slots()[i];
+            if (s.state != kSlotLive)
+                continue;
+            auto it = dead.find(s.pid);
+            if (it == dead.end())
+                it = dead.emplace(s.pid, process_gone(s.pid)).first;
+            if (it->second)
+                out.push_back(release(i, now_us));
+        }
+    }
+
+    /* Frees the slots of the processes note_gone() named, and of every process that is gone
+     * when a note found no room. */
+    std::vector<SubscriberInfo> drain_gone(std::int64_t now_us)
+    {
+        std::vector<SubscriberInfo> out;
+        const std::uint64_t mask = gone_mask.load(std::memory_order_acquire);
+        for (unsigned n = 0; n < kGoneNotes; ++n) {
+            const std::uint64_t bit = std::uint64_t(1) << n;
+            if (!(mask & bit))
+                continue;
+            const int pid = gone[n].pid.load(std::memory_order_relaxed);
+            const std::uint64_t bound = gone[n].serial_bound.load(std::memory_order_relaxed);
+            for (std::uint32_t i = 0; i < high_water; ++i) {
+                const Slot &s = slots()[i];
+                /* The bound keeps a later process that got the same pid out of it. */
+                if (s.state == kSlotLive && s.pid == pid && s.serial < bound)
+                    out.push_back(release(i, now_us));
+            }
+            /* A locker killed before this store leaves the note: the next one frees nothing
+             * more for it. */
+            gone_mask.fetch_and(~bit, std::memory_order_release);
+        }
+        if (gone_overflow.load(std::memory_order_acquire)) {
+            gone_overflow.store(0, std::memory_order_relaxed);
+            release_dead(now_us, out);
+        }
         return out;
     }
 
@@ -176,6 +291,7 @@ struct RegistryHeader {
         free_top = 0;
         for (std::uint32_t i = 0; i < table_size; ++i)
             table()[i].subscribers = 0;
+        /* Probe chains need no repair: an entry changes state by one store (see commit()). */
         live_channels = 0;
         for (std::uint32_t i = 0; i < table_size; ++i)
             if (table()[i].state == kEntryUsed)
@@ -185,6 +301,7 @@ struct RegistryHeader {
             if (s.state == kSlotLive) {
                 for (unsigned k = 0; k < s.n_channels; ++k)
                     ++table()[s.channel[k]].subscribers;
+                high_water = std::max(high_water, i + 1);
             } else {
                 free_stack()[free_top++] = i;
             }
@@ -196,25 +313,31 @@ namespace {
 
 class Locked {
 public:
-    explicit Locked(RegistryHeader *h) : h_(h)
+    enum Mode { Wait, TryOnly };
+    explicit Locked(RegistryHeader *h, Mode mode = Wait) : h_(h)
     {
-        int rc = pthread_mutex_lock(&h_->lock);
+        int rc = mode == Wait ? pthread_mutex_lock(&h_->lock) : pthread_mutex_trylock(&h_->lock);
         if (rc == EOWNERDEAD) {
             h_->repair();
             pthread_mutex_consistent(&h_->lock);
+        } else if (rc == EBUSY && mode == TryOnly) {
+            h_ = nullptr;
         } else if (rc != 0) {
             throw std::system_error(rc, std::generic_category(), "registry lock");
         }
     }
-    ~Locked() { pthread_mutex_unlock(&h_->lock); }
+    ~Locked()
+    {
+        if (h_)
+            pthread_mutex_unlock(&h_->lock);
+    }
+    bool held() const { return h_ != nullptr; }
     Locked(const Locked &) = delete;
     Locked &operator=(const Locked &) = delete;
 
 private:
     RegistryHeader *h_;
 };
-
-bool process_gone(int pid) { return pid > 0 && kill(pid, 0) != 0 && errno == ESRCH; }
 
 /* For the channel table's least-recently-used order only. */
 std::int64_t wall_us()
@@ -298,7 +421,11 @@ Registry::Join Registry::join(int pid, std::string_view client_id, std::string_v
                               std::int64_t now_us)
 {
     Locked lock(h_);
+    test_point(RegistryPoint::JoinLocked);
     Join j;
+    j.reaped = h_->drain_gone(now_us);
+    /* Decide first, change after: a join that fails frees no live stream's slot. */
+    std::vector<std::uint32_t> duplicates;
     if (!client_id.empty() && policy != DuplicatePolicy::Allow) {
         for (std::uint32_t i = 0; i < h_->high_water; ++i) {
             Slot &s = h_->slots()[i];
@@ -310,40 +437,58 @@ Registry::Join Registry::join(int pid, std::string_view client_id, std::string_v
                 j.outcome = Join::Outcome::Duplicate;
                 return j;
             } else {
-                j.replaced.push_back(h_->release(i, now_us));
+                duplicates.push_back(i);
             }
         }
     }
-    if (h_->free_top == 0) {
+    if (h_->free_top + duplicates.size() == 0) {
         j.outcome = Join::Outcome::Full;
         return j;
     }
-    std::vector<std::uint32_t> refs;
-    for (const auto &c : channels) {
-        std::uint32_t at = h_->find_or_create(c, now_us);
-        if (at == h_->table_size) {
-            j.outcome = Join::Outcome::TooManyChannels;
-            return j;
-        }
-        refs.push_back(at);
+    /* The entries this join uses are pinned: making room for one of its channels must not
+     * drop another (the slot would point at an entry that a later channel reuses). */
+    const std::size_t n = std::min(channels.size(), kMaxChannelsPerEvent);
+    std::vector<std::uint32_t> refs(n, h_->table_size);
+    std::vector<std::string_view> missing;
+    for (std::size_t i = 0; i < n; ++i) {
+        refs[i] = h_->find(channels[i]);
+        if (refs[i] == h_->table_size &&
+            std::find(missing.begin(), missing.end(), channels[i]) == missing.end())
+            missing.push_back(channels[i]);
+    }
+    const std::uint32_t room = h_->max_channels - std::min(h_->live_channels, h_->max_channels);
+    if (missing.size() > room && missing.size() > room + h_->droppable(refs, duplicates)) {
+        j.outcome = Join::Outcome::TooManyChannels;
+        return j;
+    }
+    for (std::uint32_t i : duplicates)
+        j.replaced.push_back(h_->release(i, now_us));
+    for (std::size_t i = 0; i < n; ++i) {
+        if (refs[i] != h_->table_size)
+            continue;
+        refs[i] = h_->find_or_create(channels[i], now_us, refs);
+        if (refs[i] == h_->table_size) /* the room was counted above */
+            throw std::logic_error("registry: no channel entry after room was found");
     }
     std::uint32_t index = h_->free_stack()[--h_->free_top];
     Slot &s = h_->slots()[index];
     s.pid = pid;
-    s.serial = h_->next_serial++;
+    s.serial = h_->next_serial.fetch_add(1, std::memory_order_relaxed);
     s.id_len = static_cast<std::uint8_t>(std::min(client_id.size(), kMaxClientIdBytes));
     std::memcpy(s.client_id, client_id.data(), s.id_len);
     s.remote_len = static_cast<std::uint8_t>(std::min(remote.size(), kMaxRemoteBytes));
     std::memcpy(s.remote, remote.data(), s.remote_len);
-    s.n_channels = static_cast<std::uint16_t>(std::min(refs.size(), kMaxChannelsPerEvent));
+    s.n_channels = static_cast<std::uint16_t>(n);
     for (unsigned i = 0; i < s.n_channels; ++i) {
         s.channel[i] = refs[i];
         ChannelEntry &e = h_->table()[refs[i]];
         ++e.subscribers;
         e.last_used_us = now_us;
     }
-    s.state = kSlotLive;
+    /* Before the commit: a live slot is always below high_water. */
     h_->high_water = std::max(h_->high_water, index + 1);
+    commit(s.state, kSlotLive);
+    test_point(RegistryPoint::SlotCommitted);
     j.slot = index;
     j.serial = s.serial;
     return j;
@@ -363,33 +508,39 @@ bool Registry::leave(std::uint32_t slot, std::uint64_t serial, SubscriberInfo *o
     return true;
 }
 
-std::vector<SubscriberInfo> Registry::reap(int pid)
+void Registry::note_gone(int pid)
 {
-    Locked lock(h_);
-    std::vector<SubscriberInfo> out;
-    for (std::uint32_t i = 0; i < h_->high_water; ++i) {
-        Slot &s = h_->slots()[i];
-        if (s.state == kSlotLive && s.pid == pid)
-            out.push_back(h_->release(i, wall_us()));
+    const std::uint64_t bound = h_->next_serial.load(std::memory_order_acquire);
+    const std::uint64_t mask = h_->gone_mask.load(std::memory_order_acquire);
+    for (unsigned n = 0; n < kGoneNotes; ++n) {
+        const std::uint64_t bit = std::uint64_t(1) << n;
+        if (mask & bit)
+            continue;
+        h_->gone[n].pid.store(pid, std::memory_order_relaxed);
+        h_->gone[n].serial_bound.store(bound, std::memory_order_relaxed);
+        h_->gone_mask.fetch_or(bit, std::memory_order_release);
+        return;
     }
-    return out;
+    h_->gone_overflow.store(1, std::memory_order_release);
+}
+
+std::vector<SubscriberInfo> Registry::reap_noted()
+{
+    if (h_->gone_mask.load(std::memory_order_acquire) == 0 &&
+        h_->gone_overflow.load(std::memory_order_acquire) == 0)
+        return {};
+    Locked lock(h_, Locked::TryOnly);
+    if (!lock.held())
+        return {}; /* the notes wait for the next call, or the next join */
+    return h_->drain_gone(wall_us());
 }
 
 std::vector<SubscriberInfo> Registry::reap_dead()
 {
     Locked lock(h_);
-    std::map<int, bool> gone;
-    std::vector<SubscriberInfo> out;
-    for (std::uint32_t i = 0; i < h_->high_water; ++i) {
-        Slot &s = h_->slots()[i];
-        if (s.state != kSlotLive)
-            continue;
-        auto it = gone.find(s.pid);
-        if (it == gone.end())
-            it = gone.emplace(s.pid, process_gone(s.pid)).first;
-        if (it->second)
-            out.push_back(h_->release(i, wall_us()));
-    }
+    const std::int64_t now_us = wall_us();
+    std::vector<SubscriberInfo> out = h_->drain_gone(now_us);
+    h_->release_dead(now_us, out);
     return out;
 }
 
@@ -397,10 +548,12 @@ void Registry::note_publish(const std::vector<std::string> &channels, std::int64
                             std::int64_t now_us)
 {
     Locked lock(h_);
+    std::vector<std::uint32_t> pins;
     for (const auto &c : channels) {
-        std::uint32_t at = h_->find_or_create(c, now_us);
+        std::uint32_t at = h_->find_or_create(c, now_us, pins);
         if (at == h_->table_size)
             continue; /* full of channels with subscribers: the event still went out */
+        pins.push_back(at);
         ChannelEntry &e = h_->table()[at];
         ++e.published;
         e.closed = 0;
@@ -449,6 +602,7 @@ void Registry::subscribe_view(const std::vector<std::string> &channels, bool *an
             *retry_ms = e.retry_ms;
         }
     }
+    test_point(RegistryPoint::ViewRead);
 }
 
 namespace {
@@ -508,6 +662,11 @@ RegistryTotals Registry::totals() const
     for (const auto &kv : per_pid)
         t.processes.push_back({kv.first, kv.second});
     return t;
+}
+
+void set_registry_test_hook(RegistryTestHook hook)
+{
+    test_hook.store(hook, std::memory_order_relaxed);
 }
 
 void Registry::set_socket_clients(std::uint64_t n)

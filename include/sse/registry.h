@@ -9,9 +9,11 @@
  * Exact counts: each open stream holds one slot, which names its process and its channels
  * (by channel-table index); a channel's subscriber count is kept with the slots, under the
  * same lock. A stream that ends releases its slot (leave). A process that dies without
- * releasing (kill -9, crash) is reaped: the parent does it when the MPM reports the child
- * gone (child_status hook), and any reader of counts reaps slots whose process no longer
- * exists first. Reaping returns what was freed, so the caller can announce the disconnects.
+ * releasing (kill -9, crash) is reaped: the parent notes it when the MPM reports the child
+ * gone (note_gone, lock-free: the parent never waits for a lock a child can hold, even a
+ * stopped one), and the next process that takes the lock for a join, reap_noted or
+ * reap_dead frees its slots. Readers of counts reap slots whose process no longer exists
+ * first. Reaping returns what was freed, so the caller can announce the disconnects.
  *
  * Channels: an entry is created by the first subscribe or publish and holds the publish
  * count, the retry set by a retry-only publish, and whether the channel was closed (DELETE)
@@ -19,8 +21,11 @@
  * used least recently is dropped (it counts as never having existed again).
  *
  * Concurrency: one robust, process-shared mutex. A holder that dies leaves the next locker
- * EOWNERDEAD; it then rebuilds the free stack and the counts from the slots, so nothing
- * drifts. Pure memory + POSIX (kill(pid, 0)); no httpd.
+ * EOWNERDEAD; it then rebuilds the free stack, the counts and the slot scan bound from the
+ * slots, so nothing drifts. A slot or a channel entry is written first and then made to count
+ * by one release store of its state, so a holder killed anywhere leaves each either as it was
+ * or complete (a reused tombstone stays a tombstone until then: probe chains never break).
+ * Pure memory + POSIX (kill(pid, 0)); no httpd.
  */
 #ifndef SSE_REGISTRY_H
 #define SSE_REGISTRY_H
@@ -93,8 +98,12 @@ public:
     };
     /* Takes a slot for a new stream of process `pid`. With a client id and policy Reject, a
      * live stream with the same id makes it Duplicate; with Replace, those streams' slots are
-     * freed and returned (the caller tells their holders to end them). Full: no free slot.
-     * TooManyChannels: a channel needs an entry and the table has no room. */
+     * freed and returned in `replaced` (the caller must tell their holders to end them).
+     * Full: no free slot. TooManyChannels: a channel needs an entry and the table has no room
+     * (entries of the channels of this join are never dropped to make it).
+     * All or nothing: when the outcome is not Joined, `replaced` is empty and no live
+     * stream's slot was freed; only streams of dead processes may have been (`reaped`, in
+     * every outcome). */
     Join join(int pid, std::string_view client_id, std::string_view remote,
               const std::vector<std::string> &channels, DuplicatePolicy policy,
               std::int64_t now_us);
@@ -103,9 +112,16 @@ public:
      * replaced); *out then is left alone, else it gets what the slot held. */
     bool leave(std::uint32_t slot, std::uint64_t serial, SubscriberInfo *out = nullptr);
 
-    /* Frees every slot of `pid` (a process that is gone); returns what they held. */
-    std::vector<SubscriberInfo> reap(int pid);
-    /* Frees the slots of every process that no longer exists. */
+    /* Parent, one thread, after waitpid(): `pid` is gone. Lock-free and bounded: never waits
+     * for a process that holds the lock. The slots `pid` holds now are freed by the next
+     * join(), reap_noted() or reap_dead() in any process (a later process that gets the same
+     * pid keeps its own). */
+    void note_gone(int pid);
+    /* Frees the slots of the processes note_gone() named; returns what they held. Never
+     * waits: without notes it does not touch the lock, and when another process holds the
+     * lock it returns nothing and leaves the notes for the next call. */
+    std::vector<SubscriberInfo> reap_noted();
+    /* Frees the slots of the noted processes and of every process that no longer exists. */
     std::vector<SubscriberInfo> reap_dead();
 
     /* A publish on `channels`: counts it, reopens closed channels, and when `retry_only_ms`
@@ -134,6 +150,18 @@ private:
     explicit Registry(RegistryHeader *h) : h_(h) {}
     RegistryHeader *h_ = nullptr;
 };
+
+/* Unit tests only: named points inside the registry's critical sections (the lock is held),
+ * where a test stops or kills the process to check what the next locker finds. Process-wide;
+ * unset by default, when a point costs one relaxed load. */
+enum class RegistryPoint {
+    JoinLocked,    /* join() holds the lock, nothing changed yet */
+    ViewRead,      /* subscribe_view() has read what it returns, still holds the lock */
+    EntryWritten,  /* a new channel entry is written, its state not yet committed */
+    SlotCommitted, /* join()'s slot is committed (live), join() not yet returned */
+};
+using RegistryTestHook = void (*)(RegistryPoint);
+void set_registry_test_hook(RegistryTestHook hook);
 
 } // namespace sse
 

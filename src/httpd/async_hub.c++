@@ -170,6 +170,7 @@ private:
                 last = seen;
                 poke();
             }
+            reap_gone_processes(state_); /* never waits for the registry lock */
             state_->bus.wait(seen, kTickMs);
         }
     }

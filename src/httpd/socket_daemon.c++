@@ -20,6 +20,7 @@
 #include "sse/bus.h"
 #include "sse/publisher.h"
 #include "sse/socket_protocol.h"
+#include "sse/stream_open.h"
 
 #include "ap_listen.h"
 #include "mpm_common.h"
@@ -34,6 +35,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <poll.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
@@ -373,15 +375,22 @@ private:
     void subscribe(Client &c, const Frame &f)
     {
         std::string error = f.error;
-        std::int64_t retry_ms = -1; /* a retry-only publish's value, as HTTP streams get it */
         if (error.empty())
             error = validate_channel_list(f.subscribe_channels);
         if (error.empty() && f.last_event_id.size() > kMaxEventIdBytes)
             error = "last-event-id is longer than " + std::to_string(kMaxEventIdBytes) + " bytes";
+        std::optional<OpenedStream> opened;
         if (error.empty()) {
-            bool closed = false;
-            state_->registry.subscribe_view(f.subscribe_channels, &closed, &retry_ms);
-            if (closed)
+            /* The bus position before the registry view (see sse/stream_open.h): a DELETE
+             * the view misses reaches the reader. No slot: socket subscribers are not
+             * counted. */
+            StreamRequest req;
+            req.channels = f.subscribe_channels;
+            req.resume_id = f.last_event_id;
+            req.join = false;
+            opened.emplace(open_stream(state_->bus, state_->registry, req, state_->history,
+                                       apr_time_now()));
+            if (opened->outcome == OpenedStream::Outcome::Closed)
                 error = "closed: a channel of it was closed (DELETE); it opens again at its "
                         "next publish";
         }
@@ -398,13 +407,11 @@ private:
             c.out += error_line(error);
             return;
         }
-        c.reader = std::make_unique<BusReader>(state_->bus, ChannelSet(f.subscribe_channels));
+        c.reader = std::make_unique<BusReader>(std::move(opened->reader));
         encode_comment("ok", c.out);
-        if (retry_ms >= 0)
-            encode_retry(retry_ms, c.out);
-        if (f.last_event_id.empty())
-            c.reader->start_live();
-        else if (!c.reader->start_after(f.last_event_id, state_->history, apr_time_now()))
+        if (opened->retry_ms >= 0) /* a retry-only publish's value, as HTTP streams get it */
+            encode_retry(opened->retry_ms, c.out);
+        if (!opened->resume_found)
             encode_missed_notice("unknown-last-event-id", f.last_event_id, c.out);
         c.event_started = 0;
         if (stop_requested)

@@ -9,6 +9,8 @@
 #include "src/httpd/async_hub.h"
 #include "src/httpd/subscription.h"
 
+#include "sse/stream_open.h"
+
 #include "ap_mpm.h"
 #include "http_connection.h"
 #include "http_core.h"
@@ -20,6 +22,7 @@
 #include "apr_strings.h"
 
 #include <poll.h>
+#include <unistd.h>
 
 APLOG_USE_MODULE(sse);
 
@@ -176,19 +179,44 @@ int subscribe_handler(request_rec *r)
     std::string client_id;
     if (!client_id_of(r, d, client_id))
         return OK;
-    bool closed = false;
-    std::int64_t retry_ms = -1;
-    state->registry.subscribe_view(channels, &closed, &retry_ms);
-    if (closed) {
+    /* The bus position first, then the registry (see sse/stream_open.h): a DELETE or a
+     * replace that the registry does not show yet reaches this stream on the bus. */
+    StreamRequest req;
+    req.channels = channels;
+    req.client_id = client_id;
+    req.resume_id = resume_id;
+    req.join = !r->header_only;
+    req.policy = static_cast<DuplicatePolicy>(d.duplicate_policy);
+    req.pid = getpid();
+    req.remote = r->useragent_ip ? r->useragent_ip : "";
+    OpenedStream opened = open_stream(state->bus, state->registry, req, state->history, now_us());
+    Subscription sub;
+    if (req.join)
+        sub.begin(r, state, opened.join, client_id, channels, resume_id);
+    switch (opened.outcome) {
+    case OpenedStream::Outcome::Open:
+        break;
+    case OpenedStream::Outcome::Closed:
         /* EventSource does not reconnect after a 204: this is how a closed channel's
          * subscribers are told to stop. */
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
                       "SSE0105: subscribe answered 204: a channel of it was closed (DELETE)");
         r->status = HTTP_NO_CONTENT;
         return OK;
+    case OpenedStream::Outcome::Duplicate:
+        return answer_error(r, HTTP_CONFLICT, "SSE0107", kSubscribe,
+                            "client id \"" + client_id +
+                                "\" is already connected (SSEDuplicateClient reject)");
+    case OpenedStream::Outcome::Full:
+        apr_table_setn(r->headers_out, "Retry-After", "5");
+        return answer_error(r, HTTP_SERVICE_UNAVAILABLE, "SSE0108", kSubscribe,
+                            "the server holds as many streams as SSEMaxSubscribers allows");
+    case OpenedStream::Outcome::TooManyChannels:
+        apr_table_setn(r->headers_out, "Retry-After", "5");
+        return answer_error(r, HTTP_SERVICE_UNAVAILABLE, "SSE0109", kSubscribe,
+                            "no room for another channel (SSEMaxChannels), all in use");
     }
-    if (retry_ms < 0)
-        retry_ms = d.retry_ms;
+    const std::int64_t retry_ms = opened.retry_ms >= 0 ? opened.retry_ms : d.retry_ms;
 
     ap_set_content_type(r, "text/event-stream");
     apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
@@ -198,39 +226,15 @@ int subscribe_handler(request_rec *r)
     apr_table_setn(r->subprocess_env, "no-brotli", "1");
     if (r->header_only)
         return OK;
-
-    Subscription sub;
-    switch (sub.begin(r, state, static_cast<DuplicatePolicy>(d.duplicate_policy), client_id,
-                      channels, resume_id)) {
-    case Subscription::Outcome::Joined:
-        break;
-    case Subscription::Outcome::Duplicate:
-        return answer_error(r, HTTP_CONFLICT, "SSE0107", kSubscribe,
-                            "client id \"" + client_id +
-                                "\" is already connected (SSEDuplicateClient reject)");
-    case Subscription::Outcome::Full:
-        apr_table_setn(r->headers_out, "Retry-After", "5");
-        return answer_error(r, HTTP_SERVICE_UNAVAILABLE, "SSE0108", kSubscribe,
-                            "the server holds as many streams as SSEMaxSubscribers allows");
-    case Subscription::Outcome::TooManyChannels:
-        apr_table_setn(r->headers_out, "Retry-After", "5");
-        return answer_error(r, HTTP_SERVICE_UNAVAILABLE, "SSE0109", kSubscribe,
-                            "no room for another channel (SSEMaxChannels), all in use");
-    }
     r->connection->keepalive = AP_CONN_CLOSE;
 
-    /* Take the position before the first bytes go out: whatever is published after the
-     * client's `open` fires is then sure to be delivered. */
-    BusReader reader(state->bus, ChannelSet(channels), client_id);
+    BusReader reader = std::move(opened.reader);
     std::string out;
     encode_comment("ok", out);
     if (retry_ms >= 0)
         encode_retry(retry_ms, out);
-    if (resume_id.empty()) {
-        reader.start_live();
-    } else if (!reader.start_after(resume_id, state->history, now_us())) {
+    if (!opened.resume_found)
         encode_missed_notice("unknown-last-event-id", resume_id, out);
-    }
 
     Stream stream(r);
     const char *end_reason = nullptr;
@@ -320,6 +324,7 @@ int subscribe_handler(request_rec *r)
             last_write = apr_time_now();
             idle = 0;
         }
+        reap_gone_processes(state);
         apr_interval_time_t until_keepalive = d.keepalive - idle;
         int wait_ms = static_cast<int>(apr_time_as_msec(until_keepalive)) + 1;
         state->bus.wait(seen, wait_ms < kMaxWaitMs ? wait_ms : kMaxWaitMs);

@@ -74,37 +74,22 @@ Subscription &Subscription::operator=(Subscription &&other) noexcept
     return *this;
 }
 
-Subscription::Outcome Subscription::begin(request_rec *r, ModuleState *state,
-                                          DuplicatePolicy policy, const std::string &client_id,
-                                          const std::vector<std::string> &channels,
-                                          const std::string &resume_id)
+void Subscription::begin(request_rec *r, ModuleState *state, const Registry::Join &j,
+                         const std::string &client_id, const std::vector<std::string> &channels,
+                         const std::string &resume_id)
 {
-    Registry::Join j = state->registry.join(getpid(), client_id, r->useragent_ip, channels,
-                                            policy, now_us());
     announce_gone(state, j.reaped, "process-died");
-    switch (j.outcome) {
-    case Registry::Join::Outcome::Joined: break;
-    case Registry::Join::Outcome::Duplicate: return Outcome::Duplicate;
-    case Registry::Join::Outcome::Full: return Outcome::Full;
-    case Registry::Join::Outcome::TooManyChannels: return Outcome::TooManyChannels;
-    }
+    if (j.outcome != Registry::Join::Outcome::Joined)
+        return;
     state_ = state;
     slot_ = j.slot;
     serial_ = j.serial;
 
-    for (const auto &old : j.replaced) {
-        /* Its holder (in whichever process) ends it when the record comes by. */
-        Audience target;
-        target.only = {stream_target(old.serial)};
-        std::string notice;
-        encode_close_notice("replaced", {}, notice);
-        state->bus.publish_control(RecordKind::EndStream, old.channels, target, notice,
-                                   now_us());
+    for (const auto &old : j.replaced)
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
                       "SSE0601: client id %s connected again; its older stream (process %d) "
                       "is closed (SSEDuplicateClient replace)",
                       client_id.c_str(), old.pid);
-    }
     announce_gone(state, j.replaced, "replaced");
 
     SubscriberInfo me;
@@ -116,7 +101,6 @@ Subscription::Outcome Subscription::begin(request_rec *r, ModuleState *state,
     else
         announce(state, "reconnect", me, {{"lastEventId", resume_id}});
     announced_ = true;
-    return Outcome::Joined;
 }
 
 void Subscription::end(const char *reason)
@@ -132,6 +116,16 @@ void Subscription::end(const char *reason)
     } catch (const std::exception &e) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, nullptr,
                      "SSE0602: releasing a stream's registry slot failed: %s", e.what());
+    }
+}
+
+void reap_gone_processes(ModuleState *state)
+{
+    try {
+        announce_gone(state, state->registry.reap_noted(), "process-died");
+    } catch (const std::exception &e) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, nullptr,
+                     "SSE0209: releasing the streams of ended child processes failed: %s", e.what());
     }
 }
 

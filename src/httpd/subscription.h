@@ -31,13 +31,13 @@ public:
     Subscription &operator=(const Subscription &) = delete;
     ~Subscription() { end("ended"); }
 
-    enum class Outcome { Joined, Duplicate, Full, TooManyChannels };
-    /* Takes a registry slot for the stream of `r`. When joined: ends older streams with the
-     * same client id under SSEDuplicateClient replace (an EndStream record tells their
-     * holders), and announces connect/reconnect. */
-    Outcome begin(request_rec *r, ModuleState *state, DuplicatePolicy policy,
-                  const std::string &client_id, const std::vector<std::string> &channels,
-                  const std::string &resume_id);
+    /* After open_stream() took a registry slot (or tried): announces the streams of dead
+     * processes it freed on the way; when it joined, takes over the slot `j`, logs the streams
+     * it replaced (open_stream() published their EndStream records) and announces them gone,
+     * and announces this one's connect/reconnect. */
+    void begin(request_rec *r, ModuleState *state, const Registry::Join &j,
+               const std::string &client_id, const std::vector<std::string> &channels,
+               const std::string &resume_id);
 
     /* Releases the slot and announces the disconnect with `reason`; once. */
     void end(const char *reason);
@@ -55,6 +55,12 @@ private:
  * replaced stream). */
 void announce_gone(ModuleState *state, const std::vector<SubscriberInfo> &gone,
                    const char *reason);
+
+/* Frees the streams of the child processes the parent noted gone (Registry::note_gone) and
+ * announces them. Never waits for the registry's lock (Registry::reap_noted), and costs two
+ * atomic loads when nothing is noted: called from loops that tick at least once a second in
+ * every child that holds streams, so the parent never has to lock. Logs, never throws. */
+void reap_gone_processes(ModuleState *state);
 
 } // namespace sse::httpd
 

@@ -4,6 +4,7 @@
 
 #include "sse/bus.h"
 #include "sse/registry.h"
+#include "sse/stream_open.h"
 
 #include <csignal>
 #include <string>
@@ -78,7 +79,262 @@ std::string joined(const std::vector<std::string> &v)
     return s;
 }
 
+/* Names whose table home is the same bucket (table_size 16: max_channels up to 8). */
+std::vector<std::string> colliding(std::size_t n)
+{
+    std::vector<std::string> out;
+    const std::uint32_t home = ChannelSet::hash("n0") & 15;
+    for (int i = 0; out.size() < n; ++i) {
+        std::string name = "n" + std::to_string(i);
+        if ((ChannelSet::hash(name) & 15) == home)
+            out.push_back(name);
+    }
+    return out;
+}
+
+void die_at_slot_committed(RegistryPoint at)
+{
+    if (at == RegistryPoint::SlotCommitted)
+        raise(SIGKILL);
+}
+
+void die_at_entry_written(RegistryPoint at)
+{
+    if (at == RegistryPoint::EntryWritten)
+        raise(SIGKILL);
+}
+
+void stop_at_join_locked(RegistryPoint at)
+{
+    if (at == RegistryPoint::JoinLocked)
+        raise(SIGSTOP);
+}
+
+/* Runs `fn` in a child process, waits for it to end (killed or not), returns its pid. */
+template <typename Fn> pid_t in_child(Fn fn)
+{
+    pid_t pid = fork();
+    ck_assert(pid >= 0);
+    if (pid == 0) {
+        fn();
+        _exit(0);
+    }
+    ck_assert(waitpid(pid, nullptr, 0) == pid);
+    return pid;
+}
+
+/* The bus and channel the hooks below publish to (a hook is a plain function). */
+Bus *hook_bus = nullptr;
+std::string hook_channel = "news";
+
+/* A DELETE whose registry mark came just after the view read the channel open. */
+void delete_after_view(RegistryPoint at)
+{
+    if (at == RegistryPoint::ViewRead)
+        hook_bus->publish_control(RecordKind::CloseChannels, {hook_channel}, {}, "closed", kT0);
+}
+
+/* A join of the same client id (Replace) right after this join: it frees the slot just
+ * committed (the first serial of a fresh registry) and publishes the EndStream. */
+void replace_after_commit(RegistryPoint at)
+{
+    if (at != RegistryPoint::SlotCommitted)
+        return;
+    Audience target;
+    target.only = {stream_target(1)};
+    hook_bus->publish_control(RecordKind::EndStream, {"news"}, target, "replaced", kT0);
+}
+
 } // namespace
+
+START_TEST(registry_join_keeps_the_entries_it_creates)
+{
+    /* bus.md 2: a full table, join([b, c]) of two new channels. Making room for c must not
+     * drop b, which the slot being built already points at. */
+    Shared m(Registry::bytes_needed(8, 2));
+    Registry reg = make_registry(m, 8, 2);
+    const int me = getpid();
+    reg.note_publish({"a"}, -1, kT0);
+    auto x = reg.join(me, "", "", {"x"}, DuplicatePolicy::Allow, kT0 + 1);
+    auto j = reg.join(me, "", "", {"b", "c"}, DuplicatePolicy::Allow, kT0 + 2);
+    ChannelInfo ci;
+    if (j.outcome == Registry::Join::Outcome::Joined) {
+        /* Every channel of a joined stream has an entry that counts it. */
+        ck_assert_msg(reg.channel("b", &ci) && ci.subscribers == 1, "b: no entry counting it");
+        ck_assert_msg(reg.channel("c", &ci) && ci.subscribers == 1, "c: no entry counting it");
+    }
+    ck_assert(j.outcome == Registry::Join::Outcome::TooManyChannels);
+    ck_assert(reg.channel("x", &ci) && ci.subscribers == 1);
+    ck_assert(reg.channel("a", &ci));
+    ck_assert_int_eq(reg.totals().channels, 2);
+    ck_assert_int_eq(reg.totals().subscribers, 1);
+    /* Once x has no subscriber, both entries make room; the counts follow through churn. */
+    ck_assert(reg.leave(x.slot, x.serial));
+    j = reg.join(me, "", "", {"b", "c"}, DuplicatePolicy::Allow, kT0 + 3);
+    ck_assert(j.outcome == Registry::Join::Outcome::Joined);
+    for (int i = 0; i < 10; ++i) {
+        auto k = reg.join(me, "", "", {"t" + std::to_string(i)}, DuplicatePolicy::Allow, kT0 + 4);
+        ck_assert(k.outcome == Registry::Join::Outcome::TooManyChannels);
+        reg.note_publish({"p" + std::to_string(i)}, -1, kT0 + 5);
+    }
+    ck_assert(reg.channel("b", &ci) && ci.subscribers == 1);
+    ck_assert(reg.channel("c", &ci) && ci.subscribers == 1);
+    ck_assert(reg.leave(j.slot, j.serial));
+    ck_assert(reg.channel("b", &ci) && ci.subscribers == 0);
+    ck_assert(reg.channel("c", &ci) && ci.subscribers == 0);
+    ck_assert_int_eq(reg.totals().subscribers, 0);
+}
+END_TEST
+
+START_TEST(registry_failed_replace_frees_nothing)
+{
+    /* bus.md 3: under Replace, a join that then fails for want of channel entries must leave
+     * the older stream with its slot (it is never told to end). */
+    Shared m(Registry::bytes_needed(8, 2));
+    Registry reg = make_registry(m, 8, 2);
+    const int me = getpid();
+    auto bob = reg.join(me, "bob", "", {"x"}, DuplicatePolicy::Allow, kT0);
+    auto carol = reg.join(me, "carol", "", {"a"}, DuplicatePolicy::Allow, kT0);
+    auto alice = reg.join(me, "alice", "", {"a"}, DuplicatePolicy::Allow, kT0 + 1);
+    auto again = reg.join(me, "alice", "", {"c"}, DuplicatePolicy::Replace, kT0 + 2);
+    ck_assert(again.outcome == Registry::Join::Outcome::TooManyChannels);
+    ck_assert_int_eq(again.replaced.size(), 0);
+    ChannelInfo ci;
+    ck_assert(reg.channel("a", &ci) && ci.subscribers == 2);
+    ck_assert_int_eq(reg.totals().subscribers, 3);
+    ck_assert(reg.join(me, "alice", "", {"a"}, DuplicatePolicy::Reject, kT0 + 3).outcome ==
+              Registry::Join::Outcome::Duplicate);
+    ck_assert(reg.leave(carol.slot, carol.serial));
+    /* The entry the replaced stream leaves makes room: counted before anything is freed. */
+    auto moved = reg.join(me, "alice", "", {"b"}, DuplicatePolicy::Replace, kT0 + 4);
+    ck_assert(moved.outcome == Registry::Join::Outcome::Joined);
+    ck_assert_int_eq(moved.replaced.size(), 1);
+    ck_assert_uint_eq(moved.replaced[0].serial, alice.serial);
+    ck_assert(!reg.channel("a", &ci));
+    ck_assert(reg.channel("b", &ci) && ci.subscribers == 1);
+    ck_assert(reg.leave(moved.slot, moved.serial) && reg.leave(bob.slot, bob.serial));
+}
+END_TEST
+
+START_TEST(registry_killed_after_commit_keeps_the_slot_visible)
+{
+    /* bus.md 7: a joiner killed right after its slot went live: the slot must still be seen
+     * (counted, reaped), whatever else it had not finished. */
+    Shared m(Registry::bytes_needed(8, 4));
+    Registry reg = make_registry(m, 8, 4);
+    pid_t child = in_child([&] {
+        set_registry_test_hook(die_at_slot_committed);
+        reg.join(getpid(), "k", "", {"room"}, DuplicatePolicy::Allow, kT0);
+    });
+    RegistryTotals t = reg.totals();
+    ck_assert_int_eq(t.subscribers, 1);
+    ck_assert_int_eq(t.processes.size(), 1);
+    ck_assert_int_eq(t.processes[0].pid, child);
+    reg.note_gone(child);
+    auto freed = reg.reap_noted();
+    ck_assert_int_eq(freed.size(), 1);
+    assert_str(freed[0].client_id, "k");
+    ChannelInfo ci;
+    ck_assert(reg.channel("room", &ci) && ci.subscribers == 0);
+}
+END_TEST
+
+START_TEST(registry_killed_while_writing_an_entry_keeps_probe_chains)
+{
+    /* bus.md 7: a locker killed while it reuses a tombstone at the head of a probe chain
+     * must not cut the chain (the entries behind it would be lost, then created twice). */
+    Shared m(Registry::bytes_needed(8, 2));
+    Registry reg = make_registry(m, 8, 2);
+    const std::vector<std::string> n = colliding(3);
+    const int me = getpid();
+    reg.note_publish({n[0]}, -1, kT0);                                           /* home */
+    auto b = reg.join(me, "", "", {n[1]}, DuplicatePolicy::Allow, kT0 + 1); /* behind it */
+    in_child([&] {
+        set_registry_test_hook(die_at_entry_written);
+        reg.note_publish({n[2]}, -1, kT0 + 2); /* drops n0, reuses its place */
+    });
+    ChannelInfo ci;
+    ck_assert_msg(reg.channel(n[1], &ci) && ci.subscribers == 1,
+                  "the entry behind the reused place is lost");
+    ck_assert(!reg.channel(n[0], &ci) && !reg.channel(n[2], &ci));
+    ck_assert_int_eq(reg.totals().channels, 1);
+    auto b2 = reg.join(me, "", "", {n[1]}, DuplicatePolicy::Allow, kT0 + 3);
+    ck_assert(reg.channel(n[1], &ci) && ci.subscribers == 2);
+    ck_assert_int_eq(reg.channels().size(), 1);
+    reg.note_publish({n[2]}, -1, kT0 + 4);
+    ck_assert(reg.channel(n[2], &ci) && ci.published == 1);
+    ck_assert(reg.leave(b.slot, b.serial) && reg.leave(b2.slot, b2.serial));
+}
+END_TEST
+
+START_TEST(registry_parent_never_waits_for_a_stopped_holder)
+{
+    /* bus.md 8: the parent reports a dead child while another child, stopped (SIGSTOP), holds
+     * the lock. The report must return (the old reap(pid) waited here for ever: Check's
+     * timeout); the slots are freed once a locker gets through. */
+    Shared m(Registry::bytes_needed(8, 4));
+    Registry reg = make_registry(m, 8, 4);
+    pid_t dead = fork();
+    if (dead == 0) {
+        reg.join(getpid(), "d1", "", {"room"}, DuplicatePolicy::Allow, kT0);
+        reg.join(getpid(), "d2", "", {"room"}, DuplicatePolicy::Allow, kT0);
+        _exit(0);
+    }
+    ck_assert(waitpid(dead, nullptr, 0) == dead);
+    pid_t holder = fork();
+    if (holder == 0) {
+        set_registry_test_hook(stop_at_join_locked);
+        reg.join(getpid(), "h", "", {"room"}, DuplicatePolicy::Allow, kT0);
+        _exit(0);
+    }
+    int st = 0;
+    ck_assert(waitpid(holder, &st, WUNTRACED) == holder && WIFSTOPPED(st));
+    reg.note_gone(dead); /* returns although the lock is held */
+    /* A child's periodic reaping does not wait either: the note stays for later. */
+    ck_assert_int_eq(reg.reap_noted().size(), 0);
+    kill(holder, SIGCONT);
+    ck_assert(waitpid(holder, &st, 0) == holder && WIFEXITED(st));
+    /* The holder's join, once it went on, freed the dead child's two slots. */
+    RegistryTotals t = reg.totals();
+    ck_assert_int_eq(t.subscribers, 1);
+    ck_assert_int_eq(t.processes[0].pid, holder);
+    reg.note_gone(holder);
+    auto freed = reg.reap_noted();
+    ck_assert_int_eq(freed.size(), 1);
+    assert_str(freed[0].client_id, "h");
+    ck_assert_int_eq(reg.totals().subscribers, 0);
+    ck_assert_int_eq(reg.reap_noted().size(), 0);
+}
+END_TEST
+
+START_TEST(registry_noted_pids_spare_a_later_process)
+{
+    /* A pid noted gone and used again by a new process: its new streams stay. */
+    Shared m(Registry::bytes_needed(8, 4));
+    Registry reg = make_registry(m, 8, 4);
+    const int me = getpid();
+    auto old = reg.join(me, "", "", {"a"}, DuplicatePolicy::Allow, kT0);
+    reg.note_gone(me);
+    auto later = reg.join(me, "", "", {"a"}, DuplicatePolicy::Allow, kT0 + 1);
+    ck_assert_int_eq(later.reaped.size(), 1); /* a join drains the notes */
+    ck_assert_uint_eq(later.reaped[0].serial, old.serial);
+    ck_assert_int_eq(reg.totals().subscribers, 1);
+    /* More notes than cells: the rest is reaped by looking for dead processes. */
+    pid_t gone = fork();
+    if (gone == 0) {
+        reg.join(getpid(), "", "", {"a"}, DuplicatePolicy::Allow, kT0);
+        _exit(0);
+    }
+    ck_assert(waitpid(gone, nullptr, 0) == gone);
+    for (int i = 0; i < 64; ++i)
+        reg.note_gone(1); /* holds no stream */
+    reg.note_gone(gone);
+    auto freed = reg.reap_noted();
+    ck_assert_int_eq(freed.size(), 1);
+    ck_assert_int_eq(freed[0].pid, gone);
+    ck_assert(reg.leave(later.slot, later.serial));
+}
+END_TEST
 
 START_TEST(audience_rules_and_client_ids)
 {
@@ -218,7 +474,8 @@ START_TEST(registry_counts_and_duplicates)
     ck_assert_int_eq(t.subscribers, 8);
     ck_assert_int_eq(t.processes.size(), 1);
     ck_assert_int_eq(t.processes[0].pid, me);
-    ck_assert_int_eq(reg.reap(me).size(), 8);
+    reg.note_gone(me);
+    ck_assert_int_eq(reg.reap_noted().size(), 8);
     ck_assert(reg.channel("a", &ci) && ci.subscribers == 0);
 }
 END_TEST
@@ -299,6 +556,77 @@ START_TEST(registry_reaps_a_killed_process)
 }
 END_TEST
 
+START_TEST(open_stream_sees_a_delete_after_its_view)
+{
+    /* bus.md 4: a DELETE that the registry view missed must reach the stream on the bus,
+     * live or resuming, with a slot (HTTP) or without (socket subscriber). */
+    Shared mb(1 << 20);
+    Bus bus = make_bus(mb);
+    Shared mr(Registry::bytes_needed(8, 4));
+    Registry reg = make_registry(mr, 8, 4);
+    hook_bus = &bus;
+    set_registry_test_hook(delete_after_view);
+    for (bool join : {false, true}) {
+        for (bool resume : {false, true}) {
+            hook_channel = "news" + std::to_string(join) + std::to_string(resume);
+            auto first = bus.publish({hook_channel}, data_event("e1"), kT0);
+            bus.publish({hook_channel}, data_event("e2"), kT0);
+            StreamRequest req;
+            req.channels = {hook_channel};
+            req.join = join;
+            req.pid = getpid();
+            req.resume_id = resume ? first.id : "";
+            OpenedStream o = open_stream(bus, reg, req, HistoryLimits(), kT0);
+            ck_assert(o.outcome == OpenedStream::Outcome::Open && o.resume_found);
+            const std::string got = joined(datas(o.reader));
+            ck_assert_msg(got == (resume ? "e2,<close>" : "<close>"),
+                          "join %d, resume %d: got \"%s\"", join, resume, got.c_str());
+        }
+    }
+    set_registry_test_hook(nullptr);
+    ck_assert_int_eq(reg.totals().subscribers, 2);
+}
+END_TEST
+
+START_TEST(open_stream_sees_a_replace_after_its_join)
+{
+    /* bus.md 4: the EndStream of a join that replaced this stream right after its own join
+     * must reach it. */
+    Shared mb(1 << 20);
+    Bus bus = make_bus(mb);
+    Shared mr(Registry::bytes_needed(8, 4));
+    Registry reg = make_registry(mr, 8, 4);
+    StreamRequest req;
+    req.channels = {"news"};
+    req.client_id = "alice";
+    req.policy = DuplicatePolicy::Replace;
+    req.pid = getpid();
+    hook_bus = &bus;
+    set_registry_test_hook(replace_after_commit);
+    OpenedStream o = open_stream(bus, reg, req, HistoryLimits(), kT0);
+    set_registry_test_hook(nullptr);
+    ck_assert(o.outcome == OpenedStream::Outcome::Open);
+    ck_assert_uint_eq(o.join.serial, 1);
+    BusEvent e;
+    ck_assert(o.reader.next(&e) == BusReader::Next::Event);
+    ck_assert(e.kind == RecordKind::EndStream && names_stream(e, o.join.serial));
+    /* The real thing: a second stream of alice replaces the first and tells it. */
+    OpenedStream o2 = open_stream(bus, reg, req, HistoryLimits(), kT0);
+    ck_assert(o2.outcome == OpenedStream::Outcome::Open);
+    ck_assert_int_eq(o2.join.replaced.size(), 1);
+    ck_assert(o.reader.next(&e) == BusReader::Next::Event);
+    ck_assert(e.kind == RecordKind::EndStream && names_stream(e, o.join.serial));
+    ck_assert(o2.reader.next(&e) == BusReader::Next::Event && !names_stream(e, o2.join.serial));
+    /* A replace that fails (no channel entry) frees nothing and tells nobody. */
+    req.channels = {"n1", "n2", "n3", "n4", "n5"};
+    const std::uint64_t published = bus.stats().published;
+    OpenedStream o3 = open_stream(bus, reg, req, HistoryLimits(), kT0);
+    ck_assert(o3.outcome == OpenedStream::Outcome::TooManyChannels);
+    ck_assert_uint_eq(bus.stats().published, published);
+    ck_assert_int_eq(reg.totals().subscribers, 1);
+}
+END_TEST
+
 Suite *registry_suite()
 {
     Suite *s = suite_create("registry");
@@ -309,6 +637,14 @@ Suite *registry_suite()
     tcase_add_test(tc, registry_counts_and_duplicates);
     tcase_add_test(tc, registry_channel_table_and_publish_state);
     tcase_add_test(tc, registry_reaps_a_killed_process);
+    tcase_add_test(tc, registry_join_keeps_the_entries_it_creates);
+    tcase_add_test(tc, registry_failed_replace_frees_nothing);
+    tcase_add_test(tc, registry_killed_after_commit_keeps_the_slot_visible);
+    tcase_add_test(tc, registry_killed_while_writing_an_entry_keeps_probe_chains);
+    tcase_add_test(tc, registry_parent_never_waits_for_a_stopped_holder);
+    tcase_add_test(tc, registry_noted_pids_spare_a_later_process);
+    tcase_add_test(tc, open_stream_sees_a_delete_after_its_view);
+    tcase_add_test(tc, open_stream_sees_a_replace_after_its_join);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -16,7 +16,7 @@ use IO::Socket::INET;
 use IPC::Open2;
 use Time::HiRes qw(sleep time);
 
-plan skip_all => 'gdb is not installed' unless -x '/usr/bin/gdb';
+-x '/usr/bin/gdb' or die "t/parent-stall.t needs gdb (Debian package gdb; tools/install-deps installs it)\n";
 
 my $srv = SSETest::Server->start;
 $srv->expect_log(qr/AH00052: child pid \d+ exit signal Killed \(9\)/);

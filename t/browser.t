@@ -1,6 +1,6 @@
 # A real browser: Debian's Chromium (headless, driven through t/js/browser.mjs) opens EventSource
 # streams from a page this httpd serves, on the same origin and on two others (another port of
-# the same site, and another host name) with the CORS configuration the README shows. Checked:
+# the same site, and another host name) with the CORS configuration docs/deployment.md shows. Checked:
 # events published over HTTP and over the publish socket arrive with their type, multi-line and
 # unicode data and lastEventId; at a graceful restart the browser reconnects by itself with
 # Last-Event-ID (cookies too) and gets exactly what was published while it was away; a reconnect
@@ -25,11 +25,11 @@ my $retry_ms = 2000;
 my $mods = SSETest::apxs_q('LIBEXECDIR');
 my $port2 = SSETest::free_port();
 
-# The README's CORS block, as it is written there, with this page's origin allowed.
-my $readme = do { local (@ARGV, $/) = "$SSETest::ROOT/README.md"; <> };
+# The CORS block of docs/deployment.md, as it is written there, with this page's origin allowed.
+my $readme = do { local (@ARGV, $/) = "$SSETest::ROOT/docs/deployment.md"; <> };
 my ($cors) = $readme =~ /<!-- t\/browser\.t runs this block -->\s*```apache\n(.*?)```/s
-    or BAIL_OUT('README.md has no CORS block marked for t/browser.t');
-ok($cors =~ s/"\^\((.*?)\)\$"/"^(http:\/\/127\\.0\\.0\\.1:\${port})\$"/, 'README block has an origin list');
+    or BAIL_OUT('docs/deployment.md has no CORS block marked for t/browser.t');
+ok($cors =~ s/"\^\((.*?)\)\$"/"^(http:\/\/127\\.0\\.0\\.1:\${port})\$"/, 'docs/deployment.md block has an origin list');
 
 my $srv = SSETest::Server->start(port2 => $port2, global => <<"GLOBAL", conf => <<"CONF");
 Listen 127.0.0.1:$port2
@@ -213,7 +213,7 @@ subtest 'a graceful restart: the browser comes back with Last-Event-ID and gets 
     is($_->{end}, 'server-restart', 'it ended at the restart') for grep { $srv->mpm eq 'event' } @first;
 };
 
-subtest 'cross-origin: the README configuration, credentials, a long Last-Event-ID' => sub {
+subtest 'cross-origin: the documented configuration, credentials, a long Last-Event-ID' => sub {
     # The reconnect requests are still open: their headers are seen in mod_status-free ways only
     # once they end, so end them now.
     $b->eval("closeStream('$_')") for @live;
@@ -263,7 +263,7 @@ subtest 'a fetch()-based client sends Last-Event-ID as a header: preflighted, an
     ok($pre, 'Chromium sent a preflight first');
     is($pre->{status}, 200, 'mod_sse answered it 200');
     is($pre->{acrh}, 'last-event-id', 'for the Last-Event-ID header');
-    is($pre->{acao}, "http://127.0.0.1:$port", 'with the CORS headers of the README block');
+    is($pre->{acao}, "http://127.0.0.1:$port", 'with the CORS headers of the documented block');
 
     my $res = $srv->request(OPTIONS => '/events/news',
                             headers => {Origin => "http://127.0.0.1:$port",

@@ -1,6 +1,6 @@
 # Around the module: mod_deflate loaded and even forced on everything does not compress or hold
 # back events; httpd as a reverse proxy (mod_proxy_http) in front of a mod_sse server passes
-# events through at once with the settings the README gives.
+# events through at once with the settings docs/deployment.md gives.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -39,7 +39,7 @@ subtest 'behind mod_proxy_http' => sub {
     my $front = SSETest::Server->start(conf => <<"EOF");
 LoadModule proxy_module $mods/mod_proxy.so
 LoadModule proxy_http_module $mods/mod_proxy_http.so
-# As the README shows: no response buffering for the stream, a long enough timeout for the
+# As docs/deployment.md shows: no response buffering for the stream, a long enough timeout for the
 # keep-alive interval, and one connection per stream to the backend.
 <Location /live>
     ProxyPass http://127.0.0.1:$bport/events flushpackets=on timeout=120 disablereuse=on

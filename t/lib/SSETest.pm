@@ -277,8 +277,9 @@ sub stop {
     my $conf = $self->{marker} // "$self->{dir}/httpd.conf";
     my $left = sub {
         grep {
-            open my $fh, '<', "/proc/$_/cmdline" or ();
-            my $cmd = $fh ? do { local $/; <$fh> } // '' : '';
+            # A process may exit between the glob and the open.
+            my $fh;
+            my $cmd = open($fh, '<', "/proc/$_/cmdline") ? do { local $/; <$fh> } // '' : '';
             $_ != $$ && index($cmd, $conf) >= 0;
         } map { m{/proc/(\d+)$} ? $1 : () } glob '/proc/[0-9]*';
     };

@@ -24,14 +24,14 @@ OpenedStream open_stream(Bus bus, Registry &registry, const StreamRequest &req,
                            now_us);
     /* The replaced streams' slots are freed: their holders (in whichever process) end them
      * when this record comes by. */
-    for (const auto &old : o.join.replaced) {
+    for (const auto &old : o.join->replaced) {
         Audience target;
         target.only = {stream_target(old.serial)};
         std::string notice;
         encode_close_notice("replaced", {}, notice);
         bus.publish_control(RecordKind::EndStream, old.channels, target, notice, now_us);
     }
-    switch (o.join.outcome) {
+    switch (o.join->outcome) {
     case Registry::Join::Outcome::Joined: break;
     case Registry::Join::Outcome::Duplicate: o.outcome = OpenedStream::Outcome::Duplicate; break;
     case Registry::Join::Outcome::Full: o.outcome = OpenedStream::Outcome::Full; break;

@@ -62,6 +62,20 @@ subtest 'connect, disconnect, reconnect' => sub {
     $anon->close;
 };
 
+subtest 'a subscribe to a closed channel (204) is not announced' => sub {
+    $srv->publish('/publish/doomed', 'x');
+    is($srv->request(DELETE => '/publish/doomed')->{status}, 200, 'DELETE');
+    my $r = $srv->request(GET => '/who/doomed', headers => {'X-Client-Id' => 'zed'}, timeout => 3);
+    is($r->{status}, 204, 'subscribe to the closed channel answered 204');
+    # A later stream's connect shows that the presence channel got this far in order.
+    my $s = $srv->subscribe('/who/lobby', headers => {'X-Client-Id' => 'yan'});
+    ok(next_presence('connect', 'yan'), 'the next stream is announced');
+    ok(!(grep { $_->{event} eq 'connect' && $_->{data} =~ /"zed"/ } $watch->all_events),
+       'no connect for the subscribe answered 204');
+    $s->close;
+    ok(next_presence('disconnect', 'yan'), 'and its disconnect');
+};
+
 subtest 'a killed process: its streams are announced gone' => sub {
     my @subs = map { $srv->subscribe('/who/crowd', headers => {'X-Client-Id' => "k$_"}) } 1 .. 6;
     next_presence('connect', "k$_") for 1 .. 6;

@@ -22,6 +22,7 @@
 #include "sse/registry.h"
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -47,10 +48,11 @@ struct OpenedStream {
     BusReader reader;           /* positioned: live, or after resume_id with the replay queued */
     bool resume_found = true;   /* false: resume_id is not held (send the missed notice) */
     std::int64_t retry_ms = -1; /* the channels' retry from a retry-only publish; -1: none */
-    /* With req.join: the slot (when Open), the streams of dead processes freed on the way,
-     * and the streams replaced (SSEDuplicateClient replace) whose EndStream records
-     * open_stream() has published. */
-    Registry::Join join;
+    /* Set only when the registry was joined (req.join, and no channel closed): the slot (when
+     * Open), the streams of dead processes freed on the way, and the streams replaced
+     * (SSEDuplicateClient replace) whose EndStream records open_stream() has published.
+     * Unset, there is no slot to announce or release. */
+    std::optional<Registry::Join> join;
 };
 
 /* Positions the reader (start_live or start_after), then reads the registry (Closed: a

@@ -191,8 +191,8 @@ int subscribe_handler(request_rec *r)
     req.remote = r->useragent_ip ? r->useragent_ip : "";
     OpenedStream opened = open_stream(state->bus, state->registry, req, state->history, now_us());
     Subscription sub;
-    if (req.join)
-        sub.begin(r, state, opened.join, client_id, channels, resume_id);
+    if (opened.join) /* not for a HEAD request, nor when a channel was closed (204) */
+        sub.begin(r, state, *opened.join, client_id, channels, resume_id);
     switch (opened.outcome) {
     case OpenedStream::Outcome::Open:
         break;

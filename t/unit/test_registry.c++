@@ -588,6 +588,27 @@ START_TEST(open_stream_sees_a_delete_after_its_view)
 }
 END_TEST
 
+START_TEST(open_stream_on_a_closed_channel_takes_no_slot)
+{
+    /* A subscribe to a channel closed by DELETE is answered 204: it must not take (or seem to
+     * take) a slot, or its caller would announce a connect with no disconnect to follow. */
+    Shared mb(1 << 20);
+    Bus bus = make_bus(mb);
+    Shared mr(Registry::bytes_needed(8, 4));
+    Registry reg = make_registry(mr, 8, 4);
+    reg.note_publish({"doomed"}, -1, kT0);
+    ck_assert_int_eq(reg.close_channels({"doomed"}, kT0).size(), 1);
+    StreamRequest req;
+    req.channels = {"doomed"};
+    req.client_id = "zed";
+    req.pid = getpid();
+    OpenedStream o = open_stream(bus, reg, req, HistoryLimits(), kT0);
+    ck_assert(o.outcome == OpenedStream::Outcome::Closed);
+    ck_assert_msg(!o.join.has_value(), "a closed channel's subscribe reports a join");
+    ck_assert_int_eq(reg.totals().subscribers, 0);
+}
+END_TEST
+
 START_TEST(open_stream_sees_a_replace_after_its_join)
 {
     /* bus.md 4: the EndStream of a join that replaced this stream right after its own join
@@ -606,17 +627,17 @@ START_TEST(open_stream_sees_a_replace_after_its_join)
     OpenedStream o = open_stream(bus, reg, req, HistoryLimits(), kT0);
     set_registry_test_hook(nullptr);
     ck_assert(o.outcome == OpenedStream::Outcome::Open);
-    ck_assert_uint_eq(o.join.serial, 1);
+    ck_assert_uint_eq(o.join->serial, 1);
     BusEvent e;
     ck_assert(o.reader.next(&e) == BusReader::Next::Event);
-    ck_assert(e.kind == RecordKind::EndStream && names_stream(e, o.join.serial));
+    ck_assert(e.kind == RecordKind::EndStream && names_stream(e, o.join->serial));
     /* The real thing: a second stream of alice replaces the first and tells it. */
     OpenedStream o2 = open_stream(bus, reg, req, HistoryLimits(), kT0);
     ck_assert(o2.outcome == OpenedStream::Outcome::Open);
-    ck_assert_int_eq(o2.join.replaced.size(), 1);
+    ck_assert_int_eq(o2.join->replaced.size(), 1);
     ck_assert(o.reader.next(&e) == BusReader::Next::Event);
-    ck_assert(e.kind == RecordKind::EndStream && names_stream(e, o.join.serial));
-    ck_assert(o2.reader.next(&e) == BusReader::Next::Event && !names_stream(e, o2.join.serial));
+    ck_assert(e.kind == RecordKind::EndStream && names_stream(e, o.join->serial));
+    ck_assert(o2.reader.next(&e) == BusReader::Next::Event && !names_stream(e, o2.join->serial));
     /* A replace that fails (no channel entry) frees nothing and tells nobody. */
     req.channels = {"n1", "n2", "n3", "n4", "n5"};
     const std::uint64_t published = bus.stats().published;
@@ -645,6 +666,7 @@ Suite *registry_suite()
     tcase_add_test(tc, registry_noted_pids_spare_a_later_process);
     tcase_add_test(tc, open_stream_sees_a_delete_after_its_view);
     tcase_add_test(tc, open_stream_sees_a_replace_after_its_join);
+    tcase_add_test(tc, open_stream_on_a_closed_channel_takes_no_slot);
     suite_add_tcase(s, tc);
     return s;
 }

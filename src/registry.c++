@@ -508,6 +508,17 @@ bool Registry::leave(std::uint32_t slot, std::uint64_t serial, SubscriberInfo *o
     return true;
 }
 
+bool Registry::holds(std::uint32_t slot, std::uint64_t serial) const
+{
+    if (slot >= h_->max_subscribers)
+        return false;
+    const Slot &s = h_->slots()[slot];
+    /* The state is committed (release) after the serial is written: a slot seen live has the
+     * serial of the stream that committed it. */
+    return __atomic_load_n(&s.state, __ATOMIC_ACQUIRE) == kSlotLive &&
+           __atomic_load_n(&s.serial, __ATOMIC_RELAXED) == serial;
+}
+
 void Registry::note_gone(int pid)
 {
     const std::uint64_t bound = h_->next_serial.load(std::memory_order_acquire);

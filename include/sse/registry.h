@@ -112,6 +112,13 @@ public:
      * replaced); *out then is left alone, else it gets what the slot held. */
     bool leave(std::uint32_t slot, std::uint64_t serial, SubscriberInfo *out = nullptr);
 
+    /* Whether the slot still belongs to the stream that joined with `serial`. Lock-free: a
+     * stream calls it on its periodic tick. A live stream loses its slot only to a replacing
+     * join, which then publishes an EndStream record for it; if the replacing process dies
+     * between its join and that publish, this is how the older stream learns it was replaced
+     * (it ends as if the record had come). */
+    bool holds(std::uint32_t slot, std::uint64_t serial) const;
+
     /* Parent, one thread, after waitpid(): `pid` is gone. Lock-free and bounded: never waits
      * for a process that holds the lock. The slots `pid` holds now are freed by the next
      * join(), reap_noted() or reap_dead() in any process (a later process that gets the same

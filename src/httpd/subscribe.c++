@@ -325,6 +325,13 @@ int subscribe_handler(request_rec *r)
             idle = 0;
         }
         reap_gone_processes(state);
+        if (sub.lost_slot()) {
+            end_reason = "replaced";
+            out.clear();
+            encode_close_notice("replaced", {}, out);
+            stream.send(out);
+            break;
+        }
         apr_interval_time_t until_keepalive = d.keepalive - idle;
         int wait_ms = static_cast<int>(apr_time_as_msec(until_keepalive)) + 1;
         state->bus.wait(seen, wait_ms < kMaxWaitMs ? wait_ms : kMaxWaitMs);

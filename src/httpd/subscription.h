@@ -44,6 +44,11 @@ public:
 
     std::uint64_t serial() const { return serial_; }
 
+    /* Whether this stream held a slot and a replacing join has taken it (Registry::holds).
+     * Normally the EndStream record says so first; this covers a replacer that died before
+     * publishing it. Lock-free: for a stream's periodic tick. */
+    bool lost_slot() const { return state_ && !state_->registry.holds(slot_, serial_); }
+
 private:
     ModuleState *state_ = nullptr;
     std::uint32_t slot_ = 0;

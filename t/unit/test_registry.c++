@@ -609,6 +609,43 @@ START_TEST(open_stream_on_a_closed_channel_takes_no_slot)
 }
 END_TEST
 
+START_TEST(a_replacer_killed_before_its_endstream_leaves_the_old_slot_not_held)
+{
+    /* A replacing process killed between its join (the older stream's slot freed) and the
+     * EndStream publish: no record ever tells the older stream, so the stream learns it from
+     * holds() on its tick (found by review: before holds() it streamed on without a slot, and
+     * a later Reject join of the same id was accepted beside it). */
+    Shared mb(1 << 20);
+    Bus bus = make_bus(mb);
+    Shared mr(Registry::bytes_needed(8, 4));
+    Registry reg = make_registry(mr, 8, 4);
+    StreamRequest req;
+    req.channels = {"news"};
+    req.client_id = "X";
+    req.policy = DuplicatePolicy::Replace;
+    req.pid = getpid();
+    OpenedStream old = open_stream(bus, reg, req, HistoryLimits(), kT0);
+    ck_assert(old.outcome == OpenedStream::Outcome::Open);
+    ck_assert(reg.holds(old.join->slot, old.join->serial));
+    ck_assert(!reg.holds(old.join->slot, old.join->serial + 1));
+    ck_assert(!reg.holds(1000, old.join->serial));
+
+    pid_t replacer = in_child([&] {
+        set_registry_test_hook(die_at_slot_committed);
+        StreamRequest again = req;
+        again.pid = getpid();
+        open_stream(bus, reg, again, HistoryLimits(), kT0);
+    });
+    BusEvent e;
+    ck_assert(old.reader.next(&e) == BusReader::Next::None); /* no EndStream came */
+    ck_assert_msg(!reg.holds(old.join->slot, old.join->serial),
+                  "the replaced stream still seems to hold its slot");
+    reg.note_gone(replacer);
+    reg.reap_noted();
+    ck_assert(!reg.holds(old.join->slot, old.join->serial));
+}
+END_TEST
+
 START_TEST(open_stream_sees_a_replace_after_its_join)
 {
     /* bus.md 4: the EndStream of a join that replaced this stream right after its own join
@@ -667,6 +704,7 @@ Suite *registry_suite()
     tcase_add_test(tc, open_stream_sees_a_delete_after_its_view);
     tcase_add_test(tc, open_stream_sees_a_replace_after_its_join);
     tcase_add_test(tc, open_stream_on_a_closed_channel_takes_no_slot);
+    tcase_add_test(tc, a_replacer_killed_before_its_endstream_leaves_the_old_slot_not_held);
     suite_add_tcase(s, tc);
     return s;
 }

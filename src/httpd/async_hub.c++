@@ -421,7 +421,7 @@ private:
             release_dup(s);
             s->settled = true;
             if (s->dead)
-                hand_over(s);
+                hand_over(s, false, true);
         }
         settling_.resize(kept);
     }
@@ -728,17 +728,18 @@ private:
         } else {
             c->aborted = 1; /* gone, failed, or too far behind: it reconnects and replays */
         }
-        if (s->settled)
-            hand_over(s);
-        /* else settle() hands it over once its worker has left */
+        /* The registry slot and the disconnect go at once; the connection once settled. */
+        hand_over(s, true, s->settled);
     }
 
-    /* From here on the ender owns the stream; the I/O thread never looks at it again. */
-    void hand_over(SuspendedStream *s)
+    /* `leave`: the ender releases the stream's registry slot (Subscription::end); after that
+     * the I/O thread no longer touches s->sub. `finish`: the ender owns the stream from then
+     * on and the I/O thread never looks at it again. */
+    void hand_over(SuspendedStream *s, bool leave, bool finish)
     {
         {
             std::lock_guard<std::mutex> lock(ender_mu_);
-            ender_queue_.push_back(s);
+            ender_queue_.push_back({s, leave, finish});
         }
         ender_cv_.notify_one();
     }
@@ -750,7 +751,7 @@ private:
     void ender_loop()
     {
         for (;;) {
-            std::vector<SuspendedStream *> batch;
+            std::vector<EnderTask> batch;
             {
                 std::unique_lock<std::mutex> lock(ender_mu_);
                 ender_cv_.wait(lock, [this] { return !ender_queue_.empty() || ender_exit_; });
@@ -758,8 +759,22 @@ private:
                     return;
                 batch.swap(ender_queue_);
             }
-            for (SuspendedStream *s : batch)
-                finish(s);
+            for (const EnderTask &t : batch) {
+                if (t.leave)
+                    leave(t.s);
+                if (t.finish)
+                    finish(t.s);
+            }
+        }
+    }
+
+    void leave(SuspendedStream *s)
+    {
+        try {
+            s->sub.end(reason_name(s->why));
+        } catch (const std::exception &e) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, s_, "SSE0502: ending a held stream: %s",
+                         e.what());
         }
     }
 
@@ -776,12 +791,6 @@ private:
         apr_table_setn(r->subprocess_env, "SSE_BYTES",
                        apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, s->bytes_sent));
         apr_table_setn(r->subprocess_env, "SSE_END", why);
-        try {
-            s->sub.end(why);
-        } catch (const std::exception &e) {
-            ap_log_error(APLOG_MARK, APLOG_ERR, 0, s_, "SSE0502: ending a held stream: %s",
-                         e.what());
-        }
         if (s->direct)
             r->bytes_sent = static_cast<apr_off_t>(s->bytes_sent);
         c->keepalive = AP_CONN_CLOSE;
@@ -816,7 +825,11 @@ private:
     std::vector<SuspendedStream *> settling_; /* adopted, worker maybe not gone yet */
     std::mutex ender_mu_;
     std::condition_variable ender_cv_;
-    std::vector<SuspendedStream *> ender_queue_;
+    struct EnderTask {
+        SuspendedStream *s;
+        bool leave, finish;
+    };
+    std::vector<EnderTask> ender_queue_;
     bool ender_exit_ = false;
     Bytes keepalive_comment_;
 };

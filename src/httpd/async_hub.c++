@@ -316,12 +316,14 @@ private:
                 keepalives(now);
             }
             settle(now);
+            flush_finishing();
         }
         take_inbox();
         std::vector<SuspendedStream *> all(streams_.begin(), streams_.end());
         for (auto *s : all)
             end(s, EndReason::Stopping);
         settle(apr_time_now(), true);
+        flush_finishing();
     }
 
     void take_inbox()
@@ -732,15 +734,33 @@ private:
         hand_over(s, true, s->settled);
     }
 
-    /* `leave`: the ender releases the stream's registry slot (Subscription::end); after that
-     * the I/O thread no longer touches s->sub. `finish`: the ender owns the stream from then
-     * on and the I/O thread never looks at it again. */
+    /* `leave`: the ender releases the stream's registry slot (Subscription::end) at once;
+     * the I/O thread no longer touches s->sub. `finish`: at the end of this loop round (the
+     * current epoll batch may still name the stream), the ender takes the stream and
+     * deletes it; the I/O thread never looks at it again. */
     void hand_over(SuspendedStream *s, bool leave, bool finish)
     {
+        if (finish)
+            finishing_.push_back(s);
+        if (!leave)
+            return;
         {
             std::lock_guard<std::mutex> lock(ender_mu_);
-            ender_queue_.push_back({s, leave, finish});
+            ender_queue_.push_back({s, true, false});
         }
+        ender_cv_.notify_one();
+    }
+
+    void flush_finishing()
+    {
+        if (finishing_.empty())
+            return;
+        {
+            std::lock_guard<std::mutex> lock(ender_mu_);
+            for (SuspendedStream *s : finishing_)
+                ender_queue_.push_back({s, false, true});
+        }
+        finishing_.clear();
         ender_cv_.notify_one();
     }
 
@@ -823,6 +843,8 @@ private:
     std::unordered_map<std::uint64_t, SuspendedStream *> by_serial_;
     std::unordered_map<std::string, std::unordered_set<SuspendedStream *>> channels_;
     std::vector<SuspendedStream *> settling_; /* adopted, worker maybe not gone yet */
+    std::vector<SuspendedStream *> finishing_; /* ended and settled: for the ender, at the
+                                                * end of this loop round */
     std::mutex ender_mu_;
     std::condition_variable ender_cv_;
     struct EnderTask {

@@ -11,6 +11,7 @@ use SSETest;
 use Test::More;
 use Time::HiRes qw(sleep time);
 use IO::Socket::INET;
+use IO::Select;
 use File::Temp qw(tempdir);
 
 plan skip_all => 'streams are held by the hub only under the event MPM'
@@ -21,7 +22,9 @@ plan skip_all => 'streams are held by the hub only under the event MPM'
 # the child blocked on a pipe nobody drains.
 my $tmp = tempdir(CLEANUP => 1);
 open my $sh, '>', "$tmp/logger.sh" or die;
-print $sh "trap '' TERM\nwhile [ ! -e $tmp/go ]; do sleep 0.2; done\nexec cat >/dev/null\n";
+# (At most 120 s, and not past the test's end, when the directory goes.)
+print $sh "trap '' TERM\nn=0\nwhile [ ! -e $tmp/go ] && [ -d $tmp ] && [ \$n -lt 600 ]; do sleep 0.2; n=\$((n+1)); done\n"
+        . "[ -d $tmp ] || exit 0\nexec cat >/dev/null\n";
 close $sh;
 my $srv = SSETest::Server->start(global => "SSEPublishSocket pub.sock\n",
                                  conf => "ServerLimit 1\nStartServers 1\nMaxRequestWorkers 25\n"
@@ -38,12 +41,15 @@ is(scalar(grep { my @e = $_->events(1, 10); @e } @live), 5, 'they receive');
 # (about 200 KB) are more than a pipe holds (64 KiB by default, 1 MiB at most unprivileged).
 my $port = $srv->port;
 my $sent = 0;
+my $churn_end = time + 60;
 for my $i (1 .. 1500) {
+    last if time > $churn_end;
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => 5) or next;
     syswrite $s, "GET /events/churn HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n";
     my $buf = '';
-    my $end = time + 5;
-    while ($buf !~ /\r\n\r\n/ && time < $end) {
+    my $end = time + 2;
+    my $sel = IO::Select->new($s);
+    while ($buf !~ /\r\n\r\n/ && time < $end && $sel->can_read($end - time > 0 ? $end - time : 0)) {
         my $n = sysread $s, $buf, 4096, length $buf;
         last unless $n;
     }

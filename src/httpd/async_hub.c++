@@ -1,4 +1,32 @@
-/* The per-child hub of suspended streams (see the header for the design). */
+/* The per-child hub of suspended streams (see the header for the design).
+ *
+ * Pinned to httpd 2.4 internals (checked against the 2.4.x branch's server/mpm/event/event.c,
+ * server/core_filters.c and modules/ssl/ssl_engine_io.c, and run on Debian's 2.4.71; t/async.t
+ * fails if the MPM changes under them). 2.4 has no public API for any of this (trunk has
+ * ap_mpm_resume_suspended()):
+ * - adopt_suspended_stream(): the event MPM calls the suspend_connection hooks in six places;
+ *   only the one after a handler returned SUSPENDED sees c->cs->state == CONN_STATE_SUSPENDED
+ *   (the others: async I/O wait, write completion, keep-alive, lingering close x2).
+ * - After the hooks return, notify_suspend() writes c->sbh = NULL and then cs->suspended = 1 in
+ *   the connection's pool; the worker then leaves process_socket() and clears its
+ *   worker_sockets[] slot, which close_worker_sockets() closes at an ungraceful stop. The hub
+ *   waits until it sees c->sbh cleared, then kReleaseMs more ("settled", see settle()), before
+ *   it touches the scoreboard (the request's log and counters), closes the MPM's socket or
+ *   destroys the pool. The 100 ms are a heuristic: only a worker preempted for 100 ms or more
+ *   between those stores breaks it (cgroup CPU throttling can). It is accepted because no 2.4
+ *   API gives a better signal and a longer wait only keeps ended connections longer.
+ * - Until settled the hub writes through a dup() of the socket (and points the core output
+ *   filter's core_net_rec::client_socket at it), so a close_worker_sockets() in that window
+ *   cannot leave it writing to a reused descriptor.
+ * - Ending (finish()): ap_process_request_after_handler(), ap_prep_lingering_close(), close,
+ *   c->cs->state = CONN_STATE_SUSPENDED (so the MPM's pool cleanup decrements the suspended
+ *   count it incremented), then apr_pool_destroy(c->pool).
+ * - The core output filter, called with a brigade, waits up to the socket's timeout for
+ *   POLLOUT once more than FlushMaxThreshold bytes are pending; mod_ssl passes it one record
+ *   at a time. The socket's timeout is 0 from adoption on (that wait then fails at once and
+ *   aborts the connection), and the hub never hands down more than write_budget() at a time,
+ *   only when the core holds nothing, so that wait is never reached.
+ */
 #include "src/httpd/async_hub.h"
 
 #include "ap_mpm.h"
@@ -10,14 +38,19 @@
 #include "apr_portable.h"
 #include "apr_strings.h"
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <deque>
+#include <fcntl.h>
 #include <memory>
 #include <mutex>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <system_error>
 #include <thread>
 #include <unistd.h>
 #include <unordered_map>
@@ -32,13 +65,19 @@ namespace {
 
 using Bytes = std::shared_ptr<const std::string>;
 
-/* Bytes handed to the output filters at once; the core filter holds what the socket does
- * not take, and the hub waits for EPOLLOUT before handing more. */
+/* Most plaintext handed to the output filters at once (TLS); the core filter holds what the
+ * socket does not take, and the hub waits for EPOLLOUT before handing more. See
+ * write_budget(). */
 constexpr std::size_t kWriteChunk = 16 * 1024;
+constexpr std::size_t kMinBudget = 1024;
+/* What mod_ssl may add to each piece (record header, IV, MAC or tag, padding), counted
+ * generously. */
+constexpr std::size_t kRecordSlack = 128;
 constexpr int kTickMs = 1000;
-/* How long an ended connection's pool is kept after its worker was seen leaving the MPM's
- * suspend code (see bury()). */
+/* How long after its worker was seen leaving the MPM's suspend code a stream counts as
+ * settled (see the top of this file). */
 constexpr int kReleaseMs = 100;
+constexpr int kSettleCheckMs = 20;
 
 enum class EndReason { PeerGone, WriteFailed, FellBehind, Stopping, ChannelClosed, Replaced };
 
@@ -58,11 +97,13 @@ const char *reason_name(EndReason r)
 } // namespace
 
 /* One suspended stream. Created on the worker by the handler; owned by the hub's I/O thread
- * once adopted. */
+ * once adopted, then by the ender thread once ended and settled. */
 struct SuspendedStream {
     request_rec *r;
     conn_rec *c;
-    int fd = -1;
+    int fd = -1;      /* what the hub writes to and polls: a dup of mpm_fd until settled */
+    int mpm_fd = -1;  /* the MPM's socket descriptor */
+    apr_socket_t *own_sock = nullptr; /* wraps the dup for the core output filter (TLS) */
     std::vector<std::string> channels;
     std::string client_id;
     Subscription sub;
@@ -74,13 +115,16 @@ struct SuspendedStream {
     std::uint64_t last_seq = 0; /* the last one queued (an event on two channels comes once) */
     std::deque<Bytes> queue;
     std::size_t queued = 0;
-    std::size_t front_offset = 0; /* direct mode: bytes of queue.front() already written */
+    std::size_t front_offset = 0; /* bytes of queue.front() already handed over */
     bool direct = false;          /* plain socket writes: see prepare_suspended_stream() */
     bool want_out = false;
     bool dead = false;
     bool dirty = false;           /* queued to in this fan-out round, not yet pushed */
+    bool settled = false;         /* the worker has left the MPM's suspend code: see settle() */
     EndReason ending = EndReason::PeerGone; /* with `closing`: why, once its notice is out */
     bool closing = false;
+    EndReason why = EndReason::PeerGone;    /* once dead: how it ended */
+    apr_time_t worker_left = 0;   /* when c->sbh was first seen cleared; 0: not yet */
     apr_time_t last_write = 0;
     apr_uint64_t events_sent = 0, bytes_sent = 0;
 
@@ -89,16 +133,29 @@ struct SuspendedStream {
 
 class AsyncHub {
 public:
+    /* Throws std::system_error when the epoll set or the eventfd cannot be made. */
     AsyncHub(server_rec *s, ModuleState *state)
         : s_(s), state_(state), hub_reader_(state->bus, ChannelSet::all())
     {
         hub_reader_.start_live();
         epfd_ = epoll_create1(EPOLL_CLOEXEC);
+        if (epfd_ < 0)
+            throw std::system_error(errno, std::generic_category(), "epoll_create1");
         wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (wake_fd_ < 0) {
+            int err = errno;
+            close(epfd_);
+            throw std::system_error(err, std::generic_category(), "eventfd");
+        }
         struct epoll_event ev = {};
         ev.events = EPOLLIN;
         ev.data.ptr = nullptr; /* nullptr: the wake-up eventfd */
-        epoll_ctl(epfd_, EPOLL_CTL_ADD, wake_fd_, &ev);
+        if (epoll_ctl(epfd_, EPOLL_CTL_ADD, wake_fd_, &ev) < 0) {
+            int err = errno;
+            close(wake_fd_);
+            close(epfd_);
+            throw std::system_error(err, std::generic_category(), "epoll_ctl");
+        }
         keepalive_comment_ = std::make_shared<const std::string>(": keepalive\n\n");
     }
 
@@ -110,9 +167,13 @@ public:
 
     void start()
     {
-        io_thread_ = std::thread([this] { guarded("I/O", [this] { io_loop(); }); });
+        ender_ = std::thread([this] { guarded("ender", [this] { ender_loop(); }); });
+        io_thread_ = std::thread([this] { run_io(); });
         watcher_ = std::thread([this] { guarded("bus watcher", [this] { watch_bus(); }); });
     }
+
+    /* Whether new streams may be suspended: not once the I/O thread failed. */
+    bool accepting() const { return !broken_.load(); }
 
     /* From child_stopping: streams end, late arrivals are closed as they come. */
     void stop()
@@ -121,7 +182,8 @@ public:
         poke();
     }
 
-    /* From the pchild cleanup, after the MPM joined its workers. */
+    /* From the pchild cleanup, after the MPM joined its workers (also when start() failed
+     * half-way: only started threads are joined). */
     void exit_and_join()
     {
         stopping_.store(true);
@@ -132,6 +194,13 @@ public:
             io_thread_.join();
         if (watcher_.joinable())
             watcher_.join();
+        {
+            std::lock_guard<std::mutex> lock(ender_mu_);
+            ender_exit_ = true;
+        }
+        ender_cv_.notify_one();
+        if (ender_.joinable())
+            ender_.join();
     }
 
     void adopt(SuspendedStream *s)
@@ -154,6 +223,37 @@ private:
         }
     }
 
+    /* The I/O thread. If its loop throws, the streams it holds are ended (their connections
+     * released: otherwise the child's connection count never reaches 0 and a graceful restart
+     * never finishes), new streams stay on their workers (can_suspend), and the loop goes on
+     * ending late arrivals, settling and handing over. */
+    void run_io()
+    {
+        for (int failures = 0;; ++failures) {
+            try {
+                if (failures > 3)
+                    std::this_thread::sleep_for(std::chrono::seconds(1)); /* no spinning */
+                io_loop();
+                return;
+            } catch (const std::exception &e) {
+                ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s_,
+                             "SSE0500: async hub I/O thread failed: %s; its streams are closed "
+                             "and new streams are held by their workers",
+                             e.what());
+                broken_.store(true);
+                std::vector<SuspendedStream *> all(streams_.begin(), streams_.end());
+                for (auto *s : all) {
+                    try {
+                        end(s, EndReason::WriteFailed);
+                    } catch (...) {
+                        s->dead = true; /* left as it is: nothing more can be done safely */
+                        streams_.erase(s);
+                    }
+                }
+            }
+        }
+    }
+
     void poke()
     {
         std::uint64_t one = 1;
@@ -161,11 +261,15 @@ private:
         (void)n;
     }
 
+    /* The wake word is read before exiting_ is checked: exit_and_join() sets exiting_ and then
+     * calls wake_all(), which bumps the word, so wait(seen) cannot sleep through it. */
     void watch_bus()
     {
         std::uint32_t last = state_->bus.wake_word();
-        while (!exiting_.load()) {
+        for (;;) {
             std::uint32_t seen = state_->bus.wake_word();
+            if (exiting_.load())
+                return;
             if (seen != last) {
                 last = seen;
                 poke();
@@ -182,7 +286,7 @@ private:
         bool closed_all = false;
         while (!exiting_.load()) {
             int n = epoll_wait(epfd_, events.data(), static_cast<int>(events.size()),
-                               releasing_.empty() ? kTickMs : kReleaseMs);
+                               settling_.empty() ? kTickMs : kSettleCheckMs);
             for (int i = 0; i < n; ++i) {
                 auto *s = static_cast<SuspendedStream *>(events[i].data.ptr);
                 if (!s) {
@@ -200,7 +304,7 @@ private:
                 else if (events[i].events & EPOLLOUT)
                     push(s);
             }
-            if (stopping_.load() && !closed_all) {
+            if ((stopping_.load() || broken_.load()) && !closed_all) {
                 closed_all = true;
                 std::vector<SuspendedStream *> all(streams_.begin(), streams_.end());
                 for (auto *s : all)
@@ -209,15 +313,18 @@ private:
             apr_time_t now = apr_time_now();
             if (now - last_tick >= apr_time_from_msec(kTickMs)) {
                 last_tick = now;
+                fan_out(); /* also covers a bus watcher that is gone */
                 keepalives(now);
             }
-            bury();
+            settle(now);
+            flush_finishing();
         }
         take_inbox();
         std::vector<SuspendedStream *> all(streams_.begin(), streams_.end());
         for (auto *s : all)
             end(s, EndReason::Stopping);
-        bury(true);
+        settle(apr_time_now(), true);
+        flush_finishing();
     }
 
     void take_inbox()
@@ -229,7 +336,9 @@ private:
         }
         for (SuspendedStream *s : fresh) {
             streams_.insert(s);
-            if (stopping_.load()) {
+            settling_.push_back(s);
+            take_socket(s);
+            if (stopping_.load() || broken_.load()) {
                 end(s, EndReason::Stopping);
                 continue;
             }
@@ -266,6 +375,82 @@ private:
             if (s->closing)
                 end(s, s->ending);
         }
+    }
+
+    static core_net_rec *core_net(SuspendedStream *s)
+    {
+        return static_cast<core_net_rec *>(s->core->ctx);
+    }
+
+    /* Nothing the hub calls may wait for the socket: timeout 0 (the core output filter keeps
+     * the timeout it finds). Until the worker has left the MPM's code, the hub uses a dup of
+     * the descriptor: an ungraceful stop's close_worker_sockets() closes the MPM's one, whose
+     * number may then be reused. Without a spare descriptor (EMFILE) it uses the MPM's. */
+    void take_socket(SuspendedStream *s)
+    {
+        apr_socket_t *sock = ap_get_conn_socket(s->c);
+        apr_socket_timeout_set(sock, 0);
+        apr_os_sock_t fd = -1;
+        apr_os_sock_get(&fd, sock);
+        s->mpm_fd = s->fd = fd;
+        if (fd < 0)
+            return;
+        int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        if (dup_fd < 0)
+            return;
+        s->fd = dup_fd;
+        if (!s->direct) {
+            apr_os_sock_t own = dup_fd;
+            apr_os_sock_put(&s->own_sock, &own, s->c->pool);
+            apr_socket_timeout_set(s->own_sock, 0);
+            core_net(s)->client_socket = s->own_sock;
+        }
+    }
+
+    /* Streams whose worker has left (c->sbh seen cleared, then kReleaseMs) go back to the
+     * MPM's descriptor; ended ones go to the ender. `all`: the workers are joined. */
+    void settle(apr_time_t now, bool all = false)
+    {
+        std::size_t kept = 0;
+        for (SuspendedStream *s : settling_) {
+            if (!all) {
+                if (!s->worker_left && !__atomic_load_n(&s->c->sbh, __ATOMIC_ACQUIRE))
+                    s->worker_left = now;
+                if (!s->worker_left || now - s->worker_left < apr_time_from_msec(kReleaseMs)) {
+                    settling_[kept++] = s;
+                    continue;
+                }
+            }
+            release_dup(s);
+            s->settled = true;
+            if (s->dead)
+                hand_over(s, false, true);
+        }
+        settling_.resize(kept);
+    }
+
+    void release_dup(SuspendedStream *s)
+    {
+        if (s->fd == s->mpm_fd)
+            return;
+        apr_os_sock_t fd = -1;
+        apr_os_sock_get(&fd, ap_get_conn_socket(s->c));
+        const bool mpm_closed = fd != s->mpm_fd; /* close_worker_sockets() */
+        if (!s->dead && !mpm_closed) {
+            struct epoll_event ev = {};
+            ev.events = EPOLLRDHUP | (s->want_out ? static_cast<std::uint32_t>(EPOLLOUT) : 0u);
+            ev.data.ptr = s;
+            if (epoll_ctl(epfd_, EPOLL_CTL_ADD, s->mpm_fd, &ev) == 0)
+                epoll_ctl(epfd_, EPOLL_CTL_DEL, s->fd, nullptr);
+            else
+                end(s, EndReason::WriteFailed);
+        } else if (!s->dead) {
+            end(s, EndReason::WriteFailed);
+        }
+        if (s->own_sock)
+            core_net(s)->client_socket = ap_get_conn_socket(s->c);
+        close(s->fd); /* also leaves the epoll set */
+        s->fd = s->mpm_fd;
     }
 
     void fan_out()
@@ -366,6 +551,19 @@ private:
         }
     }
 
+    /* Plaintext handed to the output filters at once (TLS): with what mod_ssl adds per record
+     * (kRecordSlack per piece, and half the threshold to spare) it stays under the core's
+     * FlushMaxThreshold, above which the core output filter would wait for the socket.
+     * A FlushMaxThreshold under 2 KiB cannot be honoured: a slow stream may then be ended
+     * (write-failed) instead of held; it is never waited for. */
+    static std::size_t write_budget(conn_rec *c)
+    {
+        auto *conf = static_cast<core_server_config *>(
+            ap_get_core_module_config(c->base_server->module_config));
+        std::size_t half = conf->flush_max_threshold / 2;
+        return std::max<std::size_t>(kMinBudget, std::min(half, kWriteChunk));
+    }
+
     /* Writes what the socket takes; never blocks. */
     void push(SuspendedStream *s)
     {
@@ -382,18 +580,27 @@ private:
         conn_rec *c = s->c;
         if (c->data_in_output_filters && !write_buffered(s))
             return;
+        const std::size_t budget = write_budget(c);
         while (!c->data_in_output_filters && !s->queue.empty()) {
             std::vector<Bytes> inflight;
-            std::size_t chunk = 0;
-            while (!s->queue.empty() && chunk < kWriteChunk) {
+            std::size_t charged = 0, plain = 0;
+            while (!s->queue.empty() && charged + kRecordSlack < budget) {
                 Bytes b = s->queue.front();
-                s->queue.pop_front();
-                s->queued -= b->size();
+                std::size_t len = std::min(b->size() - s->front_offset,
+                                           budget - charged - kRecordSlack);
                 APR_BRIGADE_INSERT_TAIL(s->bb, apr_bucket_transient_create(
-                                                    b->data(), b->size(), c->bucket_alloc));
-                chunk += b->size();
-                if (b != keepalive_comment_)
-                    ++s->events_sent;
+                                                    b->data() + s->front_offset, len,
+                                                    c->bucket_alloc));
+                charged += len + kRecordSlack;
+                plain += len;
+                s->front_offset += len;
+                if (s->front_offset == b->size()) {
+                    s->front_offset = 0;
+                    s->queue.pop_front();
+                    s->queued -= b->size();
+                    if (b != keepalive_comment_)
+                        ++s->events_sent;
+                }
                 inflight.push_back(std::move(b));
             }
             /* No FLUSH bucket: the core filter then writes without waiting. */
@@ -403,7 +610,7 @@ private:
                 end(s, EndReason::WriteFailed);
                 return;
             }
-            s->bytes_sent += chunk;
+            s->bytes_sent += plain;
             s->last_write = apr_time_now();
             if (!write_buffered(s))
                 return;
@@ -483,12 +690,15 @@ private:
         epoll_ctl(epfd_, EPOLL_CTL_MOD, s->fd, &ev);
     }
 
-    /* Ends a stream and releases its connection (see the header for why this sequence). */
+    /* Ends a stream on the I/O thread: out of every set and the epoll set, its last `retry:`
+     * (stop) written without waiting. The rest (registry, presence, access log, close,
+     * pool) is the ender's, once the stream is settled. */
     void end(SuspendedStream *s, EndReason why)
     {
         if (s->dead)
             return;
         s->dead = true;
+        s->why = why;
         streams_.erase(s);
         by_serial_.erase(s->sub.serial());
         for (const auto &ch : s->channels) {
@@ -501,11 +711,7 @@ private:
         }
         epoll_ctl(epfd_, EPOLL_CTL_DEL, s->fd, nullptr);
 
-        request_rec *r = s->r;
         conn_rec *c = s->c;
-        apr_socket_t *sock = ap_get_conn_socket(c);
-        /* From here on nothing may wait for the socket. */
-        apr_socket_timeout_set(sock, 0);
         if (why == EndReason::Stopping && s->direct) {
             /* What is queued is dropped (the client resumes with Last-Event-ID). */
             std::string last;
@@ -519,54 +725,104 @@ private:
             APR_BRIGADE_INSERT_TAIL(s->bb, apr_bucket_heap_create(last.data(), last.size(),
                                                                   nullptr, c->bucket_alloc));
             APR_BRIGADE_INSERT_TAIL(s->bb, apr_bucket_eos_create(c->bucket_alloc));
-            if (ap_pass_brigade(r->output_filters, s->bb) == APR_SUCCESS)
+            if (ap_pass_brigade(s->r->output_filters, s->bb) == APR_SUCCESS)
                 s->core->frec->filter_func.out_func(s->core, nullptr);
             apr_brigade_cleanup(s->bb);
         } else {
             c->aborted = 1; /* gone, failed, or too far behind: it reconnects and replays */
         }
+        /* The registry slot and the disconnect go at once; the connection once settled. */
+        hand_over(s, true, s->settled);
+    }
+
+    /* `leave`: the ender releases the stream's registry slot (Subscription::end) at once;
+     * the I/O thread no longer touches s->sub. `finish`: at the end of this loop round (the
+     * current epoll batch may still name the stream), the ender takes the stream and
+     * deletes it; the I/O thread never looks at it again. */
+    void hand_over(SuspendedStream *s, bool leave, bool finish)
+    {
+        if (finish)
+            finishing_.push_back(s);
+        if (!leave)
+            return;
+        {
+            std::lock_guard<std::mutex> lock(ender_mu_);
+            ender_queue_.push_back({s, true, false});
+        }
+        ender_cv_.notify_one();
+    }
+
+    void flush_finishing()
+    {
+        if (finishing_.empty())
+            return;
+        {
+            std::lock_guard<std::mutex> lock(ender_mu_);
+            for (SuspendedStream *s : finishing_)
+                ender_queue_.push_back({s, false, true});
+        }
+        finishing_.clear();
+        ender_cv_.notify_one();
+    }
+
+    /* The ender thread: what may block (the registry's and the bus's process-shared locks,
+     * the access log, mod_log_config's piped loggers) runs here, in the order streams ended,
+     * so a stalled logger or a stopped lock holder delays only the closing of ended streams,
+     * never the live ones. */
+    void ender_loop()
+    {
+        for (;;) {
+            std::vector<EnderTask> batch;
+            {
+                std::unique_lock<std::mutex> lock(ender_mu_);
+                ender_cv_.wait(lock, [this] { return !ender_queue_.empty() || ender_exit_; });
+                if (ender_queue_.empty())
+                    return;
+                batch.swap(ender_queue_);
+            }
+            for (const EnderTask &t : batch) {
+                if (t.leave)
+                    leave(t.s);
+                if (t.finish)
+                    finish(t.s);
+            }
+        }
+    }
+
+    void leave(SuspendedStream *s)
+    {
+        try {
+            s->sub.end(reason_name(s->why));
+        } catch (const std::exception &e) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, s_, "SSE0502: ending a held stream: %s",
+                         e.what());
+        }
+    }
+
+    /* Releases a settled, ended stream's connection (the sequence pinned at the top of this
+     * file). The worker has left: the scoreboard writes of the request's end (c->sbh is NULL)
+     * are skipped, and the pool can go. */
+    void finish(SuspendedStream *s)
+    {
+        request_rec *r = s->r;
+        conn_rec *c = s->c;
+        const char *why = reason_name(s->why);
         apr_table_setn(r->subprocess_env, "SSE_EVENTS",
                        apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, s->events_sent));
         apr_table_setn(r->subprocess_env, "SSE_BYTES",
                        apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, s->bytes_sent));
-        apr_table_setn(r->subprocess_env, "SSE_END", reason_name(why));
-        s->sub.end(reason_name(why));
+        apr_table_setn(r->subprocess_env, "SSE_END", why);
         if (s->direct)
             r->bytes_sent = static_cast<apr_off_t>(s->bytes_sent);
         c->keepalive = AP_CONN_CLOSE;
+        apr_socket_t *sock = ap_get_conn_socket(c);
         ap_process_request_after_handler(r); /* logs the request and frees it */
         ap_prep_lingering_close(c);          /* pre-close hooks */
         apr_socket_shutdown(sock, APR_SHUTDOWN_READWRITE);
         apr_socket_close(sock);
         c->cs->state = CONN_STATE_SUSPENDED;
-        releasing_.push_back({c, 0});
-        graveyard_.push_back(s);
-    }
-
-    /* Deletes ended streams and destroys their connections' pools, each once the worker that
-     * suspended it is done with it. The event MPM still writes to its connection state, which
-     * lives in that pool, after the suspend_connection hooks return (c->sbh = NULL, then
-     * cs->suspended = 1), and a client that leaves at once can be ended here before that: the
-     * pool goes kReleaseMs after c->sbh was seen cleared. `all`: the workers are joined. */
-    void bury(bool all = false)
-    {
-        for (auto *s : graveyard_)
-            delete s;
-        graveyard_.clear();
-        apr_time_t now = apr_time_now();
-        std::size_t kept = 0;
-        for (Release &p : releasing_) {
-            if (!all) {
-                if (!p.worker_done && !__atomic_load_n(&p.c->sbh, __ATOMIC_ACQUIRE))
-                    p.worker_done = now;
-                if (!p.worker_done || now - p.worker_done < apr_time_from_msec(kReleaseMs)) {
-                    releasing_[kept++] = p;
-                    continue;
-                }
-            }
-            apr_pool_destroy(p.c->pool);
-        }
-        releasing_.resize(kept);
+        delete s;
+        apr_pool_destroy(c->pool);
     }
 
     static Bytes missed_notice()
@@ -580,19 +836,24 @@ private:
     ModuleState *state_;
     BusReader hub_reader_;
     int epfd_ = -1, wake_fd_ = -1;
-    std::thread io_thread_, watcher_;
-    std::atomic<bool> stopping_{false}, exiting_{false};
+    std::thread io_thread_, watcher_, ender_;
+    std::atomic<bool> stopping_{false}, exiting_{false}, broken_{false};
     std::mutex inbox_mu_;
     std::vector<SuspendedStream *> inbox_;
     std::unordered_set<SuspendedStream *> streams_;
     std::unordered_map<std::uint64_t, SuspendedStream *> by_serial_;
     std::unordered_map<std::string, std::unordered_set<SuspendedStream *>> channels_;
-    std::vector<SuspendedStream *> graveyard_;
-    struct Release {
-        conn_rec *c;
-        apr_time_t worker_done; /* when c->sbh was first seen cleared; 0: not yet */
+    std::vector<SuspendedStream *> settling_; /* adopted, worker maybe not gone yet */
+    std::vector<SuspendedStream *> finishing_; /* ended and settled: for the ender, at the
+                                                * end of this loop round */
+    std::mutex ender_mu_;
+    std::condition_variable ender_cv_;
+    struct EnderTask {
+        SuspendedStream *s;
+        bool leave, finish;
     };
-    std::vector<Release> releasing_;
+    std::vector<EnderTask> ender_queue_;
+    bool ender_exit_ = false;
     Bytes keepalive_comment_;
 };
 
@@ -614,7 +875,13 @@ AsyncHub *start_async_hub(apr_pool_t *pchild, server_rec *s, ModuleState *state)
     if (ap_mpm_query(AP_MPMQ_IS_ASYNC, &async) != APR_SUCCESS || !async)
         return nullptr;
     auto *hub = new AsyncHub(s, state);
-    hub->start();
+    try {
+        hub->start();
+    } catch (...) {
+        hub->exit_and_join();
+        delete hub;
+        throw;
+    }
     apr_pool_cleanup_register(pchild, hub, join_hub, apr_pool_cleanup_null);
     return hub;
 }
@@ -622,8 +889,11 @@ AsyncHub *start_async_hub(apr_pool_t *pchild, server_rec *s, ModuleState *state)
 bool can_suspend(request_rec *r, const DirConfig &d, const ModuleState *state)
 {
     conn_rec *c = r->connection;
-    return d.async && state->hub && !state->child_stopping.load() && c->cs && !c->master &&
-           !c->clogging_input_filters && !r->main;
+    /* An internal redirect (r->prev: RewriteRule in a directory, ErrorDocument, Action) or a
+     * subrequest (r->main) does not end in CONN_STATE_SUSPENDED: the MPM goes on with the
+     * connection, so the stream stays on its worker. */
+    return d.async && state->hub && state->hub->accepting() && !state->child_stopping.load() &&
+           c->cs && !c->master && !c->clogging_input_filters && !r->main && !r->prev;
 }
 
 void prepare_suspended_stream(request_rec *r, BusReader reader, const StreamSettings &settings,
@@ -671,9 +941,20 @@ void prepare_suspended_stream(request_rec *r, BusReader reader, const StreamSett
 void adopt_suspended_stream(conn_rec *c, ModuleState *state)
 {
     auto *s = static_cast<SuspendedStream *>(ap_get_module_config(c->conn_config, &sse_module));
-    if (!s || !state || !state->hub)
+    if (!s)
         return;
     ap_set_module_config(c->conn_config, &sse_module, nullptr);
+    /* Only the call after the handler's SUSPENDED return hands the connection over; in any
+     * other state (write completion, keep-alive, lingering close) the MPM still owns it and
+     * its request may be gone: the stream is dropped, never held. can_suspend() keeps this
+     * from happening; this is the last guard. */
+    if (!state || !state->hub || c->cs->state != CONN_STATE_SUSPENDED) {
+        ap_log_cerror(APLOG_MARK, APLOG_INFO, 0, c,
+                      "SSE0503: a stream was not held: its connection was not suspended "
+                      "(state %d)", static_cast<int>(c->cs->state));
+        delete s;
+        return;
+    }
     state->hub->adopt(s);
 }
 

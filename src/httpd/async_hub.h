@@ -29,10 +29,15 @@
  * suspended count it incremented, not the lingering count), and destroy the connection's pool
  * once the worker that suspended it has left the MPM's suspend code (which writes to the
  * connection state in that pool after the hooks return: a client that left at once crashed
- * the child when the pool went at once).
+ * the child when the pool went at once). The internals this relies on are listed at the top
+ * of async_hub.c++.
  *
  * Threads: adopt() is called on a worker (suspend hook), stop() on the thread that runs
- * child_stopping; everything else runs on the I/O thread.
+ * child_stopping. The I/O thread serves the sockets and never blocks: socket timeout 0, no
+ * lock shared with other processes, no logging on the way. An ended stream's registry slot
+ * and disconnect event (process-shared locks), its access-log line and the release of its
+ * connection run on a third thread, the ender, in the order streams ended. If the I/O thread
+ * fails, the streams it holds are ended and can_suspend() says no from then on.
  */
 #ifndef SSE_HTTPD_ASYNC_HUB_H
 #define SSE_HTTPD_ASYNC_HUB_H
@@ -56,11 +61,13 @@ struct StreamSettings {
 };
 
 /* child_init: starts the hub's threads in this child (event MPM only); stopped and joined by
- * a cleanup on `pchild`. */
+ * a cleanup on `pchild`. Throws std::system_error when its epoll set, eventfd or threads
+ * cannot be made (the caller logs; streams then hold a worker each). */
 AsyncHub *start_async_hub(apr_pool_t *pchild, server_rec *s, ModuleState *state);
 
-/* Whether this request's stream can be suspended: an async MPM with a hub, HTTP/1 (not an h2
- * stream), no clogging input filter, not a subrequest, SSEAsync On. */
+/* Whether this request's stream can be suspended: an async MPM with a working hub, HTTP/1 (not
+ * an h2 stream), no clogging input filter, not a subrequest nor an internal redirect (their
+ * connection is not left suspended), SSEAsync On. */
 bool can_suspend(request_rec *r, const DirConfig &d, const ModuleState *state);
 
 /* Handler, on its worker: the stream's headers and first bytes are out, `reader` is positioned
@@ -71,7 +78,9 @@ void prepare_suspended_stream(request_rec *r, BusReader reader, const StreamSett
                               const std::vector<std::string> &channels,
                               const std::string &client_id, Subscription sub);
 
-/* suspend_connection hook: hands the connection's stream (if it has one) to the hub. */
+/* suspend_connection hook: hands the connection's stream (if it has one) to the hub, when the
+ * connection is in CONN_STATE_SUSPENDED (the handler's SUSPENDED return); in any other state
+ * the stream is dropped (the MPM keeps the connection). */
 void adopt_suspended_stream(conn_rec *c, ModuleState *state);
 
 /* child_stopping: every held stream is told to come back and closed; the hub's threads end. */

@@ -10,6 +10,7 @@
 #include "apr_thread_proc.h"
 
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <grp.h>
 #include <sys/socket.h>
@@ -170,7 +171,15 @@ void maintain_daemon(int reason, void *data, apr_wait_t)
 
 void fork_daemon(Daemon *d)
 {
+    /* SIGTERM stays blocked in the child until run_socket_daemon() has its handler: a stop
+     * right after the fork is not lost (it would be SIGKILLed 3 s later). */
+    sigset_t term, old;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    sigprocmask(SIG_BLOCK, &term, &old);
     pid_t pid = fork();
+    if (pid != 0)
+        sigprocmask(SIG_SETMASK, &old, nullptr);
     if (pid < 0) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, errno, d->s,
                      "SSE0402: cannot fork the publish socket daemon");

@@ -13,7 +13,12 @@
  * - a client that stops reading its answers is not read from either once 64 KiB of answers
  *   wait for it (it cannot make the daemon buffer without bound);
  * - a client that starts an event and does not finish it within 30 s is told so and closed;
- *   an idle client between events may stay (a `tail -f` publisher is quiet for hours).
+ *   an idle client between events may stay (a `tail -f` publisher is quiet for hours);
+ * - a client that is done (or told to go) but does not read its last answers is closed 30 s
+ *   later all the same;
+ * - with no file descriptor left (EMFILE, ENFILE), a spare one kept for the purpose is given
+ *   up to accept the waiting client, tell it "error busy" and close it, so that clients are
+ *   answered and the listening socket does not stay readable (poll() would spin).
  */
 #include "src/httpd/publish_socket.h"
 
@@ -53,6 +58,7 @@ namespace {
 
 constexpr apr_time_t kIncompleteEventTimeout = apr_time_from_sec(30);
 constexpr apr_time_t kStopGrace = apr_time_from_sec(2);
+constexpr apr_time_t kClosingGrace = apr_time_from_sec(30);
 constexpr std::size_t kMaxPendingAnswers = 64 * 1024;
 constexpr int kPollMs = 1000;
 
@@ -66,6 +72,7 @@ struct Client {
     std::string out;              /* answers, or a subscriber's events, not yet written */
     apr_time_t event_started = 0; /* when the current incomplete event began; 0: none */
     bool closing = false;         /* close once `out` is written */
+    apr_time_t closing_since = 0; /* when it was first seen closing with `out` unwritten */
     bool input_closed = false;    /* a subscriber shut down its sending side (still reads) */
     std::unique_ptr<BusReader> reader; /* set: a subscriber; it publishes nothing more */
     Client(int f, std::size_t max_event) : fd(f), parser(max_event) {}
@@ -170,7 +177,7 @@ public:
     Daemon(server_rec *s, int listen_fd, ModuleState *state, int max_clients,
            std::size_t max_event)
         : s_(s), listen_fd_(listen_fd), state_(state), max_clients_(max_clients),
-          max_event_(max_event), waker_(state->bus) {}
+          max_event_(max_event), waker_(state->bus), spare_fd_(open_spare()) {}
 
     [[noreturn]] void run()
     {
@@ -199,7 +206,8 @@ public:
              * must not shift one against the other. */
             std::vector<struct pollfd> fds;
             std::vector<Client *> owners;
-            const bool listening = !stop_requested;
+            const bool listening = !stop_requested && !listen_paused_;
+            listen_paused_ = false;
             if (listening) {
                 fds.push_back({listen_fd_, POLLIN, 0});
                 owners.push_back(nullptr);
@@ -261,19 +269,20 @@ public:
     }
 
 private:
+    static int open_spare() { return open("/dev/null", O_RDONLY | O_CLOEXEC); }
+
     void accept_clients()
     {
         for (int k = 0; k < 64; ++k) {
             int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-            if (fd < 0)
+            if (fd < 0) {
+                if (errno == EMFILE || errno == ENFILE)
+                    refuse_without_descriptor();
                 return;
+            }
             if (active_clients() >= max_clients_) {
-                std::string busy = error_line("busy: " + std::to_string(max_clients_) +
-                                                " clients are connected, the most "
-                                                "SSEPublishSocketClients allows");
-                ssize_t ignored = write(fd, busy.data(), busy.size());
-                (void)ignored;
-                close(fd);
+                refuse(fd, "busy: " + std::to_string(max_clients_) +
+                               " clients are connected, the most SSEPublishSocketClients allows");
                 ap_log_error(APLOG_MARK, APLOG_ERR, 0, s_,
                              "SSE0411: publish socket refused a client: %d clients already "
                              "connected (SSEPublishSocketClients)",
@@ -281,6 +290,40 @@ private:
                 continue;
             }
             clients_.emplace_back(fd, max_event_);
+        }
+    }
+
+    static void refuse(int fd, const std::string &why)
+    {
+        std::string line = error_line(why);
+        ssize_t ignored = write(fd, line.data(), line.size());
+        (void)ignored;
+        close(fd);
+    }
+
+    /* accept4() failed for want of a descriptor: the spare one makes room for the waiting
+     * client, which is told and closed. Without a spare (it could not be reopened yet) the
+     * listening socket is left alone for a poll round. */
+    void refuse_without_descriptor()
+    {
+        const int err = errno;
+        int fd = -1;
+        if (spare_fd_ >= 0) {
+            close(spare_fd_);
+            spare_fd_ = -1;
+            fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        }
+        if (fd >= 0)
+            refuse(fd, "busy: the publish socket daemon has no file descriptor left");
+        else
+            listen_paused_ = true; /* ENFILE, or no spare: not again before the next round */
+        spare_fd_ = open_spare();
+        apr_time_t now = apr_time_now();
+        if (now - last_fd_warning_ >= apr_time_from_sec(10)) {
+            last_fd_warning_ = now;
+            ap_log_error(APLOG_MARK, APLOG_ERR, err, s_,
+                         "SSE0413: publish socket refused a client: no file descriptor left "
+                         "(raise the open-files limit, or lower SSEPublishSocketClients)");
         }
     }
 
@@ -494,6 +537,12 @@ private:
                 c.closing = true;
                 c.out.clear();
             }
+            if (c.closing && !c.out.empty()) {
+                if (!c.closing_since)
+                    c.closing_since = now;
+                else if (now - c.closing_since > kClosingGrace)
+                    c.out.clear(); /* it does not read its last answers: close all the same */
+            }
             if (c.closing && c.out.empty()) {
                 close(c.fd);
                 it = clients_.erase(it);
@@ -510,6 +559,9 @@ private:
     std::size_t max_event_;
     std::list<Client> clients_;
     BusWaker waker_;
+    int spare_fd_;                /* given up when accept4() finds no descriptor left */
+    bool listen_paused_ = false;  /* skip the listening socket for one poll round */
+    apr_time_t last_fd_warning_ = 0;
 };
 
 } // namespace
@@ -518,7 +570,9 @@ void run_socket_daemon(server_rec *s, apr_pool_t *pool, int listen_fd, ModuleSta
                        int max_clients, apr_size_t max_event_bytes)
 {
     /* The parent's signals are not for us: restarts and stops come as SIGTERM from the
-     * parent's pool cleanup (prefork also signals its whole process group with SIGHUP). */
+     * parent's pool cleanup (prefork also signals its whole process group with SIGHUP).
+     * fork_daemon() forks with SIGTERM blocked: one sent before the handler is installed
+     * waits, and is taken when the mask is cleared below. */
     stop_requested = 0;
     signal(SIGTERM, on_sigterm);
     signal(SIGHUP, SIG_IGN);

@@ -1,0 +1,97 @@
+# Over TLS a client that stops reading must not stall the other streams of its child. The hub's
+# I/O thread serves every held stream; before the fix it handed a large event to mod_ssl in one
+# piece while the socket still had the server's Timeout, and once more than FlushMaxThreshold
+# (64 KiB) waited behind a full socket the core output filter waited for that socket for up to
+# Timeout (120 s here): every stream of the child got nothing meanwhile.
+#
+# One child, three TLS streams read by curl, one TLS client that never reads (small receive
+# buffer), 8 events of 1 MiB (more than the kernel buffers for the stuck client hold: its
+# server-side send buffer grows at most to tcp_wmem's maximum, 4 MiB by default), then 20
+# small events: the reading streams must get all of them within the test's 30 s. Under
+# prefork every stream has its own process and the test passes the same way.
+use strict;
+use warnings;
+use lib 't/lib';
+use SSETest;
+use Test::More;
+use Time::HiRes qw(sleep time);
+use Socket qw(PF_INET SOCK_STREAM SOL_SOCKET SO_RCVBUF pack_sockaddr_in inet_aton);
+use IO::Socket::SSL;
+
+plan skip_all => 'curl is needed' unless -x '/usr/bin/curl';
+
+my $one_child = ($ENV{SSE_TEST_MPM} // 'event') eq 'event'
+    ? "ServerLimit 1\nStartServers 1\nMaxRequestWorkers 25\nMinSpareThreads 5\nMaxSpareThreads 30\n"
+    : '';
+my $srv = SSETest::Server->start(tls => 1,
+                                 global => "SSEBusSize 64M\nSSEMaxMessageSize 2M\n",
+                                 conf => "Timeout 120\n$one_child" . <<'EOF');
+<Location /events>
+    SSEMaxPending 64M
+</Location>
+EOF
+$srv->expect_log(qr/AH01882: Init: this version of mod_ssl was compiled against a newer library/);
+my $port = $srv->port;
+
+# The readers.
+my @readers;
+for my $i (1 .. 3) {
+    my $out = $srv->dir . "/reader$i.out";
+    my $pid = fork // die;
+    if ($pid == 0) {
+        exec 'curl', '-skN', '--max-time', '60', '-o', $out, "https://127.0.0.1:$port/events/tls";
+    }
+    push @readers, [$pid, $out];
+}
+
+# The client that never reads: a small receive window, the request, the response head, then
+# nothing.
+socket(my $raw, PF_INET, SOCK_STREAM, 0) or die "socket: $!";
+setsockopt($raw, SOL_SOCKET, SO_RCVBUF, 4096) or die "setsockopt: $!";
+connect($raw, pack_sockaddr_in($port, inet_aton('127.0.0.1'))) or die "connect: $!";
+my $stuck = IO::Socket::SSL->start_SSL($raw, SSL_verify_mode => 0) or die "TLS: $SSL_ERROR";
+print $stuck "GET /events/tls HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n";
+my $head = '';
+my $t0 = time;
+while ($head !~ /\r\n\r\n/ && time - $t0 < 10) {
+    my $n = sysread($stuck, $head, 4096, length $head);
+    last unless $n;
+}
+like($head, qr{^HTTP/1.1 200}, 'the client that will not read has its stream');
+
+sub received {
+    my ($file) = @_;
+    open my $fh, '<', $file or return '';
+    local $/;
+    return <$fh> // '';
+}
+ok($srv->wait_for(sub { 3 == grep { received($_->[1]) =~ /^: ok/m } @readers }, 10),
+   'the three reading streams are open');
+
+# curl sends the large bodies (the harness's request() writes one TLS record at most).
+my $body = $srv->dir . '/big.body';
+for my $i (1 .. 8) {
+    open my $fh, '>', $body or die;
+    print $fh "big $i " . ('x' x (1024 * 1024));
+    close $fh;
+    my $code = `curl -sk -o /dev/null -w '%{http_code}' --max-time 20 --data-binary \@$body https://127.0.0.1:$port/publish/tls`;
+    is($code, '201', "1 MiB event $i published");
+}
+$srv->publish('/publish/tls', "tick $_") for 1 .. 20;
+
+my $start = time;
+my $done = $srv->wait_for(sub { 3 == grep { received($_->[1]) =~ /^data: tick 20$/m } @readers }, 30);
+ok($done, sprintf('the reading streams got all 8 large and 20 small events (%.1f s)', time - $start));
+for my $r (@readers) {
+    my $text = received($r->[1]);
+    my @ticks = $text =~ /^data: tick (\d+)$/mg;
+    my @bigs = $text =~ /^data: big (\d+) /mg;
+    is_deeply([@bigs, @ticks], [1 .. 8, 1 .. 20], "reader got every event once, in order")
+        or diag sprintf('%d bytes, %d large, ticks: %s', length $text, scalar @bigs, "@ticks");
+}
+
+kill 'TERM', $_->[0] for @readers;
+waitpid $_->[0], 0 for @readers;
+close $stuck;
+$srv->stop;
+done_testing;

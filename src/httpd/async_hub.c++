@@ -315,6 +315,7 @@ private:
                 last_tick = now;
                 fan_out(); /* also covers a bus watcher that is gone */
                 keepalives(now);
+                end_lost_slots();
             }
             settle(now);
             flush_finishing();
@@ -548,6 +549,28 @@ private:
         for (auto *s : due) {
             enqueue(s, keepalive_comment_);
             push(s);
+        }
+    }
+
+    /* Streams whose registry slot a replacing join took, and whose EndStream record never
+     * came (the replacer died before publishing it): they end as if it had come. One
+     * lock-free read of the registry per stream and tick. */
+    void end_lost_slots()
+    {
+        std::vector<SuspendedStream *> lost;
+        for (auto *s : streams_)
+            if (!s->closing && !s->dead && s->sub.lost_slot())
+                lost.push_back(s);
+        if (lost.empty())
+            return;
+        std::string text;
+        encode_close_notice("replaced", {}, text);
+        Bytes notice = std::make_shared<const std::string>(std::move(text));
+        for (auto *s : lost) {
+            close_after_notice(s, EndReason::Replaced, notice);
+            push(s);
+            if (!s->dead)
+                end(s, s->ending);
         }
     }
 

@@ -18,7 +18,7 @@ use Time::HiRes qw(sleep time);
 use Socket qw(PF_INET SOCK_STREAM SOL_SOCKET SO_RCVBUF pack_sockaddr_in inet_aton);
 use IO::Socket::SSL;
 
-plan skip_all => 'curl is needed' unless -x '/usr/bin/curl';
+-x '/usr/bin/curl' or die "t/hub-tls.t needs curl (Debian package curl; tools/install-deps installs it)\n";
 
 my $one_child = ($ENV{SSE_TEST_MPM} // 'event') eq 'event'
     ? "ServerLimit 1\nStartServers 1\nMaxRequestWorkers 25\nMinSpareThreads 5\nMaxSpareThreads 30\n"

@@ -10,7 +10,7 @@ use SSETest;
 use Test::More;
 use Time::HiRes qw(sleep time);
 
-plan skip_all => 'prlimit is needed' unless -x '/usr/bin/prlimit';
+-x '/usr/bin/prlimit' or die "t/socket-daemon-limits.t needs prlimit (Debian package util-linux)\n";
 
 # httpd (and so the daemon) with 64 open files at most: the daemon has about 10 open, so some
 # of 70 clients find none left.

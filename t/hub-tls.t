@@ -14,6 +14,7 @@ use warnings;
 use lib 't/lib';
 use SSETest;
 use Test::More;
+use IO::Select;
 use Time::HiRes qw(sleep time);
 use Socket qw(PF_INET SOCK_STREAM SOL_SOCKET SO_RCVBUF pack_sockaddr_in inet_aton);
 use IO::Socket::SSL;
@@ -93,5 +94,57 @@ for my $r (@readers) {
 kill 'TERM', $_->[0] for @readers;
 waitpid $_->[0], 0 for @readers;
 close $stuck;
+
+# A graceful restart while a slow TLS reader is in the middle of a large event: the hub hands
+# mod_ssl large events in pieces, and the restart's last `retry:` must not be written inside
+# one (the client would dispatch a cut event under its id and never get it whole). The reader
+# drains a little at a time through the restart, then reads to the end of the stream; every
+# `retry:` it got must follow a blank line, and every event it got must be whole.
+socket(my $slow_raw, PF_INET, SOCK_STREAM, 0) or die "socket: $!";
+setsockopt($slow_raw, SOL_SOCKET, SO_RCVBUF, 4096) or die "setsockopt: $!";
+connect($slow_raw, pack_sockaddr_in($port, inet_aton('127.0.0.1'))) or die "connect: $!";
+my $slow = IO::Socket::SSL->start_SSL($slow_raw, SSL_verify_mode => 0) or die "TLS: $SSL_ERROR";
+print $slow "GET /events/cut HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n";
+my $got = '';
+my $read_some = sub {
+    my ($max, $seconds) = @_;
+    my $until = time + $seconds;
+    my $sel = IO::Select->new($slow_raw);
+    while (time < $until) {
+        if ($slow->pending || $sel->can_read(0.05)) {
+            my $n = sysread($slow, $got, 16384, length $got);
+            return 0 if defined $n && $n == 0;
+            $max -= $n // 0;
+            return 1 if $max <= 0;
+        }
+    }
+    return 1;
+};
+$read_some->(1, 5);
+like($got, qr{^HTTP/1.1 200}, 'the slow reader has its stream');
+# More than the kernel's buffers hold for this socket (tcp_wmem's maximum, 4 MiB by default),
+# so the hub is still handing pieces down when the restart comes.
+for my $i (1 .. 8) {
+    open my $fh, '>', $body or die;
+    print $fh "cut $i " . ('y' x (1024 * 1024));
+    close $fh;
+    my $code = `curl -sk -o /dev/null -w '%{http_code}' --max-time 20 --data-binary \@$body https://127.0.0.1:$port/publish/cut`;
+    is($code, '201', "1 MiB event $i published");
+}
+$read_some->(40_000, 5); # in the middle of the first events
+$srv->graceful;
+my $open = 1;
+my $deadline = time + 30;
+$open = $read_some->(1 << 30, 1) while $open && time < $deadline;
+ok(!$open, 'the stream ended at the restart');
+my ($stream) = $got =~ /\r\n\r\n(.*)\z/s;
+$stream //= '';
+unlike($stream, qr/[^\n]\n?retry:/, 'the restart\'s retry: follows a complete event');
+# Events are complete blocks (a cut one at the close has no blank line after it: dropped).
+my @events = grep { defined } map { /^data: (.*)$/m ? $1 : undef } $stream =~ /(.*?)\n\n/sg;
+my @cut = grep { !(/^cut \d (y+)$/ && length($1) == 1024 * 1024) } @events;
+is(scalar @cut, 0, sprintf('every event the slow reader got is whole (%d events)', scalar @events))
+    or diag(substr($cut[0], 0, 40) . '... ' . length($cut[0]) . ' bytes');
+close $slow;
 $srv->stop;
 done_testing;

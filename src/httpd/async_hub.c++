@@ -743,10 +743,17 @@ private:
                 s->bytes_sent += last.size();
             c->aborted = 1;
         } else if (why == EndReason::Stopping && !c->aborted) {
-            std::string last;
-            encode_retry(s->settings.retry_ms >= 0 ? s->settings.retry_ms : kRestartRetryMs, last);
-            APR_BRIGADE_INSERT_TAIL(s->bb, apr_bucket_heap_create(last.data(), last.size(),
-                                                                  nullptr, c->bucket_alloc));
+            /* Only between events: with part of an event handed down (push() splits large
+             * ones over TLS), a retry: would land inside it and the client would dispatch a
+             * cut event under its id, never to get it whole. Without it, the cut event is
+             * dropped by the client at the close and replayed after its Last-Event-ID. */
+            if (s->front_offset == 0) {
+                std::string last;
+                encode_retry(s->settings.retry_ms >= 0 ? s->settings.retry_ms : kRestartRetryMs,
+                             last);
+                APR_BRIGADE_INSERT_TAIL(s->bb, apr_bucket_heap_create(last.data(), last.size(),
+                                                                      nullptr, c->bucket_alloc));
+            }
             APR_BRIGADE_INSERT_TAIL(s->bb, apr_bucket_eos_create(c->bucket_alloc));
             if (ap_pass_brigade(s->r->output_filters, s->bb) == APR_SUCCESS)
                 s->core->frec->filter_func.out_func(s->core, nullptr);

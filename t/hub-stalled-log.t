@@ -22,8 +22,12 @@ plan skip_all => 'streams are held by the hub only under the event MPM'
 # the child blocked on a pipe nobody drains.
 my $tmp = tempdir(CLEANUP => 1);
 open my $sh, '>', "$tmp/logger.sh" or die;
-# (At most 120 s, and not past the test's end, when the directory goes.)
-print $sh "trap '' TERM\nn=0\nwhile [ ! -e $tmp/go ] && [ -d $tmp ] && [ \$n -lt 600 ]; do sleep 0.2; n=\$((n+1)); done\n"
+# (At most 120 s, and not past the test's end, when the directory goes.) Its stdout goes to
+# /dev/null first: httpd starts piped loggers with its own stdout, and the logger of the
+# configuration pass made before httpd detaches holds the pipe of the harness's `apache2 -k start`
+# backticks, which then waited the logger's 120 s whenever the logger set its trap before httpd's
+# SIGTERM reached it.
+print $sh "exec >/dev/null\ntrap '' TERM\nn=0\nwhile [ ! -e $tmp/go ] && [ -d $tmp ] && [ \$n -lt 600 ]; do sleep 0.2; n=\$((n+1)); done\n"
         . "[ -d $tmp ] || exit 0\nexec cat >/dev/null\n";
 close $sh;
 my $srv = SSETest::Server->start(global => "SSEPublishSocket pub.sock\n",

@@ -274,7 +274,9 @@ private:
                 last = seen;
                 poke();
             }
-            reap_gone_processes(state_); /* never waits for the registry lock */
+            /* Not on the I/O thread: announcing what it frees publishes (takes locks). If a
+             * stopped lock holder stalls it, the I/O thread's own 1 s tick keeps fan-out going. */
+            reap_gone_processes(state_);
             state_->bus.wait(seen, kTickMs);
         }
     }

@@ -62,9 +62,12 @@ void announce_gone(ModuleState *state, const std::vector<SubscriberInfo> &gone,
                    const char *reason);
 
 /* Frees the streams of the child processes the parent noted gone (Registry::note_gone) and
- * announces them. Never waits for the registry's lock (Registry::reap_noted), and costs two
- * atomic loads when nothing is noted: called from loops that tick at least once a second in
- * every child that holds streams, so the parent never has to lock. Logs, never throws. */
+ * announces them. Freeing never waits for the registry's lock (Registry::reap_noted: a
+ * try-lock; the notes stay for the next tick), and costs two atomic loads when nothing is
+ * noted: called from loops that tick at least once a second in every child that holds
+ * streams, so the parent never has to lock. Announcing what was freed (with a presence
+ * channel) publishes, which does wait for the bus's and the registry's locks: never call it
+ * from the hub's I/O thread. Logs, never throws. */
 void reap_gone_processes(ModuleState *state);
 
 } // namespace sse::httpd

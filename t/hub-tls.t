@@ -45,13 +45,20 @@ for my $i (1 .. 3) {
     push @readers, [$pid, $out];
 }
 
-# The client that never reads: a small receive window, the request, the response head, then
-# nothing.
-socket(my $raw, PF_INET, SOCK_STREAM, 0) or die "socket: $!";
-setsockopt($raw, SOL_SOCKET, SO_RCVBUF, 4096) or die "setsockopt: $!";
-connect($raw, pack_sockaddr_in($port, inet_aton('127.0.0.1'))) or die "connect: $!";
-my $stuck = IO::Socket::SSL->start_SSL($raw, SSL_verify_mode => 0) or die "TLS: $SSL_ERROR";
-print $stuck "GET /events/tls HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n";
+# A TLS stream request on a socket with a small receive window (4 KiB): returns the TLS handle
+# and the plain socket under it.
+sub small_window_stream {
+    my ($path) = @_;
+    socket(my $raw, PF_INET, SOCK_STREAM, 0) or die "socket: $!";
+    setsockopt($raw, SOL_SOCKET, SO_RCVBUF, 4096) or die "setsockopt: $!";
+    connect($raw, pack_sockaddr_in($port, inet_aton('127.0.0.1'))) or die "connect: $!";
+    my $tls = IO::Socket::SSL->start_SSL($raw, SSL_verify_mode => 0) or die "TLS: $SSL_ERROR";
+    print $tls "GET $path HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n";
+    return ($tls, $raw);
+}
+
+# The client that never reads: the request, the response head, then nothing.
+my ($stuck) = small_window_stream('/events/tls');
 my $head = '';
 my $t0 = time;
 while ($head !~ /\r\n\r\n/ && time - $t0 < 10) {
@@ -100,11 +107,7 @@ close $stuck;
 # one (the client would dispatch a cut event under its id and never get it whole). The reader
 # drains a little at a time through the restart, then reads to the end of the stream; every
 # `retry:` it got must follow a blank line, and every event it got must be whole.
-socket(my $slow_raw, PF_INET, SOCK_STREAM, 0) or die "socket: $!";
-setsockopt($slow_raw, SOL_SOCKET, SO_RCVBUF, 4096) or die "setsockopt: $!";
-connect($slow_raw, pack_sockaddr_in($port, inet_aton('127.0.0.1'))) or die "connect: $!";
-my $slow = IO::Socket::SSL->start_SSL($slow_raw, SSL_verify_mode => 0) or die "TLS: $SSL_ERROR";
-print $slow "GET /events/cut HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n";
+my ($slow, $slow_raw) = small_window_stream('/events/cut');
 my $got = '';
 my $read_some = sub {
     my ($max, $seconds) = @_;

@@ -2,6 +2,13 @@
 
 namespace sse {
 
+std::string replaced_notice()
+{
+    std::string notice;
+    encode_close_notice("replaced", {}, notice);
+    return notice;
+}
+
 OpenedStream open_stream(Bus bus, Registry &registry, const StreamRequest &req,
                          const HistoryLimits &history, std::int64_t now_us)
 {
@@ -27,9 +34,8 @@ OpenedStream open_stream(Bus bus, Registry &registry, const StreamRequest &req,
     for (const auto &old : o.join->replaced) {
         Audience target;
         target.only = {stream_target(old.serial)};
-        std::string notice;
-        encode_close_notice("replaced", {}, notice);
-        bus.publish_control(RecordKind::EndStream, old.channels, target, notice, now_us);
+        bus.publish_control(RecordKind::EndStream, old.channels, target, replaced_notice(),
+                            now_us);
     }
     switch (o.join->outcome) {
     case Registry::Join::Outcome::Joined: break;

@@ -28,7 +28,6 @@ $srv->expect_burst_notices;
 
 my $channels = 4;
 my $rounds = 20;
-my $port = $srv->port;
 
 # Churn: clients that open a stream through either URL, read its head and leave at once.
 my @kids;
@@ -38,13 +37,7 @@ for my $k (1 .. 2) {
         my $end = time + 20;
         for my $i (1 .. 400) {
             last if time > $end;
-            my $path = ($i % 2 ? '/live/' : '/events/') . 'churn' . ($i % $channels);
-            my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => 5)
-                or next;
-            syswrite $s, "GET $path HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n";
-            my $buf = '';
-            while ($buf !~ /\r\n\r\n/) { my $n = sysread $s, $buf, 4096, length $buf; last unless $n }
-            close $s;
+            $srv->open_and_leave(($i % 2 ? '/live/' : '/events/') . 'churn' . ($i % $channels));
         }
         $srv->{stopped} = 1; # the parent owns the server
         exit 0;

@@ -76,15 +76,20 @@ sub received {
 ok($srv->wait_for(sub { 3 == grep { received($_->[1]) =~ /^: ok/m } @readers }, 10),
    'the three reading streams are open');
 
-# curl sends the large bodies (the harness's request() writes one TLS record at most).
+# Publishes "<tag> <i> " followed by 1 MiB of `fill` on `channel`, for i in 1..8. curl sends the
+# large bodies (the harness's request() writes one TLS record at most).
 my $body = $srv->dir . '/big.body';
-for my $i (1 .. 8) {
-    open my $fh, '>', $body or die;
-    print $fh "big $i " . ('x' x (1024 * 1024));
-    close $fh;
-    my $code = `curl -sk -o /dev/null -w '%{http_code}' --max-time 20 --data-binary \@$body https://127.0.0.1:$port/publish/tls`;
-    is($code, '201', "1 MiB event $i published");
+sub publish_large_events {
+    my ($channel, $tag, $fill) = @_;
+    for my $i (1 .. 8) {
+        open my $fh, '>', $body or die;
+        print $fh "$tag $i " . ($fill x (1024 * 1024));
+        close $fh;
+        my $code = `curl -sk -o /dev/null -w '%{http_code}' --max-time 20 --data-binary \@$body https://127.0.0.1:$port/publish/$channel`;
+        is($code, '201', "1 MiB event $tag $i published");
+    }
 }
+publish_large_events('tls', 'big', 'x');
 $srv->publish('/publish/tls', "tick $_") for 1 .. 20;
 
 my $start = time;
@@ -127,13 +132,7 @@ $read_some->(1, 5);
 like($got, qr{^HTTP/1.1 200}, 'the slow reader has its stream');
 # More than the kernel's buffers hold for this socket (tcp_wmem's maximum, 4 MiB by default),
 # so the hub is still handing pieces down when the restart comes.
-for my $i (1 .. 8) {
-    open my $fh, '>', $body or die;
-    print $fh "cut $i " . ('y' x (1024 * 1024));
-    close $fh;
-    my $code = `curl -sk -o /dev/null -w '%{http_code}' --max-time 20 --data-binary \@$body https://127.0.0.1:$port/publish/cut`;
-    is($code, '201', "1 MiB event $i published");
-}
+publish_large_events('cut', 'cut', 'y');
 $read_some->(40_000, 5); # in the middle of the first events
 $srv->graceful;
 my $open = 1;

@@ -55,6 +55,11 @@ struct OpenedStream {
     std::optional<Registry::Join> join;
 };
 
+/* What a stream that a later join of its client id replaced sends before it ends (the notice
+ * of the EndStream record open_stream() publishes; a stream that finds its slot taken without
+ * that record sends the same). */
+std::string replaced_notice();
+
 /* Positions the reader (start_live or start_after), then reads the registry (Closed: a
  * channel was closed by DELETE; nothing else is done), then joins when req.join. */
 OpenedStream open_stream(Bus bus, Registry &registry, const StreamRequest &req,

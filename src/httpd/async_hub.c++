@@ -28,6 +28,7 @@
  *   only when the core holds nothing, so that wait is never reached.
  */
 #include "src/httpd/async_hub.h"
+#include "sse/stream_open.h"
 
 #include "ap_mpm.h"
 #include "http_connection.h"
@@ -565,9 +566,7 @@ private:
                 lost.push_back(s);
         if (lost.empty())
             return;
-        std::string text;
-        encode_close_notice("replaced", {}, text);
-        Bytes notice = std::make_shared<const std::string>(std::move(text));
+        Bytes notice = std::make_shared<const std::string>(replaced_notice());
         for (auto *s : lost) {
             close_after_notice(s, EndReason::Replaced, notice);
             push(s);

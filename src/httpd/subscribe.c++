@@ -327,9 +327,7 @@ int subscribe_handler(request_rec *r)
         reap_gone_processes(state);
         if (sub.lost_slot()) {
             end_reason = "replaced";
-            out.clear();
-            encode_close_notice("replaced", {}, out);
-            stream.send(out);
+            stream.send(replaced_notice());
             break;
         }
         apr_interval_time_t until_keepalive = d.keepalive - idle;

@@ -390,6 +390,19 @@ sub socket_daemon {
     return $pid;
 }
 
+# A client that leaves as soon as its stream started: sends a stream request for `path`, reads
+# the response head, closes. False when the connection could not be made.
+sub open_and_leave {
+    my ($self, $path) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{port}, Timeout => 5)
+        or return 0;
+    syswrite $s, "GET $path HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n";
+    my $buf = '';
+    while ($buf !~ /\r\n\r\n/) { my $n = sysread $s, $buf, 4096, length $buf; last unless $n }
+    close $s;
+    return 1;
+}
+
 sub subscribe {
     my ($self, $path, %o) = @_;
     return SSETest::Client->open($self, $path, %o);

@@ -22,6 +22,8 @@ use IO::Socket::UNIX;
 use IO::Socket::SSL;
 use JSON::PP;
 use POSIX qw(:sys_wait_h);
+use Scalar::Util ();
+use Test2::API ();
 use Test::More;
 use Time::HiRes qw(time sleep);
 
@@ -483,6 +485,7 @@ sub open {
     my $self = bless {sock => $s, raw => '', head => undef, text => '', events => [],
                       comments => [], retry => undef, closed => 0, lastEventId => '',
                       data => '', type => '', id_buf => undef, pid => $$}, $class;
+    $self->track;
     $self->read_until(sub { defined $self->{head} }, $o{timeout} // 10);
     return $self;
 }
@@ -496,6 +499,7 @@ sub open_socket {
                       retry => undef, closed => 0, lastEventId => '', data => '', type => '',
                       id_buf => undef, pid => $$, chunked => 0,
                       head => {status => 200, headers => {}}}, $class;
+    $self->track;
     # The first line tells: ": ok" (a stream follows) or "error <reason>".
     $self->read_until(sub { ($self->{stream_bytes} // '') =~ /\n/ }, $o{timeout} // 10);
     if (($self->{stream_bytes} // '') =~ /^error ([^\n]*)\n/) {
@@ -605,29 +609,56 @@ sub comments { @{$_[0]{comments}} }
 sub retry { $_[0]{retry} }
 sub bad_fields { @{$_[0]{bad_fields} // []} }
 
-# Every stream a client received is kept for t/zz-lint-streams.t, which runs it through an
-# independent parser: when the client is closed or destroyed, the bytes of its event stream go
-# to <streams_dir>/<test>-<pid>-<n>.sse and what this parser made of them to the .json beside
-# it. One directory per prove run (prove is the parent of every test it runs) and MPM, so the
-# linter reads the current run only.
+# Every stream a client received is linted by a parser that shares no code with mod_sse or this
+# harness: when the client is closed or destroyed (or, if still open, when its test ends), the
+# bytes of its event stream go to <streams_dir>/<n>.sse and what this parser made of them to the
+# .json beside it; when the test ends, t/js/lint-streams.mjs (eventsource-parser) reads them all
+# and the test fails (exit status 1, the problems as diagnostics) if any stream has a field a
+# client rejects, is not UTF-8, or gives other events than this parser saw. Each test lints its
+# own streams, so the result depends neither on which tests ran before nor on prove's -j.
 my $stream_seq = 0;
+my $test_pid = $$;
+my %unsaved;   # open clients, weak references: saved when the test ends
 
 sub streams_dir {
     my $mpm = $ENV{SSE_TEST_MPM} // 'event';
-    return "$SSETest::ROOT/t/run/streams/$mpm-" . getppid();
+    my $name = $0;
+    $name =~ s{.*/}{};
+    $name =~ s{\.t$}{};
+    return "$SSETest::ROOT/t/run/streams/$mpm-$name-$test_pid";
 }
+
+sub track {
+    my ($self) = @_;
+    $unsaved{"$self"} = $self;
+    Scalar::Util::weaken($unsaved{"$self"});
+}
+
+Test2::API::test2_add_callback_exit(sub {
+    my ($ctx, $real, $new) = @_;
+    return if $$ != $test_pid;
+    $_->save_stream for grep { defined } values %unsaved;
+    my $dir = streams_dir();
+    return unless -d $dir;
+    my $out = `node $SSETest::ROOT/t/js/lint-streams.mjs $dir 2>&1`;
+    if ($? != 0) {
+        $ctx->diag("eventsource-parser (t/js/lint-streams.mjs) disagrees with the streams of "
+                   . "this test, kept in $dir:\n$out");
+        $$new ||= 1;
+    } elsif (!$ENV{SSE_TEST_KEEP}) {
+        File::Path::remove_tree($dir);
+    }
+});
 
 sub save_stream {
     my ($self) = @_;
+    delete $unsaved{"$self"};
     # Once, by the process that opened the client (not by a forked copy), and only event streams.
     return if $self->{saved}++ || $self->{pid} != $$ || $self->status != 200
               || !length($self->{stream_bytes} // '');
     my $dir = streams_dir();
     File::Path::make_path($dir);
-    my $name = $0;
-    $name =~ s{.*/}{};
-    $name =~ s{\.t$}{};
-    my $base = "$dir/$name-$$-" . $stream_seq++;
+    my $base = "$dir/" . $stream_seq++;
     my $text = sub { Encode::decode('UTF-8', $_[0]) };
     my $json = {retry => $self->{retry},
                 events => [map { my $e = $_; +{map { $_ => $text->($e->{$_}) } keys %$e} }

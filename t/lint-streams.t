@@ -1,8 +1,8 @@
-# Every event stream the tests of this prove run received (SSETest::Client keeps them, see
-# save_stream) through eventsource-parser, the parser of the eventsource and eventsource-client
-# packages (t/js/lint-streams.mjs): no field a client rejects, UTF-8 throughout, and the same
-# events as the harness's own parser. Runs last (prove runs t/*.t in sorted order, one at a
-# time); run alone, it finds no streams and fails.
+# The stream linter that every test runs on the streams its clients received (SSETest.pm,
+# streams_dir): t/js/lint-streams.mjs feeds them through eventsource-parser, the parser of the
+# eventsource and eventsource-client packages. This test shows that the linter fails on each
+# kind of bad stream, and that a test whose client received a bad stream fails through the
+# harness, also when that client is still open when the test ends.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -61,12 +61,39 @@ subtest 'the linter can fail' => sub {
     remove_tree($dir);
 };
 
-my $dir = SSETest::Client::streams_dir();
-my ($rc, $out) = (1, "no stream was saved in $dir by the tests of this run\n");
-($rc, $out) = run_lint($dir) if -d $dir;
-is($rc, 0, 'every stream of this run is clean for eventsource-parser') or diag $out;
-my ($streams) = $out =~ /linted (\d+) streams/;
-diag $out =~ /^(linted .*)$/m ? $1 : $out;
-cmp_ok($streams // 0, '>', 0, 'streams were linted');
-remove_tree($dir) if $rc == 0 && !$ENV{SSE_TEST_KEEP};
+# A test script whose client got a stream with a field browsers reject, or a clean one; the client
+# is still referenced when the script ends, so the harness saves it on its way out.
+sub run_test_with_stream {
+    my ($bytes) = @_;
+    my $script = "$SSETest::ROOT/t/run/lint-hook-$$.pl";
+    write_file($script, <<'PERL');
+use strict;
+use warnings;
+use SSETest;
+use Test::More;
+my $client = bless {head => {status => 200, headers => {}}, pid => $$, retry => undef,
+                    stream_bytes => $ENV{LINT_STREAM},
+                    events => [{data => 'a', event => 'message', id => '1'}]},
+                   'SSETest::Client';
+$client->track;
+ok(1, 'a test that passes');
+done_testing;
+PERL
+    local $ENV{LINT_STREAM} = $bytes;
+    local $ENV{SSE_TEST_KEEP};
+    my $out = `$^X -I$SSETest::ROOT/t/lib $script 2>&1`;
+    my $rc = $? >> 8;
+    unlink $script;
+    return ($rc, $out);
+}
+
+subtest 'a test whose client received a bad stream fails' => sub {
+    my ($rc, $out) = run_test_with_stream("id: 1\ndata: a\nfoo: bar\n\n");
+    isnt($rc, 0, 'the test exits with a failure status') or diag $out;
+    like($out, qr/unknown-field: "foo: bar"/, 'and says what eventsource-parser rejected');
+    File::Path::remove_tree($1) if $out =~ /kept in (\S+):/;
+    ($rc, $out) = run_test_with_stream("id: 1\ndata: a\n\n");
+    is($rc, 0, 'the same test with a clean stream passes') or diag $out;
+};
+
 done_testing;

@@ -3,7 +3,8 @@
 #   make            build mod_sse.so and the sse-publish command
 #   make install    install mod_sse.so into `apxs -q LIBEXECDIR`, sse-publish into $(BINDIR),
 #                   sse.load and sse.conf into $(APACHE_MODS_AVAILABLE) for a2enmod (Debian)
-#   make test       install missing Debian packages, build, run the unit and integration tests
+#   make test       install missing Debian packages (and check that install-deps covers what
+#                   the tests use), build, run the unit and integration tests
 #   make run        install missing Debian packages, build, start a demo httpd on 127.0.0.1
 #   make stop       stop the demo httpd
 #
@@ -122,8 +123,11 @@ bench-nchan: all $(BUILD)/sse-load $(BUILD)/publish-bench
 	tools/install-deps --bench
 	bench/run-nchan-compare
 
+# install-deps installs what is missing; check-deps then fails if the tests use a Perl module,
+# command or npm package that install-deps does not install (one this machine has by chance).
 deps:
 	tools/install-deps
+	tools/check-deps
 
 unit: $(UNIT_BIN)
 	$(UNIT_BIN)

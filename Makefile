@@ -48,7 +48,7 @@ FUZZ_BIN  := $(BUILD)/fuzz/fuzz_socket_protocol
 STRESS_SECONDS ?= 30
 STRESS_BIN := $(BUILD)/t/stress/bus-stress
 
-.PHONY: all install test unit stress integration fuzz deps run stop clean bench-publish bench-nchan bench-memory \
+.PHONY: all install test test-stress unit stress integration fuzz deps run stop clean bench-publish bench-nchan bench-memory \
         bench-resume
 
 PREFIX    ?= /usr/local
@@ -163,6 +163,12 @@ test: deps
 	$(MAKE) stress
 	$(MAKE) fuzz
 	$(MAKE) integration
+
+# The integration suite TEST_STRESS_RUNS times in a row, both MPMs each time, with two CPU-bound
+# processes beside it (t/under-load): the tests must not depend on speed or load.
+TEST_STRESS_RUNS ?= 5
+test-stress: all $(BUILD)/sse-load
+	t/under-load $(TEST_STRESS_RUNS) integration
 
 run: deps
 	$(MAKE) all

@@ -21,9 +21,7 @@ plan skip_all => 'the demo runs the event MPM: tested in the event pass'
 
 my $root = $SSETest::ROOT;
 my $port = SSETest::free_port();
-my $run = "$root/t/run/demo-$$";
-remove_tree($run);
-make_path("$root/t/run");
+my $run = SSETest::run_dir("demo-$$");
 my $env = "SSE_DEMO_PORT=$port SSE_DEMO_RUNDIR=" . SSETest::shell_quote($run);
 
 my $out = `cd / && $env $root/tools/run-demo start 2>&1`;

@@ -17,8 +17,7 @@ use Time::HiRes qw(time);
 
 my $root = $SSETest::ROOT;
 my $mpm = $ENV{SSE_TEST_MPM} // 'event';
-my $run = "$root/t/run/packaging-$mpm-$$";
-remove_tree($run);
+my $run = SSETest::run_dir("packaging-$mpm-$$");
 make_path("$run/logs", "$run/www", "$run/state");
 chmod 0755, $run;
 my @took;

@@ -16,6 +16,7 @@ use Cwd qw(abs_path);
 use File::Basename qw(dirname);
 use Encode ();
 use File::Path qw(make_path remove_tree);
+use File::Temp ();
 use IO::Select;
 use IO::Socket::INET;
 use IO::Socket::UNIX;
@@ -44,6 +45,39 @@ sub free_port {
     return $port;
 }
 
+# Where a server's files go (config, logs, htdocs, sockets): t/run/<name>, created empty. The
+# children run as www-data when the tests run as root, and must be able to enter it: with a
+# clone where they cannot (in /root, mode 0700, the usual place for root's clone on a fresh
+# machine), the run directories go to a directory under /tmp made for this test process instead
+# (removed at its end if nothing was kept in it; SSE_TEST_KEEP keeps them; its path is shown).
+my $run_root;
+my $run_root_owner = $$;
+sub run_dir {
+    my ($name) = @_;
+    $run_root //= do {
+        my $want = "$ROOT/t/run";
+        make_path($want);
+        my $enterable = 1;
+        if ($> == 0) {
+            for (my $p = $want; $p ne '/'; $p = dirname($p)) {
+                $enterable = 0 unless ((stat $p)[2] // 0) & 01;
+            }
+        }
+        my $dir = $want;
+        if (!$enterable) {
+            $dir = File::Temp::tempdir('mod_sse-t-XXXXXX', TMPDIR => 1);
+            chmod 0755, $dir;
+            Test::More::note("$want cannot be entered by www-data: run directories are in $dir");
+        }
+        $dir;
+    };
+    my $dir = "$run_root/$name";
+    remove_tree($dir);
+    make_path($dir);
+    return $dir;
+}
+END { rmdir $run_root if $run_root && $$ == $run_root_owner && $run_root ne "$ROOT/t/run" }
+
 sub json_decode { my ($t) = @_; return eval { JSON::PP->new->utf8->decode($t) } }
 
 sub shell_quote { my ($s) = @_; $s =~ s/'/'\\''/g; return "'$s'" }
@@ -65,8 +99,7 @@ sub start {
     my $name = $0;
     $name =~ s{.*/}{};
     $name =~ s{\.t$}{};
-    my $dir = "$SSETest::ROOT/t/run/$name-$mpm-$$-" . $seq++;
-    remove_tree($dir);
+    my $dir = SSETest::run_dir("$name-$mpm-$$-" . $seq++);
     make_path("$dir/htdocs", "$dir/logs", "$dir/cores");
     chmod 0777, "$dir/cores";   # children run as User: they must be able to write a core
     my $self = bless {dir => $dir, mpm => $mpm, port => SSETest::free_port(),

@@ -11,6 +11,9 @@
 # The module is C++17, compiled with g++ using the flags apxs reports (apxs itself only
 # compiles *.c files and would silently build an empty module from *.c++).
 
+# Node.js 20 from the npm registry when the system's is older (tools/install-deps): first on PATH.
+export PATH := $(CURDIR)/build/node/bin:$(PATH)
+
 APXS      ?= apxs
 CXX       ?= g++
 BUILD     := build

@@ -29,6 +29,8 @@ use Test::More;
 use Time::HiRes qw(time sleep);
 
 our $ROOT = abs_path(dirname(__FILE__) . '/../..');
+# Node.js 20, when tools/install-deps had to fetch it because the system's is older.
+$ENV{PATH} = "$ROOT/build/node/bin:$ENV{PATH}" if -x "$ROOT/build/node/bin/node";
 
 sub apxs_q {
     my ($var) = @_;

@@ -22,6 +22,7 @@ AsyncRequestWorkerFactor 100
 EOF
 
 # Bursts of 1,000 new streams keep every worker briefly busy with first bytes and replay.
+$srv->expect_burst_notices;
 
 sub status { $srv->status_field($_[0]) }
 

@@ -15,6 +15,7 @@ plan skip_all => "needs 12,000 open files (hard limit $hard)" if $hard !~ /unlim
 
 my $n = 10000;
 my $srv = SSETest::Server->start(conf => "Include $SSETest::ROOT/conf/sse.conf\n");
+$srv->expect_burst_notices;
 my $out = $srv->dir . '/load.out';
 my $pid = fork // die;
 if ($pid == 0) {

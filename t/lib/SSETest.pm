@@ -347,6 +347,7 @@ sub stop {
     my ($self) = @_;
     return if $self->{stopped}++;
     my $pid = $self->{pid};
+    $self->{stop_offset} = -s $self->error_log // 0;
     kill 'TERM', $pid if $pid;
     my $gone = $self->wait_for(sub { !kill(0, $pid) }, 30, 'httpd stops');
     ok($gone, "httpd ($self->{mpm}) stopped");
@@ -376,7 +377,18 @@ sub stop {
 sub check_log {
     my ($self) = @_;
     my @bad;
-    for my $line (split /\n/, $self->log_text) {
+    my $log = $self->log_text;
+    my $until_stop = $self->{stop_offset} // length $log;
+    my @lines = ((map { [$_, 0] } split /\n/, substr($log, 0, $until_stop)),
+                 (map { [$_, 1] } split /\n/, substr($log, $until_stop)));
+    for (@lines) {
+        my ($line, $stopping) = @$_;
+        # The stop is ungraceful: each child's close_worker_sockets() (event.c) closes the
+        # sockets its workers are serving, and a worker between a lingering close's read and
+        # its pollset add then logs AH03092 with EBADF (seen once under `make test-asan`, in
+        # t/proxy.t). httpd's race, allowed only in what the stop logged.
+        next if $stopping
+             && $line =~ /\(9\)Bad file descriptor: AH03092: process_lingering_close/;
         next unless $line =~ /\[(?:[\w]+:)?(?:warn|error|crit|alert|emerg)\]/
                  || $line =~ /exit signal|Segmentation|Assertion|AddressSanitizer|LeakSanitizer
                               |runtime\ error:|core\ dumped/x;

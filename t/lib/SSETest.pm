@@ -257,12 +257,17 @@ sub launch {
     # As many open files as allowed: every held stream is a file descriptor.
     my $env = SSETest::sanitizer_env("$self->{dir}/sanitizer");
     my $out = `ulimit -c unlimited 2>/dev/null; ulimit -n \$(ulimit -Hn) 2>/dev/null; $env @{[httpd()]} -f $self->{dir}/httpd.conf -k start 2>&1`;
-    if ($? != 0) {
-        BAIL_OUT("apache2 did not start: $out\n" . $self->log_text);
-    }
+    # A failed start may still have left a server running (e.g. `-k start` exiting non-zero
+    # after it forked the daemon): stopped by its pid file's pid before bailing out.
+    my $bail = sub {
+        my $pid = $self->read_pid;
+        kill 'TERM', $pid if $pid;
+        BAIL_OUT("@_\n" . $self->log_text);
+    };
+    $bail->("apache2 did not start: $out") if $? != 0;
     $self->wait_for(sub { -s "$self->{dir}/httpd.pid" && $self->accepts }, 15,
                     'httpd accepts connections')
-        or BAIL_OUT("apache2 did not come up:\n" . $self->log_text);
+        or $bail->('apache2 did not come up:');
     $self->{pid} = $self->read_pid;
 }
 

@@ -9,6 +9,7 @@ use Test::More;
 
 my $mode = shift // die "usage: $0 segv|dies|daemon|report\n";
 my $srv = SSETest::Server->start(global => "SSEPublishSocket pub.sock\n");
+diag('run directory: ' . $srv->dir); # for t/harness.t to remove (a failed test keeps it)
 # What t/socket.t allows: the daemon killed with -9, not one that crashed.
 $srv->expect_log(qr/SSE0402: the publish socket daemon \(pid \d+\) died \(exit code or signal 9\)/);
 my $victim = $mode eq 'daemon' ? $srv->socket_daemon : ($srv->children)[0];

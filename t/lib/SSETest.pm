@@ -260,6 +260,8 @@ sub launch {
     # A failed start may still have left a server running (e.g. `-k start` exiting non-zero
     # after it forked the daemon): stopped by its pid file's pid before bailing out.
     my $bail = sub {
+        # The daemon writes its pid file after `-k start` returns: a bounded wait for it.
+        $self->wait_for(sub { -s "$self->{dir}/httpd.pid" }, 5);
         my $pid = $self->read_pid;
         kill 'TERM', $pid if $pid;
         BAIL_OUT("@_\n" . $self->log_text);

@@ -4,7 +4,9 @@
 #   make install    install mod_sse.so into `apxs -q LIBEXECDIR`, sse-publish into $(BINDIR),
 #                   sse.load and sse.conf into $(APACHE_MODS_AVAILABLE) for a2enmod (Debian)
 #   make test       install missing Debian packages (and check that install-deps covers what
-#                   the tests use), build, run the unit and integration tests
+#                   the tests use), build, run the unit and integration tests, then test-asan
+#   make test-asan  the same under AddressSanitizer and UBSan, in build-asan/ (see below)
+#   make test-stress  the integration suite 5 times in a row beside two CPU hogs
 #   make run        install missing Debian packages, build, start a demo httpd on 127.0.0.1
 #   make stop       stop the demo httpd
 #
@@ -29,6 +31,8 @@ LIBEXECDIR  := $(shell $(APXS) -q LIBEXECDIR 2>/dev/null)
 # restart of httpd keeps running the old module.
 WARN      := -Wall -Wextra -Werror
 CXXFLAGS  ?= -O2 -g
+# Link flags of every binary and of mod_sse.so (test-asan links the sanitizer runtimes).
+LDFLAGS   ?=
 ALL_CXXFLAGS := -std=c++17 -fPIC -fno-gnu-unique -pthread $(WARN) $(CXXFLAGS) \
                $(filter-out -O2 -g,$(AP_CFLAGS)) $(AP_CPPFLAGS) -Iinclude -I. $(AP_INCLUDES)
 
@@ -51,7 +55,8 @@ FUZZ_BIN  := $(BUILD)/fuzz/fuzz_socket_protocol
 STRESS_SECONDS ?= 30
 STRESS_BIN := $(BUILD)/t/stress/bus-stress
 
-.PHONY: all install test test-stress unit stress integration fuzz deps run stop clean bench-publish bench-nchan bench-memory \
+.PHONY: all install test test-asan test-stress unit stress integration fuzz deps run stop clean bench-publish \
+        bench-nchan bench-memory \
         bench-resume
 
 PREFIX    ?= /usr/local
@@ -70,10 +75,10 @@ $(BUILD)/libssecore.a: $(CORE_OBJS)
 	ar rcs $@ $^
 
 $(BUILD)/mod_sse.so: $(GLUE_OBJS) $(BUILD)/libssecore.a
-	$(CXX) -shared -fno-gnu-unique -pthread -o $@ $(GLUE_OBJS) $(BUILD)/libssecore.a
+	$(CXX) -shared -fno-gnu-unique -pthread $(LDFLAGS) -o $@ $(GLUE_OBJS) $(BUILD)/libssecore.a
 
 $(BUILD)/sse-publish: $(BUILD)/tools/sse-publish.o $(BUILD)/libssecore.a
-	$(CXX) -pthread -o $@ $^
+	$(CXX) -pthread $(LDFLAGS) -o $@ $^
 
 # sse.load names the module where this install puts it (conf/sse.load says Debian's path).
 $(BUILD)/sse.load: conf/sse.load
@@ -101,16 +106,16 @@ ifneq ($(APACHE_MODS_AVAILABLE),)
 endif
 
 $(UNIT_BIN): $(UNIT_SRCS:%.c++=$(BUILD)/%.o) $(BUILD)/libssecore.a
-	$(CXX) -pthread -o $@ $^ $(shell pkg-config --libs check)
+	$(CXX) -pthread $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs check)
 
 $(BUILD)/publish-bench: $(BUILD)/bench/publish_bench.o $(BUILD)/libssecore.a
-	$(CXX) -pthread -o $@ $^
+	$(CXX) -pthread $(LDFLAGS) -o $@ $^
 
 $(BUILD)/sse-load: $(BUILD)/bench/sse_load.o $(BUILD)/libssecore.a
-	$(CXX) -pthread -o $@ $^
+	$(CXX) -pthread $(LDFLAGS) -o $@ $^
 
 $(BUILD)/resume-bench: $(BUILD)/bench/resume_bench.o $(BUILD)/libssecore.a
-	$(CXX) -pthread -o $@ $^
+	$(CXX) -pthread $(LDFLAGS) -o $@ $^
 
 # BusReader::start_after on a full 16 MB and 256 MB bus (bench/resume_bench.c++).
 bench-resume: $(BUILD)/resume-bench
@@ -136,7 +141,7 @@ unit: $(UNIT_BIN)
 	$(UNIT_BIN)
 
 $(STRESS_BIN): $(BUILD)/t/stress/bus_stress.o $(BUILD)/libssecore.a
-	$(CXX) -pthread -o $@ $^
+	$(CXX) -pthread $(LDFLAGS) -o $@ $^
 
 stress: $(STRESS_BIN)
 	STRESS_SECONDS=$(STRESS_SECONDS) $(STRESS_BIN)
@@ -166,6 +171,43 @@ test: deps
 	$(MAKE) stress
 	$(MAKE) fuzz
 	$(MAKE) integration
+	$(MAKE) test-asan
+
+# test-asan: mod_sse.so, sse-publish, the unit tests and the bus stress built with AddressSanitizer
+# and UBSan in $(ASAN_BUILD) (the normal build is untouched), then run: the unit tests, the stress
+# for ASAN_STRESS_SECONDS, the fuzzers (built with both sanitizers already) for ASAN_FUZZ_SECONDS
+# and the whole integration suite under the event MPM with the instrumented module and
+# sse-publish. Debian's apache2 is not instrumented: the harness preloads the sanitizer runtimes
+# into httpd only (SSE_TEST_PRELOAD) and gives each server a sanitizer/ directory for the reports
+# (t/lib/SSETest.pm). Any report fails the run: the binaries exit non-zero on one (halt_on_error),
+# a test fails on a report of its server, and what the other binaries wrote to $(ASAN_LOGS) fails
+# the last step. t/packaging.t and t/demo.t test build/ (installed, and the demo of `make run`).
+#   detect_leaks=1 (ASan's default, said for the record): a leak fails the binary; the harness
+#   turns it off for httpd only (APR's and OpenSSL's exit-time allocations, not mod_sse's).
+#   abort_on_error=0 (default): a report ends the process with exit code 1, not a core dump.
+#   print_stacktrace=1:halt_on_error=1 for UBSan: by default it prints one line and goes on.
+ASAN_BUILD   := build-asan
+SANITIZE     := -fsanitize=address,undefined -fno-omit-frame-pointer
+ASAN_LOGS    := $(abspath $(ASAN_BUILD))/sanitizer
+ASAN_STRESS_SECONDS ?= 10
+ASAN_FUZZ_SECONDS   ?= 10
+ASAN_OPTS    := detect_leaks=1:abort_on_error=0
+UBSAN_OPTS   := print_stacktrace=1:halt_on_error=1
+ASAN_ENV     := ASAN_OPTIONS=$(ASAN_OPTS) UBSAN_OPTIONS=$(UBSAN_OPTS)
+
+test-asan: $(BUILD)/sse-load
+	$(MAKE) BUILD=$(ASAN_BUILD) CXXFLAGS="-O1 -g $(SANITIZE)" LDFLAGS="$(SANITIZE)" \
+	    all $(ASAN_BUILD)/t/unit/run-unit-tests $(ASAN_BUILD)/t/stress/bus-stress
+	rm -rf $(ASAN_LOGS) && mkdir -p $(ASAN_LOGS) && chmod 777 $(ASAN_LOGS)
+	$(ASAN_ENV) $(ASAN_BUILD)/t/unit/run-unit-tests
+	$(ASAN_ENV) STRESS_SECONDS=$(ASAN_STRESS_SECONDS) $(ASAN_BUILD)/t/stress/bus-stress
+	$(MAKE) fuzz FUZZ_SECONDS=$(ASAN_FUZZ_SECONDS)
+	ASAN_OPTIONS=$(ASAN_OPTS):log_path=$(ASAN_LOGS)/asan \
+	UBSAN_OPTIONS=$(UBSAN_OPTS):log_path=$(ASAN_LOGS)/ubsan SSE_TEST_BUILD=$(abspath $(ASAN_BUILD)) \
+	    SSE_TEST_PRELOAD="$$($(CXX) -print-file-name=libasan.so) $$($(CXX) -print-file-name=libubsan.so)" \
+	    SSE_TEST_REQUIRE_BROWSER=1 SSE_TEST_MPM=event prove -I t/lib t/*.t
+	@test -z "$$(ls $(ASAN_LOGS))" || { head -n 40 $(ASAN_LOGS)/*; \
+	    echo "test-asan: sanitizer reports in $(ASAN_LOGS)"; exit 1; }
 
 # The integration suite TEST_STRESS_RUNS times in a row, both MPMs each time, with two CPU-bound
 # processes beside it (t/under-load): the tests must not depend on speed or load.

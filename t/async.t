@@ -127,8 +127,11 @@ subtest '5,000 connect/disconnect cycles leave memory and counters where they we
     my ($max_first) = sort { $b <=> $a } @rss[0 .. 2];
     my ($min_last) = sort { $a <=> $b } @rss[5 .. 7];
     my $growth = $min_last - $max_first;
-    cmp_ok($growth * 1024 / 3125, '<', 1024,
-           "private memory after each round: @rss kB; growth $growth kB over 3,125 streams");
+    SKIP: {
+        skip 'memory figures under AddressSanitizer', 1 if SSETest::sanitized();
+        cmp_ok($growth * 1024 / 3125, '<', 1024,
+               "private memory after each round: @rss kB; growth $growth kB over 3,125 streams");
+    }
 };
 
 subtest 'a client that stops reading is dropped, others are not delayed, replay makes it whole' => sub {

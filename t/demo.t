@@ -117,8 +117,13 @@ my @left = grep {
 } map { m{/proc/(\d+)$} ? $1 : () } glob '/proc/[0-9]*';
 ok(!@left, 'no process of the demo is left') or kill 'KILL', @left;
 my $log = do { open my $fh, '<', "$run/error.log" or die; local $/; <$fh> };
-my @bad = grep { /\[(?:\w+:)?(?:error|crit|alert|emerg)\]|exit signal|Segmentation/ } split /\n/, $log;
-ok(!@bad, 'no error in the demo error log') or diag(join "\n", @bad);
+my @bad = grep { /\[(?:\w+:)?(?:warn|error|crit|alert|emerg)\]|exit signal|Segmentation|Assertion
+                  |AddressSanitizer|runtime\ error:|core\ dumped/x } split /\n/, $log;
+ok(!@bad, 'no warning or error in the demo error log') or diag(join "\n", @bad);
+# A crash is in the log above ("exit signal"); a core file (in ServerRoot, the run directory,
+# when core_pattern is a plain name) fails too.
+my @cores = glob "$run/core*";
+ok(!@cores, 'no core file') or diag("core files: @cores");
 
 # On success only the screenshot stays, as t/run/demo.png.
 if (Test::More->builder->is_passing && !$ENV{SSE_TEST_KEEP}) {

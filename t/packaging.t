@@ -228,7 +228,9 @@ like($out, qr/Syntax OK/, '  Syntax OK');
 # init is systemd; `apache2ctl -k start` runs apache2 -d <tree> -k start itself.
 ($rc, $out) = a2('apache2ctl', '-k', 'start');
 is($rc, 0, 'apache2ctl -k start') or diag $out;
-my $srv = SSETest::Server->attach(dir => $run, port => $port, marker => $tree, mpm => $mpm);
+# No CoreDumpDirectory in Debian's apache2.conf: cores go to ServerRoot, the tree.
+my $srv = SSETest::Server->attach(dir => $run, port => $port, marker => $tree, mpm => $mpm,
+                                  cores => $tree);
 $srv->wait_for(sub { -s "$run/httpd.pid" && $srv->accepts }, 15)
     or BAIL_OUT("apache2 did not come up:\n$out\n" . $srv->log_text);
 $srv->{pid} = $srv->read_pid;

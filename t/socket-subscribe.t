@@ -192,8 +192,11 @@ subtest 'a subscriber that does not read' => sub {
     my @f = $fast->events(3000, 20);
     is(scalar @f, 3000, 'a subscriber that reads gets all of them');
     my $growth = $rss->() - $rss_before;
-    cmp_ok($growth, '<', 1536, "the daemon grew by $growth KiB, not by the 3 MB the stalled "
-                               . "reader missed (it keeps its place in the bus, not its events)");
+    SKIP: {
+        skip 'memory figures under AddressSanitizer', 1 if SSETest::sanitized();
+        cmp_ok($growth, '<', 1536, "the daemon grew by $growth KiB, not by the 3 MB the stalled "
+                                   . "reader missed (it keeps its place in the bus, not its events)");
+    }
     $srv->publish('/publish/flood', 'after');
     my @s = $slow->events(3000, 20);
     my @missed = grep { $_->{event} eq 'sse-missed' } @s;
@@ -210,7 +213,7 @@ subtest 'sse-publish -f follows across a graceful restart' => sub {
     if ($pid == 0) {
         open STDOUT, '>', $out or die;
         open STDERR, '>', "$out.err" or die;
-        exec "$SSETest::ROOT/build/sse-publish", '-S', $path, '-f', '-w', '20', 'ticker';
+        exec "$SSETest::BUILD/sse-publish", '-S', $path, '-f', '-w', '20', 'ticker';
     }
     my $read = sub { open my $fh, '<', $out or return ''; local $/; <$fh> // '' };
     ok($srv->wait_for(sub { $read->() =~ /^: ok/ }, 10), 'sse-publish -f subscribed');
@@ -246,7 +249,7 @@ subtest 'sse-publish -f follows across a graceful restart' => sub {
     if ($pid2 == 0) {
         open STDOUT, '>', "$out.2" or die;
         open STDERR, '>', "$out.2.err" or die;
-        exec "$SSETest::ROOT/build/sse-publish", '-S', $path, '-f', 'mimic';
+        exec "$SSETest::BUILD/sse-publish", '-S', $path, '-f', 'mimic';
     }
     my $read2 = sub { open my $fh, '<', "$out.2" or return ''; local $/; <$fh> // '' };
     ok($srv->wait_for(sub { $read2->() =~ /^: ok/ }, 10), 'following mimic');

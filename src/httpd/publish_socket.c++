@@ -144,7 +144,11 @@ struct Daemon {
 
 void fork_daemon(Daemon *d);
 
-void maintain_daemon(int reason, void *data, apr_wait_t)
+/* status: what the MPM got from waitpid() for the daemon, the exit code or the number of the
+ * signal that ended it (httpd passes only that number; for a signal other than KILL, TERM or HUP
+ * it has already logged AH00052 "exit signal ..." naming it). Logged, so that a daemon that
+ * crashed or exited on an error is told from one that was killed. */
+void maintain_daemon(int reason, void *data, apr_wait_t status)
 {
     auto *d = static_cast<Daemon *>(data);
     int mpm_state = AP_MPMQ_STOPPING;
@@ -156,8 +160,8 @@ void maintain_daemon(int reason, void *data, apr_wait_t)
             mpm_state != AP_MPMQ_STOPPING) {
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, d->s,
                          "SSE0402: the publish socket daemon (pid %" APR_PID_T_FMT
-                         ") died; starting a new one",
-                         d->proc.pid);
+                         ") died (exit code or signal %d); starting a new one",
+                         d->proc.pid, status);
             fork_daemon(d);
         }
         break;

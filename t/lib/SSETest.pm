@@ -31,6 +31,47 @@ use Time::HiRes qw(time sleep);
 our $ROOT = abs_path(dirname(__FILE__) . '/../..');
 # Node.js 20, when tools/install-deps had to fetch it because the system's is older.
 $ENV{PATH} = "$ROOT/build/node/bin:$ENV{PATH}" if -x "$ROOT/build/node/bin/node";
+# The build the tests run: mod_sse.so and sse-publish come from $BUILD (SSE_TEST_BUILD, e.g.
+# build-asan for `make test-asan`; build by default).
+our $BUILD = abs_path($ENV{SSE_TEST_BUILD} // "$ROOT/build");
+
+# Under `make test-asan` the module is instrumented but Debian's apache2 is not: the sanitizer
+# runtimes must be loaded first, so httpd gets SSE_TEST_PRELOAD (the paths of g++'s libasan.so and
+# libubsan.so) as LD_PRELOAD, only httpd (not perl). Each sanitizer writes its reports to files
+# in the server's sanitizer/ directory (log_path), which stop() and check_log() check: any report
+# fails the test, and the Makefile checks the directory it gives the other binaries too.
+sub sanitizer_env {
+    my ($dir) = @_;
+    return '' unless sanitized();
+    # detect_leaks=0: httpd and the libraries it loads exit without freeing what they keep for
+    # the process's life (the `apache2 -k start` process reports APR's apr_allocator_create and,
+    # with mod_ssl, OpenSSL's CRYPTO_zalloc), none of it mod_sse's. Leaks of mod_sse's core are
+    # looked for in the unit tests, the stress and the fuzzers, which keep detect_leaks=1.
+    my $asan = join ':', grep { length } $ENV{ASAN_OPTIONS} // '', 'detect_leaks=0';
+    my $ubsan = $ENV{UBSAN_OPTIONS} // '';
+    return join ' ', 'LD_PRELOAD=' . shell_quote($ENV{SSE_TEST_PRELOAD}),
+        'ASAN_OPTIONS=' . shell_quote(join ':', grep { length } $asan, "log_path=$dir/asan"),
+        'UBSAN_OPTIONS=' . shell_quote(join ':', grep { length } $ubsan, "log_path=$dir/ubsan");
+}
+
+# True under `make test-asan`. Memory figures mean nothing there (ASan's quarantine keeps freed
+# memory for a while, to catch a use after free): tests skip their memory-growth checks, which
+# the normal suite makes.
+sub sanitized { $ENV{SSE_TEST_PRELOAD} ? 1 : 0 }
+
+# The sanitizer reports written under $dir (log_path files: asan.<pid>, ubsan.<pid>), each shown
+# with diag(). Returns their paths.
+sub sanitizer_reports {
+    my ($dir) = @_;
+    my @files = grep { -s } glob "$dir/*";
+    for my $f (@files) {
+        open my $fh, '<', $f or next;
+        my @lines = <$fh>;
+        $#lines = 59 if @lines > 60;
+        Test::More::diag("sanitizer report $f:\n", @lines);
+    }
+    return @files;
+}
 
 sub apxs_q {
     my ($var) = @_;
@@ -89,6 +130,7 @@ use strict;
 use warnings;
 use File::Path qw(make_path remove_tree);
 use POSIX qw(:sys_wait_h);
+use Scalar::Util ();
 use Test::More;
 use Time::HiRes qw(time sleep);
 
@@ -102,10 +144,12 @@ sub start {
     $name =~ s{.*/}{};
     $name =~ s{\.t$}{};
     my $dir = SSETest::run_dir("$name-$mpm-$$-" . $seq++);
-    make_path("$dir/htdocs", "$dir/logs", "$dir/cores");
-    chmod 0777, "$dir/cores";   # children run as User: they must be able to write a core
+    make_path("$dir/htdocs", "$dir/logs", "$dir/cores", "$dir/sanitizer");
+    # Children run as User: they must be able to write a core or a sanitizer report.
+    chmod 0777, "$dir/cores", "$dir/sanitizer";
     my $self = bless {dir => $dir, mpm => $mpm, port => SSETest::free_port(),
-                      expected => [], %o}, $class;
+                      expected => [], owner => $$, %o}, $class;
+    SSETest::Server::track($self);
     $self->write_config;
     $self->launch unless $o{no_start};
     return $self;
@@ -115,20 +159,50 @@ sub start {
 sub configtest {
     my ($class, %o) = @_;
     my $self = $class->start(%o, no_start => 1);
-    my $out = `@{[httpd()]} -t -f $self->{dir}/httpd.conf 2>&1`;
+    my $env = SSETest::sanitizer_env("$self->{dir}/sanitizer");
+    my $out = `$env @{[httpd()]} -t -f $self->{dir}/httpd.conf 2>&1`;
     my $rc = $? >> 8;
     $self->{stopped} = 1;
-    File::Path::remove_tree($self->{dir});
+    my @reports = SSETest::sanitizer_reports("$self->{dir}/sanitizer");
+    fail('the configtest wrote a sanitizer report') if @reports;
+    File::Path::remove_tree($self->{dir}) unless @reports;
     return ($rc, $out);
 }
 
 # A server started some other way (t/packaging.t: Debian's apache2ctl on an /etc/apache2
 # tree), for the same clients, stop and log checks: attach(dir => ..., port => ..., pid => ...,
-# marker => a string in the command line of each of its processes). Its error log is
-# dir/logs/error.log.
+# marker => a string in the command line of each of its processes, cores => its
+# CoreDumpDirectory). Its error log is dir/logs/error.log.
 sub attach {
     my ($class, %o) = @_;
-    return bless {mpm => $ENV{SSE_TEST_MPM} // 'event', expected => [], %o}, $class;
+    my $self = bless {mpm => $ENV{SSE_TEST_MPM} // 'event', expected => [], owner => $$, %o},
+                     $class;
+    track($self);
+    return $self;
+}
+
+# Every server started in this process, stopped and checked by the END block below if the test
+# did not stop it (it died midway, or forgot): a crash or an unexpected log line is reported
+# whichever way the test ends.
+my %live;
+sub track {
+    my ($self) = @_;
+    $live{"$self"} = $self;
+    Scalar::Util::weaken($live{"$self"});
+}
+
+END {
+    local $?; # stop() runs commands; the test's exit status is Test::More's to report
+    $_->stop_left_running for grep { defined } values %live;
+}
+
+# stop() for a server the test did not stop, once, in the process that started it.
+sub stop_left_running {
+    my ($self) = @_;
+    return if $self->{stopped} || !$self->{pid} || ($self->{owner} // $$) != $$;
+    local ($?, $@);
+    diag("stopping the server of $self->{dir} (the test did not)");
+    $self->stop;
 }
 
 sub dir  { $_[0]{dir} }
@@ -148,7 +222,7 @@ sub write_config {
         : "StartServers 2\nServerLimit 4\nThreadsPerChild 25\nMaxRequestWorkers 50\nAsyncRequestWorkerFactor 50\n"
           . "MinSpareThreads 25\nMaxSpareThreads 50\nThreadLimit 25\n";
     $self->{$_} //= '' for qw(global conf);
-    my $so = $self->{module} // "$SSETest::ROOT/build/mod_sse.so";
+    my $so = $self->{module} // "$SSETest::BUILD/mod_sse.so";
     my $tls = '';
     if ($self->{tls}) {
         # A throwaway self-signed certificate, made for this run.
@@ -218,13 +292,21 @@ sub launch {
     my ($self) = @_;
     # Core files (if a child crashes) land in the run directory, which is kept on failure.
     # As many open files as allowed: every held stream is a file descriptor.
-    my $out = `ulimit -c unlimited 2>/dev/null; ulimit -n \$(ulimit -Hn) 2>/dev/null; @{[httpd()]} -f $self->{dir}/httpd.conf -k start 2>&1`;
-    if ($? != 0) {
-        BAIL_OUT("apache2 did not start: $out\n" . $self->log_text);
-    }
+    my $env = SSETest::sanitizer_env("$self->{dir}/sanitizer");
+    my $out = `ulimit -c unlimited 2>/dev/null; ulimit -n \$(ulimit -Hn) 2>/dev/null; $env @{[httpd()]} -f $self->{dir}/httpd.conf -k start 2>&1`;
+    # A failed start may still have left a server running (e.g. `-k start` exiting non-zero
+    # after it forked the daemon): stopped by its pid file's pid before bailing out.
+    my $bail = sub {
+        # The daemon writes its pid file after `-k start` returns: a bounded wait for it.
+        $self->wait_for(sub { -s "$self->{dir}/httpd.pid" }, 5);
+        my $pid = $self->read_pid;
+        kill 'TERM', $pid if $pid;
+        BAIL_OUT("@_\n" . $self->log_text);
+    };
+    $bail->("apache2 did not start: $out") if $? != 0;
     $self->wait_for(sub { -s "$self->{dir}/httpd.pid" && $self->accepts }, 15,
                     'httpd accepts connections')
-        or BAIL_OUT("apache2 did not come up:\n" . $self->log_text);
+        or $bail->('apache2 did not come up:');
     $self->{pid} = $self->read_pid;
 }
 
@@ -279,7 +361,9 @@ sub expect_log {
 # MinSpareThreads of MaxRequestWorkers", AH00484 "reached MaxRequestWorkers", depending on
 # when its once-a-second check lands; prefork's is AH00161, a stream holding a process). The
 # connections wait in the listen backlog; tests that expect this still check that no stream
-# was refused.
+# was refused. Whether the notice comes depends on the machine's speed (t/scale.t's 10,000
+# streams got AH10159 under `make test-asan`, not in the normal run), so it cannot be what tells
+# that streams hold workers: t/async.t and t/scale.t assert that with BusyWorkers.
 sub expect_burst_notices {
     my ($self) = @_;
     $self->expect_log(qr/AH10159: server is within MinSpareThreads of MaxRequestWorkers/,
@@ -307,6 +391,7 @@ sub stop {
     my ($self) = @_;
     return if $self->{stopped}++;
     my $pid = $self->{pid};
+    $self->{stop_offset} = -s $self->error_log // 0;
     kill 'TERM', $pid if $pid;
     my $gone = $self->wait_for(sub { !kill(0, $pid) }, 30, 'httpd stops');
     ok($gone, "httpd ($self->{mpm}) stopped");
@@ -328,34 +413,50 @@ sub stop {
 }
 
 # Fails the test for every warn-or-worse line, crash or assertion in the error log that was not
-# announced with expect_log().
+# announced with expect_log(), for every core file and for every sanitizer report. A crash is
+# seen whatever the machine's core_pattern: httpd logs a child (or the publish socket daemon)
+# killed by a signal other than KILL/TERM/HUP as "exit signal" at notice level, which is logged
+# at any LogLevel; a core file in cores/ (where CoreDumpDirectory puts it when core_pattern is a
+# plain name) is a second witness, with its backtrace when gdb is there.
 sub check_log {
     my ($self) = @_;
     my @bad;
-    for my $line (split /\n/, $self->log_text) {
+    my $log = $self->log_text;
+    my $until_stop = $self->{stop_offset} // length $log;
+    my @lines = ((map { [$_, 0] } split /\n/, substr($log, 0, $until_stop)),
+                 (map { [$_, 1] } split /\n/, substr($log, $until_stop)));
+    for (@lines) {
+        my ($line, $stopping) = @$_;
+        # The stop is ungraceful: each child's close_worker_sockets() (event.c) closes the
+        # sockets its workers are serving, and a worker between a lingering close's read and
+        # its pollset add then logs AH03092 with EBADF (seen once under `make test-asan`, in
+        # t/proxy.t). httpd's race, allowed only in what the stop logged.
+        next if $stopping
+             && $line =~ /\(9\)Bad file descriptor: AH03092: process_lingering_close/;
         next unless $line =~ /\[(?:[\w]+:)?(?:warn|error|crit|alert|emerg)\]/
-                 || $line =~ /exit signal|Segmentation|Assertion|AddressSanitizer|core dumped/;
+                 || $line =~ /exit signal|Segmentation|Assertion|AddressSanitizer|LeakSanitizer
+                              |runtime\ error:|core\ dumped/x;
         next if grep { $line =~ $_ } @{$self->{expected}};
         push @bad, $line;
     }
     ok(!@bad, "no unexpected lines in the error log ($self->{mpm})")
         or diag(join "\n", @bad);
-    # A crash leaves a core in cores/: show where it happened (when gdb is there).
-    for my $core (glob "$self->{dir}/cores/core*") {
+    my @cores = glob(($self->{cores} // "$self->{dir}/cores") . '/core*');
+    ok(!@cores, "no core file ($self->{mpm})") or diag("core files: @cores");
+    for my $core (@cores) {
         push @bad, $core;
-        diag("core file: $core");
         diag(`gdb -batch -ex 'thread apply all bt 12' @{[httpd()]} $core 2>/dev/null | grep -E '^(#|Thread)' | head -80`)
             if -x '/usr/bin/gdb';
     }
+    my @reports = SSETest::sanitizer_reports("$self->{dir}/sanitizer");
+    ok(!@reports, "no sanitizer report ($self->{mpm})");
+    push @bad, @reports;
     remove_tree($self->{dir}) if !@bad && !$ENV{SSE_TEST_KEEP};
 }
 
-sub DESTROY {
-    my ($self) = @_;
-    if (!$self->{stopped} && $self->{pid}) {
-        kill 'TERM', $self->{pid};
-    }
-}
+# A server the test did not stop (a test that dies frees its lexicals before END blocks run) is
+# stopped and checked here; one still referenced at the end by the END block above.
+sub DESTROY { $_[0]->stop_left_running }
 
 # A whole HTTP/1.1 exchange over a new connection:
 #   request(METHOD => path, headers => {..}, body => '...')
@@ -410,8 +511,9 @@ sub run_publish {
     print $fh $o{stdin} // '';
     close $fh;
     my $cmd = join ' ', map { SSETest::shell_quote($_) }
-        ("$SSETest::ROOT/build/sse-publish", '-S', $sock, @$args);
+        ("$SSETest::BUILD/sse-publish", '-S', $sock, @$args);
     $cmd = "$o{prefix} $cmd" if $o{prefix};
+    $cmd = SSETest::sanitizer_env("$self->{dir}/sanitizer") . " $cmd";
     my $out = `$cmd <$in 2>$self->{dir}/publish.stderr`;
     my $rc = $? >> 8;
     open my $eh, '<', "$self->{dir}/publish.stderr";

@@ -205,10 +205,16 @@ struct Daemon {
 };
 
 void fork_daemon(Daemon *d);
+void maintain_daemon_now(int reason, Daemon *d, apr_wait_t status);
 
-void maintain_daemon(int reason, void *data, apr_wait_t)
+void maintain_daemon(int reason, void *data, apr_wait_t status)
 {
-    auto *d = static_cast<Daemon *>(data);
+    guarded(static_cast<Daemon *>(data)->s, "the publish socket daemon's supervision",
+            [&] { maintain_daemon_now(reason, static_cast<Daemon *>(data), status); });
+}
+
+void maintain_daemon_now(int reason, Daemon *d, apr_wait_t)
+{
     int mpm_state = AP_MPMQ_STOPPING;
     switch (reason) {
     case APR_OC_REASON_DEATH:

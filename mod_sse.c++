@@ -277,11 +277,26 @@ const char *cmd_registry_limit(cmd_parms *cmd, void *, const char *arg)
     return nullptr;
 }
 
+/* Every directive handler runs under guarded(): a failure becomes the directive's error
+ * (httpd reports it with the file and line and does not start). */
+template <auto Fn> struct Directive;
+template <typename Dir, typename... Args, const char *(*Fn)(cmd_parms *, Dir, Args...)>
+struct Directive<Fn> {
+    static const char *call(cmd_parms *cmd, Dir d, Args... args) noexcept
+    {
+        return guarded([&] { return Fn(cmd, d, args...); },
+                       [&](const char *why) -> const char * {
+                           return apr_psprintf(cmd->pool, "%s: internal error: %s",
+                                               cmd->directive->directive, why);
+                       });
+    }
+};
+
 /* httpd declares cmd_func as `const char *(*)()` for C++; going through void(*)() keeps
  * -Wcast-function-type quiet about a cast that every C module does implicitly. */
-template <typename Fn> cmd_func as_cmd_func(Fn fn)
+template <auto Fn> cmd_func as_cmd_func()
 {
-    return reinterpret_cast<cmd_func>(reinterpret_cast<void (*)()>(fn));
+    return reinterpret_cast<cmd_func>(reinterpret_cast<void (*)()>(&Directive<Fn>::call));
 }
 
 const char *cmd_async(cmd_parms *, void *dv, int on)
@@ -330,49 +345,49 @@ const char *cmd_publish_socket_clients(cmd_parms *cmd, void *, const char *arg)
 }
 
 const command_rec directives[] = {
-    AP_INIT_TAKE1("SSEBusSize", as_cmd_func(cmd_bus_size), nullptr, RSRC_CONF,
+    AP_INIT_TAKE1("SSEBusSize", as_cmd_func<cmd_bus_size>(), nullptr, RSRC_CONF,
                   "<size>: shared memory for the whole event bus, e.g. 16M (default 16M)"),
-    AP_INIT_TAKE12("SSEHistory", as_cmd_func(cmd_history), nullptr, RSRC_CONF,
+    AP_INIT_TAKE12("SSEHistory", as_cmd_func<cmd_history>(), nullptr, RSRC_CONF,
                    "<count> [<seconds>]: events kept per channel for replay, and their "
                    "maximum age (default 100 3600)"),
-    AP_INIT_TAKE1("SSEChannel", as_cmd_func(cmd_channel), nullptr,
+    AP_INIT_TAKE1("SSEChannel", as_cmd_func<cmd_channel>(), nullptr,
                   RSRC_CONF | ACCESS_CONF,
                   "<expr>: an ap_expr string giving the channel(s), comma-separated"),
-    AP_INIT_TAKE1("SSEKeepalive", as_cmd_func(cmd_keepalive), nullptr,
+    AP_INIT_TAKE1("SSEKeepalive", as_cmd_func<cmd_keepalive>(), nullptr,
                   RSRC_CONF | ACCESS_CONF,
                   "<seconds> of silence after which a comment line is sent (default 15)"),
-    AP_INIT_TAKE1("SSERetry", as_cmd_func(cmd_retry), nullptr,
+    AP_INIT_TAKE1("SSERetry", as_cmd_func<cmd_retry>(), nullptr,
                   RSRC_CONF | ACCESS_CONF,
                   "<ms>: reconnection delay sent at the start of each stream"),
-    AP_INIT_TAKE1("SSEMaxMessageSize", as_cmd_func(cmd_max_message_size),
+    AP_INIT_TAKE1("SSEMaxMessageSize", as_cmd_func<cmd_max_message_size>(),
                   nullptr, RSRC_CONF | ACCESS_CONF,
                   "<size>: largest publish request body accepted (default 256K)"),
-    AP_INIT_FLAG("SSEAsync", as_cmd_func(cmd_async), nullptr, RSRC_CONF | ACCESS_CONF,
+    AP_INIT_FLAG("SSEAsync", as_cmd_func<cmd_async>(), nullptr, RSRC_CONF | ACCESS_CONF,
                  "On|Off: hold streams without a worker thread each where the MPM allows "
                  "(default On)"),
-    AP_INIT_TAKE1("SSEMaxPending", as_cmd_func(cmd_max_pending), nullptr,
+    AP_INIT_TAKE1("SSEMaxPending", as_cmd_func<cmd_max_pending>(), nullptr,
                   RSRC_CONF | ACCESS_CONF,
                   "<size>: bytes queued for one slow stream before it is dropped (default 256K)"),
-    AP_INIT_TAKE123("SSEPublishSocket", as_cmd_func(cmd_publish_socket), nullptr, RSRC_CONF,
+    AP_INIT_TAKE123("SSEPublishSocket", as_cmd_func<cmd_publish_socket>(), nullptr, RSRC_CONF,
                     "<path> [<mode>] [<group>]: a local Unix socket for publishing "
                     "(path relative to DefaultRuntimeDir; mode default 0660; group default "
                     "httpd's Group)"),
-    AP_INIT_TAKE1("SSEPublishSocketClients", as_cmd_func(cmd_publish_socket_clients), nullptr,
+    AP_INIT_TAKE1("SSEPublishSocketClients", as_cmd_func<cmd_publish_socket_clients>(), nullptr,
                   RSRC_CONF, "<n>: most concurrent clients on the publish socket (default 64)"),
-    AP_INIT_TAKE1("SSEClientId", as_cmd_func(cmd_client_id), nullptr, RSRC_CONF | ACCESS_CONF,
+    AP_INIT_TAKE1("SSEClientId", as_cmd_func<cmd_client_id>(), nullptr, RSRC_CONF | ACCESS_CONF,
                   "<expr>: an ap_expr string giving each subscriber's client id (empty: "
                   "anonymous), e.g. %{REMOTE_USER}"),
-    AP_INIT_TAKE1("SSEDuplicateClient", as_cmd_func(cmd_duplicate_client), nullptr,
+    AP_INIT_TAKE1("SSEDuplicateClient", as_cmd_func<cmd_duplicate_client>(), nullptr,
                   RSRC_CONF | ACCESS_CONF,
                   "allow|reject|replace: a second stream with a client id already connected "
                   "(default allow)"),
-    AP_INIT_TAKE1("SSEPresenceChannel", as_cmd_func(cmd_presence_channel), nullptr, RSRC_CONF,
+    AP_INIT_TAKE1("SSEPresenceChannel", as_cmd_func<cmd_presence_channel>(), nullptr, RSRC_CONF,
                   "<channel>: where connect, disconnect and reconnect events are published"),
-    AP_INIT_TAKE1("SSEMaxSubscribers", as_cmd_func(cmd_registry_limit),
+    AP_INIT_TAKE1("SSEMaxSubscribers", as_cmd_func<cmd_registry_limit>(),
                   reinterpret_cast<void *>(1), RSRC_CONF,
                   "<n>: open streams the server holds at most, all processes together "
                   "(default 50000)"),
-    AP_INIT_TAKE1("SSEMaxChannels", as_cmd_func(cmd_registry_limit), nullptr, RSRC_CONF,
+    AP_INIT_TAKE1("SSEMaxChannels", as_cmd_func<cmd_registry_limit>(), nullptr, RSRC_CONF,
                   "<n>: channels whose counts and state are kept (default 10000)"),
     {nullptr, {nullptr}, nullptr, 0, RAW_ARGS, nullptr},
 };
@@ -494,7 +509,7 @@ int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *s)
     /* The first of httpd's two configuration passes only checks; the bus comes in the second. */
     if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG)
         return OK;
-    try {
+    return guarded([&] {
         const ServerConfig *conf = server_config(s);
         void *mem = apr_palloc(pconf, sizeof(ModuleState));
         auto *state = new (mem) ModuleState();
@@ -519,19 +534,25 @@ int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *s)
             retire_publish_socket(s);
         }
         return OK;
-    } catch (const std::exception &e) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "SSE0207: post_config failed: %s", e.what());
+    }, [&](const char *why) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "SSE0207: post_config failed: %s", why);
         return HTTP_INTERNAL_SERVER_ERROR;
-    }
+    });
 }
 
 int check_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *s)
 {
-    if (const char *err = check_publish_socket(pconf, &server_config(s)->publish_socket)) {
-        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, nullptr, "%s", err);
-        return !OK;
-    }
-    return OK;
+    return guarded([&]() -> int {
+        if (const char *err = check_publish_socket(pconf, &server_config(s)->publish_socket)) {
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, nullptr, "%s", err);
+            return !OK;
+        }
+        return OK;
+    }, [&](const char *why) {
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, nullptr,
+                     "SSE0207: check_config failed: %s", why);
+        return int(!OK);
+    });
 }
 
 void child_init(apr_pool_t *pchild, server_rec *s)
@@ -544,46 +565,54 @@ void child_init(apr_pool_t *pchild, server_rec *s)
         close(state->publish_socket_fd);
         state->publish_socket_fd = -1;
     }
-    try {
-        state->hub = start_async_hub(pchild, s, state);
-    } catch (const std::exception &e) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s,
-                     "SSE0501: cannot start the async hub (%s); streams hold a worker each",
-                     e.what());
-    }
+    guarded([&] { state->hub = start_async_hub(pchild, s, state); },
+            [&](const char *why) {
+                ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s,
+                             "SSE0501: cannot start the async hub (%s); streams hold a worker "
+                             "each", why);
+            });
 }
 
 /* A stream the handler suspended: from now on the hub holds it. */
 void suspend_connection(conn_rec *c, request_rec *)
 {
-    adopt_suspended_stream(c, server_config(c->base_server)->state);
+    guarded(c->base_server, "suspend_connection",
+            [&] { adopt_suspended_stream(c, server_config(c->base_server)->state); });
 }
 
 /* Graceful restart or stop: streams end so that the old child can exit and browsers come
  * back (with Last-Event-ID) to the new generation. Handlers poll the flag when woken. */
 void child_stopping(apr_pool_t *, int)
 {
-    ModuleState *state = server_config(ap_server_conf)->state;
-    if (state) {
-        state->child_stopping.store(true);
-        stop_async_hub(state->hub);
-        if (state->bus.valid())
-            state->bus.wake_all();
-    }
+    guarded(ap_server_conf, "child_stopping", [] {
+        ModuleState *state = server_config(ap_server_conf)->state;
+        if (state) {
+            state->child_stopping.store(true);
+            stop_async_hub(state->hub);
+            if (state->bus.valid())
+                state->bus.wake_all();
+        }
+    });
 }
 
 /* %{query_param:name} in ap_expr strings (SSEClientId, SSEChannel): the last value of a
  * query string parameter, decoded; empty when absent or when the query string is malformed
- * (the handler then refuses the request for it). */
+ * (the handler then refuses the request for it). A failure fails the expression (the handler
+ * answers 500 for it, like any expression error). */
 const char *query_param_func(ap_expr_eval_ctx_t *ctx, const void *, const char *arg)
 {
-    if (!ctx->r || !ctx->r->args)
+    return guarded([&]() -> const char * {
+        if (!ctx->r || !ctx->r->args)
+            return "";
+        Params params;
+        if (!parse_form(ctx->r->args, params).empty())
+            return "";
+        const std::string *v = param_last(params, arg);
+        return v ? apr_pstrmemdup(ctx->p, v->data(), v->size()) : "";
+    }, [&](const char *why) -> const char * {
+        *ctx->err = apr_psprintf(ctx->p, "query_param: internal error: %s", why);
         return "";
-    Params params;
-    if (!parse_form(ctx->r->args, params).empty())
-        return "";
-    const std::string *v = param_last(params, arg);
-    return v ? apr_pstrmemdup(ctx->p, v->data(), v->size()) : "";
+    });
 }
 
 int expr_lookup(ap_expr_lookup_parms *parms)
@@ -601,19 +630,21 @@ int expr_lookup(ap_expr_lookup_parms *parms)
  * the MPM's main loop), and wakes the children's loops so that one of them does it now. */
 void child_status(server_rec *s, pid_t pid, ap_generation_t, int, mpm_child_status status)
 {
-    ModuleState *state = server_config(s)->state;
-    if (status != MPM_CHILD_EXITED || !state || !state->registry.valid())
-        return;
-    state->registry.note_gone(pid);
-    if (state->bus.valid())
-        state->bus.wake_all();
+    guarded(s, "child_status", [&] {
+        ModuleState *state = server_config(s)->state;
+        if (status != MPM_CHILD_EXITED || !state || !state->registry.valid())
+            return;
+        state->registry.note_gone(pid);
+        if (state->bus.valid())
+            state->bus.wake_all();
+    });
 }
 
 int handler(request_rec *r)
 {
     if (!r->handler)
         return DECLINED;
-    try {
+    return guarded([&] {
         if (strcmp(r->handler, "sse-subscribe") == 0)
             return subscribe_handler(r);
         if (strcmp(r->handler, "sse-publish") == 0)
@@ -621,14 +652,21 @@ int handler(request_rec *r)
         if (strcmp(r->handler, "sse-status") == 0)
             return status_handler(r);
         return DECLINED;
-    } catch (const std::exception &e) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "SSE0300: %s failed: %s", r->handler,
-                      e.what());
+    }, [&](const char *why) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "SSE0300: %s failed: %s", r->handler, why);
         return HTTP_INTERNAL_SERVER_ERROR;
-    } catch (...) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "SSE0300: %s failed", r->handler);
-        return HTTP_INTERNAL_SERVER_ERROR;
-    }
+    });
+}
+
+/* mod_status's hook: the section is left out when it fails. */
+int status_section(request_rec *r, int flags)
+{
+    return guarded([&] { return status_page_section(r, flags); },
+                   [&](const char *why) {
+                       ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
+                                     "SSE0300: the server-status section failed: %s", why);
+                       return OK;
+                   });
 }
 
 void register_hooks(apr_pool_t *)
@@ -641,7 +679,7 @@ void register_hooks(apr_pool_t *)
     ap_hook_child_stopping(child_stopping, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_child_status(child_status, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_expr_lookup(expr_lookup, nullptr, nullptr, APR_HOOK_MIDDLE);
-    APR_OPTIONAL_HOOK(ap, status_hook, status_page_section, nullptr, nullptr, APR_HOOK_MIDDLE);
+    APR_OPTIONAL_HOOK(ap, status_hook, status_section, nullptr, nullptr, APR_HOOK_MIDDLE);
 }
 
 } // namespace

@@ -17,8 +17,12 @@
  * printed twice.
  *
  * Events are sent one at a time and each waits for its answer. A connection that is refused
- * or missing (httpd restarting) is retried for -w seconds (default 10); an event whose answer
- * did not arrive because the connection broke is sent again on a new connection.
+ * (httpd restarting: ECONNREFUSED, EAGAIN, or the daemon answering `busy`) is retried for -w
+ * seconds (default 10); an event whose answer did not arrive because the connection broke is
+ * sent again on a new connection. What no restart explains fails at once (exit 3) with what to
+ * do: permission denied (the user is not in the socket's group), and a path that does not
+ * exist before any connection was made (a wrong -S or SSEPublishSocket; once connected, a
+ * socket gone during httpd's stop and start is waited for).
  *
  * Exit status: 0 all published (-f: the channels were closed); 1 an event or the subscription
  * was refused (the reason is printed); 2 usage; 3 the socket could not be reached.
@@ -95,13 +99,27 @@ public:
                     return answer;
                 drop(); /* broken before the answer: the event was not confirmed, send again */
             }
-            if (now_s() >= deadline)
+            if (hopeless() || now_s() >= deadline)
                 return {};
             usleep(100 * 1000);
         }
     }
 
-    const std::string &last_error() const { return error_; }
+    /* Why the socket could not be reached, and what to do about it. */
+    std::string unreachable() const
+    {
+        if (connect_errno_ == EACCES || connect_errno_ == EPERM)
+            return "permission denied on " + path_ +
+                   ": publishing needs write access to the socket; join its group (the group "
+                   "of SSEPublishSocket, by default httpd's Group, e.g. `adduser $USER "
+                   "www-data`, then log in again) or run as a member of it";
+        if (connect_errno_ == ENOENT || connect_errno_ == ENOTDIR)
+            return "no such socket: " + path_ +
+                   "; check the path (-S or SSE_PUBLISH_SOCKET) against SSEPublishSocket in "
+                   "httpd's configuration (a relative path is under DefaultRuntimeDir), and "
+                   "that httpd is running";
+        return "cannot reach the socket " + path_ + ": " + error_;
+    }
 
     double wait_s() const { return wait_s_; }
 
@@ -113,7 +131,7 @@ public:
                 connect_once();
             if (fd_ >= 0)
                 return true;
-            if (now_s() >= deadline)
+            if (hopeless() || now_s() >= deadline)
                 return false;
             usleep(100 * 1000);
         }
@@ -173,20 +191,42 @@ private:
         addr.sun_family = AF_UNIX;
         if (path_.size() >= sizeof addr.sun_path) {
             error_ = "socket path too long";
+            connect_errno_ = ENAMETOOLONG;
             return;
         }
         memcpy(addr.sun_path, path_.c_str(), path_.size() + 1);
         fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd_ >= 0 && connect(fd_, reinterpret_cast<struct sockaddr *>(&addr), sizeof addr) < 0) {
+            connect_errno_ = errno;
             error_ = std::string(strerror(errno));
             close(fd_);
             fd_ = -1;
+        } else if (fd_ >= 0) {
+            connect_errno_ = 0;
+            connected_once_ = true;
+        }
+    }
+
+    /* The last connect failed for a reason no restart of httpd explains: retrying within -w
+     * would only make the user wait. A missing path is one only before the first connection
+     * (afterwards httpd's stop and start removes and makes it again). */
+    bool hopeless() const
+    {
+        switch (connect_errno_) {
+        case EACCES: case EPERM: case ENOTDIR: case ENAMETOOLONG:
+            return true;
+        case ENOENT:
+            return !connected_once_;
+        default:
+            return false;
         }
     }
 
     std::string path_;
     double wait_s_;
     int fd_ = -1;
+    int connect_errno_ = 0;
+    bool connected_once_ = false;
     std::string buf_;
     std::string error_;
 };
@@ -199,7 +239,7 @@ int publish(Connection &conn, const std::vector<std::string> &channels, const ss
     sse::encode_frame(channels, ev, frame, audience);
     std::string answer = conn.exchange(frame);
     if (answer.empty()) {
-        std::cerr << "sse-publish: cannot reach the socket: " << conn.last_error() << "\n";
+        std::cerr << "sse-publish: " << conn.unreachable() << "\n";
         return 3;
     }
     if (answer.rfind("ok ", 0) == 0) {
@@ -229,13 +269,13 @@ int follow(Connection &conn, const std::vector<std::string> &channels, std::stri
         std::string block, line;
         sse::encode_subscribe_block(channels, last_id, block);
         if (!conn.connect_until(deadline)) {
-            std::cerr << "sse-publish: cannot reach the socket: " << conn.last_error() << "\n";
+            std::cerr << "sse-publish: " << conn.unreachable() << "\n";
             return 3;
         }
         if (!conn.send_all(block) || !conn.read_line(&line)) {
             if (retry_or_give_up())
                 continue;
-            std::cerr << "sse-publish: cannot reach the socket: " << conn.last_error() << "\n";
+            std::cerr << "sse-publish: " << conn.unreachable() << "\n";
             return 3;
         }
         if (line.rfind("error ", 0) == 0) {

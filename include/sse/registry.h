@@ -2,7 +2,8 @@
  * channel table behind exact counts, SSEDuplicateClient, presence, stats and channel closing.
  *
  * Layout: one shared segment (offsets only), created before the children fork:
- *   RegistryHeader | free-slot stack (uint32 x max_subscribers) | Slot x max_subscribers |
+ *   RegistryHeader | free-slot stack (uint32 x max_subscribers, freed slots below the high
+ *   water mark only) | Slot x max_subscribers |
  *   ChannelEntry x table_size (open addressing, table_size = 2 x max_channels rounded up to a
  *   power of two)
  *
@@ -81,8 +82,9 @@ public:
     Registry() = default;
 
     static std::size_t bytes_needed(std::uint32_t max_subscribers, std::uint32_t max_channels);
-    /* Writes an empty registry into [mem, mem + size) (size from bytes_needed()). Error
-     * sentence, or empty. */
+    /* Writes an empty registry into [mem, mem + size) (size from bytes_needed()), which must
+     * be zero-filled (fresh anonymous shared memory is): only the header is written, so the
+     * tables' pages are touched only when used. Error sentence, or empty. */
     static std::string format(void *mem, std::size_t size, std::uint32_t max_subscribers,
                               std::uint32_t max_channels);
     static Registry attach(void *mem, std::size_t size, std::string *err);

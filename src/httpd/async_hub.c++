@@ -43,10 +43,13 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <fcntl.h>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -80,7 +83,8 @@ constexpr int kTickMs = 1000;
 constexpr int kReleaseMs = 100;
 constexpr int kSettleCheckMs = 20;
 
-enum class EndReason { PeerGone, WriteFailed, FellBehind, Stopping, ChannelClosed, Replaced };
+enum class EndReason { PeerGone, WriteFailed, FellBehind, Stopping, ChannelClosed, Replaced,
+                       HubFailed };
 
 const char *reason_name(EndReason r)
 {
@@ -91,8 +95,45 @@ const char *reason_name(EndReason r)
     case EndReason::Stopping: return "server-restart";
     case EndReason::ChannelClosed: return "channel-closed";
     case EndReason::Replaced: return "replaced";
+    case EndReason::HubFailed: return "hub-failed";
     }
     return "unknown";
+}
+
+/* SSE_TEST_FAULT, for the tests only (docs/tests.md), read once when a child starts its hub:
+ * hub-start-fail (the hub cannot start), hub-io-throw-after:N (the I/O thread throws when it
+ * takes its N-th stream), hub-ender-throw-after:N (the ender throws after its N-th task). The
+ * throws are not std::exceptions, like those of a library that throws anything. Unset, or any
+ * other value: no fault. */
+struct HubFault {
+    bool start_fail = false;
+    long io_throw_after = 0;    /* 0: never */
+    long ender_throw_after = 0;
+
+    static HubFault from_env()
+    {
+        HubFault f;
+        const char *v = getenv("SSE_TEST_FAULT");
+        if (!v)
+            return f;
+        const std::string spec = v;
+        auto count_after = [&](const char *prefix) {
+            return spec.rfind(prefix, 0) == 0 ? std::atol(spec.c_str() + strlen(prefix)) : 0L;
+        };
+        f.start_fail = spec == "hub-start-fail";
+        f.io_throw_after = count_after("hub-io-throw-after:");
+        f.ender_throw_after = count_after("hub-ender-throw-after:");
+        return f;
+    }
+};
+
+struct InjectedFault {}; /* deliberately not a std::exception */
+
+/* Throws InjectedFault when `count` (incremented here) reaches `after` (> 0). */
+void fault_point(long after, long &count)
+{
+    if (after > 0 && ++count == after)
+        throw InjectedFault{};
 }
 
 } // namespace
@@ -135,8 +176,8 @@ struct SuspendedStream {
 class AsyncHub {
 public:
     /* Throws std::system_error when the epoll set or the eventfd cannot be made. */
-    AsyncHub(server_rec *s, ModuleState *state)
-        : s_(s), state_(state), hub_reader_(state->bus, ChannelSet::all())
+    AsyncHub(server_rec *s, ModuleState *state, const HubFault &fault)
+        : s_(s), state_(state), hub_reader_(state->bus, ChannelSet::all()), fault_(fault)
     {
         hub_reader_.start_live();
         epfd_ = epoll_create1(EPOLL_CLOEXEC);
@@ -168,12 +209,12 @@ public:
 
     void start()
     {
-        ender_ = std::thread([this] { guarded("ender", [this] { ender_loop(); }); });
-        io_thread_ = std::thread([this] { run_io(); });
-        watcher_ = std::thread([this] { guarded("bus watcher", [this] { watch_bus(); }); });
+        ender_ = std::thread([this] { supervise("ender", [this] { ender_loop(); }); });
+        io_thread_ = std::thread([this] { supervise("I/O", [this] { io_loop(); }); });
+        watcher_ = std::thread([this] { supervise("bus watcher", [this] { watch_bus(); }); });
     }
 
-    /* Whether new streams may be suspended: not once the I/O thread failed. */
+    /* Whether new streams may be suspended: not once a hub thread failed. */
     bool accepting() const { return !broken_.load(); }
 
     /* From child_stopping: streams end, late arrivals are closed as they come. */
@@ -214,45 +255,48 @@ public:
     }
 
 private:
-    template <typename Fn> void guarded(const char *what, Fn fn)
+    /* A hub thread's entry: runs `loop` until it returns (the hub is exiting). If anything
+     * escapes it, the hub is dead: the failure is logged (SSE0500), it takes no new stream from
+     * then on (can_suspend() says no: new streams are held by their workers, the blocking
+     * mode), the I/O thread ends the streams it holds with a `retry:` (they reconnect and are
+     * served by workers), and the loop runs again, to release them: their registry slots,
+     * presence, access-log lines and connections (without that a graceful restart would never
+     * finish). Falling back in the process, rather than making the child exit, keeps the
+     * streams the child's workers hold and its publishes going. */
+    template <typename Loop> void supervise(const char *what, Loop loop) noexcept
     {
-        try {
-            fn();
-        } catch (const std::exception &e) {
-            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s_, "SSE0500: async hub %s thread failed: %s",
-                         what, e.what());
+        for (int failures = 0;; ++failures) {
+            if (failures > 3 && !exiting_.load())
+                std::this_thread::sleep_for(std::chrono::seconds(1)); /* no spinning */
+            const bool returned = guarded([&] { loop(); return true; }, [&](const char *why) {
+                ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s_,
+                             "SSE0500: async hub %s thread failed: %s; the hub closes the streams "
+                             "it holds and new streams are held by their workers",
+                             what, why);
+                broken_.store(true);
+                poke();
+                return false;
+            });
+            if (returned)
+                return;
         }
     }
 
-    /* The I/O thread. If its loop throws, the streams it holds are ended (their connections
-     * released: otherwise the child's connection count never reaches 0 and a graceful restart
-     * never finishes), new streams stay on their workers (can_suspend), and the loop goes on
-     * ending late arrivals, settling and handing over. */
-    void run_io()
+    /* Ends every held stream; one whose ending fails is dropped from the hub's sets (nothing
+     * more can be done safely for it), so a failing stream cannot make this loop forever. */
+    void end_all(EndReason why)
     {
-        for (int failures = 0;; ++failures) {
-            try {
-                if (failures > 3)
-                    std::this_thread::sleep_for(std::chrono::seconds(1)); /* no spinning */
-                io_loop();
-                return;
-            } catch (const std::exception &e) {
-                ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s_,
-                             "SSE0500: async hub I/O thread failed: %s; its streams are closed "
-                             "and new streams are held by their workers",
-                             e.what());
-                broken_.store(true);
-                std::vector<SuspendedStream *> all(streams_.begin(), streams_.end());
-                for (auto *s : all) {
-                    try {
-                        end(s, EndReason::WriteFailed);
-                    } catch (...) {
-                        s->dead = true; /* left as it is: nothing more can be done safely */
-                        streams_.erase(s);
-                    }
-                }
-            }
-        }
+        std::vector<SuspendedStream *> all(streams_.begin(), streams_.end());
+        for (auto *s : all)
+            guarded([&] { end(s, why); }, [&](const char *) {
+                s->dead = true;
+                streams_.erase(s);
+            });
+    }
+
+    EndReason closing_reason() const
+    {
+        return broken_.load() ? EndReason::HubFailed : EndReason::Stopping;
     }
 
     void poke()
@@ -309,9 +353,7 @@ private:
             }
             if ((stopping_.load() || broken_.load()) && !closed_all) {
                 closed_all = true;
-                std::vector<SuspendedStream *> all(streams_.begin(), streams_.end());
-                for (auto *s : all)
-                    end(s, EndReason::Stopping);
+                end_all(closing_reason());
             }
             apr_time_t now = apr_time_now();
             if (now - last_tick >= apr_time_from_msec(kTickMs)) {
@@ -324,26 +366,30 @@ private:
             flush_finishing();
         }
         take_inbox();
-        std::vector<SuspendedStream *> all(streams_.begin(), streams_.end());
-        for (auto *s : all)
-            end(s, EndReason::Stopping);
+        end_all(closing_reason());
         settle(apr_time_now(), true);
         flush_finishing();
     }
 
+    /* One stream at a time out of the inbox: a failure leaves the others there, and the one
+     * it happened on is already the hub's (in streams_), so it is ended with the rest. */
     void take_inbox()
     {
-        std::vector<SuspendedStream *> fresh;
-        {
-            std::lock_guard<std::mutex> lock(inbox_mu_);
-            fresh.swap(inbox_);
-        }
-        for (SuspendedStream *s : fresh) {
+        for (;;) {
+            SuspendedStream *s;
+            {
+                std::lock_guard<std::mutex> lock(inbox_mu_);
+                if (inbox_.empty())
+                    return;
+                s = inbox_.front();
+                inbox_.pop_front();
+            }
             streams_.insert(s);
             settling_.push_back(s);
             take_socket(s);
+            fault_point(fault_.io_throw_after, io_taken_);
             if (stopping_.load() || broken_.load()) {
-                end(s, EndReason::Stopping);
+                end(s, closing_reason());
                 continue;
             }
             struct epoll_event ev = {};
@@ -736,14 +782,15 @@ private:
         epoll_ctl(epfd_, EPOLL_CTL_DEL, s->fd, nullptr);
 
         conn_rec *c = s->c;
-        if (why == EndReason::Stopping && s->direct) {
+        const bool come_back = why == EndReason::Stopping || why == EndReason::HubFailed;
+        if (come_back && s->direct) {
             /* What is queued is dropped (the client resumes with Last-Event-ID). */
             std::string last;
             encode_retry(s->settings.retry_ms >= 0 ? s->settings.retry_ms : kRestartRetryMs, last);
             if (s->front_offset == 0 && send(s->fd, last.data(), last.size(), MSG_DONTWAIT | MSG_NOSIGNAL) > 0)
                 s->bytes_sent += last.size();
             c->aborted = 1;
-        } else if (why == EndReason::Stopping && !c->aborted) {
+        } else if (come_back && !c->aborted) {
             /* Only between events: with part of an event handed down (push() splits large
              * ones over TLS), a retry: would land inside it and the client would dispatch a
              * cut event under its id, never to get it whole. Without it, the cut event is
@@ -803,20 +850,20 @@ private:
     void ender_loop()
     {
         for (;;) {
-            std::vector<EnderTask> batch;
+            EnderTask t;
             {
                 std::unique_lock<std::mutex> lock(ender_mu_);
                 ender_cv_.wait(lock, [this] { return !ender_queue_.empty() || ender_exit_; });
                 if (ender_queue_.empty())
                     return;
-                batch.swap(ender_queue_);
+                t = ender_queue_.front(); /* one at a time: a failure loses no other task */
+                ender_queue_.pop_front();
             }
-            for (const EnderTask &t : batch) {
-                if (t.leave)
-                    leave(t.s);
-                if (t.finish)
-                    finish(t.s);
-            }
+            if (t.leave)
+                leave(t.s);
+            if (t.finish)
+                finish(t.s);
+            fault_point(fault_.ender_throw_after, ender_done_);
         }
     }
 
@@ -869,8 +916,10 @@ private:
     int epfd_ = -1, wake_fd_ = -1;
     std::thread io_thread_, watcher_, ender_;
     std::atomic<bool> stopping_{false}, exiting_{false}, broken_{false};
+    HubFault fault_;
+    long io_taken_ = 0, ender_done_ = 0; /* counted for fault_ only */
     std::mutex inbox_mu_;
-    std::vector<SuspendedStream *> inbox_;
+    std::deque<SuspendedStream *> inbox_;
     std::unordered_set<SuspendedStream *> streams_;
     std::unordered_map<std::uint64_t, SuspendedStream *> by_serial_;
     std::unordered_map<std::string, std::unordered_set<SuspendedStream *>> channels_;
@@ -880,10 +929,10 @@ private:
     std::mutex ender_mu_;
     std::condition_variable ender_cv_;
     struct EnderTask {
-        SuspendedStream *s;
-        bool leave, finish;
+        SuspendedStream *s = nullptr;
+        bool leave = false, finish = false;
     };
-    std::vector<EnderTask> ender_queue_;
+    std::deque<EnderTask> ender_queue_;
     bool ender_exit_ = false;
     Bytes keepalive_comment_;
 };
@@ -892,9 +941,11 @@ namespace {
 
 apr_status_t join_hub(void *data)
 {
-    auto *hub = static_cast<AsyncHub *>(data);
-    hub->exit_and_join();
-    delete hub;
+    guarded(nullptr, "the async hub's exit", [data] {
+        auto *hub = static_cast<AsyncHub *>(data);
+        hub->exit_and_join();
+        delete hub;
+    });
     return APR_SUCCESS;
 }
 
@@ -905,7 +956,10 @@ AsyncHub *start_async_hub(apr_pool_t *pchild, server_rec *s, ModuleState *state)
     int async = 0;
     if (ap_mpm_query(AP_MPMQ_IS_ASYNC, &async) != APR_SUCCESS || !async)
         return nullptr;
-    auto *hub = new AsyncHub(s, state);
+    const HubFault fault = HubFault::from_env();
+    if (fault.start_fail)
+        throw std::runtime_error("SSE_TEST_FAULT=hub-start-fail");
+    auto *hub = new AsyncHub(s, state, fault);
     try {
         hub->start();
     } catch (...) {

@@ -36,8 +36,10 @@
  * child_stopping. The I/O thread serves the sockets and never blocks: socket timeout 0, no
  * lock shared with other processes, no logging on the way. An ended stream's registry slot
  * and disconnect event (process-shared locks), its access-log line and the release of its
- * connection run on a third thread, the ender, in the order streams ended. If the I/O thread
- * fails, the streams it holds are ended and can_suspend() says no from then on.
+ * connection run on a third thread, the ender, in the order streams ended. If any of the
+ * hub's threads fails (an exception escapes its loop), the hub is dead: can_suspend() says no
+ * from then on (new streams are held by their workers), the streams it holds are ended with a
+ * `retry:` (SSE_END hub-failed) and released, and the failure is logged (SSE0500).
  */
 #ifndef SSE_HTTPD_ASYNC_HUB_H
 #define SSE_HTTPD_ASYNC_HUB_H

@@ -15,6 +15,7 @@
 #define SSE_HTTPD_MODULE_H
 
 #include "sse/bus.h"
+#include "sse/guard.h"
 #include "sse/registry.h"
 #include "sse/request.h"
 
@@ -25,6 +26,7 @@
 
 #include <atomic>
 #include <string>
+#include <utility>
 #include <vector>
 
 extern "C" {
@@ -129,6 +131,18 @@ int status_handler(request_rec *r);
 int status_page_section(request_rec *r, int flags);
 
 apr_int64_t now_us();
+
+/* Every boundary where httpd or APR calls in runs under sse::guarded() (sse/guard.h). */
+using sse::guarded;
+
+/* Logs "SSE0301: <what> failed: <why>" at crit on `s` (nullptr: the main server). */
+void log_boundary_failure(const server_rec *s, const char *what, const char *why) noexcept;
+
+/* guarded() for a boundary that can only log (SSE0301), nothing returned. */
+template <typename Body> void guarded(const server_rec *s, const char *what, Body &&body) noexcept
+{
+    guarded(std::forward<Body>(body), [&](const char *why) { log_boundary_failure(s, what, why); });
+}
 
 } // namespace sse::httpd
 

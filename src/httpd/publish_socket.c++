@@ -11,7 +11,9 @@
 
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <cstring>
+#include <fcntl.h>
 #include <grp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -75,10 +77,76 @@ apr_status_t close_socket_at_exit(void *data)
     return APR_SUCCESS;
 }
 
+/* The socket's directory must not let anyone but root and httpd's own user replace the
+ * socket: otherwise that user could swap it for a link between the parent's (root's) bind and
+ * chown, or before a restart. Refused: a directory owned by another user, or writable by its
+ * group (other than root's) or by others, without the sticky bit. */
+apr_status_t check_socket_dir(apr_pool_t *p, server_rec *s, const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    const char *dir = slash && slash != path ? apr_pstrmemdup(p, path, slash - path) : "/";
+    struct stat st;
+    if (stat(dir, &st) < 0) {
+        apr_status_t rv = errno;
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s,
+                     "SSE0405: SSEPublishSocket %s: cannot stat its directory %s", path, dir);
+        return rv;
+    }
+    const char *why = nullptr;
+    if (st.st_uid != 0 && st.st_uid != geteuid())
+        why = "is owned by another user";
+    else if (!(st.st_mode & S_ISVTX) &&
+             ((st.st_mode & S_IWOTH) || ((st.st_mode & S_IWGRP) && st.st_gid != 0)))
+        why = "is writable by other users and has no sticky bit";
+    if (!why)
+        return APR_SUCCESS;
+    ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s,
+                 "SSE0405: SSEPublishSocket %s: its directory %s %s, who could replace the "
+                 "socket with a link to another file; use a directory only root (or the user "
+                 "starting httpd) can write to, e.g. DefaultRuntimeDir",
+                 path, dir, why);
+    return APR_EACCES;
+}
+
+/* Mode and owner of the socket at `path`, never through a link: the path is opened with
+ * O_PATH | O_NOFOLLOW, checked to be a socket, and changed through that descriptor, so a
+ * path replaced by a symlink (or by anything but a socket) is refused, not followed. */
+apr_status_t set_socket_mode_owner(server_rec *s, const char *path,
+                                   const PublishSocketConfig *conf)
+{
+    int pfd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    if (pfd < 0 || fstat(pfd, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+        apr_status_t rv = pfd < 0 && errno != ELOOP ? errno : 0;
+        if (pfd >= 0)
+            close(pfd);
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s,
+                     "SSE0405: SSEPublishSocket %s is no longer the socket httpd made (it was "
+                     "removed or replaced, e.g. by a symbolic link); its mode and owner are "
+                     "not changed; stop httpd, remove what is there and start it again",
+                     path);
+        return APR_EEXIST;
+    }
+    /* chmod through the descriptor: /proc/self/fd/N names the very inode checked above. */
+    char fd_path[64];
+    snprintf(fd_path, sizeof fd_path, "/proc/self/fd/%d", pfd);
+    if (chmod(fd_path, conf->mode) < 0)
+        ap_log_error(APLOG_MARK, APLOG_WARNING, errno, s,
+                     "SSE0403: cannot chmod SSEPublishSocket %s", path);
+    if (geteuid() == 0 &&
+        fchownat(pfd, "", ap_unixd_config.user_id, conf->group_id, AT_EMPTY_PATH) < 0)
+        ap_log_error(APLOG_MARK, APLOG_WARNING, errno, s,
+                     "SSE0403: cannot chown SSEPublishSocket %s", path);
+    close(pfd);
+    return APR_SUCCESS;
+}
+
 apr_status_t open_listening_socket(apr_pool_t *pconf, server_rec *s,
                                    const PublishSocketConfig *conf, int *fd_out)
 {
     const char *path = conf->path;
+    if (apr_status_t rv = check_socket_dir(pconf, s, path))
+        return rv;
     KeptSocket kept = kept_socket(s);
     if (kept.fd >= 0 && kept.path == path) {
         *fd_out = kept.fd;
@@ -122,13 +190,7 @@ apr_status_t open_listening_socket(apr_pool_t *pconf, server_rec *s,
     apr_pool_cleanup_register(pconf, at_exit, close_socket_at_exit, apr_pool_cleanup_null);
 
     /* Mode and owner follow the configuration at every (re)start. */
-    if (chmod(path, conf->mode) < 0)
-        ap_log_error(APLOG_MARK, APLOG_WARNING, errno, s,
-                     "SSE0403: cannot chmod SSEPublishSocket %s", path);
-    if (geteuid() == 0 && chown(path, ap_unixd_config.user_id, conf->group_id) < 0)
-        ap_log_error(APLOG_MARK, APLOG_WARNING, errno, s,
-                     "SSE0403: cannot chown SSEPublishSocket %s", path);
-    return APR_SUCCESS;
+    return set_socket_mode_owner(s, path, conf);
 }
 
 /* One daemon of one generation, allocated in that generation's pconf. */
@@ -143,14 +205,20 @@ struct Daemon {
 };
 
 void fork_daemon(Daemon *d);
+void maintain_daemon_now(int reason, Daemon *d, apr_wait_t status);
+
+void maintain_daemon(int reason, void *data, apr_wait_t status)
+{
+    guarded(static_cast<Daemon *>(data)->s, "the publish socket daemon's supervision",
+            [&] { maintain_daemon_now(reason, static_cast<Daemon *>(data), status); });
+}
 
 /* status: what the MPM got from waitpid() for the daemon, the exit code or the number of the
  * signal that ended it (httpd passes only that number; for a signal other than KILL, TERM or HUP
  * it has already logged AH00052 "exit signal ..." naming it). Logged, so that a daemon that
  * crashed or exited on an error is told from one that was killed. */
-void maintain_daemon(int reason, void *data, apr_wait_t status)
+void maintain_daemon_now(int reason, Daemon *d, apr_wait_t status)
 {
-    auto *d = static_cast<Daemon *>(data);
     int mpm_state = AP_MPMQ_STOPPING;
     switch (reason) {
     case APR_OC_REASON_DEATH:

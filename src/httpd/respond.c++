@@ -104,4 +104,9 @@ bool request_channels(request_rec *r, const std::vector<std::string> *body_chann
     return false;
 }
 
+void log_boundary_failure(const server_rec *s, const char *what, const char *why) noexcept
+{
+    ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "SSE0301: %s failed: %s", what, why);
+}
+
 } // namespace sse::httpd

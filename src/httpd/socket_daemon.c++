@@ -105,7 +105,16 @@ public:
             sigfillset(&all);
             pthread_sigmask(SIG_BLOCK, &all, &old);
             try {
-                std::thread([this] { watch(); }).detach();
+                /* A watcher that fails would leave the daemon's subscribers unwoken: the
+                 * daemon exits instead, and the parent starts a new one (SSE0402). */
+                std::thread([this] {
+                    guarded([this] { watch(); }, [](const char *why) {
+                        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, nullptr,
+                                     "SSE0404: publish socket daemon's bus watcher failed: %s",
+                                     why);
+                        _exit(1);
+                    });
+                }).detach();
             } catch (...) {
                 pthread_sigmask(SIG_SETMASK, &old, nullptr);
                 efd_ = -1;
@@ -592,14 +601,15 @@ void run_socket_daemon(server_rec *s, apr_pool_t *pool, int listen_fd, ModuleSta
                      "SSE0404: publish socket daemon cannot drop privileges");
         _exit(1);
     }
-    try {
+    guarded([&] {
         /* Never destroyed: the BusWaker's detached thread may be waiting on its condition
          * variable, and destroying that would block the exit below. */
         (new Daemon(s, listen_fd, state, max_clients, max_event_bytes))->run();
-    } catch (...) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "SSE0404: publish socket daemon failed");
-        _exit(1);
-    }
+    }, [&](const char *why) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "SSE0404: publish socket daemon failed: %s",
+                     why);
+    });
+    _exit(1); /* run() never returns: only a failure gets here */
 }
 
 } // namespace sse::httpd

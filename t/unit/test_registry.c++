@@ -7,6 +7,7 @@
 #include "sse/stream_open.h"
 
 #include <csignal>
+#include <set>
 #include <string>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -514,6 +515,39 @@ START_TEST(registry_channel_table_and_publish_state)
 }
 END_TEST
 
+/* Slots come from the free stack (freed ones) or, when it is empty, from above the high-water
+ * mark (never used, zero as format() left them): each live stream has its own, and the
+ * registry is full only when both are exhausted. */
+START_TEST(registry_slots_taken_lazily_are_distinct)
+{
+    Shared m(Registry::bytes_needed(6, 4));
+    Registry reg = make_registry(m, 6, 4);
+    const int me = getpid();
+    std::vector<Registry::Join> live;
+    for (int i = 0; i < 4; ++i)
+        live.push_back(reg.join(me, "", "", {"a"}, DuplicatePolicy::Allow, kT0));
+    ck_assert(reg.leave(live[1].slot, live[1].serial));
+    ck_assert(reg.leave(live[2].slot, live[2].serial));
+    live.erase(live.begin() + 1, live.begin() + 3);
+    for (int i = 0; i < 4; ++i) { /* 2 freed ones, then the 2 never used */
+        Registry::Join j = reg.join(me, "", "", {"a"}, DuplicatePolicy::Allow, kT0);
+        ck_assert(j.outcome == Registry::Join::Outcome::Joined);
+        live.push_back(j);
+    }
+    std::set<std::uint32_t> slots;
+    for (const auto &j : live)
+        slots.insert(j.slot);
+    ck_assert_int_eq(slots.size(), 6);
+    ck_assert(*slots.rbegin() == 5);
+    ck_assert(reg.join(me, "", "", {"a"}, DuplicatePolicy::Allow, kT0).outcome ==
+              Registry::Join::Outcome::Full);
+    ck_assert_int_eq(reg.totals().subscribers, 6);
+    for (const auto &j : live)
+        ck_assert(reg.leave(j.slot, j.serial));
+    ck_assert_int_eq(reg.totals().subscribers, 0);
+}
+END_TEST
+
 START_TEST(registry_reaps_a_killed_process)
 {
     Shared m(Registry::bytes_needed(64, 8));
@@ -695,6 +729,7 @@ Suite *registry_suite()
     tcase_add_test(tc, registry_counts_and_duplicates);
     tcase_add_test(tc, registry_channel_table_and_publish_state);
     tcase_add_test(tc, registry_reaps_a_killed_process);
+    tcase_add_test(tc, registry_slots_taken_lazily_are_distinct);
     tcase_add_test(tc, registry_join_keeps_the_entries_it_creates);
     tcase_add_test(tc, registry_failed_replace_frees_nothing);
     tcase_add_test(tc, registry_killed_after_commit_keeps_the_slot_visible);

@@ -9,6 +9,7 @@ Suite *bus_suite();
 Suite *request_suite();
 Suite *protocol_suite();
 Suite *registry_suite();
+Suite *resume_cost_suite();
 
 /* Check's ck_assert_str_eq wants C strings; these compare std::string-likes. */
 #define assert_str(a, b)                                                                       \

@@ -20,17 +20,7 @@ my $srv = SSETest::Server->start(conf => <<'EOF');
 EOF
 $srv->expect_log(qr/SSE01(?:00|04|10|11): (?:subscribe|publish) refused \((?:400|413)\)/);
 
-# Sum of the children's resident memory, in kB.
-sub children_rss {
-    my $kb = 0;
-    for my $pid ($srv->children) {
-        open my $fh, '<', "/proc/$pid/status" or next;
-        while (<$fh>) { $kb += $1 if /^VmRSS:\s+(\d+)/ }
-    }
-    return $kb;
-}
-
-my $rss_before = children_rss();
+my $rss_before = $srv->children_rss;
 my $witness = $srv->subscribe('/events/news');
 is($witness->status, 200, 'a subscriber stays connected throughout');
 my @published;
@@ -227,8 +217,8 @@ is_deeply([map { $_->{data} } @got], \@published,
 ok(!$witness->closed, 'and is still connected');
 $witness->close;
 
-my $rss_after = children_rss();
-diag("children's RSS: $rss_before kB before, $rss_after kB after");
+my $rss_after = $srv->children_rss;
+diag("children's private memory (RssAnon): $rss_before kB before, $rss_after kB after");
 cmp_ok($rss_after, '<', $rss_before + 512 * 1024, "children's memory stays bounded");
 
 $srv->stop;

@@ -17,8 +17,16 @@ my $srv = SSETest::Server->start(conf => <<'EOF');
     SetHandler sse-subscribe
     SSEMaxPending 16K
 </Location>
+<Location /events/private>
+    Require all denied
+</Location>
+# mod_sse's locations are not mapped to files: this does not apply to them.
+<Directory "${dir}/htdocs">
+    Require all denied
+</Directory>
 EOF
 $srv->expect_log(qr/SSE01(?:00|04|10|11): (?:subscribe|publish) refused \((?:400|413)\)/);
+$srv->expect_log(qr/AH01630: client denied by server configuration/);
 
 my $rss_before = $srv->children_rss;
 my $witness = $srv->subscribe('/events/news');
@@ -94,6 +102,13 @@ subtest '1,000 channels in one subscribe' => sub {
     # The same limit on publish.
     (my $pub = $path) =~ s{^/events}{/publish};
     refused($srv->publish($pub, 'x'), 400, qr/at most 64/, 'publish to 1,000 channels');
+};
+
+subtest '<Location> rules apply to mod_sse locations, <Directory> rules do not' => sub {
+    is($witness->status, 200, 'a subscribe under a denying <Directory> is served');
+    my $res = $srv->request(GET => '/events/private', headers => {Accept => 'text/event-stream'});
+    is($res->{status}, 403, 'a denying <Location> is obeyed');
+    is($srv->request(GET => '/index.html')->{status}, 403, 'the <Directory> denies files');
 };
 
 subtest 'NUL and invalid UTF-8 in channel names and ids' => sub {

@@ -169,6 +169,11 @@ int subscribe_handler(request_rec *r)
         !request_channels(r, nullptr, query, channels, kSubscribe))
         return OK;
     std::string resume_id = last_event_id(r, query);
+    if (resume_id.size() > kMaxEventIdBytes) {
+        return answer_error(r, HTTP_BAD_REQUEST, "SSE0104", kSubscribe,
+                            "Last-Event-ID is longer than " + std::to_string(kMaxEventIdBytes) +
+                                " bytes");
+    }
     /* No publish can give an id with NUL, CR or LF, or one that is not UTF-8 (the header is
      * read as Latin-1 then; ?lastEventId= is not): refused rather than replayed as unknown. */
     if (std::string bad = validate_event_id(resume_id); !bad.empty())

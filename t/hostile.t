@@ -161,9 +161,9 @@ subtest 'chunked and Expect: 100-continue publishes' => sub {
     push @published, $data if $res->{status} == 201;
 
     # Chunked over SSEMaxMessageSize (256K): 413 once the limit is passed, not at the end.
-    my ($big, $sent) = send_until_answered($head, 8 << 20, chunked => 1);
+    my ($big, $sent) = send_until_answered($head, 64 << 20, chunked => 1);
     refused($big, 413, qr/SSEMaxMessageSize/, 'chunked body over the limit');
-    cmp_ok($sent, '<', 8 << 20, "answered before the whole body was sent ($sent bytes sent)");
+    cmp_ok($sent, '<', 64 << 20, "answered before the whole body was sent ($sent bytes sent)");
 
     # Expect: 100-continue: the body goes after the interim answer.
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $srv->port, Timeout => 10)

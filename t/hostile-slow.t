@@ -128,6 +128,9 @@ subtest 'request lines only, and headers a byte a second' => sub {
 
 subtest 'half-open subscribers' => sub {
     my $n = $prefork ? 30 : 5000;
+    chomp(my $nofile = `sh -c 'ulimit -n'`);
+    ok($nofile eq 'unlimited' || $nofile >= $n + 500,
+       "open-files limit ($nofile) allows $n connections (raising it needs root)") or return;
     my $rss_before = $srv->children_rss;
     my @held;
     my $req = "GET /events/held HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n";

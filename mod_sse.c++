@@ -639,11 +639,12 @@ int pre_translate_name(request_rec *r)
 }
 
 /* translate_name: a request for one of mod_sse's locations is not mapped to a file, as
- * mod_proxy does for its requests: core's translation would turn the path into a file name under DocumentRoot, refusing a long one with
- * an HTML 403 (AH00127, ENAMETOOLONG: a subscribe naming many channels) before mod_sse sees
- * it, and would then walk the directories of a file that never exists. Runs after mod_rewrite,
- * mod_alias and mod_proxy (a location they translate keeps its usual mapping). SetHandler in a
- * <Directory> or .htaccess is not seen here: such locations are mapped as before. */
+ * mod_proxy does for its requests: core's translation would turn the path into a file name
+ * under DocumentRoot, refusing a long one with an HTML 403 (AH00127, ENAMETOOLONG: a subscribe
+ * naming many channels) before mod_sse sees it, and would then walk the directories of a file
+ * that never exists. Runs after mod_rewrite, mod_alias and mod_proxy (a location they
+ * translate keeps its usual mapping). SetHandler in a <Directory> or .htaccess is not seen
+ * here: such locations are mapped as before. */
 int translate_name(request_rec *r)
 {
     if (!sse_location(r))

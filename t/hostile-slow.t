@@ -158,7 +158,8 @@ subtest 'half-open subscribers' => sub {
        '/server-status answers meanwhile');
     $sub->close;
     my $rss_held = $srv->children_rss;
-    diag("children's private memory (RssAnon): $rss_before kB before, $rss_held kB with $n half-open subscribers");
+    diag("children's private memory (RssAnon): $rss_before kB before, "
+         . "$rss_held kB with $n half-open subscribers");
     # Generous: about 480 bytes of shared memory per stream, its connection's pools and the
     # queued references to shared events are far below 1 MB each.
     cmp_ok($rss_held - $rss_before, '<', $n * 1024 + 256 * 1024, "children's memory bounded");

@@ -121,7 +121,8 @@ subtest 'NUL and invalid UTF-8 in channel names and ids' => sub {
         refused($srv->publish($path, 'x'), 400, qr/channel name/, "publish $path");
     }
     for my $q ('lastEventId=a%00b', 'lastEventId=a%ffb', 'last_event_id=%0d') {
-        my $res = $srv->request(GET => "/events/news?$q", headers => {Accept => 'text/event-stream'});
+        my $res = $srv->request(GET => "/events/news?$q",
+                                headers => {Accept => 'text/event-stream'});
         refused($res, 400, qr/Last-Event-ID/, "resume from $q");
     }
     for my $q ('id=a%00b', 'id=a%ffb', 'event=a%00b') {

@@ -640,6 +640,61 @@ void child_status(server_rec *s, pid_t pid, ap_generation_t, int, mpm_child_stat
     });
 }
 
+/* ---- no file system for mod_sse's locations ---- */
+
+/* What translate_name leaves in r->request_config for map_to_storage (its address). */
+constexpr char kSseLocation[] = "sse-location";
+
+/* True when this request's location sections (<Location>, <LocationMatch>, <If>) set one of
+ * mod_sse's handlers with SetHandler. Valid from pre_translate_name on: httpd has walked those
+ * sections by then, while SetHandler itself applies only in fixups. */
+bool sse_location(request_rec *r)
+{
+    auto *core = static_cast<core_dir_config *>(ap_get_core_module_config(r->per_dir_config));
+    if (!core || !core->expr_handler)
+        return false;
+    const char *err = nullptr;
+    const char *h = ap_expr_str_exec(r, core->expr_handler, &err);
+    return !err && h && /* core reports a failing expression in fixups */
+           (strcasecmp(h, "sse-subscribe") == 0 || strcasecmp(h, "sse-publish") == 0 ||
+            strcasecmp(h, "sse-status") == 0);
+}
+
+/* pre_translate_name: core answers a path with %00 in it 404 (HTML) when it decodes the path,
+ * before any handler. On mod_sse's locations the path names channels, so such a path is left
+ * undecoded (DONE) and reaches the handler, which refuses the channel name "a%00b" with its
+ * 400 (JSON, SSE0100): '%' is not a channel character. Nothing else is skipped for it. */
+int pre_translate_name(request_rec *r)
+{
+    return r->uri && strstr(r->uri, "%00") && sse_location(r) ? DONE : DECLINED;
+}
+
+/* translate_name: a request for one of mod_sse's locations is not mapped to a file, as
+ * mod_proxy does for its requests: core's translation would turn the path into a file name
+ * under DocumentRoot, refusing a long one with an HTML 403 (AH00127, ENAMETOOLONG: a subscribe
+ * naming many channels) before mod_sse sees it, and would then walk the directories of a file
+ * that never exists. Runs after mod_rewrite, mod_alias and mod_proxy (a location they
+ * translate keeps its usual mapping). SetHandler in a <Directory> or .htaccess is not seen
+ * here: such locations are mapped as before. */
+int translate_name(request_rec *r)
+{
+    if (!sse_location(r))
+        return DECLINED;
+    r->filename = apr_pstrcat(r->pool, "sse:", r->uri, nullptr);
+    ap_set_module_config(r->request_config, &sse_module, const_cast<char *>(kSseLocation));
+    return OK;
+}
+
+/* map_to_storage: no directory walk for what translate_name marked, so <Directory> sections
+ * and .htaccess files do not apply to mod_sse's locations; <Location> sections (Require,
+ * SSE* directives) do, as httpd walks them again after this hook. */
+int map_to_storage(request_rec *r)
+{
+    return ap_get_module_config(r->request_config, &sse_module) == kSseLocation
+               ? OK
+               : DECLINED;
+}
+
 int handler(request_rec *r)
 {
     if (!r->handler)
@@ -675,6 +730,9 @@ void register_hooks(apr_pool_t *)
     ap_hook_post_config(post_config, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_child_init(child_init, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_suspend_connection(suspend_connection, nullptr, nullptr, APR_HOOK_MIDDLE);
+    ap_hook_pre_translate_name(pre_translate_name, nullptr, nullptr, APR_HOOK_MIDDLE);
+    ap_hook_translate_name(translate_name, nullptr, nullptr, APR_HOOK_LAST);
+    ap_hook_map_to_storage(map_to_storage, nullptr, nullptr, APR_HOOK_FIRST);
     ap_hook_handler(handler, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_child_stopping(child_stopping, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_child_status(child_status, nullptr, nullptr, APR_HOOK_MIDDLE);

@@ -186,9 +186,14 @@ static std::string check_field_line(const char *what, std::string_view value, st
     return {};
 }
 
+std::string validate_event_id(std::string_view id)
+{
+    return check_field_line("event id", id, kMaxEventIdBytes);
+}
+
 std::string validate_event(const EventFields &ev)
 {
-    std::string err = check_field_line("event id", ev.id, kMaxEventIdBytes);
+    std::string err = validate_event_id(ev.id);
     if (err.empty())
         err = check_field_line("event type", ev.event, kMaxEventTypeBytes);
     if (!err.empty())

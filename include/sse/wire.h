@@ -82,6 +82,10 @@ std::string validate_channel_name(std::string_view name);
  * Returns an error sentence (naming the bad channel) or empty. */
 std::string validate_channel_list(const std::vector<std::string> &channels);
 
+/* An event id (given by a publisher, or sent back by a resuming client): at most
+ * kMaxEventIdBytes of UTF-8 without CR, LF or NUL. Returns an error sentence or empty. */
+std::string validate_event_id(std::string_view id);
+
 /* Checks every field of an event before it is accepted: id and event without CR, LF or NUL
  * and within their length limits, valid UTF-8 everywhere, retry within 0..kMaxRetryMs, and
  * that there is something to send (data or retry). */

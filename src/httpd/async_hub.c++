@@ -634,12 +634,22 @@ private:
         return std::max<std::size_t>(kMinBudget, std::min(half, kWriteChunk));
     }
 
+    /* SSEMaxPending bounds what waits behind the piece being written, not that piece: one
+     * event whose encoding is larger than the limit (a body of bare CRs grows 7-fold, each
+     * line getting "data: ") goes out whole instead of ending every stream that receives it;
+     * the stream falls behind when more is queued after it. */
+    static bool fell_behind(const SuspendedStream &s)
+    {
+        const std::size_t front = s.queue.empty() ? 0 : s.queue.front()->size();
+        return s.queued - front > s.settings.max_pending;
+    }
+
     /* Writes what the socket takes; never blocks. */
     void push(SuspendedStream *s)
     {
         if (s->dead)
             return;
-        if (s->queued > s->settings.max_pending) {
+        if (fell_behind(*s)) {
             end(s, EndReason::FellBehind);
             return;
         }

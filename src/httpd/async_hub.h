@@ -17,7 +17,8 @@
  * streams whose serial it names (SSEDuplicateClient replace); each gets the record's notice
  * first.
  *
- * A subscriber whose queue grows beyond SSEMaxPending is dropped (it reconnects with
+ * A subscriber whose queue grows beyond SSEMaxPending, not counting the event being written
+ * (one event larger than the limit still goes through), is dropped (it reconnects with
  * Last-Event-ID and replays what it missed). A client that goes away is seen at once
  * (EPOLLRDHUP). At child_stopping every stream gets a last `retry:` and is closed, so browsers
  * come back to the new generation.

@@ -174,6 +174,10 @@ int subscribe_handler(request_rec *r)
                             "Last-Event-ID is longer than " + std::to_string(kMaxEventIdBytes) +
                                 " bytes");
     }
+    /* No publish can give an id with NUL, CR or LF, or one that is not UTF-8 (the header is
+     * read as Latin-1 then; ?lastEventId= is not): refused rather than replayed as unknown. */
+    if (std::string bad = validate_event_id(resume_id); !bad.empty())
+        return answer_error(r, HTTP_BAD_REQUEST, "SSE0104", kSubscribe, "Last-Event-ID: " + bad);
 
     const DirConfig &d = dir_config(r);
     std::string client_id;
@@ -221,6 +225,9 @@ int subscribe_handler(request_rec *r)
     ap_set_content_type(r, "text/event-stream");
     apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
     apr_table_setn(r->headers_out, "X-Accel-Buffering", "no");
+    /* A stream has no length to take a range of: a Range header is ignored (RFC 9110 14.2;
+     * httpd's byterange filter steps aside for a response without EOS) and this says so. */
+    apr_table_setn(r->headers_out, "Accept-Ranges", "none");
     /* Compression would hold events back (or cost zlib state per stream): keep it off. */
     apr_table_setn(r->subprocess_env, "no-gzip", "1");
     apr_table_setn(r->subprocess_env, "no-brotli", "1");

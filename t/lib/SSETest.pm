@@ -378,6 +378,18 @@ sub children {
     return grep { /^\d+$/ } @pids;
 }
 
+# Private resident memory of the server's children, in kB (RssAnon: the bus is shared memory,
+# and its pages count in VmRSS as events fill them).
+sub children_rss {
+    my ($self) = @_;
+    my $kb = 0;
+    for my $pid ($self->children) {
+        open my $fh, '<', "/proc/$pid/status" or next;
+        while (<$fh>) { $kb += $1 if /^RssAnon:\s+(\d+)/ }
+    }
+    return $kb;
+}
+
 sub graceful {
     my ($self) = @_;
     my $before = () = $self->log_text =~ /resuming normal operations/g;

@@ -15,8 +15,13 @@ my $global = "SSEMaxSubscribers 4\nSSEMaxChannels 2\nSSEBusSize 64K\nSSEHistory 
            . "ExtendedStatus On\n"
            . "LoadModule filter_module $mods/mod_filter.so\n"
            . "LoadModule deflate_module $mods/mod_deflate.so\n"
-           . "LoadModule brotli_module $mods/mod_brotli.so\n";
+           . "LoadModule brotli_module $mods/mod_brotli.so\n"
+           . "LoadModule include_module $mods/mod_include.so\n";
 my $conf = <<'EOF';
+<Directory "${dir}/htdocs">
+    Options +Includes
+    AddOutputFilter INCLUDES .shtml
+</Directory>
 <Location /gz>
     SetHandler sse-subscribe
     SetOutputFilter DEFLATE
@@ -120,8 +125,10 @@ subtest '?auto fields and sse-status figures of the bus' => sub {
     my $a0 = $auto->();
     ok(exists $a0->{$_}, "?auto has $_") for qw(SSESubscribers SSEChannels SSEEventsPublished SSEBusBytesUsed);
     my $s = $srv->subscribe('/events/fig');
-    my $a1 = $auto->();
-    is($a1->{SSESubscribers}, 1, 'SSESubscribers counts the open stream');
+    my $a1;
+    # (streams of the earlier subtests are released once their end is noticed)
+    ok($srv->wait_for(sub { $a1 = $auto->(); $a1->{SSESubscribers} == 1 }, 15),
+       'SSESubscribers counts the open stream');
     my $st = stat_json();
     is($a1->{SSEChannels}, $st->{channels_known}, 'SSEChannels is sse-status channels_known');
     cmp_ok($a1->{SSEChannels}, '>=', 1, 'and counts the stream\'s channel');
@@ -142,6 +149,30 @@ subtest '?auto fields and sse-status figures of the bus' => sub {
     is($replay[0]{event}, 'sse-missed', 'a resume from an evicted event is told it missed events');
     is(scalar(my @got = $s->events(60, 15)), 60, 'the live stream got all 60');
     $s->close;
+};
+
+subtest 'SSEAsync falls back to a worker for a subrequest' => sub {
+    # An SSI page that includes a stream: the stream is a subrequest, which cannot be
+    # suspended (the MPM goes on with the main request); it is held by its worker instead and
+    # works all the same, under every MPM.
+    open my $fh, '>', $srv->dir . '/htdocs/ssi.shtml' or die;
+    print $fh qq{<!--#include virtual="/events/ssi" -->};
+    close $fh;
+    my $s = $srv->subscribe('/ssi.shtml');
+    is($s->status, 200, 'the page is served');
+    ok($s->read_until(sub { $s->raw_stream =~ /^: ok\n/ }, 10), 'it starts with the stream');
+    ok($srv->wait_for(sub { (stat_json()->{subscribers} // 0) == 1 }, 10), 'the stream is counted');
+    $srv->publish('/publish/ssi', "to the page $_") for 1 .. 3;
+    is_deeply([map { $_->{data} } $s->events(3, 10)], [map { "to the page $_" } 1 .. 3],
+              'events reach the page as they are published');
+    $s->close;
+    ok($srv->wait_for(sub { (stat_json()->{subscribers} // -1) == 0 }, 15),
+       'the stream ends when the client leaves');
+    my $after = $srv->subscribe('/events/ssi');
+    $srv->publish('/publish/ssi', 'after');
+    is(($after->events(1, 10))[0]{data}, 'after', 'the server goes on serving streams');
+    $after->close;
+    ok($srv->wait_for(sub { (stat_json()->{subscribers} // -1) == 0 }, 15), 'released');
 };
 
 subtest 'SSE0208: a restart keeps the registry, whatever SSEMaxSubscribers says' => sub {

@@ -162,12 +162,21 @@ subtest 'sse-publish -f retries a daemon that answers busy' => sub {
     }
     my $before = () = $srv->log_text =~ /SSE0411/g;
     my $out = $srv->dir . '/follow-busy.out';
+    # The daemon is stopped while sse-publish connects and sends its subscribe block, so that
+    # the daemon's answer is the "error busy" line (not a connection closed before the block
+    # went out, which sse-publish retries anyway).
+    my $daemon = $srv->socket_daemon;
+    kill 'STOP', $daemon;
     my $pid = fork // die;
     if ($pid == 0) {
         open STDOUT, '>', $out or die;
         open STDERR, '>', "$out.err" or die;
         exec "$SSETest::ROOT/build/sse-publish", '-S', $path, '-f', '-w', '60', 'busy';
     }
+    my $waiting = $srv->wait_for(sub { (`ss -xlH src $path` =~ /LISTEN\s+(\d+)/)[0] // 0 }, 10);
+    sleep 0.5 if $waiting;   # it sends its block right after connecting
+    kill 'CONT', $daemon;
+    ok($waiting, 'sse-publish -f connected while every place was taken');
     ok($srv->wait_for(sub { (() = $srv->log_text =~ /SSE0411/g) > $before }, 20),
        'sse-publish -f was told busy');
     ok(!waitpid($pid, POSIX::WNOHANG()), 'and did not give up');

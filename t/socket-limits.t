@@ -189,5 +189,61 @@ subtest 'sse-publish -f retries a daemon that answers busy' => sub {
     waitpid $pid, 0;
 };
 
+subtest 'the daemon killed while it holds the bus lock: the lock is recovered' => sub {
+    plan skip_all => 'needs gdb (Debian package gdb; tools/install-deps installs it)' unless -x '/usr/bin/gdb';
+    $srv->expect_log(qr/SSE0402: the publish socket daemon \(pid \d+\) died; starting a new one/,
+                     qr/SSE0202: a process died while publishing; the bus lock was recovered/);
+    my $kept = $srv->publish('/publish/locked', 'committed before');
+    is($kept->{status}, 201, 'an event before');
+    is(SSETest::json_decode($srv->request(GET => '/sse-status')->{body})->{bus_lock_recoveries}, 0,
+       'bus_lock_recoveries: 0');
+    # gdb stops the daemon in Bus::append just after it took the bus's writer lock (the line
+    # is found by its text), and kills it there.
+    my $line;
+    open my $src, '<', "$SSETest::ROOT/src/bus.c++" or die;
+    my $in_append = 0;
+    while (<$src>) {
+        $in_append = 1 if /^PublishResult Bus::append\(/;
+        if ($in_append && /WriterLock lock\(/) { $line = $. + 1; last }
+    }
+    close $src;
+    ok($line, "the line after the lock in Bus::append: src/bus.c++:$line");
+    my $daemon = $srv->socket_daemon;
+    my $gout = $srv->dir . '/gdb.out';
+    my $gdb = fork // die;
+    if ($gdb == 0) {
+        open STDOUT, '>', $gout or die;
+        open STDERR, '>&', \*STDOUT or die;
+        exec 'gdb', '-q', '-nx', '-batch', '-p', $daemon, '-ex', "break bus.c++:$line",
+             '-ex', 'continue', '-ex', 'signal SIGKILL';
+    }
+    my $gtext = sub { open my $f, '<', $gout or return ''; local $/; <$f> // '' };
+    # Attached (the daemon is stopped until gdb continues): an event sent now reaches the lock.
+    ok($srv->wait_for(sub { $gtext->() =~ /Breakpoint 1 at/ }, 60), 'gdb attached') or diag($gtext->());
+    my $pub = connect_socket();
+    print $pub "channel: locked\ndata: killed while publishing\n\n";
+    my $done = $srv->wait_for(sub { waitpid($gdb, POSIX::WNOHANG()) == $gdb }, 60);
+    kill 'KILL', $gdb unless $done;
+    like($gtext->(), qr/Breakpoint 1, sse::Bus::append.*terminated with signal SIGKILL/s,
+         'the daemon was killed inside Bus::append, holding the lock') or diag($gtext->());
+    my ($answer, $eof) = read_until($pub, sub { $_[0] =~ /\n/ }, 10);
+    is($answer, '', 'its publisher got no answer');
+    close $pub;
+    ok($srv->wait_for(sub { my $d = $srv->socket_daemon; $d && $d != $daemon }, 15), 'a new daemon runs');
+    my $after = $srv->publish('/publish/locked', 'after');
+    is($after->{status}, 201, 'publishing works (the next writer recovered the lock)');
+    my $st = SSETest::json_decode($srv->request(GET => '/sse-status')->{body});
+    is($st->{bus_lock_recoveries}, 1, 'bus_lock_recoveries: 1');
+    ok($srv->wait_for(sub { $srv->log_text =~ /SSE0202/ }, 10), 'SSE0202 logged');
+    my @ev = grep { $_->{event} eq 'message' } $srv->subscribe('/events/locked?lastEventId=0')->events(3, 10);
+    is_deeply([map { $_->{data} } @ev], ['committed before', 'after'],
+              'the committed event is whole, the killed publish is not there');
+    my $again = connect_socket();
+    print $again "channel: locked\ndata: on the socket\n\n";
+    my ($a) = read_until($again, sub { $_[0] =~ /\n/ }, 10);
+    like($a, qr/^ok /, 'the new daemon publishes');
+    close $again;
+};
+
 $srv->stop;
 done_testing;

@@ -54,6 +54,15 @@ sub access_line {
     return $line // '';
 }
 
+# The stream at $path (of client $client) ended for $reason: its access-log line says so
+# (SSE_END) and so does its presence disconnect event.
+sub ended_as {
+    my ($path, $client, $reason) = @_;
+    like(access_line($path), qr/ 200 .* end=\Q$reason\E$/, "SSE_END=$reason");
+    my $d = presence_of('disconnect', $client);
+    is($d && $d->{reason}, $reason, "presence disconnect reason $reason");
+}
+
 subtest 'a stream of the presence channel alone is not announced' => sub {
     my $quiet = $srv->subscribe('/events/presence?client=quiet');
     my $loud = $srv->subscribe('/events/room?client=loud');
@@ -78,9 +87,7 @@ subtest 'write-failed: the client was gone when the stream was written' => sub {
     }
     kill 'CONT', @kids;
     ok($s, 'connected and reset') or diag "connect: $!";
-    like(access_line('/events/wf?client=wf'), qr/ 200 .* end=write-failed$/, 'SSE_END=write-failed');
-    my $d = presence_of('disconnect', 'wf');
-    is($d && $d->{reason}, 'write-failed', 'presence disconnect reason write-failed');
+    ended_as('/events/wf?client=wf', 'wf', 'write-failed');
 };
 
 subtest 'channel-closed: DELETE of its channel' => sub {
@@ -90,9 +97,7 @@ subtest 'channel-closed: DELETE of its channel' => sub {
     my @ev = $s->events(1, 10);
     is($ev[0]{event}, 'sse-close', 'the stream gets sse-close');
     ok($s->read_until(sub { 0 }, 10) || $s->closed, 'and ends');
-    like(access_line('/events/cc?client=cc'), qr/ 200 .* end=channel-closed$/, 'SSE_END=channel-closed');
-    my $d = presence_of('disconnect', 'cc');
-    is($d && $d->{reason}, 'channel-closed', 'presence disconnect reason channel-closed');
+    ended_as('/events/cc?client=cc', 'cc', 'channel-closed');
 };
 
 subtest 'replaced: the same client id connects again (SSEDuplicateClient replace)' => sub {
@@ -104,9 +109,7 @@ subtest 'replaced: the same client id connects again (SSEDuplicateClient replace
     is($ev[0]{event}, 'sse-close', 'the older stream gets sse-close');
     is((SSETest::json_decode($ev[0]{data}) // {})->{reason}, 'replaced', 'reason replaced');
     ok($old->read_until(sub { 0 }, 10) || $old->closed, 'and ends');
-    like(access_line('/replace/rep?client=rep'), qr/ 200 .* end=replaced$/, 'SSE_END=replaced');
-    my $d = presence_of('disconnect', 'rep');
-    is($d && $d->{reason}, 'replaced', 'presence disconnect reason replaced');
+    ended_as('/replace/rep?client=rep', 'rep', 'replaced');
     $srv->publish('/publish/rep', 'to the new one');
     is(($new->events(1, 10))[0]{data}, 'to the new one', 'the new stream goes on');
     $new->close;
@@ -136,11 +139,9 @@ subtest 'server-restart: a graceful restart' => sub {
     my $last = $watch->{lastEventId};
     $srv->graceful;
     ok($s->read_until(sub { 0 }, 20) || $s->closed, 'the stream ends');
-    like(access_line('/events/sr?client=sr'), qr/ 200 .* end=server-restart$/, 'SSE_END=server-restart');
     # The watcher ended too: it resumes, as a browser would.
     $watch = $srv->subscribe('/events/presence', headers => {'Last-Event-ID' => $last});
-    my $d = presence_of('disconnect', 'sr');
-    is($d && $d->{reason}, 'server-restart', 'presence disconnect reason server-restart');
+    ended_as('/events/sr?client=sr', 'sr', 'server-restart');
 };
 
 # Every presence event so far, replayed: none names the presence-only stream.

@@ -581,12 +581,20 @@ void suspend_connection(conn_rec *c, request_rec *)
 }
 
 /* Graceful restart or stop: streams end so that the old child can exit and browsers come
- * back (with Last-Event-ID) to the new generation. Handlers poll the flag when woken. */
+ * back (with Last-Event-ID) to the new generation. Handlers poll the flag when woken; a
+ * prefork child being stopped never returns to its handler (this runs in its signal handler,
+ * then it exits), so its stream's last retry is written here, with write() alone. */
 void child_stopping(apr_pool_t *, int)
 {
     guarded(ap_server_conf, "child_stopping", [] {
         ModuleState *state = server_config(ap_server_conf)->state;
         if (state) {
+            ModuleState::LastWords &lw = state->last_words;
+            if (lw.armed) {
+                lw.armed = 0;
+                ssize_t ignored = write(lw.fd, lw.bytes.data(), lw.bytes.size());
+                (void)ignored; /* best effort: a client that does not read goes without */
+            }
             state->child_stopping.store(true);
             stop_async_hub(state->hub);
             if (state->bus.valid())

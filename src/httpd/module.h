@@ -25,6 +25,7 @@
 #include "ap_expr.h"
 
 #include <atomic>
+#include <csignal>
 #include <string>
 #include <utility>
 #include <vector>
@@ -45,6 +46,16 @@ struct ModuleState {
     HistoryLimits history;
     int publish_socket_fd = -1;   /* the parent's listening socket; children close it */
     std::atomic<bool> child_stopping{false};
+    /* prefork only: the last `retry:` of this process's blocking stream, for child_stopping.
+     * At a stop, prefork ends a child from its SIGTERM handler (clean_child_exit: the
+     * child_stopping hooks, then exit) while the handler sleeps: the handler never runs again,
+     * so the hook writes these bytes straight to `fd` itself. `armed` only while nothing is
+     * half written and the socket takes plain bytes (see arm_last_words in subscribe.c++). */
+    struct LastWords {
+        int fd = -1;
+        std::string bytes;
+        volatile sig_atomic_t armed = 0;
+    } last_words;
 };
 
 /* SSEPublishSocket and SSEPublishSocketClients (see publish_socket.h). */

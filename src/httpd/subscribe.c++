@@ -41,12 +41,16 @@ public:
     explicit Stream(request_rec *r)
         : r_(r), bb_(apr_brigade_create(r->pool, r->connection->bucket_alloc)) {}
 
-    /* Writes and flushes `bytes`; false when the client is gone. */
+    /* Writes and flushes `bytes`; false when the client is gone. Last words set with
+     * keep_last_words() are disarmed while a write is under way (a retry written in the
+     * middle of an event would corrupt it) and armed again once it went out whole. */
     bool send(const std::string &bytes)
     {
         conn_rec *c = r_->connection;
         if (c->aborted)
             return false;
+        if (last_words_)
+            last_words_->armed = 0;
         apr_status_t rv = apr_brigade_write(bb_, nullptr, nullptr, bytes.data(), bytes.size());
         if (rv == APR_SUCCESS) {
             APR_BRIGADE_INSERT_TAIL(bb_, apr_bucket_flush_create(c->bucket_alloc));
@@ -54,7 +58,40 @@ public:
         }
         apr_brigade_cleanup(bb_);
         sent_bytes_ += bytes.size();
-        return rv == APR_SUCCESS && !c->aborted;
+        const bool ok = rv == APR_SUCCESS && !c->aborted;
+        if (last_words_ && ok && !c->data_in_output_filters)
+            last_words_->armed = 1;
+        return ok;
+    }
+
+    /* prefork: keeps `lw` ready with this stream's last retry for child_stopping (see
+     * ModuleState::LastWords), when the bytes can go to the socket as they are: a response
+     * that is not chunked, on a connection with no filter but the core's (no TLS), not a
+     * subrequest (its page may be filtered) — the conditions of the hub's direct writes. */
+    void keep_last_words(ModuleState::LastWords *lw, std::int64_t retry_ms)
+    {
+        int threaded = 0;
+        conn_rec *c = r_->connection;
+        if (ap_mpm_query(AP_MPMQ_IS_THREADED, &threaded) != APR_SUCCESS ||
+            threaded != AP_MPMQ_NOT_SUPPORTED || r_->chunked || r_->main || c->master ||
+            !c->output_filters || c->output_filters->next || c->data_in_output_filters)
+            return;
+        apr_os_sock_t fd;
+        if (apr_os_sock_get(&fd, ap_get_conn_socket(c)) != APR_SUCCESS)
+            return;
+        lw->fd = fd;
+        lw->bytes.clear();
+        encode_retry(retry_ms, lw->bytes);
+        last_words_ = lw;
+        lw->armed = 1;
+    }
+
+    /* The stream ends: no last words any more. */
+    void forget_last_words()
+    {
+        if (last_words_)
+            last_words_->armed = 0;
+        last_words_ = nullptr;
     }
 
     /* True when the peer closed or reset the connection. Looks at the socket without reading
@@ -79,6 +116,7 @@ private:
     request_rec *r_;
     apr_bucket_brigade *bb_;
     apr_uint64_t sent_bytes_ = 0;
+    ModuleState::LastWords *last_words_ = nullptr;
 };
 
 bool child_is_stopping(const ModuleState *state)
@@ -300,6 +338,7 @@ int subscribe_handler(request_rec *r)
         return SUSPENDED;
     }
 
+    stream.keep_last_words(&state->last_words, d.retry_ms >= 0 ? d.retry_ms : kRestartRetryMs);
     apr_time_t last_write = apr_time_now();
     for (;;) {
         std::uint32_t seen = state->bus.wake_word();
@@ -341,6 +380,7 @@ int subscribe_handler(request_rec *r)
         int wait_ms = static_cast<int>(apr_time_as_msec(until_keepalive)) + 1;
         state->bus.wait(seen, wait_ms < kMaxWaitMs ? wait_ms : kMaxWaitMs);
     }
+    stream.forget_last_words();
     return finish();
 }
 

@@ -105,6 +105,12 @@ void die_at_entry_written(RegistryPoint at)
         raise(SIGKILL);
 }
 
+void die_at_join_locked(RegistryPoint at)
+{
+    if (at == RegistryPoint::JoinLocked)
+        raise(SIGKILL);
+}
+
 void stop_at_join_locked(RegistryPoint at)
 {
     if (at == RegistryPoint::JoinLocked)
@@ -265,6 +271,41 @@ START_TEST(registry_killed_while_writing_an_entry_keeps_probe_chains)
     reg.note_publish({n[2]}, -1, kT0 + 4);
     ck_assert(reg.channel(n[2], &ci) && ci.published == 1);
     ck_assert(reg.leave(b.slot, b.serial) && reg.leave(b2.slot, b2.serial));
+}
+END_TEST
+
+START_TEST(registry_lock_of_a_killed_holder_is_recovered)
+{
+    /* A process killed while it holds the registry lock (SIGKILL inside join(), before it
+     * changed anything): the next locker, in another process, gets the lock (it is robust;
+     * without recovery this join would wait for ever: Check's timeout) and finds the counts
+     * as they were, every time it happens. */
+    Shared m(Registry::bytes_needed(8, 4));
+    Registry reg = make_registry(m, 8, 4);
+    const int me = getpid();
+    auto a = reg.join(me, "a", "", {"room"}, DuplicatePolicy::Allow, kT0);
+    ck_assert(a.outcome == Registry::Join::Outcome::Joined);
+    for (int round = 0; round < 3; ++round) {
+        int st = 0;
+        pid_t child = fork();
+        ck_assert(child >= 0);
+        if (child == 0) {
+            set_registry_test_hook(die_at_join_locked);
+            reg.join(getpid(), "k", "", {"room"}, DuplicatePolicy::Allow, kT0 + 1);
+            _exit(0); /* not reached: killed holding the lock */
+        }
+        ck_assert(waitpid(child, &st, 0) == child);
+        ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the child was not killed in join()");
+        auto b = reg.join(me, "b" + std::to_string(round), "", {"room"}, DuplicatePolicy::Allow,
+                          kT0 + 2);
+        ck_assert(b.outcome == Registry::Join::Outcome::Joined);
+        ChannelInfo ci;
+        ck_assert(reg.channel("room", &ci) && ci.subscribers == 2);
+        ck_assert_int_eq(reg.totals().subscribers, 2);
+        ck_assert(reg.leave(b.slot, b.serial));
+    }
+    ck_assert(reg.leave(a.slot, a.serial));
+    ck_assert_int_eq(reg.totals().subscribers, 0);
 }
 END_TEST
 
@@ -734,6 +775,7 @@ Suite *registry_suite()
     tcase_add_test(tc, registry_failed_replace_frees_nothing);
     tcase_add_test(tc, registry_killed_after_commit_keeps_the_slot_visible);
     tcase_add_test(tc, registry_killed_while_writing_an_entry_keeps_probe_chains);
+    tcase_add_test(tc, registry_lock_of_a_killed_holder_is_recovered);
     tcase_add_test(tc, registry_parent_never_waits_for_a_stopped_holder);
     tcase_add_test(tc, registry_noted_pids_spare_a_later_process);
     tcase_add_test(tc, open_stream_sees_a_delete_after_its_view);

@@ -126,7 +126,8 @@ std::string parse_json_body(std::string_view body, PublishBody &out, Lists &list
     };
     try {
         doc = json::parse(body.begin(), body.end(), limit_depth);
-    } catch (const json::parse_error &e) {
+    } catch (const json::exception &e) {
+        /* parse_error, and out_of_range for a number too large for a double (1e400). */
         return std::string("malformed JSON: ") + e.what();
     } catch (const TooDeep &) {
         out.json_too_deep = true;

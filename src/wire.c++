@@ -1,5 +1,7 @@
 #include "sse/wire.h"
 
+#include "sse/config_values.h"
+
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -203,15 +205,8 @@ std::string validate_event(const EventFields &ev)
 
 std::int64_t parse_retry(std::string_view text)
 {
-    if (text.empty() || text.size() > 12)
-        return -1;
-    std::int64_t v = 0;
-    for (char c : text) {
-        if (c < '0' || c > '9')
-            return -1;
-        v = v * 10 + (c - '0');
-    }
-    return v > kMaxRetryMs ? -1 : v;
+    std::int64_t v;
+    return parse_number(text, 0, kMaxRetryMs, v) ? v : -1;
 }
 
 NameCollector::NameCollector(std::vector<std::string> &out, std::size_t cap, bool trim_spaces)

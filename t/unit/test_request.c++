@@ -141,6 +141,7 @@ START_TEST(json_bodies)
         {R"({"data":"x","event":"a\nb"})", "event type"},
         {R"({"data":"x","id":"a\u0000b"})", "event id"},
         {"{\"data\":\"\xFF\"}", "malformed JSON"},
+        {R"({"data":1e400})", "malformed JSON"}, /* out_of_range, not parse_error (fuzz) */
         {R"({"event":"x"})", "nothing to publish"},
     };
     for (auto &c : bad) {

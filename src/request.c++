@@ -255,6 +255,20 @@ std::string select_channels(const std::string *configured, const Params &query,
     return validate_channel_list(out);
 }
 
+std::string resume_id(const char *header, const Params &query)
+{
+    if (header) {
+        /* Browsers send the header in UTF-8; fetch()-based clients (Node's eventsource,
+         * undici) send a header value as Latin-1 bytes. */
+        return is_valid_utf8(header) ? std::string(header) : utf8_from_latin1(header);
+    }
+    if (const std::string *v = param_last(query, "lastEventId"))
+        return *v;
+    if (const std::string *v = param_last(query, "last_event_id"))
+        return *v;
+    return {};
+}
+
 std::string parse_publish(std::string_view media_type, std::string_view body,
                           const Params &query, PublishBody &out)
 {

@@ -41,6 +41,12 @@ std::string select_channels(const std::string *configured, const Params &query,
  * ({"data": [[1]]} is 3 deep). */
 constexpr std::size_t kMaxJsonDepth = 64;
 
+/* Where a subscribe resumes: the Last-Event-ID header when there is one (`header` not null),
+ * else the last `lastEventId`, else the last `last_event_id` query parameter; "" when none.
+ * Every id on the bus is UTF-8: a header that is not is read as Latin-1 and converted (what
+ * fetch()-based clients send for "ü-1" is "\xfc-1"). The length is the caller's to check. */
+std::string resume_id(const char *header, const Params &query);
+
 /* What a publish request's body (and query string) asks for. */
 struct PublishBody {
     EventFields fields;

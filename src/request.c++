@@ -238,9 +238,8 @@ std::string select_channels(const std::string *configured, const Params &query,
         names.add(*configured);
         source = "SSEChannel gave no channel";
     } else if (param_last(query, "channel")) {
-        for (const auto &kv : query)
-            if (kv.first == "channel")
-                names.add(kv.second);
+        for (const auto &v : param_values(query, "channel"))
+            names.add(v);
         source = "the channel parameter names no channel";
     } else {
         while (!path_rest.empty() && path_rest.front() == '/')
@@ -283,12 +282,10 @@ std::string parse_publish(std::string_view media_type, std::string_view body,
             return err;
     }
     Lists lists(out);
-    for (const auto &kv : query) {
-        if (kv.first == "only")
-            lists.only.add(kv.second);
-        else if (kv.first == "except")
-            lists.except.add(kv.second);
-    }
+    for (const auto &v : param_values(query, "only"))
+        lists.only.add(v);
+    for (const auto &v : param_values(query, "except"))
+        lists.except.add(v);
 
     std::string err;
     bool raw = true;

@@ -152,6 +152,17 @@ START_TEST(json_bodies)
 }
 END_TEST
 
+START_TEST(resume_ids)
+{
+    Params q;
+    parse_form("last_event_id=b&lastEventId=a&lastEventId=c", q);
+    assert_str(resume_id(nullptr, q), "c");
+    assert_str(resume_id(nullptr, Params()), "");
+    assert_str(resume_id("\xc3\xbc-1", q), "\xc3\xbc-1"); /* UTF-8 header: as sent */
+    assert_str(resume_id("\xfc-1", q), "\xc3\xbc-1");      /* Latin-1 (fetch()): converted */
+}
+END_TEST
+
 /* Security finding 4: a deeply nested body crashed the child (dump() of "data" recursed).
  * The limit applies while parsing: 64 levels pass, 65 and 70,000 are refused. */
 START_TEST(json_depth_limit)
@@ -227,6 +238,7 @@ Suite *request_suite()
     tcase_add_test(tc, raw_bodies);
     tcase_add_test(tc, form_bodies);
     tcase_add_test(tc, json_bodies);
+    tcase_add_test(tc, resume_ids);
     tcase_add_test(tc, json_depth_limit);
     tcase_add_test(tc, hostile_lists_stop_at_the_cap);
     suite_add_tcase(s, tc);

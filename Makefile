@@ -45,7 +45,7 @@ UNIT_BIN  := $(BUILD)/t/unit/run-unit-tests
 FUZZ_SECONDS ?= 20
 FUZZ_BINS := $(patsubst t/fuzz/%.c++,$(BUILD)/fuzz/%,$(wildcard t/fuzz/fuzz_*.c++))
 FUZZ_CORE := $(filter-out src/registry.c++ src/bus.c++ src/publisher.c++ src/stream_open.c++,$(CORE_SRCS))
-FUZZ_FLAGS := -std=c++17 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -Iinclude
+FUZZ_FLAGS := -std=c++17 $(WARN) -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -Iinclude
 
 # The bus under writers and readers killed with SIGKILL (t/stress/bus_stress.c++): the run
 # phase lasts STRESS_SECONDS; STRESS_SEED=N replays a failing run's random choices.

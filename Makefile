@@ -36,7 +36,7 @@ LDFLAGS   ?=
 ALL_CXXFLAGS := -std=c++17 -fPIC -fno-gnu-unique -pthread $(WARN) $(CXXFLAGS) \
                $(filter-out -O2 -g,$(AP_CFLAGS)) $(AP_CPPFLAGS) -Iinclude -I. $(AP_INCLUDES)
 
-CORE_SRCS := src/wire.c++ src/audience.c++ src/registry.c++ src/bus.c++ src/request.c++ src/publisher.c++ src/socket_protocol.c++ \
+CORE_SRCS := src/wire.c++ src/config_values.c++ src/audience.c++ src/registry.c++ src/bus.c++ src/request.c++ src/publisher.c++ src/socket_protocol.c++ \
              src/stream_open.c++
 GLUE_SRCS := mod_sse.c++ src/httpd/respond.c++ src/httpd/subscribe.c++ src/httpd/publish.c++ \
              src/httpd/publish_socket.c++ src/httpd/socket_daemon.c++ src/httpd/async_hub.c++ \
@@ -47,8 +47,13 @@ GLUE_OBJS := $(GLUE_SRCS:%.c++=$(BUILD)/%.o)
 UNIT_SRCS := $(wildcard t/unit/*.c++)
 UNIT_BIN  := $(BUILD)/t/unit/run-unit-tests
 
-FUZZ_SECONDS ?= 60
-FUZZ_BIN  := $(BUILD)/fuzz/fuzz_socket_protocol
+# libFuzzer targets, one per parser of untrusted input (t/fuzz/fuzz_*.c++; docs/tests.md says
+# what each checks). `make fuzz` runs each for FUZZ_SECONDS: 6 targets x 20 s keep it near two
+# minutes in `make test`; FUZZ_SECONDS=600 make fuzz for a longer search.
+FUZZ_SECONDS ?= 20
+FUZZ_BINS := $(patsubst t/fuzz/%.c++,$(BUILD)/fuzz/%,$(wildcard t/fuzz/fuzz_*.c++))
+FUZZ_CORE := $(filter-out src/registry.c++ src/bus.c++ src/publisher.c++ src/stream_open.c++,$(CORE_SRCS))
+FUZZ_FLAGS := -std=c++17 $(WARN) -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -Iinclude
 
 # The bus under writers and readers killed with SIGKILL (t/stress/bus_stress.c++): the run
 # phase lasts STRESS_SECONDS; STRESS_SEED=N replays a failing run's random choices.
@@ -146,20 +151,36 @@ $(STRESS_BIN): $(BUILD)/t/stress/bus_stress.o $(BUILD)/libssecore.a
 stress: $(STRESS_BIN)
 	STRESS_SECONDS=$(STRESS_SECONDS) $(STRESS_BIN)
 
-# libFuzzer on the socket protocol parser, for FUZZ_SECONDS, from the committed seeds (a copy:
-# the corpus that grows while fuzzing stays in build/).
-$(FUZZ_BIN): t/fuzz/fuzz_socket_protocol.c++ src/socket_protocol.c++ src/wire.c++ src/audience.c++
+# Each target links the pure parsers (FUZZ_CORE), built once with the sanitizers and
+# libFuzzer's coverage. `make fuzz` runs every target from a copy of its committed seeds (the
+# corpus that grows stays in build/fuzz/<target>/), keeps its output in build/fuzz/<target>/log
+# and shows the tail; it fails when a fuzzer exits non-zero (a report, or it did not start) or
+# leaves a crash-, leak-, timeout- or oom- input, after running all of them.
+.SECONDARY: $(FUZZ_BINS:$(BUILD)/fuzz/%=$(BUILD)/fuzz/obj/t/fuzz/%.o)
+$(BUILD)/fuzz/obj/%.o: %.c++
 	@mkdir -p $(dir $@)
-	clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-	    -Iinclude -o $@ $^
+	clang++ $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
 
-fuzz: $(FUZZ_BIN)
-	rm -rf $(BUILD)/fuzz/corpus && mkdir -p $(BUILD)/fuzz/corpus
-	cp t/fuzz/corpus/socket_protocol/* $(BUILD)/fuzz/corpus/
-	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
-	    -artifact_prefix=$(BUILD)/fuzz/ $(BUILD)/fuzz/corpus 2>&1 | tail -n 20
-	@test -z "$$(ls $(BUILD)/fuzz/crash-* $(BUILD)/fuzz/leak-* $(BUILD)/fuzz/timeout-* 2>/dev/null)" \
-	    || { echo "fuzz: the parser failed on the inputs above (build/fuzz/)"; exit 1; }
+$(BUILD)/fuzz/fuzz_%: $(BUILD)/fuzz/obj/t/fuzz/fuzz_%.o $(FUZZ_CORE:%.c++=$(BUILD)/fuzz/obj/%.o)
+	clang++ $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $^
+
+fuzz: $(FUZZ_BINS)
+	@failed=; \
+	for bin in $(FUZZ_BINS); do \
+	    t=$${bin##*/fuzz_}; dir=$(BUILD)/fuzz/$$t; \
+	    rm -rf $$dir && mkdir -p $$dir/corpus; \
+	    if ! cp t/fuzz/corpus/$$t/* $$dir/corpus/; then failed="$$failed $$t(no seeds)"; continue; fi; \
+	    echo "fuzz: $$t for $(FUZZ_SECONDS) s (log: $$dir/log)"; \
+	    $$bin -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 -print_final_stats=1 \
+	        -artifact_prefix=$$dir/ $$dir/corpus >$$dir/log 2>&1; rc=$$?; \
+	    if [ $$rc -ne 0 ] || ls $$dir/crash-* $$dir/leak-* $$dir/timeout-* $$dir/oom-* >/dev/null 2>&1; then \
+	        tail -n 40 $$dir/log; \
+	        echo "fuzz: $$t FAILED (exit status $$rc; log and inputs in $$dir/)"; failed="$$failed $$t"; \
+	    else \
+	        grep -E '^#[0-9]+[[:space:]]+DONE|^Done ' $$dir/log; \
+	    fi; \
+	done; \
+	test -z "$$failed" || { echo "fuzz: failed:$$failed"; exit 1; }
 
 integration: all $(BUILD)/sse-load
 	SSE_TEST_REQUIRE_BROWSER=1 SSE_TEST_MPM=event prove -I t/lib t/*.t

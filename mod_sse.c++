@@ -8,6 +8,7 @@
 #include "src/httpd/async_hub.h"
 #include "src/httpd/publish_socket.h"
 #include "src/httpd/subscription.h"
+#include "sse/config_values.h"
 
 #include "http_core.h"
 #include "http_protocol.h"
@@ -94,41 +95,6 @@ ServerConfig *server_config(server_rec *s)
     return static_cast<ServerConfig *>(ap_get_module_config(s->module_config, &sse_module));
 }
 
-/* "<digits>[K|M|G]" in bytes; false when malformed or over `max`. */
-bool parse_size(const char *arg, apr_uint64_t max, apr_uint64_t *out)
-{
-    char *end = nullptr;
-    if (!apr_isdigit(*arg))
-        return false;
-    apr_uint64_t v = apr_strtoi64(arg, &end, 10);
-    apr_uint64_t unit = 1;
-    switch (apr_toupper(*end)) {
-    case 'K': unit = 1024; ++end; break;
-    case 'M': unit = 1024 * 1024; ++end; break;
-    case 'G': unit = 1024 * 1024 * 1024; ++end; break;
-    default: break;
-    }
-    if (*end != '\0' || v > max / unit)
-        return false;
-    *out = v * unit;
-    return true;
-}
-
-/* Digits only, within [min, max]. */
-bool parse_number(const char *arg, apr_int64_t min, apr_int64_t max, apr_int64_t *out)
-{
-    if (!*arg || strlen(arg) > 12)
-        return false;
-    for (const char *c = arg; *c; ++c)
-        if (!apr_isdigit(*c))
-            return false;
-    apr_int64_t v = apr_atoi64(arg);
-    if (v < min || v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
 constexpr apr_uint64_t kMaxBusSize = apr_uint64_t(64) << 30;
 
 const char *cmd_bus_size(cmd_parms *cmd, void *, const char *arg)
@@ -136,8 +102,8 @@ const char *cmd_bus_size(cmd_parms *cmd, void *, const char *arg)
     if (const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY))
         return err;
     ServerConfig *c = server_config(cmd->server);
-    apr_uint64_t v;
-    if (!parse_size(arg, kMaxBusSize, &v) || v < Bus::min_size())
+    std::uint64_t v;
+    if (!parse_size(arg, kMaxBusSize, v) || v < Bus::min_size())
         return apr_psprintf(cmd->pool,
                             "SSEBusSize: \"%s\" is not a size from 64K to 64G "
                             "(a number with an optional K, M or G suffix, e.g. 16M)",
@@ -152,12 +118,12 @@ const char *cmd_history(cmd_parms *cmd, void *, const char *count, const char *s
     if (const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY))
         return err;
     ServerConfig *c = server_config(cmd->server);
-    apr_int64_t n, s = apr_int64_t(HistoryLimits().max_age_s);
-    if (!parse_number(count, 0, 1000000, &n))
+    std::int64_t n, s = std::int64_t(HistoryLimits().max_age_s);
+    if (!parse_number(count, 0, 1000000, n))
         return apr_psprintf(cmd->pool,
                             "SSEHistory: count \"%s\" must be a whole number from 0 to 1000000",
                             count);
-    if (seconds && !parse_number(seconds, 0, 31536000, &s))
+    if (seconds && !parse_number(seconds, 0, 31536000, s))
         return apr_psprintf(cmd->pool,
                             "SSEHistory: seconds \"%s\" must be a whole number from 0 (no age "
                             "limit) to 31536000",
@@ -183,8 +149,8 @@ const char *cmd_channel(cmd_parms *cmd, void *dv, const char *arg)
 const char *cmd_keepalive(cmd_parms *cmd, void *dv, const char *arg)
 {
     auto *d = static_cast<DirConfig *>(dv);
-    apr_int64_t v;
-    if (!parse_number(arg, 1, 3600, &v))
+    std::int64_t v;
+    if (!parse_number(arg, 1, 3600, v))
         return apr_psprintf(cmd->pool,
                             "SSEKeepalive: \"%s\" must be a whole number of seconds from 1 to "
                             "3600",
@@ -197,8 +163,8 @@ const char *cmd_keepalive(cmd_parms *cmd, void *dv, const char *arg)
 const char *cmd_retry(cmd_parms *cmd, void *dv, const char *arg)
 {
     auto *d = static_cast<DirConfig *>(dv);
-    apr_int64_t v;
-    if (!parse_number(arg, 0, kMaxRetryMs, &v))
+    std::int64_t v;
+    if (!parse_number(arg, 0, kMaxRetryMs, v))
         return apr_psprintf(cmd->pool,
                             "SSERetry: \"%s\" must be a whole number of milliseconds from 0 to "
                             "%" APR_INT64_T_FMT,
@@ -211,8 +177,8 @@ const char *cmd_retry(cmd_parms *cmd, void *dv, const char *arg)
 const char *cmd_max_message_size(cmd_parms *cmd, void *dv, const char *arg)
 {
     auto *d = static_cast<DirConfig *>(dv);
-    apr_uint64_t v;
-    if (!parse_size(arg, apr_uint64_t(64) << 20, &v) || v == 0)
+    std::uint64_t v;
+    if (!parse_size(arg, apr_uint64_t(64) << 20, v) || v == 0)
         return apr_psprintf(cmd->pool,
                             "SSEMaxMessageSize: \"%s\" is not a size from 1 to 64M (a number "
                             "with an optional K or M suffix, e.g. 256K)",
@@ -268,8 +234,8 @@ const char *cmd_registry_limit(cmd_parms *cmd, void *, const char *arg)
         return err;
     ServerConfig *c = server_config(cmd->server);
     const bool subs = cmd->info != nullptr;
-    apr_int64_t v;
-    if (!parse_number(arg, 1, 10000000, &v))
+    std::int64_t v;
+    if (!parse_number(arg, 1, 10000000, v))
         return apr_psprintf(cmd->pool, "%s: \"%s\" must be a whole number from 1 to 10000000",
                             cmd->directive->directive, arg);
     (subs ? c->max_subscribers : c->max_channels) = apr_uint64_t(v);
@@ -310,8 +276,8 @@ const char *cmd_async(cmd_parms *, void *dv, int on)
 const char *cmd_max_pending(cmd_parms *cmd, void *dv, const char *arg)
 {
     auto *d = static_cast<DirConfig *>(dv);
-    apr_uint64_t v;
-    if (!parse_size(arg, apr_uint64_t(64) << 20, &v) || v < 1024)
+    std::uint64_t v;
+    if (!parse_size(arg, apr_uint64_t(64) << 20, v) || v < 1024)
         return apr_psprintf(cmd->pool,
                             "SSEMaxPending: \"%s\" is not a size from 1K to 64M (a number with "
                             "an optional K or M suffix, e.g. 256K)",
@@ -334,8 +300,8 @@ const char *cmd_publish_socket_clients(cmd_parms *cmd, void *, const char *arg)
 {
     if (const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY))
         return err;
-    apr_int64_t v;
-    if (!parse_number(arg, 1, 10000, &v))
+    std::int64_t v;
+    if (!parse_number(arg, 1, 10000, v))
         return apr_psprintf(cmd->pool,
                             "SSEPublishSocketClients: \"%s\" must be a whole number from 1 to "
                             "10000",

@@ -35,20 +35,12 @@ bool Audience::admits(std::string_view client_id) const
 
 void Audience::append_list(std::string_view list, std::vector<std::string> &out)
 {
-    std::size_t start = 0;
-    while (start <= list.size()) {
-        std::size_t comma = list.find(',', start);
-        if (comma == std::string_view::npos)
-            comma = list.size();
-        std::string_view item = list.substr(start, comma - start);
-        while (!item.empty() && item.front() == ' ')
-            item.remove_prefix(1);
-        while (!item.empty() && item.back() == ' ')
-            item.remove_suffix(1);
-        if (!item.empty() && std::find(out.begin(), out.end(), item) == out.end())
-            out.emplace_back(item);
-        start = comma + 1;
-    }
+    collector(out).add(list);
+}
+
+NameCollector Audience::collector(std::vector<std::string> &out)
+{
+    return NameCollector(out, kMaxTargetsPerEvent, true);
 }
 
 namespace {
@@ -77,8 +69,7 @@ bool AudienceMatcher::admits(std::string_view client_id) const
 std::string Audience::validate() const
 {
     if (only.size() + except.size() > kMaxTargetsPerEvent)
-        return "too many client ids in only/except: " +
-               std::to_string(only.size() + except.size()) + ", at most " +
+        return "too many client ids in only/except: more than " +
                std::to_string(kMaxTargetsPerEvent);
     for (const auto *list : {&only, &except})
         for (const auto &id : *list) {

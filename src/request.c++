@@ -40,13 +40,21 @@ std::string url_decode(std::string_view s, std::string &out)
 
 const char *const kBodyFields[] = {"data", "event", "id", "retry", "channel", "only", "except"};
 
+/* The lists of one publish request, each collected across the query string and the body. */
+struct Lists {
+    explicit Lists(PublishBody &out)
+        : channels(out.channels, kMaxChannelsPerEvent), only(Audience::collector(out.audience.only)),
+          except(Audience::collector(out.audience.except))
+    {
+    }
+    NameCollector channels, only, except;
+};
+
 /* A JSON member that is a list: a comma-separated string or an array of strings. */
-std::string json_list(const nlohmann::json &v, const char *what,
-                      void (*append)(std::string_view, std::vector<std::string> &),
-                      std::vector<std::string> &out)
+std::string json_list(const nlohmann::json &v, const char *what, NameCollector &out)
 {
     if (v.is_string()) {
-        append(v.get<std::string>(), out);
+        out.add(v.get_ref<const std::string &>());
         return {};
     }
     if (!v.is_array())
@@ -54,14 +62,9 @@ std::string json_list(const nlohmann::json &v, const char *what,
     for (const auto &c : v) {
         if (!c.is_string())
             return std::string("\"") + what + "\" must be a string or an array of strings";
-        append(c.get<std::string>(), out);
+        out.add(c.get_ref<const std::string &>());
     }
     return {};
-}
-
-void append_channels(std::string_view list, std::vector<std::string> &out)
-{
-    append_channel_list(list, out);
 }
 
 bool is_body_field(std::string_view key)
@@ -103,14 +106,33 @@ std::string set_retry(std::string_view text, EventFields &ev)
     return {};
 }
 
-std::string parse_json_body(std::string_view body, PublishBody &out)
+/* Thrown by the parser callback at an array or object deeper than kMaxJsonDepth. */
+struct TooDeep {};
+
+std::string parse_json_body(std::string_view body, PublishBody &out, Lists &lists)
 {
     using nlohmann::json;
     json doc;
+    /* The limit is applied while parsing: nlohmann parses iteratively, but dump() (of "data")
+     * recurses, and 70,000 levels overflowed a worker's stack. `depth` counts the arrays and
+     * objects that enclose the one starting (the body object starts at 0). */
+    const json::parser_callback_t limit_depth = [](int depth, json::parse_event_t event,
+                                                   json &) {
+        if ((event == json::parse_event_t::object_start ||
+             event == json::parse_event_t::array_start) &&
+            depth >= static_cast<int>(kMaxJsonDepth))
+            throw TooDeep();
+        return true;
+    };
     try {
-        doc = json::parse(body.begin(), body.end());
-    } catch (const json::parse_error &e) {
+        doc = json::parse(body.begin(), body.end(), limit_depth);
+    } catch (const json::exception &e) {
+        /* parse_error, and out_of_range for a number too large for a double (1e400). */
         return std::string("malformed JSON: ") + e.what();
+    } catch (const TooDeep &) {
+        out.json_too_deep = true;
+        return "the JSON body nests arrays and objects more than " +
+               std::to_string(kMaxJsonDepth) + " deep";
     }
     if (!doc.is_object())
         return "the JSON body must be an object such as {\"data\": \"hello\"}";
@@ -143,14 +165,14 @@ std::string parse_json_body(std::string_view body, PublishBody &out)
                 return "\"retry\" must be a whole number of milliseconds from 0 to " +
                        std::to_string(kMaxRetryMs);
         } else if (key == "channel") {
-            std::string err = json_list(v, "channel", append_channels, out.channels);
+            std::string err = json_list(v, "channel", lists.channels);
             if (!err.empty())
                 return err;
             if (out.channels.empty())
                 return "\"channel\" names no channel";
         } else if (key == "only" || key == "except") {
-            std::string err = json_list(v, key.c_str(), Audience::append_list,
-                                        key == "only" ? out.audience.only : out.audience.except);
+            std::string err =
+                json_list(v, key.c_str(), key == "only" ? lists.only : lists.except);
             if (!err.empty())
                 return err;
         } else {
@@ -211,24 +233,39 @@ std::string select_channels(const std::string *configured, const Params &query,
 {
     out.clear();
     const char *source;
+    NameCollector names(out, kMaxChannelsPerEvent);
     if (configured) {
-        append_channel_list(*configured, out);
+        names.add(*configured);
         source = "SSEChannel gave no channel";
     } else if (param_last(query, "channel")) {
         for (const auto &v : param_values(query, "channel"))
-            append_channel_list(v, out);
+            names.add(v);
         source = "the channel parameter names no channel";
     } else {
         while (!path_rest.empty() && path_rest.front() == '/')
             path_rest.remove_prefix(1);
         while (!path_rest.empty() && path_rest.back() == '/')
             path_rest.remove_suffix(1);
-        append_channel_list(path_rest, out);
+        names.add(path_rest);
         source = "no channel: name one in the path (/events/news) or with ?channel=news";
     }
     if (out.empty())
         return source;
     return validate_channel_list(out);
+}
+
+std::string resume_id(const char *header, const Params &query)
+{
+    if (header) {
+        /* Browsers send the header in UTF-8; fetch()-based clients (Node's eventsource,
+         * undici) send a header value as Latin-1 bytes. */
+        return is_valid_utf8(header) ? std::string(header) : utf8_from_latin1(header);
+    }
+    if (const std::string *v = param_last(query, "lastEventId"))
+        return *v;
+    if (const std::string *v = param_last(query, "last_event_id"))
+        return *v;
+    return {};
 }
 
 std::string parse_publish(std::string_view media_type, std::string_view body,
@@ -244,16 +281,17 @@ std::string parse_publish(std::string_view media_type, std::string_view body,
         if (!err.empty())
             return err;
     }
+    Lists lists(out);
     for (const auto &v : param_values(query, "only"))
-        Audience::append_list(v, out.audience.only);
+        lists.only.add(v);
     for (const auto &v : param_values(query, "except"))
-        Audience::append_list(v, out.audience.except);
+        lists.except.add(v);
 
     std::string err;
     bool raw = true;
     if (media_type == "application/json") {
         raw = false;
-        err = parse_json_body(body, out);
+        err = parse_json_body(body, out, lists);
     } else if (media_type == "application/x-www-form-urlencoded" && is_field_form(body)) {
         raw = false;
         Params form;
@@ -273,11 +311,11 @@ std::string parse_publish(std::string_view media_type, std::string_view body,
             } else if (kv.first == "retry") {
                 err = set_retry(kv.second, ev);
             } else if (kv.first == "channel") {
-                append_channel_list(kv.second, out.channels);
+                lists.channels.add(kv.second);
             } else if (kv.first == "only") {
-                Audience::append_list(kv.second, out.audience.only);
+                lists.only.add(kv.second);
             } else if (kv.first == "except") {
-                Audience::append_list(kv.second, out.audience.except);
+                lists.except.add(kv.second);
             }
         }
     }

@@ -2,6 +2,14 @@
 
 namespace sse {
 
+FrameParser::FrameParser(std::size_t max_event_bytes)
+    : max_event_bytes_(max_event_bytes), channels_(current_.channels, kMaxChannelsPerEvent),
+      subscribe_channels_(current_.subscribe_channels, kMaxChannelsPerEvent),
+      only_(Audience::collector(current_.audience.only)),
+      except_(Audience::collector(current_.audience.except))
+{
+}
+
 void FrameParser::feed(std::string_view bytes, std::vector<Frame> &out)
 {
     while (!bytes.empty()) {
@@ -50,7 +58,7 @@ void FrameParser::line(std::string_view text, std::vector<Frame> &out)
     EventFields &ev = current_.fields;
     if (field == "subscribe") {
         current_.subscribe = true;
-        append_channel_list(value, current_.subscribe_channels);
+        subscribe_channels_.add(value);
         return;
     }
     if (field == "last-event-id") {
@@ -60,7 +68,7 @@ void FrameParser::line(std::string_view text, std::vector<Frame> &out)
     }
     publish_fields_ = true;
     if (field == "channel") {
-        append_channel_list(value, current_.channels);
+        channels_.add(value);
     } else if (field == "data") {
         if (data_lines_++ > 0)
             ev.data += '\n';
@@ -76,9 +84,9 @@ void FrameParser::line(std::string_view text, std::vector<Frame> &out)
             current_.error = "retry must be a number of milliseconds (digits only, at most " +
                              std::to_string(kMaxRetryMs) + ")";
     } else if (field == "only") {
-        Audience::append_list(value, current_.audience.only);
+        only_.add(value);
     } else if (field == "except") {
-        Audience::append_list(value, current_.audience.except);
+        except_.add(value);
     } else {
         current_.error = "unknown field \"" + std::string(field.substr(0, 40)) +
                          "\"; known are channel, event, id, retry, data, only, except "
@@ -101,6 +109,8 @@ void FrameParser::finish(std::vector<Frame> &out)
         current_.error = "no channel: give a \"channel:\" line";
     out.push_back(std::move(current_));
     current_ = Frame();
+    for (NameCollector *c : {&channels_, &subscribe_channels_, &only_, &except_})
+        c->restart();
     started_ = false;
     too_large_ = false;
     event_bytes_ = 0;

@@ -1,6 +1,7 @@
 #include "sse/wire.h"
 
-#include <algorithm>
+#include "sse/config_values.h"
+
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -209,36 +210,42 @@ std::string validate_event(const EventFields &ev)
 
 std::int64_t parse_retry(std::string_view text)
 {
-    if (text.empty() || text.size() > 12)
-        return -1;
-    std::int64_t v = 0;
-    for (char c : text) {
-        if (c < '0' || c > '9')
-            return -1;
-        v = v * 10 + (c - '0');
-    }
-    return v > kMaxRetryMs ? -1 : v;
+    std::int64_t v;
+    return parse_number(text, 0, kMaxRetryMs, v) ? v : -1;
 }
 
-void append_channel_list(std::string_view list, std::vector<std::string> &channels)
+NameCollector::NameCollector(std::vector<std::string> &out, std::size_t cap, bool trim_spaces)
+    : out_(out), cap_(cap), trim_(trim_spaces), seen_(out.begin(), out.end())
+{
+}
+
+void NameCollector::add(std::string_view list)
 {
     std::size_t start = 0;
-    while (start <= list.size()) {
+    while (start <= list.size() && !over_cap()) {
         std::size_t comma = list.find(',', start);
         if (comma == std::string_view::npos)
             comma = list.size();
         std::string_view item = list.substr(start, comma - start);
-        if (!item.empty() && std::find(channels.begin(), channels.end(), item) == channels.end())
-            channels.emplace_back(item);
         start = comma + 1;
+        while (trim_ && !item.empty() && item.front() == ' ')
+            item.remove_prefix(1);
+        while (trim_ && !item.empty() && item.back() == ' ')
+            item.remove_suffix(1);
+        if (!item.empty() && seen_.emplace(item).second)
+            out_.emplace_back(item);
     }
+}
+
+void append_channel_list(std::string_view list, std::vector<std::string> &channels)
+{
+    NameCollector(channels, kMaxChannelsPerEvent).add(list);
 }
 
 std::string validate_channel_list(const std::vector<std::string> &channels)
 {
     if (channels.size() > kMaxChannelsPerEvent)
-        return "too many channels: " + std::to_string(channels.size()) + ", at most " +
-               std::to_string(kMaxChannelsPerEvent);
+        return "too many channels: more than " + std::to_string(kMaxChannelsPerEvent);
     for (const auto &name : channels) {
         std::string err = validate_channel_name(name);
         if (!err.empty())

@@ -10,6 +10,8 @@
 #ifndef SSE_AUDIENCE_H
 #define SSE_AUDIENCE_H
 
+#include "sse/wire.h"
+
 #include <cstddef>
 #include <string>
 #include <string_view>
@@ -35,8 +37,13 @@ struct Audience {
      * subscriber is never among `only`, and never excluded by `except`. */
     bool admits(std::string_view client_id) const;
 
-    /* Adds the comma-separated ids of `list` to `only` or `except` (empty items dropped). */
+    /* Adds the comma-separated ids of `list` to `only` or `except` (spaces around an id,
+     * empty items and repeats dropped): a NameCollector with the cap kMaxTargetsPerEvent, so
+     * a list over the cap is not split further. For many pieces of one request keep one
+     * collector (collector()) instead. */
     static void append_list(std::string_view list, std::vector<std::string> &out);
+    /* The collector append_list() uses, for `out` (only or except). */
+    static NameCollector collector(std::vector<std::string> &out);
 
     /* Checks every id and the total count; empty string when acceptable. */
     std::string validate() const;

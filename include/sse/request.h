@@ -37,11 +37,22 @@ const std::string *param_last(const Params &params, std::string_view key);
 std::string select_channels(const std::string *configured, const Params &query,
                             std::string_view path_rest, std::vector<std::string> &out);
 
+/* How deep a JSON publish body may nest arrays and objects, the body object included
+ * ({"data": [[1]]} is 3 deep). */
+constexpr std::size_t kMaxJsonDepth = 64;
+
+/* Where a subscribe resumes: the Last-Event-ID header when there is one (`header` not null),
+ * else the last `lastEventId`, else the last `last_event_id` query parameter; "" when none.
+ * Every id on the bus is UTF-8: a header that is not is read as Latin-1 and converted (what
+ * fetch()-based clients send for "ü-1" is "\xfc-1"). The length is the caller's to check. */
+std::string resume_id(const char *header, const Params &query);
+
 /* What a publish request's body (and query string) asks for. */
 struct PublishBody {
     EventFields fields;
     std::vector<std::string> channels; /* from a "channel" field in the body, if any */
     Audience audience;                 /* "only" and "except" (query, JSON or form) */
+    bool json_too_deep = false;        /* refused: the JSON nests deeper than kMaxJsonDepth */
 };
 
 /* Reads an event from a publish request:
@@ -51,14 +62,17 @@ struct PublishBody {
  *   JSON value as its compact serialisation), "event", "id" (string or number), "retry"
  *   (number or digit string), "channel", "only" and "except" (each a string, comma-separated,
  *   or an array of strings);
- *   unknown members are an error;
+ *   unknown members are an error, and so is nesting deeper than kMaxJsonDepth (refused while
+ *   parsing, with json_too_deep set);
  * - application/x-www-form-urlencoded whose keys are all among data, event, id, retry, channel,
  *   only, except:
  *   those fields;
  * - anything else, including a form-encoded body with other keys (what `curl -d 'hello'`
  *   sends): the body is the data, byte for byte; an empty body means no data.
  * `media_type` is the Content-Type without parameters, lower case.
- * The resulting fields are validated with validate_event(), the ids with Audience::validate(). */
+ * Lists stop being collected once over their cap (NameCollector), so a hostile one costs
+ * linear time. The resulting fields are validated with validate_event(), the ids with
+ * Audience::validate(). */
 std::string parse_publish(std::string_view media_type, std::string_view body,
                           const Params &query, PublishBody &out);
 

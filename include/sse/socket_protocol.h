@@ -60,7 +60,10 @@ class FrameParser {
 public:
     /* `max_event_bytes`: the most bytes one event's lines may take, line ends included. A
      * longer event is answered with an error and its remaining lines are skipped. */
-    explicit FrameParser(std::size_t max_event_bytes) : max_event_bytes_(max_event_bytes) {}
+    explicit FrameParser(std::size_t max_event_bytes);
+    /* The collectors borrow current_'s lists: a parser stays where it was made. */
+    FrameParser(const FrameParser &) = delete;
+    FrameParser &operator=(const FrameParser &) = delete;
 
     /* Consumes `bytes` and appends every event completed by them to `out`. */
     void feed(std::string_view bytes, std::vector<Frame> &out);
@@ -76,6 +79,8 @@ private:
     std::size_t max_event_bytes_;
     std::string line_;         /* the incomplete line so far */
     Frame current_;
+    /* current_'s lists, each collected across its lines (a list over its cap stops). */
+    NameCollector channels_, subscribe_channels_, only_, except_;
     bool started_ = false;
     std::size_t event_bytes_ = 0;
     bool too_large_ = false;

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 namespace sse {
@@ -94,8 +95,39 @@ std::string validate_event(const EventFields &ev);
 /* Parses a retry given as text: only ASCII digits, at most kMaxRetryMs. Returns -1 when bad. */
 std::int64_t parse_retry(std::string_view text);
 
-/* Splits a comma-separated list of channel names, dropping empty items ("a,,b" gives a, b)
- * and duplicates, keeping first-seen order. Names are not validated here. */
+/* Collects the names of comma-separated lists (one or many pieces of a request) into `out`,
+ * keeping first-seen order and dropping empty items and repeats. Names are not validated here.
+ * Once `out` holds more than `cap` names, the rest is not even split: the list is refused by
+ * its check anyway (validate_channel_list(), Audience::validate()), and a hostile list of
+ * 65,000 names then costs neither quadratic time nor memory beyond cap + 1 names. Repeats are
+ * found with a hash set, so many repeated names cost linear time too.
+ * Borrows `out` (it must outlive the collector); names already in it count as seen. */
+class NameCollector {
+public:
+    NameCollector(std::vector<std::string> &out, std::size_t cap, bool trim_spaces = false);
+    /* Adds the names of one comma-separated list; with trim_spaces, spaces around each item
+     * are dropped ("a, b"). */
+    void add(std::string_view list);
+    /* True once more than `cap` names were collected (what follows was not looked at). */
+    bool over_cap() const { return out_.size() > cap_; }
+    /* Empties `out` and forgets what was seen: the collector starts a new list. */
+    void restart()
+    {
+        out_.clear();
+        seen_.clear();
+    }
+
+private:
+    std::vector<std::string> &out_;
+    std::size_t cap_;
+    bool trim_;
+    std::unordered_set<std::string> seen_;
+};
+
+/* Splits a comma-separated list of channel names into `channels`, dropping empty items
+ * ("a,,b" gives a, b) and duplicates, keeping first-seen order; a NameCollector with the cap
+ * kMaxChannelsPerEvent. Names are not validated here. For many pieces of one request, keep
+ * one NameCollector instead (this one hashes what `channels` already holds on every call). */
 void append_channel_list(std::string_view list, std::vector<std::string> &channels);
 
 } // namespace sse

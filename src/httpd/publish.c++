@@ -151,7 +151,8 @@ int publish_handler(request_rec *r)
     PublishBody pub;
     std::string err = parse_publish(media_type(r), body, query, pub);
     if (!err.empty())
-        return answer_error(r, HTTP_BAD_REQUEST, "SSE0110", kPublish, err);
+        return answer_error(r, HTTP_BAD_REQUEST, pub.json_too_deep ? "SSE0125" : "SSE0110",
+                            kPublish, err);
     std::vector<std::string> channels;
     if (!request_channels(r, &pub.channels, query, channels, kPublish))
         return OK;

@@ -132,17 +132,7 @@ bool child_is_stopping(const ModuleState *state)
 
 std::string last_event_id(request_rec *r, const Params &query)
 {
-    if (const char *h = apr_table_get(r->headers_in, "Last-Event-ID")) {
-        /* Every id on the bus is UTF-8. Browsers send the header in UTF-8; fetch()-based
-         * clients (Node's eventsource, undici) send a header value as Latin-1 bytes, so an
-         * id like "ü-1" arrives as "\xfc-1": read what is not UTF-8 as Latin-1. */
-        return is_valid_utf8(h) ? std::string(h) : utf8_from_latin1(h);
-    }
-    if (const std::string *v = param_last(query, "lastEventId"))
-        return *v;
-    if (const std::string *v = param_last(query, "last_event_id"))
-        return *v;
-    return {};
+    return resume_id(apr_table_get(r->headers_in, "Last-Event-ID"), query);
 }
 
 /* The client id from SSEClientId ("" when none is configured or it evaluates empty); on a

@@ -122,6 +122,30 @@ START_TEST(size_limit)
 }
 END_TEST
 
+/* Security finding 8 on the socket: one line (and many lines) of 65,000 only ids stop being
+ * collected at the cap, so the event is refused without splitting the rest; the lists of the
+ * next event start empty. */
+START_TEST(hostile_lists_stop_at_the_cap)
+{
+    std::string line = "only: ";
+    for (int i = 0; i < 65000; ++i)
+        line += (i ? "," : "") + std::to_string(i);
+    std::string many_lines;
+    for (int i = 0; i < 65000; ++i)
+        many_lines += "except: " + std::to_string(i) + "\n";
+    auto f = parse("channel: a\n" + line + "\n" + many_lines + "data: x\n\n" +
+                       "channel: a,a\nonly: 1\ndata: y\n\n",
+                   std::size_t(4) << 20);
+    ck_assert_int_eq(f.size(), 2);
+    ck_assert_int_eq(f[0].audience.only.size(), kMaxTargetsPerEvent + 1);
+    ck_assert_int_eq(f[0].audience.except.size(), kMaxTargetsPerEvent + 1);
+    ck_assert(f[0].audience.validate().find("too many client ids") == 0);
+    ck_assert_int_eq(f[1].channels.size(), 1);
+    ck_assert_int_eq(f[1].audience.only.size(), 1);
+    ck_assert(f[1].audience.except.empty());
+}
+END_TEST
+
 START_TEST(incomplete_event_and_mid_event)
 {
     FrameParser p(1024);
@@ -213,6 +237,7 @@ Suite *protocol_suite()
     tcase_add_test(tc, line_ends_spaces_comments_blank_lines);
     tcase_add_test(tc, several_events_and_recovery_after_errors);
     tcase_add_test(tc, size_limit);
+    tcase_add_test(tc, hostile_lists_stop_at_the_cap);
     tcase_add_test(tc, incomplete_event_and_mid_event);
     tcase_add_test(tc, binary_garbage);
     tcase_add_test(tc, encode_frame_round_trip);

@@ -141,6 +141,7 @@ START_TEST(json_bodies)
         {R"({"data":"x","event":"a\nb"})", "event type"},
         {R"({"data":"x","id":"a\u0000b"})", "event id"},
         {"{\"data\":\"\xFF\"}", "malformed JSON"},
+        {R"({"data":1e400})", "malformed JSON"}, /* out_of_range, not parse_error (fuzz) */
         {R"({"event":"x"})", "nothing to publish"},
     };
     for (auto &c : bad) {
@@ -148,6 +149,83 @@ START_TEST(json_bodies)
         std::string err = parse_publish("application/json", c[0], Params(), p);
         ck_assert_msg(err.find(c[1]) != std::string::npos, "%s: got \"%s\"", c[0], err.c_str());
     }
+}
+END_TEST
+
+START_TEST(resume_ids)
+{
+    Params q;
+    parse_form("last_event_id=b&lastEventId=a&lastEventId=c", q);
+    assert_str(resume_id(nullptr, q), "c");
+    assert_str(resume_id(nullptr, Params()), "");
+    assert_str(resume_id("\xc3\xbc-1", q), "\xc3\xbc-1"); /* UTF-8 header: as sent */
+    assert_str(resume_id("\xfc-1", q), "\xc3\xbc-1");      /* Latin-1 (fetch()): converted */
+}
+END_TEST
+
+/* Security finding 4: a deeply nested body crashed the child (dump() of "data" recursed).
+ * The limit applies while parsing: 64 levels pass, 65 and 70,000 are refused. */
+START_TEST(json_depth_limit)
+{
+    auto nested = [](std::size_t levels) {
+        /* {"data": ...} is one level; the arrays make up the rest. */
+        return "{\"data\":" + std::string(levels - 1, '[') + std::string(levels - 1, ']') + "}";
+    };
+    PublishBody ok;
+    ck_assert(parse_publish("application/json", nested(kMaxJsonDepth), Params(), ok).empty());
+    ck_assert(!ok.json_too_deep);
+    assert_str(ok.fields.data, std::string(kMaxJsonDepth - 1, '[') +
+                                   std::string(kMaxJsonDepth - 1, ']'));
+    for (std::size_t levels : {kMaxJsonDepth + 1, std::size_t(70000)}) {
+        PublishBody deep;
+        std::string err = parse_publish("application/json", nested(levels), Params(), deep);
+        ck_assert_msg(err.find("more than 64 deep") != std::string::npos, "got \"%s\"",
+                      err.c_str());
+        ck_assert(deep.json_too_deep);
+    }
+}
+END_TEST
+
+/* Security finding 8: 65,000 only ids (and 65,000 channels) are refused with the cap's
+ * message, and collecting them stops at the cap: the lists never hold more than cap + 1
+ * names (before, all 65,000 were de-duplicated pairwise, 4 s of CPU, then refused). */
+START_TEST(hostile_lists_stop_at_the_cap)
+{
+    std::string ids, form;
+    for (int i = 0; i < 65000; ++i) {
+        ids += (i ? "," : "") + std::to_string(i);
+        form += "only=" + std::to_string(i) + "&";
+    }
+    const Params none;
+    for (const auto &[type, body] :
+         {std::pair<const char *, std::string>{"text/plain", ""},
+          {"application/json", "{\"data\":\"x\",\"only\":\"" + ids + "\"}"},
+          {"application/x-www-form-urlencoded", form + "data=x"}}) {
+        Params query;
+        if (!*body.c_str())
+            query.emplace_back("only", ids);
+        PublishBody b;
+        std::string err = parse_publish(type, body.empty() ? "x" : body, query, b);
+        ck_assert_msg(err.find("too many client ids in only/except: more than 1000") == 0,
+                      "%s: got \"%s\"", type, err.substr(0, 80).c_str());
+        ck_assert_int_le(b.audience.only.size(), kMaxTargetsPerEvent + 1);
+    }
+    std::vector<std::string> only;
+    Audience::append_list(ids, only);
+    ck_assert_int_eq(only.size(), kMaxTargetsPerEvent + 1);
+
+    std::vector<std::string> channels;
+    std::string err = select_channels(&ids, none, "", channels);
+    ck_assert_msg(err.find("too many channels: more than 64") == 0, "got \"%s\"", err.c_str());
+    ck_assert_int_eq(channels.size(), kMaxChannelsPerEvent + 1);
+
+    /* Repeats are dropped, however many, and do not count toward the cap. */
+    std::vector<std::string> twice;
+    NameCollector names(twice, 3);
+    for (int i = 0; i < 65000; ++i)
+        names.add("a,b, c");
+    ck_assert_int_eq(twice.size(), 3);
+    assert_str(twice[2], " c");
 }
 END_TEST
 
@@ -160,6 +238,9 @@ Suite *request_suite()
     tcase_add_test(tc, raw_bodies);
     tcase_add_test(tc, form_bodies);
     tcase_add_test(tc, json_bodies);
+    tcase_add_test(tc, resume_ids);
+    tcase_add_test(tc, json_depth_limit);
+    tcase_add_test(tc, hostile_lists_stop_at_the_cap);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -3,6 +3,7 @@
  * spec, and must come back exactly. */
 #include "unit.h"
 
+#include "sse/config_values.h"
 #include "sse/wire.h"
 
 #include <string>
@@ -247,6 +248,27 @@ START_TEST(channel_lists)
 }
 END_TEST
 
+/* Directive values (sse/config_values.h): whole text or nothing, never wrapped. */
+START_TEST(directive_sizes_and_numbers)
+{
+    std::uint64_t v = 7;
+    ck_assert(parse_size("16M", std::uint64_t(64) << 30, v) && v == (std::uint64_t(16) << 20));
+    ck_assert(parse_size("256k", 1 << 20, v) && v == 256 * 1024);
+    ck_assert(parse_size("64G", std::uint64_t(64) << 30, v) && v == (std::uint64_t(64) << 30));
+    ck_assert(parse_size("0", 10, v) && v == 0);
+    v = 7;
+    for (const char *bad : {"", "K", "-1", " 1", "1 ", "1KB", "1T", "0x10", "65G",
+                            "18446744073709551617", "18446744073709551615K", "99999999999999999999"})
+        ck_assert_msg(!parse_size(bad, std::uint64_t(64) << 30, v) && v == 7, "%s", bad);
+    std::int64_t n = 0;
+    ck_assert(parse_number("3600", 1, 3600, n) && n == 3600);
+    n = 7;
+    for (const char *bad : {"0", "3601", "", "+5", "5s", "0000000000005", "-1"})
+        ck_assert_msg(!parse_number(bad, 1, 3600, n) && n == 7, "%s", bad);
+    ck_assert(parse_number("000000000005", 1, 3600, n) && n == 5);
+}
+END_TEST
+
 START_TEST(latin1_to_utf8)
 {
     assert_str(utf8_from_latin1("abc-1"), "abc-1");
@@ -272,6 +294,7 @@ Suite *wire_suite()
     tcase_add_test(tc, retry_parsing);
     tcase_add_test(tc, channel_lists);
     tcase_add_test(tc, latin1_to_utf8);
+    tcase_add_test(tc, directive_sizes_and_numbers);
     suite_add_tcase(s, tc);
     return s;
 }

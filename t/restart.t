@@ -13,7 +13,7 @@ $srv->expect_log(qr/SSE0203: SSEBusSize changed/);
 
 my @before = map { $srv->publish('/publish/rs', "before $_")->{json}{id} } 1 .. 3;
 my $held = $srv->subscribe('/events/rs');
-ok($held->read_until(sub { scalar $held->comments }, 3), 'a stream is open');
+ok($held->read_until(sub { scalar $held->comments }, 30), 'a stream is open');
 
 $srv->graceful;
 ok($held->read_until(sub { 0 }, 5) || $held->closed, 'the held stream ends at the graceful restart');

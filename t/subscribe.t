@@ -35,7 +35,7 @@ subtest 'headers and first bytes' => sub {
     is($sub->headers->{'cache-control'}, 'no-cache', 'Cache-Control');
     is($sub->headers->{'x-accel-buffering'}, 'no', 'X-Accel-Buffering');
     ok(!exists $sub->headers->{'content-length'}, 'no Content-Length');
-    ok($sub->read_until(sub { scalar $sub->comments }, 3), 'a comment arrives before any event');
+    ok($sub->read_until(sub { scalar $sub->comments }, 30), 'a comment arrives before any event');
     is(scalar $sub->all_events, 0, 'no event yet');
     my $res = $srv->publish('/publish/news', 'hello');
     is($res->{status}, 201, 'published');

@@ -77,8 +77,9 @@ subtest 'disconnects are released at once, MPM counters return (2.4 teardown pin
     for my $f (qw(ConnsAsyncWriting ConnsAsyncKeepAlive ConnsAsyncClosing)) {
         my $v = status($f);
         # An underflow shows as a huge number: httpd's event MPM changed under the teardown.
-        cmp_ok($v, '<', 1000, "$f is $v (a huge value means the teardown no longer matches "
-                              . "httpd's event MPM: see src/httpd/async_hub.h)");
+        # A missing field (a failed status request) is a failure too, not a small number.
+        ok(defined $v && $v < 1000, "$f is " . ($v // 'missing') . " (a huge value means the "
+                                    . "teardown no longer matches httpd's event MPM: see src/httpd/async_hub.h)");
     }
     like($srv->access_log, qr/"GET \/events\/churn HTTP\/1.1" 200 \d+ \d+ events=0 bytes=\d+ end=client-closed/,
          'each stream has its access-log line, with how it ended');

@@ -108,13 +108,18 @@ subtest 'clients that close right after the headers (the stream ends while being
 
 # Private resident memory of the server's children, in kB (RssAnon: the bus is shared memory,
 # and its pages count in VmRSS as events fill them).
-# By pid: the MPM starts a child for a burst and stops it when idle again, so a sum over all
-# children jumps by a whole child's memory (4 to 12 MB measured) whatever the streams did.
+# By pid, the lowest of readings over 3 s: a child's private memory right after a round swung
+# between 2.5 and 13 MB from round to round (what 2,500 ended streams held is given back a
+# little later, by the allocator's own schedule); it settles back to its floor, which a leak
+# raises and nothing else does.
 sub children_rss {
     my %kb;
-    for my $pid ($srv->children) {
-        open my $fh, '<', "/proc/$pid/status" or next;
-        while (<$fh>) { $kb{$pid} = $1 if /^RssAnon:\s+(\d+)/ }
+    for (1 .. 7) {
+        for my $pid ($srv->children) {
+            open my $fh, '<', "/proc/$pid/status" or next;
+            while (<$fh>) { $kb{$pid} = $1 if /^RssAnon:\s+(\d+)/ && (!defined $kb{$pid} || $1 < $kb{$pid}) }
+        }
+        sleep 0.5;
     }
     return \%kb;
 }
@@ -129,12 +134,10 @@ subtest '23,000 connect/disconnect cycles leave memory and counters where they w
         system("$load -n 1000 -e 1 -r 0 -w 5 127.0.0.1 $port >/dev/null") == 0 or die 'warm-up failed';
     }
     ok(settled_conns(1), 'warm-up connections gone');
-    # Allocators keep and return memory in steps of megabytes: one child's readings went from
-    # 2.3 to 8.3 MB and back between rounds of 625 streams, whatever the streams did. A leak
-    # grows with every stream: rounds of 2,500 streams, so that 1 KiB per stream over the five
-    # rounds between the first three readings and the last three (12 MB) is well above that
-    # noise. Per child that lived through all rounds, it fails only when even the lowest of the
-    # last three readings is above the highest of the first three; in all, by 1 KiB a stream.
+    # A leak grows with every stream: rounds of 2,500 streams, and per child that lived through
+    # all rounds, the floor of the last three rounds compared with the floor of the first three:
+    # half a KiB per stream over the five rounds in between is 6 MB in all, against floors that
+    # moved by 0.6 MB in all when measured (a 2 KiB leak put in for a check: 26 MB).
     my @rss;
     for (1 .. 8) {
         my $ok = grep { system("$load -n 625 -e 1 -r 0 -w 5 127.0.0.1 $port >/dev/null") == 0 } 1 .. 4;
@@ -148,12 +151,12 @@ subtest '23,000 connect/disconnect cycles leave memory and counters where they w
     my ($growth, @table) = (0);
     for my $pid (@lasting) {
         my @kb = map { $_->{$pid} } @rss;
-        my ($max_first) = sort { $b <=> $a } @kb[0 .. 2];
+        my ($min_first) = sort { $a <=> $b } @kb[0 .. 2];
         my ($min_last) = sort { $a <=> $b } @kb[5 .. 7];
-        $growth += $min_last - $max_first;
+        $growth += $min_last - $min_first;
         push @table, "$pid: @kb";
     }
-    cmp_ok($growth * 1024 / 12500, '<', 1024,
+    cmp_ok($growth * 1024 / 12500, '<', 512,
            "private memory after each round (kB) of " . join('; ', @table)
            . "; growth $growth kB over 12,500 streams");
 };

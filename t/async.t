@@ -26,27 +26,36 @@ $srv->expect_burst_notices;
 
 sub status { $srv->status_field($_[0]) }
 
-# ConnsTotal etc. are refreshed by the MPM's listener about once a second.
+# ConnsTotal etc. are refreshed by the MPM's listener about once a second. A status request
+# that fails (no field) is not "settled": it is asked again, within a generous bound.
 sub settled_conns {
     my ($want) = @_;
-    return $srv->wait_for(sub { (status('ConnsTotal') // -1) <= $want }, 6);
+    return $srv->wait_for(sub { my $v = status('ConnsTotal'); defined $v && $v <= $want }, 30);
+}
+
+# The number of streams on a channel, as the publish location's GET tells (-1 if it cannot).
+sub subscribers {
+    my ($server, $channel) = @_;
+    return SSETest::json_decode($server->request(GET => "/publish/$channel")->{body})->{subscribers} // -1;
 }
 
 subtest 'many streams, few workers' => sub {
     my @subs = map { $srv->subscribe('/events/many' . ($_ % 3)) } 1 .. 300;
     is(scalar(grep { $_->status == 200 } @subs), 300, '300 streams open');
-    sleep 1.5;
-    cmp_ok(status('BusyWorkers'), '<=', 2, 'they hold no worker (BusyWorkers ' . status('BusyWorkers') . ')');
-    my $t0 = time;
-    my $ok = $srv->request(GET => '/server-status?auto');
+    # Streams that held a worker each would take all 50 (and 250 would never open); a worker
+    # that is still finishing a stream's first bytes is not a held one: wait for them to
+    # settle below half, bounded.
+    my $busy;
+    ok($srv->wait_for(sub { $busy = status('BusyWorkers'); defined $busy && $busy < 25 }, 30),
+       'they hold no worker (BusyWorkers ' . ($busy // 'unknown') . ' of 50)');
+    my $ok = $srv->request(GET => '/server-status?auto', timeout => 30);
     is($ok->{status}, 200, 'ordinary requests are served');
-    cmp_ok(time - $t0, '<', 1, 'promptly');
     $srv->publish('/publish/many0,many1,many2', 'to all');
     $srv->publish('/publish/many1', 'to one third');
     $srv->publish('/publish/many0,many1,many2', 'end');
     my ($all, $third) = (0, 0);
     for my $sub (@subs) {
-        $sub->read_until(sub { grep { $_->{data} eq 'end' } $sub->all_events }, 5);
+        $sub->read_until(sub { grep { $_->{data} eq "end" } $sub->all_events }, 30);
         my @data = map { $_->{data} } $sub->all_events;
         $all++ if grep { $_ eq 'to all' } @data;
         $third++ if grep { $_ eq 'to one third' } @data;
@@ -68,8 +77,9 @@ subtest 'disconnects are released at once, MPM counters return (2.4 teardown pin
     for my $f (qw(ConnsAsyncWriting ConnsAsyncKeepAlive ConnsAsyncClosing)) {
         my $v = status($f);
         # An underflow shows as a huge number: httpd's event MPM changed under the teardown.
-        cmp_ok($v, '<', 1000, "$f is $v (a huge value means the teardown no longer matches "
-                              . "httpd's event MPM: see src/httpd/async_hub.h)");
+        # A missing field (a failed status request) is a failure too, not a small number.
+        ok(defined $v && $v < 1000, "$f is " . ($v // 'missing') . " (a huge value means the "
+                                    . "teardown no longer matches httpd's event MPM: see src/httpd/async_hub.h)");
     }
     like($srv->access_log, qr/"GET \/events\/churn HTTP\/1.1" 200 \d+ \d+ events=0 bytes=\d+ end=client-closed/,
          'each stream has its access-log line, with how it ended');
@@ -83,77 +93,98 @@ subtest 'clients that close right after the headers (the stream ends while being
     for my $k (1 .. 3) {
         my $pid = fork // die "fork: $!";
         if ($pid == 0) {
-            $srv->open_and_leave("/events/race$k") for 1 .. 1000;
+            my $done = grep { $srv->open_and_leave("/events/race$k") } 1 .. 1000;
             $srv->{stopped} = 1; # the parent owns the server
-            exit 0;
+            exit($done == 1000 ? 0 : 1);
         }
         push @kids, $pid;
     }
-    waitpid $_, 0 for @kids;
+    my $failed = 0;
+    for (@kids) { waitpid $_, 0; $failed++ if $? != 0 }
+    is($failed, 0, 'each of 3 clients made its 1,000 connect-and-leave cycles');
     ok(settled_conns(1), '3,000 cycles: ConnsTotal back to 0 or 1');
     unlike($srv->log_text, qr/exit signal Segmentation fault/, 'no child crashed');
 };
 
 # Private resident memory of the server's children, in kB (RssAnon: the bus is shared memory,
 # and its pages count in VmRSS as events fill them).
+# By pid, the lowest of readings over 3 s: a child's private memory right after a round swung
+# between 2.5 and 13 MB from round to round (what 2,500 ended streams held is given back a
+# little later, by the allocator's own schedule); it settles back to its floor, which a leak
+# raises and nothing else does.
 sub children_rss {
-    my $kb = 0;
-    for my $pid ($srv->children) {
-        open my $fh, '<', "/proc/$pid/status" or next;
-        while (<$fh>) { $kb += $1 if /^RssAnon:\s+(\d+)/ }
+    my %kb;
+    for (1 .. 7) {
+        for my $pid ($srv->children) {
+            open my $fh, '<', "/proc/$pid/status" or next;
+            while (<$fh>) { $kb{$pid} = $1 if /^RssAnon:\s+(\d+)/ && (!defined $kb{$pid} || $1 < $kb{$pid}) }
+        }
+        sleep 0.5;
     }
-    return $kb;
+    return \%kb;
 }
 
-subtest '5,000 connect/disconnect cycles leave memory and counters where they were' => sub {
+subtest '23,000 connect/disconnect cycles leave memory and counters where they were' => sub {
     my $load = "$SSETest::ROOT/build/sse-load";
-    plan skip_all => 'build/sse-load is not built' unless -x $load;
+    # `make integration` builds it; a missing one is a failure, not a skip.
+    ok(-x $load, 'build/sse-load is built') or return diag('make build/sse-load');
     my $port = $srv->port;
     # Warm-up: the allocators reach their working size.
     for (1 .. 3) {
         system("$load -n 1000 -e 1 -r 0 -w 5 127.0.0.1 $port >/dev/null") == 0 or die 'warm-up failed';
     }
     ok(settled_conns(1), 'warm-up connections gone');
-    # Allocators keep and return memory in steps of megabytes, so single readings are noisy; a
-    # leak grows with every stream. It fails only when even the lowest of the last three
-    # readings is above the highest of the first three by 1 KiB per stream in between.
+    # A leak grows with every stream: rounds of 2,500 streams, and per child that lived through
+    # all rounds, the floor of the last three rounds compared with the floor of the first three:
+    # half a KiB per stream over the five rounds in between is 6 MB in all, against floors that
+    # moved by 0.6 MB in all when measured (a 2 KiB leak put in for a check: 26 MB).
     my @rss;
     for (1 .. 8) {
-        is(system("$load -n 625 -e 1 -r 0 -w 5 127.0.0.1 $port >/dev/null"), 0, '625 streams opened, served, closed');
+        my $ok = grep { system("$load -n 625 -e 1 -r 0 -w 5 127.0.0.1 $port >/dev/null") == 0 } 1 .. 4;
+        is($ok, 4, '4 x 625 streams opened, served, closed');
         settled_conns(1);
         push @rss, children_rss();
     }
     ok(settled_conns(1), 'ConnsTotal back to 0 or 1') or diag 'ConnsTotal ' . status('ConnsTotal');
-    my ($max_first) = sort { $b <=> $a } @rss[0 .. 2];
-    my ($min_last) = sort { $a <=> $b } @rss[5 .. 7];
-    my $growth = $min_last - $max_first;
+    my @lasting = grep { my $pid = $_; !grep { !exists $_->{$pid} } @rss } sort keys %{$rss[0]};
+    ok(@lasting, 'a child served every round (' . scalar(@lasting) . ')');
+    my ($growth, @table) = (0);
+    for my $pid (@lasting) {
+        my @kb = map { $_->{$pid} } @rss;
+        my ($min_first) = sort { $a <=> $b } @kb[0 .. 2];
+        my ($min_last) = sort { $a <=> $b } @kb[5 .. 7];
+        $growth += $min_last - $min_first;
+        push @table, "$pid: @kb";
+    }
     SKIP: {
         skip 'memory figures under AddressSanitizer', 1 if SSETest::sanitized();
-        cmp_ok($growth * 1024 / 3125, '<', 1024,
-               "private memory after each round: @rss kB; growth $growth kB over 3,125 streams");
+        cmp_ok($growth * 1024 / 12500, '<', 512,
+               "private memory after each round (kB) of " . join('; ', @table)
+               . "; growth $growth kB over 12,500 streams");
     }
 };
 
 subtest 'a client that stops reading is dropped, others are not delayed, replay makes it whole' => sub {
     my $fast = $srv->subscribe('/events/flood');
     my $slow = $srv->subscribe('/slow/flood');
-    ok($slow->read_until(sub { scalar $slow->comments }, 3), 'slow stream open');
-    # The slow client reads nothing from now on.
-    # More than the kernel's socket buffers on loopback hold (several MB), so that the
-    # server's queue for the slow client fills.
-    my $n = 1500;
+    ok($slow->read_until(sub { scalar $slow->comments }, 10), 'slow stream open');
+    # The slow client reads nothing from now on. How much the kernel's socket buffers take
+    # before the server's queue for it fills depends on the kernel: publish until the server
+    # has dropped it (its access-log line says fell-behind), bounded at 100 MB.
     my $payload = 'p' x 16000;
-    my @ids;
-    my $t0 = time;
-    for my $i (1 .. $n) {
-        push @ids, $srv->publish('/publish/flood', "$i $payload")->{json}{id};
+    my ($n, @ids) = (0);
+    my $dropped = sub { $srv->access_log =~ m{"GET /slow/flood HTTP/1.1" 200 .* end=fell-behind} };
+    while ($n < 6000 && !($n % 100 == 0 && $n > 0 && $dropped->())) {
+        $n++;
+        push @ids, $srv->publish('/publish/flood', "$n $payload")->{json}{id};
         $fast->pump(0.01);   # the fast client keeps reading
     }
-    my @got = $fast->events($n, 20);
-    is(scalar @got, $n, "the reading client got all $n events (24 MB)");
-    cmp_ok(time - $t0, '<', 30, 'without waiting for the slow one');
+    ok($dropped->(), "the server dropped the slow client (after $n events of 16 KB)");
+    # The reading client was never held back by the one that stopped.
+    my @got = $fast->events($n, 60);
+    is(scalar @got, $n, "the reading client got all $n events");
     # The slow one was dropped: reading now ends at a close, before all events.
-    $slow->read_until(sub { 0 }, 5);
+    $slow->read_until(sub { 0 }, 30);
     ok($slow->closed, 'the slow stream was closed by the server');
     my @partial = grep { $_->{event} eq 'message' } $slow->all_events;
     cmp_ok(scalar @partial, '<', $n, 'it had received ' . scalar(@partial) . ' events');
@@ -170,44 +201,61 @@ subtest 'a client that stops reading is dropped, others are not delayed, replay 
 subtest 'graceful restart: streams told to come back, nothing lost or twice' => sub {
     my @subs = map { $srv->subscribe('/events/gr') } 1 .. 20;
     my $first = $srv->publish('/publish/gr', 'before')->{json}{id};
-    $_->events(1, 5) for @subs;
+    $_->events(1, 30) for @subs;
     my $children_before = () = $srv->children;
     $srv->graceful;
-    my $ended = grep { $_->read_until(sub { 0 }, 5); $_->closed } @subs;
+    my $ended = grep { $_->read_until(sub { 0 }, 30); $_->closed } @subs;
     is($ended, 20, 'every held stream was closed');
     my $retries = grep { defined $_->retry } @subs;
     is($retries, 20, 'each got a retry: field first');
     $srv->publish('/publish/gr', 'during');
     my $after = $srv->subscribe('/events/gr', headers => {'Last-Event-ID' => $first});
-    is_deeply([map { $_->{data} } $after->events(1, 5)], ['during'], 'resume gets exactly what was missed');
-    ok($srv->wait_for(sub { my @c = $srv->children; @c <= 2 }, 10), 'old children exited');
+    is_deeply([map { $_->{data} } $after->events(1, 30)], ['during'], 'resume gets exactly what was missed');
+    ok($srv->wait_for(sub { my @c = $srv->children; @c <= 2 }, 60), 'old children exited');
     $after->close;
 };
 
-SKIP: {
-    skip 'openssl and curl are needed for the TLS test', 1
-        unless -x '/usr/bin/openssl' && -x '/usr/bin/curl';
-    subtest 'TLS' => sub {
-        my $tls = SSETest::Server->start(tls => 1);
-        # Debian's mod_ssl may be built against a newer OpenSSL than the one installed.
-        $tls->expect_log(qr/AH01882: Init: this version of mod_ssl was compiled against a newer library/);
-        my $out = $tls->dir . '/curl.out';
-        my $pid = fork // die;
-        if ($pid == 0) {
-            exec 'curl', '-skN', '--max-time', '4', '-o', $out,
-                 'https://127.0.0.1:' . $tls->port . '/events/secure';
-        }
-        sleep 1;
-        is($tls->publish('/publish/secure', 'over tls')->{status}, 201, 'published over TLS');
-        cmp_ok($tls->status_field('BusyWorkers'), '<=', 2, 'the TLS stream holds no worker');
-        waitpid($pid, 0);
-        open my $fh, '<', $out or die;
-        local $/;
-        my $body = <$fh>;
-        like($body, qr/data: over tls\n\n/, 'event received over TLS');
-        $tls->stop;
-    };
+# A curl stream (curl's own TLS and HTTP/2 clients) on a TLS server: published to once curl's
+# stream is subscribed (not after a guessed delay), read until the event is in curl's output,
+# then curl is stopped; $while_open (if given) runs before that. Returns what curl wrote.
+sub curl_stream {
+    my ($server, $channel, $data, $while_open, @curl_args) = @_;
+    my $out = $server->dir . '/curl.out';
+    my $pid = fork // die;
+    if ($pid == 0) {
+        exec 'curl', @curl_args, '-skN', '--max-time', '120', '-o', $out,
+             'https://127.0.0.1:' . $server->port . "/events/$channel";
+    }
+    my $body = sub { open my $fh, '<', $out or return ''; local $/; <$fh> // '' };
+    ok($server->wait_for(sub { subscribers($server, $channel) == 1 }, 60), "curl's stream is subscribed");
+    is($server->publish("/publish/$channel", $data)->{status}, 201, 'published');
+    $server->wait_for(sub { $body->() =~ /\Q$data\E/ }, 60);
+    $while_open->() if $while_open;
+    kill 'TERM', $pid;
+    waitpid($pid, 0);
+    return $body->();
 }
+
+subtest 'TLS' => sub {
+    # openssl makes the throwaway certificate, curl is the client: a missing one is a failure
+    # that names its Debian package (tools/install-deps installs both), not a skip.
+    for my $tool (qw(openssl curl)) {
+        ok(-x "/usr/bin/$tool", "$tool is installed") or return diag("apt-get install $tool");
+    }
+    my $tls = SSETest::Server->start(tls => 1);
+    # Debian's mod_ssl may be built against a newer OpenSSL than the one installed.
+    $tls->expect_log(qr/AH01882: Init: this version of mod_ssl was compiled against a newer library/);
+    # While the stream is open, only the status request itself is busy (a stream held on a
+    # worker would be a second one for as long as it lasts); other workers settle, bounded.
+    my $busy;
+    my $no_worker = sub {
+        ok($tls->wait_for(sub { $busy = $tls->status_field('BusyWorkers'); defined $busy && $busy == 1 }, 30),
+           'the TLS stream holds no worker (BusyWorkers ' . ($busy // 'unknown') . ')');
+    };
+    my $body = curl_stream($tls, 'secure', 'over tls', $no_worker);
+    like($body, qr/data: over tls\n\n/, 'event received over TLS');
+    $tls->stop;
+};
 
 SKIP: {
     skip 'curl with HTTP/2 is needed for the h2 test', 1
@@ -215,18 +263,7 @@ SKIP: {
     subtest 'HTTP/2: a stream falls back to the blocking mode (mod_http2 runs it on its own worker) and works' => sub {
         my $h2 = SSETest::Server->start(tls => 1, h2 => 1);
         $h2->expect_log(qr/AH01882: Init: this version of mod_ssl was compiled against a newer library/);
-        my $out = $h2->dir . '/curl.out';
-        my $pid = fork // die;
-        if ($pid == 0) {
-            exec 'curl', '--http2', '-skN', '--max-time', '4', '-o', $out,
-                 'https://127.0.0.1:' . $h2->port . '/events/h2';
-        }
-        sleep 1;
-        is($h2->publish('/publish/h2', 'over h2')->{status}, 201, 'published');
-        waitpid($pid, 0);
-        open my $fh, '<', $out or die;
-        local $/;
-        like(<$fh>, qr/data: over h2\n\n/, 'event received');
+        like(curl_stream($h2, 'h2', 'over h2', undef, '--http2'), qr/data: over h2\n\n/, 'event received');
         ok($h2->wait_for(sub { $h2->access_log =~ m{"GET /events/h2 HTTP/2.0" 200} }, 5),
            'over HTTP/2, and the stream ended when the client left');
         $h2->stop;

@@ -21,7 +21,9 @@ use Time::HiRes qw(sleep time);
 SSEBrowser::require_or_skip();
 binmode(Test::More->builder->$_, ':encoding(UTF-8)') for qw(output failure_output todo_output);
 
-my $retry_ms = 2000;
+# The three publishes of the restart subtest (one through an sse-publish process) must all be
+# done while the browser waits out this retry: 5 s leaves a loaded machine room (it was 2 s).
+my $retry_ms = 5000;
 my $mods = SSETest::apxs_q('LIBEXECDIR');
 my $port2 = SSETest::free_port();
 
@@ -210,7 +212,7 @@ subtest 'a graceful restart: the browser comes back with Last-Event-ID and gets 
     my @first = grep { $_->{lei} eq '-' } @gets;
     is(scalar @first, 3, 'three first requests without Last-Event-ID, logged when they ended');
     is($_->{events}, $before, "a first stream sent $before events") for @first;
-    is($_->{end}, 'server-restart', 'it ended at the restart') for grep { $srv->mpm eq 'event' } @first;
+    is($_->{end}, 'server-restart', 'it ended at the restart') for @first;
 };
 
 subtest 'cross-origin: the documented configuration, credentials, a long Last-Event-ID' => sub {
@@ -236,10 +238,13 @@ subtest 'cross-origin: the documented configuration, credentials, a long Last-Ev
     my ($host) = grep { $by{host}->($_) } @gets;
     note("another site: the SameSite=None; Secure cookie was "
          . ($host->{cookie} eq 'cross-site' ? 'sent' : 'not sent (Chromium blocks third-party cookies)'));
+    # Whether Chromium preflights an EventSource reconnect is its own business (an assertion
+    # over "any preflight" passed with none): the fetch() subtest below makes one for certain
+    # and checks its answer.
     my @options = grep { $_->{method} eq 'OPTIONS' } requests();
     note('Chromium sent ' . scalar(@options) . ' preflight(s) for EventSource reconnects with a '
-         . length(encode_utf8($long_id)) . '-byte Last-Event-ID');
-    is(scalar(grep { $_->{status} != 200 } @options), 0, 'any preflight was answered 200');
+         . length(encode_utf8($long_id)) . '-byte Last-Event-ID, answered '
+         . join(' ', map { $_->{status} } @options));
 
     my $plain = log_of('plain');
     is($b->eval("state('plain')"), 2, 'no CORS headers: the EventSource is CLOSED');
@@ -281,7 +286,7 @@ subtest 'a fetch()-based client sends Last-Event-ID as a header: preflighted, an
 
 subtest '204, 404, 503 on reconnect: the browser stops for good' => sub {
     for my $name (@ends) {
-        wait_ok("state('$name') == 2", 15, "$name: CLOSED");
+        wait_ok("state('$name') == 2", 30, "$name: CLOSED");
         is_deeply([map { [$_->{kind}, $_->{readyState}] } @{log_of($name)}],
                   [['open', 1], ['error', 0], ['error', 2]],
                   "$name: open, the restart (error, CONNECTING), the refusal (error, CLOSED)");

@@ -73,7 +73,10 @@ subtest 'DELETE closes a channel' => sub {
         ok($close, "subscriber $i: got sse-close");
         is_deeply(SSETest::json_decode($close->{data})->{channels}, ['doomed'], "subscriber $i: names the channel");
     }
-    ok(!$bystander->closed, 'another channel is untouched');
+    # The bystander is read (closed is known only from reading): it still gets its channel.
+    $srv->publish('/publish/other', 'still open');
+    my ($still) = $bystander->events(1, 30);
+    ok($still && $still->{data} eq 'still open' && !$bystander->closed, 'another channel is untouched');
     $res = $srv->request(GET => '/events/doomed', headers => {'Last-Event-ID' => $first}, timeout => 3);
     is($res->{status}, 204, 'a reconnect is answered 204 (EventSource stops)');
     ok($srv->wait_for(sub { get_json('/publish/doomed')->{json}{subscribers} == 0 }, 5), 'counted out');

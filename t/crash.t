@@ -11,7 +11,7 @@ my $srv = SSETest::Server->start(global => "SSEBusSize 8M\nSSEHistory 100000 0\n
                                            . "SSEPublishSocket pub.sock\n");
 $srv->expect_log(qr/AH00052: child pid \d+ exit signal Killed \(9\)/,
                  qr/SSE0202: a process died while publishing/,
-                 qr/SSE0402: the publish socket daemon \(pid \d+\) died; starting a new one/);
+                 qr/SSE0402: the publish socket daemon \(pid \d+\) died \(exit code or signal 9\); starting a new one/);
 $srv->expect_burst_notices;
 
 my @watchers = map { $srv->subscribe('/events/storm') } 1 .. 4;

@@ -148,7 +148,18 @@ apr_status_t open_listening_socket(apr_pool_t *pconf, server_rec *s,
     if (apr_status_t rv = check_socket_dir(pconf, s, path))
         return rv;
     KeptSocket kept = kept_socket(s);
-    if (kept.fd >= 0 && kept.path == path) {
+    bool reuse = kept.fd >= 0 && kept.path == path;
+    struct stat at_path;
+    if (reuse && lstat(path, &at_path) < 0 && errno == ENOENT) {
+        /* Removed while httpd ran: nobody can reach the kept socket any more, so a new one is
+         * made at the same path (what a stop and start would do). */
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                     "SSE0403: SSEPublishSocket %s was removed while httpd ran; making it anew",
+                     path);
+        retire_publish_socket(s);
+        reuse = false;
+    }
+    if (reuse) {
         *fd_out = kept.fd;
     } else {
         struct stat st;
@@ -189,8 +200,12 @@ apr_status_t open_listening_socket(apr_pool_t *pconf, server_rec *s,
     *at_exit = {*fd_out, apr_pstrdup(pconf, path), getpid()};
     apr_pool_cleanup_register(pconf, at_exit, close_socket_at_exit, apr_pool_cleanup_null);
 
-    /* Mode and owner follow the configuration at every (re)start. */
-    return set_socket_mode_owner(s, path, conf);
+    /* Mode and owner follow the configuration at every (re)start. At a restart, a path that is
+     * no longer the kept socket (replaced, e.g. by a link) is logged and left alone, and the
+     * server goes on with the kept socket: refusing would stop every process of a running
+     * server. At the first start it is refused. */
+    apr_status_t rv = set_socket_mode_owner(s, path, conf);
+    return reuse ? APR_SUCCESS : rv;
 }
 
 /* One daemon of one generation, allocated in that generation's pconf. */

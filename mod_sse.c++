@@ -557,6 +557,7 @@ void child_stopping(apr_pool_t *, int)
         if (state) {
             ModuleState::LastWords &lw = state->last_words;
             if (lw.armed) {
+                std::atomic_signal_fence(std::memory_order_acquire);
                 lw.armed = 0;
                 ssize_t ignored = write(lw.fd, lw.bytes.data(), lw.bytes.size());
                 (void)ignored; /* best effort: a client that does not read goes without */
@@ -650,9 +651,22 @@ int pre_translate_name(request_rec *r)
  * that never exists. Runs after mod_rewrite, mod_alias and mod_proxy (a location they
  * translate keeps its usual mapping). SetHandler in a <Directory> or .htaccess is not seen
  * here: such locations are mapped as before. */
+/* The URI httpd walked the location sections for, noted before any translate_name hook runs
+ * (mod_rewrite's [PT] changes r->uri and leaves the walk of the old one in r->per_dir_config). */
+constexpr char kWalkedUriNote[] = "sse-walked-uri";
+
+int note_walked_uri(request_rec *r)
+{
+    apr_table_setn(r->notes, kWalkedUriNote, r->uri);
+    return DECLINED;
+}
+
 int translate_name(request_rec *r)
 {
-    if (!sse_location(r))
+    /* A URI rewritten on its way here ([PT]) is no longer the one whose location sections
+     * said "mod_sse": it keeps its usual mapping (httpd walks its own sections later). */
+    const char *walked = apr_table_get(r->notes, kWalkedUriNote);
+    if (!walked || !r->uri || strcmp(walked, r->uri) != 0 || !sse_location(r))
         return DECLINED;
     r->filename = apr_pstrcat(r->pool, "sse:", r->uri, nullptr);
     ap_set_module_config(r->request_config, &sse_module, const_cast<char *>(kSseLocation));
@@ -705,6 +719,7 @@ void register_hooks(apr_pool_t *)
     ap_hook_child_init(child_init, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_suspend_connection(suspend_connection, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_pre_translate_name(pre_translate_name, nullptr, nullptr, APR_HOOK_MIDDLE);
+    ap_hook_translate_name(note_walked_uri, nullptr, nullptr, APR_HOOK_REALLY_FIRST);
     ap_hook_translate_name(translate_name, nullptr, nullptr, APR_HOOK_LAST);
     ap_hook_map_to_storage(map_to_storage, nullptr, nullptr, APR_HOOK_FIRST);
     ap_hook_handler(handler, nullptr, nullptr, APR_HOOK_MIDDLE);

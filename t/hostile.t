@@ -111,6 +111,30 @@ subtest '<Location> rules apply to mod_sse locations, <Directory> rules do not' 
     is($srv->request(GET => '/index.html')->{status}, 403, 'the <Directory> denies files');
 };
 
+subtest 'a URI rewritten out of a mod_sse location ([PT]) keeps its file mapping' => sub {
+    # mod_sse decides "no file system" from the location sections of the URI httpd walked; a
+    # server-level RewriteRule with [PT] sends the request elsewhere before that decision.
+    my $mods = SSETest::apxs_q('LIBEXECDIR');
+    my $other = SSETest::Server->start(conf => <<"EOF");
+LoadModule rewrite_module $mods/mod_rewrite.so
+RewriteEngine On
+RewriteRule ^/events/legacy/(.*)\$ /static/\$1 [PT]
+EOF
+    my $dir = $other->dir . '/htdocs/static';
+    mkdir $dir or die "$dir: $!";
+    open my $fh, '>', "$dir/page.txt" or die;
+    print $fh "a file\n";
+    close $fh;
+    chmod 0755, $dir;
+    chmod 0644, "$dir/page.txt";
+    my $direct = $other->request(GET => '/static/page.txt');
+    is($direct->{status}, 200, 'the file is served at its own path');
+    my $res = $other->request(GET => '/events/legacy/page.txt');
+    is($res->{status}, 200, 'and through the rewrite out of /events');
+    is($res->{body}, "a file\n", 'with its content');
+    $other->stop;
+};
+
 subtest 'NUL and invalid UTF-8 in channel names and ids' => sub {
     for my $path ('/events/a%00b', '/events/a%ffb', '/events/news,a%c0%afb',
                   '/events?channel=a%00b', '/events?channel=a%ffb') {

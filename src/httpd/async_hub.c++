@@ -884,6 +884,10 @@ private:
         } catch (const std::exception &e) {
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, s_, "SSE0502: ending a held stream: %s",
                          e.what());
+        } catch (...) {
+            /* Anything else too: escaping, it would restart the ender and lose the slot. */
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, s_,
+                         "SSE0502: ending a held stream: an unknown exception");
         }
     }
 

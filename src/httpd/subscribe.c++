@@ -40,6 +40,11 @@ class Stream {
 public:
     explicit Stream(request_rec *r)
         : r_(r), bb_(apr_brigade_create(r->pool, r->connection->bucket_alloc)) {}
+    /* However the stream ends (an exception included), its last words go with it: the fd may
+     * belong to the next connection by the time a stop comes. */
+    ~Stream() { forget_last_words(); }
+    Stream(const Stream &) = delete;
+    Stream &operator=(const Stream &) = delete;
 
     /* Writes and flushes `bytes`; false when the client is gone. Last words set with
      * keep_last_words() are disarmed while a write is under way (a retry written in the
@@ -59,8 +64,10 @@ public:
         apr_brigade_cleanup(bb_);
         sent_bytes_ += bytes.size();
         const bool ok = rv == APR_SUCCESS && !c->aborted;
-        if (last_words_ && ok && !c->data_in_output_filters)
+        if (last_words_ && ok && !c->data_in_output_filters) {
+            std::atomic_signal_fence(std::memory_order_release);
             last_words_->armed = 1;
+        }
         return ok;
     }
 
@@ -83,6 +90,8 @@ public:
         lw->bytes.clear();
         encode_retry(retry_ms, lw->bytes);
         last_words_ = lw;
+        /* fd and bytes are complete before child_stopping (a signal handler) can see armed. */
+        std::atomic_signal_fence(std::memory_order_release);
         lw->armed = 1;
     }
 

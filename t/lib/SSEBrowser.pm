@@ -63,7 +63,7 @@ sub start {
     my $self = bless {pid => $pid, in => $in, out => $out, buf => '', seq => 0,
                       log => $log}, $class;
     my $ready = $self->read_line($o{timeout} // 90)
-        or do { $self->terminate; die "chromium did not start (see $log)\n" };
+        or do { $self->terminate; $self->{stopped} = 1; die "chromium did not start (see $log)\n" };
     my $msg = JSON::PP->new->utf8->decode($ready);
     die "chromium did not start: $ready\n" unless $msg->{ready};
     $self->{version} = $msg->{version};
@@ -94,6 +94,9 @@ sub call {
     my ($self, $cmd, %args) = @_;
     my $id = ++$self->{seq};
     my $wait = delete $args{reply_within} // 60;
+    # A driver that died must fail the call, not kill the test with SIGPIPE (which would skip
+    # the harness's clean-up and leave its httpd running).
+    local $SIG{PIPE} = 'IGNORE';
     print {$self->{in}} JSON::PP->new->utf8->canonical->encode({id => $id, cmd => $cmd, %args}), "\n";
     my $line = $self->read_line($wait);
     die "browser: no answer to $cmd within ${wait}s\n" unless defined $line;

@@ -207,7 +207,7 @@ subtest 'SSE0401: the publish socket path is taken by something else' => sub {
     open my $fh, '>', $file or die;
     print $fh "not a socket\n";
     close $fh;
-    my $out = `@{[SSETest::Server::httpd()]} -f @{[$bad->dir]}/httpd.conf -k start 2>&1`;
+    my $out = `@{[$bad->httpd_command('-k start')]} 2>&1`;
     my $rc = $? >> 8;
     my $pid = $bad->wait_for(sub { -s $bad->dir . '/httpd.pid' }, 3) && $bad->read_pid;
     ok($rc != 0 || !$pid || !kill(0, $pid), "httpd does not start (exit $rc)");

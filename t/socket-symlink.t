@@ -72,7 +72,7 @@ subtest 'a socket directory owned by another user is refused' => sub {
     make_path("$dir/theirs");
     my $nobody = getpwnam('nobody');
     chown $nobody, -1, "$dir/theirs";
-    my $out = `@{[SSETest::Server::httpd()]} -f $dir/httpd.conf -k start 2>&1`;
+    my $out = `@{[$srv->httpd_command('-k start')]} 2>&1`;
     # apache2 -k start has detached before post_config fails: the outcome is in the log.
     $srv->wait_for(sub { $srv->log_text =~ /Configuration Failed|resuming normal operations/ }, 20);
     like($srv->log_text, qr/AH000(?:16|20): Configuration Failed/, 'httpd does not start');

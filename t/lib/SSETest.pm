@@ -159,8 +159,7 @@ sub start {
 sub configtest {
     my ($class, %o) = @_;
     my $self = $class->start(%o, no_start => 1);
-    my $env = SSETest::sanitizer_env("$self->{dir}/sanitizer");
-    my $out = `$env @{[httpd()]} -t -f $self->{dir}/httpd.conf 2>&1`;
+    my $out = `@{[$self->httpd_command('-t')]} 2>&1`;
     my $rc = $? >> 8;
     $self->{stopped} = 1;
     my @reports = SSETest::sanitizer_reports("$self->{dir}/sanitizer");
@@ -288,12 +287,19 @@ EOF
 
 sub httpd { $ENV{SSE_TEST_HTTPD} // '/usr/sbin/apache2' }
 
+# The shell command that runs this server's httpd with `args` (e.g. '-k start'): with the
+# sanitizer runtimes preloaded under `make test-asan`. For tests that start httpd themselves.
+sub httpd_command {
+    my ($self, $args) = @_;
+    return SSETest::sanitizer_env("$self->{dir}/sanitizer")
+         . " @{[httpd()]} -f $self->{dir}/httpd.conf $args";
+}
+
 sub launch {
     my ($self) = @_;
     # Core files (if a child crashes) land in the run directory, which is kept on failure.
     # As many open files as allowed: every held stream is a file descriptor.
-    my $env = SSETest::sanitizer_env("$self->{dir}/sanitizer");
-    my $out = `ulimit -c unlimited 2>/dev/null; ulimit -n \$(ulimit -Hn) 2>/dev/null; $env @{[httpd()]} -f $self->{dir}/httpd.conf -k start 2>&1`;
+    my $out = `ulimit -c unlimited 2>/dev/null; ulimit -n \$(ulimit -Hn) 2>/dev/null; @{[$self->httpd_command('-k start')]} 2>&1`;
     # A failed start may still have left a server running (e.g. `-k start` exiting non-zero
     # after it forked the daemon): stopped by its pid file's pid before bailing out.
     my $bail = sub {

@@ -109,8 +109,10 @@ $_->close for @watchers, $replay;
 # lock: sse-status counts it, the log says SSE0202, and nothing accepted is lost.
 subtest 'a publisher killed while it holds the bus lock' => sub {
     ok(-x '/usr/bin/gdb', 'gdb is installed') or return diag('apt-get install gdb');
-    my $daemon = $srv->socket_daemon;
-    ok($daemon, 'the publish socket daemon runs') or return;
+    # The storm may have killed the daemon last: wait for httpd's new one.
+    my $daemon;
+    ok($srv->wait_for(sub { $daemon = $srv->socket_daemon }, 30),
+       'the publish socket daemon runs') or return;
     my $status = sub { SSETest::json_decode($srv->request(GET => '/sse-status')->{body}) // {} };
     my $before = $status->()->{bus_lock_recoveries};
     my $gdb_out = $srv->dir . '/gdb.out';

@@ -541,10 +541,16 @@ sub run_publish {
 }
 
 # The pid of the publish socket daemon (named sse-publishd), if running.
+# The pid of the running publish socket daemon; undef when there is none, or only one that died
+# and httpd has not reaped yet (a zombie: httpd looks once a second, then starts a new one).
 sub socket_daemon {
     my ($self) = @_;
-    my ($pid) = `pgrep -P $self->{pid} -x sse-publishd` =~ /(\d+)/;
-    return $pid;
+    for my $pid (`pgrep -P $self->{pid} -x sse-publishd` =~ /(\d+)/g) {
+        open my $fh, '<', "/proc/$pid/stat" or next;
+        my $stat = <$fh> // '';
+        return $pid if $stat !~ /^\d+ \(.*\) Z /;
+    }
+    return undef;
 }
 
 # A client that leaves as soon as its stream started: sends a stream request for `path`, reads

@@ -64,6 +64,11 @@ void FrameParser::line(std::string_view text, std::vector<Frame> &out)
     if (field == "last-event-id") {
         current_.subscribe = true;
         current_.last_event_id.assign(value);
+        /* No published id holds CR (a bare CR does not end a line here), NUL or bad UTF-8,
+         * or is over the id limit: such an id is refused, as on HTTP (found by the fuzzer). */
+        std::string why = validate_event_id(current_.last_event_id);
+        if (!why.empty() && current_.error.empty())
+            current_.error = "last-event-id: " + why;
         return;
     }
     publish_fields_ = true;

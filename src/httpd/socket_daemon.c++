@@ -429,8 +429,6 @@ private:
         std::string error = f.error;
         if (error.empty())
             error = validate_channel_list(f.subscribe_channels);
-        if (error.empty() && f.last_event_id.size() > kMaxEventIdBytes)
-            error = "last-event-id is longer than " + std::to_string(kMaxEventIdBytes) + " bytes";
         std::optional<OpenedStream> opened;
         if (error.empty()) {
             /* The bus position before the registry view (see sse/stream_open.h): a DELETE

@@ -231,9 +231,11 @@ test-asan: $(BUILD)/sse-load
 	    echo "test-asan: sanitizer reports in $(ASAN_LOGS)"; exit 1; }
 
 # The integration suite TEST_STRESS_RUNS times in a row, both MPMs each time, with two CPU-bound
-# processes beside it (t/under-load): the tests must not depend on speed or load.
+# processes beside it (t/under-load): the tests must not depend on speed or load. Like `make
+# test`, it installs what is missing first (the tests' npm packages included).
 TEST_STRESS_RUNS ?= 5
-test-stress: all $(BUILD)/sse-load
+test-stress: deps
+	$(MAKE) all $(BUILD)/sse-load
 	t/under-load $(TEST_STRESS_RUNS) integration
 
 run: deps

@@ -87,6 +87,8 @@ void *merge_dir_config(apr_pool_t *p, void *base_v, void *add_v)
                 base->client_id_expr_set, add->client_id_expr, add->client_id_expr_set);
     merge_field(c->duplicate_policy, c->duplicate_policy_set, base->duplicate_policy,
                 base->duplicate_policy_set, add->duplicate_policy, add->duplicate_policy_set);
+    merge_field(c->presence_subscribe, c->presence_subscribe_set, base->presence_subscribe,
+                base->presence_subscribe_set, add->presence_subscribe, add->presence_subscribe_set);
     return c;
 }
 
@@ -213,6 +215,14 @@ const char *cmd_duplicate_client(cmd_parms *cmd, void *dv, const char *arg)
         return apr_psprintf(cmd->pool,
                             "SSEDuplicateClient: \"%s\" must be allow, reject or replace", arg);
     d->duplicate_policy_set = 1;
+    return nullptr;
+}
+
+const char *cmd_presence_subscribe(cmd_parms *, void *dv, int on)
+{
+    auto *d = static_cast<DirConfig *>(dv);
+    d->presence_subscribe = on;
+    d->presence_subscribe_set = 1;
     return nullptr;
 }
 
@@ -349,6 +359,9 @@ const command_rec directives[] = {
                   "(default allow)"),
     AP_INIT_TAKE1("SSEPresenceChannel", as_cmd_func<cmd_presence_channel>(), nullptr, RSRC_CONF,
                   "<channel>: where connect, disconnect and reconnect events are published"),
+    AP_INIT_FLAG("SSEPresenceSubscribe", as_cmd_func<cmd_presence_subscribe>(), nullptr,
+                 RSRC_CONF | ACCESS_CONF,
+                 "On|Off: whether a subscribe here may name the presence channel (default Off)"),
     AP_INIT_TAKE1("SSEMaxSubscribers", as_cmd_func<cmd_registry_limit>(),
                   reinterpret_cast<void *>(1), RSRC_CONF,
                   "<n>: open streams the server holds at most, all processes together "
@@ -464,6 +477,23 @@ apr_status_t open_registry(server_rec *s, const ServerConfig *conf, Registry *ou
     return APR_SUCCESS;
 }
 
+/* The presence budget's state, shared by this generation's children (a new generation starts
+ * a full budget). */
+apr_status_t open_presence_budget(apr_pool_t *pconf, server_rec *s, ModuleState *state)
+{
+    apr_shm_t *shm = nullptr;
+    apr_status_t rv = apr_shm_create(&shm, sizeof(PresenceShared), nullptr, pconf);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s,
+                     "SSE0157: cannot create shared memory for the presence budget");
+        return rv;
+    }
+    auto *shared = new (apr_shm_baseaddr_get(shm)) PresenceShared();
+    state->presence_budget =
+        PresenceBudget::for_bus(shared, static_cast<std::size_t>(state->bus.stats().ring_size));
+    return APR_SUCCESS;
+}
+
 apr_status_t destroy_state(void *data)
 {
     static_cast<ModuleState *>(data)->~ModuleState();
@@ -485,8 +515,11 @@ int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *s)
         if (open_bus(s, pconf, conf, &state->bus) != APR_SUCCESS ||
             open_registry(s, conf, &state->registry) != APR_SUCCESS)
             return HTTP_INTERNAL_SERVER_ERROR;
-        if (conf->presence_channel)
+        if (conf->presence_channel) {
             state->presence_channel = conf->presence_channel;
+            if (open_presence_budget(pconf, s, state) != APR_SUCCESS)
+                return HTTP_INTERNAL_SERVER_ERROR;
+        }
         for (server_rec *vs = s; vs; vs = vs->next)
             server_config(vs)->state = state;
         if (conf->publish_socket.path) {

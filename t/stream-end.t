@@ -12,8 +12,11 @@ use SSETest;
 use Test::More;
 use Time::HiRes qw(sleep time);
 
-my $srv = SSETest::Server->start(global => "SSEPresenceChannel presence\nSSEClientId \"%{query_param:client}\"\n",
+my $srv = SSETest::Server->start(global => "SSEPresenceChannel presence\nSSEClientId \"%{query_param:client}\" unauthenticated\n",
                                  conf => <<'EOF');
+<Location /events/presence>
+    SSEPresenceSubscribe on
+</Location>
 <Location /replace>
     SetHandler sse-subscribe
     SSEDuplicateClient replace

@@ -190,14 +190,78 @@ const char *cmd_max_message_size(cmd_parms *cmd, void *dv, const char *arg)
     return nullptr;
 }
 
-const char *cmd_client_id(cmd_parms *cmd, void *dv, const char *arg)
+/* What an SSEClientId expression reads that the client itself chooses: request headers,
+ * the query string and the URI (cookies are headers). Such an id is a claim, not an identity:
+ * anyone could send another client's id. */
+bool client_chosen(const ap_expr_lookup_parms *p)
+{
+    static const char *const vars[] = {"REQUEST_URI", "QUERY_STRING", "THE_REQUEST", "PATH_INFO",
+                                       "DOCUMENT_URI", "REQUEST_FILENAME", "SCRIPT_FILENAME",
+                                       "CONTENT_TYPE", "REMOTE_IDENT", "REMOTE_HOST"};
+    static const char *const funcs[] = {"req", "http", "req_novary", "query_param", "cookie"};
+    if (p->type == AP_EXPR_FUNC_VAR) {
+        if (strncasecmp(p->name, "HTTP_", 5) == 0) /* HTTP_COOKIE, HTTP_USER_AGENT, ... */
+            return true;
+        for (const char *v : vars)
+            if (strcasecmp(p->name, v) == 0)
+                return true;
+    } else if (p->type == AP_EXPR_FUNC_STRING || p->type == AP_EXPR_FUNC_LIST) {
+        for (const char *f : funcs)
+            if (strcasecmp(p->name, f) == 0)
+                return true;
+    }
+    return false;
+}
+
+/* Where client_id_lookup notes what it found: ap_expr gives a lookup function no context of
+ * its own, but parses a directive's expression with ptemp = cmd->temp_pool. */
+constexpr char kClientChosenKey[] = "mod_sse:client-chosen";
+
+int client_id_lookup(ap_expr_lookup_parms *parms)
+{
+    if (client_chosen(parms)) {
+        void *seen = nullptr;
+        apr_pool_userdata_get(&seen, kClientChosenKey, parms->ptemp);
+        const char *what = parms->type == AP_EXPR_FUNC_VAR
+                               ? apr_psprintf(parms->ptemp, "%%{%s}", parms->name)
+                               : apr_psprintf(parms->ptemp, "%%{%s:%s}", parms->name,
+                                              parms->arg ? parms->arg : "...");
+        if (seen)
+            what = apr_pstrcat(parms->ptemp, static_cast<const char *>(seen), ", ", what, nullptr);
+        apr_pool_userdata_setn(what, kClientChosenKey, nullptr, parms->ptemp);
+    }
+    return ap_expr_lookup_default(parms);
+}
+
+/* SSEClientId <expr> [unauthenticated]: an id the client chooses is refused unless the admin
+ * says it is meant (a header a trusted proxy sets after authenticating the client). */
+const char *cmd_client_id(cmd_parms *cmd, void *dv, const char *arg, const char *opt_in)
 {
     auto *d = static_cast<DirConfig *>(dv);
+    if (opt_in && strcasecmp(opt_in, "unauthenticated") != 0)
+        return apr_psprintf(cmd->pool,
+                            "SSEClientId: \"%s\" after the expression must be the word "
+                            "unauthenticated",
+                            opt_in);
+    apr_pool_userdata_setn(nullptr, kClientChosenKey, nullptr, cmd->temp_pool);
     const char *err = nullptr;
-    d->client_id_expr = ap_expr_parse_cmd(cmd, arg, AP_EXPR_FLAG_STRING_RESULT, &err, nullptr);
+    d->client_id_expr = ap_expr_parse_cmd(cmd, arg, AP_EXPR_FLAG_STRING_RESULT, &err,
+                                          client_id_lookup);
     if (err)
         return apr_psprintf(cmd->pool, "SSEClientId: cannot parse expression \"%s\": %s", arg,
                             err);
+    void *chosen = nullptr;
+    apr_pool_userdata_get(&chosen, kClientChosenKey, cmd->temp_pool);
+    if (chosen && !opt_in)
+        return apr_psprintf(
+            cmd->pool,
+            "SSEClientId: \"%s\" reads %s, which the client chooses: anyone could claim "
+            "another client's id, receive the events published for it (only=) and replace its "
+            "stream (SSEDuplicateClient replace). Use an authenticated identity, "
+            "%%{REMOTE_USER} (set by httpd's authentication or a verified token); for a header "
+            "that a trusted proxy sets after authenticating the client, write "
+            "SSEClientId \"%s\" unauthenticated",
+            arg, static_cast<const char *>(chosen), arg);
     d->client_id_expr_set = 1;
     return nullptr;
 }
@@ -350,9 +414,10 @@ const command_rec directives[] = {
                     "httpd's Group)"),
     AP_INIT_TAKE1("SSEPublishSocketClients", as_cmd_func<cmd_publish_socket_clients>(), nullptr,
                   RSRC_CONF, "<n>: most concurrent clients on the publish socket (default 64)"),
-    AP_INIT_TAKE1("SSEClientId", as_cmd_func<cmd_client_id>(), nullptr, RSRC_CONF | ACCESS_CONF,
-                  "<expr>: an ap_expr string giving each subscriber's client id (empty: "
-                  "anonymous), e.g. %{REMOTE_USER}"),
+    AP_INIT_TAKE12("SSEClientId", as_cmd_func<cmd_client_id>(), nullptr, RSRC_CONF | ACCESS_CONF,
+                   "<expr> [unauthenticated]: an ap_expr string giving each subscriber's client "
+                   "id (empty: anonymous), e.g. %{REMOTE_USER}; `unauthenticated` allows one "
+                   "the client chooses (a header, the query)"),
     AP_INIT_TAKE1("SSEDuplicateClient", as_cmd_func<cmd_duplicate_client>(), nullptr,
                   RSRC_CONF | ACCESS_CONF,
                   "allow|reject|replace: a second stream with a client id already connected "

@@ -13,14 +13,15 @@ my $srv = SSETest::Server->start(global => "SSEPresenceChannel presence\n", conf
     SetHandler sse-subscribe
     SSEClientId %{req:X-Client-Id} unauthenticated
 </Location>
-<Location /events/presence>
+<Location /watch>
+    SetHandler sse-subscribe
     SSEPresenceSubscribe on
 </Location>
 EOF
 $srv->expect_log(qr/AH00052: child pid \d+ exit signal Killed \(9\)/);
 $srv->expect_burst_notices;
 
-my $watch = $srv->subscribe('/events/presence');
+my $watch = $srv->subscribe('/watch/presence');
 ok($watch->read_until(sub { scalar $watch->comments }, 5), 'watching the presence channel');
 
 # The next presence event of `type` for `client`, decoded.
@@ -107,7 +108,7 @@ subtest 'a killed process: its streams are announced gone' => sub {
     while (time < $end && keys %gone < 6) {
         if ($watch->closed) {
             my $last = (grep { $_->{id} ne '' } $watch->all_events)[-1];
-            $watch = $srv->subscribe('/events/presence', headers => $last ? {'Last-Event-ID' => $last->{id}} : {});
+            $watch = $srv->subscribe('/watch/presence', headers => $last ? {'Last-Event-ID' => $last->{id}} : {});
         }
         $watch->pump(0.5);
         for my $e ($watch->all_events) {

@@ -107,6 +107,8 @@ subtest "a connect/disconnect storm does not evict another channel's history" =>
     ok(defined status()->{presence_skipped}, "sse-status counts skipped presence records");
     is($written + $skipped, 2 * $n, "records written ($written) and skipped ($skipped) add up to "
                                     . 2 * $n . ' announcements');
+    ok(!$skipped || $srv->log_text =~ /SSE0156: presence records over their budget \(\d+ a minute/,
+       'skipping is logged (SSE0156, notice), with the budget');
     my $all = $srv->subscribe('/events/keep?lastEventId=0');
     # "0" is no id of this bus: an sse-missed notice, then every retained event of the channel.
     my @got = grep { $_->{event} eq 'message' } $all->events(13, 30);

@@ -44,7 +44,7 @@ struct ModuleState {
     Registry registry;            /* subscribers and channels of every process */
     std::string presence_channel; /* SSEPresenceChannel; empty: no presence events */
     PresenceBudget presence_budget; /* presence records the bus takes (shared by all children) */
-    std::atomic<bool> presence_skipping{false}; /* this process skipped the last one (SSE0156) */
+    std::atomic<std::int64_t> presence_notice_us{0}; /* when this process last logged SSE0156 */
     AsyncHub *hub = nullptr;      /* this child's hub of suspended streams (event MPM) */
     HistoryLimits history;
     int publish_socket_fd = -1;   /* the parent's listening socket; children close it */

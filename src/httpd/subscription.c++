@@ -21,8 +21,11 @@ bool only_presence(const ModuleState *state, const std::vector<std::string> &cha
     return true;
 }
 
+/* SSE0156 at most this often per process: a storm of skips is one line a minute. */
+constexpr std::int64_t kPresenceNoticeEveryUs = 60'000'000;
+
 /* Publishes one presence record, within the bus's presence budget (sse/presence.h): over
- * it, the record is skipped and counted, and this process says so once per run of skips.
+ * it, the record is skipped and counted (and logged, SSE0156).
  * A failure is logged, never thrown: presence must not cost a subscriber its stream. */
 void announce(ModuleState *state, const char *type, const SubscriberInfo &who,
               const char *reason)
@@ -32,15 +35,17 @@ void announce(ModuleState *state, const char *type, const SubscriberInfo &who,
     PresenceFacts facts;
     const std::int64_t now = now_us();
     if (!state->presence_budget.take(now, &facts.skipped)) {
-        if (!state->presence_skipping.exchange(true))
+        std::int64_t last = state->presence_notice_us.load();
+        if (now - last >= kPresenceNoticeEveryUs &&
+            state->presence_notice_us.compare_exchange_strong(last, now))
             ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, nullptr,
-                         "SSE0156: presence records over the budget (%" APR_UINT64_T_FMT
-                         " a minute, 1/8 of SSEBusSize) are skipped; the next one written "
-                         "says how many (\"skipped\"), sse-status counts them",
-                         apr_uint64_t(state->presence_budget.per_minute()));
+                         "SSE0156: presence records over their budget (%" APR_UINT64_T_FMT
+                         " a minute: 1/8 of SSEBusSize) are skipped, %" APR_UINT64_T_FMT
+                         " so far; the next one written says how many (\"skipped\")",
+                         apr_uint64_t(state->presence_budget.per_minute()),
+                         apr_uint64_t(state->presence_budget.skipped()));
         return;
     }
-    state->presence_skipping.store(false);
     facts.client_id = who.client_id;
     facts.channels = who.channels;
     facts.remote = who.remote;

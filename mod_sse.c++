@@ -87,6 +87,8 @@ void *merge_dir_config(apr_pool_t *p, void *base_v, void *add_v)
                 base->client_id_expr_set, add->client_id_expr, add->client_id_expr_set);
     merge_field(c->duplicate_policy, c->duplicate_policy_set, base->duplicate_policy,
                 base->duplicate_policy_set, add->duplicate_policy, add->duplicate_policy_set);
+    merge_field(c->presence_subscribe, c->presence_subscribe_set, base->presence_subscribe,
+                base->presence_subscribe_set, add->presence_subscribe, add->presence_subscribe_set);
     return c;
 }
 
@@ -188,14 +190,78 @@ const char *cmd_max_message_size(cmd_parms *cmd, void *dv, const char *arg)
     return nullptr;
 }
 
-const char *cmd_client_id(cmd_parms *cmd, void *dv, const char *arg)
+/* What an SSEClientId expression reads that the client itself chooses: request headers,
+ * the query string and the URI (cookies are headers). Such an id is a claim, not an identity:
+ * anyone could send another client's id. */
+bool client_chosen(const ap_expr_lookup_parms *p)
+{
+    static const char *const vars[] = {"REQUEST_URI", "QUERY_STRING", "THE_REQUEST", "PATH_INFO",
+                                       "DOCUMENT_URI", "REQUEST_FILENAME", "SCRIPT_FILENAME",
+                                       "CONTENT_TYPE", "REMOTE_IDENT", "REMOTE_HOST"};
+    static const char *const funcs[] = {"req", "http", "req_novary", "query_param", "cookie"};
+    if (p->type == AP_EXPR_FUNC_VAR) {
+        if (strncasecmp(p->name, "HTTP_", 5) == 0) /* HTTP_COOKIE, HTTP_USER_AGENT, ... */
+            return true;
+        for (const char *v : vars)
+            if (strcasecmp(p->name, v) == 0)
+                return true;
+    } else if (p->type == AP_EXPR_FUNC_STRING || p->type == AP_EXPR_FUNC_LIST) {
+        for (const char *f : funcs)
+            if (strcasecmp(p->name, f) == 0)
+                return true;
+    }
+    return false;
+}
+
+/* Where client_id_lookup notes what it found: ap_expr gives a lookup function no context of
+ * its own, but parses a directive's expression with ptemp = cmd->temp_pool. */
+constexpr char kClientChosenKey[] = "mod_sse:client-chosen";
+
+int client_id_lookup(ap_expr_lookup_parms *parms)
+{
+    if (client_chosen(parms)) {
+        void *seen = nullptr;
+        apr_pool_userdata_get(&seen, kClientChosenKey, parms->ptemp);
+        const char *what = parms->type == AP_EXPR_FUNC_VAR
+                               ? apr_psprintf(parms->ptemp, "%%{%s}", parms->name)
+                               : apr_psprintf(parms->ptemp, "%%{%s:%s}", parms->name,
+                                              parms->arg ? parms->arg : "...");
+        if (seen)
+            what = apr_pstrcat(parms->ptemp, static_cast<const char *>(seen), ", ", what, nullptr);
+        apr_pool_userdata_setn(what, kClientChosenKey, nullptr, parms->ptemp);
+    }
+    return ap_expr_lookup_default(parms);
+}
+
+/* SSEClientId <expr> [unauthenticated]: an id the client chooses is refused unless the admin
+ * says it is meant (a header a trusted proxy sets after authenticating the client). */
+const char *cmd_client_id(cmd_parms *cmd, void *dv, const char *arg, const char *opt_in)
 {
     auto *d = static_cast<DirConfig *>(dv);
+    if (opt_in && strcasecmp(opt_in, "unauthenticated") != 0)
+        return apr_psprintf(cmd->pool,
+                            "SSEClientId: \"%s\" after the expression must be the word "
+                            "unauthenticated",
+                            opt_in);
+    apr_pool_userdata_setn(nullptr, kClientChosenKey, nullptr, cmd->temp_pool);
     const char *err = nullptr;
-    d->client_id_expr = ap_expr_parse_cmd(cmd, arg, AP_EXPR_FLAG_STRING_RESULT, &err, nullptr);
+    d->client_id_expr = ap_expr_parse_cmd(cmd, arg, AP_EXPR_FLAG_STRING_RESULT, &err,
+                                          client_id_lookup);
     if (err)
         return apr_psprintf(cmd->pool, "SSEClientId: cannot parse expression \"%s\": %s", arg,
                             err);
+    void *chosen = nullptr;
+    apr_pool_userdata_get(&chosen, kClientChosenKey, cmd->temp_pool);
+    if (chosen && !opt_in)
+        return apr_psprintf(
+            cmd->pool,
+            "SSEClientId: \"%s\" reads %s, which the client chooses: anyone could claim "
+            "another client's id, receive the events published for it (only=) and replace its "
+            "stream (SSEDuplicateClient replace). Use an authenticated identity, "
+            "%%{REMOTE_USER} (set by httpd's authentication or a verified token); for a header "
+            "that a trusted proxy sets after authenticating the client, write "
+            "SSEClientId \"%s\" unauthenticated",
+            arg, static_cast<const char *>(chosen), arg);
     d->client_id_expr_set = 1;
     return nullptr;
 }
@@ -213,6 +279,14 @@ const char *cmd_duplicate_client(cmd_parms *cmd, void *dv, const char *arg)
         return apr_psprintf(cmd->pool,
                             "SSEDuplicateClient: \"%s\" must be allow, reject or replace", arg);
     d->duplicate_policy_set = 1;
+    return nullptr;
+}
+
+const char *cmd_presence_subscribe(cmd_parms *, void *dv, int on)
+{
+    auto *d = static_cast<DirConfig *>(dv);
+    d->presence_subscribe = on;
+    d->presence_subscribe_set = 1;
     return nullptr;
 }
 
@@ -340,15 +414,19 @@ const command_rec directives[] = {
                     "httpd's Group)"),
     AP_INIT_TAKE1("SSEPublishSocketClients", as_cmd_func<cmd_publish_socket_clients>(), nullptr,
                   RSRC_CONF, "<n>: most concurrent clients on the publish socket (default 64)"),
-    AP_INIT_TAKE1("SSEClientId", as_cmd_func<cmd_client_id>(), nullptr, RSRC_CONF | ACCESS_CONF,
-                  "<expr>: an ap_expr string giving each subscriber's client id (empty: "
-                  "anonymous), e.g. %{REMOTE_USER}"),
+    AP_INIT_TAKE12("SSEClientId", as_cmd_func<cmd_client_id>(), nullptr, RSRC_CONF | ACCESS_CONF,
+                   "<expr> [unauthenticated]: an ap_expr string giving each subscriber's client "
+                   "id (empty: anonymous), e.g. %{REMOTE_USER}; `unauthenticated` allows one "
+                   "the client chooses (a header, the query)"),
     AP_INIT_TAKE1("SSEDuplicateClient", as_cmd_func<cmd_duplicate_client>(), nullptr,
                   RSRC_CONF | ACCESS_CONF,
                   "allow|reject|replace: a second stream with a client id already connected "
                   "(default allow)"),
     AP_INIT_TAKE1("SSEPresenceChannel", as_cmd_func<cmd_presence_channel>(), nullptr, RSRC_CONF,
                   "<channel>: where connect, disconnect and reconnect events are published"),
+    AP_INIT_FLAG("SSEPresenceSubscribe", as_cmd_func<cmd_presence_subscribe>(), nullptr,
+                 RSRC_CONF | ACCESS_CONF,
+                 "On|Off: whether a subscribe here may name the presence channel (default Off)"),
     AP_INIT_TAKE1("SSEMaxSubscribers", as_cmd_func<cmd_registry_limit>(),
                   reinterpret_cast<void *>(1), RSRC_CONF,
                   "<n>: open streams the server holds at most, all processes together "
@@ -464,6 +542,23 @@ apr_status_t open_registry(server_rec *s, const ServerConfig *conf, Registry *ou
     return APR_SUCCESS;
 }
 
+/* The presence budget's state, shared by this generation's children (a new generation starts
+ * a full budget). */
+apr_status_t open_presence_budget(apr_pool_t *pconf, server_rec *s, ModuleState *state)
+{
+    apr_shm_t *shm = nullptr;
+    apr_status_t rv = apr_shm_create(&shm, sizeof(PresenceShared), nullptr, pconf);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s,
+                     "SSE0157: cannot create shared memory for the presence budget");
+        return rv;
+    }
+    auto *shared = new (apr_shm_baseaddr_get(shm)) PresenceShared();
+    state->presence_budget =
+        PresenceBudget::for_bus(shared, static_cast<std::size_t>(state->bus.stats().ring_size));
+    return APR_SUCCESS;
+}
+
 apr_status_t destroy_state(void *data)
 {
     static_cast<ModuleState *>(data)->~ModuleState();
@@ -485,8 +580,11 @@ int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *s)
         if (open_bus(s, pconf, conf, &state->bus) != APR_SUCCESS ||
             open_registry(s, conf, &state->registry) != APR_SUCCESS)
             return HTTP_INTERNAL_SERVER_ERROR;
-        if (conf->presence_channel)
+        if (conf->presence_channel) {
             state->presence_channel = conf->presence_channel;
+            if (open_presence_budget(pconf, s, state) != APR_SUCCESS)
+                return HTTP_INTERNAL_SERVER_ERROR;
+        }
         for (server_rec *vs = s; vs; vs = vs->next)
             server_config(vs)->state = state;
         if (conf->publish_socket.path) {

@@ -48,7 +48,7 @@ for my $case (@bad) {
 
 my $good = join "\n", '<Location /x>', 'SetHandler sse-subscribe', 'SSEKeepalive 30',
     'SSERetry 0', 'SSEMaxMessageSize 64K', 'SSEAsync Off', 'SSEMaxPending 1M', 'SSEChannel "%{REMOTE_USER},public"',
-    'SSEClientId %{query_param:client}', 'SSEDuplicateClient replace', '</Location>';
+    'SSEClientId %{query_param:client} unauthenticated', 'SSEDuplicateClient replace', '</Location>';
 my ($rc, $out) = SSETest::Server->configtest(global => "SSEBusSize 1M\nSSEHistory 50 0\n"
                                              . "SSEPublishSocket p.sock 0600 root\n"
                                              . "SSEPublishSocketClients 10\n"

@@ -10,7 +10,7 @@ use Test::More;
 my $srv = SSETest::Server->start(global => "SSEMaxChannels 2\n", conf => <<'EOF');
 <Location /latest>
     SetHandler sse-subscribe
-    SSEClientId %{req:X-Client-Id}
+    SSEClientId %{req:X-Client-Id} unauthenticated
     SSEDuplicateClient replace
 </Location>
 EOF

@@ -18,7 +18,7 @@ my $srv = SSETest::Server->start(
     conf => <<'EOF');
 <Location /who>
     SetHandler sse-subscribe
-    SSEClientId %{req:X-Client-Id}
+    SSEClientId %{req:X-Client-Id} unauthenticated
 </Location>
 EOF
 $srv->expect_log(qr/SSE0412: publish socket refused a subscriber: channel name "bad name"/,

@@ -12,8 +12,12 @@ use SSETest;
 use Test::More;
 use Time::HiRes qw(sleep time);
 
-my $srv = SSETest::Server->start(global => "SSEPresenceChannel presence\nSSEClientId \"%{query_param:client}\"\n",
+my $srv = SSETest::Server->start(global => "SSEPresenceChannel presence\nSSEClientId \"%{query_param:client}\" unauthenticated\n",
                                  conf => <<'EOF');
+<Location /watch>
+    SetHandler sse-subscribe
+    SSEPresenceSubscribe on
+</Location>
 <Location /replace>
     SetHandler sse-subscribe
     SSEDuplicateClient replace
@@ -29,7 +33,7 @@ my $srv = SSETest::Server->start(global => "SSEPresenceChannel presence\nSSEClie
 EOF
 
 # Every presence event, in order, from one watcher (a stream of the presence channel alone).
-my $watch = $srv->subscribe('/events/presence');
+my $watch = $srv->subscribe('/watch/presence');
 is($watch->status, 200, 'presence watcher');
 my @presence;
 sub presence_of {
@@ -64,7 +68,7 @@ sub ended_as {
 }
 
 subtest 'a stream of the presence channel alone is not announced' => sub {
-    my $quiet = $srv->subscribe('/events/presence?client=quiet');
+    my $quiet = $srv->subscribe('/watch/presence?client=quiet');
     my $loud = $srv->subscribe('/events/room?client=loud');
     ok(presence_of('connect', 'loud'), 'a stream of another channel is announced');
     $quiet->close;
@@ -140,12 +144,12 @@ subtest 'server-restart: a graceful restart' => sub {
     $srv->graceful;
     ok($s->read_until(sub { 0 }, 20) || $s->closed, 'the stream ends');
     # The watcher ended too: it resumes, as a browser would.
-    $watch = $srv->subscribe('/events/presence', headers => {'Last-Event-ID' => $last});
+    $watch = $srv->subscribe('/watch/presence', headers => {'Last-Event-ID' => $last});
     ended_as('/events/sr?client=sr', 'sr', 'server-restart');
 };
 
 # Every presence event so far, replayed: none names the presence-only stream.
-my $all = $srv->subscribe('/events/presence?lastEventId=0');
+my $all = $srv->subscribe('/watch/presence?lastEventId=0');
 my @names = map { (SSETest::json_decode($_->{data}) // {})->{client} // '' }
             grep { $_->{event} ne 'sse-missed' } $all->events(1000, 3);
 ok(scalar(grep { $_ eq 'loud' } @names), 'the replay holds the announced streams');

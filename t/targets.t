@@ -11,20 +11,20 @@ use Time::HiRes qw(sleep time);
 my $srv = SSETest::Server->start(global => "SSEPublishSocket pub.sock\n", conf => <<'EOF');
 <Location /who>
     SetHandler sse-subscribe
-    SSEClientId %{req:X-Client-Id}
+    SSEClientId %{req:X-Client-Id} unauthenticated
 </Location>
 <Location /byquery>
     SetHandler sse-subscribe
-    SSEClientId %{query_param:client}
+    SSEClientId %{query_param:client} unauthenticated
 </Location>
 <Location /single>
     SetHandler sse-subscribe
-    SSEClientId %{req:X-Client-Id}
+    SSEClientId %{req:X-Client-Id} unauthenticated
     SSEDuplicateClient reject
 </Location>
 <Location /latest>
     SetHandler sse-subscribe
-    SSEClientId %{req:X-Client-Id}
+    SSEClientId %{req:X-Client-Id} unauthenticated
     SSEDuplicateClient replace
 </Location>
 EOF

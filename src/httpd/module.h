@@ -16,6 +16,7 @@
 
 #include "sse/bus.h"
 #include "sse/guard.h"
+#include "sse/presence.h"
 #include "sse/registry.h"
 #include "sse/request.h"
 
@@ -42,6 +43,8 @@ struct ModuleState {
     Bus bus;
     Registry registry;            /* subscribers and channels of every process */
     std::string presence_channel; /* SSEPresenceChannel; empty: no presence events */
+    PresenceBudget presence_budget; /* presence records the bus takes (shared by all children) */
+    std::atomic<std::int64_t> presence_notice_us{0}; /* when this process last logged SSE0156 */
     AsyncHub *hub = nullptr;      /* this child's hub of suspended streams (event MPM) */
     HistoryLimits history;
     int publish_socket_fd = -1;   /* the parent's listening socket; children close it */
@@ -92,6 +95,7 @@ struct DirConfig {
     apr_size_t max_pending;            int max_pending_set;  /* SSEMaxPending */
     ap_expr_info_t *client_id_expr;    int client_id_expr_set;       /* SSEClientId */
     int duplicate_policy;              int duplicate_policy_set;     /* SSEDuplicateClient */
+    int presence_subscribe;            int presence_subscribe_set;   /* SSEPresenceSubscribe */
 };
 
 constexpr apr_uint64_t kDefaultBusSize = 16u << 20;

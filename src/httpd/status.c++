@@ -60,6 +60,7 @@ int status_handler(request_rec *r)
         {"bus_bytes", snap.bus.ring_size},
         {"bus_lock_recoveries", snap.bus.lock_recoveries},
         {"socket_clients", snap.totals.socket_clients},
+        {"presence_skipped", state->presence_budget.skipped()},
         {"processes", processes},
         {"channels", channels},
     };

@@ -21,6 +21,7 @@
 #include "apr_portable.h"
 #include "apr_strings.h"
 
+#include <algorithm>
 #include <poll.h>
 #include <unistd.h>
 
@@ -184,6 +185,22 @@ bool client_id_of(request_rec *r, const DirConfig &d, std::string &out)
     return false;
 }
 
+/* The presence channel says who is connected, from where, to what: a subscribe naming it,
+ * however (path, list, ?channel=, SSEChannel), is refused unless its location allows it
+ * with SSEPresenceSubscribe on; then answers 403 itself and returns false. */
+bool presence_allowed(request_rec *r, const ModuleState *state,
+                      const std::vector<std::string> &channels)
+{
+    if (state->presence_channel.empty() || dir_config(r).presence_subscribe ||
+        std::find(channels.begin(), channels.end(), state->presence_channel) == channels.end())
+        return true;
+    answer_error(r, HTTP_FORBIDDEN, "SSE0155", kSubscribe,
+                 "channel \"" + state->presence_channel +
+                     "\" is the presence channel (SSEPresenceChannel): it is read only where "
+                     "the location allows it with SSEPresenceSubscribe on");
+    return false;
+}
+
 /* What a control record on the bus means for this stream: nullptr to carry on, or why it
  * ends (after sending the record's notice). */
 const char *control_ends_stream(const BusEvent &ev, std::uint64_t serial)
@@ -218,6 +235,8 @@ int subscribe_handler(request_rec *r)
     std::vector<std::string> channels;
     if (!query_params(r, query, kSubscribe) ||
         !request_channels(r, nullptr, query, channels, kSubscribe))
+        return OK;
+    if (!presence_allowed(r, state, channels))
         return OK;
     std::string resume_id = last_event_id(r, query);
     if (resume_id.size() > kMaxEventIdBytes) {

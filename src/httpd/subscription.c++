@@ -5,7 +5,6 @@
 
 #include "http_connection.h"
 
-#include <nlohmann/json.hpp>
 #include <unistd.h>
 
 APLOG_USE_MODULE(sse);
@@ -22,27 +21,43 @@ bool only_presence(const ModuleState *state, const std::vector<std::string> &cha
     return true;
 }
 
-/* Publishes one presence event. A failure is logged, never thrown: presence must not cost
- * a subscriber its stream. */
+/* SSE0156 at most this often per process: a storm of skips is one line a minute. */
+constexpr std::int64_t kPresenceNoticeEveryUs = 60'000'000;
+
+/* Publishes one presence record, within the bus's presence budget (sse/presence.h): over
+ * it, the record is skipped and counted (and logged, SSE0156).
+ * A failure is logged, never thrown: presence must not cost a subscriber its stream. */
 void announce(ModuleState *state, const char *type, const SubscriberInfo &who,
-              const nlohmann::json &extra)
+              const char *reason)
 {
     if (state->presence_channel.empty() || only_presence(state, who.channels))
         return;
-    nlohmann::json body = {
-        {"client", who.client_id.empty() ? nlohmann::json() : nlohmann::json(who.client_id)},
-        {"channels", who.channels},
-        {"remote", who.remote},
-        {"time", now_us() / 1000},
-    };
-    body.update(extra);
+    PresenceFacts facts;
+    const std::int64_t now = now_us();
+    if (!state->presence_budget.take(now, &facts.skipped)) {
+        std::int64_t last = state->presence_notice_us.load();
+        if (now - last >= kPresenceNoticeEveryUs &&
+            state->presence_notice_us.compare_exchange_strong(last, now))
+            ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, nullptr,
+                         "SSE0156: presence records over their budget (%" APR_UINT64_T_FMT
+                         " a minute: 1/8 of SSEBusSize) are skipped, %" APR_UINT64_T_FMT
+                         " so far; the next one written says how many (\"skipped\")",
+                         apr_uint64_t(state->presence_budget.per_minute()),
+                         apr_uint64_t(state->presence_budget.skipped()));
+        return;
+    }
+    facts.client_id = who.client_id;
+    facts.channels = who.channels;
+    facts.remote = who.remote;
+    facts.time_ms = now / 1000;
+    facts.reason = reason;
     EventFields ev;
     ev.event = type;
     ev.has_data = true;
-    ev.data = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     try {
+        ev.data = presence_data(facts);
         PublishAttempt a = publish_event(state->bus, &state->registry, {state->presence_channel},
-                                         ev, {}, now_us());
+                                         ev, {}, now);
         if (a.outcome != PublishAttempt::Outcome::Published)
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, nullptr,
                          "SSE0600: presence event %s not published: %s", type, a.error.c_str());
@@ -58,7 +73,7 @@ void announce_gone(ModuleState *state, const std::vector<SubscriberInfo> &gone,
                    const char *reason)
 {
     for (const auto &who : gone)
-        announce(state, "disconnect", who, {{"reason", reason}});
+        announce(state, "disconnect", who, reason);
 }
 
 Subscription &Subscription::operator=(Subscription &&other) noexcept
@@ -96,10 +111,8 @@ void Subscription::begin(request_rec *r, ModuleState *state, const Registry::Joi
     me.client_id = client_id;
     me.remote = r->useragent_ip ? r->useragent_ip : "";
     me.channels = channels;
-    if (resume_id.empty())
-        announce(state, "connect", me, nlohmann::json::object());
-    else
-        announce(state, "reconnect", me, {{"lastEventId", resume_id}});
+    /* Whether it resumed, not from where: the id is the requester's alone. */
+    announce(state, resume_id.empty() ? "connect" : "reconnect", me, nullptr);
     announced_ = true;
 }
 
@@ -112,7 +125,7 @@ void Subscription::end(const char *reason)
     SubscriberInfo info;
     try {
         if (state->registry.leave(slot_, serial_, &info) && announced_)
-            announce(state, "disconnect", info, {{"reason", reason}});
+            announce(state, "disconnect", info, reason);
     } catch (const std::exception &e) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, nullptr,
                      "SSE0602: releasing a stream's registry slot failed: %s", e.what());

@@ -10,7 +10,9 @@
  * Presence (SSEPresenceChannel): `connect`, `reconnect` (the client sent a Last-Event-ID)
  * and `disconnect` events, JSON data, published like any event. Streams that listen to the
  * presence channel alone are counted but not announced (a dashboard watching presence would
- * otherwise announce itself).
+ * otherwise announce itself). Records are bounded and budgeted (sse/presence.h): anonymous
+ * clients connecting in a loop must not turn the bus over; over the budget a record is
+ * skipped, counted, and the next one written says how many were skipped.
  */
 #ifndef SSE_HTTPD_SUBSCRIPTION_H
 #define SSE_HTTPD_SUBSCRIPTION_H

@@ -199,6 +199,7 @@ struct RegistryHeader {
                 continue;
             index()[gap] = index()[at];
             gap = at;
+            test_point(RegistryPoint::IndexShifted);
         }
         index()[gap] = IndexCell{0, 0};
     }
@@ -279,6 +280,7 @@ struct RegistryHeader {
         if (is_unpublished(e))
             --unpublished;
         commit(e.state, kEntryFree);
+        test_point(RegistryPoint::EntryDropped);
         if (cell != kNone)
             index_erase(cell);
         entry_free()[entry_free_top++] = victim;
@@ -756,13 +758,14 @@ void Registry::note_publish(const std::vector<std::string> &channels, std::int64
     std::vector<std::uint32_t> pins;
     for (const auto &c : channels) {
         std::uint32_t at = h_->find(c);
-        if (at == kNone)
-            at = h_->create(c, false, now_us, pins);
+        if (at != kNone)
+            h_->mark_published(h_->entries()[at]);
+        else
+            at = h_->create(c, false, now_us, pins); /* not counted in the share */
         if (at == kNone)
             continue; /* full of channels with subscribers or closed: the event still went out */
         pins.push_back(at);
         ChannelEntry &e = h_->entries()[at];
-        h_->mark_published(e);
         ++e.published;
         e.closed = 0;
         if (retry_only_ms >= 0) {

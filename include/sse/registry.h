@@ -217,6 +217,8 @@ enum class RegistryPoint {
     JoinLocked,    /* join() holds the lock, nothing changed yet */
     ViewRead,      /* subscribe_view() has read what it returns, still holds the lock */
     EntryWritten,  /* a new channel entry is written, its state not yet committed */
+    EntryDropped,  /* an entry is committed free, the hash index still names it */
+    IndexShifted,  /* the index's removal of a cell moved one cell back, more may follow */
     SlotCommitted, /* join()'s slot is committed (live), join() not yet returned */
 };
 using RegistryTestHook = void (*)(RegistryPoint);

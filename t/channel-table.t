@@ -108,4 +108,33 @@ subtest 'one client holding made-up channels leaves room for the others' => sub 
 };
 
 $srv->stop;
+
+subtest 'SSEMaxUnpublishedChannels: checked at configuration time, read at a restart' => sub {
+    for my $bad ('0', 'half', '10000001') {
+        my ($rc, $out) = SSETest::Server->configtest(global => "SSEMaxUnpublishedChannels $bad");
+        isnt($rc, 0, "configtest fails: SSEMaxUnpublishedChannels $bad");
+        like($out, qr/SSEMaxUnpublishedChannels: "\Q$bad\E" must be a whole number from 1 to 10000000/,
+             '  and says why') or diag $out;
+    }
+    my ($rc, $out) = SSETest::Server->configtest(global => "<VirtualHost 127.0.0.1:1>\nSSEMaxUnpublishedChannels 5\n</VirtualHost>");
+    like($out, qr/SSEMaxUnpublishedChannels cannot occur within <VirtualHost> section/, 'global only');
+    my $s2 = SSETest::Server->start(global => "SSEMaxChannels 200\nSSEMaxUnpublishedChannels 3\n");
+    $s2->expect_log(qr/SSE0150: subscribe refused \(503\)/);
+    my $st = sub { SSETest::json_decode($s2->request(GET => '/sse-status')->{body}) // {} };
+    is($st->()->{max_unpublished_channels}, 3, 'sse-status: max_unpublished_channels 3');
+    my $held = $s2->subscribe('/events/a,b,c');
+    is($held->status, 200, 'three made-up names');
+    is($s2->request(GET => '/events/d', headers => {Accept => 'text/event-stream'})->{status}, 503,
+       'a fourth: 503');
+    $s2->{global} = "SSEMaxChannels 200\nSSEMaxUnpublishedChannels 4\n";
+    $s2->write_config;
+    $s2->graceful;
+    ok($s2->wait_for(sub { ($st->()->{max_unpublished_channels} // 0) == 4 }, 30),
+       'a graceful restart reads the new value');
+    my $more = $s2->subscribe('/events/d');
+    is($more->status, 200, 'then the fourth fits');
+    $_->close for $held, $more;
+    $s2->stop;
+};
+
 done_testing;

@@ -442,15 +442,15 @@ struct RegistryHeader {
                 free_stack()[free_top++] = i;
             }
         }
-        std::vector<std::uint32_t> idle_entries;
+        std::vector<std::uint32_t> by_last_use;
         for (std::uint32_t i = 0; i < entry_high; ++i)
             if (entries()[i].state == kEntryUsed)
-                idle_entries.push_back(i);
-        std::stable_sort(idle_entries.begin(), idle_entries.end(),
-                         [this](std::uint32_t a, std::uint32_t b) {
-                             return entries()[a].last_used_us < entries()[b].last_used_us;
-                         });
-        for (std::uint32_t i : idle_entries)
+                by_last_use.push_back(i);
+        std::sort(by_last_use.begin(), by_last_use.end(), [this](std::uint32_t a, std::uint32_t b) {
+            const std::int64_t ta = entries()[a].last_used_us, tb = entries()[b].last_used_us;
+            return ta != tb ? ta < tb : a < b;
+        });
+        for (std::uint32_t i : by_last_use)
             refresh(i, entries()[i].last_used_us);
     }
 };

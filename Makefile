@@ -62,7 +62,7 @@ STRESS_BIN := $(BUILD)/t/stress/bus-stress
 
 .PHONY: all install test test-asan test-stress unit stress integration fuzz deps run stop clean bench-publish \
         bench-nchan bench-memory \
-        bench-resume
+        bench-resume bench-registry
 
 PREFIX    ?= /usr/local
 BINDIR    ?= $(PREFIX)/bin
@@ -121,6 +121,28 @@ $(BUILD)/sse-load: $(BUILD)/bench/sse_load.o $(BUILD)/libssecore.a
 
 $(BUILD)/resume-bench: $(BUILD)/bench/resume_bench.o $(BUILD)/libssecore.a
 	$(CXX) -pthread $(LDFLAGS) -o $@ $^
+
+# A subscribe of 64 new channels on a full channel table, this registry against the one before
+# the O(1) table (commit 58ea68a, from git, namespace renamed sse_old): bench/registry_bench.c++.
+REGISTRY_OLD_COMMIT := 58ea68a
+OLD_DIR := $(BUILD)/bench/old
+$(OLD_DIR)/registry_old.h:
+	@mkdir -p $(@D)
+	git show $(REGISTRY_OLD_COMMIT):include/sse/registry.h \
+	    | sed -e 's/SSE_REGISTRY_H/SSE_REGISTRY_OLD_H/' -e 's/^namespace sse {/namespace sse_old {/' > $@
+$(OLD_DIR)/registry_old.c++: $(OLD_DIR)/registry_old.h
+	git show $(REGISTRY_OLD_COMMIT):src/registry.c++ \
+	    | sed -e 's|"sse/registry.h"|"registry_old.h"|' \
+	          -e 's/^namespace sse {/namespace sse_old {\nusing namespace ::sse;/' > $@
+$(OLD_DIR)/registry_old.o: $(OLD_DIR)/registry_old.c++
+	$(CXX) $(ALL_CXXFLAGS) -I$(OLD_DIR) -c $< -o $@
+$(BUILD)/bench/registry_bench.o: bench/registry_bench.c++ $(OLD_DIR)/registry_old.h
+	@mkdir -p $(dir $@)
+	$(CXX) $(ALL_CXXFLAGS) -I$(OLD_DIR) -MMD -MP -c $< -o $@
+$(BUILD)/registry-bench: $(BUILD)/bench/registry_bench.o $(OLD_DIR)/registry_old.o $(BUILD)/libssecore.a
+	$(CXX) -pthread $(LDFLAGS) -o $@ $^
+bench-registry: $(BUILD)/registry-bench
+	$(BUILD)/registry-bench 10000 100000
 
 # BusReader::start_after on a full 16 MB and 256 MB bus (bench/resume_bench.c++).
 bench-resume: $(BUILD)/resume-bench

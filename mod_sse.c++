@@ -317,6 +317,19 @@ const char *cmd_registry_limit(cmd_parms *cmd, void *, const char *arg)
     return nullptr;
 }
 
+/* SSEMaxUnpublishedChannels: a count from 1 to 10,000,000 (0 in the config: the default). */
+const char *cmd_max_unpublished(cmd_parms *cmd, void *, const char *arg)
+{
+    if (const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY))
+        return err;
+    std::int64_t v;
+    if (!parse_number(arg, 1, 10000000, v))
+        return apr_psprintf(cmd->pool, "SSEMaxUnpublishedChannels: \"%s\" must be a whole number "
+                            "from 1 to 10000000", arg);
+    server_config(cmd->server)->max_unpublished = apr_uint64_t(v);
+    return nullptr;
+}
+
 /* Every directive handler runs under guarded(): a failure becomes the directive's error
  * (httpd reports it with the file and line and does not start). */
 template <auto Fn> struct Directive;
@@ -433,6 +446,10 @@ const command_rec directives[] = {
                   "(default 50000)"),
     AP_INIT_TAKE1("SSEMaxChannels", as_cmd_func<cmd_registry_limit>(), nullptr, RSRC_CONF,
                   "<n>: channels whose counts and state are kept (default 10000)"),
+    AP_INIT_TAKE1("SSEMaxUnpublishedChannels", as_cmd_func<cmd_max_unpublished>(), nullptr,
+                  RSRC_CONF,
+                  "<n>: channels no publisher wrote to, named only by subscribers, that the "
+                  "table holds at most (default: half of SSEMaxChannels)"),
     {nullptr, {nullptr}, nullptr, 0, RAW_ARGS, nullptr},
 };
 
@@ -580,6 +597,11 @@ int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *s)
         if (open_bus(s, pconf, conf, &state->bus) != APR_SUCCESS ||
             open_registry(s, conf, &state->registry) != APR_SUCCESS)
             return HTTP_INTERNAL_SERVER_ERROR;
+        /* Set at every load (a restart keeps the registry): the default is half the table
+         * the registry has, which a restart may not have resized. */
+        state->registry.set_max_unpublished(
+            conf->max_unpublished ? static_cast<std::uint32_t>(conf->max_unpublished)
+                                  : std::max<std::uint32_t>(1, state->registry.max_channels() / 2));
         if (conf->presence_channel) {
             state->presence_channel = conf->presence_channel;
             if (open_presence_budget(pconf, s, state) != APR_SUCCESS)

@@ -10,7 +10,6 @@
 #include <ctime>
 #include <map>
 #include <pthread.h>
-#include <set>
 #include <stdexcept>
 #include <system_error>
 
@@ -19,7 +18,7 @@ namespace sse {
 namespace {
 
 constexpr std::uint32_t kRegistryMagic = 0x53534552 ^ 0x00520000; /* distinct from the bus */
-constexpr std::uint32_t kRegistryVersion = 2;
+constexpr std::uint32_t kRegistryVersion = 3;
 
 /* Processes the parent noted gone and no process has reaped yet (see note_gone()). */
 constexpr unsigned kGoneNotes = 64;
@@ -30,7 +29,8 @@ static_assert(std::atomic<std::uint64_t>::is_always_lock_free &&
               "process)");
 
 enum : std::uint32_t { kSlotFree = 0, kSlotLive = 1 };
-enum : std::uint32_t { kEntryEmpty = 0, kEntryUsed = 1, kEntryTombstone = 2 };
+enum : std::uint32_t { kEntryFree = 0, kEntryUsed = 1 };
+constexpr std::uint32_t kNone = 0xffffffffu; /* no entry, no index cell */
 
 struct Slot {
     std::uint32_t state;
@@ -45,6 +45,9 @@ struct Slot {
     std::uint32_t channel[kMaxChannelsPerEvent]; /* entry indices */
 };
 
+/* The idle lists an entry can be on (see RegistryHeader::refresh()). */
+enum : std::uint32_t { kListNone = 0, kListUnpublished = 1, kListPublished = 2 };
+
 struct ChannelEntry {
     std::uint32_t state;
     std::uint32_t hash;
@@ -55,10 +58,24 @@ struct ChannelEntry {
     std::int64_t last_used_us;
     std::uint32_t closed;
     std::uint32_t name_len;
+    /* Derived (rebuilt by repair()): which idle list holds the entry, and its neighbours
+     * there (entry indices, kNone at the ends). */
+    std::uint32_t list, prev, next, reserved;
     char name[kMaxChannelNameBytes + 1];
 };
 
-/* The store that makes a record count (a slot live, an entry used or dropped). Release order:
+/* A cell of the hash index: the entry (index + 1; 0: empty) and its name's hash. */
+struct IndexCell {
+    std::uint32_t ref;
+    std::uint32_t hash;
+};
+
+/* An idle list: entries without subscribers that are not closed, least recently used first. */
+struct IdleList {
+    std::uint32_t head, tail, length;
+};
+
+/* The store that makes a record count (a slot live, an entry used or free). Release order:
  * everything the locker wrote before it is in memory first, so a locker killed at any point
  * (kill -9 leaves memory as the compiled stores left it) leaves either the old record or the
  * complete new one. */
@@ -77,11 +94,6 @@ void test_point(RegistryPoint at)
 
 bool process_gone(int pid) { return pid > 0 && kill(pid, 0) != 0 && errno == ESRCH; }
 
-bool pinned(const std::vector<std::uint32_t> &pins, std::uint32_t at)
-{
-    return std::find(pins.begin(), pins.end(), at) != pins.end();
-}
-
 struct GoneNote {
     std::atomic<std::int32_t> pid;
     std::atomic<std::uint64_t> serial_bound; /* its slots have serials below this */
@@ -89,7 +101,8 @@ struct GoneNote {
 
 std::size_t align64(std::size_t n) { return (n + 63) & ~static_cast<std::size_t>(63); }
 
-std::uint32_t table_size_for(std::uint32_t max_channels)
+/* Cells of the hash index: at least twice the entries (load at most 1/2: short probes). */
+std::uint32_t index_size_for(std::uint32_t max_channels)
 {
     std::uint32_t n = 16;
     while (n < 2 * max_channels)
@@ -105,111 +118,212 @@ struct RegistryHeader {
     std::uint64_t total_size;
     std::uint32_t max_subscribers;
     std::uint32_t max_channels;
-    std::uint32_t table_size;
+    std::uint32_t index_size;
     std::uint32_t free_top;       /* entries on the free stack */
     std::uint32_t high_water;     /* slots [0, high_water) have ever been used */
     std::uint32_t live_channels;  /* used entries */
+    std::uint32_t entry_free_top; /* entries on the entry free stack */
+    std::uint32_t entry_high;     /* entries [0, entry_high) have ever been used */
+    std::uint32_t unpublished;    /* used entries neither published to nor closed */
+    std::atomic<std::uint32_t> max_unpublished; /* set at each configuration load */
+    IdleList idle[3];             /* [kListUnpublished], [kListPublished]; [0] unused */
     std::atomic<std::uint64_t> next_serial; /* written under the lock; note_gone() reads it */
     std::uint64_t dropped_channels;
+    std::uint64_t refused_unpublished; /* joins refused by the unpublished share */
     std::atomic<std::uint64_t> socket_clients;
     /* Lock-free, written by the parent (note_gone), emptied under the lock (drain_gone). */
     std::atomic<std::uint64_t> gone_mask;     /* bit i: gone[i] names a process to reap */
     std::atomic<std::uint32_t> gone_overflow; /* a note found no free cell */
     GoneNote gone[kGoneNotes];
     pthread_mutex_t lock;
-    std::uint64_t free_offset, slots_offset, table_offset;
+    std::uint64_t free_offset, slots_offset, entry_free_offset, entries_offset, index_offset;
 
     std::uint32_t *free_stack() { return reinterpret_cast<std::uint32_t *>(base() + free_offset); }
     Slot *slots() { return reinterpret_cast<Slot *>(base() + slots_offset); }
-    ChannelEntry *table() { return reinterpret_cast<ChannelEntry *>(base() + table_offset); }
+    std::uint32_t *entry_free() { return reinterpret_cast<std::uint32_t *>(base() + entry_free_offset); }
+    ChannelEntry *entries() { return reinterpret_cast<ChannelEntry *>(base() + entries_offset); }
+    IndexCell *index() { return reinterpret_cast<IndexCell *>(base() + index_offset); }
     unsigned char *base() { return reinterpret_cast<unsigned char *>(this); }
 
     std::string_view name(const ChannelEntry &e) const { return {e.name, e.name_len}; }
-
-    /* Index of the entry for `name`, or table_size when absent. */
-    std::uint32_t find(std::string_view name_)
+    static bool is_unpublished(const ChannelEntry &e) { return e.published == 0 && !e.closed; }
+    std::uint32_t unpublished_cap() const
     {
-        const std::uint32_t hv = ChannelSet::hash(name_);
-        const std::uint32_t mask = table_size - 1;
-        for (std::uint32_t i = 0, at = hv & mask; i < table_size; ++i, at = (at + 1) & mask) {
-            ChannelEntry &e = table()[at];
-            if (e.state == kEntryEmpty)
-                break;
-            if (e.state == kEntryUsed && e.hash == hv && name(e) == name_)
-                return at;
-        }
-        return table_size;
+        return std::min(max_unpublished.load(std::memory_order_relaxed), max_channels);
     }
 
-    /* The entry for `name`, created when absent (dropping the least recently used entry
-     * without subscribers, other than `pins`, when the table is full); table_size when there
-     * is no room. */
-    std::uint32_t find_or_create(std::string_view name_, std::int64_t now_us,
-                                 const std::vector<std::uint32_t> &pins)
+    /* ---- the hash index (derived from the entries: repair() rebuilds it) ---- */
+
+    /* The index cell of `name`, or kNone. */
+    std::uint32_t find_cell(std::string_view name_, std::uint32_t hv)
     {
-        std::uint32_t at = find(name_);
-        if (at != table_size)
-            return at;
-        if (live_channels >= max_channels && !drop_one(pins))
-            return table_size;
-        const std::uint32_t hv = ChannelSet::hash(name_);
-        const std::uint32_t mask = table_size - 1;
-        at = hv & mask;
-        while (table()[at].state == kEntryUsed)
+        const std::uint32_t mask = index_size - 1;
+        for (std::uint32_t at = hv & mask;; at = (at + 1) & mask) {
+            const IndexCell &c = index()[at];
+            if (c.ref == 0)
+                return kNone; /* load <= 1/2: an empty cell is always reached */
+            if (c.hash == hv && name(entries()[c.ref - 1]) == name_)
+                return at;
+        }
+    }
+
+    /* Index of the entry for `name`, or kNone when absent. */
+    std::uint32_t find(std::string_view name_)
+    {
+        const std::uint32_t cell = find_cell(name_, ChannelSet::hash(name_));
+        return cell == kNone ? kNone : index()[cell].ref - 1;
+    }
+
+    void index_insert(std::uint32_t entry)
+    {
+        const std::uint32_t hv = entries()[entry].hash;
+        const std::uint32_t mask = index_size - 1;
+        std::uint32_t at = hv & mask;
+        while (index()[at].ref != 0)
             at = (at + 1) & mask;
-        /* Empty or a tombstone until the commit: a locker killed while it is written leaves the
-         * probe chains as they were (an Empty in place of a tombstone would cut them). */
-        ChannelEntry &e = table()[at];
-        e.hash = hv;
+        index()[at] = IndexCell{entry + 1, hv};
+    }
+
+    /* Removes a cell without a tombstone (backward shift): the cells after it that the gap
+     * would cut from their home move back, so lookups stay as short as at first however many
+     * channels come and go. Several stores: a locker killed in here leaves the index to
+     * repair(), which rebuilds it from the entries. */
+    void index_erase(std::uint32_t gap)
+    {
+        const std::uint32_t mask = index_size - 1;
+        for (std::uint32_t at = (gap + 1) & mask; index()[at].ref != 0; at = (at + 1) & mask) {
+            const std::uint32_t home = index()[at].hash & mask;
+            /* The cell stays when its home is cyclically in (gap, at]. */
+            const bool stays = gap <= at ? (gap < home && home <= at) : (gap < home || home <= at);
+            if (stays)
+                continue;
+            index()[gap] = index()[at];
+            gap = at;
+            test_point(RegistryPoint::IndexShifted);
+        }
+        index()[gap] = IndexCell{0, 0};
+    }
+
+    /* ---- idle lists: O(1) least-recently-used order ---- */
+
+    void unlink(std::uint32_t i)
+    {
+        ChannelEntry &e = entries()[i];
+        if (e.list == kListNone)
+            return;
+        IdleList &l = idle[e.list];
+        (e.prev == kNone ? l.head : entries()[e.prev].next) = e.next;
+        (e.next == kNone ? l.tail : entries()[e.next].prev) = e.prev;
+        --l.length;
+        e.list = kListNone;
+    }
+
+    void link_tail(std::uint32_t i, std::uint32_t list)
+    {
+        ChannelEntry &e = entries()[i];
+        IdleList &l = idle[list];
+        e.list = list;
+        e.prev = l.tail;
+        e.next = kNone;
+        (l.tail == kNone ? l.head : entries()[l.tail].next) = i;
+        l.tail = i;
+        ++l.length;
+    }
+
+    /* After any change to an entry (its subscribers, closed, published) at `now_us`: it is
+     * the most recently used, and on the idle list of its kind when it can be dropped (no
+     * subscribers, not closed: a closed channel is kept until a publish reopens it). */
+    void refresh(std::uint32_t i, std::int64_t now_us)
+    {
+        ChannelEntry &e = entries()[i];
+        e.last_used_us = now_us;
+        unlink(i);
+        if (e.subscribers == 0 && !e.closed)
+            link_tail(i, is_unpublished(e) ? kListUnpublished : kListPublished);
+    }
+
+    /* An entry becomes a publisher's (a publish or a DELETE): it leaves the share. */
+    void mark_published(ChannelEntry &e)
+    {
+        if (is_unpublished(e) && unpublished > 0)
+            --unpublished;
+    }
+
+    /* ---- entries ---- */
+
+    /* The head of an idle list, unless it is one of `pins`: those were refresh()ed last, so
+     * when the head is pinned every entry of the list is. */
+    std::uint32_t head(std::uint32_t list, const std::vector<std::uint32_t> &pins)
+    {
+        const std::uint32_t at = idle[list].head;
+        return std::find(pins.begin(), pins.end(), at) == pins.end() ? at : kNone;
+    }
+
+    /* Drops the least recently used entry of `list` (or of either, the older head, for
+     * kListNone), other than `pins`. False when there is none. */
+    bool drop_one(std::uint32_t list, const std::vector<std::uint32_t> &pins)
+    {
+        std::uint32_t victim = kNone;
+        if (list != kListNone) {
+            victim = head(list, pins);
+        } else {
+            const std::uint32_t u = head(kListUnpublished, pins), p = head(kListPublished, pins);
+            victim = u == kNone ? p
+                     : p == kNone ? u
+                     : entries()[p].last_used_us < entries()[u].last_used_us ? p : u;
+        }
+        if (victim == kNone)
+            return false;
+        ChannelEntry &e = entries()[victim];
+        const std::uint32_t cell = find_cell(name(e), e.hash);
+        unlink(victim);
+        if (is_unpublished(e))
+            --unpublished;
+        commit(e.state, kEntryFree);
+        test_point(RegistryPoint::EntryDropped);
+        if (cell != kNone)
+            index_erase(cell);
+        entry_free()[entry_free_top++] = victim;
+        --live_channels;
+        ++dropped_channels;
+        return true;
+    }
+
+    /* A new entry for `name_` (absent), made room for as the caller decided: `unpublished_`
+     * entries first drop one of their own kind when the share is taken, then any entry when
+     * the table is full. kNone when no entry can be dropped. Not on an idle list: the caller
+     * counts its subscriber or publish, then refresh()es it. `pins` are never dropped. */
+    std::uint32_t create(std::string_view name_, bool unpublished_, std::int64_t now_us,
+                         const std::vector<std::uint32_t> &pins = {})
+    {
+        if (unpublished_ && unpublished >= unpublished_cap()) {
+            if (!drop_one(kListUnpublished, pins))
+                return kNone;
+        } else if (live_channels >= max_channels && !drop_one(kListNone, pins)) {
+            return kNone;
+        }
+        const std::uint32_t at = entry_free_top > 0 ? entry_free()[--entry_free_top] : entry_high;
+        ChannelEntry &e = entries()[at];
+        e.hash = ChannelSet::hash(name_);
         e.subscribers = 0;
         e.published = 0;
         e.retry_ms = -1;
         e.retry_set_us = 0;
         e.last_used_us = now_us;
         e.closed = 0;
+        e.list = kListNone;
+        e.prev = e.next = kNone;
         e.name_len = static_cast<std::uint32_t>(name_.size());
         std::memcpy(e.name, name_.data(), name_.size());
+        /* Before the commit: a used entry is always below entry_high. */
+        entry_high = std::max(entry_high, at + 1);
         test_point(RegistryPoint::EntryWritten);
         commit(e.state, kEntryUsed);
+        index_insert(at);
         ++live_channels;
+        if (unpublished_)
+            ++unpublished;
         return at;
-    }
-
-    /* Entries that could be dropped for new ones: unused, not pinned, and without subscribers
-     * once the slots `leaving` are released. */
-    std::uint32_t droppable(const std::vector<std::uint32_t> &pins,
-                            const std::vector<std::uint32_t> &leaving)
-    {
-        std::map<std::uint32_t, std::uint64_t> leaving_refs;
-        for (std::uint32_t i : leaving)
-            for (unsigned k = 0; k < slots()[i].n_channels; ++k)
-                ++leaving_refs[slots()[i].channel[k]];
-        std::uint32_t n = 0;
-        for (std::uint32_t i = 0; i < table_size; ++i) {
-            const ChannelEntry &e = table()[i];
-            auto it = leaving_refs.find(i);
-            const std::uint64_t going = it == leaving_refs.end() ? 0 : it->second;
-            if (e.state == kEntryUsed && e.subscribers <= going && !pinned(pins, i))
-                ++n;
-        }
-        return n;
-    }
-
-    bool drop_one(const std::vector<std::uint32_t> &pins)
-    {
-        std::uint32_t victim = table_size;
-        for (std::uint32_t i = 0; i < table_size; ++i) {
-            const ChannelEntry &e = table()[i];
-            if (e.state == kEntryUsed && e.subscribers == 0 && !pinned(pins, i) &&
-                (victim == table_size || e.last_used_us < table()[victim].last_used_us))
-                victim = i;
-        }
-        if (victim == table_size)
-            return false;
-        commit(table()[victim].state, kEntryTombstone);
-        --live_channels;
-        ++dropped_channels;
-        return true;
     }
 
     SubscriberInfo info(const Slot &s)
@@ -220,23 +334,23 @@ struct RegistryHeader {
         out.client_id.assign(s.client_id, s.id_len);
         out.remote.assign(s.remote, s.remote_len);
         for (unsigned i = 0; i < s.n_channels; ++i)
-            out.channels.emplace_back(name(table()[s.channel[i]]));
+            out.channels.emplace_back(name(entries()[s.channel[i]]));
         return out;
     }
 
     /* Frees a live slot: counts down its channels, pushes it on the free stack. */
-    SubscriberInfo release(std::uint32_t index, std::int64_t now_us)
+    SubscriberInfo release(std::uint32_t index_, std::int64_t now_us)
     {
-        Slot &s = slots()[index];
+        Slot &s = slots()[index_];
         SubscriberInfo out = info(s);
         for (unsigned i = 0; i < s.n_channels; ++i) {
-            ChannelEntry &e = table()[s.channel[i]];
+            ChannelEntry &e = entries()[s.channel[i]];
             if (e.subscribers > 0)
                 --e.subscribers;
-            e.last_used_us = now_us;
+            refresh(s.channel[i], now_us);
         }
         commit(s.state, kSlotFree);
-        free_stack()[free_top++] = index;
+        free_stack()[free_top++] = index_;
         return out;
     }
 
@@ -292,27 +406,52 @@ struct RegistryHeader {
         return out;
     }
 
-    /* After a holder died mid-update: rebuild what is derived from the slots. */
+    /* After a holder died mid-update: rebuild everything derived from the slots' and the
+     * entries' states (each changed by one committing store): the free stacks, the counts,
+     * the hash index and the idle lists (in last-use order). Linear in the tables, once per
+     * holder killed. */
     void repair()
     {
         free_top = 0;
-        for (std::uint32_t i = 0; i < table_size; ++i)
-            table()[i].subscribers = 0;
-        /* Probe chains need no repair: an entry changes state by one store (see commit()). */
+        entry_free_top = 0;
         live_channels = 0;
-        for (std::uint32_t i = 0; i < table_size; ++i)
-            if (table()[i].state == kEntryUsed)
-                ++live_channels;
+        unpublished = 0;
+        for (IdleList &l : idle)
+            l = IdleList{kNone, kNone, 0};
+        std::memset(static_cast<void *>(index()), 0, sizeof(IndexCell) * std::size_t(index_size));
+        for (std::uint32_t i = entry_high; i-- > 0;) {
+            ChannelEntry &e = entries()[i];
+            if (e.state != kEntryUsed) {
+                entry_free()[entry_free_top++] = i;
+                continue;
+            }
+            e.subscribers = 0;
+            e.list = kListNone;
+            index_insert(i);
+            ++live_channels;
+            if (is_unpublished(e))
+                ++unpublished;
+        }
         /* A live slot is always below high_water (it moves before the commit). */
         for (std::uint32_t i = high_water; i-- > 0;) {
             Slot &s = slots()[i];
             if (s.state == kSlotLive) {
                 for (unsigned k = 0; k < s.n_channels; ++k)
-                    ++table()[s.channel[k]].subscribers;
+                    ++entries()[s.channel[k]].subscribers;
             } else {
                 free_stack()[free_top++] = i;
             }
         }
+        std::vector<std::uint32_t> by_last_use;
+        for (std::uint32_t i = 0; i < entry_high; ++i)
+            if (entries()[i].state == kEntryUsed)
+                by_last_use.push_back(i);
+        std::sort(by_last_use.begin(), by_last_use.end(), [this](std::uint32_t a, std::uint32_t b) {
+            const std::int64_t ta = entries()[a].last_used_us, tb = entries()[b].last_used_us;
+            return ta != tb ? ta < tb : a < b;
+        });
+        for (std::uint32_t i : by_last_use)
+            refresh(i, entries()[i].last_used_us);
     }
 };
 
@@ -360,7 +499,9 @@ std::size_t Registry::bytes_needed(std::uint32_t max_subscribers, std::uint32_t 
 {
     return align64(sizeof(RegistryHeader)) + align64(sizeof(std::uint32_t) * max_subscribers) +
            align64(sizeof(Slot) * max_subscribers) +
-           sizeof(ChannelEntry) * table_size_for(max_channels);
+           align64(sizeof(std::uint32_t) * max_channels) +
+           align64(sizeof(ChannelEntry) * max_channels) +
+           sizeof(IndexCell) * index_size_for(max_channels);
 }
 
 std::string Registry::format(void *mem, std::size_t size, std::uint32_t max_subscribers,
@@ -376,15 +517,21 @@ std::string Registry::format(void *mem, std::size_t size, std::uint32_t max_subs
     h->total_size = size;
     h->max_subscribers = max_subscribers;
     h->max_channels = max_channels;
-    h->table_size = table_size_for(max_channels);
+    h->max_unpublished = max_channels;
+    h->index_size = index_size_for(max_channels);
+    for (IdleList &l : h->idle)
+        l = IdleList{kNone, kNone, 0};
     h->free_offset = align64(sizeof(RegistryHeader));
     h->slots_offset = h->free_offset + align64(sizeof(std::uint32_t) * max_subscribers);
-    h->table_offset = h->slots_offset + align64(sizeof(Slot) * max_subscribers);
+    h->entry_free_offset = h->slots_offset + align64(sizeof(Slot) * max_subscribers);
+    h->entries_offset = h->entry_free_offset + align64(sizeof(std::uint32_t) * max_channels);
+    h->index_offset = h->entries_offset + align64(sizeof(ChannelEntry) * max_channels);
     h->next_serial = 1;
-    /* Nothing past the header is written: zero is a free slot and an empty entry, slots at
-     * and above high_water are taken in order before the free stack exists for them, so the
-     * pages of the stack, the slots and the table are touched only when used (1,000,000
-     * subscribers and channels: 1.1 GB of RSS in the parent when they were cleared here). */
+    /* Nothing past the header is written: zero is a free slot, a free entry and an empty
+     * index cell, slots and entries at and above their high-water marks are taken in order
+     * before the free stacks exist for them, so the pages of the stacks, the slots, the
+     * entries and the index are touched only when used (1,000,000 subscribers and channels:
+     * 1.1 GB of RSS in the parent when they were cleared here). */
 
     pthread_mutexattr_t attr;
     pthread_mutexattr_init(&attr);
@@ -420,6 +567,15 @@ Registry Registry::attach(void *mem, std::size_t size, std::string *err)
     return Registry(h);
 }
 
+void Registry::set_max_unpublished(std::uint32_t n)
+{
+    h_->max_unpublished.store(std::max<std::uint32_t>(n, 1), std::memory_order_relaxed);
+}
+
+std::uint32_t Registry::max_channels() const { return h_->max_channels; }
+
+std::uint32_t Registry::max_unpublished() const { return h_->unpublished_cap(); }
+
 Registry::Join Registry::join(int pid, std::string_view client_id, std::string_view remote,
                               const std::vector<std::string> &channels, DuplicatePolicy policy,
                               std::int64_t now_us)
@@ -449,30 +605,69 @@ Registry::Join Registry::join(int pid, std::string_view client_id, std::string_v
         j.outcome = Join::Outcome::Full;
         return j;
     }
-    /* The entries this join uses are pinned: making room for one of its channels must not
-     * drop another (the slot would point at an entry that a later channel reuses). */
     const std::size_t n = std::min(channels.size(), kMaxChannelsPerEvent);
-    std::vector<std::uint32_t> refs(n, h_->table_size);
-    std::vector<std::string_view> missing;
+    std::vector<std::uint32_t> refs(n, kNone);
+    std::size_t missing = 0;
     for (std::size_t i = 0; i < n; ++i) {
         refs[i] = h_->find(channels[i]);
-        if (refs[i] == h_->table_size &&
-            std::find(missing.begin(), missing.end(), channels[i]) == missing.end())
-            missing.push_back(channels[i]);
+        if (refs[i] == kNone &&
+            std::find(channels.begin(), channels.begin() + i, channels[i]) == channels.begin() + i)
+            ++missing;
     }
-    const std::uint32_t room = h_->max_channels - std::min(h_->live_channels, h_->max_channels);
-    if (missing.size() > room && missing.size() > room + h_->droppable(refs, duplicates)) {
-        j.outcome = Join::Outcome::TooManyChannels;
-        return j;
+    if (missing > 0) {
+        /* The idle entries that could be dropped once the replaced streams are released and
+         * this join's own entries are counted (an entry this join uses is never dropped to
+         * make room for another of its channels: the slot would point at a reused entry).
+         * Only the entries these touch change, so this costs O(channels), not O(table). */
+        std::map<std::uint32_t, std::int64_t> change; /* entry -> subscribers added */
+        for (std::uint32_t i : duplicates)
+            for (unsigned k = 0; k < h_->slots()[i].n_channels; ++k)
+                --change[h_->slots()[i].channel[k]];
+        for (std::uint32_t r : refs)
+            if (r != kNone)
+                ++change[r];
+        std::int64_t avail[3] = {0, h_->idle[kListUnpublished].length,
+                                 h_->idle[kListPublished].length};
+        for (const auto &[at, d] : change) {
+            const ChannelEntry &e = h_->entries()[at];
+            const std::uint32_t kind = RegistryHeader::is_unpublished(e) ? kListUnpublished
+                                                                         : kListPublished;
+            const bool idle_now = e.subscribers == 0 && !e.closed;
+            const bool idle_after = std::int64_t(e.subscribers) + d <= 0 && !e.closed;
+            avail[kind] += std::int64_t(idle_after) - std::int64_t(idle_now);
+        }
+        const std::int64_t m = std::int64_t(missing);
+        const std::int64_t need_table = std::int64_t(h_->live_channels) + m - h_->max_channels;
+        const std::int64_t need_share = std::int64_t(h_->unpublished) + m - h_->unpublished_cap();
+        if (need_table > avail[kListUnpublished] + avail[kListPublished])
+            j.outcome = Join::Outcome::TooManyChannels;
+        else if (need_share > avail[kListUnpublished])
+            j.outcome = Join::Outcome::TooManyUnpublished;
+        if (j.outcome != Join::Outcome::Joined) {
+            if (j.outcome == Join::Outcome::TooManyUnpublished)
+                ++h_->refused_unpublished;
+            return j;
+        }
     }
     for (std::uint32_t i : duplicates)
         j.replaced.push_back(h_->release(i, now_us));
+    /* The entries found count this stream first: counted, they are off the idle lists, so
+     * making room for the new ones cannot drop them. */
+    for (std::uint32_t r : refs)
+        if (r != kNone) {
+            ++h_->entries()[r].subscribers;
+            h_->refresh(r, now_us);
+        }
     for (std::size_t i = 0; i < n; ++i) {
-        if (refs[i] != h_->table_size)
-            continue;
-        refs[i] = h_->find_or_create(channels[i], now_us, refs);
-        if (refs[i] == h_->table_size) /* the room was counted above */
+        if (refs[i] != kNone)
+            continue; /* found before: counted above */
+        refs[i] = h_->find(channels[i]); /* named twice: made just above */
+        if (refs[i] == kNone)
+            refs[i] = h_->create(channels[i], true, now_us);
+        if (refs[i] == kNone) /* the room was counted above */
             throw std::logic_error("registry: no channel entry after room was found");
+        ++h_->entries()[refs[i]].subscribers;
+        h_->refresh(refs[i], now_us);
     }
     std::uint32_t index = h_->take_slot();
     Slot &s = h_->slots()[index];
@@ -483,12 +678,8 @@ Registry::Join Registry::join(int pid, std::string_view client_id, std::string_v
     s.remote_len = static_cast<std::uint8_t>(std::min(remote.size(), kMaxRemoteBytes));
     std::memcpy(s.remote, remote.data(), s.remote_len);
     s.n_channels = static_cast<std::uint16_t>(n);
-    for (unsigned i = 0; i < s.n_channels; ++i) {
+    for (unsigned i = 0; i < s.n_channels; ++i)
         s.channel[i] = refs[i];
-        ChannelEntry &e = h_->table()[refs[i]];
-        ++e.subscribers;
-        e.last_used_us = now_us;
-    }
     /* Before the commit: a live slot is always below high_water. */
     h_->high_water = std::max(h_->high_water, index + 1);
     commit(s.state, kSlotLive);
@@ -563,20 +754,25 @@ void Registry::note_publish(const std::vector<std::string> &channels, std::int64
                             std::int64_t now_us)
 {
     Locked lock(h_);
+    /* The entries of this publish are not dropped for its next channels. */
     std::vector<std::uint32_t> pins;
     for (const auto &c : channels) {
-        std::uint32_t at = h_->find_or_create(c, now_us, pins);
-        if (at == h_->table_size)
-            continue; /* full of channels with subscribers: the event still went out */
+        std::uint32_t at = h_->find(c);
+        if (at != kNone)
+            h_->mark_published(h_->entries()[at]);
+        else
+            at = h_->create(c, false, now_us, pins); /* not counted in the share */
+        if (at == kNone)
+            continue; /* full of channels with subscribers or closed: the event still went out */
         pins.push_back(at);
-        ChannelEntry &e = h_->table()[at];
+        ChannelEntry &e = h_->entries()[at];
         ++e.published;
         e.closed = 0;
-        e.last_used_us = now_us;
         if (retry_only_ms >= 0) {
             e.retry_ms = retry_only_ms;
             e.retry_set_us = now_us;
         }
+        h_->refresh(at, now_us);
     }
 }
 
@@ -587,12 +783,13 @@ std::vector<std::string> Registry::close_channels(const std::vector<std::string>
     std::vector<std::string> existed;
     for (const auto &c : channels) {
         std::uint32_t at = h_->find(c);
-        if (at == h_->table_size)
+        if (at == kNone)
             continue;
-        ChannelEntry &e = h_->table()[at];
+        ChannelEntry &e = h_->entries()[at];
+        h_->mark_published(e);
         e.closed = 1;
         e.retry_ms = -1;
-        e.last_used_us = now_us;
+        h_->refresh(at, now_us); /* off the idle lists: kept until a publish reopens it */
         existed.push_back(c);
     }
     return existed;
@@ -607,9 +804,9 @@ void Registry::subscribe_view(const std::vector<std::string> &channels, bool *an
     std::int64_t newest = 0;
     for (const auto &c : channels) {
         std::uint32_t at = h_->find(c);
-        if (at == h_->table_size)
+        if (at == kNone)
             continue;
-        const ChannelEntry &e = h_->table()[at];
+        const ChannelEntry &e = h_->entries()[at];
         if (e.closed)
             *any_closed = true;
         if (e.retry_ms >= 0 && e.retry_set_us >= newest) {
@@ -639,9 +836,9 @@ bool Registry::channel(std::string_view name, ChannelInfo *out) const
 {
     Locked lock(h_);
     std::uint32_t at = h_->find(name);
-    if (at == h_->table_size)
+    if (at == kNone)
         return false;
-    *out = to_info(h_, h_->table()[at]);
+    *out = to_info(h_, h_->entries()[at]);
     return true;
 }
 
@@ -649,9 +846,9 @@ std::vector<ChannelInfo> Registry::channels() const
 {
     Locked lock(h_);
     std::vector<ChannelInfo> out;
-    for (std::uint32_t i = 0; i < h_->table_size; ++i)
-        if (h_->table()[i].state == kEntryUsed)
-            out.push_back(to_info(h_, h_->table()[i]));
+    for (std::uint32_t i = 0; i < h_->entry_high; ++i)
+        if (h_->entries()[i].state == kEntryUsed)
+            out.push_back(to_info(h_, h_->entries()[i]));
     std::sort(out.begin(), out.end(),
               [](const ChannelInfo &a, const ChannelInfo &b) { return a.name < b.name; });
     return out;
@@ -664,6 +861,9 @@ RegistryTotals Registry::totals() const
     t.max_subscribers = h_->max_subscribers;
     t.max_channels = h_->max_channels;
     t.channels = h_->live_channels;
+    t.unpublished_channels = h_->unpublished;
+    t.max_unpublished_channels = h_->unpublished_cap();
+    t.refused_unpublished = h_->refused_unpublished;
     t.dropped_channels = h_->dropped_channels;
     t.socket_clients = h_->socket_clients.load(std::memory_order_relaxed);
     std::map<int, std::uint64_t> per_pid;
@@ -677,6 +877,19 @@ RegistryTotals Registry::totals() const
     for (const auto &kv : per_pid)
         t.processes.push_back({kv.first, kv.second});
     return t;
+}
+
+bool LogThrottle::allow(std::int64_t now_us, std::uint64_t *skipped)
+{
+    std::int64_t next = next_us_.load(std::memory_order_relaxed);
+    /* One thread wins the period; the others count themselves skipped. */
+    if (now_us < next ||
+        !next_us_.compare_exchange_strong(next, now_us + period_us_, std::memory_order_relaxed)) {
+        skipped_.fetch_add(1, std::memory_order_relaxed);
+        return false;
+    }
+    *skipped = skipped_.exchange(0, std::memory_order_relaxed);
+    return true;
 }
 
 void set_registry_test_hook(RegistryTestHook hook)

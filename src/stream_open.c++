@@ -44,6 +44,9 @@ OpenedStream open_stream(Bus bus, Registry &registry, const StreamRequest &req,
     case Registry::Join::Outcome::TooManyChannels:
         o.outcome = OpenedStream::Outcome::TooManyChannels;
         break;
+    case Registry::Join::Outcome::TooManyUnpublished:
+        o.outcome = OpenedStream::Outcome::TooManyUnpublished;
+        break;
     }
     return o;
 }

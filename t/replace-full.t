@@ -7,7 +7,9 @@ use lib 't/lib';
 use SSETest;
 use Test::More;
 
-my $srv = SSETest::Server->start(global => "SSEMaxChannels 2\n", conf => <<'EOF');
+# SSEMaxUnpublishedChannels 2: the whole table for channels only subscribers named (the default
+# share, half, would refuse the second with SSE0150 first; t/channel-table.t tests the share).
+my $srv = SSETest::Server->start(global => "SSEMaxChannels 2\nSSEMaxUnpublishedChannels 2\n", conf => <<'EOF');
 <Location /latest>
     SetHandler sse-subscribe
     SSEClientId %{req:X-Client-Id} unauthenticated

@@ -3,12 +3,13 @@
  *
  * Layout: one shared segment (offsets only), created before the children fork:
  *   RegistryHeader | free-slot stack (uint32 x max_subscribers, freed slots below the high
- *   water mark only) | Slot x max_subscribers |
- *   ChannelEntry x table_size (open addressing, table_size = 2 x max_channels rounded up to a
- *   power of two)
+ *   water mark only) | Slot x max_subscribers | free-entry stack (uint32 x max_channels) |
+ *   ChannelEntry x max_channels | hash index: (entry, hash) cells x index_size (open
+ *   addressing with linear probing, index_size = 2 x max_channels rounded up to a power of
+ *   two, so at most half full)
  *
  * Exact counts: each open stream holds one slot, which names its process and its channels
- * (by channel-table index); a channel's subscriber count is kept with the slots, under the
+ * (by entry index); a channel's subscriber count is kept with the slots, under the
  * same lock. A stream that ends releases its slot (leave). A process that dies without
  * releasing (kill -9, crash) is reaped: the parent notes it when the MPM reports the child
  * gone (note_gone, lock-free: the parent never waits for a lock a child can hold, even a
@@ -18,19 +19,37 @@
  *
  * Channels: an entry is created by the first subscribe or publish and holds the publish
  * count, the retry set by a retry-only publish, and whether the channel was closed (DELETE)
- * and not published to since. When the table is full, the entry with no subscribers that was
- * used least recently is dropped (it counts as never having existed again).
+ * and not published to since. Finding, creating and dropping an entry cost O(1) on average,
+ * whatever the table's size: a name is looked up in the hash index (deleted without
+ * tombstones, so lookups do not lengthen with churn), and the entries that may be dropped
+ * are on two least-recently-used lists.
+ * - Dropping: when the table is full, an entry with no subscribers that is not closed, the
+ *   one used least recently, is dropped (it counts as never having existed again). A closed
+ *   entry is never dropped: it stays closed until a publish reopens it, however many other
+ *   channels come and go. A table holding only closed channels and channels with
+ *   subscribers has no room: a subscribe that needs a new entry is refused
+ *   (TooManyChannels), a publish to a new channel goes out but is not counted. Closing is
+ *   a publisher's act, so their number is bounded by trusted input.
+ * - Unpublished share: an entry no publisher has written to (no publish, no DELETE), that
+ *   exists only because subscribers named it, is "unpublished". At most
+ *   set_max_unpublished() of them exist at once; a subscribe that needs one more drops an
+ *   idle unpublished entry, never a publisher's, and is refused (TooManyUnpublished) when
+ *   there is none. So streams naming made-up channels cannot take the room of the channels
+ *   publishers use. format() sets no share (max_channels).
  *
  * Concurrency: one robust, process-shared mutex. A holder that dies leaves the next locker
- * EOWNERDEAD; it then rebuilds the free stack, the counts and the slot scan bound from the
- * slots, so nothing drifts. A slot or a channel entry is written first and then made to count
- * by one release store of its state, so a holder killed anywhere leaves each either as it was
- * or complete (a reused tombstone stays a tombstone until then: probe chains never break).
+ * EOWNERDEAD; it then rebuilds from the slots' and entries' states the free stacks, the
+ * counts, the hash index and the idle lists (in last-use order), so nothing drifts; this is
+ * linear in the tables, once per holder killed. A slot or a channel entry is written first
+ * and then made to count by one release store of its state, so a holder killed anywhere
+ * leaves each either as it was or complete; the index and the lists, which take several
+ * stores to change, are derived data.
  * Pure memory + POSIX (kill(pid, 0)); no httpd.
  */
 #ifndef SSE_REGISTRY_H
 #define SSE_REGISTRY_H
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -74,6 +93,9 @@ struct RegistryTotals {
     std::uint64_t max_channels = 0;
     std::uint64_t socket_clients = 0;
     std::uint64_t dropped_channels = 0;   /* entries dropped because the table was full */
+    std::uint64_t unpublished_channels = 0;     /* entries only subscribers named */
+    std::uint64_t max_unpublished_channels = 0; /* their share (set_max_unpublished) */
+    std::uint64_t refused_unpublished = 0;      /* joins refused for want of that share */
     std::vector<ProcessCount> processes;  /* every process holding streams, by pid */
 };
 
@@ -91,7 +113,7 @@ public:
     bool valid() const { return h_ != nullptr; }
 
     struct Join {
-        enum class Outcome { Joined, Duplicate, Full, TooManyChannels };
+        enum class Outcome { Joined, Duplicate, Full, TooManyChannels, TooManyUnpublished };
         Outcome outcome = Outcome::Joined;
         std::uint32_t slot = 0;
         std::uint64_t serial = 0;
@@ -103,9 +125,12 @@ public:
      * freed and returned in `replaced` (the caller must tell their holders to end them).
      * Full: no free slot. TooManyChannels: a channel needs an entry and the table has no room
      * (entries of the channels of this join are never dropped to make it).
+     * TooManyUnpublished: the table has room, but the new entries would pass the unpublished
+     * share and no idle unpublished entry can be dropped for them.
      * All or nothing: when the outcome is not Joined, `replaced` is empty and no live
      * stream's slot was freed; only streams of dead processes may have been (`reaped`, in
-     * every outcome). */
+     * every outcome). Cost: O(channels) plus the slots' scan for a client id (policy other
+     * than Allow), whatever the table's size. */
     Join join(int pid, std::string_view client_id, std::string_view remote,
               const std::vector<std::string> &channels, DuplicatePolicy policy,
               std::int64_t now_us);
@@ -152,12 +177,37 @@ public:
     std::vector<ChannelInfo> channels() const;
     RegistryTotals totals() const;
 
+    /* How many unpublished entries may exist at once (at least 1; above max_channels it
+     * is max_channels). Lock-free; any time (each configuration load sets it). Lowered
+     * below the entries that exist, none is dropped: new ones then replace idle ones. */
+    void set_max_unpublished(std::uint32_t n);
+    /* The share set_max_unpublished() set (clamped to max_channels). Lock-free. */
+    std::uint32_t max_unpublished() const;
+    /* SSEMaxChannels as format() got it (fixed for the registry's life). Lock-free. */
+    std::uint32_t max_channels() const;
+
     /* The publish socket daemon reports its connected clients here. */
     void set_socket_clients(std::uint64_t n);
 
 private:
     explicit Registry(RegistryHeader *h) : h_(h) {}
     RegistryHeader *h_ = nullptr;
+};
+
+/* At most one log line per period for a refusal a client can repeat at will (a flood of
+ * requests must not flood the error log). Thread-safe, per process (each process logs at
+ * most once per period). */
+class LogThrottle {
+public:
+    explicit LogThrottle(std::int64_t period_us) : period_us_(period_us) {}
+    /* Whether to log this one now. When true, *skipped gets how many were not logged since
+     * the last line (and the count starts again). */
+    bool allow(std::int64_t now_us, std::uint64_t *skipped);
+
+private:
+    const std::int64_t period_us_;
+    std::atomic<std::int64_t> next_us_{0};
+    std::atomic<std::uint64_t> skipped_{0};
 };
 
 /* Unit tests only: named points inside the registry's critical sections (the lock is held),
@@ -167,6 +217,8 @@ enum class RegistryPoint {
     JoinLocked,    /* join() holds the lock, nothing changed yet */
     ViewRead,      /* subscribe_view() has read what it returns, still holds the lock */
     EntryWritten,  /* a new channel entry is written, its state not yet committed */
+    EntryDropped,  /* an entry is committed free, the hash index still names it */
+    IndexShifted,  /* the index's removal of a cell moved one cell back, more may follow */
     SlotCommitted, /* join()'s slot is committed (live), join() not yet returned */
 };
 using RegistryTestHook = void (*)(RegistryPoint);

@@ -43,7 +43,7 @@ struct StreamRequest {
 
 struct OpenedStream {
     explicit OpenedStream(BusReader r) : reader(std::move(r)) {}
-    enum class Outcome { Open, Closed, Duplicate, Full, TooManyChannels };
+    enum class Outcome { Open, Closed, Duplicate, Full, TooManyChannels, TooManyUnpublished };
     Outcome outcome = Outcome::Open;
     BusReader reader;           /* positioned: live, or after resume_id with the replay queued */
     bool resume_found = true;   /* false: resume_id is not held (send the missed notice) */

@@ -80,6 +80,7 @@ struct ServerConfig {
     PublishSocketConfig publish_socket;
     apr_uint64_t max_subscribers; int max_subscribers_set;   /* SSEMaxSubscribers */
     apr_uint64_t max_channels;    int max_channels_set;      /* SSEMaxChannels */
+    apr_uint64_t max_unpublished; /* SSEMaxUnpublishedChannels; 0: half of the table */
     const char *presence_channel;                            /* SSEPresenceChannel */
     ModuleState *state;        /* set in post_config, the same for every server_rec */
 };

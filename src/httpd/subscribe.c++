@@ -210,6 +210,30 @@ const char *control_ends_stream(const BusEvent &ev, std::uint64_t serial)
     return names_stream(ev, serial) ? "replaced" : nullptr;
 }
 
+/* SSE0150: the channel table's unpublished share is taken (one client's streams naming
+ * made-up channels, or subscribers ahead of their publishers). A client can repeat it at
+ * will: one line per process per kRefusalLogPeriodUs, the others at debug, and SSE0151 says
+ * how many were not logged. */
+constexpr std::int64_t kRefusalLogPeriodUs = 10 * 1000000;
+
+int refuse_unpublished(request_rec *r, const Registry &registry)
+{
+    static LogThrottle throttle(kRefusalLogPeriodUs);
+    std::uint64_t skipped = 0;
+    const bool log = throttle.allow(now_us(), &skipped);
+    if (log && skipped > 0)
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
+                      "SSE0151: %" APR_UINT64_T_FMT " more subscribes were refused for the "
+                      "same reason (SSE0150) in this process since its last SSE0150 line",
+                      apr_uint64_t(skipped));
+    const Endpoint who{kSubscribe.name, log ? kSubscribe.log_level : APLOG_DEBUG};
+    return answer_error(r, HTTP_SERVICE_UNAVAILABLE, "SSE0150", who,
+                        "no room for another channel that no publisher has written to: "
+                        "subscribers hold " + std::to_string(registry.max_unpublished()) +
+                            " such channels, as many as SSEMaxUnpublishedChannels allows "
+                            "(channels that were published to are not limited by it)");
+}
+
 } // namespace
 
 int subscribe_handler(request_rec *r)
@@ -289,6 +313,9 @@ int subscribe_handler(request_rec *r)
         apr_table_setn(r->headers_out, "Retry-After", "5");
         return answer_error(r, HTTP_SERVICE_UNAVAILABLE, "SSE0109", kSubscribe,
                             "no room for another channel (SSEMaxChannels), all in use");
+    case OpenedStream::Outcome::TooManyUnpublished:
+        apr_table_setn(r->headers_out, "Retry-After", "5");
+        return refuse_unpublished(r, state->registry);
     }
     const std::int64_t retry_ms = opened.retry_ms >= 0 ? opened.retry_ms : d.retry_ms;
 

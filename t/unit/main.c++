@@ -9,6 +9,7 @@ int main()
     srunner_add_suite(sr, request_suite());
     srunner_add_suite(sr, protocol_suite());
     srunner_add_suite(sr, registry_suite());
+    srunner_add_suite(sr, channel_table_suite());
     srunner_add_suite(sr, guard_suite());
     srunner_add_suite(sr, resume_cost_suite());
     srunner_add_suite(sr, presence_suite());

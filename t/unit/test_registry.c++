@@ -80,7 +80,7 @@ std::string joined(const std::vector<std::string> &v)
     return s;
 }
 
-/* Names whose table home is the same bucket (table_size 16: max_channels up to 8). */
+/* Names whose index home is the same cell (16 cells: max_channels up to 8). */
 std::vector<std::string> colliding(std::size_t n)
 {
     std::vector<std::string> out;
@@ -248,8 +248,10 @@ END_TEST
 
 START_TEST(registry_killed_while_writing_an_entry_keeps_probe_chains)
 {
-    /* bus.md 7: a locker killed while it reuses a tombstone at the head of a probe chain
-     * must not cut the chain (the entries behind it would be lost, then created twice). */
+    /* bus.md 7: a locker killed while it reuses the place of a dropped entry at the head of
+     * a probe chain must not cut the chain (the entries behind it would be lost, then
+     * created twice). The hash index has no tombstones now: the next locker rebuilds it
+     * from the entries (test_channel_table.c++ kills a holder at every kind of point). */
     Shared m(Registry::bytes_needed(8, 2));
     Registry reg = make_registry(m, 8, 2);
     const std::vector<std::string> n = colliding(3);

@@ -9,6 +9,7 @@ Suite *bus_suite();
 Suite *request_suite();
 Suite *protocol_suite();
 Suite *registry_suite();
+Suite *channel_table_suite();
 Suite *guard_suite();
 Suite *resume_cost_suite();
 Suite *presence_suite();

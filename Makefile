@@ -40,7 +40,7 @@ CORE_SRCS := src/wire.c++ src/config_values.c++ src/audience.c++ src/registry.c+
              src/stream_open.c++
 GLUE_SRCS := mod_sse.c++ src/httpd/respond.c++ src/httpd/subscribe.c++ src/httpd/publish.c++ \
              src/httpd/publish_socket.c++ src/httpd/socket_daemon.c++ src/httpd/async_hub.c++ \
-             src/httpd/subscription.c++ src/httpd/status.c++
+             src/httpd/subscription.c++ src/httpd/status.c++ src/httpd/channel_access.c++
 CORE_OBJS := $(CORE_SRCS:%.c++=$(BUILD)/%.o)
 GLUE_OBJS := $(GLUE_SRCS:%.c++=$(BUILD)/%.o)
 

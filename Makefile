@@ -62,7 +62,7 @@ STRESS_BIN := $(BUILD)/t/stress/bus-stress
 
 .PHONY: all install test test-asan test-stress unit stress integration fuzz deps run stop clean bench-publish \
         bench-nchan bench-memory \
-        bench-resume
+        bench-resume bench-authz
 
 PREFIX    ?= /usr/local
 BINDIR    ?= $(PREFIX)/bin
@@ -131,6 +131,11 @@ bench-publish: all $(BUILD)/publish-bench
 
 bench-memory: all
 	bench/run-memory-compare
+
+# Subscribes per second with channel authorization (per-channel lookups, Require sse-channel)
+# against the module without it (bench/run-authz-bench).
+bench-authz: all
+	bench/run-authz-bench
 
 bench-nchan: all $(BUILD)/sse-load $(BUILD)/publish-bench
 	tools/install-deps --bench

@@ -221,6 +221,11 @@ EOF
         Require valid-user
     </RequireAny>
 </Location>
+# A channel whose rules cannot be checked (the password file is missing): 500.
+<Location /pp/broken>
+    AuthUserFile ${dir}/no-such-htpasswd
+    Require valid-user
+</Location>
 # Publishing: a user writes only user/<name>, whichever way the request names it.
 <Location /upub>
     SetHandler sse-publish
@@ -252,7 +257,9 @@ EOF
 $auth->expect_log(qr/AH01630: client denied by server configuration/,
                   qr/AH01631: user \w+: authorization failure/,
                   qr/AH01629: authorization failure \(no authenticated user\)/,
-                  qr/SSE013[01]: (?:subscribe|publish) refused \(40[13]\)/);
+                  qr/SSE013[01]: (?:subscribe|publish) refused \(40[13]\)/,
+                  qr/AH01620: Could not open password file/,
+                  qr/SSE0133: subscribe refused \(500\)/);
 
 sub basic { my ($u) = @_; {Authorization => 'Basic ' . MIME::Base64::encode_base64("$u:pw-$u", '')} }
 use MIME::Base64 ();
@@ -284,6 +291,9 @@ subtest 'Require sse-channel: public/private split' => sub {
        'and so does a list naming it');
     is($auth->request(GET => '/pp/private/x', headers => basic('bob'))->{status}, 200,
        'a user reads private/x');
+    my $res = $auth->request(GET => '/pp/private/x?channel=broken/x', headers => basic('bob'));
+    is($res->{status}, 500, 'a channel whose rules fail to run: 500');
+    is(json_of($res)->{channel}, 'broken/x', 'naming the channel');
 };
 
 subtest 'Require sse-channel: publishing to user channels' => sub {

@@ -73,7 +73,8 @@ int lookup(request_rec *r, const std::string &channel, const char *uri, bool for
 bool is_own_path(const std::string &path)
 {
     std::string norm = path;
-    return ap_normalize_path(norm.data(), AP_NORMALIZE_NOT_ABOVE_ROOT | AP_NORMALIZE_MERGE_SLASHES) &&
+    return ap_normalize_path(norm.data(),
+                             AP_NORMALIZE_NOT_ABOVE_ROOT | AP_NORMALIZE_MERGE_SLASHES) &&
            strcmp(norm.c_str(), path.c_str()) == 0;
 }
 
@@ -104,8 +105,7 @@ const core_dir_config *handler_section(request_rec *r)
         }
         const std::size_t len = strlen(c->d);
         if (strncmp(c->d, r->uri, len) == 0 &&
-            (len == 0 || c->d[len - 1] == '/' || r->uri[len] == '/' || r->uri[len] == '\0'))
-        {
+            (len == 0 || c->d[len - 1] == '/' || r->uri[len] == '/' || r->uri[len] == '\0')) {
             found = c;
             regex_last = false;
         }
@@ -198,8 +198,9 @@ bool authorize_channels(request_rec *r, const ChannelSelection &sel, const Endpo
             return refuse(r, HTTP_UNAUTHORIZED, "SSE0131", who, c,
                           "channel \"" + c + "\" needs authentication: the access rules for " +
                               path + " ask for it (401)");
-        if (ap_is_HTTP_SERVER_ERROR(status))
-            return refuse(r, HTTP_INTERNAL_SERVER_ERROR, "SSE0133", kPublish, c,
+        if (ap_is_HTTP_SERVER_ERROR(status) || status < 0 /* DONE: a hook ended it */)
+            return refuse(r, HTTP_INTERNAL_SERVER_ERROR, "SSE0133",
+                          Endpoint{who.name, APLOG_ERR}, c,
                           "checking the access rules for channel \"" + c + "\" (" + path +
                               ") failed (" + std::to_string(status) + ")");
         return refuse(r, HTTP_FORBIDDEN, "SSE0130", who, c,
@@ -252,7 +253,8 @@ const char *parse_require(cmd_parms *cmd, const char *line, const void **parsed)
         std::string text = line;
         if (text.size() >= 2 && text.front() == '"' && text.back() == '"')
             text = text.substr(1, text.size() - 2);
-        auto *info = static_cast<RequireChannel *>(apr_pcalloc(cmd->pool, sizeof(RequireChannel)));
+        auto *info =
+            static_cast<RequireChannel *>(apr_pcalloc(cmd->pool, sizeof(RequireChannel)));
         apr_pool_userdata_setn(info, kParsingNote, apr_pool_cleanup_null, cmd->temp_pool);
         const char *err = nullptr;
         info->expr = ap_expr_parse_cmd_mi(cmd, apr_pstrdup(cmd->pool, text.c_str()), 0, &err,
@@ -267,14 +269,15 @@ const char *parse_require(cmd_parms *cmd, const char *line, const void **parsed)
     });
 }
 
-/* The channels `Require sse-channel` judges in `r`; false (denied) when they cannot be
- * determined. Sets `defer` for a POST to an sse-publish location whose body names them. */
-bool channels_to_judge(request_rec *r, std::vector<std::string> &out, bool &defer)
+/* The channels `Require sse-channel` judges in `r`. Returns AUTHZ_GRANTED when they are in
+ * `out`, or with `defer` set for a POST to an sse-publish location whose body names them;
+ * AUTHZ_DENIED when they cannot be determined, AUTHZ_GENERAL_ERROR when SSEChannel failed. */
+authz_status channels_to_judge(request_rec *r, std::vector<std::string> &out, bool &defer)
 {
     if (r->main)
         if (const char *one = apr_table_get(r->main->notes, kChannelNote)) {
             out.assign(1, one);
-            return true;
+            return AUTHZ_GRANTED;
         }
     Params query;
     std::string err = r->args ? parse_form(r->args, query) : std::string();
@@ -282,19 +285,21 @@ bool channels_to_judge(request_rec *r, std::vector<std::string> &out, bool &defe
     if (err.empty() && select_request_channels(r, nullptr, query, sel)) {
         out = std::move(sel.channels);
         apr_table_set(r->notes, kCheckedNote, out.size() == 1 ? out[0].c_str() : kSeveral);
-        return true;
+        return AUTHZ_GRANTED;
     }
+    if (sel.status == HTTP_INTERNAL_SERVER_ERROR)
+        return AUTHZ_GENERAL_ERROR; /* SSEChannel failed: logged (SSE0102) */
     const char *handler = configured_handler(r);
     if (err.empty() && sel.status == HTTP_BAD_REQUEST && r->method_number == M_POST && handler &&
         strcasecmp(handler, "sse-publish") == 0) {
         apr_table_setn(r->notes, kCheckedNote, kSeveral);
         defer = true;
-        return true;
+        return AUTHZ_GRANTED;
     }
     ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
                   "SSE0135: Require sse-channel: the request's channels cannot be determined "
                   "(%s): denied", err.empty() ? sel.error.c_str() : err.c_str());
-    return false;
+    return AUTHZ_DENIED;
 }
 
 authz_status check_require(request_rec *r, const char *, const void *parsed)
@@ -303,8 +308,8 @@ authz_status check_require(request_rec *r, const char *, const void *parsed)
         const auto *info = static_cast<const RequireChannel *>(parsed);
         std::vector<std::string> channels;
         bool defer = false;
-        if (!channels_to_judge(r, channels, defer))
-            return AUTHZ_DENIED;
+        if (authz_status st = channels_to_judge(r, channels, defer); st != AUTHZ_GRANTED)
+            return st;
         if (defer)
             return AUTHZ_GRANTED; /* each channel of the body is judged by its own lookup */
         for (const std::string &channel : channels) {

@@ -261,16 +261,24 @@ $auth->expect_log(qr/AH01630: client denied by server configuration/,
                   qr/AH01620: Could not open password file/,
                   qr/SSE0133: subscribe refused \(500\)/);
 
+# The status a subscribe gets (a stream is closed at once).
+sub sub_status {
+    my ($srv, $path, $headers) = @_;
+    my $s = $srv->subscribe($path, headers => $headers // {});
+    my $status = $s->status;
+    $s->close;
+    return $status;
+}
+
 sub basic { my ($u) = @_; {Authorization => 'Basic ' . MIME::Base64::encode_base64("$u:pw-$u", '')} }
 use MIME::Base64 ();
 
 subtest 'Require sse-channel: per-user channels with basic auth' => sub {
-    is($auth->request(GET => '/u/public/news')->{status}, 200, 'public/news without a login');
+    is(sub_status($auth, '/u/public/news'), 200, 'public/news without a login');
     my $res = $auth->request(GET => '/u/user/alice');
     is($res->{status}, 401, 'user/alice without a login: 401');
     like($res->{headers}{'www-authenticate'} // '', qr/^Basic realm="events"/, 'with a challenge');
-    is($auth->request(GET => '/u/user/alice', headers => basic('alice'))->{status}, 200,
-       'alice reads user/alice');
+    is(sub_status($auth, '/u/user/alice', basic('alice')), 200, 'alice reads user/alice');
     is($auth->request(GET => '/u/user/bob', headers => basic('alice'))->{status}, 403,
        'alice cannot read user/bob');
     is($auth->request(GET => '/u/public/news?channel=user/bob', headers => basic('alice'))
@@ -285,12 +293,11 @@ subtest 'Require sse-channel: per-user channels with basic auth' => sub {
 };
 
 subtest 'Require sse-channel: public/private split' => sub {
-    is($auth->request(GET => '/pp/public/x')->{status}, 200, 'public/x for everyone');
+    is(sub_status($auth, '/pp/public/x'), 200, 'public/x for everyone');
     is($auth->request(GET => '/pp/private/x')->{status}, 401, 'private/x asks for a login');
     is($auth->request(GET => '/pp/public/x?channel=public/x,private/x')->{status}, 401,
        'and so does a list naming it');
-    is($auth->request(GET => '/pp/private/x', headers => basic('bob'))->{status}, 200,
-       'a user reads private/x');
+    is(sub_status($auth, '/pp/private/x', basic('bob')), 200, 'a user reads private/x');
     my $res = $auth->request(GET => '/pp/private/x?channel=broken/x', headers => basic('bob'));
     is($res->{status}, 500, 'a channel whose rules fail to run: 500');
     is(json_of($res)->{channel}, 'broken/x', 'naming the channel');
@@ -324,12 +331,19 @@ subtest 'Require sse-channel: publishing to user channels' => sub {
 };
 
 subtest 'Require not sse-channel: each channel judged alone' => sub {
-    is($auth->request(GET => '/neg/news')->{status}, 200, 'news: 200');
+    is(sub_status($auth, '/neg/news'), 200, 'news: 200');
     is($auth->request(GET => '/neg/secret1')->{status}, 403, 'secret1: 403');
     is($auth->request(GET => '/neg/news,secret1')->{status}, 403, 'news,secret1: 403');
     is($auth->request(GET => '/neg/news?channel=news,secret1')->{status}, 403,
        '?channel=news,secret1: 403');
 };
 $auth->stop;
+
+subtest 'Require sse-channel: a bad expression stops configtest' => sub {
+    my ($rc, $out) = SSETest::Server->configtest(
+        conf => "<Location /x>\n    Require sse-channel %{SSE_CHANNEL} ==\n</Location>\n");
+    isnt($rc, 0, 'configtest fails');
+    like($out, qr/Require sse-channel: cannot parse the expression "%\{SSE_CHANNEL\} =="/, 'naming the expression');
+};
 
 done_testing;

@@ -198,7 +198,7 @@ bool authorize_channels(request_rec *r, const ChannelSelection &sel, const Endpo
             return refuse(r, HTTP_UNAUTHORIZED, "SSE0131", who, c,
                           "channel \"" + c + "\" needs authentication: the access rules for " +
                               path + " ask for it (401)");
-        if (ap_is_HTTP_SERVER_ERROR(status) || status < 0 /* DONE: a hook ended it */)
+        if (ap_is_HTTP_SERVER_ERROR(status))
             return refuse(r, HTTP_INTERNAL_SERVER_ERROR, "SSE0133",
                           Endpoint{who.name, APLOG_ERR}, c,
                           "checking the access rules for channel \"" + c + "\" (" + path +
@@ -261,11 +261,13 @@ const char *parse_require(cmd_parms *cmd, const char *line, const void **parsed)
                                           require_lookup, APLOG_MODULE_INDEX);
         apr_pool_userdata_setn(nullptr, kParsingNote, apr_pool_cleanup_null, cmd->temp_pool);
         if (err)
-            return apr_pstrcat(cmd->temp_pool, "cannot parse the expression: ", err, nullptr);
+            return apr_psprintf(cmd->temp_pool,
+                                "Require sse-channel: cannot parse the expression \"%s\": %s",
+                                text.c_str(), err);
         *parsed = info;
         return nullptr;
     }, [&](const char *why) -> const char * {
-        return apr_pstrcat(cmd->temp_pool, "internal error: ", why, nullptr);
+        return apr_pstrcat(cmd->temp_pool, "Require sse-channel: internal error: ", why, nullptr);
     });
 }
 

@@ -9,8 +9,6 @@
 #include "apr_fnmatch.h"
 #include "apr_strings.h"
 
-#include <nlohmann/json.hpp>
-
 APLOG_USE_MODULE(sse);
 
 namespace sse::httpd {

@@ -236,6 +236,14 @@ EOF
     AuthzSendForbiddenOnFailure On
     Require sse-channel %{SSE_CHANNEL} == "user/%{REMOTE_USER}"
 </Location>
+# Methods as usual: anyone POSTs and reads figures, only temp/... channels may be closed.
+<Location /pubm>
+    SetHandler sse-publish
+    <RequireAny>
+        Require method POST GET
+        Require sse-channel %{SSE_CHANNEL} =~ m#^temp/#
+    </RequireAny>
+</Location>
 # A negated rule: every channel is judged alone, so one bad channel is not hidden by others.
 <Location /neg>
     SetHandler sse-subscribe
@@ -328,6 +336,20 @@ subtest 'Require sse-channel: publishing to user channels' => sub {
        'GET stats of user/bob: 403');
     is($auth->request(DELETE => '/upub/user/bob', headers => basic('alice'))->{status}, 403,
        'DELETE user/bob: 403');
+};
+
+subtest 'Require sse-channel with Require method' => sub {
+    is($auth->request(POST => '/pubm/news', body => 'n')->{status}, 201, 'POST news: 201');
+    is($auth->request(POST => '/pubm/temp/x', body => 't')->{status}, 201, 'POST temp/x: 201');
+    is($auth->request(DELETE => '/pubm/news')->{status}, 403, 'DELETE news: 403');
+    is($auth->request(DELETE => '/pubm/temp/x?channel=temp/x,news')->{status}, 403,
+       'DELETE temp/x,news by the query: 403 (httpd refuses the request as a whole)');
+    is($auth->request(DELETE => '/pubm/temp/x')->{status}, 200, 'DELETE temp/x: 200');
+};
+
+subtest 'Require sse-channel: no channel is denied' => sub {
+    is($auth->request(GET => '/u/')->{status}, 403, 'GET /u/ (no channel): 403');
+    is($auth->request(GET => '/u/x?channel=a%20b')->{status}, 403, 'a bad name: 403');
 };
 
 subtest 'Require not sse-channel: each channel judged alone' => sub {

@@ -40,7 +40,7 @@ CORE_SRCS := src/wire.c++ src/config_values.c++ src/audience.c++ src/registry.c+
              src/stream_open.c++ src/presence.c++
 GLUE_SRCS := mod_sse.c++ src/httpd/respond.c++ src/httpd/subscribe.c++ src/httpd/publish.c++ \
              src/httpd/publish_socket.c++ src/httpd/socket_daemon.c++ src/httpd/async_hub.c++ \
-             src/httpd/subscription.c++ src/httpd/status.c++
+             src/httpd/subscription.c++ src/httpd/status.c++ src/httpd/channel_access.c++
 CORE_OBJS := $(CORE_SRCS:%.c++=$(BUILD)/%.o)
 GLUE_OBJS := $(GLUE_SRCS:%.c++=$(BUILD)/%.o)
 
@@ -62,7 +62,7 @@ STRESS_BIN := $(BUILD)/t/stress/bus-stress
 
 .PHONY: all install test test-asan test-stress unit stress integration fuzz deps run stop clean bench-publish \
         bench-nchan bench-memory \
-        bench-resume bench-registry
+        bench-resume bench-registry bench-authz
 
 PREFIX    ?= /usr/local
 BINDIR    ?= $(PREFIX)/bin
@@ -153,6 +153,11 @@ bench-publish: all $(BUILD)/publish-bench
 
 bench-memory: all
 	bench/run-memory-compare
+
+# Subscribes per second with channel authorization (per-channel lookups, Require sse-channel)
+# against the module without it (bench/run-authz-bench).
+bench-authz: all
+	bench/run-authz-bench
 
 bench-nchan: all $(BUILD)/sse-load $(BUILD)/publish-bench
 	tools/install-deps --bench

@@ -6,6 +6,7 @@
  */
 #include "src/httpd/module.h"
 #include "src/httpd/async_hub.h"
+#include "src/httpd/channel_access.h"
 #include "src/httpd/publish_socket.h"
 #include "src/httpd/subscription.h"
 #include "sse/config_values.h"
@@ -745,14 +746,9 @@ constexpr char kSseLocation[] = "sse-location";
  * sections by then, while SetHandler itself applies only in fixups. */
 bool sse_location(request_rec *r)
 {
-    auto *core = static_cast<core_dir_config *>(ap_get_core_module_config(r->per_dir_config));
-    if (!core || !core->expr_handler)
-        return false;
-    const char *err = nullptr;
-    const char *h = ap_expr_str_exec(r, core->expr_handler, &err);
-    return !err && h && /* core reports a failing expression in fixups */
-           (strcasecmp(h, "sse-subscribe") == 0 || strcasecmp(h, "sse-publish") == 0 ||
-            strcasecmp(h, "sse-status") == 0);
+    const char *h = configured_handler(r);
+    return h && (strcasecmp(h, "sse-subscribe") == 0 || strcasecmp(h, "sse-publish") == 0 ||
+                 strcasecmp(h, "sse-status") == 0);
 }
 
 /* pre_translate_name: core answers a path with %00 in it 404 (HTML) when it decodes the path,
@@ -832,7 +828,7 @@ int status_section(request_rec *r, int flags)
                    });
 }
 
-void register_hooks(apr_pool_t *)
+void register_hooks(apr_pool_t *p)
 {
     ap_hook_check_config(check_config, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_post_config(post_config, nullptr, nullptr, APR_HOOK_MIDDLE);
@@ -846,6 +842,7 @@ void register_hooks(apr_pool_t *)
     ap_hook_child_stopping(child_stopping, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_child_status(child_status, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_expr_lookup(expr_lookup, nullptr, nullptr, APR_HOOK_MIDDLE);
+    register_channel_authz(p);
     APR_OPTIONAL_HOOK(ap, status_hook, status_section, nullptr, nullptr, APR_HOOK_MIDDLE);
 }
 

@@ -124,16 +124,23 @@ constexpr Endpoint kPublishQuiet{"publish", APLOG_INFO};
 /* Decodes r->args; on error answers 400 itself and returns false. */
 bool query_params(request_rec *r, Params &out, const Endpoint &who);
 
-/* The channels for this request (SSEChannel, ?channel=, or the path); on error answers 400
- * itself and returns false. `body_channels` (publish only) replace the query and the path. */
+/* The channels for this request (SSEChannel, ?channel=, or the path), each authorized as if
+ * requested alone at its own path (see channel_access.h); on error answers itself (400, or
+ * 401/403/500 for a channel the access rules refuse) and returns false. `body_channels`
+ * (publish only) replace the query and the path. */
 bool request_channels(request_rec *r, const std::vector<std::string> *body_channels,
                       const Params &query, std::vector<std::string> &out, const Endpoint &who);
 
-/* Sends a JSON error body {"error": message, "status": status}, logs a line tagged `tag`
- * (like "SSE0110") at the endpoint's level, and returns OK (the status goes out with the
- * body). */
+/* Sends a JSON error body {"error": message, "status": status} (plus "channel" when
+ * `channel` is given: the channel refused), logs a line tagged `tag` (like "SSE0110") at the
+ * endpoint's level, and returns OK (the status goes out with the body). */
 int answer_error(request_rec *r, int status, const char *tag, const Endpoint &who,
-                 const std::string &message);
+                 const std::string &message, const std::string *channel = nullptr);
+
+/* The handler SetHandler gives this request's location sections (nullptr: none, or its
+ * expression failed). Valid from pre_translate_name on (httpd walked the sections), while
+ * r->handler is set only in fixups. */
+const char *configured_handler(request_rec *r);
 
 /* Sends `json` with `status`, Content-Type application/json, and returns OK. */
 int answer_json(request_rec *r, int status, const std::string &json);

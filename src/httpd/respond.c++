@@ -1,6 +1,7 @@
 /* Helpers shared by the handlers: configuration access, query and channel parsing with their
  * error answers, JSON answers. */
 #include "src/httpd/module.h"
+#include "src/httpd/channel_access.h"
 
 #include "http_core.h"
 #include "http_protocol.h"
@@ -38,11 +39,13 @@ int answer_json(request_rec *r, int status, const std::string &json)
 }
 
 int answer_error(request_rec *r, int status, const char *tag, const Endpoint &who,
-                 const std::string &message)
+                 const std::string &message, const std::string *channel)
 {
     ap_log_rerror(APLOG_MARK, who.log_level, 0, r, "%s: %s refused (%d): %s", tag, who.name,
                   status, message.c_str());
     nlohmann::json body = {{"error", message}, {"status", status}};
+    if (channel)
+        body["channel"] = *channel;
     /* Error text may quote client bytes that are not UTF-8: replace them, never throw. */
     return answer_json(r, status, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
@@ -61,47 +64,25 @@ bool query_params(request_rec *r, Params &out, const Endpoint &who)
 bool request_channels(request_rec *r, const std::vector<std::string> *body_channels,
                       const Params &query, std::vector<std::string> &out, const Endpoint &who)
 {
-    const DirConfig &d = dir_config(r);
-    std::string configured;
-    const std::string *configured_p = nullptr;
-    std::string err;
-    if (d.channel_expr) {
-        if (body_channels && !body_channels->empty()) {
-            err = "this location takes its channels from SSEChannel; the body must not name a "
-                  "channel";
-        } else {
-            const char *expr_err = nullptr;
-            const char *value = ap_expr_str_exec(r, d.channel_expr, &expr_err);
-            if (expr_err) {
-                ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
-                              "SSE0102: SSEChannel expression failed: %s", expr_err);
-                answer_error(r, HTTP_INTERNAL_SERVER_ERROR, "SSE0102", who,
-                             "the channel expression of this location failed");
-                return false;
-            }
-            configured = value ? value : "";
-            configured_p = &configured;
-        }
-    } else if (body_channels && !body_channels->empty()) {
-        for (const auto &c : *body_channels)
-            configured += (configured.empty() ? "" : ",") + c;
-        configured_p = &configured;
+    ChannelSelection sel;
+    if (!select_request_channels(r, body_channels, query, sel)) {
+        answer_error(r, sel.status, sel.tag, who, sel.error);
+        return false;
     }
+    if (!authorize_channels(r, sel, who))
+        return false;
+    out = std::move(sel.channels);
+    return true;
+}
 
-    /* Channels from the path: the part of the URI after the <Location> that applies. Core
-     * keeps the path of the innermost section merged into this request (the one holding
-     * SetHandler, or a deeper one); a <LocationMatch> regex gives no prefix. */
-    std::string_view rest;
+const char *configured_handler(request_rec *r)
+{
     auto *core = static_cast<core_dir_config *>(ap_get_core_module_config(r->per_dir_config));
-    if (core && core->d && !core->r && !core->d_is_fnmatch &&
-        strncmp(r->uri, core->d, strlen(core->d)) == 0)
-        rest = r->uri + strlen(core->d);
-    if (err.empty())
-        err = select_channels(configured_p, query, rest, out);
-    if (err.empty())
-        return true;
-    answer_error(r, HTTP_BAD_REQUEST, "SSE0100", who, err);
-    return false;
+    if (!core || !core->expr_handler)
+        return nullptr;
+    const char *err = nullptr;
+    const char *h = ap_expr_str_exec(r, core->expr_handler, &err);
+    return err ? nullptr : h; /* core reports a failing expression in fixups */
 }
 
 void log_boundary_failure(const server_rec *s, const char *what, const char *why) noexcept

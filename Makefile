@@ -37,11 +37,15 @@ ALL_CXXFLAGS := -std=c++17 -fPIC -fno-gnu-unique -pthread $(WARN) $(CXXFLAGS) \
                $(filter-out -O2 -g,$(AP_CFLAGS)) $(AP_CPPFLAGS) -Iinclude -I. $(AP_INCLUDES)
 
 CORE_SRCS := src/wire.c++ src/config_values.c++ src/audience.c++ src/registry.c++ src/bus.c++ src/request.c++ src/publisher.c++ src/socket_protocol.c++ \
-             src/stream_open.c++
+             src/stream_open.c++ src/token.c++
 GLUE_SRCS := mod_sse.c++ src/httpd/respond.c++ src/httpd/subscribe.c++ src/httpd/publish.c++ \
              src/httpd/publish_socket.c++ src/httpd/socket_daemon.c++ src/httpd/async_hub.c++ \
-             src/httpd/subscription.c++ src/httpd/status.c++
+             src/httpd/subscription.c++ src/httpd/status.c++ src/httpd/token_check.c++
 CORE_OBJS := $(CORE_SRCS:%.c++=$(BUILD)/%.o)
+# Signed tokens (src/token.c++): libjwt verifies, libcrypto loads and checks the public keys.
+# Whatever links src/token.o (the module, the unit tests) links these; the other binaries take
+# only what they use from libssecore.a and need neither.
+JWT_LIBS  := $(shell pkg-config --libs libjwt libcrypto 2>/dev/null)
 GLUE_OBJS := $(GLUE_SRCS:%.c++=$(BUILD)/%.o)
 
 UNIT_SRCS := $(wildcard t/unit/*.c++)
@@ -52,7 +56,7 @@ UNIT_BIN  := $(BUILD)/t/unit/run-unit-tests
 # minutes in `make test`; FUZZ_SECONDS=600 make fuzz for a longer search.
 FUZZ_SECONDS ?= 20
 FUZZ_BINS := $(patsubst t/fuzz/%.c++,$(BUILD)/fuzz/%,$(wildcard t/fuzz/fuzz_*.c++))
-FUZZ_CORE := $(filter-out src/registry.c++ src/bus.c++ src/publisher.c++ src/stream_open.c++,$(CORE_SRCS))
+FUZZ_CORE := $(filter-out src/registry.c++ src/bus.c++ src/publisher.c++ src/stream_open.c++ src/token.c++,$(CORE_SRCS))
 FUZZ_FLAGS := -std=c++17 $(WARN) -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -Iinclude
 
 # The bus under writers and readers killed with SIGKILL (t/stress/bus_stress.c++): the run
@@ -80,7 +84,8 @@ $(BUILD)/libssecore.a: $(CORE_OBJS)
 	ar rcs $@ $^
 
 $(BUILD)/mod_sse.so: $(GLUE_OBJS) $(BUILD)/libssecore.a
-	$(CXX) -shared -fno-gnu-unique -pthread $(LDFLAGS) -o $@ $(GLUE_OBJS) $(BUILD)/libssecore.a
+	$(CXX) -shared -fno-gnu-unique -pthread $(LDFLAGS) -o $@ $(GLUE_OBJS) $(BUILD)/libssecore.a \
+	    $(JWT_LIBS)
 
 $(BUILD)/sse-publish: $(BUILD)/tools/sse-publish.o $(BUILD)/libssecore.a
 	$(CXX) -pthread $(LDFLAGS) -o $@ $^
@@ -111,7 +116,7 @@ ifneq ($(APACHE_MODS_AVAILABLE),)
 endif
 
 $(UNIT_BIN): $(UNIT_SRCS:%.c++=$(BUILD)/%.o) $(BUILD)/libssecore.a
-	$(CXX) -pthread $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs check)
+	$(CXX) -pthread $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs check) $(JWT_LIBS)
 
 $(BUILD)/publish-bench: $(BUILD)/bench/publish_bench.o $(BUILD)/libssecore.a
 	$(CXX) -pthread $(LDFLAGS) -o $@ $^

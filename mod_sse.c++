@@ -8,6 +8,7 @@
 #include "src/httpd/async_hub.h"
 #include "src/httpd/publish_socket.h"
 #include "src/httpd/subscription.h"
+#include "src/httpd/token_check.h"
 #include "sse/config_values.h"
 
 #include "http_core.h"
@@ -87,6 +88,10 @@ void *merge_dir_config(apr_pool_t *p, void *base_v, void *add_v)
                 base->client_id_expr_set, add->client_id_expr, add->client_id_expr_set);
     merge_field(c->duplicate_policy, c->duplicate_policy_set, base->duplicate_policy,
                 base->duplicate_policy_set, add->duplicate_policy, add->duplicate_policy_set);
+    merge_field(c->token_key, c->token_key_set, base->token_key, base->token_key_set,
+                add->token_key, add->token_key_set);
+    merge_field(c->token_cookie, c->token_cookie_set, base->token_cookie, base->token_cookie_set,
+                add->token_cookie, add->token_cookie_set);
     return c;
 }
 
@@ -355,6 +360,12 @@ const command_rec directives[] = {
                   "(default 50000)"),
     AP_INIT_TAKE1("SSEMaxChannels", as_cmd_func<cmd_registry_limit>(), nullptr, RSRC_CONF,
                   "<n>: channels whose counts and state are kept (default 10000)"),
+    AP_INIT_TAKE12("SSETokenKey", as_cmd_func<cmd_token_key>(), nullptr, RSRC_CONF | ACCESS_CONF,
+                   "HS256|RS256|ES256 <file> | off: requests here need a token signed with this "
+                   "key (HS256: a shared secret; RS256, ES256: a PEM public key)"),
+    AP_INIT_TAKE1("SSETokenCookie", as_cmd_func<cmd_token_cookie>(), nullptr,
+                  RSRC_CONF | ACCESS_CONF,
+                  "<name>: the cookie a token may come in (default mercureAuthorization)"),
     {nullptr, {nullptr}, nullptr, 0, RAW_ARGS, nullptr},
 };
 

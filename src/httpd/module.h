@@ -18,6 +18,7 @@
 #include "sse/guard.h"
 #include "sse/registry.h"
 #include "sse/request.h"
+#include "sse/token.h"
 
 #include "httpd.h"
 #include "http_config.h"
@@ -92,6 +93,8 @@ struct DirConfig {
     apr_size_t max_pending;            int max_pending_set;  /* SSEMaxPending */
     ap_expr_info_t *client_id_expr;    int client_id_expr_set;       /* SSEClientId */
     int duplicate_policy;              int duplicate_policy_set;     /* SSEDuplicateClient */
+    const TokenKey *token_key;         int token_key_set;    /* SSETokenKey; nullptr: off */
+    const char *token_cookie;          int token_cookie_set; /* SSETokenCookie; nullptr: default */
 };
 
 constexpr apr_uint64_t kDefaultBusSize = 16u << 20;

@@ -66,7 +66,7 @@ STRESS_BIN := $(BUILD)/t/stress/bus-stress
 
 .PHONY: all install test test-asan test-stress unit stress integration fuzz deps run stop clean bench-publish \
         bench-nchan bench-memory \
-        bench-resume
+        bench-resume bench-token
 
 PREFIX    ?= /usr/local
 BINDIR    ?= $(PREFIX)/bin
@@ -136,6 +136,10 @@ bench-publish: all $(BUILD)/publish-bench
 
 bench-memory: all
 	bench/run-memory-compare
+
+# Subscribes per second without a token key and with HS256, RS256, ES256 (bench/run-token-cost).
+bench-token: all
+	bench/run-token-cost
 
 bench-nchan: all $(BUILD)/sse-load $(BUILD)/publish-bench
 	tools/install-deps --bench

@@ -249,6 +249,13 @@ refused($srv->request(GET => '/hs/news', headers => {%{bearer('x.y.z')},
 served('/hs/news', {Authorization => 'Basic YTpi', Cookie => "mercureAuthorization=$tok"},
        'Authorization: Basic is not a token; the cookie is');
 served('/hs/open/news', {}, 'SSETokenKey off in a nested location: no token needed');
+# The cookie twice with different values: which one to believe? Neither (httpd's cookie reader
+# logs AH00011 about it).
+$srv->expect_log(qr/AH00011: .*client submitted cookie 'mercureAuthorization' more than once/);
+refused($srv->request(GET => '/hs/news',
+                      headers => {Cookie => "mercureAuthorization=$tok; mercureAuthorization=x"}),
+        401, 'SSE0141', qr/cookie mercureAuthorization is sent more than once/,
+        'the cookie twice, with different values');
 
 # ---- REMOTE_USER is the token's sub ----
 {

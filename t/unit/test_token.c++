@@ -355,7 +355,8 @@ START_TEST(selectors_match_channels)
 
     std::vector<std::string> sel = {"news", "user/{id}"};
     ck_assert_ptr_null(first_uncovered(sel, {"news", "user/bob"}));
-    const std::string *un = first_uncovered(sel, {"news", "user/bob/x", "sport"});
+    const std::vector<std::string> asked = {"news", "user/bob/x", "sport"};
+    const std::string *un = first_uncovered(sel, asked);
     ck_assert_ptr_nonnull(un);
     assert_str(*un, "user/bob/x");
     ck_assert_ptr_nonnull(first_uncovered({}, {"news"}));

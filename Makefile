@@ -37,19 +37,24 @@ ALL_CXXFLAGS := -std=c++17 -fPIC -fno-gnu-unique -pthread $(WARN) $(CXXFLAGS) \
                $(filter-out -O2 -g,$(AP_CFLAGS)) $(AP_CPPFLAGS) -Iinclude -I. $(AP_INCLUDES)
 
 CORE_SRCS := src/wire.c++ src/config_values.c++ src/audience.c++ src/registry.c++ src/bus.c++ src/request.c++ src/publisher.c++ src/socket_protocol.c++ \
-             src/stream_open.c++ src/presence.c++
+             src/stream_open.c++ src/presence.c++ src/token.c++
 GLUE_SRCS := mod_sse.c++ src/httpd/respond.c++ src/httpd/subscribe.c++ src/httpd/publish.c++ \
              src/httpd/publish_socket.c++ src/httpd/socket_daemon.c++ src/httpd/async_hub.c++ \
-             src/httpd/subscription.c++ src/httpd/status.c++ src/httpd/channel_access.c++
+             src/httpd/subscription.c++ src/httpd/status.c++ src/httpd/channel_access.c++ \
+             src/httpd/token_check.c++
 CORE_OBJS := $(CORE_SRCS:%.c++=$(BUILD)/%.o)
+# Signed tokens (src/token.c++): libjwt verifies, libcrypto loads and checks the public keys.
+# Whatever links src/token.o (the module, the unit tests) links these; the other binaries take
+# only what they use from libssecore.a and need neither.
+JWT_LIBS  := $(shell pkg-config --libs libjwt libcrypto 2>/dev/null)
 GLUE_OBJS := $(GLUE_SRCS:%.c++=$(BUILD)/%.o)
 
 UNIT_SRCS := $(wildcard t/unit/*.c++)
 UNIT_BIN  := $(BUILD)/t/unit/run-unit-tests
 
 # libFuzzer targets, one per parser of untrusted input (t/fuzz/fuzz_*.c++; docs/tests.md says
-# what each checks). `make fuzz` runs each for FUZZ_SECONDS: 6 targets x 20 s keep it near two
-# minutes in `make test`; FUZZ_SECONDS=600 make fuzz for a longer search.
+# what each checks). `make fuzz` runs each for FUZZ_SECONDS: 7 targets x 20 s keep it near two
+# and a half minutes in `make test`; FUZZ_SECONDS=600 make fuzz for a longer search.
 FUZZ_SECONDS ?= 20
 FUZZ_BINS := $(patsubst t/fuzz/%.c++,$(BUILD)/fuzz/%,$(wildcard t/fuzz/fuzz_*.c++))
 FUZZ_CORE := $(filter-out src/registry.c++ src/bus.c++ src/publisher.c++ src/stream_open.c++,$(CORE_SRCS))
@@ -62,7 +67,7 @@ STRESS_BIN := $(BUILD)/t/stress/bus-stress
 
 .PHONY: all install test test-asan test-stress unit stress integration fuzz deps run stop clean bench-publish \
         bench-nchan bench-memory \
-        bench-resume bench-registry bench-authz
+        bench-resume bench-registry bench-authz bench-token
 
 PREFIX    ?= /usr/local
 BINDIR    ?= $(PREFIX)/bin
@@ -80,7 +85,8 @@ $(BUILD)/libssecore.a: $(CORE_OBJS)
 	ar rcs $@ $^
 
 $(BUILD)/mod_sse.so: $(GLUE_OBJS) $(BUILD)/libssecore.a
-	$(CXX) -shared -fno-gnu-unique -pthread $(LDFLAGS) -o $@ $(GLUE_OBJS) $(BUILD)/libssecore.a
+	$(CXX) -shared -fno-gnu-unique -pthread $(LDFLAGS) -o $@ $(GLUE_OBJS) $(BUILD)/libssecore.a \
+	    $(JWT_LIBS)
 
 $(BUILD)/sse-publish: $(BUILD)/tools/sse-publish.o $(BUILD)/libssecore.a
 	$(CXX) -pthread $(LDFLAGS) -o $@ $^
@@ -111,7 +117,7 @@ ifneq ($(APACHE_MODS_AVAILABLE),)
 endif
 
 $(UNIT_BIN): $(UNIT_SRCS:%.c++=$(BUILD)/%.o) $(BUILD)/libssecore.a
-	$(CXX) -pthread $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs check)
+	$(CXX) -pthread $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs check) $(JWT_LIBS)
 
 $(BUILD)/publish-bench: $(BUILD)/bench/publish_bench.o $(BUILD)/libssecore.a
 	$(CXX) -pthread $(LDFLAGS) -o $@ $^
@@ -159,6 +165,10 @@ bench-memory: all
 bench-authz: all
 	bench/run-authz-bench
 
+# Subscribes per second without a token key and with HS256, RS256, ES256 (bench/run-token-cost).
+bench-token: all
+	bench/run-token-cost
+
 bench-nchan: all $(BUILD)/sse-load $(BUILD)/publish-bench
 	tools/install-deps --bench
 	bench/run-nchan-compare
@@ -189,7 +199,7 @@ $(BUILD)/fuzz/obj/%.o: %.c++
 	clang++ $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
 
 $(BUILD)/fuzz/fuzz_%: $(BUILD)/fuzz/obj/t/fuzz/fuzz_%.o $(FUZZ_CORE:%.c++=$(BUILD)/fuzz/obj/%.o)
-	clang++ $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $^
+	clang++ $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $^ $(JWT_LIBS)
 
 fuzz: $(FUZZ_BINS)
 	@failed=; \

@@ -9,6 +9,7 @@
 #include "src/httpd/channel_access.h"
 #include "src/httpd/publish_socket.h"
 #include "src/httpd/subscription.h"
+#include "src/httpd/token_check.h"
 #include "sse/config_values.h"
 
 #include "http_core.h"
@@ -90,6 +91,10 @@ void *merge_dir_config(apr_pool_t *p, void *base_v, void *add_v)
                 base->duplicate_policy_set, add->duplicate_policy, add->duplicate_policy_set);
     merge_field(c->presence_subscribe, c->presence_subscribe_set, base->presence_subscribe,
                 base->presence_subscribe_set, add->presence_subscribe, add->presence_subscribe_set);
+    merge_field(c->token_key, c->token_key_set, base->token_key, base->token_key_set,
+                add->token_key, add->token_key_set);
+    merge_field(c->token_cookie, c->token_cookie_set, base->token_cookie, base->token_cookie_set,
+                add->token_cookie, add->token_cookie_set);
     return c;
 }
 
@@ -451,6 +456,12 @@ const command_rec directives[] = {
                   RSRC_CONF,
                   "<n>: channels no publisher wrote to, named only by subscribers, that the "
                   "table holds at most (default: half of SSEMaxChannels)"),
+    AP_INIT_TAKE12("SSETokenKey", as_cmd_func<cmd_token_key>(), nullptr, RSRC_CONF | ACCESS_CONF,
+                   "HS256|RS256|ES256 <file> | off: requests here need a token signed with this "
+                   "key (HS256: a shared secret; RS256, ES256: a PEM public key)"),
+    AP_INIT_TAKE1("SSETokenCookie", as_cmd_func<cmd_token_cookie>(), nullptr,
+                  RSRC_CONF | ACCESS_CONF,
+                  "<name>: the cookie a token may come in (default mercureAuthorization)"),
     {nullptr, {nullptr}, nullptr, 0, RAW_ARGS, nullptr},
 };
 

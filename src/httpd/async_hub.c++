@@ -29,6 +29,7 @@
  */
 #include "src/httpd/async_hub.h"
 #include "sse/stream_open.h"
+#include "sse/token.h"
 
 #include "ap_mpm.h"
 #include "http_connection.h"
@@ -84,7 +85,7 @@ constexpr int kReleaseMs = 100;
 constexpr int kSettleCheckMs = 20;
 
 enum class EndReason { PeerGone, WriteFailed, FellBehind, Stopping, ChannelClosed, Replaced,
-                       HubFailed };
+                       HubFailed, TokenExpired };
 
 const char *reason_name(EndReason r)
 {
@@ -96,6 +97,7 @@ const char *reason_name(EndReason r)
     case EndReason::ChannelClosed: return "channel-closed";
     case EndReason::Replaced: return "replaced";
     case EndReason::HubFailed: return "hub-failed";
+    case EndReason::TokenExpired: return "token-expired";
     }
     return "unknown";
 }
@@ -361,6 +363,7 @@ private:
                 fan_out(); /* also covers a bus watcher that is gone */
                 keepalives(now);
                 end_lost_slots();
+                end_expired_tokens(now);
             }
             settle(now);
             flush_finishing();
@@ -610,11 +613,29 @@ private:
         for (auto *s : streams_)
             if (!s->closing && !s->dead && s->sub.lost_slot())
                 lost.push_back(s);
-        if (lost.empty())
-            return;
-        Bytes notice = std::make_shared<const std::string>(replaced_notice());
-        for (auto *s : lost) {
-            close_after_notice(s, EndReason::Replaced, notice);
+        if (!lost.empty())
+            close_now(lost, EndReason::Replaced, replaced_notice());
+    }
+
+    /* Streams whose token's exp has come: they end with the token-expired notice. */
+    void end_expired_tokens(apr_time_t now)
+    {
+        std::vector<SuspendedStream *> expired;
+        for (auto *s : streams_)
+            if (!s->closing && !s->dead && s->settings.token_expires &&
+                now >= s->settings.token_expires)
+                expired.push_back(s);
+        if (!expired.empty())
+            close_now(expired, EndReason::TokenExpired, token_expired_notice());
+    }
+
+    /* Each of `streams` gets `notice` (what the socket takes now) and ends. */
+    void close_now(const std::vector<SuspendedStream *> &streams, EndReason why,
+                   std::string notice)
+    {
+        const Bytes bytes = std::make_shared<const std::string>(std::move(notice));
+        for (auto *s : streams) {
+            close_after_notice(s, why, bytes);
             push(s);
             if (!s->dead)
                 end(s, s->ending);

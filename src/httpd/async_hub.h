@@ -17,6 +17,9 @@
  * streams whose serial it names (SSEDuplicateClient replace); each gets the record's notice
  * first.
  *
+ * A stream whose token expires (StreamSettings::token_expires) gets an `sse-close` notice
+ * (reason token-expired) at the first tick after it, and ends (SSE_END token-expired).
+ *
  * A subscriber whose queue grows beyond SSEMaxPending, not counting the event being written
  * (one event larger than the limit still goes through), is dropped (it reconnects with
  * Last-Event-ID and replays what it missed). A client that goes away is seen at once
@@ -61,6 +64,7 @@ struct StreamSettings {
     apr_interval_time_t keepalive;
     apr_int64_t retry_ms;       /* -1: none configured */
     apr_size_t max_pending;
+    apr_time_t token_expires;   /* the stream's token's exp; 0: none (see token_check.h) */
 };
 
 /* child_init: starts the hub's threads in this child (event MPM only); stopped and joined by

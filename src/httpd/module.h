@@ -19,6 +19,7 @@
 #include "sse/presence.h"
 #include "sse/registry.h"
 #include "sse/request.h"
+#include "sse/token.h"
 
 #include "httpd.h"
 #include "http_config.h"
@@ -97,6 +98,8 @@ struct DirConfig {
     ap_expr_info_t *client_id_expr;    int client_id_expr_set;       /* SSEClientId */
     int duplicate_policy;              int duplicate_policy_set;     /* SSEDuplicateClient */
     int presence_subscribe;            int presence_subscribe_set;   /* SSEPresenceSubscribe */
+    const TokenKey *token_key;         int token_key_set;    /* SSETokenKey; nullptr: off */
+    const char *token_cookie;          int token_cookie_set; /* SSETokenCookie; nullptr: default */
 };
 
 constexpr apr_uint64_t kDefaultBusSize = 16u << 20;

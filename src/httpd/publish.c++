@@ -4,6 +4,7 @@
 
 #include "sse/publisher.h"
 #include "src/httpd/subscription.h"
+#include "src/httpd/token_check.h"
 
 #include "http_protocol.h"
 #include "http_request.h"
@@ -128,6 +129,8 @@ int publish_handler(request_rec *r)
         std::vector<std::string> channels;
         if (!request_channels(r, nullptr, query, channels, kPublish))
             return OK;
+        if (!token_allows(r, query, channels, TokenUse::Publish))
+            return OK;
         return r->method_number == M_GET ? answer_channel_stats(r, state, channels)
                                          : close_channels(r, state, channels);
     }
@@ -155,6 +158,8 @@ int publish_handler(request_rec *r)
                             kPublish, err);
     std::vector<std::string> channels;
     if (!request_channels(r, &pub.channels, query, channels, kPublish))
+        return OK;
+    if (!token_allows(r, query, channels, TokenUse::Publish))
         return OK;
 
     PublishAttempt a =

@@ -8,6 +8,7 @@
 #include "src/httpd/module.h"
 #include "src/httpd/async_hub.h"
 #include "src/httpd/subscription.h"
+#include "src/httpd/token_check.h"
 
 #include "sse/stream_open.h"
 
@@ -260,6 +261,9 @@ int subscribe_handler(request_rec *r)
     if (!query_params(r, query, kSubscribe) ||
         !request_channels(r, nullptr, query, channels, kSubscribe))
         return OK;
+    apr_time_t token_expires = 0; /* a stream whose token has exp ends then */
+    if (!token_allows(r, query, channels, TokenUse::Subscribe, &token_expires))
+        return OK;
     if (!presence_allowed(r, state, channels))
         return OK;
     std::string resume_id = last_event_id(r, query);
@@ -391,7 +395,7 @@ int subscribe_handler(request_rec *r)
     if (can_suspend(r, d, state)) {
         if (!send_available())
             return finish();
-        StreamSettings settings{d.keepalive, retry_ms, d.max_pending};
+        StreamSettings settings{d.keepalive, retry_ms, d.max_pending, token_expires};
         prepare_suspended_stream(r, std::move(reader), settings, events_sent,
                                  stream.sent_bytes(), channels, client_id, std::move(sub));
         return SUSPENDED;
@@ -435,8 +439,16 @@ int subscribe_handler(request_rec *r)
             stream.send(replaced_notice());
             break;
         }
-        apr_interval_time_t until_keepalive = d.keepalive - idle;
-        int wait_ms = static_cast<int>(apr_time_as_msec(until_keepalive)) + 1;
+        const apr_time_t now = apr_time_now();
+        if (token_expires && now >= token_expires) {
+            end_reason = "token-expired";
+            stream.send(token_expired_notice());
+            break;
+        }
+        apr_interval_time_t until = d.keepalive - idle;
+        if (token_expires && token_expires - now < until)
+            until = token_expires - now;
+        int wait_ms = static_cast<int>(apr_time_as_msec(until)) + 1;
         state->bus.wait(seen, wait_ms < kMaxWaitMs ? wait_ms : kMaxWaitMs);
     }
     stream.forget_last_words();

@@ -13,6 +13,7 @@ Suite *channel_table_suite();
 Suite *guard_suite();
 Suite *resume_cost_suite();
 Suite *presence_suite();
+Suite *token_suite();
 
 /* Check's ck_assert_str_eq wants C strings; these compare std::string-likes. */
 #define assert_str(a, b)                                                                       \

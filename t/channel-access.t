@@ -209,6 +209,10 @@ EOF
     AuthzSendForbiddenOnFailure On
     Require sse-channel %{SSE_CHANNEL} == "user/%{REMOTE_USER}" || %{SSE_CHANNEL} =~ m#^public/#
 </Location>
+# The README's example: a nested section for one channel replaces the channel rule for it.
+<Location /u/admin>
+    Require user alice
+</Location>
 # Public/private split: public/... for everyone, anything else for users who log in.
 <Location /pp>
     SetHandler sse-subscribe
@@ -298,6 +302,20 @@ subtest 'Require sse-channel: per-user channels with basic auth' => sub {
     $s->close;
     $res = $auth->request(GET => '/u/public/news?channel=public/news,user/alice');
     is($res->{status}, 401, 'a list with a private channel, without a login: 401');
+};
+
+subtest "the README's example: a nested Location for one channel, however it is named" => sub {
+    is(sub_status($auth, '/u/admin', basic('alice')), 200, 'alice reads admin (Require user alice)');
+    # A list sent to /u must also pass /u's channel rule for admin (docs/access-control.md):
+    # stricter than each channel alone, never looser.
+    is($auth->request(GET => '/u/public/news,admin', headers => basic('alice'))->{status}, 403,
+       "in a list sent to /u, admin must also pass /u's rule");
+    for my $path ('/u/admin', '/u/public/news,admin', '/u/public/news?channel=admin',
+                  '/u/user/bob?channel=admin') {
+        is($auth->request(GET => $path, headers => basic('bob'))->{status}, 403, "bob: $path 403");
+    }
+    is($auth->request(GET => '/u/public/news?channel=admin')->{status}, 401,
+       'without a login: 401');
 };
 
 subtest 'Require sse-channel: public/private split' => sub {

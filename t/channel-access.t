@@ -7,6 +7,10 @@
 # A refused channel gets 403 (401 when a login is needed) with a JSON body naming it; nothing
 # is delivered, published or counted: a trusted subscriber on the publish socket and GET stats
 # from a trusted location watch the private channels.
+# Review fixes: a handler not set by a <Location> prefix (<If>, <LocationMatch>, <Directory>,
+# RewriteRule [H=]) refuses channels (403, SSE0136) unless SSEChannelBase says where their rules
+# are; a URI rule of the request's own section is re-run for every channel; POST/DELETE to the
+# presence channel over HTTP is refused (403, SSE0158).
 use strict;
 use warnings;
 use lib 't/lib';
@@ -500,6 +504,15 @@ subtest 'Require sse-channel: a bad expression stops configtest' => sub {
         conf => "<Location /x>\n    Require sse-channel %{SSE_CHANNEL} ==\n</Location>\n");
     isnt($rc, 0, 'configtest fails');
     like($out, qr/Require sse-channel: cannot parse the expression "%\{SSE_CHANNEL\} =="/, 'naming the expression');
+};
+
+subtest 'SSEChannelBase: a value that is no URL path stops configtest' => sub {
+    for my $bad ('feed', '/feed/../x', '/a//b', '/feed?x') {
+        my ($rc, $out) = SSETest::Server->configtest(
+            conf => "<LocationMatch \"^/feed/\">\n    SSEChannelBase $bad\n</LocationMatch>\n");
+        isnt($rc, 0, "SSEChannelBase $bad: configtest fails");
+        like($out, qr/SSEChannelBase: "\Q$bad\E" is not a URL path/, "  naming the directive and value");
+    }
 };
 
 done_testing;

@@ -236,6 +236,11 @@ RewriteRule ^/rw/ - [H=sse-subscribe]
     SetHandler sse-subscribe
     Require expr "%{REQUEST_URI} !~ m#^/ev2/private#"
 </Location>
+<Location /watch>
+    SetHandler sse-subscribe
+    SSEChannel presence
+    SSEPresenceSubscribe on
+</Location>
 EOF
 mkdir($fix->dir . '/htdocs/dir') or die "mkdir: $!";
 $fix->expect_log(qr/AH01630: client denied by server configuration/,
@@ -282,16 +287,36 @@ subtest 'a URI rule of the same section is re-run for every channel' => sub {
 };
 
 subtest 'the presence channel is written by mod_sse only' => sub {
+    # A trusted reader of the presence channel; its records up to the connect record of a
+    # marker stream (opened after every refused write had been answered) are all there is.
+    my $watch = $fix->subscribe('/watch');
+    is($watch->status, 200, 'a presence reader');
+    # Returns the records the watcher read up to the connect record of a stream on $channel
+    # (bounded: 50 records, 10 s each).
+    my $until_connect = sub {
+        my ($channel) = @_;
+        my @seen;
+        for (1 .. 50) {
+            my ($e) = $watch->events(1, 10) or last;
+            push @seen, $e;
+            my $j = SSETest::json_decode($e->{data}) // {};
+            return @seen if $e->{event} eq 'connect' && grep { $_ eq $channel } @{$j->{channels} // []};
+        }
+        fail("no connect record for $channel");
+        return @seen;
+    };
     my $s = $fix->subscribe('/events/someone');
-    is($s->status, 200, 'a subscriber (its connect record makes the presence channel)');
-    my $before = json_of($fix->request(GET => '/publish/presence'));
-    ok(($before->{events_published} // 0) >= 1, 'GET figures of the presence channel: allowed');
+    is($s->status, 200, 'a subscriber');
+    $until_connect->('someone');
+    my $before = $fix->request(GET => '/publish/presence');
+    is($before->{status}, 200, 'GET figures of the presence channel: allowed');
     my %json = ('Content-Type' => 'application/json');
     my %writes = (
         'POST to its path' => [POST => '/publish/presence', 'forged', {}],
         'POST ?channel='   => [POST => '/publish/news?channel=news,presence', 'forged', {}],
         'POST with a body' => [POST => '/publish',
-                               '{"channel":"presence","event":"disconnect","data":"{}"}', \%json],
+                               '{"channel":"presence","event":"disconnect","data":"forged"}',
+                               \%json],
         'DELETE'           => [DELETE => '/publish/presence', '', {}],
         'DELETE ?channel=' => [DELETE => '/publish/news?channel=presence', '', {}],
     );
@@ -303,11 +328,13 @@ subtest 'the presence channel is written by mod_sse only' => sub {
         is($j->{channel}, 'presence', "$what: the body names the channel");
         like($j->{error} // '', qr/written by mod_sse only/, "$what: and says why");
     }
-    my $after = json_of($fix->request(GET => '/publish/presence'));
-    is($after->{events_published}, $before->{events_published}, 'nothing was published to it');
-    ok(!$after->{closed}, 'it was not closed');
+    my $marker = $fix->subscribe('/events/marker');
+    is($marker->status, 200, 'a marker stream');
+    my @after = $until_connect->('marker');
+    is(scalar(grep { $_->{data} eq 'forged' } @after), 0, 'no forged record reached the reader');
+    ok(!json_of($fix->request(GET => '/publish/presence'))->{closed}, 'it was not closed');
     is($fix->publish('/publish/news', 'still')->{status}, 201, 'other channels still publish');
-    $s->close;
+    $_->close for $s, $marker, $watch;
 };
 $fix->stop;
 

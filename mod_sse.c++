@@ -95,6 +95,8 @@ void *merge_dir_config(apr_pool_t *p, void *base_v, void *add_v)
                 add->token_key, add->token_key_set);
     merge_field(c->token_cookie, c->token_cookie_set, base->token_cookie, base->token_cookie_set,
                 add->token_cookie, add->token_cookie_set);
+    merge_field(c->channel_base, c->channel_base_set, base->channel_base, base->channel_base_set,
+                add->channel_base, add->channel_base_set);
     return c;
 }
 
@@ -151,6 +153,27 @@ const char *cmd_channel(cmd_parms *cmd, void *dv, const char *arg)
         return apr_psprintf(cmd->pool, "SSEChannel: cannot parse expression \"%s\": %s", arg,
                             err);
     d->channel_expr_set = 1;
+    return nullptr;
+}
+
+/* SSEChannelBase: a URL path as <Location> takes it (decoded), one httpd would look up as it
+ * is (the channels' paths are built on it), kept without its trailing '/'. */
+const char *cmd_channel_base(cmd_parms *cmd, void *dv, const char *arg)
+{
+    auto *d = static_cast<DirConfig *>(dv);
+    std::string base = arg;
+    while (base.size() > 1 && base.back() == '/')
+        base.pop_back();
+    if (base.empty() || base[0] != '/' || base.find_first_of("?#") != std::string::npos ||
+        !is_own_path(base))
+        return apr_psprintf(cmd->pool,
+                            "SSEChannelBase: \"%s\" is not a URL path: it must start with '/' "
+                            "and have no '?', '#', empty, '.' or '..' segment",
+                            arg);
+    if (base == "/")
+        base.clear();
+    d->channel_base = apr_pstrdup(cmd->pool, base.c_str());
+    d->channel_base_set = 1;
     return nullptr;
 }
 
@@ -441,6 +464,10 @@ const command_rec directives[] = {
                   RSRC_CONF | ACCESS_CONF,
                   "allow|reject|replace: a second stream with a client id already connected "
                   "(default allow)"),
+    AP_INIT_TAKE1("SSEChannelBase", as_cmd_func<cmd_channel_base>(), nullptr,
+                  RSRC_CONF | ACCESS_CONF,
+                  "<url-path>: the path a channel's access rules are checked under "
+                  "(<url-path>/<channel>) and its path channels are taken after"),
     AP_INIT_TAKE1("SSEPresenceChannel", as_cmd_func<cmd_presence_channel>(), nullptr, RSRC_CONF,
                   "<channel>: where connect, disconnect and reconnect events are published"),
     AP_INIT_FLAG("SSEPresenceSubscribe", as_cmd_func<cmd_presence_subscribe>(), nullptr,

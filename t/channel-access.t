@@ -7,6 +7,10 @@
 # A refused channel gets 403 (401 when a login is needed) with a JSON body naming it; nothing
 # is delivered, published or counted: a trusted subscriber on the publish socket and GET stats
 # from a trusted location watch the private channels.
+# Review fixes: a handler not set by a <Location> prefix (<If>, <LocationMatch>, <Directory>,
+# RewriteRule [H=]) refuses channels (403, SSE0136) unless SSEChannelBase says where their rules
+# are; a URI rule of the request's own section is re-run for every channel; POST/DELETE to the
+# presence channel over HTTP is refused (403, SSE0158).
 use strict;
 use warnings;
 use lib 't/lib';
@@ -54,8 +58,9 @@ my $srv = SSETest::Server->start(
 </Location>
 <LocationMatch "^/feed/[a-z]+$">
     SetHandler sse-subscribe
+    SSEChannelBase /feed
 </LocationMatch>
-<Location /feed/tv/private>
+<Location /feed/private>
     Require all denied
 </Location>
 <Location "/ev ents">
@@ -127,6 +132,8 @@ subtest 'subscribe: allowed channels still work' => sub {
     is($s->status, 200, 'two open channels: 200');
     my $f = $srv->subscribe('/feed/tv?channel=ok');
     is($f->status, 200, 'under a handler <LocationMatch>: 200');
+    my $ft = $srv->subscribe('/feed/tv');
+    is($ft->status, 200, 'under a handler <LocationMatch> with SSEChannelBase: the path names "tv"');
     my $o = $srv->subscribe('/events/open/private');
     is($o->status, 200, 'a nested open <Location>: 200');
     is($srv->request(HEAD => '/events/news?channel=sports')->{status}, 200, 'HEAD: 200');
@@ -134,12 +141,14 @@ subtest 'subscribe: allowed channels still work' => sub {
     is(($s->events(1, 10))[0]{data}, 'go', 'the subscriber gets it');
     $srv->publish('/admin/ok', 'tv');
     is(($f->events(1, 10))[0]{data}, 'tv', 'the <LocationMatch> subscriber gets its channel');
+    $srv->publish('/admin/tv', 'on tv');
+    is(($ft->events(1, 10))[0]{data}, 'on tv', 'the path after SSEChannelBase is the channel');
     # Under a nested <Location> the channel is still the path after the handler's location:
     # "open/private", not "private" (which would escape <Location /events/private>).
     $srv->publish('/admin/private', 'not for the open location');
     $srv->publish('/admin/open/private', 'nested');
     is(($o->events(1, 10))[0]{data}, 'nested', 'the nested location streams "open/private"');
-    $_->close for $s, $f, $o;
+    $_->close for $s, $f, $ft, $o;
 };
 
 subtest 'publish: every way of naming a refused channel' => sub {
@@ -190,6 +199,144 @@ subtest 'publish: allowed channels still work' => sub {
 };
 $watch->close;
 $srv->stop;
+
+# ---- Review fixes: the client must not pick where its channels are checked ----
+# (1) a handler set by anything but a prefix <Location> (<If>, <LocationMatch>, <Directory>,
+# RewriteRule [H=]) has no channel base: refused 403 (SSE0136) unless SSEChannelBase gives one;
+# (2) a URI rule in the request's own section is re-run for every channel's path;
+# (3) the presence channel is written by mod_sse only: POST/DELETE over HTTP refused (SSE0158).
+my $fix = SSETest::Server->start(
+    global => "LoadModule rewrite_module $mods/mod_rewrite.so\nSSEPresenceChannel presence\n",
+    conf => <<'EOF');
+<If "%{REQUEST_URI} =~ m#^/live/#">
+    SetHandler sse-subscribe
+</If>
+<Location /live/private>
+    Require all denied
+</Location>
+<If "%{REQUEST_URI} =~ m#^/live2/#">
+    SetHandler sse-subscribe
+    SSEChannelBase /live2
+</If>
+<Location /live2/private>
+    Require all denied
+</Location>
+<LocationMatch "^/lm/[a-z]+$">
+    SetHandler sse-subscribe
+</LocationMatch>
+<Location /lm/tv/private>
+    Require all denied
+</Location>
+<Directory "${dir}/htdocs/dir">
+    SetHandler sse-subscribe
+</Directory>
+RewriteEngine On
+RewriteRule ^/rw/ - [H=sse-subscribe]
+<Location /ev2>
+    SetHandler sse-subscribe
+    Require expr "%{REQUEST_URI} !~ m#^/ev2/private#"
+</Location>
+<Location /watch>
+    SetHandler sse-subscribe
+    SSEChannel presence
+    SSEPresenceSubscribe on
+</Location>
+EOF
+mkdir($fix->dir . '/htdocs/dir') or die "mkdir: $!";
+$fix->expect_log(qr/AH01630: client denied by server configuration/,
+                 qr/SSE013[06]: subscribe refused \(403\)/,
+                 qr/SSE0158: publish refused \(403\)/);
+
+subtest 'a handler not set by a <Location> prefix: no channel base, refused (SSE0136)' => sub {
+    my %paths = (
+        'top-level <If>'        => '/live/x?channel=private',
+        '<LocationMatch>'       => '/lm/radio?channel=private',
+        '<Directory>'           => '/dir/x?channel=private',
+        'RewriteRule [H=]'      => '/rw/x?channel=private',
+        '<If>, an open channel' => '/live/x?channel=news',
+    );
+    for my $what (sort keys %paths) {
+        is($fix->request(HEAD => $paths{$what})->{status}, 403, "HEAD under a $what: 403");
+        my $res = $fix->request(GET => $paths{$what}, timeout => 5);
+        is($res->{status}, 403, "GET under a $what: 403");
+        my $j = json_of($res);
+        is($j->{status}, 403, "$what: status in the body");
+        like($j->{error} // '', qr/SSEChannelBase/, "$what: the error names SSEChannelBase");
+    }
+};
+
+subtest 'SSEChannelBase under an <If>: channels checked at <base>/<channel>' => sub {
+    refused_ok($fix->request(GET => '/live2/x?channel=private', timeout => 5), 'private',
+               '?channel=private under <If> with SSEChannelBase');
+    is($fix->request(HEAD => '/live2/anything?channel=private')->{status}, 403, 'HEAD: 403');
+    my $s = $fix->subscribe('/live2/news');
+    is($s->status, 200, 'the path after SSEChannelBase names the channel: 200');
+    is($fix->publish('/publish/news', 'n')->{status}, 201, 'published to news');
+    is(($s->events(1, 10))[0]{data}, 'n', 'the stream of /live2/news gets "news"');
+    $s->close;
+};
+
+subtest 'a URI rule of the same section is re-run for every channel' => sub {
+    is($fix->request(HEAD => '/ev2/private')->{status}, 403, 'its own path: refused by httpd');
+    refused_ok($fix->request(GET => '/ev2/news?channel=private', timeout => 5), 'private',
+               '?channel=private');
+    refused_ok($fix->request(GET => '/ev2/news,private', timeout => 5), 'private',
+               'a comma list');
+    is($fix->request(HEAD => '/ev2/news?channel=news,sports')->{status}, 200,
+       'channels the rule allows: 200');
+};
+
+subtest 'the presence channel is written by mod_sse only' => sub {
+    # A trusted reader of the presence channel; its records up to the connect record of a
+    # marker stream (opened after every refused write had been answered) are all there is.
+    my $watch = $fix->subscribe('/watch');
+    is($watch->status, 200, 'a presence reader');
+    # Returns the records the watcher read up to the connect record of a stream on $channel
+    # (bounded: 50 records, 10 s each).
+    my $until_connect = sub {
+        my ($channel) = @_;
+        my @seen;
+        for (1 .. 50) {
+            my ($e) = $watch->events(1, 10) or last;
+            push @seen, $e;
+            my $j = SSETest::json_decode($e->{data}) // {};
+            return @seen if $e->{event} eq 'connect' && grep { $_ eq $channel } @{$j->{channels} // []};
+        }
+        fail("no connect record for $channel");
+        return @seen;
+    };
+    my $s = $fix->subscribe('/events/someone');
+    is($s->status, 200, 'a subscriber');
+    $until_connect->('someone');
+    my $before = $fix->request(GET => '/publish/presence');
+    is($before->{status}, 200, 'GET figures of the presence channel: allowed');
+    my %json = ('Content-Type' => 'application/json');
+    my %writes = (
+        'POST to its path' => [POST => '/publish/presence', 'forged', {}],
+        'POST ?channel='   => [POST => '/publish/news?channel=news,presence', 'forged', {}],
+        'POST with a body' => [POST => '/publish',
+                               '{"channel":"presence","event":"disconnect","data":"forged"}',
+                               \%json],
+        'DELETE'           => [DELETE => '/publish/presence', '', {}],
+        'DELETE ?channel=' => [DELETE => '/publish/news?channel=presence', '', {}],
+    );
+    for my $what (sort keys %writes) {
+        my ($m, $path, $body, $h) = @{$writes{$what}};
+        my $res = $fix->request($m => $path, body => $body, headers => $h);
+        is($res->{status}, 403, "$what: 403");
+        my $j = json_of($res);
+        is($j->{channel}, 'presence', "$what: the body names the channel");
+        like($j->{error} // '', qr/written by mod_sse only/, "$what: and says why");
+    }
+    my $marker = $fix->subscribe('/events/marker');
+    is($marker->status, 200, 'a marker stream');
+    my @after = $until_connect->('marker');
+    is(scalar(grep { $_->{data} eq 'forged' } @after), 0, 'no forged record reached the reader');
+    ok(!json_of($fix->request(GET => '/publish/presence'))->{closed}, 'it was not closed');
+    is($fix->publish('/publish/news', 'still')->{status}, 201, 'other channels still publish');
+    $_->close for $s, $marker, $watch;
+};
+$fix->stop;
 
 # ---- Require sse-channel: the recipes of docs/access-control.md ----
 
@@ -384,6 +531,15 @@ subtest 'Require sse-channel: a bad expression stops configtest' => sub {
         conf => "<Location /x>\n    Require sse-channel %{SSE_CHANNEL} ==\n</Location>\n");
     isnt($rc, 0, 'configtest fails');
     like($out, qr/Require sse-channel: cannot parse the expression "%\{SSE_CHANNEL\} =="/, 'naming the expression');
+};
+
+subtest 'SSEChannelBase: a value that is no URL path stops configtest' => sub {
+    for my $bad ('feed', '/feed/../x', '/a//b', '/feed?x') {
+        my ($rc, $out) = SSETest::Server->configtest(
+            conf => "<LocationMatch \"^/feed/\">\n    SSEChannelBase $bad\n</LocationMatch>\n");
+        isnt($rc, 0, "SSEChannelBase $bad: configtest fails");
+        like($out, qr/SSEChannelBase: "\Q$bad\E" is not a URL path/, "  naming the directive and value");
+    }
 };
 
 done_testing;

@@ -42,20 +42,20 @@ void copy_challenge(request_rec *r, const request_rec *rr)
     }
 }
 
-/* The internal lookup of `uri` for `channel`; returns the lookup's status. With `force`,
- * httpd is kept from skipping authentication and authorization for a lookup that merges the
- * request's own configuration: its test is r->main->per_dir_config == rr->per_dir_config
- * (ap_process_request_internal), so the parent's is replaced by an equal copy meanwhile. */
-int lookup(request_rec *r, const std::string &channel, const char *uri, bool force,
-           ap_conf_vector_t **copy)
+/* The internal lookup of `uri` for `channel`; returns the lookup's status. httpd skips
+ * authentication and authorization for a lookup that merges the request's own configuration
+ * (ap_process_request_internal: r->main->per_dir_config == rr->per_dir_config), and so would
+ * skip a rule of that same section that reads the URI (`Require expr "%{REQUEST_URI} ..."`,
+ * RequireAny, `Require not`): the parent's configuration is replaced by an equal copy (made
+ * once per request, in `copy`) while the lookup runs, so every rule is run for the channel's
+ * own path. */
+int lookup(request_rec *r, const std::string &channel, const char *uri, ap_conf_vector_t **copy)
 {
     apr_table_setn(r->notes, kChannelNote, apr_pstrdup(r->pool, channel.c_str()));
     ap_conf_vector_t *own = r->per_dir_config;
-    if (force) {
-        if (!*copy)
-            *copy = ap_merge_per_dir_configs(r->pool, own, ap_create_per_dir_config(r->pool));
-        r->per_dir_config = *copy;
-    }
+    if (!*copy)
+        *copy = ap_merge_per_dir_configs(r->pool, own, ap_create_per_dir_config(r->pool));
+    r->per_dir_config = *copy;
     request_rec *rr = ap_sub_req_method_uri(r->method, uri, r, nullptr);
     r->per_dir_config = own;
     apr_table_unset(r->notes, kChannelNote);
@@ -66,8 +66,8 @@ int lookup(request_rec *r, const std::string &channel, const char *uri, bool for
     return status;
 }
 
-/* True when `path` is what httpd would look up for it: no empty, "." or ".." segment that
- * its normalization (ap_process_request_internal) would remove. */
+} // namespace
+
 bool is_own_path(const std::string &path)
 {
     std::string norm = path;
@@ -76,44 +76,35 @@ bool is_own_path(const std::string &path)
            strcmp(norm.c_str(), path.c_str()) == 0;
 }
 
-/* The <Location> (a path prefix) whose path the channels in the request's path follow: the
- * last one matching the request that sets a handler (SetHandler sse-*), so that a nested
- * section (`<Location /events/private> Require ...`) neither renames the channels under it
- * nor gives a channel a second path where other rules apply. When no prefix section sets the
- * handler (it comes from a <LocationMatch> or an <If>), the innermost prefix section merged
- * into the request, as httpd keeps it; nullptr under a regex. */
+namespace {
+
+/* The <Location> (a path prefix) that set this request's handler (SetHandler sse-*): its path
+ * is the one the channels in the request's path follow, so that a nested section
+ * (`<Location /events/private> Require ...`) neither renames the channels under it nor gives
+ * a channel a second path where other rules apply. Found by identity: core's merge keeps the
+ * handler expression of the innermost section that set one (merge_core_dir_configs), so it
+ * is the prefix section matching the request whose expression that is. nullptr when the
+ * handler comes from anything else (a <LocationMatch>, a wildcard <Location>, an <If>, a
+ * <Directory>, mod_rewrite's H= flag): the path of such a request is the client's choice and
+ * says nothing about where the channels' rules are. */
 const core_dir_config *handler_section(request_rec *r)
 {
+    auto *merged = static_cast<core_dir_config *>(ap_get_core_module_config(r->per_dir_config));
+    if (!merged || !merged->expr_handler)
+        return nullptr;
     auto *sconf = static_cast<core_server_config *>(
         ap_get_core_module_config(r->server->module_config));
-    const core_dir_config *found = nullptr;
-    bool regex_last = false;
     const auto *sec = reinterpret_cast<ap_conf_vector_t **>(sconf->sec_url->elts);
     for (int i = 0; i < sconf->sec_url->nelts; ++i) {
         auto *c = static_cast<const core_dir_config *>(ap_get_core_module_config(sec[i]));
-        if (!c->expr_handler || !c->d)
+        if (c->expr_handler != merged->expr_handler || !c->d || c->r || c->d_is_fnmatch)
             continue;
-        if (c->r || c->d_is_fnmatch) {
-            if ((c->r && ap_regexec(c->r, r->uri, 0, nullptr, 0) == 0) ||
-                (!c->r && apr_fnmatch(c->d, r->uri, APR_FNM_PATHNAME) == APR_SUCCESS)) {
-                found = nullptr; /* a later pattern section sets the handler */
-                regex_last = true;
-            }
-            continue;
-        }
+        /* The prefix test of httpd's location walk. */
         const std::size_t len = strlen(c->d);
         if (strncmp(c->d, r->uri, len) == 0 &&
-            (len == 0 || c->d[len - 1] == '/' || r->uri[len] == '/' || r->uri[len] == '\0')) {
-            found = c;
-            regex_last = false;
-        }
+            (len == 0 || c->d[len - 1] == '/' || r->uri[len] == '/' || r->uri[len] == '\0'))
+            return c;
     }
-    if (found || regex_last)
-        return found;
-    auto *core = static_cast<core_dir_config *>(ap_get_core_module_config(r->per_dir_config));
-    if (core && core->d && !core->r && !core->d_is_fnmatch &&
-        strncmp(r->uri, core->d, strlen(core->d)) == 0)
-        return core;
     return nullptr;
 }
 
@@ -151,26 +142,43 @@ bool select_request_channels(request_rec *r, const std::vector<std::string> *bod
         configured_p = &configured;
     }
 
-    /* Channels from the path: the part of the URI after the <Location> that applies (see
-     * handler_section); without one (a <LocationMatch>), the channels' own paths are under
-     * the request's path. */
+    /* The channels' base, and the channels in the path: the part of the URI after it.
+     * SSEChannelBase when set (a path under it names channels; any other names none);
+     * otherwise the prefix <Location> that set the handler (see handler_section). */
     std::string_view rest;
-    if (const core_dir_config *core = handler_section(r)) {
+    bool has_base = true;
+    if (d.channel_base) {
+        out.base = d.channel_base;
+        const std::size_t len = out.base.size();
+        if (strncmp(r->uri, d.channel_base, len) == 0 && (r->uri[len] == '/' || !r->uri[len]))
+            rest = r->uri + len;
+    } else if (const core_dir_config *core = handler_section(r)) {
         rest = r->uri + strlen(core->d);
         out.base = core->d;
     } else {
-        out.base = r->uri;
-        while (!out.base.empty() && out.base.back() == '/')
-            out.base.pop_back();
+        has_base = false;
     }
     if (out.base.empty() || out.base.back() != '/')
         out.base += '/';
     out.error = select_channels(configured_p, query, rest, out.channels);
-    if (out.error.empty())
-        return true;
-    out.status = HTTP_BAD_REQUEST;
-    out.tag = "SSE0100";
-    return false;
+    if (!out.error.empty()) {
+        out.status = HTTP_BAD_REQUEST;
+        out.tag = "SSE0100";
+        return false;
+    }
+    if (!has_base) {
+        /* The request's own path is the client's choice: checking the channels under it
+         * would let the client pick the rules. Fail closed. */
+        out.error = "the channels of this request have no path of their own to check their "
+                    "access rules at: the handler here is not set by a <Location> prefix, so "
+                    "this location needs SSEChannelBase (the path the channels' rules are "
+                    "under)";
+        out.status = HTTP_FORBIDDEN;
+        out.tag = "SSE0136";
+        out.channels.clear();
+        return false;
+    }
+    return true;
 }
 
 bool authorize_channels(request_rec *r, const ChannelSelection &sel, const Endpoint &who)
@@ -186,10 +194,9 @@ bool authorize_channels(request_rec *r, const ChannelSelection &sel, const Endpo
                               "it cannot be checked");
         /* Alone at the request's own path, and seen alone by `Require sse-channel` if it
          * ran: httpd authorized exactly this. */
-        const bool seen_alone = !checked || c == checked;
-        if (seen_alone && path == r->uri)
+        if ((!checked || c == checked) && path == r->uri)
             continue;
-        const int status = lookup(r, c, ap_escape_uri(r->pool, path.c_str()), !seen_alone, &copy);
+        const int status = lookup(r, c, ap_escape_uri(r->pool, path.c_str()), &copy);
         if (status == HTTP_OK)
             continue;
         if (status == HTTP_UNAUTHORIZED)

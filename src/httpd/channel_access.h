@@ -7,14 +7,20 @@
  * `<Location /events/private> Require all denied`. Two mechanisms close that:
  *
  * 1. authorize_channels(): every channel is authorized as if it had been requested alone at
- *    its own path, `<base>/<channel>` (base: the <Location> path the request matched, or the
- *    request's own path under a <LocationMatch>), by an internal lookup of that URI
- *    (ap_sub_req_method_uri with the request's method: location and <If> walk, access,
- *    authentication and authorization hooks; never a handler). The lookup is skipped when that
- *    path is the request's own (httpd authorized it already). When the lookup merges the same
- *    configuration as the request (no section of its own), httpd itself skips authentication
- *    and authorization (ap_process_request_internal: r->main->per_dir_config ==
- *    r->per_dir_config), so a location without rules pays a location walk per channel, no more.
+ *    its own path, `<base>/<channel>`, by an internal lookup of that URI (ap_sub_req_method_uri
+ *    with the request's method: location and <If> walk, access, authentication and
+ *    authorization hooks; never a handler). The base is SSEChannelBase when the location sets
+ *    it, otherwise the prefix <Location> that set the handler. A request whose handler comes
+ *    from anything else (<LocationMatch>, <If>, <Directory>, RewriteRule [H=]) without
+ *    SSEChannelBase has no base: its path is the client's choice, so checking the channels
+ *    under it would let the client pick the rules; such a request is refused 403 (SSE0136)
+ *    as soon as it names a channel. The lookup is skipped only when the channel's path is the
+ *    request's own and httpd authorized exactly it. Every other lookup runs the full
+ *    authorization, even when it merges the same configuration as the request (httpd would
+ *    skip that: ap_process_request_internal compares r->main->per_dir_config with
+ *    r->per_dir_config; the parent's is briefly replaced by an equal copy), so a rule that
+ *    reads the URI in the request's own section (`Require expr "%{REQUEST_URI} ..."`,
+ *    RequireAny, `Require not`) is judged for the channel's path.
  *    Outcome: 200 allowed; 401 answered 401 with the lookup's WWW-Authenticate (the browser
  *    prompts); 5xx answered 500; anything else answered 403. Refusals are JSON naming the
  *    channel, logged with a tag; nothing is delivered or published: the handlers call this
@@ -33,8 +39,7 @@
  *    mod_authz_core's `Require expr` does.
  *    Because one answer for several channels cannot be exact under every Require combination
  *    (RequireAny, `Require not`), (1) re-runs the full authorization for every channel the
- *    provider did not see alone in the request itself: the lookup is then made with the
- *    parent's per_dir_config briefly replaced by an equal copy, so httpd does not skip it.
+ *    provider did not see alone in the request itself.
  *
  * Threads: everything here runs on the thread serving the request, in its pools.
  */
@@ -53,12 +58,14 @@ struct ChannelSelection {
     std::vector<std::string> channels;
     std::string base;       /* a channel c's own path is base + c (base ends with '/') */
     std::string error;      /* why the channels cannot be determined ("" when they can) */
-    int status = 0;         /* the answer for `error`: 400, or 500 (SSEChannel failed) */
+    int status = 0;         /* the answer for `error`: 400, 403 (no base: SSE0136), or 500
+                               (SSEChannel failed) */
     const char *tag = "";   /* the log tag for `error` */
 };
 
 /* Fills `out` from SSEChannel, the body's channels (publish), the `channel` parameters or
- * the path (see select_channels in sse/request.h); false (with out.error) when it cannot. */
+ * the path after the base (see select_channels in sse/request.h); false (with out.error)
+ * when it cannot, or when the channels have no base (see (1)). */
 bool select_request_channels(request_rec *r, const std::vector<std::string> *body_channels,
                              const Params &query, ChannelSelection &out);
 
@@ -66,6 +73,10 @@ bool select_request_channels(request_rec *r, const std::vector<std::string> *bod
  * answers the request itself (401, 403 or 500, JSON with a "channel" member) and returns
  * false. */
 bool authorize_channels(request_rec *r, const ChannelSelection &sel, const Endpoint &who);
+
+/* True when `path` is what httpd would look up for it: no empty, "." or ".." segment that
+ * its normalization (ap_process_request_internal) would remove. */
+bool is_own_path(const std::string &path);
 
 /* Registers the `sse-channel` authorization provider (register_hooks). */
 void register_channel_authz(apr_pool_t *p);

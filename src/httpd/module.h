@@ -100,6 +100,8 @@ struct DirConfig {
     int presence_subscribe;            int presence_subscribe_set;   /* SSEPresenceSubscribe */
     const TokenKey *token_key;         int token_key_set;    /* SSETokenKey; nullptr: off */
     const char *token_cookie;          int token_cookie_set; /* SSETokenCookie; nullptr: default */
+    const char *channel_base;          int channel_base_set; /* SSEChannelBase, no trailing '/'
+                                                                ("" for "/"); nullptr: none */
 };
 
 constexpr apr_uint64_t kDefaultBusSize = 16u << 20;

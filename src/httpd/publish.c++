@@ -108,6 +108,26 @@ int close_channels(request_rec *r, ModuleState *state, const std::vector<std::st
     return answer_json(r, HTTP_OK, answer.dump());
 }
 
+/* A POST or DELETE over HTTP naming the presence channel: refused 403 (SSE0158), since its
+ * readers trust its records to be mod_sse's own (who connected, from where): any location
+ * allowed to publish could otherwise forge them or close the channel. Its figures (GET) stay
+ * readable; the publish socket is trusted and never comes here. */
+bool writes_presence(request_rec *r, const ModuleState *state,
+                     const std::vector<std::string> &channels)
+{
+    if (state->presence_channel.empty() || r->method_number == M_GET)
+        return false;
+    for (const std::string &c : channels)
+        if (c == state->presence_channel) {
+            answer_error(r, HTTP_FORBIDDEN, "SSE0158", kPublish,
+                         "the presence channel \"" + c + "\" is written by mod_sse only: it "
+                         "cannot be published to or closed over HTTP",
+                         &c);
+            return true;
+        }
+    return false;
+}
+
 } // namespace
 
 int publish_handler(request_rec *r)
@@ -127,7 +147,8 @@ int publish_handler(request_rec *r)
         return OK;
     if (r->method_number != M_POST) {
         std::vector<std::string> channels;
-        if (!request_channels(r, nullptr, query, channels, kPublish))
+        if (!request_channels(r, nullptr, query, channels, kPublish) ||
+            writes_presence(r, state, channels))
             return OK;
         if (!token_allows(r, query, channels, TokenUse::Publish))
             return OK;
@@ -157,7 +178,8 @@ int publish_handler(request_rec *r)
         return answer_error(r, HTTP_BAD_REQUEST, pub.json_too_deep ? "SSE0125" : "SSE0110",
                             kPublish, err);
     std::vector<std::string> channels;
-    if (!request_channels(r, &pub.channels, query, channels, kPublish))
+    if (!request_channels(r, &pub.channels, query, channels, kPublish) ||
+        writes_presence(r, state, channels))
         return OK;
     if (!token_allows(r, query, channels, TokenUse::Publish))
         return OK;

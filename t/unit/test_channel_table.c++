@@ -362,6 +362,42 @@ START_TEST(refusal_log_is_rate_limited)
 }
 END_TEST
 
+/* The least recently used channel is the one used first, whatever the clock said: after a
+ * clock stepped back an hour, the entry used last carried the oldest time and was dropped
+ * first (the idle list heads are compared by time). */
+START_TEST(lru_order_survives_a_clock_stepped_back)
+{
+    Table t(8, 2);
+    Registry &reg = t.reg;
+    reg.set_max_unpublished(2);
+    /* Far ahead of the real clock, which stamps leave() below: the step back. */
+    const std::int64_t later = kT0 + 40LL * 365 * 86400 * 1000000;
+    reg.note_publish({"first"}, -1, later);                /* idle, published */
+    Registry::Join j = reg.join(1, "", "", {"second"}, DuplicatePolicy::Allow, later - 3600LL * 1000000);
+    ck_assert(j.outcome == Outcome::Joined);
+    ck_assert(reg.leave(j.slot, j.serial));                 /* idle, unpublished, used last */
+    reg.note_publish({"third"}, -1, later + 1);             /* full: drops the LRU entry */
+    ChannelInfo ci;
+    ck_assert_msg(!reg.channel("first", &ci), "the least recently used entry was kept");
+    ck_assert_msg(reg.channel("second", &ci), "the most recently used entry was dropped");
+    ck_assert(reg.channel("third", &ci));
+}
+END_TEST
+
+/* A clock stepped back by an hour: the next line is at most one period away, not an hour. */
+START_TEST(refusal_log_survives_a_clock_stepped_back)
+{
+    LogThrottle throttle(10 * 1000000);
+    std::uint64_t skipped = 99;
+    ck_assert(throttle.allow(kT0 + 3600LL * 1000000, &skipped));
+    ck_assert(!throttle.allow(kT0, &skipped));
+    ck_assert(!throttle.allow(kT0 + 10 * 1000000 - 1, &skipped));
+    ck_assert(throttle.allow(kT0 + 10 * 1000000, &skipped));
+    ck_assert_uint_eq(skipped, 2);
+    ck_assert(!throttle.allow(kT0 + 15 * 1000000, &skipped));
+}
+END_TEST
+
 Suite *channel_table_suite()
 {
     Suite *s = suite_create("channel_table");
@@ -374,6 +410,8 @@ Suite *channel_table_suite()
     tcase_add_test(tc, index_stays_exact_through_churn);
     tcase_add_test(tc, holder_killed_at_any_point_leaves_a_usable_table);
     tcase_add_test(tc, refusal_log_is_rate_limited);
+    tcase_add_test(tc, refusal_log_survives_a_clock_stepped_back);
+    tcase_add_test(tc, lru_order_survives_a_clock_stepped_back);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -420,9 +420,10 @@ struct RegistryHeader {
 
     /* After a holder died mid-update: rebuild everything derived from the slots' and the
      * entries' states (each changed by one committing store): the free stacks, the counts,
-     * the hash index and the idle lists (in last-use order). Linear in the tables, once per
+     * the hash index and the idle lists (in last-use order). Allocates nothing and throws
+     * nothing (it runs with the lock owned but not yet consistent). Linear in the tables, once per
      * holder killed. */
-    void repair()
+    void repair() noexcept
     {
         free_top = 0;
         entry_free_top = 0;
@@ -454,16 +455,21 @@ struct RegistryHeader {
                 free_stack()[free_top++] = i;
             }
         }
-        std::vector<std::uint32_t> by_last_use;
+        /* The used entries in last-use order, sorted in place in the entry free stack's
+         * unused tail: free + used entries = entry_high <= max_channels cells. Nothing is
+         * allocated: repair runs while this process owns the lock, and a throw here would
+         * leave it owned and inconsistent, every other process waiting forever. */
+        std::uint32_t *const by_last_use = entry_free() + entry_free_top;
+        std::uint32_t used = 0;
         for (std::uint32_t i = 0; i < entry_high; ++i)
             if (entries()[i].state == kEntryUsed)
-                by_last_use.push_back(i);
-        std::sort(by_last_use.begin(), by_last_use.end(), [this](std::uint32_t a, std::uint32_t b) {
+                by_last_use[used++] = i;
+        std::sort(by_last_use, by_last_use + used, [this](std::uint32_t a, std::uint32_t b) {
             const std::int64_t ta = entries()[a].last_used_us, tb = entries()[b].last_used_us;
             return ta != tb ? ta < tb : a < b;
         });
-        for (std::uint32_t i : by_last_use)
-            refresh(i, entries()[i].last_used_us);
+        for (std::uint32_t k = 0; k < used; ++k)
+            refresh(by_last_use[k], entries()[by_last_use[k]].last_used_us);
     }
 };
 

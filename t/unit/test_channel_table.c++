@@ -362,6 +362,60 @@ START_TEST(refusal_log_is_rate_limited)
 }
 END_TEST
 
+/* A holder killed with the lock held, then the next locker's repair with every allocation
+ * failing: the repair must not throw (it owns the lock, not yet marked consistent: a throw
+ * left it so for good, and every other process waited on it forever). Another process then
+ * takes the lock, and the table is whole. */
+START_TEST(repair_allocates_nothing)
+{
+    Table tb(64, 16);
+    Registry &reg = tb.reg;
+    for (int i = 0; i < 10; ++i)
+        reg.note_publish({"c" + std::to_string(i)}, -1, kT0 + i);
+    Registry::Join mine = reg.join(getpid(), "", "", {"s"}, DuplicatePolicy::Allow, kT0 + 20);
+    ck_assert(mine.outcome == Outcome::Joined);
+    pid_t child = fork();
+    ck_assert(child >= 0);
+    if (child == 0) {
+        points_left = 0; /* killed at its first point: join() holding the lock */
+        set_registry_test_hook(die_at_nth_point);
+        reg.join(getpid(), "", "", {"t"}, DuplicatePolicy::Allow, kT0 + 30);
+        _exit(0);
+    }
+    int st = 0;
+    ck_assert(waitpid(child, &st, 0) == child);
+    ck_assert(WIFSIGNALED(st));
+    const std::vector<std::string> chans{"c1"};
+    unit_fail_allocations = true;
+    try {
+        reg.note_publish(chans, -1, kT0 + 40); /* repairs first; its own work may then throw */
+    } catch (const std::bad_alloc &) {
+    }
+    unit_fail_allocations = false;
+    /* Another process takes the lock (a bounded wait: a safety net, not a measure). */
+    pid_t other = fork();
+    ck_assert(other >= 0);
+    if (other == 0) {
+        reg.totals();
+        _exit(0);
+    }
+    bool done = false;
+    for (int i = 0; i < 400 && !done; ++i) {
+        done = waitpid(other, &st, WNOHANG) == other;
+        if (!done)
+            usleep(50000);
+    }
+    if (!done) {
+        kill(other, SIGKILL);
+        waitpid(other, &st, 0);
+        ck_abort_msg("the registry's lock stayed owned after a repair that met a failed allocation");
+    }
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_consistent(reg, {{"s", 1}});
+    ck_assert_uint_eq(reg.totals().channels, 11);
+}
+END_TEST
+
 /* The least recently used channel is the one used first, whatever the clock said: after a
  * clock stepped back an hour, the entry used last carried the oldest time and was dropped
  * first (the idle list heads are compared by time). */
@@ -412,6 +466,7 @@ Suite *channel_table_suite()
     tcase_add_test(tc, refusal_log_is_rate_limited);
     tcase_add_test(tc, refusal_log_survives_a_clock_stepped_back);
     tcase_add_test(tc, lru_order_survives_a_clock_stepped_back);
+    tcase_add_test(tc, repair_allocates_nothing);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -220,21 +220,41 @@ const char *cmd_max_message_size(cmd_parms *cmd, void *dv, const char *arg)
 }
 
 /* What an SSEClientId expression reads that the client itself chooses: request headers,
- * the query string and the URI (cookies are headers). Such an id is a claim, not an identity:
- * anyone could send another client's id. */
+ * the query string and the URI (cookies are headers), the request line, the Host header
+ * (SERVER_NAME and SERVER_PORT are the Host header's under UseCanonicalName Off, and the port
+ * is the client's under On when ServerName names none), its own port, how it connected (the
+ * scheme, HTTP/2, IPv6, the TLS version, ciphers and hello, SNI). Such an id is a claim, not
+ * an identity: anyone could send another client's id. (ap_expr's variables: httpd's
+ * server/util_expr_eval.c, request_var_names and conn_var_names; mod_ssl's SSL_*.) */
+bool client_chosen_var(const char *name)
+{
+    static const char *const vars[] = {
+        "REQUEST_URI", "QUERY_STRING", "THE_REQUEST", "PATH_INFO", "DOCUMENT_URI",
+        "REQUEST_FILENAME", "SCRIPT_FILENAME", "CONTENT_TYPE", "REMOTE_IDENT", "REMOTE_HOST",
+        "REMOTE_PORT", "REQUEST_METHOD", "REQUEST_SCHEME", "SERVER_NAME", "SERVER_PORT",
+        "SERVER_PROTOCOL", "HTTPS", "HTTP2", "IPV6", "SSL_TLS_SNI", "SSL_PROTOCOL",
+        "SSL_COMPRESS_METHOD", "SSL_SECURE_RENEG"};
+    /* HTTP_COOKIE, HTTP_USER_AGENT, ...; SERVER_PROTOCOL_VERSION*; SSL_CIPHER*; the
+     * ClientHello's fields. */
+    static const char *const prefixes[] = {"HTTP_", "SERVER_PROTOCOL_", "SSL_CIPHER",
+                                           "SSL_CLIENTHELLO_"};
+    for (const char *prefix : prefixes)
+        if (strncasecmp(name, prefix, strlen(prefix)) == 0)
+            return true;
+    for (const char *v : vars)
+        if (strcasecmp(name, v) == 0)
+            return true;
+    return false;
+}
+
 bool client_chosen(const ap_expr_lookup_parms *p)
 {
-    static const char *const vars[] = {"REQUEST_URI", "QUERY_STRING", "THE_REQUEST", "PATH_INFO",
-                                       "DOCUMENT_URI", "REQUEST_FILENAME", "SCRIPT_FILENAME",
-                                       "CONTENT_TYPE", "REMOTE_IDENT", "REMOTE_HOST"};
     static const char *const funcs[] = {"req", "http", "req_novary", "query_param", "cookie"};
-    if (p->type == AP_EXPR_FUNC_VAR) {
-        if (strncasecmp(p->name, "HTTP_", 5) == 0) /* HTTP_COOKIE, HTTP_USER_AGENT, ... */
-            return true;
-        for (const char *v : vars)
-            if (strcasecmp(p->name, v) == 0)
-                return true;
-    } else if (p->type == AP_EXPR_FUNC_STRING || p->type == AP_EXPR_FUNC_LIST) {
+    if (p->type == AP_EXPR_FUNC_VAR)
+        return client_chosen_var(p->name);
+    if (p->type == AP_EXPR_FUNC_STRING && strcasecmp(p->name, "SSL") == 0) /* %{SSL:TLS_SNI} */
+        return !p->arg || client_chosen_var(apr_pstrcat(p->ptemp, "SSL_", p->arg, nullptr));
+    if (p->type == AP_EXPR_FUNC_STRING || p->type == AP_EXPR_FUNC_LIST) {
         for (const char *f : funcs)
             if (strcasecmp(p->name, f) == 0)
                 return true;

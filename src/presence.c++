@@ -72,6 +72,16 @@ bool PresenceBudget::take(std::int64_t now_us, std::uint64_t *told)
 {
     std::int64_t next = shared_->next_us.load(std::memory_order_relaxed);
     for (;;) {
+        /* A steady clock never leaves `next` more than the tolerance and one interval ahead;
+         * further ahead, the clock went back (a wall clock stepped back): the budget counts
+         * from `now_us` as if the burst had just been spent, rather than skip every record
+         * until the clock catches up. */
+        const std::int64_t most = now_us + tolerance_us_ + interval_us_;
+        if (next > most) {
+            if (shared_->next_us.compare_exchange_weak(next, most, std::memory_order_relaxed))
+                next = most;
+            continue;
+        }
         const std::int64_t from = std::max(next, now_us);
         if (from - now_us > tolerance_us_) {
             shared_->skipped_total.fetch_add(1, std::memory_order_relaxed);

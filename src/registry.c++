@@ -18,7 +18,7 @@ namespace sse {
 namespace {
 
 constexpr std::uint32_t kRegistryMagic = 0x53534552 ^ 0x00520000; /* distinct from the bus */
-constexpr std::uint32_t kRegistryVersion = 3;
+constexpr std::uint32_t kRegistryVersion = 4;
 
 /* Processes the parent noted gone and no process has reaped yet (see note_gone()). */
 constexpr unsigned kGoneNotes = 64;
@@ -130,6 +130,8 @@ struct RegistryHeader {
     std::atomic<std::uint64_t> next_serial; /* written under the lock; note_gone() reads it */
     std::uint64_t dropped_channels;
     std::uint64_t refused_unpublished; /* joins refused by the unpublished share */
+    /* The newest use stamp given (stamp()): the LRU order's clock, which never goes back. */
+    std::int64_t last_stamp_us;
     std::atomic<std::uint64_t> socket_clients;
     /* Lock-free, written by the parent (note_gone), emptied under the lock (drain_gone). */
     std::atomic<std::uint64_t> gone_mask;     /* bit i: gone[i] names a process to reap */
@@ -230,13 +232,23 @@ struct RegistryHeader {
         ++l.length;
     }
 
+    /* The time of a use at `now_us` for the LRU order: later than every stamp given before,
+     * whatever the clock says. A wall clock stepped back (or a caller's older reading) would
+     * otherwise make the newest use look the oldest: the next drop would pick it, and
+     * repair() would rebuild the idle lists in that order. */
+    std::int64_t stamp(std::int64_t now_us)
+    {
+        last_stamp_us = std::max(now_us, last_stamp_us + 1);
+        return last_stamp_us;
+    }
+
     /* After any change to an entry (its subscribers, closed, published) at `now_us`: it is
      * the most recently used, and on the idle list of its kind when it can be dropped (no
      * subscribers, not closed: a closed channel is kept until a publish reopens it). */
     void refresh(std::uint32_t i, std::int64_t now_us)
     {
         ChannelEntry &e = entries()[i];
-        e.last_used_us = now_us;
+        e.last_used_us = stamp(now_us);
         unlink(i);
         if (e.subscribers == 0 && !e.closed)
             link_tail(i, is_unpublished(e) ? kListUnpublished : kListPublished);
@@ -309,7 +321,7 @@ struct RegistryHeader {
         e.published = 0;
         e.retry_ms = -1;
         e.retry_set_us = 0;
-        e.last_used_us = now_us;
+        e.last_used_us = stamp(now_us);
         e.closed = 0;
         e.list = kListNone;
         e.prev = e.next = kNone;
@@ -408,9 +420,10 @@ struct RegistryHeader {
 
     /* After a holder died mid-update: rebuild everything derived from the slots' and the
      * entries' states (each changed by one committing store): the free stacks, the counts,
-     * the hash index and the idle lists (in last-use order). Linear in the tables, once per
+     * the hash index and the idle lists (in last-use order). Allocates nothing and throws
+     * nothing (it runs with the lock owned but not yet consistent). Linear in the tables, once per
      * holder killed. */
-    void repair()
+    void repair() noexcept
     {
         free_top = 0;
         entry_free_top = 0;
@@ -442,16 +455,21 @@ struct RegistryHeader {
                 free_stack()[free_top++] = i;
             }
         }
-        std::vector<std::uint32_t> by_last_use;
+        /* The used entries in last-use order, sorted in place in the entry free stack's
+         * unused tail: free + used entries = entry_high <= max_channels cells. Nothing is
+         * allocated: repair runs while this process owns the lock, and a throw here would
+         * leave it owned and inconsistent, every other process waiting forever. */
+        std::uint32_t *const by_last_use = entry_free() + entry_free_top;
+        std::uint32_t used = 0;
         for (std::uint32_t i = 0; i < entry_high; ++i)
             if (entries()[i].state == kEntryUsed)
-                by_last_use.push_back(i);
-        std::sort(by_last_use.begin(), by_last_use.end(), [this](std::uint32_t a, std::uint32_t b) {
+                by_last_use[used++] = i;
+        std::sort(by_last_use, by_last_use + used, [this](std::uint32_t a, std::uint32_t b) {
             const std::int64_t ta = entries()[a].last_used_us, tb = entries()[b].last_used_us;
             return ta != tb ? ta < tb : a < b;
         });
-        for (std::uint32_t i : by_last_use)
-            refresh(i, entries()[i].last_used_us);
+        for (std::uint32_t k = 0; k < used; ++k)
+            refresh(by_last_use[k], entries()[by_last_use[k]].last_used_us);
     }
 };
 
@@ -770,7 +788,7 @@ void Registry::note_publish(const std::vector<std::string> &channels, std::int64
         e.closed = 0;
         if (retry_only_ms >= 0) {
             e.retry_ms = retry_only_ms;
-            e.retry_set_us = now_us;
+            e.retry_set_us = h_->stamp(now_us);
         }
         h_->refresh(at, now_us);
     }
@@ -882,6 +900,13 @@ RegistryTotals Registry::totals() const
 bool LogThrottle::allow(std::int64_t now_us, std::uint64_t *skipped)
 {
     std::int64_t next = next_us_.load(std::memory_order_relaxed);
+    /* More than a period ahead, the clock went back: the period counts from `now_us`, so a
+     * clock stepped back silences the log for one period, not for the step. */
+    while (next > now_us + period_us_ &&
+           !next_us_.compare_exchange_weak(next, now_us + period_us_, std::memory_order_relaxed)) {
+    }
+    if (next > now_us + period_us_)
+        next = now_us + period_us_;
     /* One thread wins the period; the others count themselves skipped. */
     if (now_us < next ||
         !next_us_.compare_exchange_strong(next, now_us + period_us_, std::memory_order_relaxed)) {

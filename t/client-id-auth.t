@@ -11,12 +11,22 @@ use Test::More;
 use Digest::SHA qw(sha1);
 use MIME::Base64 qw(encode_base64);
 
+my $mods = SSETest::apxs_q('LIBEXECDIR');
+
 subtest 'an id the client chooses is refused at start-up' => sub {
     for my $expr ('%{req:X-Client-Id}', '%{http:X-Client-Id}', '%{req_novary:X-User}',
                   '%{query_param:client}', '%{HTTP_COOKIE}', '%{QUERY_STRING}', '%{REQUEST_URI}',
                   '%{THE_REQUEST}', '"user-%{tolower:%{req:X-Client-Id}}"',
-                  '"%{REMOTE_USER}%{HTTP_HOST}"') {
+                  '"%{REMOTE_USER}%{HTTP_HOST}"',
+                  # The Host header (UseCanonicalName Off), the request line, the client's
+                  # port, how it connected, its TLS hello (mod_ssl loaded below).
+                  '%{SERVER_NAME}', '"%{REMOTE_USER}@%{SERVER_PORT}"', '%{REMOTE_PORT}',
+                  '%{REQUEST_METHOD}', '%{REQUEST_SCHEME}', '%{SERVER_PROTOCOL}',
+                  '%{CONTENT_TYPE}', '%{HTTPS}', '%{HTTP2}',
+                  '%{SSL_TLS_SNI}', '%{SSL_CIPHER}', '%{SSL_PROTOCOL}',
+                  '%{SSL_CLIENTHELLO_CIPHERS}', '%{SSL:TLS_SNI}') {
         my ($rc, $out) = SSETest::Server->configtest(
+            global => "LoadModule ssl_module $mods/mod_ssl.so\n",
             conf => "<Location /x>\nSetHandler sse-subscribe\nSSEClientId $expr\n</Location>\n");
         isnt($rc, 0, "SSEClientId $expr: httpd does not start");
         like($out, qr/SSEClientId: .* which the client chooses: anyone could claim another client's id, receive the events published for it \(only=\) and replace its stream/,
@@ -29,15 +39,16 @@ subtest 'an id the client chooses is refused at start-up' => sub {
     isnt($rc, 0, 'a word other than unauthenticated after the expression is refused');
     like($out, qr/"trusted" after the expression must be the word unauthenticated/, '  saying so');
     for my $ok ('%{REMOTE_USER}', '%{req:X-Client-Id} unauthenticated',
-                '%{query_param:client} Unauthenticated', '"%{reqenv:OIDC_CLAIM_sub}"') {
+                '%{query_param:client} Unauthenticated', '"%{reqenv:OIDC_CLAIM_sub}"',
+                '%{SSL_CLIENT_S_DN_CN}', '"%{REMOTE_ADDR}"', '%{SERVER_NAME} unauthenticated') {
         ($rc, $out) = SSETest::Server->configtest(
+            global => "LoadModule ssl_module $mods/mod_ssl.so\n",
             conf => "<Location /x>\nSetHandler sse-subscribe\nSSEClientId $ok\n</Location>\n");
         is($rc, 0, "SSEClientId $ok: accepted") or diag $out;
     }
 };
 
 # Basic authentication: alice and mallory, passwords in httpd's {SHA} format.
-my $mods = SSETest::apxs_q('LIBEXECDIR');
 my $srv = SSETest::Server->start(
     global => join('', map { "LoadModule ${_}_module $mods/mod_$_.so\n" }
                        qw(authn_core authn_file auth_basic authz_user)),

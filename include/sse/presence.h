@@ -75,7 +75,9 @@ public:
 
     /* Takes one record's worth at `now_us`: true when it may be written, then returns the
      * count of records skipped since the last one taken (0 if none) in *told. False: over
-     * the budget, counted as skipped. */
+     * the budget, counted as skipped. `now_us` should be a steady clock (CLOCK_MONOTONIC,
+     * the same in every process); one that goes back by D costs at most one interval (the
+     * budget then counts from the new time as if the burst were spent), not D. */
     bool take(std::int64_t now_us, std::uint64_t *told);
 
     std::uint64_t skipped() const;

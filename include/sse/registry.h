@@ -201,7 +201,8 @@ class LogThrottle {
 public:
     explicit LogThrottle(std::int64_t period_us) : period_us_(period_us) {}
     /* Whether to log this one now. When true, *skipped gets how many were not logged since
-     * the last line (and the count starts again). */
+     * the last line (and the count starts again). `now_us` should be a steady clock; one
+     * that goes back silences the log for one period at most, not for the step. */
     bool allow(std::int64_t now_us, std::uint64_t *skipped);
 
 private:

@@ -45,7 +45,7 @@ struct ModuleState {
     Registry registry;            /* subscribers and channels of every process */
     std::string presence_channel; /* SSEPresenceChannel; empty: no presence events */
     PresenceBudget presence_budget; /* presence records the bus takes (shared by all children) */
-    std::atomic<std::int64_t> presence_notice_us{0}; /* when this process last logged SSE0156 */
+    std::atomic<std::int64_t> presence_notice_us{0}; /* monotonic_us() of this process's last SSE0156 */
     AsyncHub *hub = nullptr;      /* this child's hub of suspended streams (event MPM) */
     HistoryLimits history;
     int publish_socket_fd = -1;   /* the parent's listening socket; children close it */
@@ -158,7 +158,12 @@ int status_handler(request_rec *r);
 /* mod_status's hook: a mod_sse section on the server-status page. */
 int status_page_section(request_rec *r, int flags);
 
+/* The wall clock: what events and presence records say (their `time`). */
 apr_int64_t now_us();
+/* CLOCK_MONOTONIC, for rates and throttles (the presence budget, log throttles): it never
+ * steps back and every process of the machine reads the same one (a shared segment lives no
+ * longer than the boot), where a wall clock stepped back by D would stall them for D. */
+apr_int64_t monotonic_us();
 
 /* Every boundary where httpd or APR calls in runs under sse::guarded() (sse/guard.h). */
 using sse::guarded;

@@ -6,6 +6,7 @@
 #include "http_core.h"
 #include "http_protocol.h"
 
+#include <ctime>
 #include <nlohmann/json.hpp>
 
 APLOG_USE_MODULE(sse);
@@ -25,6 +26,13 @@ ModuleState *module_state(request_rec *r)
 }
 
 apr_int64_t now_us() { return apr_time_now(); }
+
+apr_int64_t monotonic_us()
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return apr_int64_t(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
+}
 
 int answer_json(request_rec *r, int status, const std::string &json)
 {

@@ -221,7 +221,7 @@ int refuse_unpublished(request_rec *r, const Registry &registry)
 {
     static LogThrottle throttle(kRefusalLogPeriodUs);
     std::uint64_t skipped = 0;
-    const bool log = throttle.allow(now_us(), &skipped);
+    const bool log = throttle.allow(monotonic_us(), &skipped);
     if (log && skipped > 0)
         ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
                       "SSE0151: %" APR_UINT64_T_FMT " more subscribes were refused for the "

@@ -34,10 +34,11 @@ void announce(ModuleState *state, const char *type, const SubscriberInfo &who,
         return;
     PresenceFacts facts;
     const std::int64_t now = now_us();
-    if (!state->presence_budget.take(now, &facts.skipped)) {
+    const std::int64_t tick = monotonic_us(); /* the budget's clock: never steps back */
+    if (!state->presence_budget.take(tick, &facts.skipped)) {
         std::int64_t last = state->presence_notice_us.load();
-        if (now - last >= kPresenceNoticeEveryUs &&
-            state->presence_notice_us.compare_exchange_strong(last, now))
+        if (tick - last >= kPresenceNoticeEveryUs &&
+            state->presence_notice_us.compare_exchange_strong(last, tick))
             ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, nullptr,
                          "SSE0156: presence records over their budget (%" APR_UINT64_T_FMT
                          " a minute: 1/8 of SSEBusSize) are skipped, %" APR_UINT64_T_FMT

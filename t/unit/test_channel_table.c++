@@ -362,6 +362,96 @@ START_TEST(refusal_log_is_rate_limited)
 }
 END_TEST
 
+/* A holder killed with the lock held, then the next locker's repair with every allocation
+ * failing: the repair must not throw (it owns the lock, not yet marked consistent: a throw
+ * left it so for good, and every other process waited on it forever). Another process then
+ * takes the lock, and the table is whole. */
+START_TEST(repair_allocates_nothing)
+{
+    Table tb(64, 16);
+    Registry &reg = tb.reg;
+    for (int i = 0; i < 10; ++i)
+        reg.note_publish({"c" + std::to_string(i)}, -1, kT0 + i);
+    Registry::Join mine = reg.join(getpid(), "", "", {"s"}, DuplicatePolicy::Allow, kT0 + 20);
+    ck_assert(mine.outcome == Outcome::Joined);
+    pid_t child = fork();
+    ck_assert(child >= 0);
+    if (child == 0) {
+        points_left = 0; /* killed at its first point: join() holding the lock */
+        set_registry_test_hook(die_at_nth_point);
+        reg.join(getpid(), "", "", {"t"}, DuplicatePolicy::Allow, kT0 + 30);
+        _exit(0);
+    }
+    int st = 0;
+    ck_assert(waitpid(child, &st, 0) == child);
+    ck_assert(WIFSIGNALED(st));
+    const std::vector<std::string> chans{"c1"};
+    unit_fail_allocations = true;
+    try {
+        reg.note_publish(chans, -1, kT0 + 40); /* repairs first; its own work may then throw */
+    } catch (const std::bad_alloc &) {
+    }
+    unit_fail_allocations = false;
+    /* Another process takes the lock (a bounded wait: a safety net, not a measure). */
+    pid_t other = fork();
+    ck_assert(other >= 0);
+    if (other == 0) {
+        reg.totals();
+        _exit(0);
+    }
+    bool done = false;
+    for (int i = 0; i < 400 && !done; ++i) {
+        done = waitpid(other, &st, WNOHANG) == other;
+        if (!done)
+            usleep(50000);
+    }
+    if (!done) {
+        kill(other, SIGKILL);
+        waitpid(other, &st, 0);
+        ck_abort_msg("the registry's lock stayed owned after a repair that met a failed allocation");
+    }
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_consistent(reg, {{"s", 1}});
+    ck_assert_uint_eq(reg.totals().channels, 11);
+}
+END_TEST
+
+/* The least recently used channel is the one used first, whatever the clock said: after a
+ * clock stepped back an hour, the entry used last carried the oldest time and was dropped
+ * first (the idle list heads are compared by time). */
+START_TEST(lru_order_survives_a_clock_stepped_back)
+{
+    Table t(8, 2);
+    Registry &reg = t.reg;
+    reg.set_max_unpublished(2);
+    /* Far ahead of the real clock, which stamps leave() below: the step back. */
+    const std::int64_t later = kT0 + 40LL * 365 * 86400 * 1000000;
+    reg.note_publish({"first"}, -1, later);                /* idle, published */
+    Registry::Join j = reg.join(1, "", "", {"second"}, DuplicatePolicy::Allow, later - 3600LL * 1000000);
+    ck_assert(j.outcome == Outcome::Joined);
+    ck_assert(reg.leave(j.slot, j.serial));                 /* idle, unpublished, used last */
+    reg.note_publish({"third"}, -1, later + 1);             /* full: drops the LRU entry */
+    ChannelInfo ci;
+    ck_assert_msg(!reg.channel("first", &ci), "the least recently used entry was kept");
+    ck_assert_msg(reg.channel("second", &ci), "the most recently used entry was dropped");
+    ck_assert(reg.channel("third", &ci));
+}
+END_TEST
+
+/* A clock stepped back by an hour: the next line is at most one period away, not an hour. */
+START_TEST(refusal_log_survives_a_clock_stepped_back)
+{
+    LogThrottle throttle(10 * 1000000);
+    std::uint64_t skipped = 99;
+    ck_assert(throttle.allow(kT0 + 3600LL * 1000000, &skipped));
+    ck_assert(!throttle.allow(kT0, &skipped));
+    ck_assert(!throttle.allow(kT0 + 10 * 1000000 - 1, &skipped));
+    ck_assert(throttle.allow(kT0 + 10 * 1000000, &skipped));
+    ck_assert_uint_eq(skipped, 2);
+    ck_assert(!throttle.allow(kT0 + 15 * 1000000, &skipped));
+}
+END_TEST
+
 Suite *channel_table_suite()
 {
     Suite *s = suite_create("channel_table");
@@ -374,6 +464,9 @@ Suite *channel_table_suite()
     tcase_add_test(tc, index_stays_exact_through_churn);
     tcase_add_test(tc, holder_killed_at_any_point_leaves_a_usable_table);
     tcase_add_test(tc, refusal_log_is_rate_limited);
+    tcase_add_test(tc, refusal_log_survives_a_clock_stepped_back);
+    tcase_add_test(tc, lru_order_survives_a_clock_stepped_back);
+    tcase_add_test(tc, repair_allocates_nothing);
     suite_add_tcase(s, tc);
     return s;
 }

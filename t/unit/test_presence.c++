@@ -102,6 +102,30 @@ START_TEST(budget_allows_a_burst_then_the_rate)
 }
 END_TEST
 
+/* A clock stepped back by an hour after a burst: the budget resumes at its rate from the
+ * new time (one interval later), instead of skipping every record for the hour. */
+START_TEST(budget_survives_a_clock_stepped_back)
+{
+    sse::PresenceShared shared;
+    sse::PresenceBudget b(&shared, 60, 5); /* one a second, bursts of 5 */
+    std::uint64_t told = 0;
+    const std::int64_t t0 = 10'000'000'000LL;
+    for (int i = 0; i < 5; ++i)
+        ck_assert(b.take(t0, &told));
+    const std::int64_t back = t0 - 3'600'000'000LL;
+    ck_assert(!b.take(back, &told)); /* the burst is still spent */
+    ck_assert(b.take(back + 1'000'000, &told));
+    ck_assert_uint_eq(told, 1);
+    ck_assert(!b.take(back + 1'000'000, &told));
+    /* And the rate still holds afterwards: 60 more seconds, about 60 more records. */
+    int allowed = 0;
+    for (std::int64_t t = 0; t < 60'000'000; t += 100'000)
+        allowed += b.take(back + 1'000'000 + t, &told) ? 1 : 0;
+    ck_assert_int_le(allowed, 60);
+    ck_assert_int_ge(allowed, 59);
+}
+END_TEST
+
 START_TEST(budget_from_the_bus_size)
 {
     sse::PresenceShared shared;
@@ -130,6 +154,7 @@ Suite *presence_suite()
     tcase_add_test(tc, worst_case_stays_within_the_bound);
     tcase_add_test(tc, budget_allows_a_burst_then_the_rate);
     tcase_add_test(tc, budget_from_the_bus_size);
+    tcase_add_test(tc, budget_survives_a_clock_stepped_back);
     suite_add_tcase(s, tc);
     return s;
 }

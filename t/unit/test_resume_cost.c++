@@ -10,6 +10,8 @@
 #include <new>
 #include <string>
 
+bool unit_fail_allocations = false;
+
 namespace {
 bool g_counting = false;
 std::size_t g_allocations = 0, g_bytes = 0;
@@ -17,6 +19,8 @@ std::size_t g_allocations = 0, g_bytes = 0;
 
 void *operator new(std::size_t n)
 {
+    if (unit_fail_allocations)
+        throw std::bad_alloc();
     if (g_counting) {
         ++g_allocations;
         g_bytes += n;

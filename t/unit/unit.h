@@ -15,6 +15,10 @@ Suite *resume_cost_suite();
 Suite *presence_suite();
 Suite *token_suite();
 
+/* While true, the unit tests' global operator new (test_resume_cost.c++) throws
+ * std::bad_alloc: an allocation failure injected where a test wants it. */
+extern bool unit_fail_allocations;
+
 /* Check's ck_assert_str_eq wants C strings; these compare std::string-likes. */
 #define assert_str(a, b)                                                                       \
     ck_assert_msg(std::string(a) == std::string(b), "%s:%d: \"%s\" != \"%s\"", __FILE__,        \

@@ -45,8 +45,10 @@ GLUE_SRCS := mod_sse.c++ src/httpd/respond.c++ src/httpd/subscribe.c++ src/httpd
 CORE_OBJS := $(CORE_SRCS:%.c++=$(BUILD)/%.o)
 # Signed tokens (src/token.c++): libjwt verifies, libcrypto loads and checks the public keys.
 # Whatever links src/token.o (the module, the unit tests) links these; the other binaries take
-# only what they use from libssecore.a and need neither.
-JWT_LIBS  := $(shell pkg-config --libs libjwt libcrypto 2>/dev/null)
+# only what they use from libssecore.a and need neither. Expanded only when a link uses it (after
+# `make deps` installed the packages); missing, it stops the build rather than letting -shared
+# make a module that fails at LoadModule with an undefined symbol.
+JWT_LIBS   = $(or $(shell pkg-config --libs libjwt libcrypto 2>/dev/null),$(error libjwt or libcrypto not found by pkg-config: run tools/install-deps (Debian: libjwt-dev libssl-dev)))
 GLUE_OBJS := $(GLUE_SRCS:%.c++=$(BUILD)/%.o)
 
 UNIT_SRCS := $(wildcard t/unit/*.c++)

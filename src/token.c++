@@ -119,6 +119,10 @@ std::string read_claims(const json &payload, TokenClaims &out)
         if (!it->is_string())
             return "claim sub must be a string";
         out.subject = it->get<std::string>();
+        /* It becomes r->user (a C string, and a log field): "alice\u0000x" must not be alice. */
+        for (unsigned char ch : out.subject)
+            if (ch < 0x20 || ch == 0x7f)
+                return "claim sub must not hold control characters";
     }
     if (auto it = payload.find("exp"); it != payload.end()) {
         std::int64_t exp;

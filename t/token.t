@@ -206,6 +206,8 @@ for my $a (sort keys %alg) {
     is($srv->request(POST => "/$l-pub/news", body => 'x',
                      headers => {Cookie => "mercureAuthorization=$pub"})->{status}, 201,
        "$a publish, token in the cookie: 201");
+    my $published_before = json_of($srv->request(GET => "/$l-pub/news", headers => bearer($pub)))
+                           ->{events_published};
     refused($post->("/$l-pub/news"), 401, 'SSE0140', qr/a token is required/,
             "$a publish without a token");
     refused($post->("/$l-pub/news", $sub), 403, 'SSE0143',
@@ -231,10 +233,25 @@ for my $a (sort keys %alg) {
             qr/does not verify/, "$a DELETE with a token of another key");
     is($srv->request(DELETE => "/$l-pub/room/1", headers => bearer($pub))->{status}, 200,
        "$a DELETE with a publish token: 200");
-    # Nothing refused was published: the channel's count is what the 201s made.
+    # Nothing refused was published: no publish to news succeeded since the count was read.
     my $fig = json_of($srv->request(GET => "/$l-pub/news", headers => bearer($pub)));
-    ok(defined $fig->{events_published}, "$a figures of news");
+    ok(defined $published_before, "$a figures of news");
+    is($fig->{events_published}, $published_before, "$a none of the refused publishes went out");
 }
+
+# The token is checked before the body is read: an anonymous client with a malformed body is
+# told it needs a token (401), not what is wrong with its body.
+refused($srv->request(POST => '/hs-pub/news', body => '{"data":',
+                      headers => {'Content-Type' => 'application/json'}),
+        401, 'SSE0140', qr/a token is required/, 'a malformed JSON body without a token');
+# sub becomes REMOTE_USER and a log field: a control character in it makes the token bad (a NUL
+# is refused already by libjwt's JSON parser, as a token that does not verify).
+refused($srv->request(GET => '/hs/news', headers => bearer(
+            mint('HS256', {sub => "alice\x01x", mercure => {subscribe => ['*']}}))),
+        401, 'SSE0141', qr/claim sub must not hold control characters/, 'sub holding a control character');
+is($srv->request(GET => '/hs/news', headers => bearer(
+       mint('HS256', {sub => "alice\0x", mercure => {subscribe => ['*']}})))->{status}, 401,
+   'sub holding a NUL: 401');
 
 # ---- where the token comes from ----
 my $tok = mint('HS256', {mercure => {subscribe => ['*']}});

@@ -362,8 +362,7 @@ private:
                 last_tick = now;
                 fan_out(); /* also covers a bus watcher that is gone */
                 keepalives(now);
-                end_lost_slots();
-                end_expired_tokens(now);
+                end_lost_slots_and_expired_tokens(now);
             }
             settle(now);
             flush_finishing();
@@ -607,24 +606,21 @@ private:
     /* Streams whose registry slot a replacing join took, and whose EndStream record never
      * came (the replacer died before publishing it): they end as if it had come. One
      * lock-free read of the registry per stream and tick. */
-    void end_lost_slots()
+    /* One pass a tick over the streams: those whose slot was taken (a replacing stream of the
+     * same client id) and those whose token's exp has come end, each with its notice. */
+    void end_lost_slots_and_expired_tokens(apr_time_t now)
     {
-        std::vector<SuspendedStream *> lost;
-        for (auto *s : streams_)
-            if (!s->closing && !s->dead && s->sub.lost_slot())
+        std::vector<SuspendedStream *> lost, expired;
+        for (auto *s : streams_) {
+            if (s->closing || s->dead)
+                continue;
+            if (s->sub.lost_slot())
                 lost.push_back(s);
+            else if (s->settings.token_expires && now >= s->settings.token_expires)
+                expired.push_back(s);
+        }
         if (!lost.empty())
             close_now(lost, EndReason::Replaced, replaced_notice());
-    }
-
-    /* Streams whose token's exp has come: they end with the token-expired notice. */
-    void end_expired_tokens(apr_time_t now)
-    {
-        std::vector<SuspendedStream *> expired;
-        for (auto *s : streams_)
-            if (!s->closing && !s->dead && s->settings.token_expires &&
-                now >= s->settings.token_expires)
-                expired.push_back(s);
         if (!expired.empty())
             close_now(expired, EndReason::TokenExpired, token_expired_notice());
     }

@@ -18,7 +18,9 @@
  * first.
  *
  * A stream whose token expires (StreamSettings::token_expires) gets an `sse-close` notice
- * (reason token-expired) at the first tick after it, and ends (SSE_END token-expired).
+ * (reason token-expired) at the first tick after it, and ends (SSE_END token-expired). The hub
+ * ticks once a second and fan-out does not look at the deadline (a compare per stream per event
+ * for every stream, token or not): events published in that second may still reach it.
  *
  * A subscriber whose queue grows beyond SSEMaxPending, not counting the event being written
  * (one event larger than the limit still goes through), is dropped (it reconnects with

@@ -143,14 +143,15 @@ int publish_handler(request_rec *r)
     }
     const DirConfig &d = dir_config(r);
     Params query;
-    if (!query_params(r, query, kPublish))
+    RequestToken token;
+    if (!query_params(r, query, kPublish) || !token_verified(r, query, TokenUse::Publish, token))
         return OK;
     if (r->method_number != M_POST) {
         std::vector<std::string> channels;
         if (!request_channels(r, nullptr, query, channels, kPublish) ||
             writes_presence(r, state, channels))
             return OK;
-        if (!token_allows(r, query, channels, TokenUse::Publish))
+        if (!token_covers(r, token, channels, TokenUse::Publish))
             return OK;
         return r->method_number == M_GET ? answer_channel_stats(r, state, channels)
                                          : close_channels(r, state, channels);
@@ -181,7 +182,7 @@ int publish_handler(request_rec *r)
     if (!request_channels(r, &pub.channels, query, channels, kPublish) ||
         writes_presence(r, state, channels))
         return OK;
-    if (!token_allows(r, query, channels, TokenUse::Publish))
+    if (!token_covers(r, token, channels, TokenUse::Publish))
         return OK;
 
     PublishAttempt a =

@@ -257,12 +257,14 @@ int subscribe_handler(request_rec *r)
                                 " is not served here; subscribe with GET");
     }
     Params query;
+    RequestToken token;
     std::vector<std::string> channels;
     if (!query_params(r, query, kSubscribe) ||
+        !token_verified(r, query, TokenUse::Subscribe, token) ||
         !request_channels(r, nullptr, query, channels, kSubscribe))
         return OK;
     apr_time_t token_expires = 0; /* a stream whose token has exp ends then */
-    if (!token_allows(r, query, channels, TokenUse::Subscribe, &token_expires))
+    if (!token_covers(r, token, channels, TokenUse::Subscribe, &token_expires))
         return OK;
     if (!presence_allowed(r, state, channels))
         return OK;
@@ -405,6 +407,12 @@ int subscribe_handler(request_rec *r)
     apr_time_t last_write = apr_time_now();
     for (;;) {
         std::uint32_t seen = state->bus.wake_word();
+        /* First, so that nothing the bus holds goes out after the token's exp. */
+        if (token_expires && apr_time_now() >= token_expires) {
+            end_reason = "token-expired";
+            stream.send(token_expired_notice());
+            break;
+        }
         apr_uint64_t before = stream.sent_bytes();
         if (!send_available())
             break;
@@ -439,15 +447,12 @@ int subscribe_handler(request_rec *r)
             stream.send(replaced_notice());
             break;
         }
-        const apr_time_t now = apr_time_now();
-        if (token_expires && now >= token_expires) {
-            end_reason = "token-expired";
-            stream.send(token_expired_notice());
-            break;
-        }
         apr_interval_time_t until = d.keepalive - idle;
-        if (token_expires && token_expires - now < until)
-            until = token_expires - now;
+        if (token_expires) {
+            const apr_time_t now = apr_time_now();
+            if (token_expires - now < until)
+                until = token_expires > now ? token_expires - now : 0;
+        }
         int wait_ms = static_cast<int>(apr_time_as_msec(until)) + 1;
         state->bus.wait(seen, wait_ms < kMaxWaitMs ? wait_ms : kMaxWaitMs);
     }

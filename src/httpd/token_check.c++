@@ -158,19 +158,18 @@ const char *cmd_token_cookie(cmd_parms *cmd, void *dv, const char *name)
     return nullptr;
 }
 
-bool token_allows(request_rec *r, const Params &query, const std::vector<std::string> &channels,
-                  TokenUse use, apr_time_t *expires)
+bool token_verified(request_rec *r, const Params &query, TokenUse use, RequestToken &out)
 {
-    if (expires)
-        *expires = 0;
+    out = RequestToken{};
     const DirConfig &d = dir_config(r);
     if (!d.token_key)
         return true;
+    out.required = true;
     const Endpoint &who = use == TokenUse::Subscribe ? kSubscribe : kPublish;
+    const char *cookie = d.token_cookie ? d.token_cookie : kDefaultTokenCookie;
     Found found;
     std::string error;
-    if (!find_token(r, query, d.token_cookie ? d.token_cookie : kDefaultTokenCookie, found,
-                    error)) {
+    if (!find_token(r, query, cookie, found, error)) {
         refuse_401(r, "SSE0141", who, true, "bad token: " + error);
         return false;
     }
@@ -178,14 +177,14 @@ bool token_allows(request_rec *r, const Params &query, const std::vector<std::st
         refuse_401(r, "SSE0140", who, false,
                    std::string("a token is required: send it as Authorization: Bearer, in the "
                                "cookie ") +
-                       (d.token_cookie ? d.token_cookie : kDefaultTokenCookie) +
-                       " or in the authorization query parameter");
+                       cookie + " or in the authorization query parameter");
         return false;
     }
     TokenCheck c = verify_token(*d.token_key, found.token, apr_time_sec(apr_time_now()));
     switch (c.outcome) {
     case TokenCheck::Outcome::Valid:
-        break;
+        out.claims = std::move(c.claims);
+        return true;
     case TokenCheck::Outcome::Expired:
     case TokenCheck::Outcome::NotYetValid:
         refuse_401(r, "SSE0142", who, true, "token from " + found.where + " refused: " + c.reason);
@@ -193,17 +192,24 @@ bool token_allows(request_rec *r, const Params &query, const std::vector<std::st
     case TokenCheck::Outcome::Malformed:
     case TokenCheck::Outcome::WrongAlg:
     case TokenCheck::Outcome::BadSignature:
-        refuse_401(r, "SSE0141", who, true, "bad token from " + found.where + ": " + c.reason);
-        return false;
+        break;
     }
-    if (!c.claims.subject.empty()) {
-        r->user = apr_pstrmemdup(r->pool, c.claims.subject.data(), c.claims.subject.size());
-        r->ap_auth_type = const_cast<char *>("Bearer");
-    }
+    refuse_401(r, "SSE0141", who, true, "bad token from " + found.where + ": " + c.reason);
+    return false;
+}
+
+bool token_covers(request_rec *r, const RequestToken &token,
+                  const std::vector<std::string> &channels, TokenUse use, apr_time_t *expires)
+{
+    if (expires)
+        *expires = 0;
+    if (!token.required)
+        return true;
+    const TokenClaims &claims = token.claims;
     const std::vector<std::string> &selectors =
-        use == TokenUse::Subscribe ? c.claims.subscribe : c.claims.publish;
+        use == TokenUse::Subscribe ? claims.subscribe : claims.publish;
     if (const std::string *ch = first_uncovered(selectors, channels)) {
-        answer_error(r, HTTP_FORBIDDEN, "SSE0143", who,
+        answer_error(r, HTTP_FORBIDDEN, "SSE0143", use == TokenUse::Subscribe ? kSubscribe : kPublish,
                      std::string("the token does not allow ") +
                          (use == TokenUse::Subscribe ? "subscribing to" : "publishing to") +
                          " channel \"" + *ch + "\" (its mercure." +
@@ -211,8 +217,12 @@ bool token_allows(request_rec *r, const Params &query, const std::vector<std::st
                          " claim names no selector for it)");
         return false;
     }
-    if (expires && c.claims.expires && *c.claims.expires <= kMaxDeadlineSeconds)
-        *expires = apr_time_from_sec(*c.claims.expires);
+    if (!claims.subject.empty()) {
+        r->user = apr_pstrmemdup(r->pool, claims.subject.data(), claims.subject.size());
+        r->ap_auth_type = const_cast<char *>("Bearer");
+    }
+    if (expires && claims.expires && *claims.expires <= kMaxDeadlineSeconds)
+        *expires = apr_time_from_sec(*claims.expires);
     return true;
 }
 

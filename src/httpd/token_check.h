@@ -1,9 +1,10 @@
 /* src/httpd/token_check.h — signed tokens on subscribe and publish locations (docs/tokens.md).
  *
  * A location with SSETokenKey serves only requests that carry a valid token (sse/token.h)
- * whose selectors name every channel of the request. The handlers call token_allows() once,
- * after the request's channels are known (request_channels) and before anything is opened,
- * counted or published; it answers a refusal itself:
+ * whose selectors name every channel of the request. The handlers call token_verified() before
+ * reading anything of the request but its query (so an anonymous client's body is never read),
+ * and token_covers() once the request's channels are known (request_channels), before anything
+ * is opened, counted or published; each answers its refusals itself:
  * - 401 when there is no token (SSE0140), or it is malformed, signed with another algorithm or
  *   key, or has a claim of the wrong type (SSE0141), or is expired or not valid yet (SSE0142);
  *   each with `WWW-Authenticate: Bearer realm="mod_sse"` (plus error="invalid_token" for a
@@ -32,12 +33,24 @@ enum class TokenUse { Subscribe, Publish };
 
 constexpr const char *kDefaultTokenCookie = "mercureAuthorization";
 
-/* True when the request may go on: its location has no key, or its token is valid and covers
- * every one of `channels` for `use`. Otherwise the answer is sent and it returns false.
- * `expires` (may be null) gets the token's exp as an apr_time_t, 0 when it has none or the
- * location has no key. */
-bool token_allows(request_rec *r, const Params &query, const std::vector<std::string> &channels,
-                  TokenUse use, apr_time_t *expires = nullptr);
+/* The request's token, verified: `required` is false when the location has no key. */
+struct RequestToken {
+    bool required = false;
+    TokenClaims claims; /* when required */
+};
+
+/* Step one, authentication, before anything of the request is read or parsed (a publish's
+ * body included): true when the location has no key or the request carries a valid token
+ * (its claims in `out`); otherwise the 401 is sent and it returns false. */
+bool token_verified(request_rec *r, const Params &query, TokenUse use, RequestToken &out);
+
+/* Step two, once the request's channels are known: true when `token` names every one of
+ * `channels` for `use` (always, without a key); then a `sub` becomes r->user, and `expires`
+ * (may be null) gets the token's exp as an apr_time_t, 0 when it has none or there is no key.
+ * Otherwise the 403 is sent and it returns false. */
+bool token_covers(request_rec *r, const RequestToken &token,
+                  const std::vector<std::string> &channels, TokenUse use,
+                  apr_time_t *expires = nullptr);
 
 /* The directives' handlers (mod_sse.c++'s table): SSETokenKey HS256|RS256|ES256 <file> | off,
  * SSETokenCookie <name>. The key file is read here, at configuration time (as root, before

@@ -463,7 +463,7 @@ sub check_log {
     ok(!@cores, "no core file ($self->{mpm})") or diag("core files: @cores");
     for my $core (@cores) {
         push @bad, $core;
-        diag(`gdb -batch -ex 'thread apply all bt 12' @{[httpd()]} $core 2>/dev/null | grep -E '^(#|Thread)' | head -80`)
+        diag(`gdb -batch -ex 'bt 30' -ex 'thread apply all bt 12' @{[httpd()]} $core 2>/dev/null | grep -E '^(#|Thread)' | head -80`)
             if -x '/usr/bin/gdb';
     }
     my @reports = SSETest::sanitizer_reports("$self->{dir}/sanitizer");

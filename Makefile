@@ -33,6 +33,15 @@ WARN      := -Wall -Wextra -Werror
 CXXFLAGS  ?= -O2 -g
 # Link flags of every binary and of mod_sse.so (test-asan links the sanitizer runtimes).
 LDFLAGS   ?=
+# The core (include/sse/ + src/*.c++, and sse-publish, which links only the core) is compiled
+# without httpd's and APR's include paths or apxs's flags, so "the core knows no httpd" is a
+# rule the build checks: an #include "httpd.h" or "apr_*.h" slipping into it fails to compile.
+# Of apxs's flags it keeps the two g++ does not imply (-fstack-protector-strong,
+# -Werror=format-security); the others are g++'s defaults or -pthread's (_GNU_SOURCE,
+# _REENTRANT) or read by no core file (LINUX), so the core's code is what it was with them.
+CORE_CXXFLAGS := -std=c++17 -fPIC -fno-gnu-unique -pthread -fstack-protector-strong \
+               -Werror=format-security $(WARN) $(CXXFLAGS) -Iinclude
+# The glue (mod_sse.c++, src/httpd/) and everything else: apxs's flags and include paths.
 ALL_CXXFLAGS := -std=c++17 -fPIC -fno-gnu-unique -pthread $(WARN) $(CXXFLAGS) \
                $(filter-out -O2 -g,$(AP_CFLAGS)) $(AP_CPPFLAGS) -Iinclude -I. $(AP_INCLUDES)
 
@@ -81,7 +90,11 @@ all: $(BUILD)/mod_sse.so $(BUILD)/sse-publish
 
 $(BUILD)/%.o: %.c++
 	@mkdir -p $(dir $@)
-	$(CXX) $(ALL_CXXFLAGS) -MMD -MP -c $< -o $@
+	$(CXX) $(OBJ_CXXFLAGS) -MMD -MP -c $< -o $@
+
+# Which flags an object gets (see CORE_CXXFLAGS above).
+OBJ_CXXFLAGS = $(ALL_CXXFLAGS)
+$(CORE_OBJS) $(BUILD)/tools/sse-publish.o: OBJ_CXXFLAGS = $(CORE_CXXFLAGS)
 
 $(BUILD)/libssecore.a: $(CORE_OBJS)
 	ar rcs $@ $^

@@ -8,6 +8,7 @@
 #include "src/httpd/async_hub.h"
 #include "src/httpd/channel_access.h"
 #include "src/httpd/publish_socket.h"
+#include "src/httpd/shared_segment.h"
 #include "src/httpd/subscription.h"
 #include "src/httpd/token_check.h"
 #include "sse/config_values.h"
@@ -32,9 +33,6 @@ APLOG_USE_MODULE(sse);
 
 namespace sse::httpd {
 namespace {
-
-constexpr const char *kBusUserdataKey = "mod_sse_bus_segment";
-constexpr const char *kRegistryUserdataKey = "mod_sse_registry_segment";
 
 /* ---- configuration ---- */
 
@@ -512,112 +510,6 @@ const command_rec directives[] = {
     {nullptr, {nullptr}, nullptr, 0, RAW_ARGS, nullptr},
 };
 
-/* ---- the bus's life cycle ---- */
-
-/* The bus segment lives in the process pool so that graceful restarts keep it: the parent's
- * process pool outlives every configuration generation. Only the apr_shm_t pointer is kept
- * there (an APR type, stable across module versions); everything else is rebuilt per
- * generation. */
-apr_status_t open_bus(server_rec *s, apr_pool_t *pconf, const ServerConfig *conf, Bus *out)
-{
-    apr_pool_t *proc_pool = s->process->pool;
-    void *data = nullptr;
-    apr_pool_userdata_get(&data, kBusUserdataKey, proc_pool);
-    auto *shm = static_cast<apr_shm_t *>(data);
-    std::string err;
-
-    if (shm) {
-        Bus bus = Bus::attach(apr_shm_baseaddr_get(shm), apr_shm_size_get(shm), &err);
-        if (bus.valid()) {
-            if (apr_shm_size_get(shm) != conf->bus_size)
-                ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
-                             "SSE0203: SSEBusSize changed to %" APR_UINT64_T_FMT
-                             " bytes, but a restart keeps the bus of %" APR_SIZE_T_FMT
-                             " bytes and its events; stop and start httpd to resize it",
-                             conf->bus_size, apr_shm_size_get(shm));
-            else
-                ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
-                             "SSE0201: restart keeps the event bus (%" APR_SIZE_T_FMT " bytes)",
-                             apr_shm_size_get(shm));
-            *out = bus;
-            return APR_SUCCESS;
-        }
-        /* A module of another layout version left it: start afresh (its events are lost). */
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
-                     "SSE0204: cannot reuse the event bus (%s); creating a new, empty one",
-                     err.c_str());
-    }
-
-    apr_status_t rv = apr_shm_create(&shm, conf->bus_size, nullptr, proc_pool);
-    if (rv != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s,
-                     "SSE0205: cannot create %" APR_UINT64_T_FMT
-                     " bytes of anonymous shared memory for the event bus (SSEBusSize)",
-                     conf->bus_size);
-        return rv;
-    }
-    err = Bus::format(apr_shm_baseaddr_get(shm), apr_shm_size_get(shm), now_us());
-    if (err.empty())
-        *out = Bus::attach(apr_shm_baseaddr_get(shm), apr_shm_size_get(shm), &err);
-    if (!out->valid()) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "SSE0206: cannot set up the event bus: %s",
-                     err.c_str());
-        return APR_EGENERAL;
-    }
-    apr_pool_userdata_set(shm, kBusUserdataKey, apr_pool_cleanup_null, proc_pool);
-    ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
-                 "SSE0200: event bus created: %" APR_SIZE_T_FMT " bytes of shared memory",
-                 apr_shm_size_get(shm));
-    (void)pconf;
-    return APR_SUCCESS;
-}
-
-/* The registry's segment, kept across restarts like the bus (the streams of the old
- * generation's children are still in it while they finish). */
-apr_status_t open_registry(server_rec *s, const ServerConfig *conf, Registry *out)
-{
-    apr_pool_t *proc_pool = s->process->pool;
-    const auto subs = static_cast<std::uint32_t>(conf->max_subscribers);
-    const auto chans = static_cast<std::uint32_t>(conf->max_channels);
-    const std::size_t size = Registry::bytes_needed(subs, chans);
-    void *data = nullptr;
-    apr_pool_userdata_get(&data, kRegistryUserdataKey, proc_pool);
-    auto *shm = static_cast<apr_shm_t *>(data);
-    std::string err;
-    if (shm) {
-        *out = Registry::attach(apr_shm_baseaddr_get(shm), apr_shm_size_get(shm), &err);
-        if (out->valid()) {
-            if (apr_shm_size_get(shm) != size)
-                ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
-                             "SSE0208: SSEMaxSubscribers or SSEMaxChannels changed, but a "
-                             "restart keeps the registry of the streams still open; stop and "
-                             "start httpd to resize it");
-            return APR_SUCCESS;
-        }
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
-                     "SSE0204: cannot reuse the subscriber registry (%s); creating a new one",
-                     err.c_str());
-    }
-    apr_status_t rv = apr_shm_create(&shm, size, nullptr, proc_pool);
-    if (rv != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s,
-                     "SSE0205: cannot create %" APR_SIZE_T_FMT " bytes of anonymous shared "
-                     "memory for the subscriber registry (SSEMaxSubscribers, SSEMaxChannels)",
-                     size);
-        return rv;
-    }
-    err = Registry::format(apr_shm_baseaddr_get(shm), apr_shm_size_get(shm), subs, chans);
-    if (err.empty())
-        *out = Registry::attach(apr_shm_baseaddr_get(shm), apr_shm_size_get(shm), &err);
-    if (!out->valid()) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s,
-                     "SSE0206: cannot set up the subscriber registry: %s", err.c_str());
-        return APR_EGENERAL;
-    }
-    apr_pool_userdata_set(shm, kRegistryUserdataKey, apr_pool_cleanup_null, proc_pool);
-    return APR_SUCCESS;
-}
-
 /* The presence budget's state, shared by this generation's children (a new generation starts
  * a full budget). */
 apr_status_t open_presence_budget(apr_pool_t *pconf, server_rec *s, ModuleState *state)
@@ -653,7 +545,7 @@ int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *s)
         apr_pool_cleanup_register(pconf, state, destroy_state, apr_pool_cleanup_null);
         state->history.count = conf->history_count;
         state->history.max_age_s = conf->history_seconds;
-        if (open_bus(s, pconf, conf, &state->bus) != APR_SUCCESS ||
+        if (open_bus(s, conf, &state->bus) != APR_SUCCESS ||
             open_registry(s, conf, &state->registry) != APR_SUCCESS)
             return HTTP_INTERNAL_SERVER_ERROR;
         /* Set at every load (a restart keeps the registry): the default is half the table

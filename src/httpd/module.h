@@ -1,5 +1,5 @@
-/* src/httpd/module.h — what the httpd glue files share: the configuration records, the
- * per-process module state, and small helpers for answering requests.
+/* src/httpd/module.h — what the httpd glue files share: the configuration records (config.h),
+ * the per-process module state, and small helpers for answering requests.
  *
  * This is the only layer that includes httpd headers; the components under include/sse/ know
  * nothing of httpd.
@@ -20,6 +20,7 @@
 #include "sse/registry.h"
 #include "sse/request.h"
 #include "sse/token.h"
+#include "src/httpd/config.h"
 
 #include "httpd.h"
 #include "http_config.h"
@@ -61,55 +62,6 @@ struct ModuleState {
         volatile sig_atomic_t armed = 0;
     } last_words;
 };
-
-/* SSEPublishSocket and SSEPublishSocketClients (see publish_socket.h). */
-struct PublishSocketConfig {
-    const char *path;        /* nullptr: no socket; absolute after check_config */
-    apr_fileperms_t mode;    /* default 0660 */
-    const char *group_name;  /* nullptr: httpd's Group */
-    gid_t group_id;
-    int max_clients;         /* concurrent connections served */
-};
-
-constexpr int kDefaultSocketClients = 64;
-
-/* Global settings (main server only; GLOBAL_ONLY directives). */
-struct ServerConfig {
-    apr_uint64_t bus_size;     int bus_size_set;
-    apr_uint64_t history_count; int history_set;
-    apr_uint64_t history_seconds;
-    PublishSocketConfig publish_socket;
-    apr_uint64_t max_subscribers; int max_subscribers_set;   /* SSEMaxSubscribers */
-    apr_uint64_t max_channels;    int max_channels_set;      /* SSEMaxChannels */
-    apr_uint64_t max_unpublished; /* SSEMaxUnpublishedChannels; 0: half of the table */
-    const char *presence_channel;                            /* SSEPresenceChannel */
-    ModuleState *state;        /* set in post_config, the same for every server_rec */
-};
-
-/* Per-location settings; each `x` has an `x_set` marker so a nested <Location> inherits
- * what its parent set instead of a default. */
-struct DirConfig {
-    ap_expr_info_t *channel_expr;      int channel_expr_set;
-    apr_interval_time_t keepalive;     int keepalive_set;
-    apr_int64_t retry_ms;              int retry_set;      /* -1: no retry field */
-    apr_off_t max_message_size;        int max_message_size_set;
-    int async;                         int async_set;        /* SSEAsync */
-    apr_size_t max_pending;            int max_pending_set;  /* SSEMaxPending */
-    ap_expr_info_t *client_id_expr;    int client_id_expr_set;       /* SSEClientId */
-    int duplicate_policy;              int duplicate_policy_set;     /* SSEDuplicateClient */
-    int presence_subscribe;            int presence_subscribe_set;   /* SSEPresenceSubscribe */
-    const TokenKey *token_key;         int token_key_set;    /* SSETokenKey; nullptr: off */
-    const char *token_cookie;          int token_cookie_set; /* SSETokenCookie; nullptr: default */
-    const char *channel_base;          int channel_base_set; /* SSEChannelBase, no trailing '/'
-                                                                ("" for "/"); nullptr: none */
-};
-
-constexpr apr_uint64_t kDefaultBusSize = 16u << 20;
-constexpr apr_interval_time_t kDefaultKeepalive = apr_time_from_sec(15);
-constexpr apr_off_t kDefaultMaxMessageSize = 256 * 1024;
-constexpr apr_size_t kDefaultMaxPending = 256 * 1024;
-constexpr apr_uint64_t kDefaultMaxSubscribers = 50000;
-constexpr apr_uint64_t kDefaultMaxChannels = 10000;
 
 const DirConfig &dir_config(request_rec *r);
 ModuleState *module_state(request_rec *r);

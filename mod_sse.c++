@@ -1,20 +1,17 @@
 /* mod_sse — Server-Sent Events for Apache httpd 2.4.
  *
- * This file is the module record: directives, configuration merging, the shared-memory bus's
- * life cycle, and the hooks. The handlers are in src/httpd/, the components (wire format, bus,
- * request parsing) in src/ with their contracts in include/sse/.
+ * This file is the module record and the registration of its hooks, with the hooks of a few
+ * lines. The directives and configuration records are in src/httpd/config.{h,c++}, the longer
+ * hooks in the files src/httpd/hooks.h names, the handlers in src/httpd/, and the components
+ * (wire format, bus, registry, request parsing) in src/ with their contracts in include/sse/.
  */
 #include "src/httpd/module.h"
 #include "src/httpd/async_hub.h"
 #include "src/httpd/channel_access.h"
+#include "src/httpd/hooks.h"
 #include "src/httpd/publish_socket.h"
-#include "src/httpd/shared_segment.h"
-#include "src/httpd/subscription.h"
-#include "src/httpd/token_check.h"
-#include "sse/config_values.h"
 
 #include "http_core.h"
-#include "http_protocol.h"
 #include "http_request.h"
 #include "mpm_common.h"
 #include "ap_mpm.h"
@@ -22,84 +19,13 @@
 #include "http_main.h"
 #include "mod_status.h"
 
-#include "apr_lib.h"
-#include "apr_shm.h"
-#include "apr_strings.h"
-
-#include <new>
+#include <cstring>
 #include <unistd.h>
 
 APLOG_USE_MODULE(sse);
 
 namespace sse::httpd {
 namespace {
-
-/* The presence budget's state, shared by this generation's children (a new generation starts
- * a full budget). */
-apr_status_t open_presence_budget(apr_pool_t *pconf, server_rec *s, ModuleState *state)
-{
-    apr_shm_t *shm = nullptr;
-    apr_status_t rv = apr_shm_create(&shm, sizeof(PresenceShared), nullptr, pconf);
-    if (rv != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s,
-                     "SSE0157: cannot create shared memory for the presence budget");
-        return rv;
-    }
-    auto *shared = new (apr_shm_baseaddr_get(shm)) PresenceShared();
-    state->presence_budget =
-        PresenceBudget::for_bus(shared, static_cast<std::size_t>(state->bus.stats().ring_size));
-    return APR_SUCCESS;
-}
-
-apr_status_t destroy_state(void *data)
-{
-    static_cast<ModuleState *>(data)->~ModuleState();
-    return APR_SUCCESS;
-}
-
-int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *s)
-{
-    /* The first of httpd's two configuration passes only checks; the bus comes in the second. */
-    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG)
-        return OK;
-    return guarded([&] {
-        const ServerConfig *conf = server_config(s);
-        void *mem = apr_palloc(pconf, sizeof(ModuleState));
-        auto *state = new (mem) ModuleState();
-        apr_pool_cleanup_register(pconf, state, destroy_state, apr_pool_cleanup_null);
-        state->history.count = conf->history_count;
-        state->history.max_age_s = conf->history_seconds;
-        if (open_bus(s, conf, &state->bus) != APR_SUCCESS ||
-            open_registry(s, conf, &state->registry) != APR_SUCCESS)
-            return HTTP_INTERNAL_SERVER_ERROR;
-        /* Set at every load (a restart keeps the registry): the default is half the table
-         * the registry has, which a restart may not have resized. */
-        state->registry.set_max_unpublished(
-            conf->max_unpublished ? static_cast<std::uint32_t>(conf->max_unpublished)
-                                  : std::max<std::uint32_t>(1, state->registry.max_channels() / 2));
-        if (conf->presence_channel) {
-            state->presence_channel = conf->presence_channel;
-            if (open_presence_budget(pconf, s, state) != APR_SUCCESS)
-                return HTTP_INTERNAL_SERVER_ERROR;
-        }
-        for (server_rec *vs = s; vs; vs = vs->next)
-            server_config(vs)->state = state;
-        if (conf->publish_socket.path) {
-            auto *d = static_cast<DirConfig *>(
-                ap_get_module_config(s->lookup_defaults, &sse_module));
-            if (start_publish_socket(pconf, s, &conf->publish_socket, state,
-                                     static_cast<apr_size_t>(d->max_message_size)) !=
-                APR_SUCCESS)
-                return HTTP_INTERNAL_SERVER_ERROR;
-        } else {
-            retire_publish_socket(s);
-        }
-        return OK;
-    }, [&](const char *why) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "SSE0207: post_config failed: %s", why);
-        return HTTP_INTERNAL_SERVER_ERROR;
-    });
-}
 
 int check_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *s)
 {
@@ -165,35 +91,6 @@ void child_stopping(apr_pool_t *, int)
     });
 }
 
-/* %{query_param:name} in ap_expr strings (SSEClientId, SSEChannel): the last value of a
- * query string parameter, decoded; empty when absent or when the query string is malformed
- * (the handler then refuses the request for it). A failure fails the expression (the handler
- * answers 500 for it, like any expression error). */
-const char *query_param_func(ap_expr_eval_ctx_t *ctx, const void *, const char *arg)
-{
-    return guarded([&]() -> const char * {
-        if (!ctx->r || !ctx->r->args)
-            return "";
-        Params params;
-        if (!parse_form(ctx->r->args, params).empty())
-            return "";
-        const std::string *v = param_last(params, arg);
-        return v ? apr_pstrmemdup(ctx->p, v->data(), v->size()) : "";
-    }, [&](const char *why) -> const char * {
-        *ctx->err = apr_psprintf(ctx->p, "query_param: internal error: %s", why);
-        return "";
-    });
-}
-
-int expr_lookup(ap_expr_lookup_parms *parms)
-{
-    if (parms->type != AP_EXPR_FUNC_STRING || strcasecmp(parms->name, "query_param") != 0)
-        return DECLINED;
-    *parms->func = reinterpret_cast<const void *>(query_param_func);
-    *parms->data = parms->name;
-    return OK;
-}
-
 /* Parent: a child process ended. Streams it still held (it was killed or crashed) are freed
  * and announced by the children (see reap_gone_processes()): the parent only notes the pid,
  * lock-free, since it must never wait for a lock a child can hold (a stopped child would stop
@@ -208,69 +105,6 @@ void child_status(server_rec *s, pid_t pid, ap_generation_t, int, mpm_child_stat
         if (state->bus.valid())
             state->bus.wake_all();
     });
-}
-
-/* ---- no file system for mod_sse's locations ---- */
-
-/* What translate_name leaves in r->request_config for map_to_storage (its address). */
-constexpr char kSseLocation[] = "sse-location";
-
-/* True when this request's location sections (<Location>, <LocationMatch>, <If>) set one of
- * mod_sse's handlers with SetHandler. Valid from pre_translate_name on: httpd has walked those
- * sections by then, while SetHandler itself applies only in fixups. */
-bool sse_location(request_rec *r)
-{
-    const char *h = configured_handler(r);
-    return h && (strcasecmp(h, "sse-subscribe") == 0 || strcasecmp(h, "sse-publish") == 0 ||
-                 strcasecmp(h, "sse-status") == 0);
-}
-
-/* pre_translate_name: core answers a path with %00 in it 404 (HTML) when it decodes the path,
- * before any handler. On mod_sse's locations the path names channels, so such a path is left
- * undecoded (DONE) and reaches the handler, which refuses the channel name "a%00b" with its
- * 400 (JSON, SSE0100): '%' is not a channel character. Nothing else is skipped for it. */
-int pre_translate_name(request_rec *r)
-{
-    return r->uri && strstr(r->uri, "%00") && sse_location(r) ? DONE : DECLINED;
-}
-
-/* translate_name: a request for one of mod_sse's locations is not mapped to a file, as
- * mod_proxy does for its requests: core's translation would turn the path into a file name
- * under DocumentRoot, refusing a long one with an HTML 403 (AH00127, ENAMETOOLONG: a subscribe
- * naming many channels) before mod_sse sees it, and would then walk the directories of a file
- * that never exists. Runs after mod_rewrite, mod_alias and mod_proxy (a location they
- * translate keeps its usual mapping). SetHandler in a <Directory> or .htaccess is not seen
- * here: such locations are mapped as before. */
-/* The URI httpd walked the location sections for, noted before any translate_name hook runs
- * (mod_rewrite's [PT] changes r->uri and leaves the walk of the old one in r->per_dir_config). */
-constexpr char kWalkedUriNote[] = "sse-walked-uri";
-
-int note_walked_uri(request_rec *r)
-{
-    apr_table_setn(r->notes, kWalkedUriNote, r->uri);
-    return DECLINED;
-}
-
-int translate_name(request_rec *r)
-{
-    /* A URI rewritten on its way here ([PT]) is no longer the one whose location sections
-     * said "mod_sse": it keeps its usual mapping (httpd walks its own sections later). */
-    const char *walked = apr_table_get(r->notes, kWalkedUriNote);
-    if (!walked || !r->uri || strcmp(walked, r->uri) != 0 || !sse_location(r))
-        return DECLINED;
-    r->filename = apr_pstrcat(r->pool, "sse:", r->uri, nullptr);
-    ap_set_module_config(r->request_config, &sse_module, const_cast<char *>(kSseLocation));
-    return OK;
-}
-
-/* map_to_storage: no directory walk for what translate_name marked, so <Directory> sections
- * and .htaccess files do not apply to mod_sse's locations; <Location> sections (Require,
- * SSE* directives) do, as httpd walks them again after this hook. */
-int map_to_storage(request_rec *r)
-{
-    return ap_get_module_config(r->request_config, &sse_module) == kSseLocation
-               ? OK
-               : DECLINED;
 }
 
 int handler(request_rec *r)

@@ -55,9 +55,9 @@ constexpr std::tuple kLocationSettings{
                                   nullptr},
 };
 
-/* The check that the list is whole: the number of members of an aggregate is the most
- * initializers `T{...}` accepts (AnyValue converts to any member type; it is only named in
- * unevaluated expressions, never called). */
+/* The check that the list is whole, by count (a member listed twice would hide one left
+ * out): the number of members of an aggregate is the most initializers `T{...}` accepts
+ * (AnyValue converts to any member type; it is only named in unevaluated expressions). */
 struct AnyValue {
     template <typename T> operator T() const;
 };

@@ -9,12 +9,14 @@
  *   pointer is kept there as userdata under the segment's key (an APR type, stable across
  *   module versions: everything else is rebuilt per generation).
  * - Who attaches: the parent, right after creating it or, at a restart, on finding it under the
- *   key. Children inherit the mapping by fork and attach nothing themselves.
+ *   key. Children and the publish socket's daemon inherit the mapping by fork and attach
+ *   nothing themselves.
  * - Graceful or SIGHUP restart: post_config runs again in the same parent; the segment found
  *   under the key is attached as it is, with its contents (the bus keeps every event, the
  *   registry the streams the old generation's children still hold while they finish). If it
  *   does not hold this module's layout (a module of another layout version left it), a new,
- *   empty one is made and kept under the key; the old one stays mapped by the old children.
+ *   empty one is made and kept under the key; the old one stays mapped by the old children
+ *   (and by the parent, until it exits).
  * - Size change (SSEBusSize, SSEMaxSubscribers, SSEMaxChannels): a restart keeps the segment
  *   and its size (open_bus and open_registry log that a stop and start is needed); the new
  *   size applies at the next start.

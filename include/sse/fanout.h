@@ -28,7 +28,9 @@
  * calls everything here, the sink's callbacks included (they run inside FanOut's calls).
  * Subscribers are owned by the caller (the transport derives its stream record from
  * Subscriber); a Subscriber must stay alive until it was ended (end(), end_all()) or dropped
- * (drop()), and is not touched by FanOut after that. No I/O, no locks, no httpd; time is
+ * (drop()) and the FanOut call that ended it has returned (the sink's ended() must not free
+ * it: the hub hands it to another thread at the end of its loop round); FanOut does not touch
+ * it after that. No I/O, no locks, no httpd; time is
  * passed in.
  */
 #ifndef SSE_FANOUT_H

@@ -29,14 +29,10 @@
  * come back to the new generation.
  *
  * Ending a suspended connection: httpd 2.4 has no public call for it (trunk has
- * ap_mpm_resume_suspended). What works on 2.4.71, and is pinned by t/async.t: log and free the
- * request with ap_process_request_after_handler(), run the pre-close hooks, close the socket,
- * put the connection back in CONN_STATE_SUSPENDED (so the MPM's cleanup decrements the
- * suspended count it incremented, not the lingering count), and destroy the connection's pool
- * once the worker that suspended it has left the MPM's suspend code (which writes to the
- * connection state in that pool after the hooks return: a client that left at once crashed
- * the child when the pool went at once). The internals this relies on are listed at the top
- * of async_hub.c++.
+ * ap_mpm_resume_suspended()). The sequence that works on 2.4.71 (log and free the request,
+ * pre-close hooks, close, CONN_STATE_SUSPENDED, the pool destroyed once the worker that
+ * suspended it has left the MPM's suspend code), and every other reliance on the event MPM's
+ * internals, with the tests that pin them, are in src/httpd/suspended_connection.h.
  *
  * Threads: adopt() is called on a worker (suspend hook), stop() on the thread that runs
  * child_stopping. The I/O thread serves the sockets and never blocks: socket timeout 0, no

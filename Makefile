@@ -42,6 +42,7 @@ GLUE_SRCS := mod_sse.c++ src/httpd/respond.c++ src/httpd/subscribe.c++ src/httpd
              src/httpd/publish_socket.c++ src/httpd/socket_daemon.c++ src/httpd/async_hub.c++ \
              src/httpd/subscription.c++ src/httpd/status.c++ src/httpd/channel_access.c++ \
              src/httpd/token_check.c++
+GLUE_SRCS += src/httpd/suspended_connection.c++
 CORE_OBJS := $(CORE_SRCS:%.c++=$(BUILD)/%.o)
 # Signed tokens (src/token.c++): libjwt verifies, libcrypto loads and checks the public keys.
 # Whatever links src/token.o (the module, the unit tests) links these; the other binaries take

@@ -1,43 +1,14 @@
-/* The per-child hub of suspended streams (see the header for the design).
- *
- * Pinned to httpd 2.4 internals (checked against the 2.4.x branch's server/mpm/event/event.c,
- * server/core_filters.c and modules/ssl/ssl_engine_io.c, and run on Debian's 2.4.71; t/async.t
- * fails if the MPM changes under them). 2.4 has no public API for any of this (trunk has
- * ap_mpm_resume_suspended()):
- * - adopt_suspended_stream(): the event MPM calls the suspend_connection hooks in six places;
- *   only the one after a handler returned SUSPENDED sees c->cs->state == CONN_STATE_SUSPENDED
- *   (the others: async I/O wait, write completion, keep-alive, lingering close x2).
- * - After the hooks return, notify_suspend() writes c->sbh = NULL and then cs->suspended = 1 in
- *   the connection's pool; the worker then leaves process_socket() and clears its
- *   worker_sockets[] slot, which close_worker_sockets() closes at an ungraceful stop. The hub
- *   waits until it sees c->sbh cleared, then kReleaseMs more ("settled", see settle()), before
- *   it touches the scoreboard (the request's log and counters), closes the MPM's socket or
- *   destroys the pool. The 100 ms are a heuristic: only a worker preempted for 100 ms or more
- *   between those stores breaks it (cgroup CPU throttling can). It is accepted because no 2.4
- *   API gives a better signal and a longer wait only keeps ended connections longer.
- * - Until settled the hub writes through a dup() of the socket (and points the core output
- *   filter's core_net_rec::client_socket at it), so a close_worker_sockets() in that window
- *   cannot leave it writing to a reused descriptor.
- * - Ending (finish()): ap_process_request_after_handler(), ap_prep_lingering_close(), close,
- *   c->cs->state = CONN_STATE_SUSPENDED (so the MPM's pool cleanup decrements the suspended
- *   count it incremented), then apr_pool_destroy(c->pool).
- * - The core output filter, called with a brigade, waits up to the socket's timeout for
- *   POLLOUT once more than FlushMaxThreshold bytes are pending; mod_ssl passes it one record
- *   at a time. The socket's timeout is 0 from adoption on (that wait then fails at once and
- *   aborts the connection), and the hub never hands down more than write_budget() at a time,
- *   only when the core holds nothing, so that wait is never reached.
+/* The per-child hub of suspended streams (see the header for the design). What it relies on
+ * in httpd 2.4's event MPM is in src/httpd/suspended_connection.h; this file uses only that
+ * class for the connections it holds.
  */
 #include "src/httpd/async_hub.h"
+#include "src/httpd/suspended_connection.h"
 #include "sse/stream_open.h"
 #include "sse/token.h"
 
 #include "ap_mpm.h"
-#include "http_connection.h"
-#include "http_core.h"
-#include "http_request.h"
-#include "mpm_common.h"
 
-#include "apr_portable.h"
 #include "apr_strings.h"
 
 #include <algorithm>
@@ -47,13 +18,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
-#include <fcntl.h>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <sys/uio.h>
 #include <system_error>
 #include <thread>
@@ -70,19 +39,10 @@ namespace {
 
 using Bytes = std::shared_ptr<const std::string>;
 
-/* Most plaintext handed to the output filters at once (TLS); the core filter holds what the
- * socket does not take, and the hub waits for EPOLLOUT before handing more. See
- * write_budget(). */
-constexpr std::size_t kWriteChunk = 16 * 1024;
-constexpr std::size_t kMinBudget = 1024;
 /* What mod_ssl may add to each piece (record header, IV, MAC or tag, padding), counted
  * generously. */
 constexpr std::size_t kRecordSlack = 128;
 constexpr int kTickMs = 1000;
-/* How long after its worker was seen leaving the MPM's suspend code a stream counts as
- * settled (see the top of this file). */
-constexpr int kReleaseMs = 100;
-constexpr int kSettleCheckMs = 20;
 
 enum class EndReason { PeerGone, WriteFailed, FellBehind, Stopping, ChannelClosed, Replaced,
                        HubFailed, TokenExpired };
@@ -143,36 +103,27 @@ void fault_point(long after, long &count)
 /* One suspended stream. Created on the worker by the handler; owned by the hub's I/O thread
  * once adopted, then by the ender thread once ended and settled. */
 struct SuspendedStream {
-    request_rec *r;
-    conn_rec *c;
-    int fd = -1;      /* what the hub writes to and polls: a dup of mpm_fd until settled */
-    int mpm_fd = -1;  /* the MPM's socket descriptor */
-    apr_socket_t *own_sock = nullptr; /* wraps the dup for the core output filter (TLS) */
+    SuspendedConnection conn;
     std::vector<std::string> channels;
     std::string client_id;
     Subscription sub;
     BusReader reader;
     StreamSettings settings;
-    apr_bucket_brigade *bb = nullptr;
-    ap_filter_t *core = nullptr;
     std::uint64_t next_seq = 0; /* the hub delivers events from this seq on */
     std::uint64_t last_seq = 0; /* the last one queued (an event on two channels comes once) */
     std::deque<Bytes> queue;
     std::size_t queued = 0;
     std::size_t front_offset = 0; /* bytes of queue.front() already handed over */
-    bool direct = false;          /* plain socket writes: see prepare_suspended_stream() */
     bool want_out = false;
     bool dead = false;
     bool dirty = false;           /* queued to in this fan-out round, not yet pushed */
-    bool settled = false;         /* the worker has left the MPM's suspend code: see settle() */
     EndReason ending = EndReason::PeerGone; /* with `closing`: why, once its notice is out */
     bool closing = false;
     EndReason why = EndReason::PeerGone;    /* once dead: how it ended */
-    apr_time_t worker_left = 0;   /* when c->sbh was first seen cleared; 0: not yet */
     apr_time_t last_write = 0;
     apr_uint64_t events_sent = 0, bytes_sent = 0;
 
-    SuspendedStream(request_rec *req, BusReader rd) : r(req), c(req->connection), reader(std::move(rd)) {}
+    SuspendedStream(request_rec *req, BusReader rd) : conn(req), reader(std::move(rd)) {}
 };
 
 class AsyncHub {
@@ -388,7 +339,7 @@ private:
             }
             streams_.insert(s);
             settling_.push_back(s);
-            take_socket(s);
+            s->conn.take_socket();
             fault_point(fault_.io_throw_after, io_taken_);
             if (stopping_.load() || broken_.load()) {
                 end(s, closing_reason());
@@ -397,7 +348,7 @@ private:
             struct epoll_event ev = {};
             ev.events = EPOLLRDHUP;
             ev.data.ptr = s;
-            if (epoll_ctl(epfd_, EPOLL_CTL_ADD, s->fd, &ev) < 0) {
+            if (epoll_ctl(epfd_, EPOLL_CTL_ADD, s->conn.fd(), &ev) < 0) {
                 end(s, EndReason::WriteFailed);
                 continue;
             }
@@ -429,80 +380,38 @@ private:
         }
     }
 
-    static core_net_rec *core_net(SuspendedStream *s)
-    {
-        return static_cast<core_net_rec *>(s->core->ctx);
-    }
-
-    /* Nothing the hub calls may wait for the socket: timeout 0 (the core output filter keeps
-     * the timeout it finds). Until the worker has left the MPM's code, the hub uses a dup of
-     * the descriptor: an ungraceful stop's close_worker_sockets() closes the MPM's one, whose
-     * number may then be reused. Without a spare descriptor (EMFILE) it uses the MPM's. */
-    void take_socket(SuspendedStream *s)
-    {
-        apr_socket_t *sock = ap_get_conn_socket(s->c);
-        apr_socket_timeout_set(sock, 0);
-        apr_os_sock_t fd = -1;
-        apr_os_sock_get(&fd, sock);
-        s->mpm_fd = s->fd = fd;
-        if (fd < 0)
-            return;
-        int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-        if (dup_fd < 0)
-            return;
-        s->fd = dup_fd;
-        if (!s->direct) {
-            apr_os_sock_t own = dup_fd;
-            apr_os_sock_put(&s->own_sock, &own, s->c->pool);
-            apr_socket_timeout_set(s->own_sock, 0);
-            core_net(s)->client_socket = s->own_sock;
-        }
-    }
-
-    /* Streams whose worker has left (c->sbh seen cleared, then kReleaseMs) go back to the
+    /* Streams whose worker has left (SuspendedConnection::worker_left_by) go back to the
      * MPM's descriptor; ended ones go to the ender. `all`: the workers are joined. */
     void settle(apr_time_t now, bool all = false)
     {
         std::size_t kept = 0;
         for (SuspendedStream *s : settling_) {
-            if (!all) {
-                if (!s->worker_left && !__atomic_load_n(&s->c->sbh, __ATOMIC_ACQUIRE))
-                    s->worker_left = now;
-                if (!s->worker_left || now - s->worker_left < apr_time_from_msec(kReleaseMs)) {
-                    settling_[kept++] = s;
-                    continue;
-                }
+            if (!all && !s->conn.worker_left_by(now)) {
+                settling_[kept++] = s;
+                continue;
             }
             release_dup(s);
-            s->settled = true;
             if (s->dead)
                 hand_over(s, false, true);
         }
         settling_.resize(kept);
     }
 
+    /* The epoll set watches the MPM's descriptor instead of the dup; a stream whose MPM
+     * descriptor close_worker_sockets() closed ends. */
     void release_dup(SuspendedStream *s)
     {
-        if (s->fd == s->mpm_fd)
-            return;
-        apr_os_sock_t fd = -1;
-        apr_os_sock_get(&fd, ap_get_conn_socket(s->c));
-        const bool mpm_closed = fd != s->mpm_fd; /* close_worker_sockets() */
-        if (!s->dead && !mpm_closed) {
+        if (s->conn.on_dup() && !s->dead) {
             struct epoll_event ev = {};
             ev.events = EPOLLRDHUP | (s->want_out ? static_cast<std::uint32_t>(EPOLLOUT) : 0u);
             ev.data.ptr = s;
-            if (epoll_ctl(epfd_, EPOLL_CTL_ADD, s->mpm_fd, &ev) == 0)
-                epoll_ctl(epfd_, EPOLL_CTL_DEL, s->fd, nullptr);
+            if (s->conn.mpm_socket_open() &&
+                epoll_ctl(epfd_, EPOLL_CTL_ADD, s->conn.mpm_fd(), &ev) == 0)
+                epoll_ctl(epfd_, EPOLL_CTL_DEL, s->conn.fd(), nullptr);
             else
                 end(s, EndReason::WriteFailed);
-        } else if (!s->dead) {
-            end(s, EndReason::WriteFailed);
         }
-        if (s->own_sock)
-            core_net(s)->client_socket = ap_get_conn_socket(s->c);
-        close(s->fd); /* also leaves the epoll set */
-        s->fd = s->mpm_fd;
+        s->conn.settle();
     }
 
     void fan_out()
@@ -638,19 +547,6 @@ private:
         }
     }
 
-    /* Plaintext handed to the output filters at once (TLS): with what mod_ssl adds per record
-     * (kRecordSlack per piece, and half the threshold to spare) it stays under the core's
-     * FlushMaxThreshold, above which the core output filter would wait for the socket.
-     * A FlushMaxThreshold under 2 KiB cannot be honoured: a slow stream may then be ended
-     * (write-failed) instead of held; it is never waited for. */
-    static std::size_t write_budget(conn_rec *c)
-    {
-        auto *conf = static_cast<core_server_config *>(
-            ap_get_core_module_config(c->base_server->module_config));
-        std::size_t half = conf->flush_max_threshold / 2;
-        return std::max<std::size_t>(kMinBudget, std::min(half, kWriteChunk));
-    }
-
     /* SSEMaxPending bounds what waits behind the piece being written, not that piece: one
      * event whose encoding is larger than the limit (a body of bare CRs grows 7-fold, each
      * line getting "data: ") goes out whole instead of ending every stream that receives it;
@@ -670,24 +566,21 @@ private:
             end(s, EndReason::FellBehind);
             return;
         }
-        if (s->direct) {
+        if (s->conn.direct()) {
             push_direct(s);
             return;
         }
-        conn_rec *c = s->c;
-        if (c->data_in_output_filters && !write_buffered(s))
+        if (s->conn.holds_data() && !write_buffered(s))
             return;
-        const std::size_t budget = write_budget(c);
-        while (!c->data_in_output_filters && !s->queue.empty()) {
+        const std::size_t budget = s->conn.write_budget();
+        while (!s->conn.holds_data() && !s->queue.empty()) {
             std::vector<Bytes> inflight;
             std::size_t charged = 0, plain = 0;
             while (!s->queue.empty() && charged + kRecordSlack < budget) {
                 Bytes b = s->queue.front();
                 std::size_t len = std::min(b->size() - s->front_offset,
                                            budget - charged - kRecordSlack);
-                APR_BRIGADE_INSERT_TAIL(s->bb, apr_bucket_transient_create(
-                                                    b->data() + s->front_offset, len,
-                                                    c->bucket_alloc));
+                s->conn.add(b->data() + s->front_offset, len);
                 charged += len + kRecordSlack;
                 plain += len;
                 s->front_offset += len;
@@ -700,10 +593,7 @@ private:
                 }
                 inflight.push_back(std::move(b));
             }
-            /* No FLUSH bucket: the core filter then writes without waiting. */
-            apr_status_t rv = ap_pass_brigade(s->r->output_filters, s->bb);
-            apr_brigade_cleanup(s->bb);
-            if (rv != APR_SUCCESS || c->aborted) {
+            if (!s->conn.pass()) {
                 end(s, EndReason::WriteFailed);
                 return;
             }
@@ -712,7 +602,7 @@ private:
             if (!write_buffered(s))
                 return;
         }
-        want_out(s, c->data_in_output_filters != 0);
+        want_out(s, s->conn.holds_data());
     }
 
     /* Plain HTTP without chunking: the body is the bytes themselves and the only output
@@ -730,7 +620,7 @@ private:
                 iov[n].iov_len = (*it)->size() - skip;
                 total += iov[n].iov_len;
             }
-            ssize_t w = writev(s->fd, iov, n);
+            ssize_t w = writev(s->conn.fd(), iov, n);
             if (w < 0) {
                 if (errno == EAGAIN || errno == EINTR) {
                     want_out(s, true);
@@ -763,15 +653,14 @@ private:
         want_out(s, false);
     }
 
-    /* Calls the core output filter with no brigade: it writes what it holds, non-blocking. */
+    /* Has the core output filter write what it holds (SuspendedConnection::write_held). */
     bool write_buffered(SuspendedStream *s)
     {
-        apr_status_t rv = s->core->frec->filter_func.out_func(s->core, nullptr);
-        if (rv != APR_SUCCESS || s->c->aborted) {
+        if (!s->conn.write_held()) {
             end(s, EndReason::WriteFailed);
             return false;
         }
-        if (s->c->data_in_output_filters)
+        if (s->conn.holds_data())
             want_out(s, true);
         return true;
     }
@@ -784,7 +673,7 @@ private:
         struct epoll_event ev = {};
         ev.events = EPOLLRDHUP | (out ? static_cast<std::uint32_t>(EPOLLOUT) : 0u);
         ev.data.ptr = s;
-        epoll_ctl(epfd_, EPOLL_CTL_MOD, s->fd, &ev);
+        epoll_ctl(epfd_, EPOLL_CTL_MOD, s->conn.fd(), &ev);
     }
 
     /* Ends a stream on the I/O thread: out of every set and the epoll set, its last `retry:`
@@ -806,38 +695,23 @@ private:
                     channels_.erase(it);
             }
         }
-        epoll_ctl(epfd_, EPOLL_CTL_DEL, s->fd, nullptr);
+        epoll_ctl(epfd_, EPOLL_CTL_DEL, s->conn.fd(), nullptr);
 
-        conn_rec *c = s->c;
-        const bool come_back = why == EndReason::Stopping || why == EndReason::HubFailed;
-        if (come_back && s->direct) {
-            /* What is queued is dropped (the client resumes with Last-Event-ID). */
-            std::string last;
-            encode_retry(s->settings.retry_ms >= 0 ? s->settings.retry_ms : kRestartRetryMs, last);
-            if (s->front_offset == 0 && send(s->fd, last.data(), last.size(), MSG_DONTWAIT | MSG_NOSIGNAL) > 0)
-                s->bytes_sent += last.size();
-            c->aborted = 1;
-        } else if (come_back && !c->aborted) {
+        if (why == EndReason::Stopping || why == EndReason::HubFailed) {
             /* Only between events: with part of an event handed down (push() splits large
              * ones over TLS), a retry: would land inside it and the client would dispatch a
              * cut event under its id, never to get it whole. Without it, the cut event is
              * dropped by the client at the close and replayed after its Last-Event-ID. */
-            if (s->front_offset == 0) {
-                std::string last;
+            std::string last;
+            if (s->front_offset == 0)
                 encode_retry(s->settings.retry_ms >= 0 ? s->settings.retry_ms : kRestartRetryMs,
                              last);
-                APR_BRIGADE_INSERT_TAIL(s->bb, apr_bucket_heap_create(last.data(), last.size(),
-                                                                      nullptr, c->bucket_alloc));
-            }
-            APR_BRIGADE_INSERT_TAIL(s->bb, apr_bucket_eos_create(c->bucket_alloc));
-            if (ap_pass_brigade(s->r->output_filters, s->bb) == APR_SUCCESS)
-                s->core->frec->filter_func.out_func(s->core, nullptr);
-            apr_brigade_cleanup(s->bb);
+            s->bytes_sent += s->conn.end_with(last);
         } else {
-            c->aborted = 1; /* gone, failed, or too far behind: it reconnects and replays */
+            s->conn.abort(); /* gone, failed, or too far behind: it reconnects and replays */
         }
         /* The registry slot and the disconnect go at once; the connection once settled. */
-        hand_over(s, true, s->settled);
+        hand_over(s, true, s->conn.settled());
     }
 
     /* `leave`: the ender releases the stream's registry slot (Subscription::end) at once;
@@ -908,30 +782,20 @@ private:
         }
     }
 
-    /* Releases a settled, ended stream's connection (the sequence pinned at the top of this
-     * file). The worker has left: the scoreboard writes of the request's end (c->sbh is NULL)
-     * are skipped, and the pool can go. */
+    /* Releases a settled, ended stream's connection (SuspendedConnection::close), with its
+     * access-log notes. */
     void finish(SuspendedStream *s)
     {
-        request_rec *r = s->r;
-        conn_rec *c = s->c;
+        request_rec *r = s->conn.request();
         const char *why = reason_name(s->why);
         apr_table_setn(r->subprocess_env, "SSE_EVENTS",
                        apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, s->events_sent));
         apr_table_setn(r->subprocess_env, "SSE_BYTES",
                        apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, s->bytes_sent));
         apr_table_setn(r->subprocess_env, "SSE_END", why);
-        if (s->direct)
-            r->bytes_sent = static_cast<apr_off_t>(s->bytes_sent);
-        c->keepalive = AP_CONN_CLOSE;
-        apr_socket_t *sock = ap_get_conn_socket(c);
-        ap_process_request_after_handler(r); /* logs the request and frees it */
-        ap_prep_lingering_close(c);          /* pre-close hooks */
-        apr_socket_shutdown(sock, APR_SHUTDOWN_READWRITE);
-        apr_socket_close(sock);
-        c->cs->state = CONN_STATE_SUSPENDED;
+        apr_pool_t *pool = s->conn.close(s->bytes_sent);
         delete s;
-        apr_pool_destroy(c->pool);
+        apr_pool_destroy(pool); /* last: see SuspendedConnection::close() */
     }
 
     static Bytes missed_notice()
@@ -1004,12 +868,8 @@ AsyncHub *start_async_hub(apr_pool_t *pchild, server_rec *s, ModuleState *state)
 
 bool can_suspend(request_rec *r, const DirConfig &d, const ModuleState *state)
 {
-    conn_rec *c = r->connection;
-    /* An internal redirect (r->prev: RewriteRule in a directory, ErrorDocument, Action) or a
-     * subrequest (r->main) does not end in CONN_STATE_SUSPENDED: the MPM goes on with the
-     * connection, so the stream stays on its worker. */
     return d.async && state->hub && state->hub->accepting() && !state->child_stopping.load() &&
-           c->cs && !c->master && !c->clogging_input_filters && !r->main && !r->prev;
+           SuspendedConnection::suspendable(r);
 }
 
 void prepare_suspended_stream(request_rec *r, BusReader reader, const StreamSettings &settings,
@@ -1017,7 +877,6 @@ void prepare_suspended_stream(request_rec *r, BusReader reader, const StreamSett
                               const std::vector<std::string> &channels,
                               const std::string &client_id, Subscription sub)
 {
-    conn_rec *c = r->connection;
     auto *s = new SuspendedStream(r, std::move(reader));
     s->channels = channels;
     s->client_id = client_id;
@@ -1026,32 +885,7 @@ void prepare_suspended_stream(request_rec *r, BusReader reader, const StreamSett
     s->events_sent = events_sent;
     s->bytes_sent = bytes_sent;
     s->last_write = apr_time_now();
-    s->bb = apr_brigade_create(c->pool, c->bucket_alloc);
-    apr_os_sock_t fd;
-    apr_os_sock_get(&fd, ap_get_conn_socket(c));
-    s->fd = fd;
-    /* mod_ssl's coalescing filter holds small writes until a FLUSH: take it out, so that
-     * writes without FLUSH reach the socket. */
-    for (ap_filter_t *f = c->output_filters; f;) {
-        ap_filter_t *next = f->next;
-        if (f->frec && f->frec->name && !strcasecmp(f->frec->name, "SSL/TLS Coalescing Filter")) {
-            /* ap_remove_output_filter() unlinks a connection filter from c->output_filters
-             * only; the request's chain runs into it too. */
-            for (ap_filter_t *p = r->output_filters; p; p = p->next)
-                if (p->next == f)
-                    p->next = next;
-            ap_remove_output_filter(f);
-        }
-        f = next;
-    }
-    s->core = c->output_filters;
-    while (s->core->next)
-        s->core = s->core->next;
-    /* Direct writes are exact when the response is not chunked (mod_sse ends the connection
-     * with the stream, so HTTP/1.1 sends no chunking), the connection has no filter but the
-     * core's (no TLS, no other module rewriting bytes) and the core holds nothing. */
-    s->direct = !r->chunked && c->output_filters == s->core && !c->data_in_output_filters;
-    ap_set_module_config(c->conn_config, &sse_module, s);
+    ap_set_module_config(r->connection->conn_config, &sse_module, s);
 }
 
 void adopt_suspended_stream(conn_rec *c, ModuleState *state)
@@ -1064,10 +898,10 @@ void adopt_suspended_stream(conn_rec *c, ModuleState *state)
      * other state (write completion, keep-alive, lingering close) the MPM still owns it and
      * its request may be gone: the stream is dropped, never held. can_suspend() keeps this
      * from happening; this is the last guard. */
-    if (!state || !state->hub || c->cs->state != CONN_STATE_SUSPENDED) {
+    if (!state || !state->hub || !SuspendedConnection::handed_over(c)) {
         ap_log_cerror(APLOG_MARK, APLOG_INFO, 0, c,
                       "SSE0503: a stream was not held: its connection was not suspended "
-                      "(state %d)", static_cast<int>(c->cs->state));
+                      "(state %d)", SuspendedConnection::mpm_state(c));
         delete s;
         return;
     }

@@ -29,23 +29,44 @@
  * come back to the new generation.
  *
  * Ending a suspended connection: httpd 2.4 has no public call for it (trunk has
- * ap_mpm_resume_suspended). What works on 2.4.71, and is pinned by t/async.t: log and free the
- * request with ap_process_request_after_handler(), run the pre-close hooks, close the socket,
- * put the connection back in CONN_STATE_SUSPENDED (so the MPM's cleanup decrements the
- * suspended count it incremented, not the lingering count), and destroy the connection's pool
- * once the worker that suspended it has left the MPM's suspend code (which writes to the
- * connection state in that pool after the hooks return: a client that left at once crashed
- * the child when the pool went at once). The internals this relies on are listed at the top
- * of async_hub.c++.
+ * ap_mpm_resume_suspended()). The sequence that works on 2.4.71 (log and free the request,
+ * pre-close hooks, close, CONN_STATE_SUSPENDED, the pool destroyed once the worker that
+ * suspended it has left the MPM's suspend code), and every other reliance on the event MPM's
+ * internals, with the tests that pin them, are in src/httpd/suspended_connection.h.
  *
- * Threads: adopt() is called on a worker (suspend hook), stop() on the thread that runs
- * child_stopping. The I/O thread serves the sockets and never blocks: socket timeout 0, no
- * lock shared with other processes, no logging on the way. An ended stream's registry slot
- * and disconnect event (process-shared locks), its access-log line and the release of its
- * connection run on a third thread, the ender, in the order streams ended. If any of the
- * hub's threads fails (an exception escapes its loop), the hub is dead: can_suspend() says no
- * from then on (new streams are held by their workers), the streams it holds are ended with a
- * `retry:` (SSE_END hub-failed) and released, and the failure is logged (SSE0500).
+ * Threads, and what each may wait for:
+ * - A worker runs prepare_suspended_stream() (the handler) and adopt_suspended_stream() (the
+ *   suspend_connection hook, which takes the inbox's mutex for a push); can_suspend() too.
+ * - The I/O thread serves the sockets and never blocks: it sleeps only in epoll_wait (at most
+ *   the 1 s tick; 20 ms while a stream is settling), every socket has timeout 0, it takes no
+ *   lock shared with other processes (the bus is read lock-free), only the inbox's and the
+ *   ender's mutexes for a push or a pop, and logs nothing on the way.
+ * - The bus watcher sleeps on the bus's futex (at most the tick) and reaps the streams of
+ *   dead processes (reap_gone_processes: announcing them publishes, which may wait for the
+ *   bus's and the registry's process-shared locks).
+ * - The ender runs what may block, in the order streams ended: an ended stream's registry
+ *   slot and disconnect event (process-shared locks), its access-log line (a piped logger may
+ *   stall) and the release of its connection (pre-close hooks). A stall there delays only the
+ *   closing of ended streams, never the live ones.
+ * - child_stopping's thread calls stop_async_hub() (a flag and a poke); the pchild cleanup,
+ *   after the MPM joined its workers, joins the hub's threads.
+ *
+ * Ownership of a stream (its SuspendedStream, which holds the SuspendedConnection):
+ *   worker: prepare_suspended_stream() makes it and parks it in the connection's config;
+ *   -> suspend hook: adopt_suspended_stream() moves it to the hub's inbox, or deletes it when
+ *      the connection was not handed over (it is then never held);
+ *   -> I/O thread: takes it from the inbox and owns it while it is live and while it ends
+ *      (end(): out of every set, its last bytes written);
+ *   -> ender, in two steps: at end(), its Subscription only (the slot is released at once;
+ *      the I/O thread no longer touches it); once ended and settled (its worker left the
+ *      MPM's suspend code, see suspended_connection.h), the whole stream: the ender logs it,
+ *      tears the connection down, deletes the stream and destroys the connection's pool. The
+ *      I/O thread hands it over at the end of a loop round and never looks at it again.
+ *
+ * If any of the hub's threads fails (an exception escapes its loop), the hub is dead:
+ * can_suspend() says no from then on (new streams are held by their workers), the streams it
+ * holds are ended with a `retry:` (SSE_END hub-failed) and released, and the failure is logged
+ * (SSE0500).
  */
 #ifndef SSE_HTTPD_ASYNC_HUB_H
 #define SSE_HTTPD_ASYNC_HUB_H

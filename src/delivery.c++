@@ -40,19 +40,26 @@ void Delivery::opening(std::int64_t retry_ms, bool resume_found, std::string_vie
         encode_missed_notice("unknown-last-event-id", resume_id, out);
 }
 
-RecordAction Delivery::on_record(const BusEvent &e) const
+RecordAction Delivery::on_channel_record(RecordKind kind)
 {
-    switch (e.kind) {
+    switch (kind) {
     case RecordKind::Event:
         return {RecordAction::Kind::SendEvent, EndReason::ClientClosed};
     case RecordKind::CloseChannels:
         return {RecordAction::Kind::SendAndEnd, EndReason::ChannelClosed};
     case RecordKind::EndStream:
-        /* Serial 0 is no stream's (a socket subscriber has no slot). */
-        if (settings_.serial != 0 && names_stream(e, settings_.serial))
-            return {RecordAction::Kind::SendAndEnd, EndReason::Replaced};
         break;
     }
+    return {};
+}
+
+RecordAction Delivery::on_record(const BusEvent &e) const
+{
+    if (e.kind != RecordKind::EndStream)
+        return on_channel_record(e.kind);
+    /* Serial 0 is no stream's (a socket subscriber has no slot). */
+    if (settings_.serial != 0 && names_stream(e, settings_.serial))
+        return {RecordAction::Kind::SendAndEnd, EndReason::Replaced};
     return {};
 }
 

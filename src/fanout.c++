@@ -34,14 +34,6 @@ Subscriber::Subscriber(BusReader reader, std::vector<std::string> channels, std:
 {
 }
 
-void Subscriber::enqueue(const SharedBytes &bytes, bool event)
-{
-    if (ended_ || closing_)
-        return;
-    queue_.push_back({bytes, event});
-    queued_ += bytes->size();
-}
-
 void Subscriber::close_after(const SharedBytes &notice, EndReason why)
 {
     if (closing_)
@@ -53,16 +45,29 @@ void Subscriber::close_after(const SharedBytes &notice, EndReason why)
 
 void Subscriber::consumed(std::size_t n)
 {
+    if (n != 0 && n == queued_ - front_offset_) {
+        /* All of it (the usual case): the non-events among them are exactly not_events_. */
+        events_sent += queue_.size() - not_events_.size();
+        pieces_done_ += queue_.size();
+        not_events_.clear();
+        queue_.clear();
+        queued_ = 0;
+        front_offset_ = 0;
+        return;
+    }
     while (n > 0 && !queue_.empty()) {
-        const std::size_t rest = queue_.front().bytes->size() - front_offset_;
-        if (n < rest) {
+        const std::size_t size = queue_.front()->size();
+        if (n < size - front_offset_) {
             front_offset_ += n;
             return;
         }
-        n -= rest;
-        if (queue_.front().event)
+        n -= size - front_offset_;
+        if (!not_events_.empty() && not_events_.front() == pieces_done_)
+            not_events_.pop_front();
+        else
             ++events_sent;
-        queued_ -= queue_.front().bytes->size();
+        ++pieces_done_;
+        queued_ -= size;
         queue_.pop_front();
         front_offset_ = 0;
     }
@@ -72,12 +77,6 @@ void Subscriber::wrote(std::size_t n, std::int64_t now_us)
 {
     bytes_sent += n;
     delivery_.wrote(now_us);
-}
-
-bool Subscriber::fell_behind() const
-{
-    const std::size_t front = queue_.empty() ? 0 : queue_.front().bytes->size();
-    return queued_ - front > max_pending_;
 }
 
 /* ---- FanOut ---- */
@@ -180,6 +179,7 @@ void FanOut::queue_record(BusEvent &e, std::vector<Subscriber *> &dirty)
     const SharedBytes wire = shared(std::move(e.wire));
     const bool everyone = e.audience.everyone();
     const AudienceMatcher audience(e.audience);
+    const RecordAction a = Delivery::on_channel_record(e.kind);
     for (const auto &ch : e.channels) {
         auto it = by_channel_.find(ch);
         if (it == by_channel_.end())
@@ -188,7 +188,6 @@ void FanOut::queue_record(BusEvent &e, std::vector<Subscriber *> &dirty)
             if (e.seq < s->next_seq_ || s->last_seq_ == e.seq)
                 continue;
             s->last_seq_ = e.seq;
-            const RecordAction a = s->delivery_.on_record(e);
             if (a.kind == RecordAction::Kind::SendAndEnd)
                 s->close_after(wire, a.reason);
             else if (a.kind == RecordAction::Kind::SendEvent &&
@@ -198,15 +197,6 @@ void FanOut::queue_record(BusEvent &e, std::vector<Subscriber *> &dirty)
                 continue;
             mark_dirty(*s, dirty);
         }
-    }
-}
-
-/* Each stream is written once per round, however many records it got in it. */
-void FanOut::mark_dirty(Subscriber &s, std::vector<Subscriber *> &dirty)
-{
-    if (!s.dirty_) {
-        s.dirty_ = true;
-        dirty.push_back(&s);
     }
 }
 
@@ -229,7 +219,7 @@ void FanOut::push(Subscriber &s)
         end(s, EndReason::FellBehind);
         return;
     }
-    sink_.write(s);
+    sink_.write_queued(s);
 }
 
 void FanOut::unindex(Subscriber &s)
@@ -259,12 +249,6 @@ void FanOut::end(Subscriber &s, EndReason why)
     s.why_ = why;
     unindex(s);
     sink_.ended(s, why);
-}
-
-void FanOut::drop(Subscriber &s)
-{
-    s.ended_ = true;
-    unindex(s);
 }
 
 void FanOut::end_all(EndReason why)

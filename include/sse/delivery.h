@@ -88,6 +88,9 @@ public:
     /* What `e` means for this stream. `e` is on one of its channels and its audience admits
      * the stream (its own BusReader checks both; FanOut checks them for a shared reader). */
     RecordAction on_record(const BusEvent &e) const;
+    /* The same for an event or a CloseChannels record, which mean the same to every stream
+     * of their channels (FanOut asks once per record, not once per stream). */
+    static RecordAction on_channel_record(RecordKind kind);
 
     /* Appends the notice for an overrun (the stream goes on). */
     static void overrun_notice(std::string &out);

@@ -27,8 +27,8 @@
  * Ownership and threads: one thread owns a FanOut and every Subscriber added to it, and
  * calls everything here, the sink's callbacks included (they run inside FanOut's calls).
  * Subscribers are owned by the caller (the transport derives its stream record from
- * Subscriber); a Subscriber must stay alive until it was ended (end(), end_all()) or dropped
- * (drop()) and the FanOut call that ended it has returned (the sink's ended() must not free
+ * Subscriber); a Subscriber must stay alive until it was ended (end(), end_all()) and the
+ * FanOut call that ended it has returned (the sink's ended() must not free
  * it: the hub hands it to another thread at the end of its loop round); FanOut does not touch
  * it after that. No I/O, no locks, no httpd; time is
  * passed in.
@@ -66,13 +66,9 @@ public:
     Subscriber(const Subscriber &) = delete;
     Subscriber &operator=(const Subscriber &) = delete;
 
-    struct Piece {
-        SharedBytes bytes;
-        bool event = false; /* counted in SSE_EVENTS once written whole */
-    };
-
-    /* What waits to be written, oldest first; the front's first front_offset() bytes are out. */
-    const std::deque<Piece> &queue() const { return queue_; }
+    /* What waits to be written, oldest first; the front's first front_offset() bytes are out.
+     * Events and notices alike (consumed() tells them apart for SSE_EVENTS). */
+    const std::deque<SharedBytes> &queue() const { return queue_; }
     std::size_t front_offset() const { return front_offset_; }
     bool queue_empty() const { return queue_.empty(); }
 
@@ -83,7 +79,11 @@ public:
     void wrote(std::size_t n, std::int64_t now_us);
 
     /* SSEMaxPending exceeded by what waits behind the front piece. */
-    bool fell_behind() const;
+    bool fell_behind() const
+    {
+        const std::size_t front = queue_.empty() ? 0 : queue_.front()->size();
+        return queued_ - front > max_pending_;
+    }
 
     Delivery &delivery() { return delivery_; }
     const Delivery &delivery() const { return delivery_; }
@@ -97,7 +97,17 @@ public:
 
 private:
     friend class FanOut;
-    void enqueue(const SharedBytes &bytes, bool event);
+    /* Defined here: once per stream per event, it is the fan-out's inner loop. */
+    void enqueue(const SharedBytes &bytes, bool event)
+    {
+        if (ended_ || closing_)
+            return;
+        queue_.push_back(bytes);
+        queued_ += bytes->size();
+        if (!event)
+            not_events_.push_back(pieces_queued_);
+        ++pieces_queued_;
+    }
     /* Queues `notice`; nothing is queued after it and the stream ends once it was handed
      * over (at the end of the FanOut call). */
     void close_after(const SharedBytes &notice, EndReason why);
@@ -107,7 +117,12 @@ private:
     std::string client_id_;
     Delivery delivery_;
     std::size_t max_pending_;
-    std::deque<Piece> queue_;
+    std::deque<SharedBytes> queue_;
+    /* Which pieces are not events (notices, keep-alives: not counted in SSE_EVENTS), by their
+     * number in the order they were queued: rare, so the queue stays one pointer a piece
+     * (a flag in every piece cost a tenth of the fan-out's time, bench/fanout_bench.c++). */
+    std::deque<std::uint64_t> not_events_;
+    std::uint64_t pieces_queued_ = 0, pieces_done_ = 0;
     std::size_t queued_ = 0;       /* bytes in queue_, the front's included whole */
     std::size_t front_offset_ = 0;
     std::uint64_t next_seq_ = 0;   /* the shared reader delivers records from this seq on */
@@ -127,7 +142,7 @@ public:
     /* Write what `s`'s queue holds, as much as the connection takes now, without blocking;
      * report it with s.consumed() / s.wrote(). A failure ends the stream: call
      * FanOut::end(s, EndReason::WriteFailed). */
-    virtual void write(Subscriber &s) = 0;
+    virtual void write_queued(Subscriber &s) = 0;
     /* `s` has ended for `why` and is out of every index: send its last bytes if any
      * (restart_bytes() when comes_back(why)) and release it. FanOut does not touch it again. */
     virtual void ended(Subscriber &s, EndReason why) = 0;
@@ -152,16 +167,14 @@ public:
      * to read (the caller comes back after serving its sockets). */
     bool run(std::size_t max_records);
 
-    /* The slow-consumer rule, then the sink's write (the transport's socket is writable). */
+    /* The slow-consumer rule, then the sink's write_queued() (the transport can write). */
     void push(Subscriber &s);
 
     /* Ends `s` for `why`: out of every index, then the sink's ended(). No-op once ended. */
     void end(Subscriber &s, EndReason why);
-    /* Every stream ends for `why`. A sink that throws for one stream leaves it to the caller:
-     * catch, drop() it, and call end_all() again. */
+    /* Every stream ends for `why`. A stream is out of every index before the sink's ended()
+     * runs: when that throws, the caller catches and calls end_all() again for the rest. */
     void end_all(EndReason why);
-    /* Forgets `s` without calling the sink (its ending failed: nothing more can be done). */
-    void drop(Subscriber &s);
 
     /* The caller's tick: keep-alives for the streams silent for their interval; streams
      * whose token expired end (token-expired, after token_expired_notice()), and so do those
@@ -179,7 +192,14 @@ private:
     void close_now(const std::vector<Subscriber *> &streams, EndReason why,
                    std::string notice);
     void unindex(Subscriber &s);
-    static void mark_dirty(Subscriber &s, std::vector<Subscriber *> &dirty);
+    /* Each stream is written once per round, however many records it got in it. */
+    static void mark_dirty(Subscriber &s, std::vector<Subscriber *> &dirty)
+    {
+        if (!s.dirty_) {
+            s.dirty_ = true;
+            dirty.push_back(&s);
+        }
+    }
 
     FanOutSink &sink_;
     BusReader reader_;

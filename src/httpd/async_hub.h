@@ -12,12 +12,16 @@
  *   the core output filter is then called directly with no brigade (as the event MPM's write
  *   completion does), which writes what the socket takes and keeps the rest until EPOLLOUT.
  *
+ * What each stream gets (the channel index, audiences, control records, keep-alives, token
+ * expiry, SSEMaxPending) is FanOut's (sse/fanout.h, with one stream's rules in
+ * sse/delivery.h), unit-tested there; this hub is its transport (a FanOutSink).
+ *
  * Events addressed to some client ids (only/except) are queued for the streams they admit.
  * Control records end streams: CloseChannels those of the closed channels, EndStream the
  * streams whose serial it names (SSEDuplicateClient replace); each gets the record's notice
  * first.
  *
- * A stream whose token expires (StreamSettings::token_expires) gets an `sse-close` notice
+ * A stream whose token expires (DeliverySettings::token_expires_us) gets an `sse-close` notice
  * (reason token-expired) at the first tick after it, and ends (SSE_END token-expired). The hub
  * ticks once a second and fan-out does not look at the deadline (a compare per stream per event
  * for every stream, token or not): events published in that second may still reach it.
@@ -78,18 +82,6 @@ namespace sse::httpd {
 
 class AsyncHub;
 
-/* The retry a stream gets when it is closed for a restart or a stop, suspended or held by a
- * worker, when SSERetry is not set. */
-constexpr apr_int64_t kRestartRetryMs = 2000;
-
-/* What a suspended stream needs from its location's configuration. */
-struct StreamSettings {
-    apr_interval_time_t keepalive;
-    apr_int64_t retry_ms;       /* -1: none configured */
-    apr_size_t max_pending;
-    apr_time_t token_expires;   /* the stream's token's exp; 0: none (see token_check.h) */
-};
-
 /* child_init: starts the hub's threads in this child (event MPM only); stopped and joined by
  * a cleanup on `pchild`. Throws std::system_error when its epoll set, eventfd or threads
  * cannot be made (the caller logs; streams then hold a worker each). */
@@ -101,11 +93,13 @@ AsyncHub *start_async_hub(apr_pool_t *pchild, server_rec *s, ModuleState *state)
 bool can_suspend(request_rec *r, const DirConfig &d, const ModuleState *state);
 
 /* Handler, on its worker: the stream's headers and first bytes are out, `reader` is positioned
- * after what was sent. Attaches the stream to the connection; the handler then returns
- * SUSPENDED. The hub ends `sub` when the stream ends. */
-void prepare_suspended_stream(request_rec *r, BusReader reader, const StreamSettings &settings,
-                              apr_uint64_t events_sent, apr_uint64_t bytes_sent,
-                              const std::vector<std::string> &channels,
+ * after what was sent; `settings` are the stream's delivery rules (sse/delivery.h),
+ * `max_pending` its SSEMaxPending, `events_sent`/`bytes_sent` what it got so far. Attaches the
+ * stream to the connection; the handler then returns SUSPENDED. The hub ends `sub` when the
+ * stream ends. */
+void prepare_suspended_stream(request_rec *r, BusReader reader, const DeliverySettings &settings,
+                              apr_size_t max_pending, apr_uint64_t events_sent,
+                              apr_uint64_t bytes_sent, const std::vector<std::string> &channels,
                               const std::string &client_id, Subscription sub);
 
 /* suspend_connection hook: hands the connection's stream (if it has one) to the hub, when the

@@ -372,11 +372,9 @@ public:
         if (can_suspend(r_, d, state_)) {
             if (!send_available())
                 return finish(*end_);
-            StreamSettings settings{d.keepalive, delivery_.settings().retry_ms, d.max_pending,
-                                    ask.token_expires};
-            prepare_suspended_stream(r_, std::move(reader_), settings, events_sent_,
-                                     stream_.sent_bytes(), ask.channels, ask.client_id,
-                                     std::move(sub_));
+            prepare_suspended_stream(r_, std::move(reader_), delivery_.settings(),
+                                     d.max_pending, events_sent_, stream_.sent_bytes(),
+                                     ask.channels, ask.client_id, std::move(sub_));
             return SUSPENDED;
         }
         return hold();

@@ -84,14 +84,14 @@ struct FakeStream : Subscriber {
 struct FakeSink : FanOutSink {
     std::int64_t now = kT0;
     FanOut *fan = nullptr;
-    void write(Subscriber &s) override
+    void write_queued(Subscriber &s) override
     {
         auto &f = static_cast<FakeStream &>(s);
         std::size_t n = 0;
         for (const auto &piece : s.queue()) {
             const std::size_t skip = n == 0 ? s.front_offset() : 0;
-            f.out.append(*piece.bytes, skip, std::string::npos);
-            n += piece.bytes->size() - skip;
+            f.out.append(*piece, skip, std::string::npos);
+            n += piece->size() - skip;
         }
         if (n > f.takes) {
             f.out.resize(f.out.size() - (n - f.takes));

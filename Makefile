@@ -70,7 +70,7 @@ STRESS_BIN := $(BUILD)/t/stress/bus-stress
 
 .PHONY: all install test test-asan test-stress unit stress integration fuzz deps run stop clean bench-publish \
         bench-nchan bench-memory \
-        bench-resume bench-registry bench-authz bench-token
+        bench-resume bench-fanout bench-registry bench-authz bench-token
 
 PREFIX    ?= /usr/local
 BINDIR    ?= $(PREFIX)/bin
@@ -131,6 +131,9 @@ $(BUILD)/sse-load: $(BUILD)/bench/sse_load.o $(BUILD)/libssecore.a
 $(BUILD)/resume-bench: $(BUILD)/bench/resume_bench.o $(BUILD)/libssecore.a
 	$(CXX) -pthread $(LDFLAGS) -o $@ $^
 
+$(BUILD)/fanout-bench: $(BUILD)/bench/fanout_bench.o $(BUILD)/libssecore.a
+	$(CXX) -pthread $(LDFLAGS) -o $@ $^ $(JWT_LIBS)
+
 # A subscribe of 64 new channels on a full channel table, this registry against the one before
 # the O(1) table (commit 58ea68a, from git, namespace renamed sse_old): bench/registry_bench.c++.
 REGISTRY_OLD_COMMIT := 58ea68a
@@ -156,6 +159,11 @@ bench-registry: $(BUILD)/registry-bench
 # BusReader::start_after on a full 16 MB and 256 MB bus (bench/resume_bench.c++).
 bench-resume: $(BUILD)/resume-bench
 	$(BUILD)/resume-bench 16 256
+
+# Fan-out per event (sse/fanout.h) against the hub's fan-out before it (bench/fanout_bench.c++).
+bench-fanout: $(BUILD)/fanout-bench
+	$(BUILD)/fanout-bench 10000 100 4000 15
+	$(BUILD)/fanout-bench 1000 1 4000 15
 
 bench-publish: all $(BUILD)/publish-bench
 	bench/run-publish-bench

@@ -515,6 +515,35 @@ START_TEST(fanout_partial_writes)
 }
 END_TEST
 
+/* SSE_EVENTS counts events, not the keep-alive between them, whether the queue goes out in
+ * pieces or whole. */
+START_TEST(fanout_counts_events_only)
+{
+    TestBus tb;
+    FakeSink sink;
+    FanOut fan(tb.bus, sink);
+    FakeStream s(tb.bus, {"a"}, "", settings(1));
+    s.takes = 0;
+    fan.add(s);
+    fan.start(s);
+    tb.event({"a"}, "one");
+    fan.run(4096);
+    fan.tick(kT0 + 15 * kSec, nullptr);
+    tb.event({"a"}, "two");
+    fan.run(4096);
+    s.takes = data_line("one").size() + 3; /* into the keep-alive */
+    fan.push(s);
+    ck_assert_int_eq(s.events_sent, 1);
+    s.takes = std::string(": keepalive\n\n").size(); /* the rest of it, 3 bytes into "two" */
+    fan.push(s);
+    ck_assert_int_eq(s.events_sent, 1);
+    s.takes = std::string::npos;
+    fan.push(s);
+    ck_assert_int_eq(s.events_sent, 2);
+    assert_str(s.out, data_line("one") + ": keepalive\n\n" + data_line("two"));
+}
+END_TEST
+
 } // namespace
 
 Suite *fanout_suite()
@@ -540,6 +569,7 @@ Suite *fanout_suite()
     tcase_add_test(tc, fanout_many_channels_once);
     tcase_add_test(tc, fanout_catch_up);
     tcase_add_test(tc, fanout_partial_writes);
+    tcase_add_test(tc, fanout_counts_events_only);
     suite_add_tcase(s, tc);
     return s;
 }

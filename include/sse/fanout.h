@@ -58,8 +58,9 @@ using SharedBytes = std::shared_ptr<const std::string>;
  * what went out with consumed() and wrote(); everything else is FanOut's. */
 class Subscriber {
 public:
-    /* `reader` is positioned after what the stream already got; `events_sent`, `bytes_sent`
-     * count what it got before (the handler's replay), for SSE_EVENTS and SSE_BYTES. */
+    /* `reader` is positioned after what the stream already got; `now_us` counts as its last
+     * write (keep-alives). The caller sets events_sent and bytes_sent to what it got before
+     * (the handler's replay): SSE_EVENTS and SSE_BYTES count from there. */
     Subscriber(BusReader reader, std::vector<std::string> channels, std::string client_id,
                const DeliverySettings &settings, std::size_t max_pending, std::int64_t now_us);
     virtual ~Subscriber() = default;

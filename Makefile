@@ -46,13 +46,14 @@ ALL_CXXFLAGS := -std=c++17 -fPIC -fno-gnu-unique -pthread $(WARN) $(CXXFLAGS) \
                $(filter-out -O2 -g,$(AP_CFLAGS)) $(AP_CPPFLAGS) -Iinclude -I. $(AP_INCLUDES)
 
 CORE_SRCS := src/wire.c++ src/config_values.c++ src/audience.c++ src/registry.c++ src/bus.c++ src/request.c++ src/publisher.c++ src/socket_protocol.c++ \
-             src/stream_open.c++ src/presence.c++ src/token.c++
+             src/stream_open.c++ src/presence.c++ src/token.c++ src/delivery.c++ src/fanout.c++
 GLUE_SRCS := mod_sse.c++ src/httpd/respond.c++ src/httpd/subscribe.c++ src/httpd/publish.c++ \
              src/httpd/publish_socket.c++ src/httpd/socket_daemon.c++ src/httpd/async_hub.c++ \
              src/httpd/subscription.c++ src/httpd/status.c++ src/httpd/channel_access.c++ \
              src/httpd/token_check.c++ \
              src/httpd/shared_segment.c++ src/httpd/config.c++ src/httpd/generation.c++ \
-             src/httpd/location_mapping.c++ src/httpd/query_param_expr.c++
+             src/httpd/location_mapping.c++ src/httpd/query_param_expr.c++ \
+             src/httpd/suspended_connection.c++
 CORE_OBJS := $(CORE_SRCS:%.c++=$(BUILD)/%.o)
 # Signed tokens (src/token.c++): libjwt verifies, libcrypto loads and checks the public keys.
 # Whatever links src/token.o (the module, the unit tests) links these; the other binaries take
@@ -70,7 +71,7 @@ UNIT_BIN  := $(BUILD)/t/unit/run-unit-tests
 # and a half minutes in `make test`; FUZZ_SECONDS=600 make fuzz for a longer search.
 FUZZ_SECONDS ?= 20
 FUZZ_BINS := $(patsubst t/fuzz/%.c++,$(BUILD)/fuzz/%,$(wildcard t/fuzz/fuzz_*.c++))
-FUZZ_CORE := $(filter-out src/registry.c++ src/bus.c++ src/publisher.c++ src/stream_open.c++,$(CORE_SRCS))
+FUZZ_CORE := $(filter-out src/registry.c++ src/bus.c++ src/publisher.c++ src/stream_open.c++ src/delivery.c++ src/fanout.c++,$(CORE_SRCS))
 FUZZ_FLAGS := -std=c++17 $(WARN) -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -Iinclude
 
 # The bus under writers and readers killed with SIGKILL (t/stress/bus_stress.c++): the run
@@ -80,7 +81,7 @@ STRESS_BIN := $(BUILD)/t/stress/bus-stress
 
 .PHONY: all install test test-asan test-stress unit stress integration fuzz deps run stop clean bench-publish \
         bench-nchan bench-memory \
-        bench-resume bench-registry bench-authz bench-token
+        bench-resume bench-fanout bench-registry bench-authz bench-token
 
 PREFIX    ?= /usr/local
 BINDIR    ?= $(PREFIX)/bin
@@ -145,6 +146,9 @@ $(BUILD)/sse-load: $(BUILD)/bench/sse_load.o $(BUILD)/libssecore.a
 $(BUILD)/resume-bench: $(BUILD)/bench/resume_bench.o $(BUILD)/libssecore.a
 	$(CXX) -pthread $(LDFLAGS) -o $@ $^
 
+$(BUILD)/fanout-bench: $(BUILD)/bench/fanout_bench.o $(BUILD)/libssecore.a
+	$(CXX) -pthread $(LDFLAGS) -o $@ $^ $(JWT_LIBS)
+
 # A subscribe of 64 new channels on a full channel table, this registry against the one before
 # the O(1) table (commit 58ea68a, from git, namespace renamed sse_old): bench/registry_bench.c++.
 REGISTRY_OLD_COMMIT := 58ea68a
@@ -170,6 +174,11 @@ bench-registry: $(BUILD)/registry-bench
 # BusReader::start_after on a full 16 MB and 256 MB bus (bench/resume_bench.c++).
 bench-resume: $(BUILD)/resume-bench
 	$(BUILD)/resume-bench 16 256
+
+# Fan-out per event (sse/fanout.h) against the hub's fan-out before it (bench/fanout_bench.c++).
+bench-fanout: $(BUILD)/fanout-bench
+	$(BUILD)/fanout-bench 10000 100 4000 15
+	$(BUILD)/fanout-bench 1000 1 4000 15
 
 bench-publish: all $(BUILD)/publish-bench
 	bench/run-publish-bench

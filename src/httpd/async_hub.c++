@@ -1,44 +1,13 @@
-/* The per-child hub of suspended streams (see the header for the design).
- *
- * Pinned to httpd 2.4 internals (checked against the 2.4.x branch's server/mpm/event/event.c,
- * server/core_filters.c and modules/ssl/ssl_engine_io.c, and run on Debian's 2.4.71; t/async.t
- * fails if the MPM changes under them). 2.4 has no public API for any of this (trunk has
- * ap_mpm_resume_suspended()):
- * - adopt_suspended_stream(): the event MPM calls the suspend_connection hooks in six places;
- *   only the one after a handler returned SUSPENDED sees c->cs->state == CONN_STATE_SUSPENDED
- *   (the others: async I/O wait, write completion, keep-alive, lingering close x2).
- * - After the hooks return, notify_suspend() writes c->sbh = NULL and then cs->suspended = 1 in
- *   the connection's pool; the worker then leaves process_socket() and clears its
- *   worker_sockets[] slot, which close_worker_sockets() closes at an ungraceful stop. The hub
- *   waits until it sees c->sbh cleared, then kReleaseMs more ("settled", see settle()), before
- *   it touches the scoreboard (the request's log and counters), closes the MPM's socket or
- *   destroys the pool. The 100 ms are a heuristic: only a worker preempted for 100 ms or more
- *   between those stores breaks it (cgroup CPU throttling can). It is accepted because no 2.4
- *   API gives a better signal and a longer wait only keeps ended connections longer.
- * - Until settled the hub writes through a dup() of the socket (and points the core output
- *   filter's core_net_rec::client_socket at it), so a close_worker_sockets() in that window
- *   cannot leave it writing to a reused descriptor.
- * - Ending (finish()): ap_process_request_after_handler(), ap_prep_lingering_close(), close,
- *   c->cs->state = CONN_STATE_SUSPENDED (so the MPM's pool cleanup decrements the suspended
- *   count it incremented), then apr_pool_destroy(c->pool).
- * - The core output filter, called with a brigade, waits up to the socket's timeout for
- *   POLLOUT once more than FlushMaxThreshold bytes are pending; mod_ssl passes it one record
- *   at a time. The socket's timeout is 0 from adoption on (that wait then fails at once and
- *   aborts the connection), and the hub never hands down more than write_budget() at a time,
- *   only when the core holds nothing, so that wait is never reached.
+/* The per-child hub of suspended streams (see the header for the design). What it relies on
+ * in httpd 2.4's event MPM is in src/httpd/suspended_connection.h; this file uses only that
+ * class for the connections it holds; what each stream gets is decided by FanOut
+ * (sse/fanout.h).
  */
 #include "src/httpd/async_hub.h"
-#include "sse/stream_open.h"
-#include "sse/token.h"
+#include "src/httpd/suspended_connection.h"
+#include "sse/fanout.h"
 
 #include "ap_mpm.h"
-#include "http_connection.h"
-#include "http_core.h"
-#include "http_request.h"
-#include "mpm_common.h"
-
-#include "apr_portable.h"
-#include "apr_strings.h"
 
 #include <algorithm>
 #include <atomic>
@@ -47,19 +16,15 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
-#include <fcntl.h>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <sys/uio.h>
 #include <system_error>
 #include <thread>
 #include <unistd.h>
-#include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 APLOG_USE_MODULE(sse);
@@ -68,39 +33,12 @@ namespace sse::httpd {
 
 namespace {
 
-using Bytes = std::shared_ptr<const std::string>;
-
-/* Most plaintext handed to the output filters at once (TLS); the core filter holds what the
- * socket does not take, and the hub waits for EPOLLOUT before handing more. See
- * write_budget(). */
-constexpr std::size_t kWriteChunk = 16 * 1024;
-constexpr std::size_t kMinBudget = 1024;
 /* What mod_ssl may add to each piece (record header, IV, MAC or tag, padding), counted
  * generously. */
 constexpr std::size_t kRecordSlack = 128;
 constexpr int kTickMs = 1000;
-/* How long after its worker was seen leaving the MPM's suspend code a stream counts as
- * settled (see the top of this file). */
-constexpr int kReleaseMs = 100;
-constexpr int kSettleCheckMs = 20;
-
-enum class EndReason { PeerGone, WriteFailed, FellBehind, Stopping, ChannelClosed, Replaced,
-                       HubFailed, TokenExpired };
-
-const char *reason_name(EndReason r)
-{
-    switch (r) {
-    case EndReason::PeerGone: return "client-closed";
-    case EndReason::WriteFailed: return "write-failed";
-    case EndReason::FellBehind: return "fell-behind";
-    case EndReason::Stopping: return "server-restart";
-    case EndReason::ChannelClosed: return "channel-closed";
-    case EndReason::Replaced: return "replaced";
-    case EndReason::HubFailed: return "hub-failed";
-    case EndReason::TokenExpired: return "token-expired";
-    }
-    return "unknown";
-}
+/* Records fanned out per wake-up at most, so a burst does not keep the sockets waiting. */
+constexpr std::size_t kFanOutBatch = 4096;
 
 /* SSE_TEST_FAULT, for the tests only (docs/tests.md), read once when a child starts its hub:
  * hub-start-fail (the hub cannot start), hub-io-throw-after:N (the I/O thread throws when it
@@ -140,48 +78,33 @@ void fault_point(long after, long &count)
 
 } // namespace
 
-/* One suspended stream. Created on the worker by the handler; owned by the hub's I/O thread
- * once adopted, then by the ender thread once ended and settled. */
-struct SuspendedStream {
-    request_rec *r;
-    conn_rec *c;
-    int fd = -1;      /* what the hub writes to and polls: a dup of mpm_fd until settled */
-    int mpm_fd = -1;  /* the MPM's socket descriptor */
-    apr_socket_t *own_sock = nullptr; /* wraps the dup for the core output filter (TLS) */
-    std::vector<std::string> channels;
-    std::string client_id;
+/* One suspended stream: what the fan-out keeps of it (Subscriber: its queue, its rules), its
+ * connection and its registry slot. Created on the worker by the handler; owned by the hub's
+ * I/O thread once adopted, then by the ender thread once ended and settled. */
+struct SuspendedStream : Subscriber {
+    SuspendedConnection conn;
     Subscription sub;
-    BusReader reader;
-    StreamSettings settings;
-    apr_bucket_brigade *bb = nullptr;
-    ap_filter_t *core = nullptr;
-    std::uint64_t next_seq = 0; /* the hub delivers events from this seq on */
-    std::uint64_t last_seq = 0; /* the last one queued (an event on two channels comes once) */
-    std::deque<Bytes> queue;
-    std::size_t queued = 0;
-    std::size_t front_offset = 0; /* bytes of queue.front() already handed over */
-    bool direct = false;          /* plain socket writes: see prepare_suspended_stream() */
-    bool want_out = false;
-    bool dead = false;
-    bool dirty = false;           /* queued to in this fan-out round, not yet pushed */
-    bool settled = false;         /* the worker has left the MPM's suspend code: see settle() */
-    EndReason ending = EndReason::PeerGone; /* with `closing`: why, once its notice is out */
-    bool closing = false;
-    EndReason why = EndReason::PeerGone;    /* once dead: how it ended */
-    apr_time_t worker_left = 0;   /* when c->sbh was first seen cleared; 0: not yet */
-    apr_time_t last_write = 0;
-    apr_uint64_t events_sent = 0, bytes_sent = 0;
+    bool want_out = false; /* EPOLLOUT is asked for */
 
-    SuspendedStream(request_rec *req, BusReader rd) : r(req), c(req->connection), reader(std::move(rd)) {}
+    SuspendedStream(request_rec *r, BusReader reader, const std::vector<std::string> &channels,
+                    const std::string &client_id, const DeliverySettings &settings,
+                    apr_size_t max_pending)
+        : Subscriber(std::move(reader), channels, client_id, settings, max_pending,
+                     apr_time_now()),
+          conn(r)
+    {
+    }
 };
 
-class AsyncHub {
+/* The hub: its threads, the epoll set and the connections; what each stream gets is FanOut's
+ * (sse/fanout.h), which the I/O thread owns and which writes through this class (the
+ * FanOutSink: writev() or the filters, without waiting). */
+class AsyncHub final : private FanOutSink {
 public:
     /* Throws std::system_error when the epoll set or the eventfd cannot be made. */
     AsyncHub(server_rec *s, ModuleState *state, const HubFault &fault)
-        : s_(s), state_(state), hub_reader_(state->bus, ChannelSet::all()), fault_(fault)
+        : s_(s), state_(state), fanout_(state->bus, *this), fault_(fault)
     {
-        hub_reader_.start_live();
         epfd_ = epoll_create1(EPOLL_CLOEXEC);
         if (epfd_ < 0)
             throw std::system_error(errno, std::generic_category(), "epoll_create1");
@@ -200,7 +123,6 @@ public:
             close(epfd_);
             throw std::system_error(err, std::generic_category(), "epoll_ctl");
         }
-        keepalive_comment_ = std::make_shared<const std::string>(": keepalive\n\n");
     }
 
     ~AsyncHub()
@@ -284,21 +206,19 @@ private:
         }
     }
 
-    /* Ends every held stream; one whose ending fails is dropped from the hub's sets (nothing
-     * more can be done safely for it), so a failing stream cannot make this loop forever. */
+    /* Ends every held stream; one whose ending fails is already out of the fan-out's sets
+     * (nothing more can be done safely for it), so a failing stream cannot make this loop
+     * forever. */
     void end_all(EndReason why)
     {
-        std::vector<SuspendedStream *> all(streams_.begin(), streams_.end());
-        for (auto *s : all)
-            guarded([&] { end(s, why); }, [&](const char *) {
-                s->dead = true;
-                streams_.erase(s);
-            });
+        while (!guarded([&] { fanout_.end_all(why); return true; },
+                        [](const char *) { return false; })) {
+        }
     }
 
     EndReason closing_reason() const
     {
-        return broken_.load() ? EndReason::HubFailed : EndReason::Stopping;
+        return broken_.load() ? EndReason::HubFailed : EndReason::ServerRestart;
     }
 
     void poke()
@@ -346,12 +266,12 @@ private:
                     fan_out();
                     continue;
                 }
-                if (s->dead)
+                if (s->ended())
                     continue;
                 if (events[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-                    end(s, EndReason::PeerGone);
+                    fanout_.end(*s, EndReason::ClientClosed);
                 else if (events[i].events & EPOLLOUT)
-                    push(s);
+                    fanout_.push(*s);
             }
             if ((stopping_.load() || broken_.load()) && !closed_all) {
                 closed_all = true;
@@ -361,8 +281,12 @@ private:
             if (now - last_tick >= apr_time_from_msec(kTickMs)) {
                 last_tick = now;
                 fan_out(); /* also covers a bus watcher that is gone */
-                keepalives(now);
-                end_lost_slots_and_expired_tokens(now);
+                /* Streams whose registry slot a replacing join took, and whose EndStream
+                 * record never came (the replacer died before publishing it), end as if it
+                 * had come: one lock-free read of the registry per stream and tick. */
+                fanout_.tick(now, [](const Subscriber &sub) {
+                    return static_cast<const SuspendedStream &>(sub).sub.lost_slot();
+                });
             }
             settle(now);
             flush_finishing();
@@ -374,7 +298,7 @@ private:
     }
 
     /* One stream at a time out of the inbox: a failure leaves the others there, and the one
-     * it happened on is already the hub's (in streams_), so it is ended with the rest. */
+     * it happened on is already the hub's (in the fan-out), so it is ended with the rest. */
     void take_inbox()
     {
         for (;;) {
@@ -386,375 +310,133 @@ private:
                 s = inbox_.front();
                 inbox_.pop_front();
             }
-            streams_.insert(s);
+            fanout_.add(*s);
             settling_.push_back(s);
-            take_socket(s);
+            s->conn.take_socket();
             fault_point(fault_.io_throw_after, io_taken_);
             if (stopping_.load() || broken_.load()) {
-                end(s, closing_reason());
+                fanout_.end(*s, closing_reason());
                 continue;
             }
             struct epoll_event ev = {};
             ev.events = EPOLLRDHUP;
             ev.data.ptr = s;
-            if (epoll_ctl(epfd_, EPOLL_CTL_ADD, s->fd, &ev) < 0) {
-                end(s, EndReason::WriteFailed);
+            if (epoll_ctl(epfd_, EPOLL_CTL_ADD, s->conn.fd(), &ev) < 0) {
+                fanout_.end(*s, EndReason::WriteFailed);
                 continue;
             }
-            /* Catch up from where the handler left off to the bus head; the hub delivers
+            /* Catch up from where the handler left off to the bus head; the fan-out delivers
              * everything after that. */
-            BusEvent e;
-            for (;;) {
-                BusReader::Next nx = s->reader.next(&e);
-                if (nx == BusReader::Next::None)
-                    break;
-                if (nx == BusReader::Next::Overrun)
-                    enqueue(s, missed_notice());
-                else if (e.kind == RecordKind::Event)
-                    enqueue(s, std::make_shared<const std::string>(std::move(e.wire)));
-                else if (e.kind == RecordKind::CloseChannels)
-                    close_after_notice(s, EndReason::ChannelClosed,
-                                       std::make_shared<const std::string>(std::move(e.wire)));
-                else if (names_stream(e, s->sub.serial()))
-                    close_after_notice(s, EndReason::Replaced,
-                                       std::make_shared<const std::string>(std::move(e.wire)));
-            }
-            s->next_seq = s->reader.position();
-            for (const auto &ch : s->channels)
-                channels_[ch].insert(s);
-            by_serial_[s->sub.serial()] = s;
-            push(s);
-            if (s->closing)
-                end(s, s->ending);
+            fanout_.start(*s);
         }
     }
 
-    static core_net_rec *core_net(SuspendedStream *s)
-    {
-        return static_cast<core_net_rec *>(s->core->ctx);
-    }
-
-    /* Nothing the hub calls may wait for the socket: timeout 0 (the core output filter keeps
-     * the timeout it finds). Until the worker has left the MPM's code, the hub uses a dup of
-     * the descriptor: an ungraceful stop's close_worker_sockets() closes the MPM's one, whose
-     * number may then be reused. Without a spare descriptor (EMFILE) it uses the MPM's. */
-    void take_socket(SuspendedStream *s)
-    {
-        apr_socket_t *sock = ap_get_conn_socket(s->c);
-        apr_socket_timeout_set(sock, 0);
-        apr_os_sock_t fd = -1;
-        apr_os_sock_get(&fd, sock);
-        s->mpm_fd = s->fd = fd;
-        if (fd < 0)
-            return;
-        int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-        if (dup_fd < 0)
-            return;
-        s->fd = dup_fd;
-        if (!s->direct) {
-            apr_os_sock_t own = dup_fd;
-            apr_os_sock_put(&s->own_sock, &own, s->c->pool);
-            apr_socket_timeout_set(s->own_sock, 0);
-            core_net(s)->client_socket = s->own_sock;
-        }
-    }
-
-    /* Streams whose worker has left (c->sbh seen cleared, then kReleaseMs) go back to the
+    /* Streams whose worker has left (SuspendedConnection::worker_left_by) go back to the
      * MPM's descriptor; ended ones go to the ender. `all`: the workers are joined. */
     void settle(apr_time_t now, bool all = false)
     {
         std::size_t kept = 0;
         for (SuspendedStream *s : settling_) {
-            if (!all) {
-                if (!s->worker_left && !__atomic_load_n(&s->c->sbh, __ATOMIC_ACQUIRE))
-                    s->worker_left = now;
-                if (!s->worker_left || now - s->worker_left < apr_time_from_msec(kReleaseMs)) {
-                    settling_[kept++] = s;
-                    continue;
-                }
+            if (!all && !s->conn.worker_left_by(now)) {
+                settling_[kept++] = s;
+                continue;
             }
             release_dup(s);
-            s->settled = true;
-            if (s->dead)
+            if (s->ended())
                 hand_over(s, false, true);
         }
         settling_.resize(kept);
     }
 
+    /* The epoll set watches the MPM's descriptor instead of the dup; a stream whose MPM
+     * descriptor close_worker_sockets() closed ends. */
     void release_dup(SuspendedStream *s)
     {
-        if (s->fd == s->mpm_fd)
-            return;
-        apr_os_sock_t fd = -1;
-        apr_os_sock_get(&fd, ap_get_conn_socket(s->c));
-        const bool mpm_closed = fd != s->mpm_fd; /* close_worker_sockets() */
-        if (!s->dead && !mpm_closed) {
+        if (s->conn.on_dup() && !s->ended()) {
             struct epoll_event ev = {};
             ev.events = EPOLLRDHUP | (s->want_out ? static_cast<std::uint32_t>(EPOLLOUT) : 0u);
             ev.data.ptr = s;
-            if (epoll_ctl(epfd_, EPOLL_CTL_ADD, s->mpm_fd, &ev) == 0)
-                epoll_ctl(epfd_, EPOLL_CTL_DEL, s->fd, nullptr);
+            if (s->conn.mpm_socket_open() &&
+                epoll_ctl(epfd_, EPOLL_CTL_ADD, s->conn.mpm_fd(), &ev) == 0)
+                epoll_ctl(epfd_, EPOLL_CTL_DEL, s->conn.fd(), nullptr);
             else
-                end(s, EndReason::WriteFailed);
-        } else if (!s->dead) {
-            end(s, EndReason::WriteFailed);
+                fanout_.end(*s, EndReason::WriteFailed);
         }
-        if (s->own_sock)
-            core_net(s)->client_socket = ap_get_conn_socket(s->c);
-        close(s->fd); /* also leaves the epoll set */
-        s->fd = s->mpm_fd;
+        s->conn.settle();
     }
 
     void fan_out()
     {
-        BusEvent e;
-        std::vector<SuspendedStream *> dirty;
-        for (int k = 0; k < 4096; ++k) {
-            BusReader::Next nx = hub_reader_.next(&e);
-            if (nx == BusReader::Next::None)
-                break;
-            if (nx == BusReader::Next::Overrun) {
-                Bytes notice = missed_notice();
-                for (auto *s : streams_) {
-                    enqueue(s, notice);
-                    mark_dirty(s, dirty);
-                }
-                continue;
-            }
-            if (e.kind == RecordKind::EndStream) {
-                Bytes notice = std::make_shared<const std::string>(std::move(e.wire));
-                for (const auto &serial : e.audience.only) {
-                    auto it = by_serial_.find(std::strtoull(serial.c_str(), nullptr, 10));
-                    if (it != by_serial_.end() && e.seq >= it->second->next_seq) {
-                        close_after_notice(it->second, EndReason::Replaced, notice);
-                        mark_dirty(it->second, dirty);
-                    }
-                }
-                continue;
-            }
-            Bytes wire = std::make_shared<const std::string>(std::move(e.wire));
-            const bool everyone = e.audience.everyone();
-            const AudienceMatcher audience(e.audience);
-            for (const auto &ch : e.channels) {
-                auto it = channels_.find(ch);
-                if (it == channels_.end())
-                    continue;
-                for (SuspendedStream *s : it->second) {
-                    if (e.seq < s->next_seq || s->last_seq == e.seq)
-                        continue;
-                    s->last_seq = e.seq;
-                    if (e.kind == RecordKind::CloseChannels)
-                        close_after_notice(s, EndReason::ChannelClosed, wire);
-                    else if (everyone || audience.admits(s->client_id))
-                        enqueue(s, wire);
-                    else
-                        continue;
-                    mark_dirty(s, dirty);
-                }
-            }
-            if (k == 4095)
-                poke(); /* more to read: come back after serving the sockets */
-        }
-        for (SuspendedStream *s : dirty) {
-            s->dirty = false;
-            if (!s->dead)
-                push(s);
-            if (!s->dead && s->closing)
-                end(s, s->ending);
-        }
+        if (fanout_.run(kFanOutBatch))
+            poke(); /* more to read: come back after serving the sockets */
     }
 
-    /* The stream gets `notice` and nothing after it; it ends once that is handed over. */
-    void close_after_notice(SuspendedStream *s, EndReason why, const Bytes &notice)
+    /* FanOutSink: writes what the socket takes; never blocks. */
+    void write_queued(Subscriber &sub) override
     {
-        if (s->closing)
+        auto *s = static_cast<SuspendedStream *>(&sub);
+        if (s->conn.direct())
+            write_direct(s);
+        else
+            write_filtered(s);
+    }
+
+    /* Through the filters (TLS): at most write_budget() at a time, only when the core holds
+     * nothing (see suspended_connection.h, 4). */
+    void write_filtered(SuspendedStream *s)
+    {
+        if (s->conn.holds_data() && !write_buffered(s))
             return;
-        enqueue(s, notice);
-        s->closing = true;
-        s->ending = why;
-    }
-
-    /* Each stream is pushed once per round, however many events it got in it. */
-    static void mark_dirty(SuspendedStream *s, std::vector<SuspendedStream *> &dirty)
-    {
-        if (!s->dirty) {
-            s->dirty = true;
-            dirty.push_back(s);
-        }
-    }
-
-    void enqueue(SuspendedStream *s, const Bytes &bytes)
-    {
-        if (s->dead || s->closing)
-            return;
-        s->queue.push_back(bytes);
-        s->queued += bytes->size();
-    }
-
-    void keepalives(apr_time_t now)
-    {
-        std::vector<SuspendedStream *> due;
-        for (auto *s : streams_)
-            if (now - s->last_write >= s->settings.keepalive)
-                due.push_back(s);
-        for (auto *s : due) {
-            enqueue(s, keepalive_comment_);
-            push(s);
-        }
-    }
-
-    /* Streams whose registry slot a replacing join took, and whose EndStream record never
-     * came (the replacer died before publishing it): they end as if it had come. One
-     * lock-free read of the registry per stream and tick. */
-    /* One pass a tick over the streams: those whose slot was taken (a replacing stream of the
-     * same client id) and those whose token's exp has come end, each with its notice. */
-    void end_lost_slots_and_expired_tokens(apr_time_t now)
-    {
-        std::vector<SuspendedStream *> lost, expired;
-        for (auto *s : streams_) {
-            if (s->closing || s->dead)
-                continue;
-            if (s->sub.lost_slot())
-                lost.push_back(s);
-            else if (s->settings.token_expires && now >= s->settings.token_expires)
-                expired.push_back(s);
-        }
-        if (!lost.empty())
-            close_now(lost, EndReason::Replaced, replaced_notice());
-        if (!expired.empty())
-            close_now(expired, EndReason::TokenExpired, token_expired_notice());
-    }
-
-    /* Each of `streams` gets `notice` (what the socket takes now) and ends. */
-    void close_now(const std::vector<SuspendedStream *> &streams, EndReason why,
-                   std::string notice)
-    {
-        const Bytes bytes = std::make_shared<const std::string>(std::move(notice));
-        for (auto *s : streams) {
-            close_after_notice(s, why, bytes);
-            push(s);
-            if (!s->dead)
-                end(s, s->ending);
-        }
-    }
-
-    /* Plaintext handed to the output filters at once (TLS): with what mod_ssl adds per record
-     * (kRecordSlack per piece, and half the threshold to spare) it stays under the core's
-     * FlushMaxThreshold, above which the core output filter would wait for the socket.
-     * A FlushMaxThreshold under 2 KiB cannot be honoured: a slow stream may then be ended
-     * (write-failed) instead of held; it is never waited for. */
-    static std::size_t write_budget(conn_rec *c)
-    {
-        auto *conf = static_cast<core_server_config *>(
-            ap_get_core_module_config(c->base_server->module_config));
-        std::size_t half = conf->flush_max_threshold / 2;
-        return std::max<std::size_t>(kMinBudget, std::min(half, kWriteChunk));
-    }
-
-    /* SSEMaxPending bounds what waits behind the piece being written, not that piece: one
-     * event whose encoding is larger than the limit (a body of bare CRs grows 7-fold, each
-     * line getting "data: ") goes out whole instead of ending every stream that receives it;
-     * the stream falls behind when more is queued after it. */
-    static bool fell_behind(const SuspendedStream &s)
-    {
-        const std::size_t front = s.queue.empty() ? 0 : s.queue.front()->size();
-        return s.queued - front > s.settings.max_pending;
-    }
-
-    /* Writes what the socket takes; never blocks. */
-    void push(SuspendedStream *s)
-    {
-        if (s->dead)
-            return;
-        if (fell_behind(*s)) {
-            end(s, EndReason::FellBehind);
-            return;
-        }
-        if (s->direct) {
-            push_direct(s);
-            return;
-        }
-        conn_rec *c = s->c;
-        if (c->data_in_output_filters && !write_buffered(s))
-            return;
-        const std::size_t budget = write_budget(c);
-        while (!c->data_in_output_filters && !s->queue.empty()) {
-            std::vector<Bytes> inflight;
-            std::size_t charged = 0, plain = 0;
-            while (!s->queue.empty() && charged + kRecordSlack < budget) {
-                Bytes b = s->queue.front();
-                std::size_t len = std::min(b->size() - s->front_offset,
-                                           budget - charged - kRecordSlack);
-                APR_BRIGADE_INSERT_TAIL(s->bb, apr_bucket_transient_create(
-                                                    b->data() + s->front_offset, len,
-                                                    c->bucket_alloc));
+        const std::size_t budget = s->conn.write_budget();
+        while (!s->conn.holds_data() && !s->queue_empty()) {
+            std::vector<SharedBytes> inflight; /* what the brigade points into, until pass() */
+            std::size_t charged = 0, plain = 0, skip = s->front_offset();
+            for (auto it = s->queue().begin();
+                 it != s->queue().end() && charged + kRecordSlack < budget; ++it, skip = 0) {
+                const std::string &b = **it;
+                const std::size_t len = std::min(b.size() - skip, budget - charged - kRecordSlack);
+                s->conn.add(b.data() + skip, len);
                 charged += len + kRecordSlack;
                 plain += len;
-                s->front_offset += len;
-                if (s->front_offset == b->size()) {
-                    s->front_offset = 0;
-                    s->queue.pop_front();
-                    s->queued -= b->size();
-                    if (b != keepalive_comment_)
-                        ++s->events_sent;
-                }
-                inflight.push_back(std::move(b));
+                inflight.push_back(*it);
             }
-            /* No FLUSH bucket: the core filter then writes without waiting. */
-            apr_status_t rv = ap_pass_brigade(s->r->output_filters, s->bb);
-            apr_brigade_cleanup(s->bb);
-            if (rv != APR_SUCCESS || c->aborted) {
-                end(s, EndReason::WriteFailed);
+            s->consumed(plain);
+            if (!s->conn.pass()) {
+                fanout_.end(*s, EndReason::WriteFailed);
                 return;
             }
-            s->bytes_sent += plain;
-            s->last_write = apr_time_now();
+            s->wrote(plain, apr_time_now());
             if (!write_buffered(s))
                 return;
         }
-        want_out(s, c->data_in_output_filters != 0);
+        want_out(s, s->conn.holds_data());
     }
 
     /* Plain HTTP without chunking: the body is the bytes themselves and the only output
      * filter left is the core's, with nothing buffered; one writev() per wake-up. */
-    void push_direct(SuspendedStream *s)
+    void write_direct(SuspendedStream *s)
     {
-        while (!s->queue.empty()) {
+        while (!s->queue_empty()) {
             struct iovec iov[64];
             int n = 0;
-            std::size_t total = 0;
-            for (auto it = s->queue.begin(); it != s->queue.end() && n < 64 && total < 256 * 1024;
-                 ++it, ++n) {
-                std::size_t skip = n == 0 ? s->front_offset : 0;
+            std::size_t total = 0, skip = s->front_offset();
+            for (auto it = s->queue().begin();
+                 it != s->queue().end() && n < 64 && total < 256 * 1024; ++it, ++n, skip = 0) {
                 iov[n].iov_base = const_cast<char *>((*it)->data() + skip);
                 iov[n].iov_len = (*it)->size() - skip;
                 total += iov[n].iov_len;
             }
-            ssize_t w = writev(s->fd, iov, n);
+            ssize_t w = writev(s->conn.fd(), iov, n);
             if (w < 0) {
                 if (errno == EAGAIN || errno == EINTR) {
                     want_out(s, true);
                     return;
                 }
-                end(s, EndReason::WriteFailed);
+                fanout_.end(*s, EndReason::WriteFailed);
                 return;
             }
-            std::size_t left = static_cast<std::size_t>(w);
-            s->bytes_sent += left;
-            s->last_write = apr_time_now();
-            while (left > 0) {
-                std::size_t rest = s->queue.front()->size() - s->front_offset;
-                if (left < rest) {
-                    s->front_offset += left;
-                    break;
-                }
-                left -= rest;
-                if (s->queue.front() != keepalive_comment_)
-                    ++s->events_sent;
-                s->queued -= s->queue.front()->size();
-                s->queue.pop_front();
-                s->front_offset = 0;
-            }
+            s->wrote(static_cast<std::size_t>(w), apr_time_now());
+            s->consumed(static_cast<std::size_t>(w));
             if (static_cast<std::size_t>(w) < total) {
                 want_out(s, true);
                 return;
@@ -763,15 +445,14 @@ private:
         want_out(s, false);
     }
 
-    /* Calls the core output filter with no brigade: it writes what it holds, non-blocking. */
+    /* Has the core output filter write what it holds (SuspendedConnection::write_held). */
     bool write_buffered(SuspendedStream *s)
     {
-        apr_status_t rv = s->core->frec->filter_func.out_func(s->core, nullptr);
-        if (rv != APR_SUCCESS || s->c->aborted) {
-            end(s, EndReason::WriteFailed);
+        if (!s->conn.write_held()) {
+            fanout_.end(*s, EndReason::WriteFailed);
             return false;
         }
-        if (s->c->data_in_output_filters)
+        if (s->conn.holds_data())
             want_out(s, true);
         return true;
     }
@@ -784,60 +465,31 @@ private:
         struct epoll_event ev = {};
         ev.events = EPOLLRDHUP | (out ? static_cast<std::uint32_t>(EPOLLOUT) : 0u);
         ev.data.ptr = s;
-        epoll_ctl(epfd_, EPOLL_CTL_MOD, s->fd, &ev);
+        epoll_ctl(epfd_, EPOLL_CTL_MOD, s->conn.fd(), &ev);
     }
 
-    /* Ends a stream on the I/O thread: out of every set and the epoll set, its last `retry:`
-     * (stop) written without waiting. The rest (registry, presence, access log, close,
-     * pool) is the ender's, once the stream is settled. */
-    void end(SuspendedStream *s, EndReason why)
+    /* FanOutSink: a stream ends on the I/O thread (FanOut took it out of its sets): out of
+     * the epoll set, its last `retry:` (stop) written without waiting. The rest (registry,
+     * presence, access log, close, pool) is the ender's, once the stream is settled. */
+    void ended(Subscriber &sub, EndReason why) override
     {
-        if (s->dead)
-            return;
-        s->dead = true;
-        s->why = why;
-        streams_.erase(s);
-        by_serial_.erase(s->sub.serial());
-        for (const auto &ch : s->channels) {
-            auto it = channels_.find(ch);
-            if (it != channels_.end()) {
-                it->second.erase(s);
-                if (it->second.empty())
-                    channels_.erase(it);
-            }
-        }
-        epoll_ctl(epfd_, EPOLL_CTL_DEL, s->fd, nullptr);
-
-        conn_rec *c = s->c;
-        const bool come_back = why == EndReason::Stopping || why == EndReason::HubFailed;
-        if (come_back && s->direct) {
-            /* What is queued is dropped (the client resumes with Last-Event-ID). */
+        auto *s = static_cast<SuspendedStream *>(&sub);
+        epoll_ctl(epfd_, EPOLL_CTL_DEL, s->conn.fd(), nullptr);
+        if (comes_back(why)) {
+            /* Only between events: with part of an event handed down (write_filtered() splits
+             * large ones over TLS), a retry: would land inside it and the client would
+             * dispatch a cut event under its id, never to get it whole. Without it, the cut
+             * event is dropped by the client at the close and replayed after its
+             * Last-Event-ID. */
             std::string last;
-            encode_retry(s->settings.retry_ms >= 0 ? s->settings.retry_ms : kRestartRetryMs, last);
-            if (s->front_offset == 0 && send(s->fd, last.data(), last.size(), MSG_DONTWAIT | MSG_NOSIGNAL) > 0)
-                s->bytes_sent += last.size();
-            c->aborted = 1;
-        } else if (come_back && !c->aborted) {
-            /* Only between events: with part of an event handed down (push() splits large
-             * ones over TLS), a retry: would land inside it and the client would dispatch a
-             * cut event under its id, never to get it whole. Without it, the cut event is
-             * dropped by the client at the close and replayed after its Last-Event-ID. */
-            if (s->front_offset == 0) {
-                std::string last;
-                encode_retry(s->settings.retry_ms >= 0 ? s->settings.retry_ms : kRestartRetryMs,
-                             last);
-                APR_BRIGADE_INSERT_TAIL(s->bb, apr_bucket_heap_create(last.data(), last.size(),
-                                                                      nullptr, c->bucket_alloc));
-            }
-            APR_BRIGADE_INSERT_TAIL(s->bb, apr_bucket_eos_create(c->bucket_alloc));
-            if (ap_pass_brigade(s->r->output_filters, s->bb) == APR_SUCCESS)
-                s->core->frec->filter_func.out_func(s->core, nullptr);
-            apr_brigade_cleanup(s->bb);
+            if (s->front_offset() == 0)
+                s->delivery().restart_bytes(last);
+            s->bytes_sent += s->conn.end_with(last);
         } else {
-            c->aborted = 1; /* gone, failed, or too far behind: it reconnects and replays */
+            s->conn.abort(); /* gone, failed, or too far behind: it reconnects and replays */
         }
         /* The registry slot and the disconnect go at once; the connection once settled. */
-        hand_over(s, true, s->settled);
+        hand_over(s, true, s->conn.settled());
     }
 
     /* `leave`: the ender releases the stream's registry slot (Subscription::end) at once;
@@ -897,7 +549,7 @@ private:
     void leave(SuspendedStream *s)
     {
         try {
-            s->sub.end(reason_name(s->why));
+            s->sub.end(end_reason_name(s->end_reason()));
         } catch (const std::exception &e) {
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, s_, "SSE0502: ending a held stream: %s",
                          e.what());
@@ -908,42 +560,19 @@ private:
         }
     }
 
-    /* Releases a settled, ended stream's connection (the sequence pinned at the top of this
-     * file). The worker has left: the scoreboard writes of the request's end (c->sbh is NULL)
-     * are skipped, and the pool can go. */
+    /* Releases a settled, ended stream's connection (SuspendedConnection::close), with its
+     * access-log notes. */
     void finish(SuspendedStream *s)
     {
-        request_rec *r = s->r;
-        conn_rec *c = s->c;
-        const char *why = reason_name(s->why);
-        apr_table_setn(r->subprocess_env, "SSE_EVENTS",
-                       apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, s->events_sent));
-        apr_table_setn(r->subprocess_env, "SSE_BYTES",
-                       apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, s->bytes_sent));
-        apr_table_setn(r->subprocess_env, "SSE_END", why);
-        if (s->direct)
-            r->bytes_sent = static_cast<apr_off_t>(s->bytes_sent);
-        c->keepalive = AP_CONN_CLOSE;
-        apr_socket_t *sock = ap_get_conn_socket(c);
-        ap_process_request_after_handler(r); /* logs the request and frees it */
-        ap_prep_lingering_close(c);          /* pre-close hooks */
-        apr_socket_shutdown(sock, APR_SHUTDOWN_READWRITE);
-        apr_socket_close(sock);
-        c->cs->state = CONN_STATE_SUSPENDED;
+        note_stream_end(s->conn.request(), s->events_sent, s->bytes_sent, s->end_reason());
+        apr_pool_t *pool = s->conn.close(s->bytes_sent);
         delete s;
-        apr_pool_destroy(c->pool);
-    }
-
-    static Bytes missed_notice()
-    {
-        auto out = std::make_shared<std::string>();
-        encode_missed_notice("overrun", {}, *out);
-        return out;
+        apr_pool_destroy(pool); /* last: see SuspendedConnection::close() */
     }
 
     server_rec *s_;
     ModuleState *state_;
-    BusReader hub_reader_;
+    FanOut fanout_; /* the I/O thread's */
     int epfd_ = -1, wake_fd_ = -1;
     std::thread io_thread_, watcher_, ender_;
     std::atomic<bool> stopping_{false}, exiting_{false}, broken_{false};
@@ -951,9 +580,6 @@ private:
     long io_taken_ = 0, ender_done_ = 0; /* counted for fault_ only */
     std::mutex inbox_mu_;
     std::deque<SuspendedStream *> inbox_;
-    std::unordered_set<SuspendedStream *> streams_;
-    std::unordered_map<std::uint64_t, SuspendedStream *> by_serial_;
-    std::unordered_map<std::string, std::unordered_set<SuspendedStream *>> channels_;
     std::vector<SuspendedStream *> settling_; /* adopted, worker maybe not gone yet */
     std::vector<SuspendedStream *> finishing_; /* ended and settled: for the ender, at the
                                                 * end of this loop round */
@@ -965,7 +591,6 @@ private:
     };
     std::deque<EnderTask> ender_queue_;
     bool ender_exit_ = false;
-    Bytes keepalive_comment_;
 };
 
 namespace {
@@ -1004,54 +629,21 @@ AsyncHub *start_async_hub(apr_pool_t *pchild, server_rec *s, ModuleState *state)
 
 bool can_suspend(request_rec *r, const DirConfig &d, const ModuleState *state)
 {
-    conn_rec *c = r->connection;
-    /* An internal redirect (r->prev: RewriteRule in a directory, ErrorDocument, Action) or a
-     * subrequest (r->main) does not end in CONN_STATE_SUSPENDED: the MPM goes on with the
-     * connection, so the stream stays on its worker. */
     return d.async && state->hub && state->hub->accepting() && !state->child_stopping.load() &&
-           c->cs && !c->master && !c->clogging_input_filters && !r->main && !r->prev;
+           SuspendedConnection::suspendable(r);
 }
 
-void prepare_suspended_stream(request_rec *r, BusReader reader, const StreamSettings &settings,
-                              apr_uint64_t events_sent, apr_uint64_t bytes_sent,
-                              const std::vector<std::string> &channels,
+void prepare_suspended_stream(request_rec *r, BusReader reader, const DeliverySettings &settings,
+                              apr_size_t max_pending, apr_uint64_t events_sent,
+                              apr_uint64_t bytes_sent, const std::vector<std::string> &channels,
                               const std::string &client_id, Subscription sub)
 {
-    conn_rec *c = r->connection;
-    auto *s = new SuspendedStream(r, std::move(reader));
-    s->channels = channels;
-    s->client_id = client_id;
+    auto *s = new SuspendedStream(r, std::move(reader), channels, client_id, settings,
+                                  max_pending);
     s->sub = std::move(sub);
-    s->settings = settings;
     s->events_sent = events_sent;
     s->bytes_sent = bytes_sent;
-    s->last_write = apr_time_now();
-    s->bb = apr_brigade_create(c->pool, c->bucket_alloc);
-    apr_os_sock_t fd;
-    apr_os_sock_get(&fd, ap_get_conn_socket(c));
-    s->fd = fd;
-    /* mod_ssl's coalescing filter holds small writes until a FLUSH: take it out, so that
-     * writes without FLUSH reach the socket. */
-    for (ap_filter_t *f = c->output_filters; f;) {
-        ap_filter_t *next = f->next;
-        if (f->frec && f->frec->name && !strcasecmp(f->frec->name, "SSL/TLS Coalescing Filter")) {
-            /* ap_remove_output_filter() unlinks a connection filter from c->output_filters
-             * only; the request's chain runs into it too. */
-            for (ap_filter_t *p = r->output_filters; p; p = p->next)
-                if (p->next == f)
-                    p->next = next;
-            ap_remove_output_filter(f);
-        }
-        f = next;
-    }
-    s->core = c->output_filters;
-    while (s->core->next)
-        s->core = s->core->next;
-    /* Direct writes are exact when the response is not chunked (mod_sse ends the connection
-     * with the stream, so HTTP/1.1 sends no chunking), the connection has no filter but the
-     * core's (no TLS, no other module rewriting bytes) and the core holds nothing. */
-    s->direct = !r->chunked && c->output_filters == s->core && !c->data_in_output_filters;
-    ap_set_module_config(c->conn_config, &sse_module, s);
+    ap_set_module_config(r->connection->conn_config, &sse_module, s);
 }
 
 void adopt_suspended_stream(conn_rec *c, ModuleState *state)
@@ -1064,10 +656,10 @@ void adopt_suspended_stream(conn_rec *c, ModuleState *state)
      * other state (write completion, keep-alive, lingering close) the MPM still owns it and
      * its request may be gone: the stream is dropped, never held. can_suspend() keeps this
      * from happening; this is the last guard. */
-    if (!state || !state->hub || c->cs->state != CONN_STATE_SUSPENDED) {
+    if (!state || !state->hub || !SuspendedConnection::handed_over(c)) {
         ap_log_cerror(APLOG_MARK, APLOG_INFO, 0, c,
                       "SSE0503: a stream was not held: its connection was not suspended "
-                      "(state %d)", static_cast<int>(c->cs->state));
+                      "(state %d)", SuspendedConnection::mpm_state(c));
         delete s;
         return;
     }

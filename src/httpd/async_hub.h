@@ -12,12 +12,16 @@
  *   the core output filter is then called directly with no brigade (as the event MPM's write
  *   completion does), which writes what the socket takes and keeps the rest until EPOLLOUT.
  *
+ * What each stream gets (the channel index, audiences, control records, keep-alives, token
+ * expiry, SSEMaxPending) is FanOut's (sse/fanout.h, with one stream's rules in
+ * sse/delivery.h), unit-tested there; this hub is its transport (a FanOutSink).
+ *
  * Events addressed to some client ids (only/except) are queued for the streams they admit.
  * Control records end streams: CloseChannels those of the closed channels, EndStream the
  * streams whose serial it names (SSEDuplicateClient replace); each gets the record's notice
  * first.
  *
- * A stream whose token expires (StreamSettings::token_expires) gets an `sse-close` notice
+ * A stream whose token expires (DeliverySettings::token_expires_us) gets an `sse-close` notice
  * (reason token-expired) at the first tick after it, and ends (SSE_END token-expired). The hub
  * ticks once a second and fan-out does not look at the deadline (a compare per stream per event
  * for every stream, token or not): events published in that second may still reach it.
@@ -29,23 +33,44 @@
  * come back to the new generation.
  *
  * Ending a suspended connection: httpd 2.4 has no public call for it (trunk has
- * ap_mpm_resume_suspended). What works on 2.4.71, and is pinned by t/async.t: log and free the
- * request with ap_process_request_after_handler(), run the pre-close hooks, close the socket,
- * put the connection back in CONN_STATE_SUSPENDED (so the MPM's cleanup decrements the
- * suspended count it incremented, not the lingering count), and destroy the connection's pool
- * once the worker that suspended it has left the MPM's suspend code (which writes to the
- * connection state in that pool after the hooks return: a client that left at once crashed
- * the child when the pool went at once). The internals this relies on are listed at the top
- * of async_hub.c++.
+ * ap_mpm_resume_suspended()). The sequence that works on 2.4.71 (log and free the request,
+ * pre-close hooks, close, CONN_STATE_SUSPENDED, the pool destroyed once the worker that
+ * suspended it has left the MPM's suspend code), and every other reliance on the event MPM's
+ * internals, with the tests that pin them, are in src/httpd/suspended_connection.h.
  *
- * Threads: adopt() is called on a worker (suspend hook), stop() on the thread that runs
- * child_stopping. The I/O thread serves the sockets and never blocks: socket timeout 0, no
- * lock shared with other processes, no logging on the way. An ended stream's registry slot
- * and disconnect event (process-shared locks), its access-log line and the release of its
- * connection run on a third thread, the ender, in the order streams ended. If any of the
- * hub's threads fails (an exception escapes its loop), the hub is dead: can_suspend() says no
- * from then on (new streams are held by their workers), the streams it holds are ended with a
- * `retry:` (SSE_END hub-failed) and released, and the failure is logged (SSE0500).
+ * Threads, and what each may wait for:
+ * - A worker runs prepare_suspended_stream() (the handler) and adopt_suspended_stream() (the
+ *   suspend_connection hook, which takes the inbox's mutex for a push); can_suspend() too.
+ * - The I/O thread serves the sockets and never blocks: it sleeps only in epoll_wait (at most
+ *   the 1 s tick; 20 ms while a stream is settling), every socket has timeout 0, it takes no
+ *   lock shared with other processes (the bus is read lock-free), only the inbox's and the
+ *   ender's mutexes for a push or a pop, and logs nothing on the way.
+ * - The bus watcher sleeps on the bus's futex (at most the tick) and reaps the streams of
+ *   dead processes (reap_gone_processes: announcing them publishes, which may wait for the
+ *   bus's and the registry's process-shared locks).
+ * - The ender runs what may block, in the order streams ended: an ended stream's registry
+ *   slot and disconnect event (process-shared locks), its access-log line (a piped logger may
+ *   stall) and the release of its connection (pre-close hooks). A stall there delays only the
+ *   closing of ended streams, never the live ones.
+ * - child_stopping's thread calls stop_async_hub() (a flag and a poke); the pchild cleanup,
+ *   after the MPM joined its workers, joins the hub's threads.
+ *
+ * Ownership of a stream (its SuspendedStream, which holds the SuspendedConnection):
+ *   worker: prepare_suspended_stream() makes it and parks it in the connection's config;
+ *   -> suspend hook: adopt_suspended_stream() moves it to the hub's inbox, or deletes it when
+ *      the connection was not handed over (it is then never held);
+ *   -> I/O thread: takes it from the inbox and owns it while it is live and while it ends
+ *      (end(): out of every set, its last bytes written);
+ *   -> ender, in two steps: at end(), its Subscription only (the slot is released at once;
+ *      the I/O thread no longer touches it); once ended and settled (its worker left the
+ *      MPM's suspend code, see suspended_connection.h), the whole stream: the ender logs it,
+ *      tears the connection down, deletes the stream and destroys the connection's pool. The
+ *      I/O thread hands it over at the end of a loop round and never looks at it again.
+ *
+ * If any of the hub's threads fails (an exception escapes its loop), the hub is dead:
+ * can_suspend() says no from then on (new streams are held by their workers), the streams it
+ * holds are ended with a `retry:` (SSE_END hub-failed) and released, and the failure is logged
+ * (SSE0500).
  */
 #ifndef SSE_HTTPD_ASYNC_HUB_H
 #define SSE_HTTPD_ASYNC_HUB_H
@@ -56,18 +81,6 @@
 namespace sse::httpd {
 
 class AsyncHub;
-
-/* The retry a stream gets when it is closed for a restart or a stop, suspended or held by a
- * worker, when SSERetry is not set. */
-constexpr apr_int64_t kRestartRetryMs = 2000;
-
-/* What a suspended stream needs from its location's configuration. */
-struct StreamSettings {
-    apr_interval_time_t keepalive;
-    apr_int64_t retry_ms;       /* -1: none configured */
-    apr_size_t max_pending;
-    apr_time_t token_expires;   /* the stream's token's exp; 0: none (see token_check.h) */
-};
 
 /* child_init: starts the hub's threads in this child (event MPM only); stopped and joined by
  * a cleanup on `pchild`. Throws std::system_error when its epoll set, eventfd or threads
@@ -80,11 +93,13 @@ AsyncHub *start_async_hub(apr_pool_t *pchild, server_rec *s, ModuleState *state)
 bool can_suspend(request_rec *r, const DirConfig &d, const ModuleState *state);
 
 /* Handler, on its worker: the stream's headers and first bytes are out, `reader` is positioned
- * after what was sent. Attaches the stream to the connection; the handler then returns
- * SUSPENDED. The hub ends `sub` when the stream ends. */
-void prepare_suspended_stream(request_rec *r, BusReader reader, const StreamSettings &settings,
-                              apr_uint64_t events_sent, apr_uint64_t bytes_sent,
-                              const std::vector<std::string> &channels,
+ * after what was sent; `settings` are the stream's delivery rules (sse/delivery.h),
+ * `max_pending` its SSEMaxPending, `events_sent`/`bytes_sent` what it got so far. Attaches the
+ * stream to the connection; the handler then returns SUSPENDED. The hub ends `sub` when the
+ * stream ends. */
+void prepare_suspended_stream(request_rec *r, BusReader reader, const DeliverySettings &settings,
+                              apr_size_t max_pending, apr_uint64_t events_sent,
+                              apr_uint64_t bytes_sent, const std::vector<std::string> &channels,
                               const std::string &client_id, Subscription sub);
 
 /* suspend_connection hook: hands the connection's stream (if it has one) to the hub, when the

@@ -23,6 +23,7 @@
 #include "src/httpd/publish_socket.h"
 
 #include "sse/bus.h"
+#include "sse/delivery.h"
 #include "sse/publisher.h"
 #include "sse/socket_protocol.h"
 #include "sse/stream_open.h"
@@ -458,11 +459,9 @@ private:
             return;
         }
         c.reader = std::make_unique<BusReader>(std::move(opened->reader));
-        encode_comment("ok", c.out);
-        if (opened->retry_ms >= 0) /* a retry-only publish's value, as HTTP streams get it */
-            encode_retry(opened->retry_ms, c.out);
-        if (!opened->resume_found)
-            encode_missed_notice("unknown-last-event-id", f.last_event_id, c.out);
+        /* The retry is a retry-only publish's value, as HTTP streams get it (no SSERetry:
+         * the socket has no location). */
+        Delivery::opening(opened->retry_ms, opened->resume_found, f.last_event_id, c.out);
         c.event_started = 0;
         if (stop_requested)
             c.closing = true; /* the daemon is stopping: the client comes back to the next */
@@ -488,30 +487,22 @@ private:
 
     /* Up to kMaxPendingAnswers at a time, written before the next batch, until the reader
      * has nothing more or the socket is full (then POLLOUT brings us back; a backlog must
-     * not wait for the next publish or the poll timeout). */
+     * not wait for the next publish or the poll timeout). A CloseChannels record ends the
+     * stream after its notice, as over HTTP. */
     void feed(Client &c)
     {
-        BusEvent ev;
         for (;;) {
-            bool drained = false;
-            while (!c.closing && c.out.size() < kMaxPendingAnswers) {
-                BusReader::Next next = c.reader->next(&ev);
-                if (next == BusReader::Next::None) {
-                    drained = true;
-                    break;
-                }
-                if (next == BusReader::Next::Overrun) {
-                    encode_missed_notice("overrun", {}, c.out);
-                } else if (ev.kind == RecordKind::Event) {
-                    c.out += ev.wire;
-                } else if (ev.kind == RecordKind::CloseChannels) {
-                    c.out += ev.wire; /* the sse-close notice; the stream ends as over HTTP */
+            ReadStop stop;
+            if (!c.closing && c.out.size() < kMaxPendingAnswers) {
+                stop = read_stream(*c.reader, socket_rules_, [&](std::string &&bytes, bool) {
+                    c.out += bytes;
+                    return c.out.size() < kMaxPendingAnswers;
+                });
+                if (stop.ended)
                     c.closing = true;
-                }
-                /* EndStream records name HTTP streams (by registry serial), never this one. */
             }
             write_to(c);
-            if (drained || c.closing || !c.out.empty())
+            if (stop.drained || c.closing || !c.out.empty())
                 return;
         }
     }
@@ -565,6 +556,9 @@ private:
     int max_clients_;
     std::size_t max_event_;
     std::list<Client> clients_;
+    /* A socket subscriber's rules: no registry slot, so no EndStream record ends it (they
+     * name HTTP streams by serial); no keep-alives nor token. */
+    const Delivery socket_rules_{DeliverySettings{}, 0};
     BusWaker waker_;
     int spare_fd_;                /* given up when accept4() finds no descriptor left */
     bool listen_paused_ = false;  /* skip the listening socket for one poll round */

@@ -10,6 +10,7 @@
 #include "src/httpd/subscription.h"
 #include "src/httpd/token_check.h"
 
+#include "sse/delivery.h"
 #include "sse/stream_open.h"
 
 #include "ap_mpm.h"
@@ -23,6 +24,7 @@
 #include "apr_strings.h"
 
 #include <algorithm>
+#include <optional>
 #include <poll.h>
 #include <unistd.h>
 
@@ -202,15 +204,6 @@ bool presence_allowed(request_rec *r, const ModuleState *state,
     return false;
 }
 
-/* What a control record on the bus means for this stream: nullptr to carry on, or why it
- * ends (after sending the record's notice). */
-const char *control_ends_stream(const BusEvent &ev, std::uint64_t serial)
-{
-    if (ev.kind == RecordKind::CloseChannels)
-        return "channel-closed";
-    return names_stream(ev, serial) ? "replaced" : nullptr;
-}
-
 /* SSE0150: the channel table's unpublished share is taken (one client's streams naming
  * made-up channels, or subscribers ahead of their publishers). A client can repeat it at
  * will: one line per process per kRefusalLogPeriodUs, the others at debug, and SSE0151 says
@@ -235,96 +228,115 @@ int refuse_unpublished(request_rec *r, const Registry &registry)
                             "(channels that were published to are not limited by it)");
 }
 
-} // namespace
+/* What a subscribe asks for, once every check passed. */
+struct SubscribeAsk {
+    std::vector<std::string> channels;
+    apr_time_t token_expires = 0; /* a stream whose token has exp ends then; 0: none */
+    std::string resume_id;
+    std::string client_id;
+};
 
-int subscribe_handler(request_rec *r)
+/* Anything but GET: OPTIONS as httpd's own handlers answer it (the default handler,
+ * mod_reflector: 200, no body, Allow from the method mask; a CORS preflight gets this answer,
+ * its Access-Control-* headers come from the configuration), anything else 405. */
+int answer_not_get(request_rec *r)
 {
-    ModuleState *state = module_state(r);
     if (r->method_number == M_OPTIONS) {
-        /* As httpd's own handlers answer it (the default handler, mod_reflector): 200, no
-         * body, Allow from the method mask (HEAD goes with GET; TRACE unless TraceEnable Off).
-         * A CORS preflight gets this answer; its Access-Control-* headers come from the
-         * configuration (mod_headers). */
         if (int rv = ap_discard_request_body(r); rv != OK)
             return rv;
         ap_allow_methods(r, REPLACE_ALLOW, "GET", "OPTIONS", static_cast<const char *>(nullptr));
         return ap_send_http_options(r);
     }
-    if (r->method_number != M_GET) {
-        apr_table_setn(r->headers_out, "Allow", "GET, HEAD, OPTIONS");
-        return answer_error(r, HTTP_METHOD_NOT_ALLOWED, "SSE0103", kSubscribe,
-                            std::string("method ") + r->method +
-                                " is not served here; subscribe with GET");
-    }
+    apr_table_setn(r->headers_out, "Allow", "GET, HEAD, OPTIONS");
+    return answer_error(r, HTTP_METHOD_NOT_ALLOWED, "SSE0103", kSubscribe,
+                        std::string("method ") + r->method +
+                            " is not served here; subscribe with GET");
+}
+
+/* Reads and checks the request (query, token, channels, Last-Event-ID, client id); false
+ * when it was answered (an error). */
+bool read_subscribe(request_rec *r, const ModuleState *state, SubscribeAsk &ask)
+{
     Params query;
     RequestToken token;
-    std::vector<std::string> channels;
     if (!query_params(r, query, kSubscribe) ||
         !token_verified(r, query, TokenUse::Subscribe, token) ||
-        !request_channels(r, nullptr, query, channels, kSubscribe))
-        return OK;
-    apr_time_t token_expires = 0; /* a stream whose token has exp ends then */
-    if (!token_covers(r, token, channels, TokenUse::Subscribe, &token_expires))
-        return OK;
-    if (!presence_allowed(r, state, channels))
-        return OK;
-    std::string resume_id = last_event_id(r, query);
-    if (resume_id.size() > kMaxEventIdBytes) {
-        return answer_error(r, HTTP_BAD_REQUEST, "SSE0104", kSubscribe,
-                            "Last-Event-ID is longer than " + std::to_string(kMaxEventIdBytes) +
-                                " bytes");
+        !request_channels(r, nullptr, query, ask.channels, kSubscribe) ||
+        !token_covers(r, token, ask.channels, TokenUse::Subscribe, &ask.token_expires) ||
+        !presence_allowed(r, state, ask.channels))
+        return false;
+    ask.resume_id = last_event_id(r, query);
+    if (ask.resume_id.size() > kMaxEventIdBytes) {
+        answer_error(r, HTTP_BAD_REQUEST, "SSE0104", kSubscribe,
+                     "Last-Event-ID is longer than " + std::to_string(kMaxEventIdBytes) +
+                         " bytes");
+        return false;
     }
     /* No publish can give an id with NUL, CR or LF, or one that is not UTF-8 (the header is
      * read as Latin-1 then; ?lastEventId= is not): refused rather than replayed as unknown. */
-    if (std::string bad = validate_event_id(resume_id); !bad.empty())
-        return answer_error(r, HTTP_BAD_REQUEST, "SSE0104", kSubscribe, "Last-Event-ID: " + bad);
+    if (std::string bad = validate_event_id(ask.resume_id); !bad.empty()) {
+        answer_error(r, HTTP_BAD_REQUEST, "SSE0104", kSubscribe, "Last-Event-ID: " + bad);
+        return false;
+    }
+    return client_id_of(r, dir_config(r), ask.client_id);
+}
 
+/* The bus position first, then the registry (see sse/stream_open.h): a DELETE or a replace
+ * that the registry does not show yet reaches this stream on the bus. */
+OpenedStream open_subscribe(request_rec *r, ModuleState *state, const SubscribeAsk &ask)
+{
     const DirConfig &d = dir_config(r);
-    std::string client_id;
-    if (!client_id_of(r, d, client_id))
-        return OK;
-    /* The bus position first, then the registry (see sse/stream_open.h): a DELETE or a
-     * replace that the registry does not show yet reaches this stream on the bus. */
     StreamRequest req;
-    req.channels = channels;
-    req.client_id = client_id;
-    req.resume_id = resume_id;
+    req.channels = ask.channels;
+    req.client_id = ask.client_id;
+    req.resume_id = ask.resume_id;
     req.join = !r->header_only;
     req.policy = static_cast<DuplicatePolicy>(d.duplicate_policy);
     req.pid = getpid();
     req.remote = r->useragent_ip ? r->useragent_ip : "";
-    OpenedStream opened = open_stream(state->bus, state->registry, req, state->history, now_us());
-    Subscription sub;
-    if (opened.join) /* not for a HEAD request, nor when a channel was closed (204) */
-        sub.begin(r, state, *opened.join, client_id, channels, resume_id);
+    return open_stream(state->bus, state->registry, req, state->history, now_us());
+}
+
+/* Answers a stream that is not opened; false when it is (Open). */
+bool answered_refusal(request_rec *r, const ModuleState *state, const OpenedStream &opened,
+                      const std::string &client_id, int *rv)
+{
+    *rv = OK;
     switch (opened.outcome) {
     case OpenedStream::Outcome::Open:
-        break;
+        return false;
     case OpenedStream::Outcome::Closed:
         /* EventSource does not reconnect after a 204: this is how a closed channel's
          * subscribers are told to stop. */
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
                       "SSE0105: subscribe answered 204: a channel of it was closed (DELETE)");
         r->status = HTTP_NO_CONTENT;
-        return OK;
+        return true;
     case OpenedStream::Outcome::Duplicate:
-        return answer_error(r, HTTP_CONFLICT, "SSE0107", kSubscribe,
-                            "client id \"" + client_id +
-                                "\" is already connected (SSEDuplicateClient reject)");
+        *rv = answer_error(r, HTTP_CONFLICT, "SSE0107", kSubscribe,
+                           "client id \"" + client_id +
+                               "\" is already connected (SSEDuplicateClient reject)");
+        return true;
     case OpenedStream::Outcome::Full:
         apr_table_setn(r->headers_out, "Retry-After", "5");
-        return answer_error(r, HTTP_SERVICE_UNAVAILABLE, "SSE0108", kSubscribe,
-                            "the server holds as many streams as SSEMaxSubscribers allows");
+        *rv = answer_error(r, HTTP_SERVICE_UNAVAILABLE, "SSE0108", kSubscribe,
+                           "the server holds as many streams as SSEMaxSubscribers allows");
+        return true;
     case OpenedStream::Outcome::TooManyChannels:
         apr_table_setn(r->headers_out, "Retry-After", "5");
-        return answer_error(r, HTTP_SERVICE_UNAVAILABLE, "SSE0109", kSubscribe,
-                            "no room for another channel (SSEMaxChannels), all in use");
+        *rv = answer_error(r, HTTP_SERVICE_UNAVAILABLE, "SSE0109", kSubscribe,
+                           "no room for another channel (SSEMaxChannels), all in use");
+        return true;
     case OpenedStream::Outcome::TooManyUnpublished:
         apr_table_setn(r->headers_out, "Retry-After", "5");
-        return refuse_unpublished(r, state->registry);
+        *rv = refuse_unpublished(r, state->registry);
+        return true;
     }
-    const std::int64_t retry_ms = opened.retry_ms >= 0 ? opened.retry_ms : d.retry_ms;
+    return false;
+}
 
+void set_stream_headers(request_rec *r)
+{
     ap_set_content_type(r, "text/event-stream");
     apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
     apr_table_setn(r->headers_out, "X-Accel-Buffering", "no");
@@ -334,130 +346,187 @@ int subscribe_handler(request_rec *r)
     /* Compression would hold events back (or cost zlib state per stream): keep it off. */
     apr_table_setn(r->subprocess_env, "no-gzip", "1");
     apr_table_setn(r->subprocess_env, "no-brotli", "1");
+}
+
+/* One accepted stream on its worker: the delivery rules (Delivery, read_stream) over the
+ * transport (Stream: a brigade and a FLUSH per write). It sends the first bytes and the
+ * replay, then hands the stream to the hub (event MPM) or holds it here until it ends. */
+class HeldStream {
+public:
+    HeldStream(request_rec *r, ModuleState *state, BusReader reader, Subscription sub,
+               const DeliverySettings &settings)
+        : r_(r), state_(state), reader_(std::move(reader)), sub_(std::move(sub)),
+          delivery_(settings, apr_time_now()), stream_(r)
+    {
+    }
+
+    int serve(const SubscribeAsk &ask, bool resume_found)
+    {
+        std::string first;
+        Delivery::opening(delivery_.settings().retry_ms, resume_found, ask.resume_id, first);
+        if (!send(first))
+            return finish(EndReason::WriteFailed);
+        const DirConfig &d = dir_config(r_);
+        /* Event MPM: the replay goes out on this worker, then the hub holds the stream and
+         * the worker is free for other requests. */
+        if (can_suspend(r_, d, state_)) {
+            if (!send_available())
+                return finish(*end_);
+            prepare_suspended_stream(r_, std::move(reader_), delivery_.settings(),
+                                     d.max_pending, events_sent_, stream_.sent_bytes(),
+                                     ask.channels, ask.client_id, std::move(sub_));
+            return SUSPENDED;
+        }
+        return hold();
+    }
+
+private:
+    /* Until the stream ends: wakes for every publish, at the latest every kMaxWaitMs. */
+    int hold()
+    {
+        stream_.keep_last_words(&state_->last_words, delivery_.restart_retry_ms());
+        for (;;) {
+            const std::uint32_t seen = state_->bus.wake_word();
+            if (!serve_round())
+                break;
+            state_->bus.wait(seen, wait_ms());
+        }
+        stream_.forget_last_words();
+        return finish(*end_);
+    }
+
+    /* One look at what the stream has to send and at what may end it; false once it ended
+     * (end_ says why). */
+    bool serve_round()
+    {
+        /* First, so that nothing the bus holds goes out after the token's exp. */
+        if (delivery_.token_expired(apr_time_now()))
+            return end_with(EndReason::TokenExpired, token_expired_notice());
+        if (!send_available())
+            return false;
+        if (child_is_stopping(state_)) {
+            /* As the hub does: clients come back to the new generation, after the retry
+             * they were told. */
+            std::string last;
+            delivery_.restart_bytes(last);
+            return end_with(EndReason::ServerRestart, last);
+        }
+        if (stream_.peer_gone()) {
+            end_ = EndReason::ClientClosed;
+            return false;
+        }
+        if (delivery_.keepalive_due(apr_time_now())) {
+            std::string comment;
+            Delivery::keepalive_bytes(comment);
+            if (!send(comment)) {
+                end_ = EndReason::WriteFailed;
+                return false;
+            }
+        }
+        reap_gone_processes(state_);
+        if (sub_.lost_slot())
+            return end_with(EndReason::Replaced, replaced_notice());
+        return true;
+    }
+
+    /* Sends what the reader has now, in batches; false when the stream ends (end_ says
+     * why). */
+    bool send_available()
+    {
+        for (;;) {
+            out_.clear();
+            int batch = 0;
+            const ReadStop stop = read_stream(reader_, delivery_, [&](std::string &&b, bool ev) {
+                out_ += b;
+                events_sent_ += ev ? 1 : 0;
+                return ++batch < kBatchEvents;
+            });
+            if (stop.ended)
+                end_ = stop.reason;
+            if (!out_.empty() && !send(out_) && !end_)
+                end_ = EndReason::WriteFailed;
+            if (end_)
+                return false;
+            if (stop.drained)
+                return true;
+        }
+    }
+
+    /* Until the next keep-alive or the token's exp, at most kMaxWaitMs (the socket and the
+     * child's state are looked at then). */
+    int wait_ms() const
+    {
+        const std::int64_t until = delivery_.next_wake_us(apr_time_now());
+        if (until < 0 || until / 1000 + 1 >= kMaxWaitMs)
+            return kMaxWaitMs;
+        return static_cast<int>(until / 1000) + 1;
+    }
+
+    bool send(const std::string &bytes)
+    {
+        if (!stream_.send(bytes))
+            return false;
+        delivery_.wrote(apr_time_now());
+        return true;
+    }
+
+    /* The stream's last words, whether they go out or not, and its end. */
+    bool end_with(EndReason why, const std::string &notice)
+    {
+        end_ = why;
+        stream_.send(notice);
+        return false;
+    }
+
+    int finish(EndReason why)
+    {
+        note_stream_end(r_, events_sent_, stream_.sent_bytes(), why);
+        sub_.end(end_reason_name(why));
+        return OK;
+    }
+
+    request_rec *r_;
+    ModuleState *state_;
+    BusReader reader_;
+    Subscription sub_;
+    Delivery delivery_;
+    Stream stream_;
+    std::string out_;
+    apr_uint64_t events_sent_ = 0;
+    std::optional<EndReason> end_;
+};
+
+} // namespace
+
+int subscribe_handler(request_rec *r)
+{
+    if (r->method_number != M_GET)
+        return answer_not_get(r);
+    ModuleState *state = module_state(r);
+    SubscribeAsk ask;
+    if (!read_subscribe(r, state, ask))
+        return OK;
+    OpenedStream opened = open_subscribe(r, state, ask);
+    Subscription sub;
+    if (opened.join) /* not for a HEAD request, nor when a channel was closed (204) */
+        sub.begin(r, state, *opened.join, ask.client_id, ask.channels, ask.resume_id);
+    if (int rv; answered_refusal(r, state, opened, ask.client_id, &rv))
+        return rv;
+    set_stream_headers(r);
     if (r->header_only)
         return OK;
     r->connection->keepalive = AP_CONN_CLOSE;
 
-    BusReader reader = std::move(opened.reader);
-    std::string out;
-    encode_comment("ok", out);
-    if (retry_ms >= 0)
-        encode_retry(retry_ms, out);
-    if (!opened.resume_found)
-        encode_missed_notice("unknown-last-event-id", resume_id, out);
-
-    Stream stream(r);
-    const char *end_reason = nullptr;
-    apr_uint64_t events_sent = 0;
-    auto finish = [&]() {
-        apr_table_setn(r->subprocess_env, "SSE_EVENTS",
-                       apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, events_sent));
-        apr_table_setn(r->subprocess_env, "SSE_BYTES",
-                       apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, stream.sent_bytes()));
-        apr_table_setn(r->subprocess_env, "SSE_END", end_reason);
-        sub.end(end_reason);
-        return OK;
-    };
-    if (!stream.send(out)) {
-        end_reason = "write-failed";
-        return finish();
-    }
-
-    /* Sends what the reader has now, in batches; false when the stream ends (end_reason
-     * says why). */
-    BusEvent ev;
-    auto send_available = [&]() {
-        for (;;) {
-            out.clear();
-            int batch = 0;
-            for (; batch < kBatchEvents && !end_reason; ++batch) {
-                BusReader::Next n = reader.next(&ev);
-                if (n == BusReader::Next::None)
-                    break;
-                if (n == BusReader::Next::Overrun) {
-                    encode_missed_notice("overrun", {}, out);
-                } else if (ev.kind == RecordKind::Event) {
-                    out += ev.wire;
-                    ++events_sent;
-                } else if ((end_reason = control_ends_stream(ev, sub.serial()))) {
-                    out += ev.wire;
-                }
-            }
-            if (!out.empty() && !stream.send(out) && !end_reason)
-                end_reason = "write-failed";
-            if (end_reason)
-                return false;
-            if (batch < kBatchEvents)
-                return true;
-        }
-    };
-
-    /* Event MPM: the replay goes out on this worker, then the hub holds the stream and the
-     * worker is free for other requests. */
-    if (can_suspend(r, d, state)) {
-        if (!send_available())
-            return finish();
-        StreamSettings settings{d.keepalive, retry_ms, d.max_pending, token_expires};
-        prepare_suspended_stream(r, std::move(reader), settings, events_sent,
-                                 stream.sent_bytes(), channels, client_id, std::move(sub));
-        return SUSPENDED;
-    }
-
-    stream.keep_last_words(&state->last_words, d.retry_ms >= 0 ? d.retry_ms : kRestartRetryMs);
-    apr_time_t last_write = apr_time_now();
-    for (;;) {
-        std::uint32_t seen = state->bus.wake_word();
-        /* First, so that nothing the bus holds goes out after the token's exp. */
-        if (token_expires && apr_time_now() >= token_expires) {
-            end_reason = "token-expired";
-            stream.send(token_expired_notice());
-            break;
-        }
-        apr_uint64_t before = stream.sent_bytes();
-        if (!send_available())
-            break;
-        if (stream.sent_bytes() != before)
-            last_write = apr_time_now();
-        if (child_is_stopping(state)) {
-            end_reason = "server-restart";
-            /* As the hub does: clients come back to the new generation after SSERetry. */
-            out.clear();
-            encode_retry(d.retry_ms >= 0 ? d.retry_ms : kRestartRetryMs, out);
-            stream.send(out);
-            break;
-        }
-        if (stream.peer_gone()) {
-            end_reason = "client-closed";
-            break;
-        }
-        apr_time_t idle = apr_time_now() - last_write;
-        if (idle >= d.keepalive) {
-            out.clear();
-            encode_comment("keepalive", out);
-            if (!stream.send(out)) {
-                end_reason = "write-failed";
-                break;
-            }
-            last_write = apr_time_now();
-            idle = 0;
-        }
-        reap_gone_processes(state);
-        if (sub.lost_slot()) {
-            end_reason = "replaced";
-            stream.send(replaced_notice());
-            break;
-        }
-        apr_interval_time_t until = d.keepalive - idle;
-        if (token_expires) {
-            const apr_time_t now = apr_time_now();
-            if (token_expires - now < until)
-                until = token_expires > now ? token_expires - now : 0;
-        }
-        int wait_ms = static_cast<int>(apr_time_as_msec(until)) + 1;
-        state->bus.wait(seen, wait_ms < kMaxWaitMs ? wait_ms : kMaxWaitMs);
-    }
-    stream.forget_last_words();
-    return finish();
+    const DirConfig &d = dir_config(r);
+    DeliverySettings settings;
+    settings.keepalive_us = d.keepalive;
+    /* A retry-only publish's value for the channels, else SSERetry: the client is told it
+     * first, and again at a restart. */
+    settings.retry_ms = opened.retry_ms >= 0 ? opened.retry_ms : d.retry_ms;
+    settings.token_expires_us = ask.token_expires;
+    settings.serial = sub.serial();
+    HeldStream held(r, state, std::move(opened.reader), std::move(sub), settings);
+    return held.serve(ask, opened.resume_found);
 }
 
 } // namespace sse::httpd

@@ -5,6 +5,8 @@
 
 #include "http_connection.h"
 
+#include "apr_strings.h"
+
 #include <unistd.h>
 
 APLOG_USE_MODULE(sse);
@@ -131,6 +133,16 @@ void Subscription::end(const char *reason)
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, nullptr,
                      "SSE0602: releasing a stream's registry slot failed: %s", e.what());
     }
+}
+
+void note_stream_end(request_rec *r, std::uint64_t events_sent, std::uint64_t bytes_sent,
+                     EndReason why)
+{
+    apr_table_setn(r->subprocess_env, "SSE_EVENTS",
+                   apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, apr_uint64_t(events_sent)));
+    apr_table_setn(r->subprocess_env, "SSE_BYTES",
+                   apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, apr_uint64_t(bytes_sent)));
+    apr_table_setn(r->subprocess_env, "SSE_END", end_reason_name(why));
 }
 
 void reap_gone_processes(ModuleState *state)

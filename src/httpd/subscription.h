@@ -19,6 +19,8 @@
 
 #include "src/httpd/module.h"
 
+#include "sse/delivery.h"
+
 #include <string>
 #include <vector>
 
@@ -57,6 +59,12 @@ private:
     std::uint64_t serial_ = 0;
     bool announced_ = false;
 };
+
+/* How a stream ended, for the access log (docs/endpoints.md): SSE_EVENTS, SSE_BYTES and
+ * SSE_END in r->subprocess_env. Whoever ends the stream (the blocking loop, the hub) sets
+ * them here, before the request is logged. */
+void note_stream_end(request_rec *r, std::uint64_t events_sent, std::uint64_t bytes_sent,
+                     EndReason why);
 
 /* Announces `disconnect` for streams released without their holder (a dead process, a
  * replaced stream). */

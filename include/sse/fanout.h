@@ -1,0 +1,216 @@
+/* sse/fanout.h — one process's fan-out: every record read once from the bus, its bytes shared
+ * by every stream of this process that gets it, queued per stream, written by a transport.
+ *
+ * What it does
+ * - One BusReader of every channel (ChannelSet::all()) for the process; each record's bytes
+ *   are copied once into a SharedBytes that every receiving stream's queue points to.
+ * - A channel index (channel -> streams) and a serial index (registry serial -> stream, for
+ *   EndStream records); an event on two channels of one stream reaches it once (by seq).
+ * - Audiences (only/except) are matched once per event (AudienceMatcher), then per stream by
+ *   its client id.
+ * - Each stream's rules are its Delivery's (sse/delivery.h): events are queued, a
+ *   CloseChannels or EndStream record queues its notice and ends the stream once the notice
+ *   was handed to the transport, an overrun of the shared reader queues the `sse-missed`
+ *   notice for every stream.
+ * - A stream joins with its own BusReader, positioned where its first bytes left it (the
+ *   handler's replay); start() reads it up to the head, then the shared reader delivers
+ *   every record from that position on (nothing twice, nothing lost).
+ * - The slow-consumer rule (SSEMaxPending): a stream whose queue, not counting the piece being
+ *   written, holds more than max_pending bytes ends (fell-behind). One piece larger than the
+ *   limit still goes through whole.
+ * - Keep-alives and token expiry on the caller's tick; streams whose registry slot was taken
+ *   end (replaced) as if their EndStream record had come.
+ *
+ * What it relies on: a FanOutSink that writes a stream's queue to its transport without
+ * blocking and ends streams (their last bytes, the release of their connection).
+ *
+ * Ownership and threads: one thread owns a FanOut and every Subscriber added to it, and
+ * calls everything here, the sink's callbacks included (they run inside FanOut's calls).
+ * Subscribers are owned by the caller (the transport derives its stream record from
+ * Subscriber); a Subscriber must stay alive until it was ended (end(), end_all()) and the
+ * FanOut call that ended it has returned (the sink's ended() must not free
+ * it: the hub hands it to another thread at the end of its loop round); FanOut does not touch
+ * it after that. No I/O, no locks, no httpd; time is
+ * passed in.
+ */
+#ifndef SSE_FANOUT_H
+#define SSE_FANOUT_H
+
+#include "sse/bus.h"
+#include "sse/delivery.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+namespace sse {
+
+/* Bytes shared by every queue that holds them (an event goes out to many streams). */
+using SharedBytes = std::shared_ptr<const std::string>;
+
+/* One stream as the fan-out sees it. The transport reads `queue` from the front and tells
+ * what went out with consumed() and wrote(); everything else is FanOut's. */
+class Subscriber {
+public:
+    /* `reader` is positioned after what the stream already got; `now_us` counts as its last
+     * write (keep-alives). The caller sets events_sent and bytes_sent to what it got before
+     * (the handler's replay): SSE_EVENTS and SSE_BYTES count from there. */
+    Subscriber(BusReader reader, std::vector<std::string> channels, std::string client_id,
+               const DeliverySettings &settings, std::size_t max_pending, std::int64_t now_us);
+    virtual ~Subscriber() = default;
+    Subscriber(const Subscriber &) = delete;
+    Subscriber &operator=(const Subscriber &) = delete;
+
+    /* What waits to be written, oldest first; the front's first front_offset() bytes are out.
+     * Events and notices alike (consumed() tells them apart for SSE_EVENTS). */
+    const std::deque<SharedBytes> &queue() const { return queue_; }
+    std::size_t front_offset() const { return front_offset_; }
+    bool queue_empty() const { return queue_.empty(); }
+
+    /* The transport handed `n` more bytes from the front of the queue to its connection:
+     * whole pieces leave the queue (events are counted). */
+    void consumed(std::size_t n);
+    /* `n` bytes reached the connection at `now_us` (SSE_BYTES; the keep-alive clock). */
+    void wrote(std::size_t n, std::int64_t now_us);
+
+    /* SSEMaxPending exceeded by what waits behind the front piece. */
+    bool fell_behind() const
+    {
+        const std::size_t front = queue_.empty() ? 0 : queue_.front()->size();
+        return queued_ - front > max_pending_;
+    }
+
+    Delivery &delivery() { return delivery_; }
+    const Delivery &delivery() const { return delivery_; }
+    const std::vector<std::string> &channels() const { return channels_; }
+    const std::string &client_id() const { return client_id_; }
+    bool ended() const { return ended_; }
+    /* Once ended: why. */
+    EndReason end_reason() const { return why_; }
+
+    std::uint64_t events_sent = 0, bytes_sent = 0;
+
+private:
+    friend class FanOut;
+    /* Defined here: once per stream per event, it is the fan-out's inner loop. */
+    void enqueue(const SharedBytes &bytes, bool event)
+    {
+        if (ended_ || closing_)
+            return;
+        queue_.push_back(bytes);
+        queued_ += bytes->size();
+        if (!event)
+            not_events_.push_back(pieces_queued_);
+        ++pieces_queued_;
+    }
+    /* Queues `notice`; nothing is queued after it and the stream ends once it was handed
+     * over (at the end of the FanOut call). */
+    void close_after(const SharedBytes &notice, EndReason why);
+
+    BusReader reader_;
+    std::vector<std::string> channels_;
+    std::string client_id_;
+    Delivery delivery_;
+    std::size_t max_pending_;
+    std::deque<SharedBytes> queue_;
+    /* Which pieces are not events (notices, keep-alives: not counted in SSE_EVENTS), by their
+     * number in the order they were queued: rare, so the queue stays one pointer a piece
+     * (a flag in every piece cost a tenth of the fan-out's time, bench/fanout_bench.c++). */
+    std::deque<std::uint64_t> not_events_;
+    std::uint64_t pieces_queued_ = 0, pieces_done_ = 0;
+    std::size_t queued_ = 0;       /* bytes in queue_, the front's included whole */
+    std::size_t front_offset_ = 0;
+    std::uint64_t next_seq_ = 0;   /* the shared reader delivers records from this seq on */
+    std::uint64_t last_seq_ = 0;   /* the last record queued (an event on two channels) */
+    bool closing_ = false;
+    EndReason ending_ = EndReason::ClientClosed; /* with closing_ */
+    bool ended_ = false;
+    EndReason why_ = EndReason::ClientClosed;    /* with ended_ */
+    bool dirty_ = false;           /* queued to in this round, not yet written */
+    bool started_ = false;         /* in the indexes (start() ran) */
+};
+
+/* The transport under a FanOut. Called only from inside FanOut's calls, on its thread. */
+class FanOutSink {
+public:
+    virtual ~FanOutSink() = default;
+    /* Write what `s`'s queue holds, as much as the connection takes now, without blocking;
+     * report it with s.consumed() / s.wrote(). A failure ends the stream: call
+     * FanOut::end(s, EndReason::WriteFailed). */
+    virtual void write_queued(Subscriber &s) = 0;
+    /* `s` has ended for `why` and is out of every index: send its last bytes if any
+     * (restart_bytes() when comes_back(why)) and release it. FanOut does not touch it again. */
+    virtual void ended(Subscriber &s, EndReason why) = 0;
+};
+
+class FanOut {
+public:
+    /* Reads `bus` from its head on (live). */
+    FanOut(Bus bus, FanOutSink &sink);
+    FanOut(const FanOut &) = delete;
+    FanOut &operator=(const FanOut &) = delete;
+
+    /* Takes `s` on: end_all() reaches it from now on. Nothing is read for it before start(). */
+    void add(Subscriber &s);
+    /* Reads `s`'s own reader up to the bus head (the records the shared reader had passed
+     * when `s` came), indexes it by channel and serial, and writes. Ends it (after its
+     * notice) when one of those records ends it. */
+    void start(Subscriber &s);
+
+    /* Reads up to `max_records` records from the shared reader and queues them; each stream
+     * that got something is written once. True when it stopped at `max_records` with more
+     * to read (the caller comes back after serving its sockets). */
+    bool run(std::size_t max_records);
+
+    /* The slow-consumer rule, then the sink's write_queued() (the transport can write). */
+    void push(Subscriber &s);
+
+    /* Ends `s` for `why`: out of every index, then the sink's ended(). No-op once ended. */
+    void end(Subscriber &s, EndReason why);
+    /* Every stream ends for `why`. A stream is out of every index before the sink's ended()
+     * runs: when that throws, the caller catches and calls end_all() again for the rest. */
+    void end_all(EndReason why);
+
+    /* The caller's tick: keep-alives for the streams silent for their interval; streams
+     * whose token expired end (token-expired, after token_expired_notice()), and so do those
+     * `lost_slot` says lost their registry slot (replaced, after replaced_notice()). */
+    void tick(std::int64_t now_us, const std::function<bool(const Subscriber &)> &lost_slot);
+
+    std::size_t size() const { return streams_.size(); }
+
+private:
+    void queue_record(BusEvent &e, std::vector<Subscriber *> &dirty);
+    void queue_overrun(std::vector<Subscriber *> &dirty);
+    void queue_end_stream(BusEvent &e, std::vector<Subscriber *> &dirty);
+    void catch_up(Subscriber &s);
+    void write_dirty(std::vector<Subscriber *> &dirty);
+    void close_now(const std::vector<Subscriber *> &streams, EndReason why,
+                   std::string notice);
+    void unindex(Subscriber &s);
+    /* Each stream is written once per round, however many records it got in it. */
+    static void mark_dirty(Subscriber &s, std::vector<Subscriber *> &dirty)
+    {
+        if (!s.dirty_) {
+            s.dirty_ = true;
+            dirty.push_back(&s);
+        }
+    }
+
+    FanOutSink &sink_;
+    BusReader reader_;
+    std::unordered_set<Subscriber *> streams_;
+    std::unordered_map<std::uint64_t, Subscriber *> by_serial_;
+    std::unordered_map<std::string, std::unordered_set<Subscriber *>> by_channel_;
+    SharedBytes keepalive_;
+    std::vector<Subscriber *> dirty_; /* run()'s scratch, kept for its capacity */
+};
+
+} // namespace sse
+
+#endif

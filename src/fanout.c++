@@ -1,0 +1,299 @@
+/* One process's fan-out (see sse/fanout.h). */
+#include "sse/fanout.h"
+
+#include "sse/stream_open.h"
+#include "sse/token.h"
+
+#include <cstdlib>
+
+namespace sse {
+
+namespace {
+
+SharedBytes shared(std::string &&bytes)
+{
+    return std::make_shared<const std::string>(std::move(bytes));
+}
+
+SharedBytes overrun_bytes()
+{
+    std::string notice;
+    Delivery::overrun_notice(notice);
+    return shared(std::move(notice));
+}
+
+} // namespace
+
+/* ---- Subscriber ---- */
+
+Subscriber::Subscriber(BusReader reader, std::vector<std::string> channels, std::string client_id,
+                       const DeliverySettings &settings, std::size_t max_pending,
+                       std::int64_t now_us)
+    : reader_(std::move(reader)), channels_(std::move(channels)),
+      client_id_(std::move(client_id)), delivery_(settings, now_us), max_pending_(max_pending)
+{
+}
+
+void Subscriber::close_after(const SharedBytes &notice, EndReason why)
+{
+    if (closing_)
+        return;
+    enqueue(notice, false);
+    closing_ = true;
+    ending_ = why;
+}
+
+void Subscriber::consumed(std::size_t n)
+{
+    if (n != 0 && n == queued_ - front_offset_) {
+        /* All of it (the usual case): the non-events among them are exactly not_events_. */
+        events_sent += queue_.size() - not_events_.size();
+        pieces_done_ += queue_.size();
+        not_events_.clear();
+        queue_.clear();
+        queued_ = 0;
+        front_offset_ = 0;
+        return;
+    }
+    while (n > 0 && !queue_.empty()) {
+        const std::size_t size = queue_.front()->size();
+        if (n < size - front_offset_) {
+            front_offset_ += n;
+            return;
+        }
+        n -= size - front_offset_;
+        if (!not_events_.empty() && not_events_.front() == pieces_done_)
+            not_events_.pop_front();
+        else
+            ++events_sent;
+        ++pieces_done_;
+        queued_ -= size;
+        queue_.pop_front();
+        front_offset_ = 0;
+    }
+}
+
+void Subscriber::wrote(std::size_t n, std::int64_t now_us)
+{
+    bytes_sent += n;
+    delivery_.wrote(now_us);
+}
+
+/* ---- FanOut ---- */
+
+FanOut::FanOut(Bus bus, FanOutSink &sink) : sink_(sink), reader_(bus, ChannelSet::all())
+{
+    reader_.start_live();
+    std::string comment;
+    Delivery::keepalive_bytes(comment);
+    keepalive_ = shared(std::move(comment));
+}
+
+void FanOut::add(Subscriber &s) { streams_.insert(&s); }
+
+void FanOut::start(Subscriber &s)
+{
+    if (s.ended_)
+        return;
+    catch_up(s);
+    s.next_seq_ = s.reader_.position();
+    for (const auto &ch : s.channels_)
+        by_channel_[ch].insert(&s);
+    if (const std::uint64_t serial = s.delivery_.settings().serial)
+        by_serial_[serial] = &s;
+    s.started_ = true;
+    push(s);
+    if (!s.ended_ && s.closing_)
+        end(s, s.ending_);
+}
+
+/* From where the stream's first bytes left it to the bus head, with its own reader: each
+ * record's bytes are its own (nobody else is at that position). */
+void FanOut::catch_up(Subscriber &s)
+{
+    const ReadStop stop = read_stream(s.reader_, s.delivery_, [&](std::string &&bytes, bool event) {
+        s.enqueue(shared(std::move(bytes)), event);
+        return true;
+    });
+    if (stop.ended) {
+        /* The notice is the last piece queued: it becomes the closing one. */
+        s.closing_ = true;
+        s.ending_ = stop.reason;
+    }
+}
+
+bool FanOut::run(std::size_t max_records)
+{
+    BusEvent e;
+    dirty_.clear();
+    bool more = false;
+    for (std::size_t k = 0; k < max_records; ++k) {
+        const BusReader::Next next = reader_.next(&e);
+        if (next == BusReader::Next::None)
+            break;
+        if (next == BusReader::Next::Overrun)
+            queue_overrun(dirty_);
+        else if (e.kind == RecordKind::EndStream)
+            queue_end_stream(e, dirty_);
+        else
+            queue_record(e, dirty_);
+        more = k + 1 == max_records;
+    }
+    write_dirty(dirty_);
+    return more;
+}
+
+void FanOut::queue_overrun(std::vector<Subscriber *> &dirty)
+{
+    const SharedBytes notice = overrun_bytes();
+    for (Subscriber *s : streams_) {
+        if (!s->started_)
+            continue;
+        s->enqueue(notice, false);
+        mark_dirty(*s, dirty);
+    }
+}
+
+/* EndStream records name the streams they end by registry serial. */
+void FanOut::queue_end_stream(BusEvent &e, std::vector<Subscriber *> &dirty)
+{
+    SharedBytes notice;
+    for (const auto &target : e.audience.only) {
+        auto it = by_serial_.find(std::strtoull(target.c_str(), nullptr, 10));
+        if (it == by_serial_.end() || e.seq < it->second->next_seq_)
+            continue;
+        Subscriber &s = *it->second;
+        const RecordAction a = s.delivery_.on_record(e);
+        if (a.kind != RecordAction::Kind::SendAndEnd)
+            continue;
+        if (!notice)
+            notice = shared(std::move(e.wire));
+        s.close_after(notice, a.reason);
+        mark_dirty(s, dirty);
+    }
+}
+
+/* An event or a CloseChannels record: for the streams of its channels, once each. */
+void FanOut::queue_record(BusEvent &e, std::vector<Subscriber *> &dirty)
+{
+    const SharedBytes wire = shared(std::move(e.wire));
+    const bool everyone = e.audience.everyone();
+    const AudienceMatcher audience(e.audience);
+    const RecordAction a = Delivery::on_channel_record(e.kind);
+    for (const auto &ch : e.channels) {
+        auto it = by_channel_.find(ch);
+        if (it == by_channel_.end())
+            continue;
+        for (Subscriber *s : it->second) {
+            if (e.seq < s->next_seq_ || s->last_seq_ == e.seq)
+                continue;
+            s->last_seq_ = e.seq;
+            if (a.kind == RecordAction::Kind::SendAndEnd)
+                s->close_after(wire, a.reason);
+            else if (a.kind == RecordAction::Kind::SendEvent &&
+                     (everyone || audience.admits(s->client_id_)))
+                s->enqueue(wire, true);
+            else
+                continue;
+            mark_dirty(*s, dirty);
+        }
+    }
+}
+
+void FanOut::write_dirty(std::vector<Subscriber *> &dirty)
+{
+    for (Subscriber *s : dirty) {
+        s->dirty_ = false;
+        push(*s);
+        if (!s->ended_ && s->closing_)
+            end(*s, s->ending_);
+    }
+    dirty.clear();
+}
+
+void FanOut::push(Subscriber &s)
+{
+    if (s.ended_)
+        return;
+    if (s.fell_behind()) {
+        end(s, EndReason::FellBehind);
+        return;
+    }
+    sink_.write_queued(s);
+}
+
+void FanOut::unindex(Subscriber &s)
+{
+    streams_.erase(&s);
+    if (!s.started_)
+        return;
+    s.started_ = false;
+    auto serial = by_serial_.find(s.delivery_.settings().serial);
+    if (serial != by_serial_.end() && serial->second == &s)
+        by_serial_.erase(serial);
+    for (const auto &ch : s.channels_) {
+        auto it = by_channel_.find(ch);
+        if (it == by_channel_.end())
+            continue;
+        it->second.erase(&s);
+        if (it->second.empty())
+            by_channel_.erase(it);
+    }
+}
+
+void FanOut::end(Subscriber &s, EndReason why)
+{
+    if (s.ended_)
+        return;
+    s.ended_ = true;
+    s.why_ = why;
+    unindex(s);
+    sink_.ended(s, why);
+}
+
+void FanOut::end_all(EndReason why)
+{
+    const std::vector<Subscriber *> all(streams_.begin(), streams_.end());
+    for (Subscriber *s : all)
+        end(*s, why);
+}
+
+void FanOut::tick(std::int64_t now_us, const std::function<bool(const Subscriber &)> &lost_slot)
+{
+    std::vector<Subscriber *> due, lost, expired;
+    for (Subscriber *s : streams_) {
+        if (s->delivery_.keepalive_due(now_us))
+            due.push_back(s);
+    }
+    for (Subscriber *s : due) {
+        s->enqueue(keepalive_, false);
+        push(*s);
+    }
+    /* One pass over the streams, each with its notice. */
+    for (Subscriber *s : streams_) {
+        if (s->closing_ || s->ended_)
+            continue;
+        if (lost_slot && lost_slot(*s))
+            lost.push_back(s);
+        else if (s->delivery_.token_expired(now_us))
+            expired.push_back(s);
+    }
+    if (!lost.empty())
+        close_now(lost, EndReason::Replaced, replaced_notice());
+    if (!expired.empty())
+        close_now(expired, EndReason::TokenExpired, token_expired_notice());
+}
+
+void FanOut::close_now(const std::vector<Subscriber *> &streams, EndReason why,
+                       std::string notice)
+{
+    const SharedBytes bytes = shared(std::move(notice));
+    for (Subscriber *s : streams) {
+        s->close_after(bytes, why);
+        push(*s);
+        if (!s->ended_)
+            end(*s, s->ending_);
+    }
+}
+
+} // namespace sse

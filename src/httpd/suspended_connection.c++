@@ -1,0 +1,191 @@
+/* A suspended connection as the hub drives it; the httpd 2.4 reliances, numbered, are in the
+ * header. */
+#include "src/httpd/suspended_connection.h"
+
+#include "http_connection.h"
+#include "http_core.h"
+#include "http_request.h"
+
+#include "apr_portable.h"
+
+#include <algorithm>
+#include <cstring>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+namespace sse::httpd {
+
+namespace {
+
+/* Most plaintext handed to the output filters at once (TLS): see write_budget(). */
+constexpr std::size_t kWriteChunk = 16 * 1024;
+constexpr std::size_t kMinBudget = 1024;
+
+/* (5) Takes mod_ssl's coalescing filter out of the connection's and the request's chains. */
+void remove_coalescing_filter(request_rec *r)
+{
+    conn_rec *c = r->connection;
+    for (ap_filter_t *f = c->output_filters; f;) {
+        ap_filter_t *next = f->next;
+        if (f->frec && f->frec->name && !strcasecmp(f->frec->name, "SSL/TLS Coalescing Filter")) {
+            /* ap_remove_output_filter() unlinks a connection filter from c->output_filters
+             * only; the request's chain runs into it too. */
+            for (ap_filter_t *p = r->output_filters; p; p = p->next)
+                if (p->next == f)
+                    p->next = next;
+            ap_remove_output_filter(f);
+        }
+        f = next;
+    }
+}
+
+} // namespace
+
+SuspendedConnection::SuspendedConnection(request_rec *r) : r_(r), c_(r->connection)
+{
+    bb_ = apr_brigade_create(c_->pool, c_->bucket_alloc);
+    apr_os_sock_t fd;
+    apr_os_sock_get(&fd, ap_get_conn_socket(c_));
+    fd_ = fd;
+    remove_coalescing_filter(r);
+    core_ = c_->output_filters;
+    while (core_->next)
+        core_ = core_->next;
+    direct_ = !r->chunked && c_->output_filters == core_ && !c_->data_in_output_filters;
+}
+
+bool SuspendedConnection::suspendable(const request_rec *r)
+{
+    const conn_rec *c = r->connection;
+    /* An internal redirect (r->prev: RewriteRule in a directory, ErrorDocument, Action) or a
+     * subrequest (r->main) does not end in CONN_STATE_SUSPENDED: the MPM goes on with the
+     * connection, so the stream stays on its worker. */
+    return c->cs && !c->master && !c->clogging_input_filters && !r->main && !r->prev;
+}
+
+bool SuspendedConnection::handed_over(const conn_rec *c)
+{
+    return c->cs->state == CONN_STATE_SUSPENDED;
+}
+
+static core_net_rec *core_net(ap_filter_t *core)
+{
+    return static_cast<core_net_rec *>(core->ctx);
+}
+
+void SuspendedConnection::take_socket()
+{
+    apr_socket_t *sock = ap_get_conn_socket(c_);
+    apr_socket_timeout_set(sock, 0);
+    apr_os_sock_t fd = -1;
+    apr_os_sock_get(&fd, sock);
+    mpm_fd_ = fd_ = fd;
+    if (fd < 0)
+        return;
+    int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dup_fd < 0)
+        return;
+    fd_ = dup_fd;
+    if (!direct_) {
+        apr_os_sock_t own = dup_fd;
+        apr_os_sock_put(&own_sock_, &own, c_->pool);
+        apr_socket_timeout_set(own_sock_, 0);
+        core_net(core_)->client_socket = own_sock_;
+    }
+}
+
+bool SuspendedConnection::worker_left_by(apr_time_t now)
+{
+    if (!worker_left_ && !__atomic_load_n(&c_->sbh, __ATOMIC_ACQUIRE))
+        worker_left_ = now;
+    return worker_left_ && now - worker_left_ >= apr_time_from_msec(kReleaseMs);
+}
+
+bool SuspendedConnection::mpm_socket_open() const
+{
+    apr_os_sock_t fd = -1;
+    apr_os_sock_get(&fd, ap_get_conn_socket(c_));
+    return fd == mpm_fd_;
+}
+
+void SuspendedConnection::settle()
+{
+    settled_ = true;
+    if (!on_dup())
+        return;
+    if (own_sock_)
+        core_net(core_)->client_socket = ap_get_conn_socket(c_);
+    ::close(fd_);
+    fd_ = mpm_fd_;
+}
+
+/* Plaintext handed to the output filters at once (TLS): with what mod_ssl adds per record
+ * (the hub counts kRecordSlack per piece, and half the threshold to spare) it stays under the
+ * core's FlushMaxThreshold, above which the core output filter would wait for the socket.
+ * A FlushMaxThreshold under 2 KiB cannot be honoured: a slow stream may then be ended
+ * (write-failed) instead of held; it is never waited for. */
+std::size_t SuspendedConnection::write_budget() const
+{
+    auto *conf = static_cast<core_server_config *>(
+        ap_get_core_module_config(c_->base_server->module_config));
+    std::size_t half = conf->flush_max_threshold / 2;
+    return std::max<std::size_t>(kMinBudget, std::min(half, kWriteChunk));
+}
+
+void SuspendedConnection::add(const char *data, std::size_t len)
+{
+    APR_BRIGADE_INSERT_TAIL(bb_, apr_bucket_transient_create(data, len, c_->bucket_alloc));
+}
+
+bool SuspendedConnection::pass()
+{
+    /* No FLUSH bucket: the core filter then writes without waiting. */
+    apr_status_t rv = ap_pass_brigade(r_->output_filters, bb_);
+    apr_brigade_cleanup(bb_);
+    return rv == APR_SUCCESS && !c_->aborted;
+}
+
+bool SuspendedConnection::write_held()
+{
+    apr_status_t rv = core_->frec->filter_func.out_func(core_, nullptr);
+    return rv == APR_SUCCESS && !c_->aborted;
+}
+
+std::size_t SuspendedConnection::end_with(const std::string &last)
+{
+    if (direct_) {
+        /* What is queued is dropped (the client resumes with Last-Event-ID). */
+        std::size_t sent = 0;
+        if (!last.empty() && send(fd_, last.data(), last.size(), MSG_DONTWAIT | MSG_NOSIGNAL) > 0)
+            sent = last.size();
+        c_->aborted = 1;
+        return sent;
+    }
+    if (c_->aborted)
+        return 0;
+    if (!last.empty())
+        APR_BRIGADE_INSERT_TAIL(bb_, apr_bucket_heap_create(last.data(), last.size(), nullptr,
+                                                            c_->bucket_alloc));
+    APR_BRIGADE_INSERT_TAIL(bb_, apr_bucket_eos_create(c_->bucket_alloc));
+    if (ap_pass_brigade(r_->output_filters, bb_) == APR_SUCCESS)
+        core_->frec->filter_func.out_func(core_, nullptr);
+    apr_brigade_cleanup(bb_);
+    return 0;
+}
+
+apr_pool_t *SuspendedConnection::close(apr_uint64_t direct_bytes)
+{
+    if (direct_)
+        r_->bytes_sent = static_cast<apr_off_t>(direct_bytes);
+    c_->keepalive = AP_CONN_CLOSE;
+    apr_socket_t *sock = ap_get_conn_socket(c_);
+    ap_process_request_after_handler(r_); /* logs the request and frees it */
+    ap_prep_lingering_close(c_);          /* pre-close hooks */
+    apr_socket_shutdown(sock, APR_SHUTDOWN_READWRITE);
+    apr_socket_close(sock);
+    c_->cs->state = CONN_STATE_SUSPENDED;
+    return c_->pool;
+}
+
+} // namespace sse::httpd

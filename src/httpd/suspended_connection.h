@@ -1,0 +1,171 @@
+/* src/httpd/suspended_connection.h — one connection the event MPM left suspended, as the hub
+ * drives it: every line of mod_sse that depends on httpd 2.4's event-MPM internals is here.
+ *
+ * httpd 2.4 has no public API for holding a suspended connection and ending it later (trunk
+ * has ap_mpm_resume_suspended()). What follows was read in the 2.4.x branch's
+ * server/mpm/event/event.c, server/core_filters.c and modules/ssl/ssl_engine_io.c, and runs on
+ * Debian's 2.4.71. A newer 2.4 may change any of it: the tests named with each reliance fail
+ * when it does (under the event MPM; prefork never suspends).
+ *
+ * 1. Which hook call hands a connection over (handed_over()). The event MPM calls the
+ *    suspend_connection hooks in six places; only the one after a handler returned SUSPENDED
+ *    (process_socket(): `cs->pub.state == CONN_STATE_SUSPENDED`, then notify_suspend()) sees
+ *    c->cs->state == CONN_STATE_SUSPENDED. The others (async I/O wait, write completion,
+ *    keep-alive, lingering close x2) leave the connection the MPM's.
+ *    Pinned by t/hub-redirect.t (an internal redirect ends in write completion: a hub that took
+ *    it crashed a child). suspendable() refuses what would not end in CONN_STATE_SUSPENDED.
+ *
+ * 2. When the worker has left (worker_left_by(), the "settled" wait). After the hooks return,
+ *    notify_suspend() stores c->sbh = NULL, then cs->suspended = 1, in the connection's pool;
+ *    the worker then leaves process_socket() and clears its worker_sockets[] slot, which
+ *    close_worker_sockets() closes at an ungraceful stop. The hub waits until it sees c->sbh
+ *    cleared, then kReleaseMs more, before it touches the scoreboard (the request's log and
+ *    counters), closes the MPM's socket or destroys the pool. The 100 ms are a heuristic:
+ *    only a worker preempted for 100 ms or more between those stores breaks it (cgroup CPU
+ *    throttling can). It is accepted because no 2.4 API gives a better signal and a longer
+ *    wait only keeps ended connections longer.
+ *    Pinned by t/async.t ("clients that close right after the headers": before the wait, a
+ *    client that left at once crashed the child when the pool went at once).
+ *
+ * 3. A dup of the socket until settled (take_socket(), settle()). In that window
+ *    close_worker_sockets() may close the MPM's descriptor, whose number may then be reused:
+ *    the hub writes and polls through a dup() (and points the core output filter's
+ *    core_net_rec::client_socket at it), and at settle() goes back to the MPM's descriptor, or
+ *    ends the stream if it was closed (mpm_socket_open()). Without a spare descriptor (EMFILE)
+ *    it uses the MPM's. No test provokes that window reliably (it needs an ungraceful stop
+ *    within 100 ms of a suspend); every test's final stop passes through it.
+ *
+ * 4. Non-blocking writes through the core output filter (pass(), write_held(),
+ *    write_budget()). The socket's timeout is 0 from take_socket() on. The core output
+ *    filter, called with a brigade, waits up to the socket's timeout for POLLOUT once more
+ *    than FlushMaxThreshold bytes are pending (and, with timeout 0, then fails and aborts the
+ *    connection); mod_ssl passes it one record at a time. So the hub hands down no FLUSH
+ *    bucket, never more than write_budget() at a time, and only when the core holds nothing
+ *    (c->data_in_output_filters); what the socket does not take the core keeps, and calling
+ *    the core filter with no brigade (as the event MPM's write completion does) writes it
+ *    without waiting.
+ *    Pinned by t/hub-tls.t (a TLS client that stops reading must not stall the others).
+ *
+ * 5. mod_ssl's "SSL/TLS Coalescing Filter" holds small writes until a FLUSH: the constructor
+ *    takes it out of both the connection's and the request's filter chains
+ *    (ap_remove_output_filter() unlinks a connection filter from c->output_filters only).
+ *    Pinned by t/async.t ("TLS") and t/hub-tls.t (events would wait in the filter).
+ *
+ * 6. The writev() fast path (direct()): exact when the response is not chunked (mod_sse ends
+ *    the connection with the stream, so HTTP/1.1 sends no chunking), the connection has no
+ *    filter but the core's (no TLS, no other module rewriting bytes) and the core holds
+ *    nothing. Pinned by t/async.t, t/scale.t and every plain-HTTP event-MPM test.
+ *
+ * 7. The teardown (close()): ap_process_request_after_handler() (logs the request and frees
+ *    it; c->sbh is NULL, so its scoreboard writes are skipped), ap_prep_lingering_close() (the
+ *    pre-close hooks), shutdown and close of the socket, c->cs->state = CONN_STATE_SUSPENDED
+ *    (so the MPM's pool cleanup, decrement_connection_count(), decrements the suspended count
+ *    it incremented, not the lingering count), then apr_pool_destroy() of c->pool by the
+ *    caller. Pinned by t/async.t ("MPM counters return (2.4 teardown pin)": an underflow of
+ *    mod_status's ConnsAsync* shows as a huge number), t/hub-stalled-log.t (each ended stream's
+ *    access-log line), t/hub-fault.t (streams of a failed hub released), t/restart.t and
+ *    t/hub-tls.t (the last `retry:` and EOS at a graceful restart, end_with()).
+ *
+ * Threads and ownership: constructed on the worker by the handler (prepare_suspended_stream()),
+ * then used by the hub's I/O thread only (take_socket() to end_with()), then by the ender
+ * (close()). Nothing here blocks except close() (the access log, the pre-close hooks), which
+ * is why the ender runs it. The object lives in the hub's SuspendedStream, which the caller
+ * deletes before destroying the pool close() returns.
+ */
+#ifndef SSE_HTTPD_SUSPENDED_CONNECTION_H
+#define SSE_HTTPD_SUSPENDED_CONNECTION_H
+
+#include "src/httpd/module.h"
+
+#include <cstddef>
+#include <string>
+
+namespace sse::httpd {
+
+/* How long after its worker was seen leaving the MPM's suspend code a connection counts as
+ * settled (reliance 2), and how often the I/O thread looks while some are not. */
+constexpr int kReleaseMs = 100;
+constexpr int kSettleCheckMs = 20;
+
+class SuspendedConnection {
+public:
+    /* On the worker, once the stream's first bytes are out: takes mod_ssl's coalescing filter
+     * out (5), finds the core output filter and decides direct() (6). */
+    explicit SuspendedConnection(request_rec *r);
+    SuspendedConnection(const SuspendedConnection &) = delete;
+    SuspendedConnection &operator=(const SuspendedConnection &) = delete;
+
+    /* On the handler's worker: whether this request's connection ends in CONN_STATE_SUSPENDED
+     * when the handler returns SUSPENDED (1): an async MPM's connection (c->cs), HTTP/1 (not
+     * an h2 stream), no clogging input filter, not a subrequest nor an internal redirect. */
+    static bool suspendable(const request_rec *r);
+
+    /* In the suspend_connection hook: whether this call hands the connection over (1). */
+    static bool handed_over(const conn_rec *c);
+    static int mpm_state(const conn_rec *c) { return static_cast<int>(c->cs->state); }
+
+    request_rec *request() const { return r_; }
+    /* The descriptor the hub writes to and polls: a dup of the MPM's until settled (3). */
+    int fd() const { return fd_; }
+    int mpm_fd() const { return mpm_fd_; }
+    /* Plain bytes may be written to fd() with writev(), bypassing the filters (6). */
+    bool direct() const { return direct_; }
+
+    /* I/O thread, at adoption: socket timeout 0 (4), and the dup (3). */
+    void take_socket();
+
+    /* I/O thread: whether the worker left the MPM's suspend code kReleaseMs ago (2); the first
+     * call that sees c->sbh cleared notes `now`. */
+    bool worker_left_by(apr_time_t now);
+    bool settled() const { return settled_; }
+    /* Whether the hub still writes through the dup (3). */
+    bool on_dup() const { return fd_ != mpm_fd_; }
+    /* Whether the MPM's descriptor is still the connection's (close_worker_sockets() did not
+     * close it). */
+    bool mpm_socket_open() const;
+    /* The worker has left: the dup (if any) is closed (which also takes it out of any epoll
+     * set) and fd() is the MPM's descriptor again. The caller re-registered it first. */
+    void settle();
+
+    /* Through the filters (not direct()), all without waiting (4). */
+    std::size_t write_budget() const;
+    /* Whether the core output filter holds bytes the socket has not taken. */
+    bool holds_data() const { return c_->data_in_output_filters != 0; }
+    /* Appends bytes that stay valid until pass() returns. */
+    void add(const char *data, std::size_t len);
+    /* Hands what add() collected down the filters, without FLUSH; false: the connection failed. */
+    bool pass();
+    /* Calls the core output filter with no brigade: it writes what it holds, without waiting;
+     * false: the connection failed. */
+    bool write_held();
+
+    /* I/O thread, when the stream ends for a restart or a stop: `last` (may be empty), then
+     * the end of the response, written without waiting; on direct() connections straight to
+     * the socket, then marked aborted. Returns the bytes of `last` written to the socket
+     * directly (through the filters the core counts them). */
+    std::size_t end_with(const std::string &last);
+    /* I/O thread: the stream ends without a last word (gone, failed, too far behind). */
+    void abort() { c_->aborted = 1; }
+
+    /* Ender, once settled: the teardown (7). `direct_bytes`: what the hub wrote past the
+     * filters, for the access log. Returns the connection's pool, which the caller destroys
+     * last, once it has freed what it owns (this object included); nothing else of the MPM
+     * touches the connection after that. */
+    apr_pool_t *close(apr_uint64_t direct_bytes);
+
+private:
+    request_rec *r_;
+    conn_rec *c_;
+    int fd_ = -1;                      /* see fd() */
+    int mpm_fd_ = -1;                  /* the MPM's socket descriptor */
+    apr_socket_t *own_sock_ = nullptr; /* wraps the dup for the core output filter */
+    apr_bucket_brigade *bb_ = nullptr;
+    ap_filter_t *core_ = nullptr;      /* the core output filter */
+    bool direct_ = false;
+    bool settled_ = false;
+    apr_time_t worker_left_ = 0;       /* when c->sbh was first seen cleared; 0: not yet */
+};
+
+} // namespace sse::httpd
+
+#endif

@@ -1,0 +1,575 @@
+/* One subscriber's delivery rules (sse/delivery.h) and the per-process fan-out
+ * (sse/fanout.h), with a fake sink: every record kind, audiences, overrun, the restart retry,
+ * keep-alive timing, token expiry, a lost slot, the slow-consumer rule, many channels per
+ * stream, an event on two channels delivered once, EndStream by serial, the catch-up. */
+#include "unit.h"
+
+#include "sse/bus.h"
+#include "sse/delivery.h"
+#include "sse/fanout.h"
+#include "sse/stream_open.h"
+#include "sse/token.h"
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+using namespace sse;
+
+namespace {
+
+constexpr std::int64_t kT0 = 1700000000LL * 1000000;
+constexpr std::int64_t kSec = 1000000;
+/* Events with data up to this long carry it as their id too (see wire()). */
+constexpr std::size_t kMaxIdFromData = 50;
+
+/* A bus in ordinary memory (one process: no sharing needed). */
+struct TestBus {
+    std::unique_ptr<std::uint64_t[]> mem;
+    Bus bus;
+    explicit TestBus(std::size_t size = 1 << 20) : mem(new std::uint64_t[size / 8])
+    {
+        ck_assert(Bus::format(mem.get(), size, kT0).empty());
+        std::string err;
+        bus = Bus::attach(mem.get(), size, &err);
+        ck_assert_msg(bus.valid(), "%s", err.c_str());
+    }
+    void event(const std::vector<std::string> &channels, const std::string &data,
+               const Audience &audience = {})
+    {
+        EventFields ev;
+        ev.has_data = true;
+        ev.data = data;
+        ev.id = data.size() <= kMaxIdFromData ? data : ""; /* its wire then says which it is */
+        bus.publish(channels, ev, kT0, audience);
+    }
+    void close(const std::vector<std::string> &channels)
+    {
+        std::string notice;
+        encode_close_notice("channel-closed", channels, notice);
+        bus.publish_control(RecordKind::CloseChannels, channels, {}, notice, kT0);
+    }
+    void end_stream(std::uint64_t serial, const std::vector<std::string> &channels)
+    {
+        Audience target;
+        target.only = {stream_target(serial)};
+        bus.publish_control(RecordKind::EndStream, channels, target, replaced_notice(), kT0);
+    }
+};
+
+/* A stream of the fake transport: what it was written, how it ended. */
+struct FakeStream : Subscriber {
+    FakeStream(Bus bus, std::vector<std::string> channels, std::string client_id,
+               DeliverySettings settings, std::size_t max_pending = 1 << 20)
+        : Subscriber(live_reader(bus, channels, client_id), channels, client_id, settings,
+                     max_pending, kT0)
+    {
+    }
+    static BusReader live_reader(Bus bus, const std::vector<std::string> &channels,
+                                 const std::string &client_id)
+    {
+        BusReader r(bus, ChannelSet(channels), client_id);
+        r.start_live();
+        return r;
+    }
+    std::string out;
+    bool is_ended = false;
+    EndReason why = EndReason::ClientClosed;
+    std::size_t takes = std::string::npos; /* bytes the connection takes per write */
+};
+
+/* Writes what the connection takes (FakeStream::takes) and records the end; a stream told
+ * to come back gets its restart bytes, as the hub's transport does. */
+struct FakeSink : FanOutSink {
+    std::int64_t now = kT0;
+    FanOut *fan = nullptr;
+    void write_queued(Subscriber &s) override
+    {
+        auto &f = static_cast<FakeStream &>(s);
+        std::size_t n = 0;
+        for (const auto &piece : s.queue()) {
+            const std::size_t skip = n == 0 ? s.front_offset() : 0;
+            f.out.append(*piece, skip, std::string::npos);
+            n += piece->size() - skip;
+        }
+        if (n > f.takes) {
+            f.out.resize(f.out.size() - (n - f.takes));
+            n = f.takes;
+        }
+        s.consumed(n);
+        s.wrote(n, now);
+    }
+    void ended(Subscriber &s, EndReason why) override
+    {
+        auto &f = static_cast<FakeStream &>(s);
+        f.is_ended = true;
+        f.why = why;
+        if (comes_back(why))
+            s.delivery().restart_bytes(f.out);
+    }
+};
+
+/* The wire of a short event TestBus::event() published. */
+std::string data_line(const std::string &d) { return "id: " + d + "\ndata: " + d + "\n\n"; }
+
+bool has(const std::string &out, const std::string &part)
+{
+    return out.find(part) != std::string::npos;
+}
+
+std::size_t count_of(const std::string &out, const std::string &part)
+{
+    std::size_t n = 0;
+    for (std::size_t p = out.find(part); p != std::string::npos; p = out.find(part, p + 1))
+        ++n;
+    return n;
+}
+
+DeliverySettings settings(std::uint64_t serial, std::int64_t retry_ms = -1,
+                          std::int64_t token_expires = 0)
+{
+    DeliverySettings s;
+    s.keepalive_us = 15 * kSec;
+    s.retry_ms = retry_ms;
+    s.token_expires_us = token_expires;
+    s.serial = serial;
+    return s;
+}
+
+/* ---- Delivery ---- */
+
+START_TEST(end_reason_names)
+{
+    assert_str(end_reason_name(EndReason::ClientClosed), "client-closed");
+    assert_str(end_reason_name(EndReason::WriteFailed), "write-failed");
+    assert_str(end_reason_name(EndReason::FellBehind), "fell-behind");
+    assert_str(end_reason_name(EndReason::ServerRestart), "server-restart");
+    assert_str(end_reason_name(EndReason::ChannelClosed), "channel-closed");
+    assert_str(end_reason_name(EndReason::Replaced), "replaced");
+    assert_str(end_reason_name(EndReason::HubFailed), "hub-failed");
+    assert_str(end_reason_name(EndReason::TokenExpired), "token-expired");
+    ck_assert(comes_back(EndReason::ServerRestart));
+    ck_assert(comes_back(EndReason::HubFailed));
+    ck_assert(!comes_back(EndReason::FellBehind));
+    ck_assert(!comes_back(EndReason::TokenExpired));
+}
+END_TEST
+
+START_TEST(opening_bytes)
+{
+    std::string out;
+    Delivery::opening(3000, true, "", out);
+    assert_str(out, ": ok\n\nretry: 3000\n\n");
+    out.clear();
+    Delivery::opening(-1, false, "42", out);
+    std::string expected = ": ok\n\n";
+    encode_missed_notice("unknown-last-event-id", "42", expected);
+    assert_str(out, expected);
+}
+END_TEST
+
+START_TEST(record_kinds)
+{
+    const Delivery d(settings(7), kT0);
+    BusEvent e;
+    e.kind = RecordKind::Event;
+    ck_assert(d.on_record(e).kind == RecordAction::Kind::SendEvent);
+    e.kind = RecordKind::CloseChannels;
+    RecordAction a = d.on_record(e);
+    ck_assert(a.kind == RecordAction::Kind::SendAndEnd);
+    ck_assert(a.reason == EndReason::ChannelClosed);
+    e.kind = RecordKind::EndStream;
+    e.audience.only = {stream_target(8)};
+    ck_assert(d.on_record(e).kind == RecordAction::Kind::Skip);
+    e.audience.only.push_back(stream_target(7));
+    a = d.on_record(e);
+    ck_assert(a.kind == RecordAction::Kind::SendAndEnd);
+    ck_assert(a.reason == EndReason::Replaced);
+    /* No slot (a socket subscriber): no EndStream is for it, "0" included. */
+    const Delivery none(settings(0), kT0);
+    e.audience.only = {"0"};
+    ck_assert(none.on_record(e).kind == RecordAction::Kind::Skip);
+}
+END_TEST
+
+/* The client keeps the reconnection delay it was told (the channel's or SSERetry's). */
+START_TEST(restart_retry)
+{
+    std::string out;
+    Delivery(settings(1, 5000), kT0).restart_bytes(out);
+    assert_str(out, "retry: 5000\n\n");
+    out.clear();
+    Delivery(settings(1, -1), kT0).restart_bytes(out);
+    assert_str(out, "retry: 2000\n\n");
+    ck_assert_int_eq(Delivery(settings(1, 0), kT0).restart_retry_ms(), 0);
+}
+END_TEST
+
+START_TEST(keepalive_timing)
+{
+    Delivery d(settings(1), kT0);
+    ck_assert(!d.keepalive_due(kT0 + 15 * kSec - 1));
+    ck_assert(d.keepalive_due(kT0 + 15 * kSec));
+    ck_assert_int_eq(d.next_wake_us(kT0 + 5 * kSec), 10 * kSec);
+    d.wrote(kT0 + 10 * kSec);
+    ck_assert(!d.keepalive_due(kT0 + 15 * kSec));
+    ck_assert(d.keepalive_due(kT0 + 25 * kSec));
+    ck_assert_int_eq(d.next_wake_us(kT0 + 30 * kSec), 0);
+    std::string out;
+    Delivery::keepalive_bytes(out);
+    assert_str(out, ": keepalive\n\n");
+    DeliverySettings quiet; /* no keep-alive, no token: nothing to wake for */
+    ck_assert(!Delivery(quiet, kT0).keepalive_due(kT0 + 3600 * kSec));
+    ck_assert_int_eq(Delivery(quiet, kT0).next_wake_us(kT0), -1);
+}
+END_TEST
+
+START_TEST(token_expiry)
+{
+    const Delivery d(settings(1, -1, kT0 + 3 * kSec), kT0);
+    ck_assert(!d.token_expired(kT0 + 3 * kSec - 1));
+    ck_assert(d.token_expired(kT0 + 3 * kSec));
+    ck_assert_int_eq(d.next_wake_us(kT0 + kSec), 2 * kSec); /* before the keep-alive */
+    ck_assert_int_eq(d.next_wake_us(kT0 + 4 * kSec), 0);
+    ck_assert(!Delivery(settings(1), kT0).token_expired(kT0 + 365 * 86400 * kSec));
+}
+END_TEST
+
+/* A stream's own reader: events, then a CloseChannels record ends it after its notice. */
+START_TEST(read_stream_rules)
+{
+    TestBus tb;
+    BusReader r(tb.bus, ChannelSet({"a"}), "");
+    r.start_live();
+    tb.event({"a"}, "one");
+    tb.event({"b"}, "other");
+    tb.end_stream(9, {"a"});
+    tb.event({"a"}, "two");
+    tb.close({"a"});
+    tb.event({"a"}, "after");
+    const Delivery d(settings(1), kT0);
+    std::string out;
+    int events = 0;
+    ReadStop stop = read_stream(r, d, [&](std::string &&b, bool ev) {
+        out += b;
+        events += ev;
+        return true;
+    });
+    ck_assert(stop.ended && !stop.drained);
+    ck_assert(stop.reason == EndReason::ChannelClosed);
+    ck_assert_int_eq(events, 2);
+    ck_assert(has(out, data_line("one")) && has(out, data_line("two")));
+    ck_assert(!has(out, "other") && !has(out, "after") && !has(out, "replaced"));
+    ck_assert(has(out, "channel-closed"));
+    /* `out` may stop a batch: one piece at a time. */
+    BusReader r2(tb.bus, ChannelSet({"a"}), "");
+    r2.start_live();
+    tb.event({"a"}, "x");
+    tb.event({"a"}, "y");
+    out.clear();
+    stop = read_stream(r2, d, [&](std::string &&b, bool) {
+        out += b;
+        return false;
+    });
+    ck_assert(!stop.ended && !stop.drained);
+    assert_str(out, data_line("x"));
+}
+END_TEST
+
+/* ---- FanOut ---- */
+
+START_TEST(fanout_events_and_close)
+{
+    TestBus tb;
+    FakeSink sink;
+    FanOut fan(tb.bus, sink);
+    FakeStream a(tb.bus, {"a"}, "", settings(1)), b(tb.bus, {"b"}, "", settings(2));
+    fan.add(a);
+    fan.start(a);
+    fan.add(b);
+    fan.start(b);
+    tb.event({"a"}, "for-a");
+    tb.event({"b"}, "for-b");
+    ck_assert(!fan.run(4096));
+    assert_str(a.out, data_line("for-a"));
+    assert_str(b.out, data_line("for-b"));
+    ck_assert_int_eq(a.events_sent, 1);
+    tb.close({"a"});
+    tb.event({"a"}, "late");
+    fan.run(4096);
+    ck_assert(a.is_ended && a.why == EndReason::ChannelClosed);
+    ck_assert(has(a.out, "channel-closed") && !has(a.out, "late"));
+    ck_assert(!b.is_ended);
+    ck_assert_int_eq(fan.size(), 1);
+    ck_assert_int_eq(a.events_sent, 1); /* the notice is not an event */
+}
+END_TEST
+
+START_TEST(fanout_end_stream_by_serial)
+{
+    TestBus tb;
+    FakeSink sink;
+    FanOut fan(tb.bus, sink);
+    FakeStream a(tb.bus, {"c"}, "u", settings(11)), b(tb.bus, {"c"}, "u", settings(12));
+    for (FakeStream *s : {&a, &b}) {
+        fan.add(*s);
+        fan.start(*s);
+    }
+    tb.end_stream(11, {"c"});
+    tb.event({"c"}, "still");
+    fan.run(4096);
+    ck_assert(a.is_ended && a.why == EndReason::Replaced);
+    assert_str(a.out, replaced_notice());
+    ck_assert(!b.is_ended);
+    assert_str(b.out, data_line("still"));
+}
+END_TEST
+
+START_TEST(fanout_audiences)
+{
+    TestBus tb;
+    FakeSink sink;
+    FanOut fan(tb.bus, sink);
+    FakeStream anon(tb.bus, {"c"}, "", settings(1)), alice(tb.bus, {"c"}, "alice", settings(2)),
+        bob(tb.bus, {"c"}, "bob", settings(3));
+    for (FakeStream *s : {&anon, &alice, &bob}) {
+        fan.add(*s);
+        fan.start(*s);
+    }
+    Audience only;
+    only.only = {"alice"};
+    tb.event({"c"}, "only-alice", only);
+    Audience except;
+    except.except = {"alice"};
+    tb.event({"c"}, "not-alice", except);
+    fan.run(4096);
+    assert_str(anon.out, data_line("not-alice"));
+    assert_str(alice.out, data_line("only-alice"));
+    assert_str(bob.out, data_line("not-alice"));
+}
+END_TEST
+
+/* The shared reader fell more than a ring behind: every stream is told. */
+START_TEST(fanout_overrun)
+{
+    TestBus tb(Bus::min_size() + 64 * 1024);
+    FakeSink sink;
+    FanOut fan(tb.bus, sink);
+    FakeStream a(tb.bus, {"a"}, "", settings(1)), b(tb.bus, {"b"}, "", settings(2));
+    for (FakeStream *s : {&a, &b}) {
+        fan.add(*s);
+        fan.start(*s);
+    }
+    for (int i = 0; i < 2000; ++i)
+        tb.event({"a"}, "e" + std::to_string(i) + std::string(100, 'x'));
+    fan.run(100000);
+    std::string notice;
+    Delivery::overrun_notice(notice);
+    ck_assert(has(a.out, notice) && has(b.out, notice));
+    ck_assert(has(a.out, "e1999"));
+    ck_assert(!a.is_ended && !b.is_ended);
+}
+END_TEST
+
+/* A stop: each stream gets its restart retry, the channel's if one was given. */
+START_TEST(fanout_restart_retry)
+{
+    TestBus tb;
+    FakeSink sink;
+    FanOut fan(tb.bus, sink);
+    FakeStream told(tb.bus, {"a"}, "", settings(1, 7000)), plain(tb.bus, {"a"}, "", settings(2));
+    for (FakeStream *s : {&told, &plain}) {
+        fan.add(*s);
+        fan.start(*s);
+    }
+    fan.end_all(EndReason::ServerRestart);
+    ck_assert(told.is_ended && told.why == EndReason::ServerRestart);
+    assert_str(told.out, "retry: 7000\n\n");
+    assert_str(plain.out, "retry: 2000\n\n");
+    ck_assert_int_eq(fan.size(), 0);
+}
+END_TEST
+
+START_TEST(fanout_keepalive_token_lost_slot)
+{
+    TestBus tb;
+    FakeSink sink;
+    FanOut fan(tb.bus, sink);
+    FakeStream quiet(tb.bus, {"a"}, "", settings(1)),
+        token(tb.bus, {"a"}, "", settings(2, -1, kT0 + 20 * kSec)),
+        lost(tb.bus, {"a"}, "", settings(3));
+    for (FakeStream *s : {&quiet, &token, &lost}) {
+        fan.add(*s);
+        fan.start(*s);
+    }
+    auto lost_slot = [&](const Subscriber &s) { return &s == &lost; };
+    sink.now = kT0 + 14 * kSec;
+    fan.tick(sink.now, nullptr);
+    ck_assert(quiet.out.empty());
+    sink.now = kT0 + 15 * kSec;
+    fan.tick(sink.now, nullptr);
+    assert_str(quiet.out, ": keepalive\n\n");
+    sink.now = kT0 + 20 * kSec;
+    fan.tick(sink.now, lost_slot);
+    ck_assert(!quiet.is_ended);
+    ck_assert(token.is_ended && token.why == EndReason::TokenExpired);
+    ck_assert(has(token.out, token_expired_notice()));
+    ck_assert(lost.is_ended && lost.why == EndReason::Replaced);
+    ck_assert(has(lost.out, replaced_notice()));
+    ck_assert_int_eq(quiet.events_sent, 0); /* keep-alives are not events */
+}
+END_TEST
+
+/* SSEMaxPending bounds what waits behind the piece being written. */
+START_TEST(fanout_slow_consumer)
+{
+    TestBus tb;
+    FakeSink sink;
+    FanOut fan(tb.bus, sink);
+    FakeStream slow(tb.bus, {"a"}, "", settings(1), 100), big(tb.bus, {"b"}, "", settings(2), 100);
+    slow.takes = 0;
+    big.takes = 0;
+    for (FakeStream *s : {&slow, &big}) {
+        fan.add(*s);
+        fan.start(*s);
+    }
+    tb.event({"b"}, std::string(500, 'y')); /* one piece larger than the limit */
+    tb.event({"a"}, std::string(60, 'x'));
+    fan.run(4096);
+    ck_assert(!slow.is_ended && !big.is_ended);
+    tb.event({"a"}, std::string(60, 'x'));
+    fan.run(4096);
+    ck_assert(!slow.is_ended); /* 60 + a few bytes wait behind the front */
+    tb.event({"a"}, std::string(60, 'x'));
+    fan.run(4096);
+    ck_assert(slow.is_ended && slow.why == EndReason::FellBehind);
+    ck_assert(!big.is_ended);
+}
+END_TEST
+
+START_TEST(fanout_many_channels_once)
+{
+    TestBus tb;
+    FakeSink sink;
+    FanOut fan(tb.bus, sink);
+    FakeStream s(tb.bus, {"a", "b", "c"}, "", settings(1));
+    fan.add(s);
+    fan.start(s);
+    tb.event({"a"}, "1");
+    tb.event({"b"}, "2");
+    tb.event({"c", "a", "b"}, "3");
+    tb.event({"d"}, "4");
+    fan.run(4096);
+    assert_str(s.out, data_line("1") + data_line("2") + data_line("3"));
+    ck_assert_int_eq(count_of(s.out, data_line("3")), 1);
+    ck_assert_int_eq(s.events_sent, 3);
+}
+END_TEST
+
+/* What was published between the stream's first bytes and start() comes from its own reader;
+ * the shared reader then gives nothing twice. */
+START_TEST(fanout_catch_up)
+{
+    TestBus tb;
+    FakeSink sink;
+    FanOut fan(tb.bus, sink);
+    FakeStream s(tb.bus, {"a"}, "", settings(1));
+    tb.event({"a"}, "before");
+    fan.run(4096); /* the shared reader passes it: s is not started */
+    fan.add(s);
+    fan.start(s);
+    tb.event({"a"}, "after");
+    fan.run(4096);
+    assert_str(s.out, data_line("before") + data_line("after"));
+    /* A stream whose catch-up holds its end ends at start(). */
+    FakeStream t(tb.bus, {"a"}, "", settings(2));
+    tb.close({"a"});
+    fan.run(4096);
+    fan.add(t);
+    fan.start(t);
+    ck_assert(t.is_ended && t.why == EndReason::ChannelClosed);
+    ck_assert(has(t.out, "channel-closed"));
+}
+END_TEST
+
+/* A write taking part of a piece: the rest goes at the next push. */
+START_TEST(fanout_partial_writes)
+{
+    TestBus tb;
+    FakeSink sink;
+    FanOut fan(tb.bus, sink);
+    FakeStream s(tb.bus, {"a"}, "", settings(1));
+    s.takes = 5;
+    fan.add(s);
+    fan.start(s);
+    tb.event({"a"}, "hello");
+    fan.run(4096);
+    assert_str(s.out, data_line("hello").substr(0, 5));
+    ck_assert_int_eq(s.events_sent, 0);
+    s.takes = std::string::npos;
+    fan.push(s);
+    assert_str(s.out, data_line("hello"));
+    ck_assert_int_eq(s.events_sent, 1);
+    ck_assert_int_eq(s.bytes_sent, data_line("hello").size());
+}
+END_TEST
+
+/* SSE_EVENTS counts events, not the keep-alive between them, whether the queue goes out in
+ * pieces or whole. */
+START_TEST(fanout_counts_events_only)
+{
+    TestBus tb;
+    FakeSink sink;
+    FanOut fan(tb.bus, sink);
+    FakeStream s(tb.bus, {"a"}, "", settings(1));
+    s.takes = 0;
+    fan.add(s);
+    fan.start(s);
+    tb.event({"a"}, "one");
+    fan.run(4096);
+    fan.tick(kT0 + 15 * kSec, nullptr);
+    tb.event({"a"}, "two");
+    fan.run(4096);
+    s.takes = data_line("one").size() + 3; /* into the keep-alive */
+    fan.push(s);
+    ck_assert_int_eq(s.events_sent, 1);
+    s.takes = std::string(": keepalive\n\n").size(); /* the rest of it, 3 bytes into "two" */
+    fan.push(s);
+    ck_assert_int_eq(s.events_sent, 1);
+    s.takes = std::string::npos;
+    fan.push(s);
+    ck_assert_int_eq(s.events_sent, 2);
+    assert_str(s.out, data_line("one") + ": keepalive\n\n" + data_line("two"));
+}
+END_TEST
+
+} // namespace
+
+Suite *fanout_suite()
+{
+    Suite *s = suite_create("delivery");
+    TCase *tc = tcase_create("delivery");
+    tcase_add_test(tc, end_reason_names);
+    tcase_add_test(tc, opening_bytes);
+    tcase_add_test(tc, record_kinds);
+    tcase_add_test(tc, restart_retry);
+    tcase_add_test(tc, keepalive_timing);
+    tcase_add_test(tc, token_expiry);
+    tcase_add_test(tc, read_stream_rules);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("fanout");
+    tcase_add_test(tc, fanout_events_and_close);
+    tcase_add_test(tc, fanout_end_stream_by_serial);
+    tcase_add_test(tc, fanout_audiences);
+    tcase_add_test(tc, fanout_overrun);
+    tcase_add_test(tc, fanout_restart_retry);
+    tcase_add_test(tc, fanout_keepalive_token_lost_slot);
+    tcase_add_test(tc, fanout_slow_consumer);
+    tcase_add_test(tc, fanout_many_channels_once);
+    tcase_add_test(tc, fanout_catch_up);
+    tcase_add_test(tc, fanout_partial_writes);
+    tcase_add_test(tc, fanout_counts_events_only);
+    suite_add_tcase(s, tc);
+    return s;
+}

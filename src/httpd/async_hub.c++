@@ -432,8 +432,8 @@ private:
             }
             if (e.kind == RecordKind::EndStream) {
                 Bytes notice = std::make_shared<const std::string>(std::move(e.wire));
-                for (const auto &serial : e.audience.only) {
-                    auto it = by_serial_.find(std::strtoull(serial.c_str(), nullptr, 10));
+                for (std::uint64_t serial : ended_streams(e)) {
+                    auto it = by_serial_.find(serial);
                     if (it != by_serial_.end() && e.seq >= it->second->next_seq) {
                         close_after_notice(it->second, EndReason::Replaced, notice);
                         mark_dirty(it->second, dirty);

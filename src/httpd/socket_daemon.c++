@@ -1,4 +1,5 @@
-/* The publish socket daemon: one process, poll() over the listening socket and every client.
+/* The local socket's daemon (sse-publishd), serving publishers and subscribers: one process,
+ * poll() over the listening socket and every client.
  * Each client has a FrameParser; each complete event goes through publish_event(), the same
  * path as the HTTP handler, and is answered in order.
  *

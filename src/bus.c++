@@ -347,91 +347,119 @@ namespace bus_testing {
 void (*inside_publish)(int step) = nullptr;
 }
 
-PublishResult Bus::append(RecordKind kind, const std::vector<std::string> &channels,
-                          const EventFields *fields, const std::string *notice,
-                          const Audience &audience, std::int64_t now_us)
-{
-    WriterLock lock(&h_->lock);
-    PublishResult result;
-    result.recovered_lock = lock.recovered;
-    if (lock.recovered) {
-        h_->lock_recoveries.fetch_add(1, std::memory_order_relaxed);
-        /* The dead writer may have committed its record and died before waking anyone. */
-        wake_all();
-    }
+namespace {
 
-    StateCopy st = h_->snapshot();
-    const std::uint64_t R = h_->ring_size;
-
-    /* An event gets the next seq as its id unless the publisher gave one; a control record
-     * has no id of its own on the wire. */
+/* What a record carries besides its channels and audience. An event gets the next seq as its
+ * id unless the publisher gave one (then the id is stored in the record); a control record
+ * has no id of its own on the wire, only its notice. */
+struct RecordPayload {
     EventFields ev;
     std::string wire;
     bool bus_id = true;
-    if (fields) {
-        ev = *fields;
-        bus_id = ev.id.empty();
-        if (bus_id)
-            ev.id = std::to_string(st.next_seq);
-        encode_event(ev, wire);
-    } else {
-        wire = *notice;
-    }
+};
 
+RecordPayload make_payload(const EventFields *fields, const std::string *notice,
+                           std::uint64_t next_seq)
+{
+    RecordPayload p;
+    if (fields) {
+        p.ev = *fields;
+        p.bus_id = p.ev.id.empty();
+        if (p.bus_id)
+            p.ev.id = std::to_string(next_seq);
+        encode_event(p.ev, p.wire);
+    } else {
+        p.wire = *notice;
+    }
+    return p;
+}
+
+/* The record's size in the ring, padded to 8: the layout RecordHeader describes. */
+std::size_t record_length(const std::vector<std::string> &channels, const Audience &audience,
+                          const RecordPayload &p)
+{
     std::size_t len = sizeof(RecordHeader);
     for (const auto &c : channels)
         len += sizeof(std::uint32_t) + 1 + c.size();
     for (const auto *list : {&audience.only, &audience.except})
         for (const auto &t : *list)
             len += 1 + t.size();
-    len += (bus_id ? 0 : ev.id.size()) + ev.event.size() + wire.size();
-    len = align8(len);
-    if (len > max_record_bytes())
-        throw EventTooLarge(len);
+    len += (p.bus_id ? 0 : p.ev.id.size()) + p.ev.event.size() + p.wire.size();
+    return align8(len);
+}
 
-    /* Where the record goes: not across the end of the ring. */
-    std::uint64_t start = st.head_pos;
-    std::uint64_t left = R - start % R;
-    bool pad = false;
-    if (left < len) {
-        pad = left >= sizeof(RecordHeader);
-        start += left;
+/* Where a record of `len` bytes goes when the head is at `head_pos`: never across the end of
+ * the ring (readers copy a record in one piece), so when too little is left it starts at the
+ * next lap, and the rest is marked as padding if a header fits there (locate() skips a rest
+ * too short for one without being told). */
+struct Placement {
+    std::uint64_t start, end;
+    std::uint64_t left; /* bytes from the head to the end of the ring */
+    bool pad;
+};
+
+Placement place_record(std::uint64_t head_pos, std::uint64_t len, std::uint64_t ring_size)
+{
+    Placement at{head_pos, 0, ring_size - head_pos % ring_size, false};
+    if (at.left < len) {
+        at.pad = at.left >= sizeof(RecordHeader);
+        at.start += at.left;
     }
-    const std::uint64_t end = start + len;
+    at.end = at.start + len;
+    return at;
+}
 
-    /* Release space first, and commit that, before a byte of it is overwritten. */
+/* Writer only, lock held. Evicts the oldest records until [tail, end) fits in the ring, and
+ * commits the new tail before the caller overwrites a byte of the evicted records: a reader
+ * that then finds the tail past what it read knows the bytes it copied may be torn. Returns
+ * the state to build on (the committed one when nothing was evicted). */
+StateCopy release_space(BusHeader *h, const StateCopy &st, std::uint64_t end,
+                        PublishResult &result)
+{
+    const std::uint64_t R = h->ring_size;
     StateCopy next = st;
     while (end - next.tail_pos > R && next.tail_seq < next.next_seq) {
-        std::uint64_t at = h_->locate(next.tail_pos);
+        std::uint64_t at = h->locate(next.tail_pos);
         RecordHeader rh;
-        std::memcpy(&rh, h_->ring() + at % R, sizeof rh);
+        std::memcpy(&rh, h->ring() + at % R, sizeof rh);
         next.tail_pos = at + rh.length;
         ++next.tail_seq;
         ++result.evicted;
     }
     if (result.evicted > 0) {
-        h_->commit(next);
-        h_->evicted.fetch_add(result.evicted, std::memory_order_relaxed);
+        h->commit(next);
+        h->evicted.fetch_add(result.evicted, std::memory_order_relaxed);
     }
-    std::atomic_thread_fence(std::memory_order_release);
-    if (bus_testing::inside_publish)
-        bus_testing::inside_publish(0);
+    return next;
+}
 
-    if (pad) {
+/* Writer only, lock held, after release_space(): writes the padding (if any) and the record's
+ * bytes beyond the committed head, where no reader looks until the commit. Returns the
+ * record's time. */
+std::int64_t write_record(BusHeader *h, std::uint64_t head_pos, const Placement &at,
+                          std::uint64_t seq, std::int64_t now_us, RecordKind kind,
+                          const std::vector<std::string> &channels, const Audience &audience,
+                          const RecordPayload &payload)
+{
+    const std::uint64_t R = h->ring_size;
+    if (at.pad) {
         RecordHeader ph{};
         ph.magic = kPaddingMagic;
-        ph.length = static_cast<std::uint32_t>(left);
-        std::memcpy(h_->ring() + st.head_pos % R, &ph, sizeof ph);
+        ph.length = static_cast<std::uint32_t>(at.left);
+        std::memcpy(h->ring() + head_pos % R, &ph, sizeof ph);
     }
 
-    unsigned char *base = h_->ring() + start % R;
+    const EventFields &ev = payload.ev;
+    const std::string &wire = payload.wire;
+    const bool bus_id = payload.bus_id;
+    unsigned char *base = h->ring() + at.start % R;
     RecordHeader rh{};
     rh.magic = kRecordMagic;
-    rh.length = static_cast<std::uint32_t>(len);
-    rh.seq = next.next_seq;
+    rh.length = static_cast<std::uint32_t>(at.end - at.start);
+    rh.seq = seq;
     /* Under the lock and never before the previous record: the clock may step back, and
      * writers take `now_us` before they queue for the lock. */
-    rh.time_us = std::max(now_us, h_->last_time_us);
+    rh.time_us = std::max(now_us, h->last_time_us);
     rh.n_channels = static_cast<std::uint16_t>(channels.size());
     rh.id_len = static_cast<std::uint16_t>(bus_id ? 0 : ev.id.size());
     rh.event_len = static_cast<std::uint16_t>(ev.event.size());
@@ -459,19 +487,56 @@ PublishResult Bus::append(RecordKind kind, const std::vector<std::string> &chann
         put(p, ev.id.data(), ev.id.size());
     put(p, ev.event.data(), ev.event.size());
     put(p, wire.data(), wire.size());
+    return rh.time_us;
+}
+
+} // namespace
+
+/* A publish, all under the writer lock, in this order (readers rely on it, see bus.h and
+ * BusHeader): release space and commit the new tail; write the record beyond the head; index
+ * it; commit the new head; wake the readers. A writer killed at any step leaves the committed
+ * state whole. */
+PublishResult Bus::append(RecordKind kind, const std::vector<std::string> &channels,
+                          const EventFields *fields, const std::string *notice,
+                          const Audience &audience, std::int64_t now_us)
+{
+    WriterLock lock(&h_->lock);
+    PublishResult result;
+    result.recovered_lock = lock.recovered;
+    if (lock.recovered) {
+        h_->lock_recoveries.fetch_add(1, std::memory_order_relaxed);
+        /* The dead writer may have committed its record and died before waking anyone. */
+        wake_all();
+    }
+
+    StateCopy st = h_->snapshot();
+    const RecordPayload payload = make_payload(fields, notice, st.next_seq);
+    const bool bus_id = payload.bus_id;
+    const std::size_t len = record_length(channels, audience, payload);
+    if (len > max_record_bytes())
+        throw EventTooLarge(len);
+    const Placement at = place_record(st.head_pos, len, h_->ring_size);
+
+    StateCopy next = release_space(h_, st, at.end, result);
+    std::atomic_thread_fence(std::memory_order_release);
+    if (bus_testing::inside_publish)
+        bus_testing::inside_publish(0);
+
+    const std::int64_t time_us = write_record(h_, st.head_pos, at, next.next_seq, now_us, kind,
+                                              channels, audience, payload);
     if (bus_testing::inside_publish)
         bus_testing::inside_publish(1);
 
     result.seq = next.next_seq;
-    result.id = bus_id ? std::to_string(next.next_seq) : ev.id;
-    next.head_pos = end;
+    result.id = bus_id ? std::to_string(next.next_seq) : payload.ev.id;
+    next.head_pos = at.end;
     ++next.next_seq;
     if (next.tail_seq + 1 == next.next_seq)
-        next.tail_pos = start; /* the bus was empty: this record is the oldest */
+        next.tail_pos = at.start; /* the bus was empty: this record is the oldest */
     if (!bus_id)
         h_->newest_custom_id.store(result.seq + 1, std::memory_order_relaxed);
-    h_->last_time_us = rh.time_us;
-    h_->index_record(result.seq, start, channels, bus_id ? nullptr : &ev.id);
+    h_->last_time_us = time_us;
+    h_->index_record(result.seq, at.start, channels, bus_id ? nullptr : &payload.ev.id);
     if (bus_testing::inside_publish)
         bus_testing::inside_publish(2);
     h_->commit(next);

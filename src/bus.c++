@@ -851,10 +851,237 @@ void BusReader::start_live()
     replay_next_ = 0;
 }
 
+namespace {
+
+/* One resume's walk backwards from the head (see BusReader::start_after below): which
+ * retained records it should replay, newest first, and which record matched the id. It reads
+ * the ring without the lock, so what it returns is still to be checked against the tail. */
+class ResumeWalk {
+public:
+    /* A record read by the walk: what the decision needs, so that the record's bytes (which a
+     * writer may overwrite) are not looked at again. */
+    struct Seen {
+        std::uint64_t seq, pos, chain; /* chain: the first record of its block */
+        std::int64_t time_us;
+        RecordKind kind;
+        bool mine, admitted, id_match;
+    };
+
+    ResumeWalk(BusHeader *h, const StateCopy &st, const ChannelSet &channels,
+               std::string_view client_id, std::vector<unsigned char> &scratch,
+               std::string_view last_event_id, const HistoryLimits &limits, std::int64_t now_us)
+        : h_(h), st_(st), channels_(channels), client_id_(client_id), last_event_id_(last_event_id),
+          limits_(limits), n_channels_(channels.size()), words_((n_channels_ + 63) / 64),
+          seq_id_(as_seq_id(last_event_id)),
+          /* Without a retained publisher-given id, only the record `seq_id` can match. */
+          custom_ids_(h->newest_custom_id.load(std::memory_order_relaxed) > st.tail_seq),
+          oldest_us_(limits.max_age_s
+                         ? now_us - static_cast<std::int64_t>(limits.max_age_s) * 1000000
+                         : 0),
+          id_key_(FilterKey::id(ChannelSet::hash(last_event_id))), rec_(scratch),
+          closed_(n_channels_, false), kept_(n_channels_, 0)
+    {
+        for (std::uint32_t hv : channels_.hashes())
+            channel_keys_.push_back(FilterKey::channel(hv));
+        collecting_ = !satisfied();
+    }
+
+    /* Walks from the head to the id, or until SSEHistory is met for every channel and
+     * nothing further back can be the id, or to the tail. */
+    void run()
+    {
+        std::uint64_t hi = st_.next_seq;
+        while (hi > st_.tail_seq && !found_mine_) {
+            if (!collecting_ && !custom_ids_) {
+                /* Only the bus id itself can still match. */
+                if (seq_id_ < st_.tail_seq || seq_id_ >= hi)
+                    break;
+                hi = seq_id_ + 1;
+            }
+            const std::uint64_t block_start = (hi - 1) / kIndexEvery * kIndexEvery;
+            const std::uint64_t lo = std::max(st_.tail_seq, block_start);
+            if (nothing_for_us(block_start, lo, hi)) {
+                hi = lo;
+                continue;
+            }
+            const std::uint64_t first = read_block(lo, hi);
+            if (first == hi)
+                break;
+            for (std::size_t i = block_.size(); i-- > 0 && !found_mine_;)
+                take(block_[i], &bits_[i * words_]);
+            hi = first;
+        }
+    }
+
+    /* The newest match on a subscribed channel, else the newest on any channel, or nullptr. */
+    const Seen *match() const
+    {
+        return found_mine_ ? &match_mine_ : found_any_ ? &match_any_ : nullptr;
+    }
+    /* What to replay, newest first. */
+    const std::vector<Seen> &keep() const { return keep_; }
+
+private:
+    bool satisfied() const
+    {
+        for (std::size_t k = 0; k < n_channels_; ++k)
+            if (!closed_[k] && kept_[k] < limits_.count)
+                return false;
+        return true;
+    }
+
+    static bool on(const std::uint64_t *mask, std::size_t k)
+    {
+        return (mask[k / 64] >> (k % 64)) & 1;
+    }
+
+    /* A block whose filter has neither a subscribed channel (while collecting) nor the id
+     * holds nothing for this resume: it is skipped unread. [lo, hi) is the part still to
+     * walk. False when the index no longer holds the block (or for a hub, which takes all). */
+    bool nothing_for_us(std::uint64_t block_start, std::uint64_t lo, std::uint64_t hi)
+    {
+        std::uint64_t filter[kFilterWords], unused;
+        if (channels_.is_all() || !h_->indexed_block(block_start, &unused, &filter))
+            return false;
+        bool may = (seq_id_ >= lo && seq_id_ < hi) || (custom_ids_ && id_key_.in(filter));
+        for (std::size_t k = 0; collecting_ && !may && k < n_channels_; ++k)
+            may = channel_keys_[k].in(filter);
+        return !may;
+    }
+
+    /* Reads [lo, hi) into block_, oldest first, from the index entry for lo (lo a multiple of
+     * kIndexEvery, or the tail) or an earlier one. Returns the first seq read, or hi when the
+     * tail has passed hi. */
+    std::uint64_t read_block(std::uint64_t lo, std::uint64_t hi)
+    {
+        for (int attempt = 0; attempt < 16; ++attempt) {
+            block_.clear();
+            bits_.clear();
+            const StateCopy cur = h_->snapshot();
+            if (cur.tail_seq >= hi)
+                return hi;
+            std::uint64_t first = std::max(lo, cur.tail_seq), pos = cur.tail_pos;
+            while (first > cur.tail_seq && !h_->indexed_block(first, &pos))
+                first = first - kIndexEvery > cur.tail_seq ? first - kIndexEvery : cur.tail_seq;
+            if (first == cur.tail_seq)
+                pos = cur.tail_pos;
+            if (read_records(first, hi, pos))
+                return first;
+            /* evicted under us: again from the new tail */
+        }
+        return hi; /* a writer kept overwriting this block: treat it as evicted */
+    }
+
+    /* Reads the records [first, hi) starting at `pos`; false when one is not what the walk
+     * expects there (a writer evicted and overwrote it). */
+    bool read_records(std::uint64_t first, std::uint64_t hi, std::uint64_t pos)
+    {
+        for (std::uint64_t seq = first; seq < hi; ++seq) {
+            pos = h_->locate(pos);
+            if (!rec_.read(h_, pos) || rec_.header().seq != seq)
+                return false;
+            note(seq, pos, first);
+            pos += rec_.header().length;
+        }
+        return true;
+    }
+
+    /* Adds the record just read to block_, with its subscribed channels in bits_. */
+    void note(std::uint64_t seq, std::uint64_t pos, std::uint64_t first)
+    {
+        Seen s{seq, pos, first, rec_.header().time_us, rec_.kind(), false, false, false};
+        bits_.resize(bits_.size() + words_, 0);
+        std::uint64_t *mask = &bits_[bits_.size() - words_];
+        rec_.each_channel([&](unsigned i, std::string_view name) {
+            int k = channels_.find(rec_.hash(i), name);
+            if (k >= 0) {
+                mask[k / 64] |= std::uint64_t(1) << (k % 64);
+                s.mine = true;
+            }
+        });
+        if (s.kind == RecordKind::Event) {
+            s.admitted = s.mine && rec_.admits(client_id_);
+            s.id_match = !last_event_id_.empty() && rec_.has_id(last_event_id_, seq_id_);
+        }
+        block_.push_back(s);
+    }
+
+    /* Takes one record, newest first: a CloseChannels record closes its channels' history
+     * for everything older; an event may be the id, and may be replayed. */
+    void take(const Seen &s, const std::uint64_t *mask)
+    {
+        if (s.kind == RecordKind::CloseChannels) {
+            for (std::size_t k = 0; k < n_channels_; ++k)
+                if (on(mask, k))
+                    closed_[k] = true;
+            return;
+        }
+        if (s.kind != RecordKind::Event)
+            return;
+        if (s.id_match) {
+            if (s.mine) {
+                match_mine_ = s;
+                found_mine_ = true;
+                return;
+            }
+            if (!found_any_)
+                match_any_ = s;
+            found_any_ = true;
+        }
+        if (collecting_)
+            collect(s, mask);
+    }
+
+    /* Keeps an event while some channel of it still wants events under SSEHistory. */
+    void collect(const Seen &s, const std::uint64_t *mask)
+    {
+        /* Times never decrease along seq: everything from here back is too old. */
+        if (limits_.max_age_s && s.time_us < oldest_us_) {
+            collecting_ = false;
+            return;
+        }
+        if (!s.admitted)
+            return;
+        bool wanted = false;
+        for (std::size_t k = 0; k < n_channels_; ++k) {
+            if (on(mask, k) && !closed_[k] && kept_[k] < limits_.count) {
+                ++kept_[k];
+                wanted = true;
+            }
+        }
+        if (wanted)
+            keep_.push_back(s);
+        collecting_ = !satisfied();
+    }
+
+    BusHeader *const h_;
+    const StateCopy st_;
+    const ChannelSet &channels_;
+    const std::string_view client_id_, last_event_id_;
+    const HistoryLimits &limits_;
+    const std::size_t n_channels_, words_;
+    const std::uint64_t seq_id_;
+    const bool custom_ids_;
+    const std::int64_t oldest_us_;
+    const FilterKey id_key_;
+    std::vector<FilterKey> channel_keys_;
+    RecordCopy rec_;
+    std::vector<Seen> block_;          /* the block being walked, oldest first */
+    std::vector<std::uint64_t> bits_;  /* `words_` per record of block_: its subscribed channels */
+    std::vector<bool> closed_;         /* per channel: a CloseChannels record was passed */
+    std::vector<std::uint64_t> kept_;  /* per channel: events kept for replay */
+    std::vector<Seen> keep_;           /* newest first */
+    Seen match_mine_{}, match_any_{};
+    bool found_mine_ = false, found_any_ = false;
+    bool collecting_ = false;          /* SSEHistory is not met yet for some channel */
+};
+
+} // namespace
+
 /* The ring is walked backwards from the head, a block of kIndexEvery records at a time (each
  * found through the seq index, read forwards, then taken newest first), so that a resume reads
  * what it replays and little more: it stops at the id, or once SSEHistory is satisfied for
- * every subscribed channel and nothing further back can be the id.
+ * every subscribed channel and nothing further back can be the id (ResumeWalk).
  *
  * Nothing read is trusted until the end: then the tail is read again, and what a writer
  * evicted meanwhile (every record of a block whose first record is now older than the tail:
@@ -868,162 +1095,15 @@ bool BusReader::start_after(std::string_view last_event_id, const HistoryLimits 
 {
     BusHeader *h = bus_.h_;
     const StateCopy st = h->snapshot();
-    const std::size_t n_channels = channels_.size();
-    const std::size_t words = (n_channels + 63) / 64;
-    const std::uint64_t seq_id = as_seq_id(last_event_id);
-    /* Without a retained publisher-given id, only the record `seq_id` can match. */
-    const bool custom_ids = h->newest_custom_id.load(std::memory_order_relaxed) > st.tail_seq;
-    const std::int64_t oldest_us =
-        limits.max_age_s ? now_us - static_cast<std::int64_t>(limits.max_age_s) * 1000000 : 0;
-    const FilterKey id_key = FilterKey::id(ChannelSet::hash(last_event_id));
-    std::vector<FilterKey> channel_keys;
-    for (std::uint32_t hv : channels_.hashes())
-        channel_keys.push_back(FilterKey::channel(hv));
-
-    struct Seen {
-        std::uint64_t seq, pos, chain; /* chain: the first record of its block */
-        std::int64_t time_us;
-        RecordKind kind;
-        bool mine, admitted, id_match;
-    };
-    std::vector<Seen> block;
-    std::vector<std::uint64_t> bits; /* `words` per record of `block`: its subscribed channels */
-    RecordCopy rec(scratch_);
-
-    /* Reads [lo, hi) into block, oldest first, from the index entry for lo (lo a multiple of
-     * kIndexEvery, or the tail) or an earlier one. Returns the first seq read, or hi when the
-     * tail has passed hi. */
-    auto read_block = [&](std::uint64_t lo, std::uint64_t hi) -> std::uint64_t {
-        for (int attempt = 0; attempt < 16; ++attempt) {
-            block.clear();
-            bits.clear();
-            const StateCopy cur = h->snapshot();
-            if (cur.tail_seq >= hi)
-                return hi;
-            std::uint64_t first = std::max(lo, cur.tail_seq), pos = cur.tail_pos;
-            while (first > cur.tail_seq && !h->indexed_block(first, &pos))
-                first = first - kIndexEvery > cur.tail_seq ? first - kIndexEvery : cur.tail_seq;
-            if (first == cur.tail_seq)
-                pos = cur.tail_pos;
-            bool torn = false;
-            for (std::uint64_t seq = first; seq < hi; ++seq) {
-                pos = h->locate(pos);
-                if (!rec.read(h, pos) || rec.header().seq != seq) {
-                    torn = true; /* evicted under us: again from the new tail */
-                    break;
-                }
-                Seen s{seq, pos, first, rec.header().time_us, rec.kind(), false, false, false};
-                bits.resize(bits.size() + words, 0);
-                std::uint64_t *mask = &bits[bits.size() - words];
-                rec.each_channel([&](unsigned i, std::string_view name) {
-                    int k = channels_.find(rec.hash(i), name);
-                    if (k >= 0) {
-                        mask[k / 64] |= std::uint64_t(1) << (k % 64);
-                        s.mine = true;
-                    }
-                });
-                if (s.kind == RecordKind::Event) {
-                    s.admitted = s.mine && rec.admits(client_id_);
-                    s.id_match = !last_event_id.empty() && rec.has_id(last_event_id, seq_id);
-                }
-                block.push_back(s);
-                pos += rec.header().length;
-            }
-            if (!torn)
-                return first;
-        }
-        return hi; /* a writer kept overwriting this block: treat it as evicted */
-    };
-
-    std::vector<bool> closed(n_channels, false);
-    std::vector<std::uint64_t> kept(n_channels, 0);
-    std::vector<Seen> keep; /* newest first */
-    Seen match_mine{}, match_any{};
-    bool found_mine = false, found_any = false;
-    auto satisfied = [&]() {
-        for (std::size_t k = 0; k < n_channels; ++k)
-            if (!closed[k] && kept[k] < limits.count)
-                return false;
-        return true;
-    };
-    bool collecting = !satisfied();
-
-    std::uint64_t hi = st.next_seq;
-    while (hi > st.tail_seq && !found_mine) {
-        if (!collecting && !custom_ids) {
-            /* Only the bus id itself can still match. */
-            if (seq_id < st.tail_seq || seq_id >= hi)
-                break;
-            hi = seq_id + 1;
-        }
-        const std::uint64_t block_start = (hi - 1) / kIndexEvery * kIndexEvery;
-        const std::uint64_t lo = std::max(st.tail_seq, block_start);
-        /* A block whose filter has neither a subscribed channel (while collecting) nor the id
-         * holds nothing for this resume: skip it unread. */
-        std::uint64_t filter[kFilterWords], unused;
-        if (!channels_.is_all() && h->indexed_block(block_start, &unused, &filter)) {
-            bool may = (seq_id >= lo && seq_id < hi) || (custom_ids && id_key.in(filter));
-            for (std::size_t k = 0; collecting && !may && k < n_channels; ++k)
-                may = channel_keys[k].in(filter);
-            if (!may) {
-                hi = lo;
-                continue;
-            }
-        }
-        const std::uint64_t first = read_block(lo, hi);
-        if (first == hi)
-            break;
-        for (std::size_t i = block.size(); i-- > 0 && !found_mine;) {
-            const Seen &s = block[i];
-            const std::uint64_t *mask = &bits[i * words];
-            auto on = [&](std::size_t k) { return (mask[k / 64] >> (k % 64)) & 1; };
-            if (s.kind == RecordKind::CloseChannels) {
-                for (std::size_t k = 0; k < n_channels; ++k)
-                    if (on(k))
-                        closed[k] = true;
-                continue;
-            }
-            if (s.kind != RecordKind::Event)
-                continue;
-            if (s.id_match) {
-                if (s.mine) {
-                    match_mine = s;
-                    found_mine = true;
-                    break;
-                }
-                if (!found_any)
-                    match_any = s;
-                found_any = true;
-            }
-            if (!collecting)
-                continue;
-            /* Times never decrease along seq: everything from here back is too old. */
-            if (limits.max_age_s && s.time_us < oldest_us) {
-                collecting = false;
-                continue;
-            }
-            if (!s.admitted)
-                continue;
-            bool wanted = false;
-            for (std::size_t k = 0; k < n_channels; ++k) {
-                if (on(k) && !closed[k] && kept[k] < limits.count) {
-                    ++kept[k];
-                    wanted = true;
-                }
-            }
-            if (wanted)
-                keep.push_back(s);
-            collecting = !satisfied();
-        }
-        hi = first;
-    }
+    ResumeWalk walk(h, st, channels_, client_id_, scratch_, last_event_id, limits, now_us);
+    walk.run();
 
     std::atomic_thread_fence(std::memory_order_acquire);
     const std::uint64_t tail = h->snapshot().tail_seq;
-    const Seen *match = found_mine ? &match_mine : found_any ? &match_any : nullptr;
+    const ResumeWalk::Seen *match = walk.match();
     const bool found = match && match->chain >= tail;
     replay_.clear();
-    for (auto it = keep.rbegin(); it != keep.rend(); ++it)
+    for (auto it = walk.keep().rbegin(); it != walk.keep().rend(); ++it)
         if (it->chain >= tail && (!found || it->seq > match->seq))
             replay_.push_back({it->pos, it->seq});
     replay_next_ = 0;

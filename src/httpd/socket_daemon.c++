@@ -190,59 +190,20 @@ public:
         : s_(s), listen_fd_(listen_fd), state_(state), max_clients_(max_clients),
           max_event_(max_event), waker_(state->bus), spare_fd_(open_spare()) {}
 
+    /* The daemon's loop: housekeeping (stop, feed, sweep), then one poll() over the listening
+     * socket, the bus waker and every client, then serving what it reported. Never returns:
+     * the daemon is a child process that ends with _exit(). */
     [[noreturn]] void run()
     {
         apr_time_t stop_deadline = 0;
         pid_t parent = getppid();
         for (;;) {
-            if (stop_requested && !stop_deadline) {
-                stop_deadline = apr_time_now() + kStopGrace;
-                for (auto &c : clients_)
-                    if (c.reader || !c.parser.mid_event())
-                        c.closing = true; /* subscribers reconnect to the next daemon */
-            }
-            if (getppid() != parent) /* httpd's parent is gone (kill -9): nobody supervises */
-                stop_requested = 1;
-            sweep();
-            feed_subscribers();
-            sweep();
-            state_->registry.set_socket_clients(clients_.size());
-            if (stop_deadline && (clients_.empty() || apr_time_now() > stop_deadline)) {
-                state_->registry.set_socket_clients(0);
-                _exit(0);
-            }
-
-            /* fds[i] belongs to owners[i]; nullptr for the listening socket and the waker.
-             * Built and read with the same `listening`: a SIGTERM arriving after poll()
-             * must not shift one against the other. */
-            std::vector<struct pollfd> fds;
-            std::vector<Client *> owners;
-            const bool listening = !stop_requested && !listen_paused_;
-            listen_paused_ = false;
-            if (listening) {
-                fds.push_back({listen_fd_, POLLIN, 0});
-                owners.push_back(nullptr);
-            }
-            if (waker_.fd() >= 0) {
-                fds.push_back({waker_.fd(), POLLIN, 0});
-                owners.push_back(nullptr);
-            }
-            for (auto &c : clients_) {
-                short events = 0;
-                /* A subscriber is read only to notice that it left (POLLHUP comes anyway). */
-                if (!c.closing && !c.input_closed &&
-                    (c.reader || c.out.size() < kMaxPendingAnswers))
-                    events |= POLLIN;
-                if (!c.out.empty())
-                    events |= POLLOUT;
-                fds.push_back({c.fd, events, 0});
-                owners.push_back(&c);
-            }
-            int timeout_ms = kPollMs;
-            if (stop_deadline) /* do not sleep past the grace: the parent kills at 3 s */
-                timeout_ms = static_cast<int>(std::clamp<apr_time_t>(
-                    apr_time_as_msec(stop_deadline - apr_time_now()) + 1, 0, kPollMs));
-            int n = poll(fds.data(), fds.size(), timeout_ms);
+            notice_stop(stop_deadline, parent);
+            housekeep(stop_deadline);
+            /* Built and read with the same `listening`: a SIGTERM arriving after poll() must
+             * not shift the descriptors against their owners. */
+            PollSet set = poll_set();
+            int n = poll(set.fds.data(), set.fds.size(), poll_timeout(stop_deadline));
             if (n < 0) {
                 if (errno == EINTR)
                     continue;
@@ -250,27 +211,7 @@ public:
                              "SSE0404: publish socket daemon: poll failed");
                 _exit(1);
             }
-            bool accept_now = false;
-            for (std::size_t i = 0; i < fds.size(); ++i) {
-                if (!owners[i]) {
-                    if (fds[i].fd == listen_fd_)
-                        accept_now = fds[i].revents & POLLIN;
-                    else if (fds[i].revents & POLLIN)
-                        waker_.drain(); /* the subscribers are fed at the top of the loop */
-                    continue;
-                }
-                Client &c = *owners[i];
-                if (c.reader && (fds[i].revents & (POLLHUP | POLLERR))) {
-                    c.closing = true; /* the subscriber is gone: nobody reads what is pending */
-                    c.out.clear();
-                    continue;
-                }
-                if (fds[i].revents & (POLLIN | POLLHUP | POLLERR))
-                    read_from(c);
-                if (!c.closing || !c.out.empty())
-                    if (fds[i].revents & POLLOUT)
-                        write_to(c);
-            }
+            bool accept_now = serve_ready(set);
             /* Clients that left in this round are gone before new ones are counted, so a
              * client connecting just after another disconnected is not told "busy". */
             sweep();
@@ -280,6 +221,106 @@ public:
     }
 
 private:
+    /* fds[i] belongs to owners[i]; nullptr for the listening socket and the waker. */
+    struct PollSet {
+        std::vector<struct pollfd> fds;
+        std::vector<Client *> owners;
+    };
+
+    /* On the first round after SIGTERM: starts the grace and closes every client that is not
+     * in the middle of an event. A parent that is gone counts as a SIGTERM (from the next
+     * round on). */
+    void notice_stop(apr_time_t &stop_deadline, pid_t parent)
+    {
+        if (stop_requested && !stop_deadline) {
+            stop_deadline = apr_time_now() + kStopGrace;
+            for (auto &c : clients_)
+                if (c.reader || !c.parser.mid_event())
+                    c.closing = true; /* subscribers reconnect to the next daemon */
+        }
+        if (getppid() != parent) /* httpd's parent is gone (kill -9): nobody supervises */
+            stop_requested = 1;
+    }
+
+    /* Feeds the subscribers, drops the clients that are done, publishes the count, and ends
+     * the daemon once stopping and nobody is left (or the grace is over). */
+    void housekeep(apr_time_t stop_deadline)
+    {
+        sweep();
+        feed_subscribers();
+        sweep();
+        state_->registry.set_socket_clients(clients_.size());
+        if (stop_deadline && (clients_.empty() || apr_time_now() > stop_deadline)) {
+            state_->registry.set_socket_clients(0);
+            _exit(0);
+        }
+    }
+
+    /* What this round polls: new clients unless stopping (or paused for one round), the bus
+     * waker, and each client for what it can do now. */
+    PollSet poll_set()
+    {
+        PollSet set;
+        const bool listening = !stop_requested && !listen_paused_;
+        listen_paused_ = false;
+        if (listening) {
+            set.fds.push_back({listen_fd_, POLLIN, 0});
+            set.owners.push_back(nullptr);
+        }
+        if (waker_.fd() >= 0) {
+            set.fds.push_back({waker_.fd(), POLLIN, 0});
+            set.owners.push_back(nullptr);
+        }
+        for (auto &c : clients_) {
+            short events = 0;
+            /* A subscriber is read only to notice that it left (POLLHUP comes anyway). */
+            if (!c.closing && !c.input_closed && (c.reader || c.out.size() < kMaxPendingAnswers))
+                events |= POLLIN;
+            if (!c.out.empty())
+                events |= POLLOUT;
+            set.fds.push_back({c.fd, events, 0});
+            set.owners.push_back(&c);
+        }
+        return set;
+    }
+
+    int poll_timeout(apr_time_t stop_deadline) const
+    {
+        int timeout_ms = kPollMs;
+        if (stop_deadline) /* do not sleep past the grace: the parent kills at 3 s */
+            timeout_ms = static_cast<int>(std::clamp<apr_time_t>(
+                apr_time_as_msec(stop_deadline - apr_time_now()) + 1, 0, kPollMs));
+        return timeout_ms;
+    }
+
+    /* Serves what poll() reported on each descriptor; returns whether new clients wait. */
+    bool serve_ready(const PollSet &set)
+    {
+        bool accept_now = false;
+        for (std::size_t i = 0; i < set.fds.size(); ++i) {
+            const short revents = set.fds[i].revents;
+            if (!set.owners[i]) {
+                if (set.fds[i].fd == listen_fd_)
+                    accept_now = revents & POLLIN;
+                else if (revents & POLLIN)
+                    waker_.drain(); /* the subscribers are fed at the top of the loop */
+                continue;
+            }
+            Client &c = *set.owners[i];
+            if (c.reader && (revents & (POLLHUP | POLLERR))) {
+                c.closing = true; /* the subscriber is gone: nobody reads what is pending */
+                c.out.clear();
+                continue;
+            }
+            if (revents & (POLLIN | POLLHUP | POLLERR))
+                read_from(c);
+            if (!c.closing || !c.out.empty())
+                if (revents & POLLOUT)
+                    write_to(c);
+        }
+        return accept_now;
+    }
+
     static int open_spare() { return open("/dev/null", O_RDONLY | O_CLOEXEC); }
 
     void accept_clients()

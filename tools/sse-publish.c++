@@ -86,7 +86,9 @@ public:
     ~Connection() { drop(); }
 
     /* Sends one frame and returns its answer line ("ok ..." / "error ..."), reconnecting and
-     * resending while the socket is unreachable, for at most wait_s seconds. Empty: gave up. */
+     * resending while the socket is unreachable or the daemon answers busy (at its client
+     * limit it answers that and closes, without taking the event), for at most wait_s
+     * seconds. Empty: gave up, unreachable; the busy answer itself when still busy then. */
     std::string exchange(const std::string &frame)
     {
         double deadline = now_s() + wait_s_;
@@ -95,14 +97,22 @@ public:
                 connect_once();
             if (fd_ >= 0) {
                 std::string answer;
-                if (send_all(frame) && read_line(&answer))
+                if (send_all(frame) && read_line(&answer) &&
+                    (!is_busy(answer) || now_s() >= deadline))
                     return answer;
-                drop(); /* broken before the answer: the event was not confirmed, send again */
+                drop(); /* broken before the answer (the event was not confirmed) or busy:
+                         * send again */
             }
             if (hopeless() || now_s() >= deadline)
                 return {};
             usleep(100 * 1000);
         }
+    }
+
+    static bool is_busy(const std::string &answer)
+    {
+        return answer.rfind("error ", 0) == 0 &&
+               sse::is_refusal(std::string_view(answer).substr(6), sse::kBusyReason);
     }
 
     /* Why the socket could not be reached, and what to do about it. */

@@ -10,9 +10,10 @@
  *   overrun (the ring passed the stream's position) sends the `sse-missed` notice
  *   (overrun_notice()) and the stream goes on;
  * - the last bytes at a restart (restart_bytes()): a `retry:` with the stream's effective
- *   retry (a channel's retry-only value, else SSERetry), kRestartRetryMs when neither is set,
- *   so the client keeps the reconnection delay it was told and comes back to the new
- *   generation;
+ *   retry as it was when the stream opened (a channel's retry-only value, else SSERetry),
+ *   kRestartRetryMs when neither is set, so the client keeps the reconnection delay it was
+ *   given at the start (a retry-only publish that reaches an open stream later is not
+ *   tracked) and comes back to the new generation;
  * - keep-alives (a comment once the stream was silent for the keep-alive interval) and the
  *   end at the token's exp, with when the transport should look again (next_wake_us());
  * - why a stream ended (EndReason) and the name the access log gets (SSE_END).

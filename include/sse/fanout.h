@@ -145,7 +145,9 @@ public:
      * FanOut::end(s, EndReason::WriteFailed). */
     virtual void write_queued(Subscriber &s) = 0;
     /* `s` has ended for `why` and is out of every index: send its last bytes if any
-     * (restart_bytes() when comes_back(why)) and release it. FanOut does not touch it again. */
+     * (restart_bytes() when comes_back(why)) and hand it on for release. It must not free `s`
+     * here: the caller's loop may still read its `ended` mark in this round; it may be freed
+     * once the round is over (the hub's ender does it after flush_finishing()). */
     virtual void ended(Subscriber &s, EndReason why) = 0;
 };
 

@@ -206,14 +206,16 @@ private:
         }
     }
 
-    /* Ends every held stream; one whose ending fails is already out of the fan-out's sets
-     * (nothing more can be done safely for it), so a failing stream cannot make this loop
-     * forever. */
+    /* Ends every held stream. A stream whose ending fails is already out of the fan-out's
+     * sets (nothing more can be done safely for it), so each retry has one stream fewer; the
+     * bound (one attempt per stream, plus one) stops a failure that ends none (the copy of the
+     * set failing to allocate) from spinning the I/O thread. */
     void end_all(EndReason why)
     {
-        while (!guarded([&] { fanout_.end_all(why); return true; },
-                        [](const char *) { return false; })) {
-        }
+        for (std::size_t attempts = fanout_.size() + 1; attempts > 0; --attempts)
+            if (guarded([&] { fanout_.end_all(why); return true; },
+                        [](const char *) { return false; }))
+                return;
     }
 
     EndReason closing_reason() const

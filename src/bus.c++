@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cerrno>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <pthread.h>
@@ -523,6 +524,16 @@ bool names_stream(const BusEvent &e, std::uint64_t serial)
         return false;
     const std::string me = stream_target(serial);
     return std::find(e.audience.only.begin(), e.audience.only.end(), me) != e.audience.only.end();
+}
+
+std::vector<std::uint64_t> ended_streams(const BusEvent &e)
+{
+    std::vector<std::uint64_t> serials;
+    if (e.kind != RecordKind::EndStream)
+        return serials;
+    for (const auto &target : e.audience.only)
+        serials.push_back(std::strtoull(target.c_str(), nullptr, 10));
+    return serials;
 }
 
 /* ---- ChannelSet ---- */

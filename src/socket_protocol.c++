@@ -10,7 +10,7 @@ FrameParser::FrameParser(std::size_t max_event_bytes)
 {
 }
 
-void FrameParser::feed(std::string_view bytes, std::vector<Frame> &out)
+void FrameParser::feed(std::string_view bytes, std::vector<ClientBlock> &out)
 {
     while (!bytes.empty()) {
         std::size_t lf = bytes.find('\n');
@@ -30,7 +30,7 @@ void FrameParser::feed(std::string_view bytes, std::vector<Frame> &out)
     }
 }
 
-void FrameParser::line(std::string_view text, std::vector<Frame> &out)
+void FrameParser::line(std::string_view text, std::vector<ClientBlock> &out)
 {
     if (text.empty()) {
         if (started_)
@@ -99,7 +99,7 @@ void FrameParser::line(std::string_view text, std::vector<Frame> &out)
     }
 }
 
-void FrameParser::finish(std::vector<Frame> &out)
+void FrameParser::finish(std::vector<ClientBlock> &out)
 {
     if (too_large_)
         current_.error = "event larger than " + std::to_string(max_event_bytes_) + " bytes";
@@ -113,7 +113,7 @@ void FrameParser::finish(std::vector<Frame> &out)
     else if (!current_.subscribe && current_.channels.empty())
         current_.error = "no channel: give a \"channel:\" line";
     out.push_back(std::move(current_));
-    current_ = Frame();
+    current_ = ClientBlock();
     for (NameCollector *c : {&channels_, &subscribe_channels_, &only_, &except_})
         c->restart();
     started_ = false;
@@ -182,6 +182,20 @@ std::string error_line(std::string_view reason)
         out += (c == '\r' || c == '\n') ? ' ' : c;
     out += '\n';
     return out;
+}
+
+std::string refusal(std::string_view kind, std::string_view detail)
+{
+    std::string reason(kind);
+    reason += ": ";
+    reason += detail;
+    return reason;
+}
+
+bool is_refusal(std::string_view reason, std::string_view kind)
+{
+    return reason.size() > kind.size() && reason.compare(0, kind.size(), kind) == 0 &&
+           reason[kind.size()] == ':';
 }
 
 } // namespace sse

@@ -280,11 +280,11 @@ int follow(Connection &conn, const std::vector<std::string> &channels, std::stri
         }
         if (line.rfind("error ", 0) == 0) {
             std::string reason = line.substr(6);
-            if (reason.rfind("closed:", 0) == 0) { /* closed before (or while) we came back */
+            if (sse::is_refusal(reason, sse::kClosedReason)) { /* closed before (or while) we came back */
                 std::cerr << "sse-publish: " << reason << "\n";
                 return 0;
             }
-            if (reason.rfind("busy", 0) == 0 && retry_or_give_up())
+            if (sse::is_refusal(reason, sse::kBusyReason) && retry_or_give_up())
                 continue;
             std::cerr << "sse-publish: refused: " << reason << "\n";
             return 1;

@@ -28,7 +28,9 @@ constexpr std::size_t kMaxTargetsPerEvent = 1000;
 std::string validate_client_id(std::string_view id);
 
 struct Audience {
-    std::vector<std::string> only;   /* empty: no restriction */
+    /* empty: no restriction. In an EndStream record: the serials of the streams it ends
+     * (sse/bus.h: stream_target, ended_streams). */
+    std::vector<std::string> only;
     std::vector<std::string> except;
 
     bool everyone() const { return only.empty() && except.empty(); }

@@ -70,10 +70,14 @@ struct BusEvent {
     std::string wire;              /* the complete encoded event, ready to send */
 };
 
-/* EndStream records name the streams to end by their registry serial, in decimal, in
- * audience.only: the target for `serial`, and whether a record names it. */
+/* EndStream records name the streams to end by their registry serial. The record format has
+ * no field of its own for them: they travel in audience.only, in decimal (everywhere else
+ * `only` holds client ids). These three are the only code that knows it: the entry of `only`
+ * that names `serial`; whether a record is an EndStream naming `serial`; the serials an
+ * EndStream record names (none for other kinds). */
 std::string stream_target(std::uint64_t serial);
 bool names_stream(const BusEvent &e, std::uint64_t serial);
+std::vector<std::uint64_t> ended_streams(const BusEvent &e);
 
 /* Bus::publish() refused an event that does not fit: `bytes` is what its record would take. */
 struct EventTooLarge : std::length_error {

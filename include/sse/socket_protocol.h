@@ -1,4 +1,5 @@
-/* sse/socket_protocol.h — the publish socket's framed text protocol.
+/* sse/socket_protocol.h — the framed text protocol of the local socket (SSEPublishSocket,
+ * served by the sse-publishd daemon), which serves publishers and subscribers alike.
  *
  * A client writes events as UTF-8 text, one connection carrying any number of them:
  *
@@ -42,9 +43,10 @@
 
 namespace sse {
 
-/* One complete event as the client sent it, or the reason it cannot be published. Channel
- * names and fields are not validated here beyond the framing (publish_event() does that). */
-struct Frame {
+/* One block a client sent, up to its blank line: an event to publish or (`subscribe`) a
+ * subscribe block, or the reason it cannot be served. Channel names and fields are not
+ * validated here beyond the framing (publish_event() does that). */
+struct ClientBlock {
     std::vector<std::string> channels;
     EventFields fields;
     Audience audience;
@@ -65,20 +67,21 @@ public:
     FrameParser(const FrameParser &) = delete;
     FrameParser &operator=(const FrameParser &) = delete;
 
-    /* Consumes `bytes` and appends every event completed by them to `out`. */
-    void feed(std::string_view bytes, std::vector<Frame> &out);
+    /* Consumes `bytes` and appends every block (event or subscribe block) completed by them
+     * to `out`. */
+    void feed(std::string_view bytes, std::vector<ClientBlock> &out);
 
     /* True while an event has started and its blank line has not arrived (a client that
      * disconnects now leaves an incomplete event, which is dropped). */
     bool mid_event() const { return started_ || !line_.empty(); }
 
 private:
-    void line(std::string_view text, std::vector<Frame> &out);
-    void finish(std::vector<Frame> &out);
+    void line(std::string_view text, std::vector<ClientBlock> &out);
+    void finish(std::vector<ClientBlock> &out);
 
     std::size_t max_event_bytes_;
     std::string line_;         /* the incomplete line so far */
-    Frame current_;
+    ClientBlock current_;
     /* current_'s lists, each collected across its lines (a list over its cap stops). */
     NameCollector channels_, subscribe_channels_, only_, except_;
     bool started_ = false;
@@ -100,6 +103,21 @@ void encode_subscribe_block(const std::vector<std::string> &channels,
 /* The answer lines. A reason's CR and LF become spaces. */
 std::string ok_line(std::string_view id);
 std::string error_line(std::string_view reason);
+
+/* Reasons a client acts on: an "error <reason>" answer whose reason starts with one of these
+ * kinds and ": " (the rest is a sentence for people) means
+ * - busy: the daemon has as many clients as SSEPublishSocketClients allows, or no descriptor
+ *   left; it closes the connection. Come back later (sse-publish retries within -w).
+ * - closed: a channel of the subscribe block is closed (DELETE) until its next publish; the
+ *   connection stays a publisher. `sse-publish -f` ends, successfully.
+ * Any other reason is final for that event or block. */
+inline constexpr std::string_view kBusyReason = "busy";
+inline constexpr std::string_view kClosedReason = "closed";
+
+/* The reason "<kind>: <detail>", for error_line(). */
+std::string refusal(std::string_view kind, std::string_view detail);
+/* Whether `reason` (an answer's text after "error ") is of `kind`. */
+bool is_refusal(std::string_view reason, std::string_view kind);
 
 } // namespace sse
 

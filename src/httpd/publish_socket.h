@@ -1,6 +1,11 @@
-/* src/httpd/publish_socket.h — the local publish socket (SSEPublishSocket): a listening Unix
- * socket owned by httpd's parent process and a small daemon process that serves it, forked and
- * supervised by the parent the way mod_cgid runs its daemon.
+/* src/httpd/publish_socket.h — the local socket (SSEPublishSocket): a listening Unix socket
+ * owned by httpd's parent process and a small daemon process (sse-publishd) that serves it,
+ * forked and supervised by the parent the way mod_cgid runs its daemon.
+ *
+ * It serves publishers and subscribers alike: a client writes events (each answered), or
+ * sends a subscribe block and reads an event stream (sse/socket_protocol.h). The names
+ * "publish socket", SSEPublishSocket and sse-publishd date from when it only took events; the
+ * directives keep them because users configure them.
  *
  * Who owns what
  * - The listening socket is created once by the parent (as root when httpd starts as root:

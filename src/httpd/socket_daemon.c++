@@ -1,4 +1,5 @@
-/* The publish socket daemon: one process, poll() over the listening socket and every client.
+/* The local socket's daemon (sse-publishd), serving publishers and subscribers: one process,
+ * poll() over the listening socket and every client.
  * Each client has a FrameParser; each complete event goes through publish_event(), the same
  * path as the HTTP handler, and is answered in order.
  *
@@ -291,8 +292,8 @@ private:
                 return;
             }
             if (active_clients() >= max_clients_) {
-                refuse(fd, "busy: " + std::to_string(max_clients_) +
-                               " clients are connected, the most SSEPublishSocketClients allows");
+                refuse(fd, refusal(kBusyReason, std::to_string(max_clients_) +
+                               " clients are connected, the most SSEPublishSocketClients allows"));
                 ap_log_error(APLOG_MARK, APLOG_ERR, 0, s_,
                              "SSE0411: publish socket refused a client: %d clients already "
                              "connected (SSEPublishSocketClients)",
@@ -324,7 +325,7 @@ private:
             fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
         }
         if (fd >= 0)
-            refuse(fd, "busy: the publish socket daemon has no file descriptor left");
+            refuse(fd, refusal(kBusyReason, "the publish socket daemon has no file descriptor left"));
         else
             listen_paused_ = true; /* ENFILE, or no spare: not again before the next round */
         spare_fd_ = open_spare();
@@ -375,9 +376,9 @@ private:
         }
         if (n < 0)
             return;
-        std::vector<Frame> frames;
-        c.parser.feed(std::string_view(buf, static_cast<std::size_t>(n)), frames);
-        for (const Frame &f : frames) {
+        std::vector<ClientBlock> blocks;
+        c.parser.feed(std::string_view(buf, static_cast<std::size_t>(n)), blocks);
+        for (const ClientBlock &f : blocks) {
             if (f.subscribe) {
                 subscribe(c, f); /* what follows a subscribe block is not read */
                 if (c.reader) {
@@ -399,7 +400,7 @@ private:
         write_to(c);
     }
 
-    std::string answer(const Frame &f)
+    std::string answer(const ClientBlock &f)
     {
         std::string error = f.error;
         if (error.empty()) {
@@ -425,7 +426,7 @@ private:
 
     /* Answers a subscribe block: the stream's first bytes (and the replay it asks for), or
      * an error line, after which the client is still a publisher. */
-    void subscribe(Client &c, const Frame &f)
+    void subscribe(Client &c, const ClientBlock &f)
     {
         std::string error = f.error;
         if (error.empty())
@@ -442,8 +443,8 @@ private:
             opened.emplace(open_stream(state_->bus, state_->registry, req, state_->history,
                                        apr_time_now()));
             if (opened->outcome == OpenedStream::Outcome::Closed)
-                error = "closed: a channel of it was closed (DELETE); it opens again at its "
-                        "next publish";
+                error = refusal(kClosedReason, "a channel of it was closed (DELETE); it opens "
+                                               "again at its next publish");
         }
         if (error.empty()) {
             try {

@@ -4,16 +4,18 @@
  * httpd 2.4 has no public API for holding a suspended connection and ending it later (trunk
  * has ap_mpm_resume_suspended()). What follows was read in the 2.4.x branch's
  * server/mpm/event/event.c, server/core_filters.c and modules/ssl/ssl_engine_io.c, and runs on
- * Debian's 2.4.71. A newer 2.4 may change any of it: the tests named with each reliance fail
- * when it does (under the event MPM; prefork never suspends).
+ * Debian's 2.4.71. A newer 2.4 may change any of it. "Pinned by" names the tests (event MPM;
+ * prefork never suspends) seen to fail on 2.4.71 when the reliance is broken on purpose
+ * (the code changed to do without it); where none fails, it says so.
  *
  * 1. Which hook call hands a connection over (handed_over()). The event MPM calls the
  *    suspend_connection hooks in six places; only the one after a handler returned SUSPENDED
  *    (process_socket(): `cs->pub.state == CONN_STATE_SUSPENDED`, then notify_suspend()) sees
  *    c->cs->state == CONN_STATE_SUSPENDED. The others (async I/O wait, write completion,
- *    keep-alive, lingering close x2) leave the connection the MPM's.
- *    Pinned by t/hub-redirect.t (an internal redirect ends in write completion: a hub that took
- *    it crashed a child). suspendable() refuses what would not end in CONN_STATE_SUSPENDED.
+ *    keep-alive, lingering close x2) leave the connection the MPM's. suspendable() refuses,
+ *    on the worker, what would not end in CONN_STATE_SUSPENDED (an internal redirect ends in
+ *    write completion): pinned by t/hub-redirect.t (letting r->prev through fails it). The
+ *    state test is the last guard behind it: no test reaches it.
  *
  * 2. When the worker has left (worker_left_by(), the "settled" wait). After the hooks return,
  *    notify_suspend() stores c->sbh = NULL, then cs->suspended = 1, in the connection's pool;
@@ -24,16 +26,16 @@
  *    only a worker preempted for 100 ms or more between those stores breaks it (cgroup CPU
  *    throttling can). It is accepted because no 2.4 API gives a better signal and a longer
  *    wait only keeps ended connections longer.
- *    Pinned by t/async.t ("clients that close right after the headers": before the wait, a
- *    client that left at once crashed the child when the pool went at once).
+ *    Pinned by t/async.t ("clients that close right after the headers") and
+ *    t/hub-stalled-log.t: without the wait, children segfault.
  *
  * 3. A dup of the socket until settled (take_socket(), settle()). In that window
  *    close_worker_sockets() may close the MPM's descriptor, whose number may then be reused:
  *    the hub writes and polls through a dup() (and points the core output filter's
  *    core_net_rec::client_socket at it), and at settle() goes back to the MPM's descriptor, or
  *    ends the stream if it was closed (mpm_socket_open()). Without a spare descriptor (EMFILE)
- *    it uses the MPM's. No test provokes that window reliably (it needs an ungraceful stop
- *    within 100 ms of a suspend); every test's final stop passes through it.
+ *    it uses the MPM's. Not pinned: no test provokes that window (an ungraceful stop within
+ *    100 ms of a suspend).
  *
  * 4. Non-blocking writes through the core output filter (pass(), write_held(),
  *    write_budget()). The socket's timeout is 0 from take_socket() on. The core output
@@ -44,27 +46,34 @@
  *    (c->data_in_output_filters); what the socket does not take the core keeps, and calling
  *    the core filter with no brigade (as the event MPM's write completion does) writes it
  *    without waiting.
- *    Pinned by t/hub-tls.t (a TLS client that stops reading must not stall the others).
+ *    Pinned by t/hub-tls.t: with the socket's Timeout kept, a TLS client that stops reading
+ *    stalls the other streams of its child. The budget is not pinned: without it the core
+ *    filter's wait fails at once (timeout 0) and such a client is ended (write-failed)
+ *    instead of held, which no test tells apart.
  *
  * 5. mod_ssl's "SSL/TLS Coalescing Filter" holds small writes until a FLUSH: the constructor
  *    takes it out of both the connection's and the request's filter chains
  *    (ap_remove_output_filter() unlinks a connection filter from c->output_filters only).
- *    Pinned by t/async.t ("TLS") and t/hub-tls.t (events would wait in the filter).
+ *    Pinned by t/async.t ("TLS") and t/hub-tls.t: without it, events wait in the filter.
  *
  * 6. The writev() fast path (direct()): exact when the response is not chunked (mod_sse ends
  *    the connection with the stream, so HTTP/1.1 sends no chunking), the connection has no
  *    filter but the core's (no TLS, no other module rewriting bytes) and the core holds
- *    nothing. Pinned by t/async.t, t/scale.t and every plain-HTTP event-MPM test.
+ *    nothing. Pinned by t/async.t ("TLS": direct writes on a TLS connection break it); the
+ *    fast path itself carries every plain-HTTP held stream (t/async.t, t/scale.t).
  *
  * 7. The teardown (close()): ap_process_request_after_handler() (logs the request and frees
  *    it; c->sbh is NULL, so its scoreboard writes are skipped), ap_prep_lingering_close() (the
  *    pre-close hooks), shutdown and close of the socket, c->cs->state = CONN_STATE_SUSPENDED
  *    (so the MPM's pool cleanup, decrement_connection_count(), decrements the suspended count
  *    it incremented, not the lingering count), then apr_pool_destroy() of c->pool by the
- *    caller. Pinned by t/async.t ("MPM counters return (2.4 teardown pin)": an underflow of
- *    mod_status's ConnsAsync* shows as a huge number), t/hub-stalled-log.t (each ended stream's
- *    access-log line), t/hub-fault.t (streams of a failed hub released), t/restart.t and
- *    t/hub-tls.t (the last `retry:` and EOS at a graceful restart, end_with()).
+ *    caller. The sequence is exercised by t/async.t ("MPM counters return": ConnsTotal back to
+ *    0, one access-log line per stream), t/hub-stalled-log.t and t/hub-fault.t (ended streams
+ *    released), t/restart.t and t/hub-tls.t (the last `retry:` and EOS at a graceful restart,
+ *    end_with()). The CONN_STATE_SUSPENDED line is not pinned: without it t/async.t still
+ *    passes on 2.4.71 (its ConnsAsync* stayed 0); it is kept because 2.4.x's
+ *    decrement_connection_count() picks the counter by that state, and
+ *    ap_process_request_after_handler() has just set it to LINGER or WRITE_COMPLETION.
  *
  * Threads and ownership: constructed on the worker by the handler (prepare_suspended_stream()),
  * then used by the hub's I/O thread only (take_socket() to end_with()), then by the ender

@@ -99,7 +99,7 @@ inline void check_socket_round_trip(const std::vector<std::string> &channels,
     std::string again;
     sse::encode_frame(channels, ev, again, audience);
     sse::FrameParser reparse(again.size() + 1);
-    std::vector<sse::Frame> c;
+    std::vector<sse::ClientBlock> c;
     reparse.feed(again, c);
     check(c.size() == 1 && c[0].error.empty() && !reparse.mid_event());
     check(c[0].channels == channels);

@@ -26,7 +26,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
     std::string_view in(reinterpret_cast<const char *>(data) + 1, size - 1);
 
     FrameParser whole(max), split(max);
-    std::vector<Frame> a, b;
+    std::vector<ClientBlock> a, b;
     whole.feed(in, a);
     for (std::size_t i = 0; i < in.size();) {
         std::size_t n = 1 + static_cast<unsigned char>(in[i]) % 7;
@@ -56,7 +56,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
             std::string again;
             encode_subscribe_block(a[i].subscribe_channels, a[i].last_event_id, again);
             FrameParser reparse(again.size() + 1);
-            std::vector<Frame> c;
+            std::vector<ClientBlock> c;
             reparse.feed(again, c);
             check(c.size() == 1 && c[0].error.empty() && c[0].subscribe);
             check(c[0].subscribe_channels == a[i].subscribe_channels);

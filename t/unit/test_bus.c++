@@ -734,6 +734,21 @@ END_TEST
 
 /* Finding 9: the clock steps back between two publishes; the second event is newer along seq
  * and must not be cut by age while the first is kept (nor cut the first off). */
+/* EndStream records carry stream serials in audience.only; stream_target, names_stream and
+ * ended_streams are the only code that knows it, and agree. */
+START_TEST(end_stream_targets)
+{
+    BusEvent e;
+    e.kind = RecordKind::EndStream;
+    e.audience.only = {stream_target(17), stream_target(3)};
+    ck_assert(ended_streams(e) == std::vector<std::uint64_t>({17, 3}));
+    ck_assert(names_stream(e, 17) && names_stream(e, 3) && !names_stream(e, 4));
+    e.kind = RecordKind::Event; /* there `only` holds client ids */
+    ck_assert(ended_streams(e).empty());
+    ck_assert(!names_stream(e, 17));
+}
+END_TEST
+
 START_TEST(age_cut_with_a_clock_that_steps_back)
 {
     SharedBus sb(1 << 20);
@@ -767,6 +782,7 @@ Suite *bus_suite()
     tcase_add_test(tc, record_overwritten_while_parsed);
     tcase_add_test(tc, wake_all_between_wake_word_and_wait);
     tcase_add_test(tc, age_cut_with_a_clock_that_steps_back);
+    tcase_add_test(tc, end_stream_targets);
     suite_add_tcase(s, tc);
     tc = tcase_create("processes");
     tcase_set_timeout(tc, 120);

@@ -11,25 +11,25 @@ using namespace sse;
 
 namespace {
 
-std::vector<Frame> parse(const std::string &in, std::size_t max = 1024)
+std::vector<ClientBlock> parse(const std::string &in, std::size_t max = 1024)
 {
     FrameParser p(max);
-    std::vector<Frame> out;
+    std::vector<ClientBlock> out;
     p.feed(in, out);
     return out;
 }
 
 /* Feeds one byte at a time: the result must not depend on how reads split the stream. */
-std::vector<Frame> parse_bytewise(const std::string &in, std::size_t max = 1024)
+std::vector<ClientBlock> parse_bytewise(const std::string &in, std::size_t max = 1024)
 {
     FrameParser p(max);
-    std::vector<Frame> out;
+    std::vector<ClientBlock> out;
     for (char c : in)
         p.feed(std::string_view(&c, 1), out);
     return out;
 }
 
-void same_frames(const std::vector<Frame> &a, const std::vector<Frame> &b)
+void same_frames(const std::vector<ClientBlock> &a, const std::vector<ClientBlock> &b)
 {
     ck_assert_int_eq(a.size(), b.size());
     for (std::size_t i = 0; i < a.size(); ++i) {
@@ -104,7 +104,7 @@ START_TEST(size_limit)
 
     /* A line without end that floods: memory stays bounded, the event is refused when it ends. */
     FrameParser p(100);
-    std::vector<Frame> out;
+    std::vector<ClientBlock> out;
     std::string chunk(10000, 'y');
     for (int i = 0; i < 100; ++i)
         p.feed(chunk, out);
@@ -149,7 +149,7 @@ END_TEST
 START_TEST(incomplete_event_and_mid_event)
 {
     FrameParser p(1024);
-    std::vector<Frame> out;
+    std::vector<ClientBlock> out;
     ck_assert(!p.mid_event());
     p.feed("channel: a\ndata: par", out);
     ck_assert(p.mid_event());
@@ -229,6 +229,20 @@ START_TEST(subscribe_blocks)
 }
 END_TEST
 
+/* The reasons clients act on: written and recognised from one declaration. */
+START_TEST(refusal_reasons)
+{
+    const std::string busy = refusal(kBusyReason, "3 clients are connected");
+    assert_str(busy, "busy: 3 clients are connected");
+    assert_str(error_line(busy), "error busy: 3 clients are connected\n");
+    ck_assert(is_refusal(busy, kBusyReason));
+    ck_assert(!is_refusal(busy, kClosedReason));
+    ck_assert(is_refusal(refusal(kClosedReason, "a channel of it was closed"), kClosedReason));
+    ck_assert(!is_refusal("busybody: no", kBusyReason));
+    ck_assert(!is_refusal("no channel: give a \"channel:\" line", kClosedReason));
+}
+END_TEST
+
 Suite *protocol_suite()
 {
     Suite *s = suite_create("socket_protocol");
@@ -242,6 +256,7 @@ Suite *protocol_suite()
     tcase_add_test(tc, binary_garbage);
     tcase_add_test(tc, encode_frame_round_trip);
     tcase_add_test(tc, subscribe_blocks);
+    tcase_add_test(tc, refusal_reasons);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -4,7 +4,6 @@
 #include "sse/stream_open.h"
 #include "sse/token.h"
 
-#include <cstdlib>
 
 namespace sse {
 
@@ -158,7 +157,7 @@ void FanOut::queue_overrun(std::vector<Subscriber *> &dirty)
 void FanOut::queue_end_stream(BusEvent &e, std::vector<Subscriber *> &dirty)
 {
     SharedBytes notice;
-    for (std::uint64_t serial : ended_streams(e)) {
+    for (const std::uint64_t serial : ended_streams(e)) {
         auto it = by_serial_.find(serial);
         if (it == by_serial_.end() || e.seq < it->second->next_seq_)
             continue;

@@ -33,12 +33,7 @@ subtest 'busy, then a place frees up: published' => sub {
     my $count = sub { scalar(() = $srv->log_text =~ /SSE0411: /g) };
     my $before = $count->();
     my $out = "$dir/busy.out";
-    my $pid = fork // die "fork: $!";
-    if ($pid == 0) {
-        $srv->{stopped} = 1;
-        exec "timeout 60 $SSETest::ROOT/build/sse-publish -S $path -w 50 news second >$out 2>&1";
-        exit 127;
-    }
+    my $pid = $srv->spawn_publish(['-w', '50', 'news', 'second'], out => $out);
     # The daemon logs each client it turns away: the tool has been told busy at least once.
     ok($srv->wait_for(sub { $count->() > $before }, 30), 'the tool was told busy');
     close $held;

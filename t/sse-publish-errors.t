@@ -40,12 +40,7 @@ subtest 'a refused connection is retried until the socket answers' => sub {
     bind($dead, pack_sockaddr_un($path)) or die "bind $path: $!";
     close $dead;
     my $out = "$dir/later.out";
-    my $pid = fork // die "fork: $!";
-    if ($pid == 0) {
-        $srv->{stopped} = 1;
-        exec "timeout 60 $SSETest::ROOT/build/sse-publish -S $path -w 120 news x >$out 2>&1";
-        exit 127;
-    }
+    my $pid = $srv->spawn_publish(['-w', '120', 'news', 'x'], socket => $path, out => $out);
     sleep 1;  # not needed for the outcome: the tool either is retrying or has not started yet
     # The listener is made beside it and renamed over it: the path never goes missing (which
     # before a first connection is a mistake, not a restart).

@@ -529,19 +529,40 @@ sub status_field {
     return $res->{body} =~ /^\Q$name\E: (\S+)/m ? $1 : undef;
 }
 
+# The command line of build/sse-publish (the sanitizer build's under test-asan, with its report
+# paths) against this server's socket, or $o{socket}; $o{prefix} goes before it (e.g. `timeout 60`).
+sub publish_command {
+    my ($self, $args, %o) = @_;
+    my $sock = $o{socket} // "$self->{dir}/pub.sock";
+    my $cmd = join ' ', map { SSETest::shell_quote($_) }
+        ("$SSETest::BUILD/sse-publish", '-S', $sock, @$args);
+    $cmd = "$o{prefix} $cmd" if $o{prefix};
+    return SSETest::sanitizer_env("$self->{dir}/sanitizer") . " $cmd";
+}
+
+# Starts build/sse-publish in the background under `timeout 60`, stdout and stderr to $o{out}
+# (socket => as for publish_command); returns its pid, for the caller to waitpid.
+sub spawn_publish {
+    my ($self, $args, %o) = @_;
+    my $cmd = $self->publish_command($args, %o, prefix => 'timeout 60');
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        $self->{stopped} = 1; # the child's exit must not stop the server
+        exec "$cmd >$o{out} 2>&1";
+        exit 127;
+    }
+    return $pid;
+}
+
 # Runs build/sse-publish against this server's socket: run_publish(\@args, stdin => '...').
 # Returns {rc, out, err}.
 sub run_publish {
     my ($self, $args, %o) = @_;
-    my $sock = $o{socket} // "$self->{dir}/pub.sock";
     my $in = "$self->{dir}/publish.stdin";
     open my $fh, '>', $in or die;
     print $fh $o{stdin} // '';
     close $fh;
-    my $cmd = join ' ', map { SSETest::shell_quote($_) }
-        ("$SSETest::BUILD/sse-publish", '-S', $sock, @$args);
-    $cmd = "$o{prefix} $cmd" if $o{prefix};
-    $cmd = SSETest::sanitizer_env("$self->{dir}/sanitizer") . " $cmd";
+    my $cmd = $self->publish_command($args, %o);
     my $out = `$cmd <$in 2>$self->{dir}/publish.stderr`;
     my $rc = $? >> 8;
     open my $eh, '<', "$self->{dir}/publish.stderr";

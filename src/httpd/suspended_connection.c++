@@ -40,10 +40,39 @@ void remove_coalescing_filter(request_rec *r)
     }
 }
 
+/* Nodes taken out of the connection allocator's cache at most (release_cached_blocks()). */
+constexpr int kMaxCachedNodes = 16;
+
+/* (8) From now on every node the connection's allocator frees goes back to malloc, and what
+ * it keeps is freed now. APR has no call to empty an allocator's cache: taking its smallest
+ * node kMaxCachedNodes times takes every cached node up to 80 KB (APR hands out a larger
+ * cached node when it keeps none of the size asked, and mallocs only when it keeps none
+ * large enough), and freeing them all under the new limit gives them back to malloc. A held
+ * connection's allocator keeps two (the read buffer and one more), a recycled one a few more;
+ * past 16 the rest stays. */
+void release_cached_blocks(apr_pool_t *pool)
+{
+    apr_allocator_t *allocator = apr_pool_allocator_get(pool);
+    if (!allocator)
+        return;
+    apr_allocator_max_free_set(allocator, 1);
+    apr_memnode_t *taken = nullptr;
+    for (int i = 0; i < kMaxCachedNodes; ++i) {
+        apr_memnode_t *node = apr_allocator_alloc(allocator, 1);
+        if (!node)
+            break;
+        node->next = taken;
+        taken = node;
+    }
+    if (taken)
+        apr_allocator_free(allocator, taken);
+}
+
 } // namespace
 
 SuspendedConnection::SuspendedConnection(request_rec *r) : r_(r), c_(r->connection)
 {
+    release_cached_blocks(c_->pool);
     bb_ = apr_brigade_create(c_->pool, c_->bucket_alloc);
     apr_os_sock_t fd;
     apr_os_sock_get(&fd, ap_get_conn_socket(c_));

@@ -68,6 +68,33 @@ void release_cached_blocks(apr_pool_t *pool)
         apr_allocator_free(allocator, taken);
 }
 
+/* (9) The head of the core output filter's private context in 2.4.x (server/core_filters.c,
+ * struct core_output_filter_ctx): the brigade it sets data aside in, then the pool that data
+ * is set aside in. */
+struct CoreOutputContextHead {
+    apr_bucket_brigade *buffered_bb;
+    apr_pool_t *deferred_write_pool;
+};
+
+/* (9) A direct() stream's connection does not go through the core output filter again until
+ * close(); the pool it once set the response headers aside in (one 8 KB node kept for its
+ * 160 bytes) is destroyed, and made again by the core if it ever sets data aside. Done only
+ * when the context still looks like 2.4.x's: its brigade is the connection's and empty, its
+ * pool a subpool of the connection's. */
+void drop_deferred_write_pool(ap_filter_t *core)
+{
+    conn_rec *c = core->c;
+    auto *ctx = reinterpret_cast<CoreOutputContextHead *>(
+        static_cast<core_net_rec *>(core->ctx)->out_ctx);
+    if (!ctx || !ctx->buffered_bb || ctx->buffered_bb->p != c->pool ||
+        ctx->buffered_bb->bucket_alloc != c->bucket_alloc ||
+        !APR_BRIGADE_EMPTY(ctx->buffered_bb) || !ctx->deferred_write_pool ||
+        apr_pool_parent_get(ctx->deferred_write_pool) != c->pool)
+        return;
+    apr_pool_destroy(ctx->deferred_write_pool);
+    ctx->deferred_write_pool = nullptr;
+}
+
 } // namespace
 
 SuspendedConnection::SuspendedConnection(request_rec *r) : r_(r), c_(r->connection)
@@ -82,6 +109,8 @@ SuspendedConnection::SuspendedConnection(request_rec *r) : r_(r), c_(r->connecti
     while (core_->next)
         core_ = core_->next;
     direct_ = !r->chunked && c_->output_filters == core_ && !c_->data_in_output_filters;
+    if (direct_)
+        drop_deferred_write_pool(core_);
 }
 
 bool SuspendedConnection::suspendable(const request_rec *r)

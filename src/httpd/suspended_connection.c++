@@ -40,24 +40,35 @@ void remove_coalescing_filter(request_rec *r)
     }
 }
 
-/* Nodes taken out of the connection allocator's cache at most (release_cached_blocks()). */
-constexpr int kMaxCachedNodes = 16;
+/* (8) The head of APR 1.7's apr_allocator_t (memory/unix/apr_pools.c, private), in units of
+ * 4 KB: the highest index of its free lists holding a node (0: none below 80 KB), its max
+ * free, and what it may still keep. */
+struct AllocatorHead {
+    apr_size_t max_index;
+    apr_size_t max_free_index;
+    apr_size_t current_free_index;
+};
 
-/* (8) From now on every node the connection's allocator frees goes back to malloc, and what
- * it keeps is freed now. APR has no call to empty an allocator's cache: taking its smallest
- * node kMaxCachedNodes times takes every cached node up to 80 KB (APR hands out a larger
- * cached node when it keeps none of the size asked, and mallocs only when it keeps none
- * large enough), and freeing them all under the new limit gives them back to malloc. A held
- * connection's allocator keeps two (the read buffer and one more), a recycled one a few more;
- * past 16 the rest stays. */
+/* Nodes taken out of an allocator's cache at most: MaxMemFree's default, 2 MB, in 8 KB nodes. */
+constexpr int kMaxCachedNodes = 256;
+
+/* (8) From now on every node the connection's allocator frees goes back to the system, and
+ * what it keeps is freed now. APR has no call to empty an allocator's cache: taking its
+ * smallest node while it keeps any takes them all (APR hands out a larger cached node when
+ * it keeps none of the size asked), and freeing them under the new limit gives them back.
+ * Whether it keeps any is read in the allocator's head, only if the limit just set reads
+ * back there (else the cache stays). Nodes over 80 KB (kept apart) stay. */
 void release_cached_blocks(apr_pool_t *pool)
 {
     apr_allocator_t *allocator = apr_pool_allocator_get(pool);
     if (!allocator)
         return;
-    apr_allocator_max_free_set(allocator, 1);
+    apr_allocator_max_free_set(allocator, 1); /* one 4 KB unit: less than any node */
+    const auto *head = reinterpret_cast<const AllocatorHead *>(allocator);
+    if (head->max_free_index != 1 || head->current_free_index > 1)
+        return;
     apr_memnode_t *taken = nullptr;
-    for (int i = 0; i < kMaxCachedNodes; ++i) {
+    for (int i = 0; head->max_index > 0 && i < kMaxCachedNodes; ++i) {
         apr_memnode_t *node = apr_allocator_alloc(allocator, 1);
         if (!node)
             break;

@@ -3,10 +3,11 @@
  *
  * httpd 2.4 has no public API for holding a suspended connection and ending it later (trunk
  * has ap_mpm_resume_suspended()). What follows was read in the 2.4.x branch's
- * server/mpm/event/event.c, server/core_filters.c and modules/ssl/ssl_engine_io.c, and runs on
- * Debian's 2.4.71. A newer 2.4 may change any of it. "Pinned by" names the tests (event MPM;
- * prefork never suspends) seen to fail on 2.4.71 when the reliance is broken on purpose
- * (the code changed to do without it); where none fails, it says so.
+ * server/mpm/event/event.c, server/core_filters.c and modules/ssl/ssl_engine_io.c (and APR
+ * 1.7's memory/unix/apr_pools.c), and runs on Debian's 2.4.71 with APR 1.7.2. A newer 2.4
+ * (or APR) may change any of it. "Pinned by" names the tests (event MPM; prefork never
+ * suspends) seen to fail on 2.4.71 when the reliance is broken on purpose (the code changed
+ * to do without it); where none fails, it says so.
  *
  * 1. Which hook call hands a connection over (handed_over()). The event MPM calls the
  *    suspend_connection hooks in six places; only the one after a handler returned SUSPENDED
@@ -75,19 +76,23 @@
  *    decrement_connection_count() picks the counter by that state, and
  *    ap_process_request_after_handler() has just set it to LINGER or WRITE_COMPLETION.
  *
- * 8. The connection's allocator is its own (release_cached_blocks(), in the constructor). The
- *    listener creates each connection's pool (ptrans) with an allocator of its own, whose max
- *    free is MaxMemFree (2 MB by default), and owned by that pool; the connection's pools
- *    (the request's, the core output filter's deferred_write) and its bucket allocator draw
- *    from it, and it keeps what they free for this connection alone: at the handler's return
- *    the request's 8 KB read buffer at least, and what a recycled ptrans kept. The constructor,
- *    on the worker that owns the connection (the allocator has no mutex), sets its max free to
- *    the least there is and frees what it keeps back to malloc, where other connections reuse
- *    it: a held plain stream drops from 36 to 28 KB of RSS (at 10,000 streams). close() hands
- *    the pool to the caller to destroy, never back to the MPM's recycled pools, so the
- *    lowered max free ends with the connection (a connection the MPM keeps after all, SSE0503, keeps the lower
- *    limit: its later frees go to malloc, nothing else changes). Pinned by t/memory.t (without
- *    it, 34,980 bytes per stream against its limit of 1.25 x 26,830).
+ * 8. The connection's allocator is its own, and APR 1.7's (release_cached_blocks(), in the
+ *    constructor). The listener creates each connection's pool (ptrans) with an allocator of
+ *    its own, owned by that pool, whose max free is MaxMemFree (2 MB by default); the
+ *    connection's pools (the request's, the core output filter's deferred_write) and its
+ *    bucket allocator draw from it, and it keeps what they free for this connection alone:
+ *    at the handler's return two 8 KB blocks (the request's read buffer and one more), more
+ *    if a recycled ptrans kept them. The constructor, on the worker that owns the connection
+ *    (the allocator has no mutex), sets its max free to the least there is and gives what it
+ *    keeps back to the system (Debian's APR maps each block with mmap and unmaps it when
+ *    freed; an APR built on malloc frees it to malloc, where other connections reuse it).
+ *    APR has no call that says whether an allocator keeps a block: the head of APR 1.7's
+ *    private apr_allocator_t does (its highest non-empty free list), read only when the max
+ *    free just set reads back there. close() hands the pool to the caller to destroy, never
+ *    back to the MPM's recycled pools, so the lower limit ends with the connection (a
+ *    connection the MPM keeps after all, SSE0503, keeps it: its later frees are unmapped,
+ *    nothing else changes). Pinned by t/memory.t: without it 35,033 bytes per stream, against
+ *    its limit of 1.25 x 22,710.
  *
  * 9. The core output filter's context starts with its set-aside brigade and the pool it sets
  *    data aside in (drop_deferred_write_pool(), in the constructor; struct
@@ -126,7 +131,7 @@ constexpr int kSettleCheckMs = 20;
 class SuspendedConnection {
 public:
     /* On the worker, once the stream's first bytes are out: gives the connection allocator's
-     * cached blocks back to malloc (8), takes mod_ssl's coalescing filter out (5), finds the
+     * cached blocks back (8), takes mod_ssl's coalescing filter out (5), finds the
      * core output filter, decides direct() (6) and, if so, drops the core's deferred_write
      * pool (9). */
     explicit SuspendedConnection(request_rec *r);

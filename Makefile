@@ -201,6 +201,8 @@ bench-authz: all
 bench-token: all
 	bench/run-token-cost
 
+# mod_sse against nginx + Nchan and the floor server, every row with both ratios, ~5 minutes
+# (bench/run-nchan-compare; docs/benchmarks.md).
 bench-nchan: all $(BUILD)/sse-load $(BUILD)/publish-bench $(BUILD)/floor-server
 	tools/install-deps --bench
 	bench/run-nchan-compare

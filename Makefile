@@ -140,8 +140,14 @@ $(UNIT_BIN): $(UNIT_SRCS:%.c++=$(BUILD)/%.o) $(BUILD)/libssecore.a
 $(BUILD)/publish-bench: $(BUILD)/bench/publish_bench.o $(BUILD)/libssecore.a
 	$(CXX) -pthread $(LDFLAGS) -o $@ $^
 
+# sse-load speaks TLS too (-T), with OpenSSL's libssl (libssl-dev, already needed for tokens).
 $(BUILD)/sse-load: $(BUILD)/bench/sse_load.o $(BUILD)/libssecore.a
-	$(CXX) -pthread $(LDFLAGS) -o $@ $^
+	$(CXX) -pthread $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs openssl)
+
+# The floor of bench-nchan: one epoll thread, one send() per subscriber (bench/floor_server.c).
+$(BUILD)/floor-server: bench/floor_server.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -O2 -g $(WARN) $(LDFLAGS) -o $@ $<
 
 $(BUILD)/resume-bench: $(BUILD)/bench/resume_bench.o $(BUILD)/libssecore.a
 	$(CXX) -pthread $(LDFLAGS) -o $@ $^
@@ -195,7 +201,9 @@ bench-authz: all
 bench-token: all
 	bench/run-token-cost
 
-bench-nchan: all $(BUILD)/sse-load $(BUILD)/publish-bench
+# mod_sse against nginx + Nchan and the floor server, every row with both ratios, ~5 minutes
+# (bench/run-nchan-compare; docs/benchmarks.md).
+bench-nchan: all $(BUILD)/sse-load $(BUILD)/publish-bench $(BUILD)/floor-server
 	tools/install-deps --bench
 	bench/run-nchan-compare
 

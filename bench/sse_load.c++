@@ -5,7 +5,10 @@
  *     -n N          streams to hold (default 1000)
  *     -c K          channels; stream i subscribes to channel load<i % K> (default 1)
  *     -e E          events to publish on every channel (default 10)
- *     -r RATE       events per second per channel, 0: as fast as possible (default 100)
+ *     -r RATE       events per second per channel, 0: as fast as possible (default 100); a
+ *                   round (one event on every channel) is published back to back
+ *     -R RATE       events per second IN ALL instead, spread evenly over time: the channels
+ *                   take turns, one publish every 1/RATE seconds
  *     -s PATH       subscribe path prefix (default /events/)
  *     -p PATH       publish path prefix (default /publish/)
  *     -w SECONDS    how long to wait for the deliveries after the last publish (default 30)
@@ -13,9 +16,17 @@
  *     -b BYTES      padding added to each event's data (default 0)
  *     -H SECONDS    hold the open streams this long before publishing (to measure memory)
  *     -P PREFIX     channel name prefix (default "load"): a fresh one per run keeps runs apart
+ *     -T            streams over TLS (certificate not verified): each stream's handshake and
+ *                   request are done blocking, one stream after another, then the socket is
+ *                   switched to non-blocking; the publisher still speaks plain HTTP (use -e 0
+ *                   to only hold TLS streams)
+ *     -C PIDS       the server's process ids, comma-separated: prints their CPU time (utime +
+ *                   stime from /proc) from the first publish to the last delivery, and per
+ *                   delivery (server_cpu_us_per_delivery)
  *
- * One epoll thread holds the streams (HTTP/1.1, chunked, parsed by the SSE rules); the
- * publisher runs on its own thread, one event after another on one keep-alive connection.
+ * One epoll thread holds the streams (HTTP/1.1, chunked or until close, parsed by the SSE
+ * rules); the publisher runs on its own thread, one event after another on one keep-alive
+ * connection, each waiting for the server's answer (any 2xx counts as accepted).
  * Each event's data is "<channel> <index> <publish time in microseconds> <padding>".
  * Prints key=value lines (round_ms: from the first publish of a round, one event on every
  * channel, to its last delivery); exits 1 if a stream was refused or an event lost, duplicated or out
@@ -33,6 +44,9 @@
 #include <cstring>
 #include <fcntl.h>
 #include <map>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <sstream>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string>
@@ -57,15 +71,18 @@ struct Options {
     std::string host = "127.0.0.1";
     int port = 0;
     int streams = 1000, channels = 1, events = 10;
-    double rate = 100, wait_s = 30;
+    double rate = 100, total_rate = 0, wait_s = 30;
     std::string sub_path = "/events/", pub_path = "/publish/", socket;
     int padding = 0;
     double hold_s = 0;
     std::string prefix = "load";
+    bool tls = false;
+    std::vector<int> server_pids;
 };
 
 struct Stream {
     int fd = -1;
+    SSL *ssl = nullptr;     /* -T */
     int channel = 0;
     enum { Connecting, Headers, Body, Dead } state = Connecting;
     std::string in;         /* raw bytes not yet consumed */
@@ -166,12 +183,30 @@ void dechunk(Stream &s)
     }
 }
 
+/* Reads what the stream's socket has: > 0 bytes, 0 closed, -1 nothing now, -2 an error. */
+ssize_t stream_read(Stream &s, char *buf, std::size_t size)
+{
+    if (s.ssl) {
+        int n = SSL_read(s.ssl, buf, static_cast<int>(size));
+        if (n > 0)
+            return n;
+        int err = SSL_get_error(s.ssl, n);
+        if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+            return -1;
+        return err == SSL_ERROR_ZERO_RETURN ? 0 : -2;
+    }
+    ssize_t n = read(s.fd, buf, size);
+    if (n < 0)
+        return errno == EAGAIN || errno == EINTR ? -1 : -2;
+    return n;
+}
+
 void on_readable(Stream &s)
 {
     char buf[65536];
     for (;;) {
-        ssize_t n = read(s.fd, buf, sizeof buf);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        ssize_t n = stream_read(s, buf, sizeof buf);
+        if (n == 0 || n == -2) {
             s.why = n == 0 ? "closed by the server" : "read error";
             s.state = Stream::Dead;
             return;
@@ -223,6 +258,47 @@ int connect_tcp(const Options &o, bool nonblock)
     return fd;
 }
 
+/* -T: connects, shakes hands and sends the request, blocking; then makes the socket
+ * non-blocking for the epoll loop. Returns false if any step failed. */
+bool open_tls_stream(const Options &o, SSL_CTX *ctx, Stream &s, const std::string &request)
+{
+    s.fd = connect_tcp(o, false);
+    if (s.fd < 0)
+        return false;
+    s.ssl = SSL_new(ctx);
+    SSL_set_fd(s.ssl, s.fd);
+    if (SSL_connect(s.ssl) != 1 ||
+        SSL_write(s.ssl, request.data(), static_cast<int>(request.size())) !=
+            static_cast<int>(request.size())) {
+        s.why = "TLS handshake or request failed";
+        return false;
+    }
+    fcntl(s.fd, F_SETFL, fcntl(s.fd, F_GETFL) | O_NONBLOCK);
+    s.state = Stream::Headers;
+    return true;
+}
+
+/* utime + stime of the processes, in seconds (-C). */
+double cpu_seconds(const std::vector<int> &pids)
+{
+    long ticks = 0;
+    for (int pid : pids) {
+        FILE *f = fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
+        if (!f)
+            continue;
+        char line[1024];
+        if (fgets(line, sizeof line, f)) {
+            const char *p = strrchr(line, ')');   /* the command name may hold spaces */
+            unsigned long utime = 0, stime = 0;
+            if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime,
+                            &stime) == 2)
+                ticks += static_cast<long>(utime + stime);
+        }
+        fclose(f);
+    }
+    return static_cast<double>(ticks) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
 /* Publishes every event; returns how many were accepted. */
 long publish_all(const Options &o, std::atomic<bool> &done)
 {
@@ -242,11 +318,16 @@ long publish_all(const Options &o, std::atomic<bool> &done)
     auto start = std::chrono::steady_clock::now();
     std::string buf;
     for (int i = 0; i < o.events && !done; ++i) {
-        if (o.rate > 0) {
+        if (o.rate > 0 && o.total_rate <= 0) {
             auto due = start + std::chrono::microseconds(static_cast<long>(i * 1e6 / o.rate));
             std::this_thread::sleep_until(due);
         }
         for (int ch = 0; ch < o.channels; ++ch) {
+            if (o.total_rate > 0) {
+                const double nth = static_cast<double>(i) * o.channels + ch;
+                std::this_thread::sleep_until(
+                    start + std::chrono::microseconds(static_cast<long>(nth * 1e6 / o.total_rate)));
+            }
             std::string data = std::to_string(ch) + " " + std::to_string(i) + " " +
                                std::to_string(now_us()) + " " + pad;
             std::string req;
@@ -273,9 +354,9 @@ long publish_all(const Options &o, std::atomic<bool> &done)
                         if (buf.size() < len + static_cast<std::size_t>(body))
                             goto more;
                         len += static_cast<std::size_t>(body);
-                        /* 201 Created; Nchan answers 202 Accepted when nobody listens */
-                        if (buf.compare(0, 12, "HTTP/1.1 201") == 0 ||
-                            buf.compare(0, 12, "HTTP/1.1 202") == 0)
+                        /* mod_sse 201 Created; Nchan 202 Accepted when nobody listens; the
+                         * floor server 200 */
+                        if (buf.compare(0, 10, "HTTP/1.1 2") == 0)
                             ++accepted;
                     } else if (buf.compare(0, 3, "ok ") == 0) {
                         ++accepted;
@@ -299,7 +380,8 @@ long publish_all(const Options &o, std::atomic<bool> &done)
 int usage()
 {
     fprintf(stderr, "usage: sse-load [-n streams] [-c channels] [-e events] [-r rate] [-s path] "
-                    "[-p path] [-w seconds] [-S socket] [-b bytes] [-H seconds] [-P prefix] HOST PORT\n");
+                    "[-R rate] [-p path] [-w seconds] [-S socket] [-b bytes] [-H seconds] [-P prefix] [-T] "
+                    "[-C pids] HOST PORT\n");
     return 2;
 }
 
@@ -309,7 +391,7 @@ int main(int argc, char **argv)
 {
     Options o;
     int opt;
-    while ((opt = getopt(argc, argv, "n:c:e:r:s:p:w:S:b:H:P:")) != -1) {
+    while ((opt = getopt(argc, argv, "n:c:e:r:R:s:p:w:S:b:H:P:TC:")) != -1) {
         switch (opt) {
         case 'n': o.streams = atoi(optarg); break;
         case 'c': o.channels = std::max(1, atoi(optarg)); break;
@@ -322,6 +404,14 @@ int main(int argc, char **argv)
         case 'b': o.padding = atoi(optarg); break;
         case 'H': o.hold_s = atof(optarg); break;
         case 'P': o.prefix = optarg; break;
+        case 'R': o.total_rate = atof(optarg); break;
+        case 'T': o.tls = true; break;
+        case 'C': {
+            std::stringstream list(optarg);
+            for (std::string pid; std::getline(list, pid, ',');)
+                o.server_pids.push_back(atoi(pid.c_str()));
+            break;
+        }
         default: return usage();
         }
     }
@@ -337,58 +427,9 @@ int main(int argc, char **argv)
 
     int ep = epoll_create1(0);
     std::vector<Stream> streams(static_cast<std::size_t>(o.streams));
-    auto t_connect = std::chrono::steady_clock::now();
-    int refused = 0;
-    /* Connect in batches, so the server's accept queue is not flooded. */
-    for (int i = 0; i < o.streams; ++i) {
-        Stream &s = streams[static_cast<std::size_t>(i)];
-        s.channel = i % o.channels;
-        s.fd = connect_tcp(o, true);
-        if (s.fd < 0) {
-            s.state = Stream::Dead;
-            ++refused;
-            continue;
-        }
-        std::string req = "GET " + o.sub_path + o.prefix + std::to_string(s.channel) +
-                          " HTTP/1.1\r\nHost: " + o.host + "\r\nAccept: text/event-stream\r\n\r\n";
-        struct epoll_event ev = {};
-        ev.events = EPOLLOUT | EPOLLIN | EPOLLRDHUP;
-        ev.data.u32 = static_cast<uint32_t>(i);
-        epoll_ctl(ep, EPOLL_CTL_ADD, s.fd, &ev);
-        s.in = req; /* pending request, sent when writable */
-        if (i % 200 == 199) {
-            struct epoll_event evs[512];
-            for (int spin = 0; spin < 50; ++spin) {
-                int n = epoll_wait(ep, evs, 512, 10);
-                for (int k = 0; k < n; ++k) {
-                    Stream &t = streams[evs[k].data.u32];
-                    if (t.state == Stream::Connecting && (evs[k].events & EPOLLOUT)) {
-                        send(t.fd, t.in.data(), t.in.size(), MSG_NOSIGNAL);
-                        t.in.clear();
-                        t.state = Stream::Headers;
-                        struct epoll_event mod = {};
-                        mod.events = EPOLLIN | EPOLLRDHUP;
-                        mod.data.u32 = evs[k].data.u32;
-                        epoll_ctl(ep, EPOLL_CTL_MOD, t.fd, &mod);
-                    } else if (t.state != Stream::Dead && t.state != Stream::Connecting) {
-                        on_readable(t);
-                    }
-                }
-                if (n == 0)
-                    break;
-            }
-        }
-    }
-
-    /* Wait until every stream is open (bounded). */
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    SSL_CTX *tls = o.tls ? SSL_CTX_new(TLS_client_method()) : nullptr;
     struct epoll_event evs[1024];
-    auto count_open = [&] {
-        int n = 0;
-        for (auto &s : streams)
-            n += s.open && s.state == Stream::Body;
-        return n;
-    };
+    /* Serves what epoll reports; returns how many events it had. */
     auto serve = [&](int timeout_ms) {
         int n = epoll_wait(ep, evs, 1024, timeout_ms);
         for (int k = 0; k < n; ++k) {
@@ -407,6 +448,48 @@ int main(int argc, char **argv)
                     epoll_ctl(ep, EPOLL_CTL_DEL, t.fd, nullptr);
             }
         }
+        return n;
+    };
+    auto t_connect = std::chrono::steady_clock::now();
+    int refused = 0;
+    /* Connect in batches, so the server's accept queue is not flooded. */
+    for (int i = 0; i < o.streams; ++i) {
+        Stream &s = streams[static_cast<std::size_t>(i)];
+        s.channel = i % o.channels;
+        std::string req = "GET " + o.sub_path + o.prefix + std::to_string(s.channel) +
+                          " HTTP/1.1\r\nHost: " + o.host + "\r\nAccept: text/event-stream\r\n\r\n";
+        struct epoll_event ev = {};
+        ev.data.u32 = static_cast<uint32_t>(i);
+        if (tls) {
+            if (!open_tls_stream(o, tls, s, req)) {
+                s.state = Stream::Dead;
+                ++refused;
+                continue;
+            }
+            ev.events = EPOLLIN | EPOLLRDHUP;
+        } else {
+            s.fd = connect_tcp(o, true);
+            if (s.fd < 0) {
+                s.state = Stream::Dead;
+                ++refused;
+                continue;
+            }
+            ev.events = EPOLLOUT | EPOLLIN | EPOLLRDHUP;
+            s.in = req; /* pending request, sent when writable */
+        }
+        epoll_ctl(ep, EPOLL_CTL_ADD, s.fd, &ev);
+        if (i % 200 == 199)
+            for (int spin = 0; spin < 50 && serve(10) > 0; ++spin) {
+            }
+    }
+
+    /* Wait until every stream is open (bounded). */
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    auto count_open = [&] {
+        int n = 0;
+        for (auto &s : streams)
+            n += s.open && s.state == Stream::Body;
+        return n;
     };
     while (count_open() < o.streams - refused && std::chrono::steady_clock::now() < deadline)
         serve(100);
@@ -432,6 +515,7 @@ int main(int argc, char **argv)
     std::atomic<bool> done{false};
     long accepted = 0;
     auto t_pub = std::chrono::steady_clock::now();
+    const double cpu_before = cpu_seconds(o.server_pids);
     round_first_publish.assign(static_cast<std::size_t>(o.events), 0);
     round_last_delivery.assign(static_cast<std::size_t>(o.events), 0);
     std::thread publisher([&] { accepted = publish_all(o, done); });
@@ -452,6 +536,7 @@ int main(int argc, char **argv)
         if (published && (all || std::chrono::steady_clock::now() > wait_end))
             break;
     }
+    const double server_cpu = cpu_seconds(o.server_pids) - cpu_before;
     watcher.join();
     double pub_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_pub).count();
 
@@ -483,9 +568,18 @@ int main(int argc, char **argv)
     if (!spans.empty())
         printf("round_ms_p50=%.2f round_ms_max=%.2f\n", spans[(spans.size() - 1) / 2] / 1000.0,
                spans.back() / 1000.0);
-    for (auto &s : streams)
+    if (!o.server_pids.empty())
+        printf("server_cpu_s=%.2f server_cpu_us_per_delivery=%.2f\n", server_cpu,
+               received ? server_cpu * 1e6 / static_cast<double>(received) : 0.0);
+    fflush(stdout);
+    for (auto &s : streams) {
+        if (s.ssl)
+            SSL_free(s.ssl);
         if (s.fd >= 0)
             close(s.fd);
+    }
+    if (tls)
+        SSL_CTX_free(tls);
     bool ok = opened == o.streams && lost == 0 && dups == 0 && disorder == 0 &&
               accepted == static_cast<long>(o.events) * o.channels;
     return ok ? 0 : 1;

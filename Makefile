@@ -46,7 +46,8 @@ ALL_CXXFLAGS := -std=c++17 -fPIC -fno-gnu-unique -pthread $(WARN) $(CXXFLAGS) \
                $(filter-out -O2 -g,$(AP_CFLAGS)) $(AP_CPPFLAGS) -Iinclude -I. $(AP_INCLUDES)
 
 CORE_SRCS := src/wire.c++ src/config_values.c++ src/audience.c++ src/registry.c++ src/bus.c++ src/request.c++ src/publisher.c++ src/socket_protocol.c++ \
-             src/stream_open.c++ src/presence.c++ src/token.c++ src/delivery.c++ src/fanout.c++
+             src/stream_open.c++ src/presence.c++ src/token.c++ src/delivery.c++ src/fanout.c++ \
+             src/event_stream.c++
 GLUE_SRCS := mod_sse.c++ src/httpd/respond.c++ src/httpd/subscribe.c++ src/httpd/publish.c++ \
              src/httpd/publish_socket.c++ src/httpd/socket_daemon.c++ src/httpd/async_hub.c++ \
              src/httpd/subscription.c++ src/httpd/status.c++ src/httpd/channel_access.c++ \
@@ -67,8 +68,8 @@ UNIT_SRCS := $(wildcard t/unit/*.c++)
 UNIT_BIN  := $(BUILD)/t/unit/run-unit-tests
 
 # libFuzzer targets, one per parser of untrusted input (t/fuzz/fuzz_*.c++; docs/tests.md says
-# what each checks). `make fuzz` runs each for FUZZ_SECONDS: 7 targets x 20 s keep it near two
-# and a half minutes in `make test`; FUZZ_SECONDS=600 make fuzz for a longer search.
+# what each checks). `make fuzz` runs each for FUZZ_SECONDS: 8 targets x 20 s keep it near three
+# minutes in `make test`; FUZZ_SECONDS=600 make fuzz for a longer search.
 FUZZ_SECONDS ?= 20
 FUZZ_BINS := $(patsubst t/fuzz/%.c++,$(BUILD)/fuzz/%,$(wildcard t/fuzz/fuzz_*.c++))
 FUZZ_CORE := $(filter-out src/registry.c++ src/bus.c++ src/publisher.c++ src/stream_open.c++ src/delivery.c++ src/fanout.c++,$(CORE_SRCS))

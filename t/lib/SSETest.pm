@@ -529,29 +529,50 @@ sub status_field {
     return $res->{body} =~ /^\Q$name\E: (\S+)/m ? $1 : undef;
 }
 
-# The command line of build/sse-publish (the sanitizer build's under test-asan, with its report
-# paths) against this server's socket, or $o{socket}; $o{prefix} goes before it (e.g. `timeout 60`).
+# The command line of one of the build's tools (build/sse-publish, build/sse-follow: the
+# sanitizer build's under test-asan, with its report paths); $o{prefix} goes before it (e.g.
+# `timeout 60`).
+sub tool_command {
+    my ($self, $tool, $args, %o) = @_;
+    my $cmd = join ' ', map { SSETest::shell_quote($_) } ("$SSETest::BUILD/$tool", @$args);
+    $cmd = "$o{prefix} $cmd" if $o{prefix};
+    return SSETest::sanitizer_env("$self->{dir}/sanitizer") . " $cmd";
+}
+
+# The command line of sse-publish against this server's socket, or $o{socket}.
 sub publish_command {
     my ($self, $args, %o) = @_;
     my $sock = $o{socket} // "$self->{dir}/pub.sock";
-    my $cmd = join ' ', map { SSETest::shell_quote($_) }
-        ("$SSETest::BUILD/sse-publish", '-S', $sock, @$args);
-    $cmd = "$o{prefix} $cmd" if $o{prefix};
-    return SSETest::sanitizer_env("$self->{dir}/sanitizer") . " $cmd";
+    return $self->tool_command('sse-publish', ['-S', $sock, @$args], %o);
+}
+
+# Starts a command in the background, stdout to $out and stderr to $err (or $out too); returns
+# its pid, for the caller to waitpid.
+sub spawn_command {
+    my ($self, $cmd, $out, $err) = @_;
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        $self->{stopped} = 1; # the child's exit must not stop the server
+        exec $err ? "$cmd >$out 2>$err" : "$cmd >$out 2>&1";
+        exit 127;
+    }
+    return $pid;
 }
 
 # Starts build/sse-publish in the background under `timeout 60`, stdout and stderr to $o{out}
 # (socket => as for publish_command); returns its pid, for the caller to waitpid.
 sub spawn_publish {
     my ($self, $args, %o) = @_;
-    my $cmd = $self->publish_command($args, %o, prefix => 'timeout 60');
-    my $pid = fork // die "fork: $!";
-    if ($pid == 0) {
-        $self->{stopped} = 1; # the child's exit must not stop the server
-        exec "$cmd >$o{out} 2>&1";
-        exit 127;
-    }
-    return $pid;
+    return $self->spawn_command($self->publish_command($args, %o, prefix => 'timeout 60'),
+                                $o{out});
+}
+
+# Starts build/sse-follow @$args under `timeout 60`, stdout to $o{out}, stderr to $o{err};
+# returns its pid, for the caller to waitpid.
+sub spawn_follow {
+    my ($self, $args, %o) = @_;
+    return $self->spawn_command($self->tool_command('sse-follow', $args, prefix => 'timeout 60'),
+                                $o{out}, $o{err});
 }
 
 # Runs build/sse-publish against this server's socket: run_publish(\@args, stdin => '...').

@@ -237,6 +237,8 @@ std::string body_excerpt(follow::HttpStream &http, Clock::time_point deadline)
     for (char c : body.substr(0, 300))
         if (!(std::isspace(static_cast<unsigned char>(c)) && (folded.empty() || folded.back() == ' ')))
             folded += std::isspace(static_cast<unsigned char>(c)) ? ' ' : c;
+    if (!folded.empty() && folded.back() == ' ')
+        folded.pop_back();
     return folded;
 }
 

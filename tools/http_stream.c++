@@ -61,6 +61,16 @@ int ms_until(Clock::time_point deadline)
 
 } // namespace
 
+bool has_header(const std::vector<std::string> &lines, std::string_view name)
+{
+    const std::string want = lower(name);
+    for (const auto &l : lines)
+        if (l.size() > want.size() && l[want.size()] == ':' &&
+            lower(std::string_view(l).substr(0, want.size())) == want)
+            return true;
+    return false;
+}
+
 std::string parse_url(std::string_view text, Url &out)
 {
     out = Url{};
@@ -473,11 +483,13 @@ Io HttpStream::open(const Url &url, const std::vector<std::string> &header_lines
     if (r != Io::Ok)
         return r;
     const bool v6 = url.host.find(':') != std::string::npos;
-    std::string req = "GET " + url.target + " HTTP/1.1\r\nHost: " +
-                      (v6 ? "[" + url.host + "]" : url.host);
-    if (url.port != (url.tls ? "443" : "80"))
-        req += ":" + url.port;
-    req += "\r\n";
+    std::string req = "GET " + url.target + " HTTP/1.1\r\n";
+    if (!has_header(header_lines, "host")) {
+        req += "Host: " + (v6 ? "[" + url.host + "]" : url.host);
+        if (url.port != (url.tls ? "443" : "80"))
+            req += ":" + url.port;
+        req += "\r\n";
+    }
     for (const auto &h : header_lines)
         req += h + "\r\n";
     req += "\r\n";

@@ -37,6 +37,9 @@ struct Url {
     std::string text;   /* the URL without its fragment, for messages */
 };
 
+/* True when one of `lines` ("Name: value") is header `name` (case-insensitive). */
+bool has_header(const std::vector<std::string> &lines, std::string_view name);
+
 /* Returns an error sentence, or "" with `out` set. */
 std::string parse_url(std::string_view text, Url &out);
 
@@ -66,7 +69,8 @@ public:
     HttpStream(const HttpStream &) = delete;
     HttpStream &operator=(const HttpStream &) = delete;
 
-    /* Connects to `url`, sends GET with the given header lines ("Name: value"), reads the
+    /* Connects to `url`, sends GET with the given header lines ("Name: value"; a Host line
+     * among them replaces the one made from the URL), reads the
      * response head into `head`. Ok, Timeout, or Error with error() set; `fatal()` then says
      * whether trying again cannot help (the certificate was refused). */
     Io open(const Url &url, const std::vector<std::string> &header_lines, ResponseHead &head,

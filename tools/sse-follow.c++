@@ -55,7 +55,8 @@ const char *const kUsage =
     "                             (default: none; set it above the server's keep-alive)\n"
     "  -r, --retry MS             reconnection time until the stream sets one (default 3000)\n"
     "  -L, --last-event-id ID     resume after ID (sent as Last-Event-ID on the first request)\n"
-    "  -H, --header 'Name: value' send this header too (repeatable; e.g. Authorization)\n"
+    "  -H, --header 'Name: value' send this header too (repeatable; e.g. Authorization);\n"
+    "                             it replaces Host, Accept, User-Agent or Cache-Control\n"
     "  -c, --connect-timeout SECONDS\n"
     "                             give up a connection attempt after SECONDS (default 10)\n"
     "      --cacert FILE          trust the CA certificates in FILE (PEM) for https\n"
@@ -246,11 +247,13 @@ std::string body_excerpt(follow::HttpStream &http, Clock::time_point deadline)
  * try may work. */
 Follower::Outcome Follower::connect(follow::ResponseHead &head)
 {
-    std::vector<std::string> lines = {"Accept: text/event-stream", "Cache-Control: no-cache",
-                                      "User-Agent: sse-follow"};
+    std::vector<std::string> lines = o.headers; /* the user's replace ours of the same name */
+    for (const char *ours : {"Accept: text/event-stream", "Cache-Control: no-cache",
+                             "User-Agent: sse-follow"})
+        if (!follow::has_header(lines, std::string_view(ours).substr(0, std::strchr(ours, ':') - ours)))
+            lines.push_back(ours);
     if (!parser.last_event_id().empty())
         lines.push_back("Last-Event-ID: " + parser.last_event_id());
-    lines.insert(lines.end(), o.headers.begin(), o.headers.end());
     follow::Url url = o.url;
     for (int redirects = 0;; ++redirects) {
         const Io r = http.open(url, lines, head, within(o.connect_timeout));

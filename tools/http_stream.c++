@@ -1,6 +1,7 @@
 #include "http_stream.h"
 
 #include <arpa/inet.h>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <netdb.h>

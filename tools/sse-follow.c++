@@ -23,6 +23,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cctype>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -243,6 +244,17 @@ std::string body_excerpt(follow::HttpStream &http, Clock::time_point deadline)
     return folded;
 }
 
+/* Whether a Content-Type value is text/event-stream (case-insensitive, parameters ignored). */
+bool is_event_stream(const std::string *content_type)
+{
+    std::string essence = content_type ? content_type->substr(0, content_type->find(';')) : "";
+    while (!essence.empty() && (essence.back() == ' ' || essence.back() == '\t'))
+        essence.pop_back();
+    for (char &c : essence)
+        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return essence == "text/event-stream";
+}
+
 /* Opens the stream, following up to 10 redirects; Ended when it could not be made and another
  * try may work. */
 Follower::Outcome Follower::connect(follow::ResponseHead &head)
@@ -292,12 +304,7 @@ Follower::Outcome Follower::connect(follow::ResponseHead &head)
         return Outcome::Failed;
     }
     const std::string *type = head.header("content-type");
-    std::string essence = type ? type->substr(0, type->find(';')) : "";
-    while (!essence.empty() && essence.back() == ' ')
-        essence.pop_back();
-    for (char &c : essence)
-        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (essence != "text/event-stream") {
+    if (!is_event_stream(type)) {
         note(url.text + ": the answer is not an event stream (Content-Type: " +
              (type ? *type : "none") + ")");
         return Outcome::Failed;

@@ -1,7 +1,7 @@
 # mod_sse — build, install, test, run.
 #
-#   make            build mod_sse.so and the sse-publish command
-#   make install    install mod_sse.so into `apxs -q LIBEXECDIR`, sse-publish into $(BINDIR),
+#   make            build mod_sse.so and the sse-publish and sse-follow commands
+#   make install    install mod_sse.so into `apxs -q LIBEXECDIR`, sse-publish and sse-follow into $(BINDIR),
 #                   sse.load and sse.conf into $(APACHE_MODS_AVAILABLE) for a2enmod (Debian)
 #   make test       install missing Debian packages (and check that install-deps covers what
 #                   the tests use), build, run the unit and integration tests, then test-asan
@@ -46,7 +46,8 @@ ALL_CXXFLAGS := -std=c++17 -fPIC -fno-gnu-unique -pthread $(WARN) $(CXXFLAGS) \
                $(filter-out -O2 -g,$(AP_CFLAGS)) $(AP_CPPFLAGS) -Iinclude -I. $(AP_INCLUDES)
 
 CORE_SRCS := src/wire.c++ src/config_values.c++ src/audience.c++ src/registry.c++ src/bus.c++ src/request.c++ src/publisher.c++ src/socket_protocol.c++ \
-             src/stream_open.c++ src/presence.c++ src/token.c++ src/delivery.c++ src/fanout.c++
+             src/stream_open.c++ src/presence.c++ src/token.c++ src/delivery.c++ src/fanout.c++ \
+             src/event_stream.c++
 GLUE_SRCS := mod_sse.c++ src/httpd/respond.c++ src/httpd/subscribe.c++ src/httpd/publish.c++ \
              src/httpd/publish_socket.c++ src/httpd/socket_daemon.c++ src/httpd/async_hub.c++ \
              src/httpd/subscription.c++ src/httpd/status.c++ src/httpd/channel_access.c++ \
@@ -62,13 +63,15 @@ CORE_OBJS := $(CORE_SRCS:%.c++=$(BUILD)/%.o)
 # make a module that fails at LoadModule with an undefined symbol.
 JWT_LIBS   = $(or $(shell pkg-config --libs libjwt libcrypto 2>/dev/null),$(error libjwt or libcrypto not found by pkg-config: run tools/install-deps (Debian: libjwt-dev libssl-dev)))
 GLUE_OBJS := $(GLUE_SRCS:%.c++=$(BUILD)/%.o)
+FOLLOW_OBJS := $(BUILD)/tools/sse-follow.o $(BUILD)/tools/http_stream.o
+SSL_LIBS    = $(or $(shell pkg-config --libs libssl libcrypto 2>/dev/null),$(error libssl not found by pkg-config: run tools/install-deps (Debian: libssl-dev)))
 
 UNIT_SRCS := $(wildcard t/unit/*.c++)
 UNIT_BIN  := $(BUILD)/t/unit/run-unit-tests
 
 # libFuzzer targets, one per parser of untrusted input (t/fuzz/fuzz_*.c++; docs/tests.md says
-# what each checks). `make fuzz` runs each for FUZZ_SECONDS: 7 targets x 20 s keep it near two
-# and a half minutes in `make test`; FUZZ_SECONDS=600 make fuzz for a longer search.
+# what each checks). `make fuzz` runs each for FUZZ_SECONDS: 8 targets x 20 s keep it near three
+# minutes in `make test`; FUZZ_SECONDS=600 make fuzz for a longer search.
 FUZZ_SECONDS ?= 20
 FUZZ_BINS := $(patsubst t/fuzz/%.c++,$(BUILD)/fuzz/%,$(wildcard t/fuzz/fuzz_*.c++))
 FUZZ_CORE := $(filter-out src/registry.c++ src/bus.c++ src/publisher.c++ src/stream_open.c++ src/delivery.c++ src/fanout.c++,$(CORE_SRCS))
@@ -89,7 +92,7 @@ BINDIR    ?= $(PREFIX)/bin
 # environment). Empty: no sse.load or sse.conf is installed (a layout without a2enmod).
 APACHE_MODS_AVAILABLE ?= /etc/apache2/mods-available
 
-all: $(BUILD)/mod_sse.so $(BUILD)/sse-publish
+all: $(BUILD)/mod_sse.so $(BUILD)/sse-publish $(BUILD)/sse-follow
 
 $(BUILD)/%.o: %.c++
 	@mkdir -p $(dir $@)
@@ -97,7 +100,7 @@ $(BUILD)/%.o: %.c++
 
 # Which flags an object gets (see CORE_CXXFLAGS above).
 OBJ_CXXFLAGS = $(ALL_CXXFLAGS)
-$(CORE_OBJS) $(BUILD)/tools/sse-publish.o: OBJ_CXXFLAGS = $(CORE_CXXFLAGS)
+$(CORE_OBJS) $(BUILD)/tools/sse-publish.o $(FOLLOW_OBJS): OBJ_CXXFLAGS = $(CORE_CXXFLAGS)
 
 $(BUILD)/libssecore.a: $(CORE_OBJS)
 	ar rcs $@ $^
@@ -108,6 +111,10 @@ $(BUILD)/mod_sse.so: $(GLUE_OBJS) $(BUILD)/libssecore.a
 
 $(BUILD)/sse-publish: $(BUILD)/tools/sse-publish.o $(BUILD)/libssecore.a
 	$(CXX) -pthread $(LDFLAGS) -o $@ $^
+
+# sse-follow: the core's event-stream reader over HTTP or HTTPS (OpenSSL's libssl).
+$(BUILD)/sse-follow: $(FOLLOW_OBJS) $(BUILD)/libssecore.a
+	$(CXX) -pthread $(LDFLAGS) -o $@ $^ $(SSL_LIBS)
 
 # sse.load names the module where this install puts it (conf/sse.load says Debian's path).
 $(BUILD)/sse.load: conf/sse.load
@@ -120,6 +127,7 @@ install: all $(BUILD)/sse.load
 	install -d $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(BINDIR)
 	install -m 644 $(BUILD)/mod_sse.so $(DESTDIR)$(LIBEXECDIR)/mod_sse.so
 	install -m 755 $(BUILD)/sse-publish $(DESTDIR)$(BINDIR)/sse-publish
+	install -m 755 $(BUILD)/sse-follow $(DESTDIR)$(BINDIR)/sse-follow
 ifneq ($(APACHE_MODS_AVAILABLE),)
 	install -d $(DESTDIR)$(APACHE_MODS_AVAILABLE)
 	install -m 644 $(BUILD)/sse.load $(DESTDIR)$(APACHE_MODS_AVAILABLE)/sse.load

@@ -228,6 +228,21 @@ const std::string *param_last(const Params &params, std::string_view key)
     return last;
 }
 
+namespace {
+
+/* The query parameter that names channels: `channel`, or `stream` (the r3labs/sse client's
+ * `?stream=NAME`); nullptr when the query has neither. */
+const char *channel_param(const Params &query)
+{
+    if (param_last(query, "channel"))
+        return "channel";
+    if (param_last(query, "stream"))
+        return "stream";
+    return nullptr;
+}
+
+} // namespace
+
 std::string select_channels(const std::string *configured, const Params &query,
                             std::string_view path_rest, std::vector<std::string> &out)
 {
@@ -237,10 +252,13 @@ std::string select_channels(const std::string *configured, const Params &query,
     if (configured) {
         names.add(*configured);
         source = "SSEChannel gave no channel";
-    } else if (param_last(query, "channel")) {
-        for (const auto &v : param_values(query, "channel"))
+    } else if (const char *param = channel_param(query)) {
+        if (param_last(query, "channel") && param_last(query, "stream"))
+            return "both channel and stream parameters: name the channels with one of them";
+        for (const auto &v : param_values(query, param))
             names.add(v);
-        source = "the channel parameter names no channel";
+        source = *param == 'c' ? "the channel parameter names no channel"
+                               : "the stream parameter names no channel";
     } else {
         while (!path_rest.empty() && path_rest.front() == '/')
             path_rest.remove_prefix(1);

@@ -100,6 +100,12 @@ subtest 'subscribe: every way of naming a refused channel' => sub {
         '?channel='                 => ['/events/news?channel=private', 'private'],
         '?channel= list'            => ['/events/news?channel=news,private', 'private'],
         'repeated ?channel='        => ['/events/news?channel=news&channel=private', 'private'],
+        '?stream= (r3labs/sse)'     => ['/events?stream=private', 'private'],
+        '?stream= list'             => ['/events/news?stream=news,private', 'private'],
+        'repeated ?stream='         => ['/events?stream=news&stream=private', 'private'],
+        '?stream= presence'         => ['/events/news?stream=presence', 'presence'],
+        '?stream= <LocationMatch>'  => ['/events/news?stream=secret-x', 'secret-x'],
+        '?stream= handler <LocationMatch>' => ['/feed/tv?stream=private', 'private'],
         'SSEChannel'                => ['/events/room?room=private', 'private'],
         'presence channel'          => ['/events/news?channel=presence', 'presence'],
         '<LocationMatch> rule'      => ['/events/news?channel=secret-x', 'secret-x'],
@@ -151,6 +157,22 @@ subtest 'subscribe: allowed channels still work' => sub {
     $_->close for $s, $f, $ft, $o;
 };
 
+subtest 'subscribe: ?stream= is ?channel= (r3labs/sse), both at once refused' => sub {
+    my $s = $srv->subscribe('/events?stream=news,sports');
+    is($s->status, 200, '?stream= with two open channels: 200');
+    is($srv->publish('/admin/sports', 'via stream')->{status}, 201, 'published to sports');
+    is(($s->events(1, 10))[0]{data}, 'via stream', 'the ?stream= subscriber gets it');
+    $s->close;
+    for my $q ('channel=news&stream=sports', 'stream=news&channel=news') {
+        my $res = $srv->request(GET => "/events?$q");
+        is($res->{status}, 400, "?$q: 400");
+        like(json_of($res)->{error} // '', qr/both channel and stream parameters/,
+             "?$q: the error says why");
+    }
+    is($srv->request(GET => '/events/news?stream=a%20b')->{status}, 400,
+       '?stream= with a bad name: 400, as ?channel=');
+};
+
 subtest 'publish: every way of naming a refused channel' => sub {
     my $before = stats('private')->{events_published};
     is($srv->publish('/publish/private', 'x')->{status}, 403,
@@ -160,6 +182,7 @@ subtest 'publish: every way of naming a refused channel' => sub {
         '?channel='              => ['/publish/news?channel=private', 'x', {}],
         '?channel= list'         => ['/publish/news?channel=news,private', 'x', {}],
         'repeated ?channel='     => ['/publish/news?channel=news&channel=private', 'x', {}],
+        '?stream='               => ['/publish/news?stream=private', 'x', {}],
         'SSEChannel'             => ['/publish/room?room=private', 'x', {}],
         'JSON body channel'      => ['/publish/news', '{"channel":"private","data":"x"}',
                                      {'Content-Type' => 'application/json'}],

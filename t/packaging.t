@@ -1,4 +1,4 @@
-# `make install` and Debian's a2enmod, without the system's Apache: the module, sse-publish,
+# `make install` and Debian's a2enmod, without the system's Apache: the module, sse-publish, sse-follow,
 # sse.load and sse.conf are installed into a DESTDIR; Debian's own apache2 package (the .deb,
 # downloaded from Debian's archive once and kept in build/debian/) is unpacked into the run
 # directory, which gives a pristine /etc/apache2 tree and Debian's a2enmod, a2ensite and
@@ -90,8 +90,8 @@ is($rc, 0, 'make install DESTDIR=...') or diag $out;
 lap('make install');
 my @installed = sort map { substr($_, length $dest) } split /\n/, `find $dest -type f`;
 is_deeply(\@installed, [sort "$libexec/mod_sse.so", '/usr/local/bin/sse-publish',
-                        "$mods_avail/sse.load", "$mods_avail/sse.conf"],
-          'it installs the module, sse-publish, sse.load and sse.conf') or diag "@installed";
+                        '/usr/local/bin/sse-follow', "$mods_avail/sse.load", "$mods_avail/sse.conf"],
+          'it installs the module, sse-publish, sse-follow, sse.load and sse.conf') or diag "@installed";
 is(system('cmp', '-s', "$root/build/mod_sse.so", "$dest$libexec/mod_sse.so"), 0,
    '  the module is the one built');
 is((stat "$dest$libexec/mod_sse.so")[2] & 07777, 0644, '  mode 0644');
@@ -99,6 +99,10 @@ is((stat "$dest/usr/local/bin/sse-publish")[2] & 07777, 0755, '  sse-publish mod
 ($rc, my $help) = sh("$dest/usr/local/bin/sse-publish --help");
 is($rc, 0, '  the installed sse-publish runs: --help');
 like($help, qr/^usage: sse-publish /, '  and prints its usage');
+is((stat "$dest/usr/local/bin/sse-follow")[2] & 07777, 0755, '  sse-follow mode 0755');
+($rc, my $follow_help) = sh("$dest/usr/local/bin/sse-follow --help");
+is($rc, 0, '  the installed sse-follow runs: --help');
+like($follow_help, qr/^usage: sse-follow /, '  and prints its usage');
 my $load = slurp("$dest$mods_avail/sse.load");
 like($load, qr{^LoadModule sse_module \Q$libexec\E/mod_sse\.so$}m,
      "  sse.load loads the module from where it is installed ($libexec)");
@@ -269,6 +273,11 @@ chomp $out;
 @ev = $sub->events(1, 5);
 is_deeply([map { [$_->{event}, $_->{data}, $_->{id}] } @ev], [['note', 'over the socket', $out]],
           '  the stream gets it, with the id sse-publish printed');
+($rc, $out) = sh("$dest/usr/local/bin/sse-follow -j -n 1 -t 30 -H 'Host: sse.test' "
+                 . "-L $res->{json}{id} http://127.0.0.1:" . $srv->port . "/events/news");
+is($rc, 0, 'the installed sse-follow follows the stream, resuming after an id') or diag $out;
+is_deeply([map { SSETest::json_decode($_)->{data} } split /\n/, $out], ['over the socket'],
+          '  and prints the event after it');
 $sub->close;
 lap('streams');
 

@@ -31,7 +31,9 @@ const std::string *param_last(const Params &params, std::string_view key);
 
 /* The channels a request names, validated, duplicates dropped:
  *   1. `configured`, when not null (the SSEChannel expression's value, comma-separated);
- *   2. else every `channel` query parameter (repeatable, each comma-separated);
+ *   2. else every `channel` query parameter (repeatable, each comma-separated), or every
+ *      `stream` parameter, its synonym (the r3labs/sse client's ?stream=NAME); a query with
+ *      both is an error;
  *   3. else `path_rest`, the path after the Location ("/news,sports" gives news, sports).
  * No channel at all is an error, as is a bad name (the message names it). */
 std::string select_channels(const std::string *configured, const Params &query,

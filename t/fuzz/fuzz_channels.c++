@@ -70,16 +70,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
     std::vector<std::string> channels;
     std::string err = select_channels(configured ? &conf : nullptr, query, rest, channels);
     fuzz::check_list_shape(channels, kMaxChannelsPerEvent);
+    const bool both = param_last(query, "channel") && param_last(query, "stream");
+    check(configured || !both || !err.empty());
     if (!err.empty())
         return 0;
     check(!channels.empty() && channels.size() <= kMaxChannelsPerEvent);
     std::string joined;
     for (const auto &c : channels) {
         fuzz::check_acceptable_channel(c);
-        bool named = configured || !param_last(query, "channel") ? rest.find(c) != std::string_view::npos
-                                                                  : false;
+        const bool from_query = param_last(query, "channel") || param_last(query, "stream");
+        bool named = configured || !from_query ? rest.find(c) != std::string_view::npos : false;
         for (const auto &[k, v] : query)
-            named = named || (k == "channel" && v.find(c) != std::string::npos);
+            named = named || ((k == "channel" || k == "stream") && v.find(c) != std::string::npos);
         check(named);
         joined += (joined.empty() ? "" : ",") + c;
     }

@@ -63,7 +63,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
 
     std::string wire;
     encode_missed_notice("unknown-last-event-id", id, wire);
-    whatwg::Stream s = whatwg::interpret(wire, "before");
+    fuzz::ReadStream s = fuzz::read_stream(wire, "before");
     check(s.events.size() == 1 && s.retry == -1);
     check(s.events[0].type == "sse-missed" && s.events[0].last_event_id == "before");
     nlohmann::json j = nlohmann::json::parse(s.events[0].data);

@@ -123,6 +123,29 @@ END { rmdir $run_root if $run_root && $$ == $run_root_owner && $run_root ne "$RO
 
 sub json_decode { my ($t) = @_; return eval { JSON::PP->new->utf8->decode($t) } }
 
+# The command line of one of the build's tools (build/sse-publish, build/sse-follow: the
+# sanitizer build's under test-asan, its reports to $dir/sanitizer); $o{prefix} goes before it
+# (e.g. `timeout 60`).
+sub tool_command {
+    my ($dir, $tool, $args, %o) = @_;
+    my $cmd = join ' ', map { shell_quote($_) } ("$BUILD/$tool", @$args);
+    $cmd = "$o{prefix} $cmd" if $o{prefix};
+    return sanitizer_env("$dir/sanitizer") . " $cmd";
+}
+
+# Starts a shell command in the background, stdout to $out and stderr to $err (or $out too);
+# $in_child runs in the child first. Returns its pid, for the caller to waitpid.
+sub spawn {
+    my ($cmd, $out, $err, $in_child) = @_;
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        $in_child->() if $in_child;
+        exec $err ? "$cmd >$out 2>$err" : "$cmd >$out 2>&1";
+        exit 127;
+    }
+    return $pid;
+}
+
 sub shell_quote { my ($s) = @_; $s =~ s/'/'\\''/g; return "'$s'" }
 
 package SSETest::Server;
@@ -529,29 +552,39 @@ sub status_field {
     return $res->{body} =~ /^\Q$name\E: (\S+)/m ? $1 : undef;
 }
 
-# The command line of build/sse-publish (the sanitizer build's under test-asan, with its report
-# paths) against this server's socket, or $o{socket}; $o{prefix} goes before it (e.g. `timeout 60`).
+# SSETest::tool_command for this server's directory.
+sub tool_command {
+    my ($self, $tool, $args, %o) = @_;
+    return SSETest::tool_command($self->{dir}, $tool, $args, %o);
+}
+
+# The command line of sse-publish against this server's socket, or $o{socket}.
 sub publish_command {
     my ($self, $args, %o) = @_;
     my $sock = $o{socket} // "$self->{dir}/pub.sock";
-    my $cmd = join ' ', map { SSETest::shell_quote($_) }
-        ("$SSETest::BUILD/sse-publish", '-S', $sock, @$args);
-    $cmd = "$o{prefix} $cmd" if $o{prefix};
-    return SSETest::sanitizer_env("$self->{dir}/sanitizer") . " $cmd";
+    return $self->tool_command('sse-publish', ['-S', $sock, @$args], %o);
+}
+
+# SSETest::spawn, in a child whose exit does not stop this server.
+sub spawn_command {
+    my ($self, $cmd, $out, $err) = @_;
+    return SSETest::spawn($cmd, $out, $err, sub { $self->{stopped} = 1 });
 }
 
 # Starts build/sse-publish in the background under `timeout 60`, stdout and stderr to $o{out}
 # (socket => as for publish_command); returns its pid, for the caller to waitpid.
 sub spawn_publish {
     my ($self, $args, %o) = @_;
-    my $cmd = $self->publish_command($args, %o, prefix => 'timeout 60');
-    my $pid = fork // die "fork: $!";
-    if ($pid == 0) {
-        $self->{stopped} = 1; # the child's exit must not stop the server
-        exec "$cmd >$o{out} 2>&1";
-        exit 127;
-    }
-    return $pid;
+    return $self->spawn_command($self->publish_command($args, %o, prefix => 'timeout 60'),
+                                $o{out});
+}
+
+# Starts build/sse-follow @$args under `timeout 60`, stdout to $o{out}, stderr to $o{err};
+# returns its pid, for the caller to waitpid.
+sub spawn_follow {
+    my ($self, $args, %o) = @_;
+    return $self->spawn_command($self->tool_command('sse-follow', $args, prefix => 'timeout 60'),
+                                $o{out}, $o{err});
 }
 
 # Runs build/sse-publish against this server's socket: run_publish(\@args, stdin => '...').

@@ -40,7 +40,27 @@ START_TEST(channel_selection)
     ck_assert(select_channels(nullptr, q, "/ignored", out).empty());
     ck_assert_int_eq(out.size(), 3);
 
+    /* `stream` is `channel`'s synonym (r3labs/sse); both at once is refused. */
+    Params sq;
+    parse_form("stream=x,y&stream=z", sq);
+    ck_assert(select_channels(nullptr, sq, "/ignored", out).empty());
+    ck_assert_int_eq(out.size(), 3);
+    assert_str(out[2], "z");
+    auto query = [](const char *text) {
+        Params p;
+        parse_form(text, p);
+        return p;
+    };
+    ck_assert(select_channels(nullptr, query("stream=bad%20name"), "", out).find("bad name") !=
+              std::string::npos);
+    assert_str(select_channels(nullptr, query("stream="), "/path", out),
+               "the stream parameter names no channel");
+    sq = query("channel=a&stream=b");
+    ck_assert(select_channels(nullptr, sq, "", out).find("both channel and stream") !=
+              std::string::npos);
+
     std::string conf = "fixed";
+    ck_assert(select_channels(&conf, sq, "/ignored", out).empty()); /* SSEChannel decides */
     ck_assert(select_channels(&conf, q, "/ignored", out).empty());
     ck_assert_int_eq(out.size(), 1);
     assert_str(out[0], "fixed");

@@ -133,7 +133,8 @@ public:
     {
         ender_ = std::thread([this] { supervise("ender", [this] { ender_loop(); }); });
         io_thread_ = std::thread([this] { supervise("I/O", [this] { io_loop(); }); });
-        watcher_ = std::thread([this] { supervise("socket watcher", [this] { watch_sockets(); }); });
+        watcher_ = std::thread(
+            [this] { supervise("socket watcher", [this] { watch_sockets(); }); });
         if (!wait_or_)
             relay_ = std::thread([this] { supervise("bus relay", [this] { relay_bus(); }); });
     }

@@ -601,7 +601,10 @@ bool Bus::wait_or(std::uint32_t seen, const LocalWake &local, std::uint32_t loca
         until.tv_sec += 1;
         until.tv_nsec -= 1000000000L;
     }
-    return syscall(SYS_futex_waitv, w, 2, 0, &until, CLOCK_MONOTONIC) >= 0 || errno != ENOSYS;
+    if (syscall(SYS_futex_waitv, w, 2, 0, &until, CLOCK_MONOTONIC) >= 0)
+        return true;
+    /* Anything but these (ENOSYS, or a filter's EPERM) means it cannot wait here. */
+    return errno == EAGAIN || errno == EINTR || errno == ETIMEDOUT;
 #else
     (void)seen, (void)local, (void)local_seen, (void)timeout_ms;
     return false;
@@ -611,8 +614,13 @@ bool Bus::wait_or(std::uint32_t seen, const LocalWake &local, std::uint32_t loca
 bool Bus::can_wait_or()
 {
 #ifdef SYS_futex_waitv
-    /* No waiters: EINVAL where the call exists. */
-    return syscall(SYS_futex_waitv, nullptr, 0, 0, nullptr, 0) >= 0 || errno != ENOSYS;
+    /* A word that does not hold the value given: EAGAIN at once where the call works. */
+    std::uint32_t word = 0;
+    struct futex_waitv w = {};
+    w.uaddr = reinterpret_cast<std::uintptr_t>(&word);
+    w.val = 1;
+    w.flags = FUTEX_32 | FUTEX_PRIVATE_FLAG;
+    return syscall(SYS_futex_waitv, &w, 1, 0, nullptr, 0) < 0 && errno == EAGAIN;
 #else
     return false;
 #endif

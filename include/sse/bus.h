@@ -193,8 +193,8 @@ public:
      * local.word() that returned `local_seen`: one thread sleeps until a publish or its own
      * process has work for it (a hub's I/O thread: a new stream, a socket event). Returns false
      * at once, without waiting, when the kernel cannot wait on two words (futex_waitv, Linux
-     * 5.16; can_wait_or() says which): the caller then waits on `local` alone and has another
-     * thread turn publishes into local.wake(). */
+     * 5.16, or a seccomp filter refuses it; can_wait_or() tries it once): the caller then
+     * waits on `local` alone and has another thread turn publishes into local.wake(). */
     bool wait_or(std::uint32_t seen, const LocalWake &local, std::uint32_t local_seen,
                  int timeout_ms) const;
     static bool can_wait_or();

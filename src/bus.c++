@@ -581,6 +581,67 @@ void Bus::wake_all() const
             nullptr, nullptr, 0);
 }
 
+bool Bus::wait_or(std::uint32_t seen, const LocalWake &local, std::uint32_t local_seen,
+                  int timeout_ms) const
+{
+#ifdef SYS_futex_waitv
+    struct futex_waitv w[2] = {};
+    w[0].uaddr = reinterpret_cast<std::uintptr_t>(&h_->wake_word);
+    w[0].val = seen;
+    w[0].flags = FUTEX_32; /* shared between processes */
+    w[1].uaddr = reinterpret_cast<std::uintptr_t>(&local.word_);
+    w[1].val = local_seen;
+    w[1].flags = FUTEX_32 | FUTEX_PRIVATE_FLAG;
+    /* futex_waitv's timeout is a point in time on the clock it is given. */
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += static_cast<long>(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec += 1;
+        until.tv_nsec -= 1000000000L;
+    }
+    if (syscall(SYS_futex_waitv, w, 2, 0, &until, CLOCK_MONOTONIC) >= 0)
+        return true;
+    /* Anything but these (ENOSYS, or a filter's EPERM) means it cannot wait here. */
+    return errno == EAGAIN || errno == EINTR || errno == ETIMEDOUT;
+#else
+    (void)seen, (void)local, (void)local_seen, (void)timeout_ms;
+    return false;
+#endif
+}
+
+bool Bus::can_wait_or()
+{
+#ifdef SYS_futex_waitv
+    /* A word that does not hold the value given: EAGAIN at once where the call works. */
+    std::uint32_t word = 0;
+    struct futex_waitv w = {};
+    w.uaddr = reinterpret_cast<std::uintptr_t>(&word);
+    w.val = 1;
+    w.flags = FUTEX_32 | FUTEX_PRIVATE_FLAG;
+    return syscall(SYS_futex_waitv, &w, 1, 0, nullptr, 0) < 0 && errno == EAGAIN;
+#else
+    return false;
+#endif
+}
+
+void LocalWake::wake()
+{
+    word_.fetch_add(1, std::memory_order_release);
+    syscall(SYS_futex, reinterpret_cast<std::uint32_t *>(&word_), FUTEX_WAKE_PRIVATE, INT_MAX,
+            nullptr, nullptr, 0);
+}
+
+void LocalWake::wait(std::uint32_t seen, int timeout_ms) const
+{
+    struct timespec ts;
+    ts.tv_sec = timeout_ms / 1000;
+    ts.tv_nsec = static_cast<long>(timeout_ms % 1000) * 1000000L;
+    syscall(SYS_futex, reinterpret_cast<const std::uint32_t *>(&word_), FUTEX_WAIT_PRIVATE, seen,
+            &ts, nullptr, 0);
+}
+
 std::string stream_target(std::uint64_t serial) { return std::to_string(serial); }
 
 bool names_stream(const BusEvent &e, std::uint64_t serial)

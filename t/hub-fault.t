@@ -75,6 +75,23 @@ subtest 'the I/O thread throws' => sub {
     $srv->stop;
 };
 
+# Not a failure: where the kernel has no futex_waitv, a relay thread turns publishes into
+# wake-ups of the I/O thread, which then sleeps on its own word only.
+subtest 'a kernel without futex_waitv' => sub {
+    my $srv = start_with_fault('hub-no-waitv');
+    my ($gone, @held) = open_streams($srv, 3, 'relay');
+    $gone->close;
+    ok($srv->wait_for(sub { subscribers($srv) == 2 }, 30), 'a client that left is seen');
+    push @held, $srv->subscribe('/events/relay');
+    ok($srv->wait_for(sub { subscribers($srv) == 3 }, 30), 'a new stream is held');
+    is($srv->publish('/publish/relay', 'second')->{status}, 201, 'publish');
+    is(scalar(grep { my ($e) = $_->events(1, 30); $e && $e->{data} eq 'second' } @held), 3,
+       'every stream got it');
+    ok(!(grep { $_->closed } @held), 'and stays open');
+    $_->close for @held;
+    $srv->stop;
+};
+
 subtest 'the hub cannot start' => sub {
     my $srv = start_with_fault('hub-start-fail');
     $srv->expect_log(qr/SSE0501: cannot start the async hub \(SSE_TEST_FAULT=hub-start-fail\)/);

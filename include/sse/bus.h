@@ -38,6 +38,7 @@
 #include "sse/audience.h"
 #include "sse/wire.h"
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
@@ -110,6 +111,25 @@ struct HistoryLimits {
     std::uint64_t max_age_s = 3600;
 };
 
+/* A wake-up word of one process (private futex; not in shared memory), for a thread that
+ * other threads of its process wake: read word(), look for work, and if there is none call
+ * wait(seen, ...) or Bus::wait_or(); it returns at once when wake() ran after that word().
+ * Any thread may call wake(). Not copyable: waiters hold its address. */
+class LocalWake {
+public:
+    LocalWake() = default;
+    LocalWake(const LocalWake &) = delete;
+    LocalWake &operator=(const LocalWake &) = delete;
+
+    std::uint32_t word() const { return word_.load(std::memory_order_acquire); }
+    void wake();
+    void wait(std::uint32_t seen, int timeout_ms) const;
+
+private:
+    friend class Bus;
+    std::atomic<std::uint32_t> word_{0};
+};
+
 class Bus {
 public:
     Bus() = default;
@@ -168,6 +188,16 @@ public:
     std::uint32_t wake_word() const;
     void wait(std::uint32_t seen, int timeout_ms) const;
     void wake_all() const;
+
+    /* The same wait, which also returns when `local` was woken (LocalWake::wake()) after the
+     * local.word() that returned `local_seen`: one thread sleeps until a publish or its own
+     * process has work for it (a hub's I/O thread: a new stream, a socket event). Returns false
+     * at once, without waiting, when the kernel cannot wait on two words (futex_waitv, Linux
+     * 5.16, or a seccomp filter refuses it; can_wait_or() tries it once): the caller then
+     * waits on `local` alone and has another thread turn publishes into local.wake(). */
+    bool wait_or(std::uint32_t seen, const LocalWake &local, std::uint32_t local_seen,
+                 int timeout_ms) const;
+    static bool can_wait_or();
 
 private:
     friend class BusReader;

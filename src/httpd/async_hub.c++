@@ -37,16 +37,19 @@ namespace {
  * generously. */
 constexpr std::size_t kRecordSlack = 128;
 constexpr int kTickMs = 1000;
-/* Records fanned out per wake-up at most, so a burst does not keep the sockets waiting. */
+/* Records fanned out per loop round at most, so a burst does not keep the sockets waiting. */
 constexpr std::size_t kFanOutBatch = 4096;
+constexpr int kMaxSocketEvents = 512;
 
 /* SSE_TEST_FAULT, for the tests only (docs/tests.md), read once when a child starts its hub:
  * hub-start-fail (the hub cannot start), hub-io-throw-after:N (the I/O thread throws when it
  * takes its N-th stream), hub-ender-throw-after:N (the ender throws after its N-th task). The
- * throws are not std::exceptions, like those of a library that throws anything. Unset, or any
- * other value: no fault. */
+ * throws are not std::exceptions, like those of a library that throws anything.
+ * hub-no-waitv: the hub runs as on a kernel without futex_waitv (a bus relay thread). Unset,
+ * or any other value: no fault. */
 struct HubFault {
     bool start_fail = false;
+    bool no_waitv = false;
     long io_throw_after = 0;    /* 0: never */
     long ender_throw_after = 0;
 
@@ -61,6 +64,7 @@ struct HubFault {
             return spec.rfind(prefix, 0) == 0 ? std::atol(spec.c_str() + strlen(prefix)) : 0L;
         };
         f.start_fail = spec == "hub-start-fail";
+        f.no_waitv = spec == "hub-no-waitv";
         f.io_throw_after = count_after("hub-io-throw-after:");
         f.ender_throw_after = count_after("hub-ender-throw-after:");
         return f;
@@ -101,41 +105,38 @@ struct SuspendedStream : Subscriber {
  * FanOutSink: writev() or the filters, without waiting). */
 class AsyncHub final : private FanOutSink {
 public:
-    /* Throws std::system_error when the epoll set or the eventfd cannot be made. */
+    /* Throws std::system_error when an epoll set or the eventfd cannot be made. */
     AsyncHub(server_rec *s, ModuleState *state, const HubFault &fault)
-        : s_(s), state_(state), fanout_(state->bus, *this), fault_(fault)
+        : s_(s), state_(state), fanout_(state->bus, *this),
+          wait_or_(!fault.no_waitv && Bus::can_wait_or()), fault_(fault)
     {
-        epfd_ = epoll_create1(EPOLL_CLOEXEC);
-        if (epfd_ < 0)
-            throw std::system_error(errno, std::generic_category(), "epoll_create1");
-        wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (wake_fd_ < 0) {
-            int err = errno;
-            close(epfd_);
-            throw std::system_error(err, std::generic_category(), "eventfd");
-        }
-        struct epoll_event ev = {};
-        ev.events = EPOLLIN;
-        ev.data.ptr = nullptr; /* nullptr: the wake-up eventfd */
-        if (epoll_ctl(epfd_, EPOLL_CTL_ADD, wake_fd_, &ev) < 0) {
-            int err = errno;
-            close(wake_fd_);
-            close(epfd_);
-            throw std::system_error(err, std::generic_category(), "epoll_ctl");
+        try {
+            epfd_ = checked(epoll_create1(EPOLL_CLOEXEC), "epoll_create1");
+            watch_fd_ = checked(epoll_create1(EPOLL_CLOEXEC), "epoll_create1");
+            stop_fd_ = checked(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC), "eventfd");
+            struct epoll_event ev = {};
+            ev.events = EPOLLIN;
+            ev.data.fd = stop_fd_;
+            checked(epoll_ctl(watch_fd_, EPOLL_CTL_ADD, stop_fd_, &ev), "epoll_ctl");
+            ev.events = EPOLLIN | EPOLLONESHOT;
+            ev.data.fd = epfd_;
+            checked(epoll_ctl(watch_fd_, EPOLL_CTL_ADD, epfd_, &ev), "epoll_ctl");
+        } catch (...) {
+            close_fds();
+            throw;
         }
     }
 
-    ~AsyncHub()
-    {
-        close(wake_fd_);
-        close(epfd_);
-    }
+    ~AsyncHub() { close_fds(); }
 
     void start()
     {
         ender_ = std::thread([this] { supervise("ender", [this] { ender_loop(); }); });
         io_thread_ = std::thread([this] { supervise("I/O", [this] { io_loop(); }); });
-        watcher_ = std::thread([this] { supervise("bus watcher", [this] { watch_bus(); }); });
+        watcher_ = std::thread(
+            [this] { supervise("socket watcher", [this] { watch_sockets(); }); });
+        if (!wait_or_)
+            relay_ = std::thread([this] { supervise("bus relay", [this] { relay_bus(); }); });
     }
 
     /* Whether new streams may be suspended: not once a hub thread failed. */
@@ -155,11 +156,16 @@ public:
         stopping_.store(true);
         exiting_.store(true);
         poke();
-        state_->bus.wake_all();
+        std::uint64_t one = 1;
+        ssize_t n = write(stop_fd_, &one, sizeof one); /* the socket watcher */
+        (void)n;
+        state_->bus.wake_all();                        /* the bus relay */
         if (io_thread_.joinable())
             io_thread_.join();
         if (watcher_.joinable())
             watcher_.join();
+        if (relay_.joinable())
+            relay_.join();
         {
             std::lock_guard<std::mutex> lock(ender_mu_);
             ender_exit_ = true;
@@ -223,16 +229,60 @@ private:
         return broken_.load() ? EndReason::HubFailed : EndReason::ServerRestart;
     }
 
-    void poke()
+    static int checked(int r, const char *what)
     {
-        std::uint64_t one = 1;
-        ssize_t n = write(wake_fd_, &one, sizeof one);
-        (void)n;
+        if (r < 0)
+            throw std::system_error(errno, std::generic_category(), what);
+        return r;
     }
 
-    /* The wake word is read before exiting_ is checked: exit_and_join() sets exiting_ and then
-     * calls wake_all(), which bumps the word, so wait(seen) cannot sleep through it. */
-    void watch_bus()
+    void close_fds()
+    {
+        for (int fd : {stop_fd_, watch_fd_, epfd_})
+            if (fd >= 0)
+                close(fd);
+    }
+
+    /* Wakes the I/O thread (or keeps it from sleeping): from any thread. */
+    void poke() { wake_.wake(); }
+
+    /* The socket watcher: sleeps until the I/O thread's epoll set has events while the I/O
+     * thread sleeps on the futexes, and wakes it. The set is in watch_fd_ with EPOLLONESHOT:
+     * after firing once it stays quiet until the I/O thread, having read the set until it was
+     * empty, re-arms it before sleeping (arm_socket_watcher). Also, once per wake-up or tick,
+     * reaps the streams of dead processes (announcing them publishes, which takes locks: not
+     * on the I/O thread; if a stopped lock holder stalls it, the I/O thread's tick keeps
+     * fan-out going and only socket wake-ups wait). */
+    void watch_sockets()
+    {
+        for (;;) {
+            struct epoll_event ev[2];
+            const int n = epoll_wait(watch_fd_, ev, 2, kTickMs);
+            if (exiting_.load())
+                return;
+            for (int i = 0; i < n; ++i) {
+                if (ev[i].data.fd == epfd_) {
+                    sockets_ready_.store(true);
+                    poke();
+                }
+            }
+            reap_gone_processes(state_);
+        }
+    }
+
+    void arm_socket_watcher()
+    {
+        struct epoll_event ev = {};
+        ev.events = EPOLLIN | EPOLLONESHOT;
+        ev.data.fd = epfd_;
+        epoll_ctl(watch_fd_, EPOLL_CTL_MOD, epfd_, &ev);
+    }
+
+    /* Only where the I/O thread cannot wait on the bus itself (no futex_waitv): turns every
+     * publish into a poke. The wake word is read before exiting_ is checked: exit_and_join()
+     * sets exiting_ and then calls wake_all(), which bumps the word, so wait(seen) cannot
+     * sleep through it. */
+    void relay_bus()
     {
         std::uint32_t last = state_->bus.wake_word();
         for (;;) {
@@ -243,38 +293,35 @@ private:
                 last = seen;
                 poke();
             }
-            /* Not on the I/O thread: announcing what it frees publishes (takes locks). If a
-             * stopped lock holder stalls it, the I/O thread's own 1 s tick keeps fan-out going. */
-            reap_gone_processes(state_);
             state_->bus.wait(seen, kTickMs);
         }
     }
 
+    /* Sleeps until a publish or a poke after the words were read (or the timeout). */
+    void sleep_until_woken(std::uint32_t bus_seen, std::uint32_t local_seen, int timeout_ms)
+    {
+        if (!wait_or_ || !state_->bus.wait_or(bus_seen, wake_, local_seen, timeout_ms))
+            wake_.wait(local_seen, timeout_ms);
+    }
+
+    /* One round: the wake-up words are read first, then everything that may have woken it is
+     * looked at (the sockets when the watcher fired or is still disarmed, the inbox, the
+     * bus); it sleeps only when a round found nothing left over, so a publish or a poke that
+     * lands after the words were read makes the sleep return at once. The socket watcher is
+     * re-armed only before sleeping: while the thread is busy (EPOLLOUT traffic, bursts) it
+     * reads the epoll set itself every round and nobody wakes anybody. */
     void io_loop()
     {
-        std::vector<struct epoll_event> events(512);
+        std::vector<struct epoll_event> events(kMaxSocketEvents);
         apr_time_t last_tick = apr_time_now();
         bool closed_all = false;
+        bool polling = true; /* the socket watcher may be disarmed (also after a restart) */
         while (!exiting_.load()) {
-            int n = epoll_wait(epfd_, events.data(), static_cast<int>(events.size()),
-                               settling_.empty() ? kTickMs : kSettleCheckMs);
-            for (int i = 0; i < n; ++i) {
-                auto *s = static_cast<SuspendedStream *>(events[i].data.ptr);
-                if (!s) {
-                    std::uint64_t drained;
-                    ssize_t r = read(wake_fd_, &drained, sizeof drained);
-                    (void)r;
-                    take_inbox();
-                    fan_out();
-                    continue;
-                }
-                if (s->ended())
-                    continue;
-                if (events[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-                    fanout_.end(*s, EndReason::ClientClosed);
-                else if (events[i].events & EPOLLOUT)
-                    fanout_.push(*s);
-            }
+            const std::uint32_t bus_seen = state_->bus.wake_word(), local_seen = wake_.word();
+            polling = sockets_ready_.exchange(false) || polling;
+            const bool full = polling && serve_sockets(events);
+            take_inbox();
+            const bool more = fanout_.run(kFanOutBatch);
             if ((stopping_.load() || broken_.load()) && !closed_all) {
                 closed_all = true;
                 end_all(closing_reason());
@@ -282,7 +329,6 @@ private:
             apr_time_t now = apr_time_now();
             if (now - last_tick >= apr_time_from_msec(kTickMs)) {
                 last_tick = now;
-                fan_out(); /* also covers a bus watcher that is gone */
                 /* Streams whose registry slot a replacing join took, and whose EndStream
                  * record never came (the replacer died before publishing it), end as if it
                  * had come: one lock-free read of the registry per stream and tick. */
@@ -292,11 +338,34 @@ private:
             }
             settle(now);
             flush_finishing();
+            if (more || full || exiting_.load())
+                continue;
+            if (polling) {
+                polling = false;
+                arm_socket_watcher(); /* fires at once if events came since serve_sockets */
+            }
+            sleep_until_woken(bus_seen, local_seen, settling_.empty() ? kTickMs : kSettleCheckMs);
         }
         take_inbox();
         end_all(closing_reason());
         settle(apr_time_now(), true);
         flush_finishing();
+    }
+
+    /* What epoll reports, without waiting. True when the batch was full (more may wait). */
+    bool serve_sockets(std::vector<struct epoll_event> &events)
+    {
+        const int n = epoll_wait(epfd_, events.data(), static_cast<int>(events.size()), 0);
+        for (int i = 0; i < n; ++i) {
+            auto *s = static_cast<SuspendedStream *>(events[i].data.ptr);
+            if (s->ended())
+                continue;
+            if (events[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+                fanout_.end(*s, EndReason::ClientClosed);
+            else if (events[i].events & EPOLLOUT)
+                fanout_.push(*s);
+        }
+        return n == static_cast<int>(events.size());
     }
 
     /* One stream at a time out of the inbox: a failure leaves the others there, and the one
@@ -365,12 +434,6 @@ private:
                 fanout_.end(*s, EndReason::WriteFailed);
         }
         s->conn.settle();
-    }
-
-    void fan_out()
-    {
-        if (fanout_.run(kFanOutBatch))
-            poke(); /* more to read: come back after serving the sockets */
     }
 
     /* FanOutSink: writes what the socket takes; never blocks. */
@@ -575,8 +638,12 @@ private:
     server_rec *s_;
     ModuleState *state_;
     FanOut fanout_; /* the I/O thread's */
-    int epfd_ = -1, wake_fd_ = -1;
-    std::thread io_thread_, watcher_, ender_;
+    bool wait_or_;     /* the I/O thread sleeps on the bus and wake_ at once (futex_waitv) */
+    int epfd_ = -1;    /* the streams' sockets: read by the I/O thread only */
+    int watch_fd_ = -1, stop_fd_ = -1; /* the socket watcher's: epfd_ (one-shot), and exit */
+    LocalWake wake_;   /* pokes for the I/O thread */
+    std::atomic<bool> sockets_ready_{false}; /* the socket watcher fired (and is disarmed) */
+    std::thread io_thread_, watcher_, relay_, ender_;
     std::atomic<bool> stopping_{false}, exiting_{false}, broken_{false};
     HubFault fault_;
     long io_taken_ = 0, ender_done_ = 0; /* counted for fault_ only */

@@ -2,15 +2,18 @@
  *
  * The handler sends a stream's headers, first bytes and replay on its worker thread, then
  * returns SUSPENDED; in the suspend_connection hook the connection is handed to this child's
- * hub, and the worker is free. The hub owns two threads:
- * - the bus watcher sleeps on the bus's futex and pokes the I/O thread after each publish;
- * - the I/O thread reads each new event once (one shared copy of its bytes for every
- *   subscriber of this process), queues it for the subscribers of its channels, and writes
- *   only to sockets that epoll reports writable. Nothing on it blocks. A plain HTTP stream
- *   (not chunked, no output filter but the core's) is written with writev() straight from
- *   the queue. Otherwise (TLS) data goes down the output filters without FLUSH buckets and
- *   the core output filter is then called directly with no brigade (as the event MPM's write
- *   completion does), which writes what the socket takes and keeps the rest until EPOLLOUT.
+ * hub, and the worker is free. The hub's threads:
+ * - the I/O thread sleeps on the bus's futex and a word of its own at once (Bus::wait_or), so
+ *   a publish wakes it directly; it reads each new event once (one shared copy of its bytes
+ *   for every subscriber of this process), queues it for the subscribers of its channels,
+ *   and writes only to sockets that epoll reports writable. Nothing on it blocks. A plain
+ *   HTTP stream (not chunked, no output filter but the core's) is written with writev()
+ *   straight from the queue. Otherwise (TLS) data goes down the output filters without
+ *   FLUSH buckets and the core output filter is then called directly with no brigade (as the
+ *   event MPM's write completion does), which writes what the socket takes and keeps the
+ *   rest until EPOLLOUT;
+ * - the socket watcher wakes the I/O thread when one of its sockets has an event while it
+ *   sleeps; the ender runs what may block (both below).
  *
  * What each stream gets (the channel index, audiences, control records, keep-alives, token
  * expiry, SSEMaxPending) is FanOut's (sse/fanout.h, with one stream's rules in
@@ -41,13 +44,23 @@
  * Threads, and what each may wait for:
  * - A worker runs prepare_suspended_stream() (the handler) and adopt_suspended_stream() (the
  *   suspend_connection hook, which takes the inbox's mutex for a push); can_suspend() too.
- * - The I/O thread serves the sockets and never blocks: it sleeps only in epoll_wait (at most
- *   the 1 s tick; 20 ms while a stream is settling), every socket has timeout 0, it takes no
- *   lock shared with other processes (the bus is read lock-free), only the inbox's and the
- *   ender's mutexes for a push or a pop, and logs nothing on the way.
- * - The bus watcher sleeps on the bus's futex (at most the tick) and reaps the streams of
- *   dead processes (reap_gone_processes: announcing them publishes, which may wait for the
- *   bus's and the registry's process-shared locks).
+ * - The I/O thread serves the sockets and never blocks: it sleeps only on the futexes (at
+ *   most the 1 s tick; 20 ms while a stream is settling), and only after a round that found
+ *   nothing left to do (a publish or a poke after the round began makes the sleep return at
+ *   once); every socket has timeout 0, it takes no lock shared with other processes (the bus
+ *   is read lock-free), only the inbox's and the ender's mutexes for a push or a pop, and
+ *   logs nothing on the way. It reads its epoll set itself (without waiting) while the
+ *   socket watcher has fired and until a round finds nothing left, then re-arms the watcher.
+ * - The socket watcher sleeps in epoll_wait on the I/O thread's epoll set, registered
+ *   one-shot: when a socket has an event while the I/O thread sleeps (a client left, a socket
+ *   became writable) it pokes the I/O thread once; it is re-armed only by the I/O thread
+ *   before it sleeps, so a busy I/O thread is never poked for sockets. On its wake-ups and
+ *   its 1 s tick it reaps the streams of dead processes (reap_gone_processes: announcing
+ *   them publishes, which may wait for the bus's and the registry's process-shared locks).
+ * - Only where the kernel has no futex_waitv (Linux < 5.16; Bus::can_wait_or()), the I/O
+ *   thread sleeps on its own word and a bus relay thread sleeps on the bus's futex and pokes
+ *   it after each publish (the design before futex_waitv: one more thread wake-up per
+ *   publish and child).
  * - The ender runs what may block, in the order streams ended: an ended stream's registry
  *   slot and disconnect event (process-shared locks), its access-log line (a piped logger may
  *   stall) and the release of its connection (pre-close hooks). A stall there delays only the
@@ -83,7 +96,7 @@ namespace sse::httpd {
 class AsyncHub;
 
 /* child_init: starts the hub's threads in this child (event MPM only); stopped and joined by
- * a cleanup on `pchild`. Throws std::system_error when its epoll set, eventfd or threads
+ * a cleanup on `pchild`. Throws std::system_error when its epoll sets, eventfd or threads
  * cannot be made (the caller logs; streams then hold a worker each). */
 AsyncHub *start_async_hub(apr_pool_t *pchild, server_rec *s, ModuleState *state);
 

@@ -9,6 +9,7 @@
 #include <csignal>
 #include <cstring>
 #include <ctime>
+#include <functional>
 #include <random>
 #include <string>
 #include <sys/mman.h>
@@ -732,6 +733,47 @@ START_TEST(wake_all_between_wake_word_and_wait)
 }
 END_TEST
 
+/* wait_or() returns on whichever word changed after it was read: a publish (also from another
+ * process) or a local wake-up, whether it came before the wait or while it slept. Where the
+ * kernel has no futex_waitv it says so at once. */
+START_TEST(wait_or_returns_on_either_word)
+{
+    SharedBus sb(Bus::min_size());
+    LocalWake local;
+    const auto waits_less_than_10s = [&](const std::function<void()> &meanwhile) {
+        const std::uint32_t seen = sb.bus.wake_word(), local_seen = local.word();
+        std::thread other(meanwhile);
+        const auto t0 = std::chrono::steady_clock::now();
+        const bool waited = sb.bus.wait_or(seen, local, local_seen, 20000);
+        const bool quick = std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10);
+        other.join();
+        return waited && quick;
+    };
+    if (!Bus::can_wait_or()) {
+        ck_assert(!sb.bus.wait_or(sb.bus.wake_word(), local, local.word(), 20000));
+        return;
+    }
+    std::uint32_t seen = sb.bus.wake_word(), local_seen = local.word();
+    sb.bus.wake_all();
+    ck_assert(sb.bus.wait_or(seen, local, local_seen, 20000)); /* before: no sleep */
+    seen = sb.bus.wake_word();
+    local.wake();
+    ck_assert(local.word() != local_seen);
+    ck_assert(sb.bus.wait_or(seen, local, local_seen, 20000));
+    const auto later = [] { std::this_thread::sleep_for(std::chrono::milliseconds(50)); };
+    ck_assert(waits_less_than_10s([&] { later(); local.wake(); }));
+    ck_assert(waits_less_than_10s([&] {
+        later();
+        pid_t pid = fork();
+        if (pid == 0) {
+            sb.bus.publish({"a"}, data_event("x"), kT0);
+            _exit(0);
+        }
+        waitpid(pid, nullptr, 0);
+    }));
+}
+END_TEST
+
 /* Finding 9: the clock steps back between two publishes; the second event is newer along seq
  * and must not be cut by age while the first is kept (nor cut the first off). */
 /* EndStream records carry stream serials in audience.only; stream_target, names_stream and
@@ -781,6 +823,7 @@ Suite *bus_suite()
     tcase_add_test(tc, resume_walk_agrees_with_a_full_scan);
     tcase_add_test(tc, record_overwritten_while_parsed);
     tcase_add_test(tc, wake_all_between_wake_word_and_wait);
+    tcase_add_test(tc, wait_or_returns_on_either_word);
     tcase_add_test(tc, age_cut_with_a_clock_that_steps_back);
     tcase_add_test(tc, end_stream_targets);
     suite_add_tcase(s, tc);

@@ -96,8 +96,12 @@ public:
             if (fd_ < 0)
                 connect_once();
             if (fd_ >= 0) {
+                /* A daemon at its client limit answers busy and closes at once, maybe before
+                 * the frame is sent (then send() fails with EPIPE): its answer is still there to
+                 * read. Any other answer counts only for a frame sent whole. */
                 std::string answer;
-                if (send_all(frame) && read_line(&answer) &&
+                const bool sent = send_all(frame);
+                if (read_line(&answer) && (sent || is_busy(answer)) &&
                     (!is_busy(answer) || now_s() >= deadline))
                     return answer;
                 drop(); /* broken before the answer (the event was not confirmed) or busy:

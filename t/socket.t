@@ -51,7 +51,7 @@ subtest 'the socket file' => sub {
         or diag 'run the integration tests as root: httpd then switches to www-data';
     is(scalar getpwuid($st[4]), 'www-data', 'owned by User');
     is(scalar getgrgid($st[5]), 'www-data', 'group is Group');
-    ok($srv->socket_daemon, 'the daemon runs as sse-publishd');
+    ok($srv->wait_for(sub { $srv->socket_daemon }, 30), 'the daemon runs as sse-publishd');
 };
 
 subtest 'sse-publish' => sub {

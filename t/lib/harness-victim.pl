@@ -13,7 +13,9 @@ diag('run directory: ' . $srv->dir); # for t/harness.t to remove (a failed test 
 # What t/socket.t allows: the daemon killed with -9, not one that crashed.
 $srv->expect_log(qr/SSE0402: the publish socket daemon \(pid \d+\) died \(exit code or signal 9\)/);
 # segv, dies: an MPM child, not the daemon (httpd forks it first: the lowest child pid).
-my $daemon = $srv->socket_daemon;
+# The daemon is forked at start-up and renames itself sse-publishd a moment later: wait for it.
+my $daemon;
+$srv->wait_for(sub { $daemon = $srv->socket_daemon }, 30) or die "no sse-publishd process\n";
 my $victim = $mode eq 'daemon' ? $daemon : (grep { $_ != $daemon } $srv->children)[0];
 if ($mode eq 'report') {
     open my $fh, '>', $srv->dir . '/sanitizer/asan.1' or die;

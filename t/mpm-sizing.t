@@ -23,7 +23,7 @@ if ($mpm eq 'event') {
     $srv->expect_log(qr/SSE0210: /);
     my @lines = sse0210($srv);
     is(scalar @lines, 1, 'too small: one SSE0210 line') or diag $srv->log_text;
-    like($lines[0] // '', qr/\[sse:warn\].* SSE0210: the event MPM holds about 2550 streams \(2 children x ThreadsPerChild 25 x \(1 \+ AsyncRequestWorkerFactor 50\)\), fewer than SSEMaxSubscribers 5000: add `AsyncRequestWorkerFactor 99` to the server configuration \(or enable conf\/sse-mpm.conf: a2enconf sse-mpm\)$/,
+    like($lines[0] // '', qr/\[sse:warn\].* SSE0210: the event MPM holds about 2550 streams \(2 children x ThreadsPerChild 25 x \(1 \+ AsyncRequestWorkerFactor 50\)\), fewer than SSEMaxSubscribers 5000: add \x60AsyncRequestWorkerFactor 99\x60 to the server configuration \(or enable conf\/sse-mpm.conf: a2enconf sse-mpm\)$/,
          '  it names the capacity and the line to add (5,000 / 50 workers - 1)');
     $srv->graceful;
     is(scalar(() = sse0210($srv)), 2, 'said again at a restart, once');
@@ -46,7 +46,7 @@ if ($mpm eq 'event') {
     # them (~64,000); only the open-files limit, if below the 32,064 streams a child may hold
     # plus 200, is named.
     $srv = SSETest::Server->start(conf => "Include $root/conf/sse.conf\nInclude $root/conf/sse-mpm.conf\n");
-    $srv->expect_log(qr/SSE0210: the open-files limit of $files holds fewer than the 32064 streams a child may hold: raise it to 32264 \(`ulimit -n 32264` before httpd starts; Debian: APACHE_ULIMIT_MAX_FILES="ulimit -n 32264" in \/etc\/apache2\/envvars\)$/);
+    $srv->expect_log(qr/SSE0210: the open-files limit of $files holds fewer than the 32064 streams a child may hold: raise it to 32264 \(\x60ulimit -n 32264\x60 before httpd starts; Debian: APACHE_ULIMIT_MAX_FILES="ulimit -n 32264" in \/etc\/apache2\/envvars\)$/);
     @lines = sse0210($srv);
     ok(!grep(/MPM holds/, @lines), 'sse-mpm.conf holds sse.conf\'s SSEMaxSubscribers 50000')
         or diag "@lines";
@@ -66,7 +66,7 @@ if ($mpm eq 'event') {
     $srv = SSETest::Server->start(global => "SSEMaxSubscribers 1000\n");
     $srv->expect_log(qr/SSE0210: /);
     @lines = sse0210($srv);
-    like($lines[0] // '', qr/SSE0210: the open-files limit of 1024 holds fewer than the 1000 streams a child may hold: raise it to 1200 \(`ulimit -n 1200` /,
+    like($lines[0] // '', qr/SSE0210: the open-files limit of 1024 holds fewer than the 1000 streams a child may hold: raise it to 1200 \(\x60ulimit -n 1200\x60 /,
          'open files 1,024 for 1,000 streams a child: raise it to 1,200') or diag "@lines";
     $srv->stop;
 } else {
@@ -75,7 +75,7 @@ if ($mpm eq 'event') {
     $srv->expect_log(qr/SSE0210: /);
     my @lines = sse0210($srv);
     is(scalar @lines, 1, 'prefork, too small: one SSE0210 line') or diag $srv->log_text;
-    like($lines[0] // '', qr/SSE0210: the prefork MPM holds each stream on a worker of its own: MaxRequestWorkers 40 holds 40 streams \(and answers nothing else then\), fewer than SSEMaxSubscribers 100: add `SSEMaxSubscribers 40` to answer the streams beyond with 503, or use the event MPM, where a stream holds no worker \(Debian: a2dismod mpm_prefork; a2enmod mpm_event; a2enconf sse-mpm\)$/,
+    like($lines[0] // '', qr/SSE0210: the prefork MPM holds each stream on a worker of its own: MaxRequestWorkers 40 holds 40 streams \(and answers nothing else then\), fewer than SSEMaxSubscribers 100: add \x60SSEMaxSubscribers 40\x60 to answer the streams beyond with 503, or use the event MPM, where a stream holds no worker \(Debian: a2dismod mpm_prefork; a2enmod mpm_event; a2enconf sse-mpm\)$/,
          '  it says what a stream takes and the lines');
     $srv->stop;
     $srv = SSETest::Server->start(global => "SSEMaxSubscribers 40\n");

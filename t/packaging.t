@@ -268,7 +268,7 @@ is(scalar @sse0210, 1, 'SSE0210 once at start-up') or diag $srv->log_text;
 if ($mpm eq 'event') {
     # mpm_event.conf: 6 children (MaxRequestWorkers 150) of 25 threads, factor 2: 450.
     my $factor = int(($max_subs + 149) / 150) - 1;
-    like($sse0210[0] // '', qr/SSE0210: the event MPM holds about 450 streams \(6 children x ThreadsPerChild 25 x \(1 \+ AsyncRequestWorkerFactor 2\)\), fewer than SSEMaxSubscribers $max_subs: add `AsyncRequestWorkerFactor $factor` to the server configuration \(or enable conf\/sse-mpm.conf: a2enconf sse-mpm\)$/,
+    like($sse0210[0] // '', qr/SSE0210: the event MPM holds about 450 streams \(6 children x ThreadsPerChild 25 x \(1 \+ AsyncRequestWorkerFactor 2\)\), fewer than SSEMaxSubscribers $max_subs: add \x60AsyncRequestWorkerFactor $factor\x60 to the server configuration \(or enable conf\/sse-mpm.conf: a2enconf sse-mpm\)$/,
          "  Debian's mpm_event.conf holds 450: it names AsyncRequestWorkerFactor $factor and sse-mpm");
 
     # The admin enables the snippet: its sizing replaces mpm_event.conf's (read before it).
@@ -298,7 +298,7 @@ if ($mpm eq 'event') {
     is($seen, 128, "sse-mpm.conf's ThreadsPerChild 64 replaces mpm_event.conf's 25: 2 x 64 workers");
 } else {
     # mpm_prefork.conf: MaxRequestWorkers 150, a stream a process.
-    like($sse0210[0] // '', qr/SSE0210: the prefork MPM holds each stream on a worker of its own: MaxRequestWorkers 150 holds 150 streams .*fewer than SSEMaxSubscribers $max_subs: add `SSEMaxSubscribers 150` /,
+    like($sse0210[0] // '', qr/SSE0210: the prefork MPM holds each stream on a worker of its own: MaxRequestWorkers 150 holds 150 streams .*fewer than SSEMaxSubscribers $max_subs: add \x60SSEMaxSubscribers 150\x60 /,
          "  Debian's mpm_prefork.conf holds 150: it names SSEMaxSubscribers 150");
 }
 

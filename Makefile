@@ -2,7 +2,8 @@
 #
 #   make            build mod_sse.so and the sse-publish and sse-follow commands
 #   make install    install mod_sse.so into `apxs -q LIBEXECDIR`, sse-publish and sse-follow into $(BINDIR),
-#                   sse.load and sse.conf into $(APACHE_MODS_AVAILABLE) for a2enmod (Debian)
+#                   sse.load and sse.conf into $(APACHE_MODS_AVAILABLE) for a2enmod (Debian),
+#                   sse-mpm.conf into $(APACHE_CONF_AVAILABLE) for a2enconf
 #   make test       install missing Debian packages (and check that install-deps covers what
 #                   the tests use), build, run the unit and integration tests, then test-asan
 #   make test-asan  the same under AddressSanitizer and UBSan, in build-asan/ (see below)
@@ -54,7 +55,7 @@ GLUE_SRCS := mod_sse.c++ src/httpd/respond.c++ src/httpd/subscribe.c++ src/httpd
              src/httpd/token_check.c++ \
              src/httpd/shared_segment.c++ src/httpd/config.c++ src/httpd/generation.c++ \
              src/httpd/location_mapping.c++ src/httpd/query_param_expr.c++ \
-             src/httpd/suspended_connection.c++
+             src/httpd/suspended_connection.c++ src/httpd/mpm_sizing.c++
 CORE_OBJS := $(CORE_SRCS:%.c++=$(BUILD)/%.o)
 # Signed tokens (src/token.c++): libjwt verifies, libcrypto loads and checks the public keys.
 # Whatever links src/token.o (the module, the unit tests) links these; the other binaries take
@@ -91,6 +92,8 @@ BINDIR    ?= $(PREFIX)/bin
 # Where Debian's a2enmod looks for modules (the name a2enmod itself reads from the
 # environment). Empty: no sse.load or sse.conf is installed (a layout without a2enmod).
 APACHE_MODS_AVAILABLE ?= /etc/apache2/mods-available
+# Where Debian's a2enconf looks for conf snippets (sse-mpm.conf). Empty: not installed.
+APACHE_CONF_AVAILABLE ?= /etc/apache2/conf-available
 
 all: $(BUILD)/mod_sse.so $(BUILD)/sse-publish $(BUILD)/sse-follow
 
@@ -121,8 +124,23 @@ $(BUILD)/sse.load: conf/sse.load
 	@mkdir -p $(dir $@)
 	sed 's|^LoadModule sse_module .*|LoadModule sse_module $(LIBEXECDIR)/mod_sse.so|' $< > $@
 
-# An existing sse.conf is the admin's: it is kept, and the shipped one goes beside it as
-# sse.conf.new. sse.load only says where the module is, and is replaced.
+# Installs conf file $(1) as $(2): an existing $(2) that differs is the admin's and is kept, and
+# the shipped one goes beside it as $(2).new.
+define install_conf
+	@conf=$(2); \
+	if [ -e $$conf ] && ! cmp -s $(1) $$conf; then \
+	    echo "install: keeping $$conf (changed); the shipped one is $$conf.new"; \
+	    echo "install -m 644 $(1) $$conf.new"; \
+	    install -m 644 $(1) $$conf.new; \
+	else \
+	    echo "install -m 644 $(1) $$conf"; \
+	    install -m 644 $(1) $$conf; \
+	fi
+endef
+
+# sse.conf and sse-mpm.conf are the admin's once installed (install_conf); sse.load only says
+# where the module is, and is replaced. sse-mpm.conf (the event MPM's sizing for mod_sse) is a
+# conf-available snippet, enabled on purpose with a2enconf.
 install: all $(BUILD)/sse.load
 	install -d $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(BINDIR)
 	install -m 644 $(BUILD)/mod_sse.so $(DESTDIR)$(LIBEXECDIR)/mod_sse.so
@@ -131,15 +149,11 @@ install: all $(BUILD)/sse.load
 ifneq ($(APACHE_MODS_AVAILABLE),)
 	install -d $(DESTDIR)$(APACHE_MODS_AVAILABLE)
 	install -m 644 $(BUILD)/sse.load $(DESTDIR)$(APACHE_MODS_AVAILABLE)/sse.load
-	@conf=$(DESTDIR)$(APACHE_MODS_AVAILABLE)/sse.conf; \
-	if [ -e $$conf ] && ! cmp -s conf/sse.conf $$conf; then \
-	    echo "install: keeping $$conf (changed); the shipped one is $$conf.new"; \
-	    echo "install -m 644 conf/sse.conf $$conf.new"; \
-	    install -m 644 conf/sse.conf $$conf.new; \
-	else \
-	    echo "install -m 644 conf/sse.conf $$conf"; \
-	    install -m 644 conf/sse.conf $$conf; \
-	fi
+	$(call install_conf,conf/sse.conf,$(DESTDIR)$(APACHE_MODS_AVAILABLE)/sse.conf)
+endif
+ifneq ($(APACHE_CONF_AVAILABLE),)
+	install -d $(DESTDIR)$(APACHE_CONF_AVAILABLE)
+	$(call install_conf,conf/sse-mpm.conf,$(DESTDIR)$(APACHE_CONF_AVAILABLE)/sse-mpm.conf)
 endif
 
 $(UNIT_BIN): $(UNIT_SRCS:%.c++=$(BUILD)/%.o) $(BUILD)/libssecore.a

@@ -1,10 +1,12 @@
 # `make install` and Debian's a2enmod, without the system's Apache: the module, sse-publish, sse-follow,
-# sse.load and sse.conf are installed into a DESTDIR; Debian's own apache2 package (the .deb,
+# sse.load, sse.conf and sse-mpm.conf are installed into a DESTDIR; Debian's own apache2 package (the .deb,
 # downloaded from Debian's archive once and kept in build/debian/) is unpacked into the run
 # directory, which gives a pristine /etc/apache2 tree and Debian's a2enmod, a2ensite and
 # apache2ctl; the tree is set up as a fresh install of that package sets it up, sse is enabled
-# with a2enmod, and Debian's unmodified apache2.conf runs mod_sse: configtest, start, a stream
-# that gets events published over HTTP and with the installed sse-publish, a2dismod, stop.
+# with a2enmod, and Debian's unmodified apache2.conf runs mod_sse: configtest, start (mod_sse
+# says that Debian's MPM sizing cannot hold SSEMaxSubscribers streams), a2enconf sse-mpm and a
+# graceful restart (now it can), a stream that gets events published over HTTP and with the
+# installed sse-publish, a2dismod, stop.
 # Nothing outside the run directory is written (a2enmod's state markers included).
 use strict;
 use warnings;
@@ -85,13 +87,16 @@ sub a2 {
 my $dest = "$run/dest";
 my $libexec = SSETest::apxs_q('LIBEXECDIR');
 my $mods_avail = '/etc/apache2/mods-available';
+my $conf_avail = '/etc/apache2/conf-available';
 ($rc, $out) = sh("make -s -C $root install DESTDIR=$dest");
 is($rc, 0, 'make install DESTDIR=...') or diag $out;
 lap('make install');
 my @installed = sort map { substr($_, length $dest) } split /\n/, `find $dest -type f`;
 is_deeply(\@installed, [sort "$libexec/mod_sse.so", '/usr/local/bin/sse-publish',
-                        '/usr/local/bin/sse-follow', "$mods_avail/sse.load", "$mods_avail/sse.conf"],
-          'it installs the module, sse-publish, sse-follow, sse.load and sse.conf') or diag "@installed";
+                        '/usr/local/bin/sse-follow', "$mods_avail/sse.load", "$mods_avail/sse.conf",
+                        "$conf_avail/sse-mpm.conf"],
+          'it installs the module, sse-publish, sse-follow, sse.load, sse.conf and sse-mpm.conf')
+    or diag "@installed";
 is(system('cmp', '-s', "$root/build/mod_sse.so", "$dest$libexec/mod_sse.so"), 0,
    '  the module is the one built');
 is((stat "$dest$libexec/mod_sse.so")[2] & 07777, 0644, '  mode 0644');
@@ -107,6 +112,10 @@ my $load = slurp("$dest$mods_avail/sse.load");
 like($load, qr{^LoadModule sse_module \Q$libexec\E/mod_sse\.so$}m,
      "  sse.load loads the module from where it is installed ($libexec)");
 is(slurp("$dest$mods_avail/sse.conf"), slurp("$root/conf/sse.conf"), '  sse.conf as shipped');
+is(slurp("$dest$conf_avail/sse-mpm.conf"), slurp("$root/conf/sse-mpm.conf"),
+   '  sse-mpm.conf as shipped, in conf-available');
+unlike(slurp("$dest$mods_avail/sse.conf"), qr/^\s*(?:ThreadsPerChild|AsyncRequestWorkerFactor|MaxRequestWorkers)/mi,
+       '  sse.conf leaves the MPM alone');
 
 # An admin's sse.conf survives the next make install; the shipped one goes beside it.
 spew("$run/sse.conf.edited", slurp("$dest$mods_avail/sse.conf") . "SSEHistory 10\n");
@@ -163,6 +172,12 @@ edit("$tree/envvars", qr/export APACHE_LOCK_DIR=.*/, "export APACHE_LOCK_DIR=$ru
      'envvars: lock directory');
 edit("$tree/envvars", qr/export APACHE_LOG_DIR=.*/, "export APACHE_LOG_DIR=$run/logs",
      'envvars: log directory');
+# apache2ctl (as root) sets `ulimit -n 8192` unless APACHE_ULIMIT_MAX_FILES says otherwise: as
+# an admin does, the most this machine allows (its hard limit, at most 20,000).
+my ($hard_files) = `sh -c 'ulimit -Hn'` =~ /(\S+)/;
+my $files = $hard_files eq 'unlimited' || $hard_files > 20000 ? 20000 : $hard_files;
+edit("$tree/envvars", qr/#APACHE_ULIMIT_MAX_FILES=.*/,
+     "APACHE_ULIMIT_MAX_FILES='ulimit -n $files'", "envvars: APACHE_ULIMIT_MAX_FILES $files");
 edit("$tree/ports.conf", qr/Listen 80/, "Listen 127.0.0.1:$port", "ports.conf: Listen $port");
 # (the default site's document root would be /var/www/html, which this test does not use)
 edit("$tree/sites-available/000-default.conf", qr/<VirtualHost \*:80>/, "<VirtualHost *:$port>",
@@ -190,7 +205,12 @@ spew("$tree/mods-available/sse.load", $load);
 my ($socket_line) = $sse_conf =~ /^[ \t]*#(SSEPublishSocket \S+.*)$/m;
 ok($socket_line, 'sse.conf has the SSEPublishSocket line, commented out');
 $sse_conf =~ s/^([ \t]*)#(SSEPublishSocket )/$1$2/m;
+# What this machine's open files hold (a child may hold all the streams, 200 files beside them).
+my $max_subs = $files - 1000;
+ok($sse_conf =~ s/^([ \t]*SSEMaxSubscribers) \d+$/$1 $max_subs/m, "sse.conf: SSEMaxSubscribers $max_subs");
 spew("$tree/mods-available/sse.conf", $sse_conf);
+# sse-mpm.conf as installed, into the tree's conf-available (enabled later, on purpose).
+spew("$tree/conf-available/sse-mpm.conf", slurp("$dest$conf_avail/sse-mpm.conf"));
 my ($socket_name) = ($socket_line // '') =~ /^SSEPublishSocket (\S+)/;
 like($help, qr{\Q$pristine_run_dir/$socket_name\E}, "sse-publish's default socket is "
      . "$pristine_run_dir/$socket_name: Debian's APACHE_RUN_DIR (DefaultRuntimeDir) and "
@@ -230,18 +250,44 @@ is($rc, 0, 'apache2ctl configtest') or diag $out;
 like($out, qr/Syntax OK/, '  Syntax OK');
 # `apache2ctl start` would run `systemctl start apache2` (the system's service) on a host whose
 # init is systemd; `apache2ctl -k start` runs apache2 -d <tree> -k start itself.
-($rc, $out) = a2('apache2ctl', '-k', 'start');
-is($rc, 0, 'apache2ctl -k start') or diag $out;
-# No CoreDumpDirectory in Debian's apache2.conf: cores go to ServerRoot, the tree.
-my $srv = SSETest::Server->attach(dir => $run, port => $port, marker => $tree, mpm => $mpm,
-                                  cores => $tree);
-$srv->wait_for(sub { -s "$run/httpd.pid" && $srv->accepts }, 15)
-    or BAIL_OUT("apache2 did not come up:\n$out\n" . $srv->log_text);
-$srv->{pid} = $srv->read_pid;
+sub start_apache2 {
+    my ($rc, $out) = a2('apache2ctl', '-k', 'start');
+    is($rc, 0, 'apache2ctl -k start') or diag $out;
+    # No CoreDumpDirectory in Debian's apache2.conf: cores go to ServerRoot, the tree.
+    my $srv = SSETest::Server->attach(dir => $run, port => $port, marker => $tree, mpm => $mpm,
+                                      cores => $tree);
+    $srv->wait_for(sub { -s "$run/httpd.pid" && $srv->accepts }, 15)
+        or BAIL_OUT("apache2 did not come up:\n$out\n" . $srv->log_text);
+    $srv->{pid} = $srv->read_pid;
+    return $srv;
+}
+my $srv = start_apache2();
 lap('configtest and start');
 is($srv->status_field('ServerMPM'), $mpm, "running with mpm_$mpm (Debian's mod_status)");
+# Debian's MPM sizing does not hold SSEMaxSubscribers streams: mod_sse says so once, with the
+# lines to add.
+my @sse0210 = grep { /SSE0210/ } split /\n/, $srv->log_text;
+$srv->expect_log(qr/SSE0210: /);
+is(scalar @sse0210, 1, 'SSE0210 once at start-up') or diag $srv->log_text;
 if ($mpm eq 'event') {
-    # sse.conf is read after Debian's mpm_event.conf (25 threads a child) and its sizing wins:
+    # mpm_event.conf: 6 children (MaxRequestWorkers 150) of 25 threads, factor 2: 450.
+    my $factor = int(($max_subs + 149) / 150) - 1;
+    like($sse0210[0] // '', qr/SSE0210: the event MPM holds about 450 streams \(6 children x ThreadsPerChild 25 x \(1 \+ AsyncRequestWorkerFactor 2\)\), fewer than SSEMaxSubscribers $max_subs: add \x60AsyncRequestWorkerFactor $factor\x60 to the server configuration \(or enable conf\/sse-mpm.conf: a2enconf sse-mpm\)$/,
+         "  Debian's mpm_event.conf holds 450: it names AsyncRequestWorkerFactor $factor and sse-mpm");
+
+    # The admin enables the snippet: its sizing replaces mpm_event.conf's (read before it).
+    ($rc, $out) = a2('a2enconf', 'sse-mpm');
+    is($rc, 0, 'a2enconf sse-mpm') or diag $out;
+    ok(-l "$tree/conf-enabled/sse-mpm.conf", '  links conf-enabled/sse-mpm.conf');
+    ($rc, $out) = a2('apache2ctl', 'configtest');
+    is($rc, 0, '  configtest') or diag $out;
+    # A stop and a start: httpd changes ServerLimit only then (AH00501 at a restart).
+    { local $ENV{SSE_TEST_KEEP} = 1; $srv->stop } # checks the log; keeps the run directory
+    $srv = start_apache2();
+    $srv->expect_log(qr/SSE0210: /); # the first start's line
+    @sse0210 = grep { /SSE0210/ } split /\n/, $srv->log_text;
+    is(scalar @sse0210, 1, '  after a stop and a start: no new SSE0210 (it holds them)')
+        or diag "@sse0210";
     # 2 children (StartServers 2) of 64 threads.
     # Busy + idle from one snapshot of the scoreboard (two requests saw a worker move from
     # idle to busy in between and counted 127); a thread still starting counts in neither, so
@@ -253,7 +299,11 @@ if ($mpm eq 'event') {
     };
     my $seen;
     $srv->wait_for(sub { ($seen = $workers->()) == 128 }, 60);
-    is($seen, 128, "sse.conf's ThreadsPerChild 64 replaces mpm_event.conf's 25: 2 x 64 workers");
+    is($seen, 128, "sse-mpm.conf's ThreadsPerChild 64 replaces mpm_event.conf's 25: 2 x 64 workers");
+} else {
+    # mpm_prefork.conf: MaxRequestWorkers 150, a stream a process.
+    like($sse0210[0] // '', qr/SSE0210: the prefork MPM holds each stream on a worker of its own: MaxRequestWorkers 150 holds 150 streams .*fewer than SSEMaxSubscribers $max_subs: add \x60SSEMaxSubscribers 150\x60 /,
+         "  Debian's mpm_prefork.conf holds 150: it names SSEMaxSubscribers 150");
 }
 
 my %host = (headers => {Host => 'sse.test'});

@@ -17,6 +17,9 @@ use Time::HiRes qw(sleep time);
 my $limit = 64;
 local $ENV{SSE_TEST_HTTPD} = "prlimit --nofile=$limit:$limit " . SSETest::Server::httpd();
 my $srv = SSETest::Server->start(global => "SSEPublishSocket pub.sock\nSSEPublishSocketClients 200\n");
+# With so few open files, mod_sse rightly says at start-up that a child cannot hold
+# SSEMaxSubscribers streams (SSE0210).
+$srv->expect_log(qr/SSE0210: the open-files limit of $limit /);
 $srv->expect_log(qr/SSE0413: publish socket refused a client: no file descriptor left/);
 my $path = $srv->dir . '/pub.sock';
 ok($srv->wait_for(sub { $srv->socket_daemon }, 5), 'the daemon runs');

@@ -1,5 +1,6 @@
 /* post_config: what each configuration generation sets up (see hooks.h). */
 #include "src/httpd/hooks.h"
+#include "src/httpd/mpm_sizing.h"
 #include "src/httpd/publish_socket.h"
 #include "src/httpd/shared_segment.h"
 
@@ -76,6 +77,7 @@ int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *s)
         } else {
             retire_publish_socket(s);
         }
+        warn_if_mpm_cannot_hold(s, conf->max_subscribers);
         return OK;
     }, [&](const char *why) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "SSE0207: post_config failed: %s", why);

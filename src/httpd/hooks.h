@@ -11,7 +11,8 @@ namespace sse::httpd {
 /* generation.c++ — post_config, in the parent, once per configuration generation (the first,
  * checking pass does nothing): makes the generation's ModuleState (in pconf) with the bus and
  * the registry (shared_segment.h: kept across restarts), the presence budget (new each
- * generation) and the publish socket (started, kept or retired). */
+ * generation) and the publish socket (started, kept or retired); says when the MPM cannot hold
+ * SSEMaxSubscribers streams (mpm_sizing.h). */
 int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s);
 
 /* location_mapping.c++ — no file system for mod_sse's locations: a request whose location

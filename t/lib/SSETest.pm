@@ -243,6 +243,11 @@ sub write_config {
         ? "StartServers 4\nMinSpareServers 4\nMaxSpareServers 8\nMaxRequestWorkers 40\nServerLimit 40\n"
         : "StartServers 2\nServerLimit 4\nThreadsPerChild 25\nMaxRequestWorkers 50\nAsyncRequestWorkerFactor 50\n"
           . "MinSpareThreads 25\nMaxSpareThreads 50\nThreadLimit 25\n";
+    # SSEMaxSubscribers within what that sizing holds, else mod_sse warns at start-up (SSE0210):
+    # prefork holds a stream per process (MaxRequestWorkers 40); event about ThreadsPerChild x
+    # (1 + AsyncRequestWorkerFactor) a child, 1275 in the one child some tests keep. A test's
+    # own SSEMaxSubscribers (in `global`) comes later and wins.
+    $mpm_conf .= $self->{mpm} eq 'prefork' ? "SSEMaxSubscribers 40\n" : "SSEMaxSubscribers 1000\n";
     $self->{$_} //= '' for qw(global conf);
     my $so = $self->{module} // "$SSETest::BUILD/mod_sse.so";
     my $tls = '';

@@ -190,7 +190,8 @@ void FanOut::queue_record(BusEvent &e, std::vector<Subscriber *> &dirty)
             if (a.kind == RecordAction::Kind::SendAndEnd)
                 s->close_after(wire, a.reason);
             else if (a.kind == RecordAction::Kind::SendEvent &&
-                     (everyone || audience.admits(s->client_id_)))
+                     (everyone || audience.admits(s->client_id_)) &&
+                     s->delivery_.wants_type(e.event))
                 s->enqueue(wire, true);
             else
                 continue;

@@ -272,6 +272,22 @@ std::string select_channels(const std::string *configured, const Params &query,
     return validate_channel_list(out);
 }
 
+std::string select_event_types(const Params &query, std::vector<std::string> &out)
+{
+    out.clear();
+    NameCollector names(out, kMaxEventTypesPerStream);
+    for (const auto &kv : query)
+        if (kv.first == "event")
+            names.add(kv.second);
+    if (names.over_cap())
+        return "the event parameter names more than " + std::to_string(kMaxEventTypesPerStream) +
+               " event types";
+    for (const auto &type : out)
+        if (std::string bad = validate_event_type(type); !bad.empty())
+            return "event parameter: " + bad;
+    return {};
+}
+
 std::string resume_id(const char *header, const Params &query)
 {
     if (header) {

@@ -192,11 +192,16 @@ std::string validate_event_id(std::string_view id)
     return check_field_line("event id", id, kMaxEventIdBytes);
 }
 
+std::string validate_event_type(std::string_view type)
+{
+    return check_field_line("event type", type, kMaxEventTypeBytes);
+}
+
 std::string validate_event(const EventFields &ev)
 {
     std::string err = validate_event_id(ev.id);
     if (err.empty())
-        err = check_field_line("event type", ev.event, kMaxEventTypeBytes);
+        err = validate_event_type(ev.event);
     if (!err.empty())
         return err;
     if (ev.retry < -1 || ev.retry > kMaxRetryMs)

@@ -8,7 +8,8 @@
  *   EndStream records); an event on two channels of one stream reaches it once (by seq).
  * - Audiences (only/except) are matched once per event (AudienceMatcher), then per stream by
  *   its client id.
- * - Each stream's rules are its Delivery's (sse/delivery.h): events are queued, a
+ * - Each stream's rules are its Delivery's (sse/delivery.h): events of the types it asked
+ *   for (Delivery::wants_type(), per stream after the audience) are queued, a
  *   CloseChannels or EndStream record queues its notice and ends the stream once the notice
  *   was handed to the transport, an overrun of the shared reader queues the `sse-missed`
  *   notice for every stream.

@@ -87,6 +87,11 @@ std::string validate_channel_list(const std::vector<std::string> &channels);
  * kMaxEventIdBytes of UTF-8 without CR, LF or NUL. Returns an error sentence or empty. */
 std::string validate_event_id(std::string_view id);
 
+/* An event type (a publisher's, a subscriber's ?event= filter, an SSEEventTypes name): at most
+ * kMaxEventTypeBytes of UTF-8 without CR, LF or NUL; empty is the untyped "message" event.
+ * Returns an error sentence or empty. */
+std::string validate_event_type(std::string_view type);
+
 /* Checks every field of an event before it is accepted: id and event without CR, LF or NUL
  * and within their length limits, valid UTF-8 everywhere, retry within 0..kMaxRetryMs, and
  * that there is something to send (data or retry). */

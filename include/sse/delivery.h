@@ -100,11 +100,14 @@ public:
      * the stream (its own BusReader checks both; FanOut checks them for a shared reader). */
     RecordAction on_record(const BusEvent &e) const;
     /* Whether an event of type `type` passes the stream's filter. Inline and one test when
-     * the stream has none: FanOut asks it once per stream per event. */
+     * the stream has none (FanOut does not even ask then: it indexes filtered streams
+     * apart). */
     bool wants_type(std::string_view type) const
     {
         return !filtered_ || event_type_listed(settings_.event_types, type);
     }
+    /* Whether the stream has a type filter at all. */
+    bool filters_types() const { return filtered_; }
     /* The same for an event or a CloseChannels record, which mean the same to every stream
      * of their channels but for the type filter (FanOut asks once per record, not once per
      * stream, then wants_type() per stream for an event). */

@@ -279,13 +279,7 @@ std::string select_event_types(const Params &query, std::vector<std::string> &ou
     for (const auto &kv : query)
         if (kv.first == "event")
             names.add(kv.second);
-    if (names.over_cap())
-        return "the event parameter names more than " + std::to_string(kMaxEventTypesPerStream) +
-               " event types";
-    for (const auto &type : out)
-        if (std::string bad = validate_event_type(type); !bad.empty())
-            return "event parameter: " + bad;
-    return {};
+    return validate_event_type_filter(out, names.over_cap(), "the event parameter");
 }
 
 std::string resume_id(const char *header, const Params &query)

@@ -12,7 +12,7 @@ use lib 't/lib';
 use SSETest;
 use Test::More;
 
-my $srv = SSETest::Server->start(conf => <<'EOF');
+my $srv = SSETest::Server->start(global => "SSEPublishSocket pub.sock\n", conf => <<'EOF');
 <Location /blocking>
     SetHandler sse-subscribe
     SSEAsync Off
@@ -30,9 +30,10 @@ my $srv = SSETest::Server->start(conf => <<'EOF');
     SSEEventTypes *
 </Location>
 EOF
-$srv->expect_log(qr/SSE0120: publish refused \(400\): event type "other" is not one of this location's SSEEventTypes: update, message/,
+$srv->expect_log(qr/SSE0412: publish socket refused a subscriber: event-types: event type must not contain CR, LF or NUL/,
+                 qr/SSE0120: publish refused \(400\): event type "other" is not one of this location's SSEEventTypes: update, message/,
                  qr/SSE0120: subscribe refused \(400\): event type "other" is not one of this location's SSEEventTypes: update, message/,
-                 qr/SSE0119: subscribe refused \(400\): event parameter: event type must not contain CR, LF or NUL/);
+                 qr/SSE0119: subscribe refused \(400\): the event parameter: event type must not contain CR, LF or NUL/);
 
 sub publish_ok {
     my ($path, $body) = @_;
@@ -142,6 +143,39 @@ subtest 'a bad ?event= name' => sub {
     my $res = $srv->request(GET => '/events/bad?event=a%0Ab');
     is($res->{status}, 400, '400 for a type with LF');
     like($res->{body}, qr/must not contain CR, LF or NUL/, 'says why');
+};
+
+subtest 'socket subscribers: event-types, live and replayed' => sub {
+    my $first = publish_ok('/publish/sk?event=a', 'a0');
+    publish_ok('/publish/sk?event=b', 'b1');
+    publish_ok('/publish/sk?event=a', 'a1');
+    my $sock = $srv->subscribe_socket('sk', last_event_id => $first, event_types => 'a,message');
+    ok(!$sock->refused, 'subscribed');
+    publish_ok('/publish/sk?event=b', 'b2');
+    publish_ok('/publish/sk', 'm1');
+    is_deeply(seen($sock->events(2, 10)), ['a:a1', 'message:m1'], 'a and message, replay then live');
+    $sock->close;
+    my $bad = $srv->subscribe_socket('sk', event_types => "x\ry");
+    like($bad->refused // '', qr/event-types: event type must not contain CR/, 'a bad name refused');
+    $bad->close;
+};
+
+subtest 'sse-publish -f -e' => sub {
+    my $out = $srv->dir . '/follow-e.out';
+    my $pid = $srv->spawn_publish(['-f', '-e', 'a', 'fe'], out => $out);
+    my $read = sub { open my $fh, '<', $out or return ''; local $/; <$fh> // '' };
+    ok($srv->wait_for(sub { $read->() =~ /^: ok/ }, 10), 'subscribed');
+    publish_ok('/publish/fe?event=b', 'b1');
+    publish_ok('/publish/fe?event=a', 'a1');
+    $srv->request(DELETE => '/publish/fe');
+    my $done = 0;
+    $srv->wait_for(sub { $done = waitpid($pid, 1) == $pid }, 10);
+    ok($done, 'ends when the channel is closed');
+    kill 'KILL', $pid unless $done;
+    my $text = $read->();
+    like($text, qr/event: a\ndata: a1\n/, 'prints a');
+    unlike($text, qr/b1/, 'not b');
+    like($text, qr/event: sse-close/, 'the close notice is not filtered');
 };
 
 $srv->stop;

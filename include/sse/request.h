@@ -39,9 +39,6 @@ const std::string *param_last(const Params &params, std::string_view key);
 std::string select_channels(const std::string *configured, const Params &query,
                             std::string_view path_rest, std::vector<std::string> &out);
 
-/* The most event types one subscribe's ?event= may name. */
-constexpr std::size_t kMaxEventTypesPerStream = 64;
-
 /* The event types a subscribe asks for: every `event` query parameter (repeatable, each
  * comma-separated, websse's ?event=a,b), duplicates dropped; none is no filter (every type).
  * "message" names the untyped event. Each name is checked as a publish checks an event type

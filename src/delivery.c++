@@ -25,8 +25,18 @@ bool comes_back(EndReason why)
     return why == EndReason::ServerRestart || why == EndReason::HubFailed;
 }
 
+bool event_type_listed(const std::vector<std::string> &types, std::string_view type)
+{
+    if (types.empty())
+        return true;
+    /* The browser dispatches "event: message" and an untyped event alike. */
+    if (type.empty())
+        type = "message";
+    return std::find(types.begin(), types.end(), type) != types.end();
+}
+
 Delivery::Delivery(const DeliverySettings &settings, std::int64_t now_us)
-    : settings_(settings), last_write_us_(now_us)
+    : settings_(settings), filtered_(!settings.event_types.empty()), last_write_us_(now_us)
 {
 }
 
@@ -55,6 +65,8 @@ RecordAction Delivery::on_channel_record(RecordKind kind)
 
 RecordAction Delivery::on_record(const BusEvent &e) const
 {
+    if (e.kind == RecordKind::Event && !wants_type(e.event))
+        return {};
     if (e.kind != RecordKind::EndStream)
         return on_channel_record(e.kind);
     /* Serial 0 is no stream's (a socket subscriber has no slot). */

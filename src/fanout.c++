@@ -96,8 +96,9 @@ void FanOut::start(Subscriber &s)
         return;
     catch_up(s);
     s.next_seq_ = s.reader_.position();
+    ChannelIndex &index = index_of(s);
     for (const auto &ch : s.channels_)
-        by_channel_[ch].insert(&s);
+        index[ch].insert(&s);
     if (const std::uint64_t serial = s.delivery_.settings().serial)
         by_serial_[serial] = &s;
     s.started_ = true;
@@ -172,30 +173,51 @@ void FanOut::queue_end_stream(BusEvent &e, std::vector<Subscriber *> &dirty)
     }
 }
 
+struct FanOut::RecordFan {
+    const BusEvent &e;
+    SharedBytes wire;
+    RecordAction action;
+    bool everyone;
+    AudienceMatcher audience;
+};
+
 /* An event or a CloseChannels record: for the streams of its channels, once each. */
 void FanOut::queue_record(BusEvent &e, std::vector<Subscriber *> &dirty)
 {
-    const SharedBytes wire = shared(std::move(e.wire));
-    const bool everyone = e.audience.everyone();
-    const AudienceMatcher audience(e.audience);
-    const RecordAction a = Delivery::on_channel_record(e.kind);
+    const RecordFan fan{e, shared(std::move(e.wire)), Delivery::on_channel_record(e.kind),
+                        e.audience.everyone(), AudienceMatcher(e.audience)};
+    const bool typed = !typed_by_channel_.empty();
     for (const auto &ch : e.channels) {
-        auto it = by_channel_.find(ch);
-        if (it == by_channel_.end())
+        queue_on<false>(by_channel_, ch, fan, dirty);
+        if (typed)
+            queue_on<true>(typed_by_channel_, ch, fan, dirty);
+    }
+}
+
+template <bool Typed>
+void FanOut::queue_on(const ChannelIndex &index, const std::string &channel,
+                      const RecordFan &fan, std::vector<Subscriber *> &dirty)
+{
+    auto it = index.find(channel);
+    if (it == index.end())
+        return;
+    const BusEvent &e = fan.e;
+    /* Copied: the stores to the streams below could alias `fan` for the compiler. */
+    const RecordAction a = fan.action;
+    const bool everyone = fan.everyone;
+    for (Subscriber *s : it->second) {
+        if (e.seq < s->next_seq_ || s->last_seq_ == e.seq)
             continue;
-        for (Subscriber *s : it->second) {
-            if (e.seq < s->next_seq_ || s->last_seq_ == e.seq)
-                continue;
-            s->last_seq_ = e.seq;
-            if (a.kind == RecordAction::Kind::SendAndEnd)
-                s->close_after(wire, a.reason);
-            else if (a.kind == RecordAction::Kind::SendEvent &&
-                     (everyone || audience.admits(s->client_id_)))
-                s->enqueue(wire, true);
-            else
-                continue;
-            mark_dirty(*s, dirty);
-        }
+        s->last_seq_ = e.seq;
+        if (a.kind == RecordAction::Kind::SendAndEnd)
+            s->close_after(fan.wire, a.reason);
+        else if (a.kind == RecordAction::Kind::SendEvent &&
+                 (everyone || fan.audience.admits(s->client_id_)) &&
+                 (!Typed || s->delivery_.wants_type(e.event)))
+            s->enqueue(fan.wire, true);
+        else
+            continue;
+        mark_dirty(*s, dirty);
     }
 }
 
@@ -230,13 +252,14 @@ void FanOut::unindex(Subscriber &s)
     auto serial = by_serial_.find(s.delivery_.settings().serial);
     if (serial != by_serial_.end() && serial->second == &s)
         by_serial_.erase(serial);
+    ChannelIndex &index = index_of(s);
     for (const auto &ch : s.channels_) {
-        auto it = by_channel_.find(ch);
-        if (it == by_channel_.end())
+        auto it = index.find(ch);
+        if (it == index.end())
             continue;
         it->second.erase(&s);
         if (it->second.empty())
-            by_channel_.erase(it);
+            index.erase(it);
     }
 }
 

@@ -272,6 +272,16 @@ std::string select_channels(const std::string *configured, const Params &query,
     return validate_channel_list(out);
 }
 
+std::string select_event_types(const Params &query, std::vector<std::string> &out)
+{
+    out.clear();
+    NameCollector names(out, kMaxEventTypesPerStream);
+    for (const auto &kv : query)
+        if (kv.first == "event")
+            names.add(kv.second);
+    return validate_event_type_filter(out, names.over_cap(), "the event parameter");
+}
+
 std::string resume_id(const char *header, const Params &query)
 {
     if (header) {

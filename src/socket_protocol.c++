@@ -6,7 +6,8 @@ FrameParser::FrameParser(std::size_t max_event_bytes)
     : max_event_bytes_(max_event_bytes), channels_(current_.channels, kMaxChannelsPerEvent),
       subscribe_channels_(current_.subscribe_channels, kMaxChannelsPerEvent),
       only_(Audience::collector(current_.audience.only)),
-      except_(Audience::collector(current_.audience.except))
+      except_(Audience::collector(current_.audience.except)),
+      event_types_(current_.event_types, kMaxEventTypesPerStream)
 {
 }
 
@@ -71,6 +72,11 @@ void FrameParser::line(std::string_view text, std::vector<ClientBlock> &out)
             current_.error = "last-event-id: " + why;
         return;
     }
+    if (field == "event-types") {
+        current_.subscribe = true;
+        event_types_.add(value);
+        return;
+    }
     publish_fields_ = true;
     if (field == "channel") {
         channels_.add(value);
@@ -95,7 +101,7 @@ void FrameParser::line(std::string_view text, std::vector<ClientBlock> &out)
     } else {
         current_.error = "unknown field \"" + std::string(field.substr(0, 40)) +
                          "\"; known are channel, event, id, retry, data, only, except "
-                         "(and subscribe, last-event-id to read)";
+                         "(and subscribe, last-event-id, event-types to read)";
     }
 }
 
@@ -106,15 +112,18 @@ void FrameParser::finish(std::vector<ClientBlock> &out)
     else if (!current_.error.empty())
         ;
     else if (current_.subscribe && publish_fields_)
-        current_.error = "a subscribe block takes only \"subscribe:\" and \"last-event-id:\" "
-                         "lines (publish and subscribe on separate connections)";
+        current_.error = "a subscribe block takes only \"subscribe:\", \"last-event-id:\" and "
+                         "\"event-types:\" lines (publish and subscribe on separate connections)";
     else if (current_.subscribe && current_.subscribe_channels.empty())
         current_.error = "no channel to subscribe to: give a \"subscribe:\" line";
     else if (!current_.subscribe && current_.channels.empty())
         current_.error = "no channel: give a \"channel:\" line";
+    else if (current_.subscribe)
+        current_.error = validate_event_type_filter(current_.event_types,
+                                                    event_types_.over_cap(), "event-types");
     out.push_back(std::move(current_));
     current_ = ClientBlock();
-    for (NameCollector *c : {&channels_, &subscribe_channels_, &only_, &except_})
+    for (NameCollector *c : {&channels_, &subscribe_channels_, &only_, &except_, &event_types_})
         c->restart();
     started_ = false;
     too_large_ = false;
@@ -159,7 +168,8 @@ void encode_frame(const std::vector<std::string> &channels, const EventFields &e
 }
 
 void encode_subscribe_block(const std::vector<std::string> &channels,
-                            std::string_view last_event_id, std::string &out)
+                            std::string_view last_event_id, std::string &out,
+                            const std::vector<std::string> &event_types)
 {
     out += "subscribe: ";
     for (std::size_t i = 0; i < channels.size(); ++i)
@@ -168,6 +178,12 @@ void encode_subscribe_block(const std::vector<std::string> &channels,
     if (!last_event_id.empty()) {
         out += "last-event-id: ";
         out += last_event_id;
+        out += '\n';
+    }
+    if (!event_types.empty()) {
+        out += "event-types: ";
+        for (std::size_t i = 0; i < event_types.size(); ++i)
+            out += (i ? "," : "") + event_types[i];
         out += '\n';
     }
     out += '\n';

@@ -192,11 +192,28 @@ std::string validate_event_id(std::string_view id)
     return check_field_line("event id", id, kMaxEventIdBytes);
 }
 
+std::string validate_event_type(std::string_view type)
+{
+    return check_field_line("event type", type, kMaxEventTypeBytes);
+}
+
+std::string validate_event_type_filter(const std::vector<std::string> &types, bool over_cap,
+                                       std::string_view what)
+{
+    if (over_cap)
+        return std::string(what) + " names more than " +
+               std::to_string(kMaxEventTypesPerStream) + " event types";
+    for (const auto &type : types)
+        if (std::string bad = validate_event_type(type); !bad.empty())
+            return std::string(what) + ": " + bad;
+    return {};
+}
+
 std::string validate_event(const EventFields &ev)
 {
     std::string err = validate_event_id(ev.id);
     if (err.empty())
-        err = check_field_line("event type", ev.event, kMaxEventTypeBytes);
+        err = validate_event_type(ev.event);
     if (!err.empty())
         return err;
     if (ev.retry < -1 || ev.retry > kMaxRetryMs)

@@ -147,7 +147,7 @@ subtest 'refusals leave a publisher' => sub {
         sysread($s, my $c, 4096) or last;
         $got .= $c;
     }
-    like($got, qr/^error a subscribe block takes only "subscribe:" and "last-event-id:" lines/,
+    like($got, qr/^error a subscribe block takes only "subscribe:", "last-event-id:" and "event-types:" lines/,
          'a subscribe block with event fields');
     like($got, qr/\nok \d+\n$/, 'the same connection then publishes');
     my $none = $srv->subscribe_socket('');
@@ -248,7 +248,7 @@ subtest 'sse-publish -f follows across a graceful restart' => sub {
     my @ticks = $read->() =~ /^data: tick (\d+)$/mg;
     is_deeply(\@ticks, [1 .. 20], 'every event once, in order');
     like($read->(), qr/event: sse-close\ndata: \{[^\n]*"reason":"channel-closed"/, 'the notice is printed last');
-    my $r = $srv->run_publish(['-f', '-e', 'x', 'ticker']);
+    my $r = $srv->run_publish(['-f', '-i', 'x', 'ticker']);
     is($r->{rc}, 2, '-f with publish options is a usage error');
     $r = $srv->run_publish(['-f', 'ticker']);
     is($r->{rc}, 0, 'following a closed channel: exit 0');

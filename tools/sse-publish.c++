@@ -4,7 +4,7 @@
  *               CHANNEL[,CHANNEL...] [DATA]
  *   sse-publish -l [-S socket] [-e event] [-r retry] [-o ids] [-x ids] [-w seconds]
  *               CHANNEL[,CHANNEL...]                                       # a line, an event
- *   sse-publish -f [-S socket] [-L last-event-id] [-w seconds] CHANNEL[,CHANNEL...]  # read
+ *   sse-publish -f [-S socket] [-L last-event-id] [-e types] [-w seconds] CHANNEL[,CHANNEL...]  # read
  *
  * Data comes from the argument, or from standard input when it is absent (one trailing newline
  * removed). With -l every line of standard input is its own event, sent as soon as it is read
@@ -51,14 +51,16 @@ const char *const kUsage =
     "[-w seconds] CHANNEL[,CHANNEL...] [DATA]\n"
     "       sse-publish -l [-S socket] [-e event] [-r retry] [-o ids] [-x ids] [-w seconds] "
     "CHANNEL[,CHANNEL...]\n"
-    "       sse-publish -f [-S socket] [-L last-event-id] [-w seconds] CHANNEL[,CHANNEL...]\n"
+    "       sse-publish -f [-S socket] [-L last-event-id] [-e types] [-w seconds] "
+    "CHANNEL[,CHANNEL...]\n"
     "\n"
     "Publishes an event to mod_sse through its local socket and prints the event's id,\n"
     "or with -f prints the channels' events (event-stream text) as they are published.\n"
     "\n"
     "  -S socket   the SSEPublishSocket path (default: $SSE_PUBLISH_SOCKET, else\n"
     "              /var/run/apache2/sse-publish.sock)\n"
-    "  -e event    event type (browsers: addEventListener(type, ...))\n"
+    "  -e event    event type (browsers: addEventListener(type, ...)); with -f: print only\n"
+    "              events of these types (comma-separated; message: the untyped event)\n"
     "  -i id       event id (default: assigned by the bus)\n"
     "  -r retry    reconnection delay for the clients, in milliseconds\n"
     "  -o ids      deliver only to these client ids (comma-separated, repeatable)\n"
@@ -269,7 +271,8 @@ int publish(Connection &conn, const std::vector<std::string> &channels, const ss
  * or the socket stays unreachable for wait_s (3). An event is printed once complete, and its
  * id becomes where the next connection resumes. A daemon that is busy (full) or being
  * replaced is retried for wait_s, like an unreachable socket. */
-int follow(Connection &conn, const std::vector<std::string> &channels, std::string last_id)
+int follow(Connection &conn, const std::vector<std::string> &channels, std::string last_id,
+           const std::vector<std::string> &event_types)
 {
     double deadline = now_s() + conn.wait_s();
     auto retry_or_give_up = [&]() {
@@ -281,7 +284,7 @@ int follow(Connection &conn, const std::vector<std::string> &channels, std::stri
     };
     for (;;) {
         std::string block, line;
-        sse::encode_subscribe_block(channels, last_id, block);
+        sse::encode_subscribe_block(channels, last_id, block, event_types);
         if (!conn.connect_until(deadline)) {
             std::cerr << "sse-publish: " << conn.unreachable() << "\n";
             return 3;
@@ -387,9 +390,9 @@ int main(int argc, char **argv)
     int rest = argc - optind;
     if (rest < 1 || rest > 2 || ((per_line || follow_mode) && rest > 1))
         return usage_error(rest < 1 ? "no channel" : "too many arguments");
-    if (follow_mode && (per_line || !ev.id.empty() || !ev.event.empty() || ev.retry >= 0 ||
+    if (follow_mode && (per_line || !ev.id.empty() || ev.retry >= 0 ||
                         !audience.only.empty() || !audience.except.empty()))
-        return usage_error("-f reads: it takes only -S, -L and -w");
+        return usage_error("-f reads: it takes only -S, -L, -e and -w");
     if (!resume_id.empty() && !follow_mode)
         return usage_error("-L is for -f");
     if (per_line && !ev.id.empty())
@@ -400,8 +403,11 @@ int main(int argc, char **argv)
         return usage_error("no channel");
 
     Connection conn(socket_path, wait_s);
-    if (follow_mode)
-        return follow(conn, channels, resume_id);
+    if (follow_mode) {
+        std::vector<std::string> types; /* the daemon checks them (event-types) */
+        sse::NameCollector(types, sse::kMaxEventTypesPerStream).add(ev.event);
+        return follow(conn, channels, resume_id, types);
+    }
     if (per_line) {
         int status = 0;
         std::string line;

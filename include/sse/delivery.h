@@ -4,7 +4,9 @@
  * told by these rules what to send and when to end; the transport only moves the bytes:
  * - its opening bytes: `: ok`, the retry it is told, and the `sse-missed` notice when its
  *   Last-Event-ID is not held (opening());
- * - what a bus record means for it (on_record()): an event is sent; a CloseChannels record
+ * - what a bus record means for it (on_record()): an event is sent when its type passes the
+ *   stream's event-type filter (wants_type(): the ?event= list; none, every type), else
+ *   skipped; mod_sse's own notices are never filtered; a CloseChannels record
  *   sends its notice and ends the stream (channel-closed); an EndStream record naming the
  *   stream's registry serial does the same (replaced); any other EndStream is skipped. An
  *   overrun (the ring passed the stream's position) sends the `sse-missed` notice
@@ -30,6 +32,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace sse {
 
@@ -74,7 +77,14 @@ struct DeliverySettings {
     std::int64_t token_expires_us = 0; /* the token's exp, on the caller's clock; 0: none */
     std::uint64_t serial = 0;          /* registry serial EndStream records name; 0: no slot
                                         * (a socket subscriber), no EndStream ends it */
+    std::vector<std::string> event_types; /* the event types it gets (?event=), "message"
+                                           * for the untyped event; empty: every type */
 };
+
+/* Whether an event of type `type` ("" or "message": the untyped event) is one of `types`;
+ * an empty list holds every type. Used for a stream's ?event= filter and for a location's
+ * SSEEventTypes. */
+bool event_type_listed(const std::vector<std::string> &types, std::string_view type);
 
 class Delivery {
 public:
@@ -89,8 +99,18 @@ public:
     /* What `e` means for this stream. `e` is on one of its channels and its audience admits
      * the stream (its own BusReader checks both; FanOut checks them for a shared reader). */
     RecordAction on_record(const BusEvent &e) const;
+    /* Whether an event of type `type` passes the stream's filter. Inline and one test when
+     * the stream has none (FanOut does not even ask then: it indexes filtered streams
+     * apart). */
+    bool wants_type(std::string_view type) const
+    {
+        return !filtered_ || event_type_listed(settings_.event_types, type);
+    }
+    /* Whether the stream has a type filter at all. */
+    bool filters_types() const { return filtered_; }
     /* The same for an event or a CloseChannels record, which mean the same to every stream
-     * of their channels (FanOut asks once per record, not once per stream). */
+     * of their channels but for the type filter (FanOut asks once per record, not once per
+     * stream, then wants_type() per stream for an event). */
     static RecordAction on_channel_record(RecordKind kind);
 
     /* Appends the notice for an overrun (the stream goes on). */
@@ -122,6 +142,7 @@ public:
 
 private:
     DeliverySettings settings_;
+    bool filtered_; /* settings_.event_types is not empty */
     std::int64_t last_write_us_;
 };
 

@@ -8,7 +8,10 @@
  *   EndStream records); an event on two channels of one stream reaches it once (by seq).
  * - Audiences (only/except) are matched once per event (AudienceMatcher), then per stream by
  *   its client id.
- * - Each stream's rules are its Delivery's (sse/delivery.h): events are queued, a
+ * - Each stream's rules are its Delivery's (sse/delivery.h): events of the types it asked
+ *   for are queued (Delivery::wants_type(), per stream after the audience; streams with a
+ *   type filter are in a channel index of their own, so the streams without one cost per
+ *   event exactly what they cost before the filter existed), a
  *   CloseChannels or EndStream record queues its notice and ends the stream once the notice
  *   was handed to the transport, an overrun of the shared reader queues the `sse-missed`
  *   notice for every stream.
@@ -187,7 +190,17 @@ public:
     std::size_t size() const { return streams_.size(); }
 
 private:
+    using ChannelIndex = std::unordered_map<std::string, std::unordered_set<Subscriber *>>;
+    struct RecordFan; /* one event or CloseChannels record on its way (fanout.c++) */
     void queue_record(BusEvent &e, std::vector<Subscriber *> &dirty);
+    /* The record to the streams of `channel` in `index`; Typed: the type-filtered index. */
+    template <bool Typed>
+    void queue_on(const ChannelIndex &index, const std::string &channel, const RecordFan &fan,
+                  std::vector<Subscriber *> &dirty);
+    ChannelIndex &index_of(const Subscriber &s)
+    {
+        return s.delivery_.filters_types() ? typed_by_channel_ : by_channel_;
+    }
     void queue_overrun(std::vector<Subscriber *> &dirty);
     void queue_end_stream(BusEvent &e, std::vector<Subscriber *> &dirty);
     void catch_up(Subscriber &s);
@@ -208,7 +221,8 @@ private:
     BusReader reader_;
     std::unordered_set<Subscriber *> streams_;
     std::unordered_map<std::uint64_t, Subscriber *> by_serial_;
-    std::unordered_map<std::string, std::unordered_set<Subscriber *>> by_channel_;
+    ChannelIndex by_channel_;       /* streams without a type filter */
+    ChannelIndex typed_by_channel_; /* streams with one (Delivery::filters_types()) */
     SharedBytes keepalive_;
     std::vector<Subscriber *> dirty_; /* run()'s scratch, kept for its capacity */
 };

@@ -39,6 +39,13 @@ const std::string *param_last(const Params &params, std::string_view key);
 std::string select_channels(const std::string *configured, const Params &query,
                             std::string_view path_rest, std::vector<std::string> &out);
 
+/* The event types a subscribe asks for: every `event` query parameter (repeatable, each
+ * comma-separated, websse's ?event=a,b), duplicates dropped; none is no filter (every type).
+ * "message" names the untyped event. Each name is checked as a publish checks an event type
+ * (validate_event_type(); a type with a comma cannot be named here), at most
+ * kMaxEventTypesPerStream of them. */
+std::string select_event_types(const Params &query, std::vector<std::string> &out);
+
 /* How deep a JSON publish body may nest arrays and objects, the body object included
  * ({"data": [[1]]} is 3 deep). */
 constexpr std::size_t kMaxJsonDepth = 64;

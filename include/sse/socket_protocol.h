@@ -22,6 +22,8 @@
  *
  *   subscribe: presence      one or more lines, each may be comma-separated
  *   last-event-id: 42        optional: resume after this event, as an HTTP reconnect does
+ *   event-types: a,message   optional, repeatable: only events of these types (HTTP's
+ *                            ?event=; "message": the untyped event); none: every type
  *   <blank line>
  *
  * and no other field turns the connection into a subscriber: the daemon answers with an
@@ -56,6 +58,7 @@ struct ClientBlock {
     bool subscribe = false;
     std::vector<std::string> subscribe_channels;
     std::string last_event_id;
+    std::vector<std::string> event_types; /* the types it gets (validated); empty: every type */
 };
 
 class FrameParser {
@@ -83,7 +86,7 @@ private:
     std::string line_;         /* the incomplete line so far */
     ClientBlock current_;
     /* current_'s lists, each collected across its lines (a list over its cap stops). */
-    NameCollector channels_, subscribe_channels_, only_, except_;
+    NameCollector channels_, subscribe_channels_, only_, except_, event_types_;
     bool started_ = false;
     std::size_t event_bytes_ = 0;
     bool too_large_ = false;
@@ -96,9 +99,11 @@ private:
 void encode_frame(const std::vector<std::string> &channels, const EventFields &ev,
                   std::string &out, const Audience &audience = {});
 
-/* Appends a subscribe block (what `sse-publish -f` writes). */
+/* Appends a subscribe block (what `sse-publish -f` writes); `event_types` empty: no
+ * event-types line. */
 void encode_subscribe_block(const std::vector<std::string> &channels,
-                            std::string_view last_event_id, std::string &out);
+                            std::string_view last_event_id, std::string &out,
+                            const std::vector<std::string> &event_types = {});
 
 /* The answer lines. A reason's CR and LF become spaces. */
 std::string ok_line(std::string_view id);

@@ -26,6 +26,7 @@ constexpr std::size_t kMaxChannelNameBytes = 255;
 constexpr std::size_t kMaxEventIdBytes = 1024;
 constexpr std::size_t kMaxEventTypeBytes = 1024;
 constexpr std::size_t kMaxChannelsPerEvent = 64;
+constexpr std::size_t kMaxEventTypesPerStream = 64; /* a subscriber's event-type filter */
 constexpr std::int64_t kMaxRetryMs = 86400000; /* one day: anything longer is a typo */
 
 /* What a publisher asks for. `has_data` distinguishes "no data" from "empty data". */
@@ -86,6 +87,17 @@ std::string validate_channel_list(const std::vector<std::string> &channels);
 /* An event id (given by a publisher, or sent back by a resuming client): at most
  * kMaxEventIdBytes of UTF-8 without CR, LF or NUL. Returns an error sentence or empty. */
 std::string validate_event_id(std::string_view id);
+
+/* An event type (a publisher's, a subscriber's ?event= filter, an SSEEventTypes name): at most
+ * kMaxEventTypeBytes of UTF-8 without CR, LF or NUL; empty is the untyped "message" event.
+ * Returns an error sentence or empty. */
+std::string validate_event_type(std::string_view type);
+
+/* Checks a subscriber's event-type filter, collected by a NameCollector with the cap
+ * kMaxEventTypesPerStream (`over_cap`: its over_cap()): the count and each name. `what`
+ * names where it came from in the error ("the event parameter", "event-types"). */
+std::string validate_event_type_filter(const std::vector<std::string> &types, bool over_cap,
+                                       std::string_view what);
 
 /* Checks every field of an event before it is accepted: id and event without CR, LF or NUL
  * and within their length limits, valid UTF-8 everywhere, retry within 0..kMaxRetryMs, and

@@ -53,6 +53,8 @@ constexpr std::tuple kLocationSettings{
                                   nullptr},
     LocationSetting<const char *>{&DirConfig::channel_base, &DirConfig::channel_base_set,
                                   nullptr},
+    LocationSetting<const std::vector<std::string> *>{&DirConfig::event_types,
+                                                      &DirConfig::event_types_set, nullptr},
 };
 
 /* The check that the list is whole, by count (a member listed twice would hide one left
@@ -452,6 +454,35 @@ const char *cmd_presence_subscribe(cmd_parms *, void *dv, int on)
     return nullptr;
 }
 
+apr_status_t destroy_type_list(void *list)
+{
+    delete static_cast<std::vector<std::string> *>(list);
+    return APR_SUCCESS;
+}
+
+/* SSEEventTypes name...: the list replaces the enclosing section's; `*` alone allows every
+ * type again. Each name is checked as a publish checks an event type. */
+const char *cmd_event_types(cmd_parms *cmd, void *dv, int argc, char *const argv[])
+{
+    auto *d = static_cast<DirConfig *>(dv);
+    if (argc == 0)
+        return "SSEEventTypes: name at least one event type (or * for every type)";
+    d->event_types_set = 1;
+    if (argc == 1 && !std::strcmp(argv[0], "*")) {
+        d->event_types = nullptr;
+        return nullptr;
+    }
+    auto *list = new std::vector<std::string>();
+    apr_pool_cleanup_register(cmd->pool, list, destroy_type_list, apr_pool_cleanup_null);
+    for (int i = 0; i < argc; ++i) {
+        if (std::string bad = validate_event_type(argv[i]); !bad.empty())
+            return apr_psprintf(cmd->pool, "SSEEventTypes: \"%s\": %s", argv[i], bad.c_str());
+        list->emplace_back(argv[i]);
+    }
+    d->event_types = list;
+    return nullptr;
+}
+
 /* ---- the command table ---- */
 
 /* Every directive handler runs under guarded(): a failure becomes the directive's error
@@ -541,6 +572,10 @@ const command_rec directives[] = {
     AP_INIT_TAKE1("SSETokenCookie", as_cmd_func<cmd_token_cookie>(), nullptr,
                   RSRC_CONF | ACCESS_CONF,
                   "<name>: the cookie a token may come in (default mercureAuthorization)"),
+    AP_INIT_TAKE_ARGV("SSEEventTypes", as_cmd_func<cmd_event_types>(), nullptr,
+                      RSRC_CONF | ACCESS_CONF,
+                      "<type> ... | *: the only event types publish and ?event= may name here "
+                      "(message: the untyped event; default *, every type)"),
     {nullptr, {nullptr}, nullptr, 0, RAW_ARGS, nullptr},
 };
 

@@ -38,6 +38,9 @@
 
 #include <sys/types.h>
 
+#include <string>
+#include <vector>
+
 namespace sse::httpd {
 
 struct ModuleState;
@@ -82,6 +85,9 @@ struct DirConfig {
     const char *token_cookie;          int token_cookie_set; /* SSETokenCookie; nullptr: default */
     const char *channel_base;          int channel_base_set; /* SSEChannelBase, no trailing '/'
                                                                 ("" for "/"); nullptr: none */
+    /* SSEEventTypes: the event types publish and ?event= may name here ("message": the
+     * untyped event); nullptr: every type. Owned by the configuration pool. */
+    const std::vector<std::string> *event_types; int event_types_set;
 };
 
 constexpr apr_uint64_t kDefaultBusSize = 16u << 20;

@@ -94,6 +94,13 @@ bool request_channels(request_rec *r, const std::vector<std::string> *body_chann
 int answer_error(request_rec *r, int status, const char *tag, const Endpoint &who,
                  const std::string &message, const std::string *channel = nullptr);
 
+/* Whether every type of `types` ("" is the untyped "message") is one the location's
+ * SSEEventTypes lists (always, when it has none). Otherwise answers 400 itself with a body
+ * {"error", "status", "event": the first type refused, "allowed": the list}, logs a line
+ * tagged SSE0120, and returns false. */
+bool event_types_allowed(request_rec *r, const std::vector<std::string> &types,
+                         const Endpoint &who);
+
 /* The handler SetHandler gives this request's location sections (nullptr: none, or its
  * expression failed). Valid from pre_translate_name on (httpd walked the sections), while
  * r->handler is set only in fixups. */

@@ -3,6 +3,8 @@
 #include "src/httpd/module.h"
 #include "src/httpd/channel_access.h"
 
+#include "sse/delivery.h"
+
 #include "http_core.h"
 #include "http_protocol.h"
 
@@ -46,16 +48,51 @@ int answer_json(request_rec *r, int status, const std::string &json)
     return OK;
 }
 
-int answer_error(request_rec *r, int status, const char *tag, const Endpoint &who,
-                 const std::string &message, const std::string *channel)
+namespace {
+
+/* answer_error() with `body` holding more members than error and status. */
+int answer_error_body(request_rec *r, int status, const char *tag, const Endpoint &who,
+                      const std::string &message, nlohmann::json body)
 {
     ap_log_rerror(APLOG_MARK, who.log_level, 0, r, "%s: %s refused (%d): %s", tag, who.name,
                   status, message.c_str());
-    nlohmann::json body = {{"error", message}, {"status", status}};
-    if (channel)
-        body["channel"] = *channel;
+    body["error"] = message;
+    body["status"] = status;
     /* Error text may quote client bytes that are not UTF-8: replace them, never throw. */
     return answer_json(r, status, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+}
+
+} // namespace
+
+int answer_error(request_rec *r, int status, const char *tag, const Endpoint &who,
+                 const std::string &message, const std::string *channel)
+{
+    nlohmann::json body = nlohmann::json::object();
+    if (channel)
+        body["channel"] = *channel;
+    return answer_error_body(r, status, tag, who, message, std::move(body));
+}
+
+bool event_types_allowed(request_rec *r, const std::vector<std::string> &types,
+                         const Endpoint &who)
+{
+    const std::vector<std::string> *allowed = dir_config(r).event_types;
+    if (!allowed)
+        return true;
+    for (const std::string &type : types) {
+        if (event_type_listed(*allowed, type))
+            continue;
+        const std::string name = type.empty() ? "message" : type;
+        std::string list;
+        for (const std::string &a : *allowed)
+            list += (list.empty() ? "" : ", ") + a;
+        answer_error_body(r, HTTP_BAD_REQUEST, "SSE0120", who,
+                          "event type \"" + name + "\" is not one of this location's "
+                          "SSEEventTypes: " + list,
+                          {{"event", name}, {"allowed", *allowed}});
+        return false;
+    }
+    return true;
 }
 
 bool query_params(request_rec *r, Params &out, const Endpoint &who)

@@ -77,6 +77,9 @@ struct Client {
     apr_time_t closing_since = 0; /* when it was first seen closing with `out` unwritten */
     bool input_closed = false;    /* a subscriber shut down its sending side (still reads) */
     std::unique_ptr<BusReader> reader; /* set: a subscriber; it publishes nothing more */
+    /* A subscriber's rules: no registry slot, so no EndStream record ends it (they name HTTP
+     * streams by serial); no keep-alives nor token; its event-types filter. Set with reader. */
+    std::optional<Delivery> rules;
     Client(int f, std::size_t max_event) : fd(f), parser(max_event) {}
 };
 
@@ -501,6 +504,9 @@ private:
             return;
         }
         c.reader = std::make_unique<BusReader>(std::move(opened->reader));
+        DeliverySettings rules;
+        rules.event_types = f.event_types;
+        c.rules.emplace(rules, 0);
         /* The retry is a retry-only publish's value, as HTTP streams get it (no SSERetry:
          * the socket has no location). */
         Delivery::opening(opened->retry_ms, opened->resume_found, f.last_event_id, c.out);
@@ -536,7 +542,7 @@ private:
         for (;;) {
             ReadStop stop;
             if (!c.closing && c.out.size() < kMaxPendingAnswers) {
-                stop = read_stream(*c.reader, socket_rules_, [&](std::string &&bytes, bool) {
+                stop = read_stream(*c.reader, *c.rules, [&](std::string &&bytes, bool) {
                     c.out += bytes;
                     return c.out.size() < kMaxPendingAnswers;
                 });
@@ -598,9 +604,6 @@ private:
     int max_clients_;
     std::size_t max_event_;
     std::list<Client> clients_;
-    /* A socket subscriber's rules: no registry slot, so no EndStream record ends it (they
-     * name HTTP streams by serial); no keep-alives nor token. */
-    const Delivery socket_rules_{DeliverySettings{}, 0};
     BusWaker waker_;
     int spare_fd_;                /* given up when accept4() finds no descriptor left */
     bool listen_paused_ = false;  /* skip the listening socket for one poll round */

@@ -234,6 +234,7 @@ struct SubscribeAsk {
     apr_time_t token_expires = 0; /* a stream whose token has exp ends then; 0: none */
     std::string resume_id;
     std::string client_id;
+    std::vector<std::string> event_types; /* ?event=; empty: every type */
 };
 
 /* Anything but GET: OPTIONS as httpd's own handlers answer it (the default handler,
@@ -264,6 +265,12 @@ bool read_subscribe(request_rec *r, const ModuleState *state, SubscribeAsk &ask)
         !request_channels(r, nullptr, query, ask.channels, kSubscribe) ||
         !token_covers(r, token, ask.channels, TokenUse::Subscribe, &ask.token_expires) ||
         !presence_allowed(r, state, ask.channels))
+        return false;
+    if (std::string bad = select_event_types(query, ask.event_types); !bad.empty()) {
+        answer_error(r, HTTP_BAD_REQUEST, "SSE0119", kSubscribe, bad);
+        return false;
+    }
+    if (!event_types_allowed(r, ask.event_types, kSubscribe))
         return false;
     ask.resume_id = last_event_id(r, query);
     if (ask.resume_id.size() > kMaxEventIdBytes) {
@@ -525,6 +532,7 @@ int subscribe_handler(request_rec *r)
     settings.retry_ms = opened.retry_ms >= 0 ? opened.retry_ms : d.retry_ms;
     settings.token_expires_us = ask.token_expires;
     settings.serial = sub.serial();
+    settings.event_types = std::move(ask.event_types);
     HeldStream held(r, state, std::move(opened.reader), std::move(sub), settings);
     return held.serve(ask, opened.resume_found);
 }

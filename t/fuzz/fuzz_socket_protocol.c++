@@ -6,7 +6,7 @@
  * survives encode_frame() and a second parse with the same channels, event type, id, retry,
  * data and audience, and reaches a browser as exactly that event (encode_event() read by the
  * independent WHATWG reader); every subscribe block that would be accepted survives
- * encode_subscribe_block() and a second parse. */
+ * encode_subscribe_block() and a second parse, its event-types included. */
 #include "fuzz_checks.h"
 
 #include "sse/socket_protocol.h"
@@ -54,13 +54,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
             if (!a[i].error.empty() || !validate_channel_list(a[i].subscribe_channels).empty())
                 continue;
             std::string again;
-            encode_subscribe_block(a[i].subscribe_channels, a[i].last_event_id, again);
+            encode_subscribe_block(a[i].subscribe_channels, a[i].last_event_id, again,
+                                   a[i].event_types);
             FrameParser reparse(again.size() + 1);
             std::vector<ClientBlock> c;
             reparse.feed(again, c);
             check(c.size() == 1 && c[0].error.empty() && c[0].subscribe);
             check(c[0].subscribe_channels == a[i].subscribe_channels);
             check(c[0].last_event_id == a[i].last_event_id);
+            check(c[0].event_types == a[i].event_types);
             continue;
         }
         fuzz::check_list_shape(a[i].channels, kMaxChannelsPerEvent);

@@ -640,7 +640,8 @@ sub subscribe {
     return SSETest::Client->open($self, $path, %o);
 }
 
-# A subscriber on the publish socket: subscribe_socket('a,b', last_event_id => '42').
+# A subscriber on the publish socket: subscribe_socket('a,b', last_event_id => '42',
+# event_types => 'x,message').
 # The same client as subscribe() (events, comments, closed, ...); refused() holds the
 # daemon's "error ..." line when the subscribe block was refused.
 sub subscribe_socket {
@@ -724,7 +725,8 @@ sub open_socket {
     my ($class, $path, $channels, %o) = @_;
     my $s = IO::Socket::UNIX->new(Peer => $path, Timeout => 10) or die "connect $path: $!";
     syswrite($s, "subscribe: $channels\n"
-                 . (defined $o{last_event_id} ? "last-event-id: $o{last_event_id}\n" : '') . "\n");
+                 . (defined $o{last_event_id} ? "last-event-id: $o{last_event_id}\n" : '')
+                 . (defined $o{event_types} ? "event-types: $o{event_types}\n" : '') . "\n");
     my $self = bless {sock => $s, raw => '', text => '', events => [], comments => [],
                       retry => undef, closed => 0, lastEventId => '', data => '', type => '',
                       id_buf => undef, pid => $$, chunked => 0,

@@ -44,6 +44,17 @@ struct TestBus {
         ev.id = data.size() <= kMaxIdFromData ? data : ""; /* its wire then says which it is */
         bus.publish(channels, ev, kT0, audience);
     }
+    /* An event of type `type` ("": untyped) whose data and id are `data`. */
+    void typed(const std::vector<std::string> &channels, const std::string &type,
+               const std::string &data)
+    {
+        EventFields ev;
+        ev.has_data = true;
+        ev.data = data;
+        ev.id = data;
+        ev.event = type;
+        bus.publish(channels, ev, kT0);
+    }
     void close(const std::vector<std::string> &channels)
     {
         std::string notice;
@@ -277,6 +288,57 @@ START_TEST(read_stream_rules)
 }
 END_TEST
 
+/* The ?event= rule: a listed type, "message" for the untyped event (and for an explicit
+ * "event: message"), every type for an empty list. */
+START_TEST(event_type_filter_rule)
+{
+    const std::vector<std::string> none, ab = {"a", "b"}, msg = {"message"};
+    ck_assert(event_type_listed(none, "") && event_type_listed(none, "x"));
+    ck_assert(event_type_listed(ab, "a") && event_type_listed(ab, "b"));
+    ck_assert(!event_type_listed(ab, "c") && !event_type_listed(ab, ""));
+    ck_assert(!event_type_listed(ab, "message") && !event_type_listed(ab, "A"));
+    ck_assert(event_type_listed(msg, "") && event_type_listed(msg, "message"));
+    ck_assert(!event_type_listed(msg, "a"));
+    DeliverySettings filtered = settings(1);
+    filtered.event_types = ab;
+    const Delivery d(filtered, kT0), all(settings(1), kT0);
+    ck_assert(d.wants_type("a") && !d.wants_type("") && !d.wants_type("c"));
+    ck_assert(all.wants_type("") && all.wants_type("c"));
+}
+END_TEST
+
+/* read_stream() (the blocking loop, the socket daemon, FanOut's catch-up) applies the
+ * filter, in replay too; a close notice is not filtered. */
+START_TEST(read_stream_filters_types)
+{
+    TestBus tb;
+    tb.typed({"a"}, "x", "r-x");
+    tb.typed({"a"}, "", "r-msg");
+    tb.typed({"a"}, "y", "r-y");
+    BusReader r(tb.bus, ChannelSet({"a"}), "");
+    ck_assert(!r.start_after("no-such-id", HistoryLimits(), kT0)); /* replays all */
+    tb.typed({"a"}, "x", "l-x");
+    tb.typed({"a"}, "z", "l-z");
+    tb.typed({"a"}, "", "l-msg");
+    tb.close({"a"});
+    DeliverySettings st = settings(1);
+    st.event_types = {"x", "message"};
+    const Delivery d(st, kT0);
+    std::string out;
+    int events = 0;
+    const ReadStop stop = read_stream(r, d, [&](std::string &&b, bool ev) {
+        out += b;
+        events += ev;
+        return true;
+    });
+    ck_assert(stop.ended && stop.reason == EndReason::ChannelClosed);
+    ck_assert_int_eq(events, 4);
+    ck_assert(has(out, "r-x") && has(out, "r-msg") && has(out, "l-x") && has(out, "l-msg"));
+    ck_assert(!has(out, "r-y") && !has(out, "l-z"));
+    ck_assert(has(out, "channel-closed"));
+}
+END_TEST
+
 /* ---- FanOut ---- */
 
 START_TEST(fanout_events_and_close)
@@ -493,6 +555,36 @@ START_TEST(fanout_catch_up)
 }
 END_TEST
 
+/* The shared reader and the catch-up filter per stream: streams of one channel with and
+ * without a filter each get their own selection; the overrun notice is not filtered. */
+START_TEST(fanout_filters_types)
+{
+    TestBus tb;
+    FakeSink sink;
+    FanOut fan(tb.bus, sink);
+    DeliverySettings only_x = settings(1), only_msg = settings(2);
+    only_x.event_types = {"x"};
+    only_msg.event_types = {"message"};
+    FakeStream fx(tb.bus, {"c"}, "", only_x), fm(tb.bus, {"c"}, "", only_msg),
+        all(tb.bus, {"c"}, "", settings(3));
+    tb.typed({"c"}, "x", "early-x"); /* before start(): the catch-up reads it */
+    tb.typed({"c"}, "y", "early-y");
+    for (FakeStream *s : {&fx, &fm, &all}) {
+        fan.add(*s);
+        fan.start(*s);
+    }
+    tb.typed({"c"}, "x", "live-x");
+    tb.typed({"c"}, "", "live-msg");
+    tb.typed({"c"}, "y", "live-y");
+    fan.run(4096);
+    ck_assert(has(fx.out, "early-x") && has(fx.out, "live-x"));
+    ck_assert(!has(fx.out, "early-y") && !has(fx.out, "live-msg") && !has(fx.out, "live-y"));
+    ck_assert_int_eq(fx.events_sent, 2);
+    assert_str(fm.out, "id: live-msg\ndata: live-msg\n\n");
+    ck_assert_int_eq(all.events_sent, 5);
+}
+END_TEST
+
 /* A write taking part of a piece: the rest goes at the next push. */
 START_TEST(fanout_partial_writes)
 {
@@ -557,6 +649,8 @@ Suite *fanout_suite()
     tcase_add_test(tc, keepalive_timing);
     tcase_add_test(tc, token_expiry);
     tcase_add_test(tc, read_stream_rules);
+    tcase_add_test(tc, event_type_filter_rule);
+    tcase_add_test(tc, read_stream_filters_types);
     suite_add_tcase(s, tc);
     tc = tcase_create("fanout");
     tcase_add_test(tc, fanout_events_and_close);
@@ -570,6 +664,7 @@ Suite *fanout_suite()
     tcase_add_test(tc, fanout_catch_up);
     tcase_add_test(tc, fanout_partial_writes);
     tcase_add_test(tc, fanout_counts_events_only);
+    tcase_add_test(tc, fanout_filters_types);
     suite_add_tcase(s, tc);
     return s;
 }

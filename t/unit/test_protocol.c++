@@ -229,6 +229,34 @@ START_TEST(subscribe_blocks)
 }
 END_TEST
 
+/* event-types: the filter of a subscribe block (HTTP's ?event=), repeatable and comma lists,
+ * its names checked as a publish's event type; a line that makes the block a subscribe. */
+START_TEST(subscribe_event_types)
+{
+    std::string in;
+    encode_subscribe_block({"news"}, "", in, {"a", "message"});
+    assert_str(in, "subscribe: news\nevent-types: a,message\n\n");
+    in += "subscribe: n\nevent-types: x\nevent-types: y,x\n\n";
+    in += "subscribe: n\nevent-types: bad\rtype\n\n";
+    in += "event-types: x\ndata: publish?\nchannel: n\n\n";
+    std::string many = "subscribe: n\nevent-types: ";
+    for (std::size_t i = 0; i <= kMaxEventTypesPerStream; ++i)
+        many += "t" + std::to_string(i) + ",";
+    in += many + "\n\n";
+    auto f = parse(in);
+    same_frames(f, parse_bytewise(in));
+    ck_assert_int_eq(f.size(), 5);
+    assert_str(f[0].error, "");
+    ck_assert_int_eq(f[0].event_types.size(), 2);
+    assert_str(f[0].event_types[1], "message");
+    ck_assert_int_eq(f[1].event_types.size(), 2);
+    assert_str(f[1].event_types[1], "y");
+    ck_assert(f[2].error.find("event-types: event type must not contain CR") != std::string::npos);
+    ck_assert(f[3].error.find("takes only") != std::string::npos);
+    ck_assert(f[4].error.find("more than") != std::string::npos);
+}
+END_TEST
+
 /* The reasons clients act on: written and recognised from one declaration. */
 START_TEST(refusal_reasons)
 {
@@ -256,6 +284,7 @@ Suite *protocol_suite()
     tcase_add_test(tc, binary_garbage);
     tcase_add_test(tc, encode_frame_round_trip);
     tcase_add_test(tc, subscribe_blocks);
+    tcase_add_test(tc, subscribe_event_types);
     tcase_add_test(tc, refusal_reasons);
     suite_add_tcase(s, tc);
     return s;

@@ -76,6 +76,32 @@ START_TEST(channel_selection)
 }
 END_TEST
 
+/* ?event=: repeatable, comma lists, repeats and empty items dropped; none is no filter;
+ * names checked as a publish's event type; a cap on the count. */
+START_TEST(event_type_selection)
+{
+    std::vector<std::string> out;
+    auto query = [](const std::string &text) {
+        Params p;
+        ck_assert(parse_form(text, p).empty());
+        return p;
+    };
+    ck_assert(select_event_types(query("channel=c"), out).empty());
+    ck_assert(out.empty());
+    ck_assert(select_event_types(query("event=a,b&event=c&event=a,,message"), out).empty());
+    ck_assert_int_eq(out.size(), 4);
+    assert_str(out[0], "a");
+    assert_str(out[2], "c");
+    assert_str(out[3], "message");
+    ck_assert(select_event_types(query("event=ok&event=bad%0Aline"), out)
+                  .find("must not contain CR, LF or NUL") != std::string::npos);
+    std::string many = "event=";
+    for (std::size_t i = 0; i <= kMaxEventTypesPerStream; ++i)
+        many += "t" + std::to_string(i) + ",";
+    ck_assert(select_event_types(query(many), out).find("more than") != std::string::npos);
+}
+END_TEST
+
 START_TEST(raw_bodies)
 {
     Params q;
@@ -255,6 +281,7 @@ Suite *request_suite()
     TCase *tc = tcase_create("parsing");
     tcase_add_test(tc, form_decoding);
     tcase_add_test(tc, channel_selection);
+    tcase_add_test(tc, event_type_selection);
     tcase_add_test(tc, raw_bodies);
     tcase_add_test(tc, form_bodies);
     tcase_add_test(tc, json_bodies);

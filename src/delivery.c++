@@ -65,7 +65,7 @@ RecordAction Delivery::on_channel_record(RecordKind kind)
 
 RecordAction Delivery::on_record(const BusEvent &e) const
 {
-    if (e.kind == RecordKind::Event && !wants_type(e.event))
+    if (e.kind == RecordKind::Event && !wants(e))
         return {};
     if (e.kind != RecordKind::EndStream)
         return on_channel_record(e.kind);

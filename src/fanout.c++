@@ -213,7 +213,7 @@ void FanOut::queue_on(const ChannelIndex &index, const std::string &channel,
             s->close_after(fan.wire, a.reason);
         else if (a.kind == RecordAction::Kind::SendEvent &&
                  (everyone || fan.audience.admits(s->client_id_)) &&
-                 (!Typed || s->delivery_.wants_type(e.event)))
+                 (!Typed || s->delivery_.wants(e.event, *fan.wire)))
             s->enqueue(fan.wire, true);
         else
             continue;

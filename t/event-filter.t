@@ -65,6 +65,25 @@ for my $where ('/events', '/blocking') {
     };
 }
 
+# A retry-only publish (no data, no type) dispatches no event: it reaches a filtered stream,
+# live and in replay, on the hub and on a worker.
+for my $where ('/events', '/blocking') {
+    subtest "a retry-only publish passes the filter, $where" => sub {
+        my $sub = $srv->subscribe("$where/rt$where?event=a");
+        is($sub->status, 200, 'subscribed');
+        my $first = publish_ok("/publish/rt$where?event=a", 'a0');
+        publish_ok("/publish/rt$where?retry=4321", '');
+        publish_ok("/publish/rt$where?event=a", 'a1');
+        is_deeply(seen($sub->events(2, 10)), ['a:a0', 'a:a1'], 'the events of type a');
+        like($sub->raw_stream, qr/^retry: ?4321\r?$/m, 'and the retry line between them');
+        $sub->close;
+        my $again = $srv->subscribe("$where/rt$where?event=a", headers => { 'Last-Event-ID' => $first });
+        is_deeply(seen($again->events(1, 10)), ['a:a1'], 'replayed: the later event');
+        like($again->raw_stream, qr/^retry: ?4321\r?$/m, 'and the retry line');
+        $again->close;
+    };
+}
+
 subtest 'several types: repeated and comma lists' => sub {
     my $sub = $srv->subscribe('/events/several?event=a,b&event=c&event=');
     publish_ok('/publish/several?event=d', 'd1');

@@ -106,6 +106,20 @@ public:
     {
         return !filtered_ || event_type_listed(settings_.event_types, type);
     }
+    /* Whether the event record `e` passes the stream's filter: a record without a `data:`
+     * line (a retry-only publish: `retry:`, maybe `id:`) dispatches no event in a browser,
+     * so no type filter holds it back. */
+    bool wants(const BusEvent &e) const { return wants(e.event, e.wire); }
+    bool wants(std::string_view type, std::string_view wire) const
+    {
+        return !filtered_ || !dispatches_event(wire) || wants_type(type);
+    }
+    /* Whether encoded event bytes hold a `data:` line (the WHATWG parser dispatches an event
+     * at the blank line only then). */
+    static bool dispatches_event(std::string_view wire)
+    {
+        return wire.compare(0, 5, "data:") == 0 || wire.find("\ndata:") != std::string_view::npos;
+    }
     /* Whether the stream has a type filter at all. */
     bool filters_types() const { return filtered_; }
     /* The same for an event or a CloseChannels record, which mean the same to every stream

@@ -6,6 +6,7 @@
 #include "http_core.h"
 #include "http_request.h"
 
+#include "ap_release.h"
 #include "apr_portable.h"
 
 #include <algorithm>
@@ -94,6 +95,8 @@ struct CoreOutputContextHead {
  * pool a subpool of the connection's. */
 void drop_deferred_write_pool(ap_filter_t *core)
 {
+#if AP_SERVER_MAJORVERSION_NUMBER == 2 && AP_SERVER_MINORVERSION_NUMBER == 4 && \
+    AP_SERVER_PATCHLEVEL_NUMBER >= 47
     conn_rec *c = core->c;
     auto *ctx = reinterpret_cast<CoreOutputContextHead *>(
         static_cast<core_net_rec *>(core->ctx)->out_ctx);
@@ -104,6 +107,9 @@ void drop_deferred_write_pool(ap_filter_t *core)
         return;
     apr_pool_destroy(ctx->deferred_write_pool);
     ctx->deferred_write_pool = nullptr;
+#else
+    (void)core; /* another layout (2.4.46 and older had tmp_flush_bb second): the 4 KB stay */
+#endif
 }
 
 } // namespace

@@ -105,7 +105,9 @@
  *    connection's and empty, the pool a subpool of the connection's pool): a plain stream
  *    drops from 26.8 to 22.7 KB of RSS (t/memory.t's figure). Not pinned: without it
  *    t/memory.t still passes (26.8 KB is within its 1.25 x 22.7 KB); a 2.4 whose context
- *    differs only keeps the 4 KB.
+ *    differs only keeps the 4 KB. Compiled only for 2.4.47 and later (ap_release.h): up to
+ *    2.4.46 the context's second field was another brigade (tmp_flush_bb, made in the
+ *    connection's pool), which the checks above would take for that pool.
  *
  * Threads and ownership: constructed on the worker by the handler (prepare_suspended_stream()),
  * then used by the hub's I/O thread only (take_socket() to end_with()), then by the ender

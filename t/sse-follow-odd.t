@@ -156,6 +156,22 @@ subtest 'a redirect is followed; the reconnect starts from the URL given' => sub
               'the paths requested');
 };
 
+subtest 'a redirect to another origin does not get the -H headers' => sub {
+    my ($pid_b, $port_b, $requests_b) = odd_server(["HTTP/1.1 204 No Content\r\n\r\n"]);
+    my ($pid, $port, $requests) = odd_server(
+        ["HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:$port_b/other\r\n\r\n"]);
+    my ($rc, $out, $err) = run_follow('-t', 30, '-H', 'Authorization: Bearer secret',
+                                      "http://127.0.0.1:$port/start");
+    stop_server($_) for $pid, $pid_b;
+    is($rc, 0, 'exit 0 at the 204 of the other origin') or diag $err;
+    my ($first) = requests($requests);
+    my ($other) = requests($requests_b);
+    is($first->{headers}{authorization}, 'Bearer secret', 'the URL given gets the header');
+    is($other->{path}, '/other', 'the redirect is followed to the other port');
+    ok(!exists $other->{headers}{authorization}, 'which does not get it');
+    is($other->{headers}{accept}, 'text/event-stream', 'but gets the tool\'s own');
+};
+
 subtest 'the connection refused: it keeps trying until -t' => sub {
     my $port = SSETest::free_port();
     my ($rc, $out, $err) = run_follow('-r', 200, '-t', 2, "http://127.0.0.1:$port/");

@@ -9,7 +9,11 @@ use Test::More;
 use Time::HiRes qw(sleep time);
 use POSIX ();
 
-my $srv = SSETest::Server->start(tls => 1);
+# /down redirects to an http URL: sse-follow refuses to leave https for http.
+my $srv = SSETest::Server->start(
+    tls => 1,
+    global => 'LoadModule alias_module ' . SSETest::apxs_q('LIBEXECDIR') . "/mod_alias.so\n",
+    conf => "Redirect 302 /down http://127.0.0.1:9/events/tls\n");
 $srv->expect_log(qr/AH01882: Init: this version of mod_ssl was compiled against a newer library/);
 my $url = 'https://127.0.0.1:' . $srv->port . '/events/tls';
 my $dir = $srv->dir;
@@ -59,6 +63,16 @@ $srv->graceful;
 ($rc, $out, $err) = run_follow('--cacert', "$dir/cert.pem");
 is($rc, 0, '--cacert with a certificate naming the address: exit 0') or diag $err;
 like($out, qr/\ndata: event 5\n\n\z/, 'the event');
+
+{
+    my $run = "$dir/follow-down";
+    my $pid = $srv->spawn_follow(['-t', 30, '--insecure', 'https://127.0.0.1:' . $srv->port . '/down'],
+                                 out => "$run.out", err => "$run.err");
+    waitpid($pid, 0);
+    is($? >> 8, 1, 'a redirect from https to http: exit 1');
+    like(slurp("$run.err"), qr/redirect to http:\/\/127\.0\.0\.1:9\/events\/tls refused: it leaves https for http/,
+         'it says so');
+}
 
 $srv->stop;
 done_testing;

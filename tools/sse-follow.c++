@@ -259,13 +259,23 @@ bool is_event_stream(const std::string *content_type)
  * try may work. */
 Follower::Outcome Follower::connect(follow::ResponseHead &head)
 {
-    std::vector<std::string> lines = o.headers; /* the user's replace ours of the same name */
-    for (const char *ours : {"Accept: text/event-stream", "Cache-Control: no-cache",
-                             "User-Agent: sse-follow"})
-        if (!follow::has_header(lines, std::string_view(ours).substr(0, std::strchr(ours, ':') - ours)))
-            lines.push_back(ours);
-    if (!parser.last_event_id().empty())
-        lines.push_back("Last-Event-ID: " + parser.last_event_id());
+    /* The user's -H lines replace ours of the same name; they go only to the URL's own origin
+     * (scheme, host, port): a redirect elsewhere gets ours alone, so that a token or cookie
+     * given for one server is not sent to another (as curl does). */
+    const auto request_lines = [&](bool with_user) {
+        std::vector<std::string> lines;
+        if (with_user)
+            lines = o.headers;
+        for (const char *ours : {"Accept: text/event-stream", "Cache-Control: no-cache",
+                                 "User-Agent: sse-follow"})
+            if (!follow::has_header(lines,
+                                    std::string_view(ours).substr(0, std::strchr(ours, ':') - ours)))
+                lines.push_back(ours);
+        if (!parser.last_event_id().empty())
+            lines.push_back("Last-Event-ID: " + parser.last_event_id());
+        return lines;
+    };
+    std::vector<std::string> lines = request_lines(true);
     follow::Url url = o.url;
     for (int redirects = 0;; ++redirects) {
         const Io r = http.open(url, lines, head, within(o.connect_timeout));
@@ -290,6 +300,12 @@ Follower::Outcome Follower::connect(follow::ResponseHead &head)
             note(url.text + ": redirect to " + *location + ": " + err);
             return Outcome::Failed;
         }
+        if (url.tls && !next.tls) {
+            note(url.text + ": redirect to " + next.text + " refused: it leaves https for http");
+            return Outcome::Failed;
+        }
+        if (next.tls != o.url.tls || next.host != o.url.host || next.port != o.url.port)
+            lines = request_lines(false);
         url = next;
     }
     const std::string what = url.text + ": HTTP " + std::to_string(head.status) + " " + head.reason;

@@ -270,12 +270,13 @@ private:
         }
     }
 
-    void arm_socket_watcher()
+    /* False if it could not be armed (the I/O thread then keeps reading its set itself). */
+    bool arm_socket_watcher()
     {
         struct epoll_event ev = {};
         ev.events = EPOLLIN | EPOLLONESHOT;
         ev.data.fd = epfd_;
-        epoll_ctl(watch_fd_, EPOLL_CTL_MOD, epfd_, &ev);
+        return epoll_ctl(watch_fd_, EPOLL_CTL_MOD, epfd_, &ev) == 0;
     }
 
     /* Only where the I/O thread cannot wait on the bus itself (no futex_waitv): turns every
@@ -340,11 +341,11 @@ private:
             flush_finishing();
             if (more || full || exiting_.load())
                 continue;
-            if (polling) {
-                polling = false;
-                arm_socket_watcher(); /* fires at once if events came since serve_sockets */
-            }
-            sleep_until_woken(bus_seen, local_seen, settling_.empty() ? kTickMs : kSettleCheckMs);
+            if (polling) /* fires at once if events came since serve_sockets */
+                polling = !arm_socket_watcher();
+            /* Unarmed, nobody wakes it for the sockets: it looks again soon. */
+            sleep_until_woken(bus_seen, local_seen,
+                              settling_.empty() && !polling ? kTickMs : kSettleCheckMs);
         }
         take_inbox();
         end_all(closing_reason());

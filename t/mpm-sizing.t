@@ -33,6 +33,10 @@ if ($mpm eq 'event') {
     $srv = SSETest::Server->start(global => "SSEMaxSubscribers 5000\nAsyncRequestWorkerFactor 99\n");
     is(scalar(() = sse0210($srv)), 0, 'with the line it named: no SSE0210');
     $srv->stop;
+    # Quoted, as httpd's parser allows.
+    $srv = SSETest::Server->start(global => "SSEMaxSubscribers 5000\nAsyncRequestWorkerFactor \"99\"\n");
+    is(scalar(() = sse0210($srv)), 0, 'with the factor quoted: no SSE0210');
+    $srv->stop;
 
     # Not queryable from the MPM, the factor is read from the configuration in force: a
     # section that is not taken does not count, the last line wins.

@@ -38,9 +38,15 @@ apr_uint64_t async_request_worker_factor()
         if (!d->directive || strcasecmp(d->directive, "AsyncRequestWorkerFactor") != 0 ||
             !d->args)
             continue;
+        /* The argument as the directive gets it: httpd's word parser takes quotes off. */
+        const char *arg = d->args;
+        while (*arg == ' ' || *arg == '\t')
+            ++arg;
+        if (*arg == '"' || *arg == '\'')
+            ++arg;
         char *end = nullptr;
-        double v = std::strtod(d->args, &end);
-        if (end == d->args || v <= 0)
+        double v = std::strtod(arg, &end);
+        if (end == arg || v <= 0)
             continue; /* refused by the MPM: the configuration never got this far */
         double scaled = std::max(v * kWorkerFactorScale, kWorkerFactorScale);
         factor = static_cast<apr_uint64_t>(scaled) / static_cast<apr_uint64_t>(kWorkerFactorScale);

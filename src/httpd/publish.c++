@@ -178,15 +178,16 @@ int publish_handler(request_rec *r)
     if (!err.empty())
         return answer_error(r, HTTP_BAD_REQUEST, pub.json_too_deep ? "SSE0125" : "SSE0110",
                             kPublish, err);
-    /* A retry-only publish (no data, no type) is no event a subscriber could filter. */
-    if ((pub.fields.has_data || !pub.fields.event.empty()) &&
-        !event_types_allowed(r, {pub.fields.event}, kPublish))
-        return OK;
     std::vector<std::string> channels;
     if (!request_channels(r, &pub.channels, query, channels, kPublish) ||
         writes_presence(r, state, channels))
         return OK;
     if (!token_covers(r, token, channels, TokenUse::Publish))
+        return OK;
+    /* After the access rules: one they refuse learns nothing of the location's types. A
+     * retry-only publish (no data, no type) is no event a subscriber could filter. */
+    if ((pub.fields.has_data || !pub.fields.event.empty()) &&
+        !event_types_allowed(r, {pub.fields.event}, kPublish))
         return OK;
 
     PublishAttempt a =

@@ -179,14 +179,22 @@ struct FanOut::RecordFan {
     RecordAction action;
     bool everyone;
     AudienceMatcher audience;
+    /* Whether a type filter applies to it (it dispatches an event: not a retry-only publish);
+     * looked at once per record, only when some stream has a filter. */
+    bool filterable = false;
 };
 
 /* An event or a CloseChannels record: for the streams of its channels, once each. */
 void FanOut::queue_record(BusEvent &e, std::vector<Subscriber *> &dirty)
 {
-    const RecordFan fan{e, shared(std::move(e.wire)), Delivery::on_channel_record(e.kind),
-                        e.audience.everyone(), AudienceMatcher(e.audience)};
     const bool typed = !typed_by_channel_.empty();
+    const bool filterable = typed && Delivery::dispatches_event(e.wire);
+    const RecordFan fan{e,
+                        shared(std::move(e.wire)),
+                        Delivery::on_channel_record(e.kind),
+                        e.audience.everyone(),
+                        AudienceMatcher(e.audience),
+                        filterable};
     for (const auto &ch : e.channels) {
         queue_on<false>(by_channel_, ch, fan, dirty);
         if (typed)
@@ -213,7 +221,7 @@ void FanOut::queue_on(const ChannelIndex &index, const std::string &channel,
             s->close_after(fan.wire, a.reason);
         else if (a.kind == RecordAction::Kind::SendEvent &&
                  (everyone || fan.audience.admits(s->client_id_)) &&
-                 (!Typed || s->delivery_.wants(e.event, *fan.wire)))
+                 (!Typed || !fan.filterable || s->delivery_.wants_type(e.event)))
             s->enqueue(fan.wire, true);
         else
             continue;

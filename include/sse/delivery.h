@@ -109,10 +109,9 @@ public:
     /* Whether the event record `e` passes the stream's filter: a record without a `data:`
      * line (a retry-only publish: `retry:`, maybe `id:`) dispatches no event in a browser,
      * so no type filter holds it back. */
-    bool wants(const BusEvent &e) const { return wants(e.event, e.wire); }
-    bool wants(std::string_view type, std::string_view wire) const
+    bool wants(const BusEvent &e) const
     {
-        return !filtered_ || !dispatches_event(wire) || wants_type(type);
+        return !filtered_ || !dispatches_event(e.wire) || wants_type(e.event);
     }
     /* Whether encoded event bytes hold a `data:` line (the WHATWG parser dispatches an event
      * at the blank line only then). */

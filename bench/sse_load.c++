@@ -2,7 +2,7 @@
  * delivery.
  *
  *   sse-load [options] HOST PORT
- *     -n N          streams to hold (default 1000)
+ *     -n N          streams to hold (default 1000); at most 200 wait for their answer at once
  *     -c K          channels; stream i subscribes to channel load<i % K> (default 1)
  *     -e E          events to publish on every channel (default 10)
  *     -r RATE       events per second per channel, 0: as fast as possible (default 100); a
@@ -429,11 +429,17 @@ int main(int argc, char **argv)
     std::vector<Stream> streams(static_cast<std::size_t>(o.streams));
     SSL_CTX *tls = o.tls ? SSL_CTX_new(TLS_client_method()) : nullptr;
     struct epoll_event evs[1024];
+    /* Streams asked for whose answer has not come yet (Connecting or Headers). */
+    int answering = 0;
+    auto awaits_answer = [](const Stream &t) {
+        return t.state == Stream::Connecting || t.state == Stream::Headers;
+    };
     /* Serves what epoll reports; returns how many events it had. */
     auto serve = [&](int timeout_ms) {
         int n = epoll_wait(ep, evs, 1024, timeout_ms);
         for (int k = 0; k < n; ++k) {
             Stream &t = streams[evs[k].data.u32];
+            const bool awaited = awaits_answer(t);
             if (t.state == Stream::Connecting && (evs[k].events & EPOLLOUT)) {
                 send(t.fd, t.in.data(), t.in.size(), MSG_NOSIGNAL);
                 t.in.clear();
@@ -447,12 +453,36 @@ int main(int argc, char **argv)
                 if (t.state == Stream::Dead)
                     epoll_ctl(ep, EPOLL_CTL_DEL, t.fd, nullptr);
             }
+            answering -= awaited && !awaits_answer(t);
         }
         return n;
     };
     auto t_connect = std::chrono::steady_clock::now();
     int refused = 0;
-    /* Connect in batches, so the server's accept queue is not flooded. */
+    /* Opening paces itself to the server: at most kAnswering streams wait for their answer at
+     * once, so the server's accept queue (ListenBacklog 511) never overflows. An overflow
+     * drops SYNs, and the kernel retries a dropped SYN after 1, 3, 7, 15, 31, 63 s: a slow
+     * server (a sanitizer build) would then see streams arrive a minute late. The opening
+     * gives up when no stream got its answer for kStall, or 300 s after the first connect. */
+    constexpr int kAnswering = 200;
+    constexpr auto kStall = std::chrono::seconds(60);
+    const auto open_deadline = t_connect + std::chrono::seconds(300);
+    auto last_answer = t_connect;
+    int answering_before = 0;
+    /* Serves until fewer than `limit` streams await their answer; false on a stall or at the
+     * deadline. */
+    auto serve_until_below = [&](int limit) {
+        while (answering >= limit) {
+            answering_before = answering;
+            serve(100);
+            const auto now = std::chrono::steady_clock::now();
+            if (answering < answering_before)
+                last_answer = now;
+            else if (now - last_answer > kStall || now > open_deadline)
+                return false;
+        }
+        return true;
+    };
     for (int i = 0; i < o.streams; ++i) {
         Stream &s = streams[static_cast<std::size_t>(i)];
         s.channel = i % o.channels;
@@ -478,21 +508,24 @@ int main(int argc, char **argv)
             s.in = req; /* pending request, sent when writable */
         }
         epoll_ctl(ep, EPOLL_CTL_ADD, s.fd, &ev);
-        if (i % 200 == 199)
-            for (int spin = 0; spin < 50 && serve(10) > 0; ++spin) {
+        ++answering;
+        if (!serve_until_below(kAnswering)) {
+            for (int j = i + 1; j < o.streams; ++j) {
+                streams[static_cast<std::size_t>(j)].state = Stream::Dead;
+                streams[static_cast<std::size_t>(j)].why = "not tried: the server stopped answering";
             }
+            break;
+        }
     }
 
-    /* Wait until every stream is open (bounded). */
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    /* Wait for the last answers (bounded as above). */
+    serve_until_below(1);
     auto count_open = [&] {
         int n = 0;
         for (auto &s : streams)
             n += s.open && s.state == Stream::Body;
         return n;
     };
-    while (count_open() < o.streams - refused && std::chrono::steady_clock::now() < deadline)
-        serve(100);
     double connect_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_connect).count();
     int opened = count_open();
     {

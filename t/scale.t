@@ -35,7 +35,7 @@ if ($pid == 0) {
     exec "sh -c '$SSETest::ROOT/build/sse-load -n $n -e 20 -r 10 -w 30 127.0.0.1 "
          . $srv->port . " > $out 2>&1'";
 }
-ok($srv->wait_for(sub { -s $out && `cat $out` =~ /opened=/ }, 90), 'streams connected');
+ok($srv->wait_for(sub { -s $out && `cat $out` =~ /opened=/ }, 330), 'streams connected');
 my ($opened) = `cat $out` =~ /opened=(\d+)/;
 is($opened, $n, "$n streams open");
 

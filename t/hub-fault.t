@@ -92,6 +92,25 @@ subtest 'a kernel without futex_waitv' => sub {
     $srv->stop;
 };
 
+# futex_waitv worked at the start, then fails (a seccomp filter installed later, say): the hub
+# says so once and goes over to the relay thread; streams are served as before.
+subtest 'futex_waitv fails while the hub runs' => sub {
+    my $srv = start_with_fault('hub-waitv-fails');
+    $srv->expect_log(qr/SSE0504: the async hub can no longer wait on the bus and its own word at once \(futex_waitv: SSE_TEST_FAULT=hub-waitv-fails\); a relay thread wakes it from now on$/);
+    my @held = open_streams($srv, 2, 'later');
+    ok($srv->wait_for(sub { $srv->log_text =~ /SSE0504/ }, 30), 'logged SSE0504');
+    for my $n (1 .. 3) {
+        is($srv->publish('/publish/later', "event $n")->{status}, 201, "publish $n");
+        is(scalar(grep { my ($e) = $_->events(1, 30); $e && $e->{data} eq "event $n" } @held), 2,
+           "both streams got event $n");
+    }
+    ok(!(grep { $_->closed } @held), 'and stay open');
+    my @lines = $srv->log_text =~ /SSE0504/g;
+    cmp_ok(scalar @lines, '<=', 2, 'said once per child (2 children at most)');
+    $_->close for @held;
+    $srv->stop;
+};
+
 subtest 'the hub cannot start' => sub {
     my $srv = start_with_fault('hub-start-fail');
     $srv->expect_log(qr/SSE0501: cannot start the async hub \(SSE_TEST_FAULT=hub-start-fail\)/);

@@ -45,11 +45,13 @@ constexpr int kMaxSocketEvents = 512;
  * hub-start-fail (the hub cannot start), hub-io-throw-after:N (the I/O thread throws when it
  * takes its N-th stream), hub-ender-throw-after:N (the ender throws after its N-th task). The
  * throws are not std::exceptions, like those of a library that throws anything.
- * hub-no-waitv: the hub runs as on a kernel without futex_waitv (a bus relay thread). Unset,
- * or any other value: no fault. */
+ * hub-no-waitv: the hub runs as on a kernel without futex_waitv (a bus relay thread).
+ * hub-waitv-fails: futex_waitv works at start, then its first wait fails (the hub goes over to
+ * the relay). Unset, or any other value: no fault. */
 struct HubFault {
     bool start_fail = false;
     bool no_waitv = false;
+    bool waitv_fails = false;
     long io_throw_after = 0;    /* 0: never */
     long ender_throw_after = 0;
 
@@ -65,6 +67,7 @@ struct HubFault {
         };
         f.start_fail = spec == "hub-start-fail";
         f.no_waitv = spec == "hub-no-waitv";
+        f.waitv_fails = spec == "hub-waitv-fails";
         f.io_throw_after = count_after("hub-io-throw-after:");
         f.ender_throw_after = count_after("hub-ender-throw-after:");
         return f;
@@ -131,12 +134,14 @@ public:
 
     void start()
     {
+        /* The relay first: from now on only the I/O thread touches wait_or_ and relay_
+         * (sleep_until_woken), and exit_and_join() joins it before it looks at relay_. */
+        if (!wait_or_)
+            start_relay(state_->bus.wake_word());
         ender_ = std::thread([this] { supervise("ender", [this] { ender_loop(); }); });
         io_thread_ = std::thread([this] { supervise("I/O", [this] { io_loop(); }); });
         watcher_ = std::thread(
             [this] { supervise("socket watcher", [this] { watch_sockets(); }); });
-        if (!wait_or_)
-            relay_ = std::thread([this] { supervise("bus relay", [this] { relay_bus(); }); });
     }
 
     /* Whether new streams may be suspended: not once a hub thread failed. */
@@ -280,12 +285,12 @@ private:
     }
 
     /* Only where the I/O thread cannot wait on the bus itself (no futex_waitv): turns every
-     * publish into a poke. The wake word is read before exiting_ is checked: exit_and_join()
+     * publish into a poke, starting from the word `last` (a publish after it is poked for
+     * at once). The wake word is read before exiting_ is checked: exit_and_join()
      * sets exiting_ and then calls wake_all(), which bumps the word, so wait(seen) cannot
      * sleep through it. */
-    void relay_bus()
+    void relay_bus(std::uint32_t last)
     {
-        std::uint32_t last = state_->bus.wake_word();
         for (;;) {
             std::uint32_t seen = state_->bus.wake_word();
             if (exiting_.load())
@@ -298,10 +303,29 @@ private:
         }
     }
 
-    /* Sleeps until a publish or a poke after the words were read (or the timeout). */
+    /* `since`: the bus word the I/O thread last looked at the bus after. */
+    void start_relay(std::uint32_t since)
+    {
+        relay_ = std::thread(
+            [this, since] { supervise("bus relay", [this, since] { relay_bus(since); }); });
+    }
+
+    /* Sleeps until a publish or a poke after the words were read (or the timeout). If
+     * futex_waitv, which worked when the hub started, fails (a seccomp filter installed
+     * later, say), the hub goes over to the relay for good: without it, publishes would wait
+     * for the next tick. */
     void sleep_until_woken(std::uint32_t bus_seen, std::uint32_t local_seen, int timeout_ms)
     {
-        if (!wait_or_ || !state_->bus.wait_or(bus_seen, wake_, local_seen, timeout_ms))
+        if (wait_or_ && (fault_.waitv_fails || !state_->bus.wait_or(bus_seen, wake_, local_seen,
+                                                                     timeout_ms))) {
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s_,
+                         "SSE0504: the async hub can no longer wait on the bus and its own "
+                         "word at once (futex_waitv: %s); a relay thread wakes it from now on",
+                         fault_.waitv_fails ? "SSE_TEST_FAULT=hub-waitv-fails" : strerror(errno));
+            wait_or_ = false;
+            start_relay(bus_seen); /* so a publish since bus_seen wakes this wait at once */
+        }
+        if (!wait_or_)
             wake_.wait(local_seen, timeout_ms);
     }
 
@@ -639,7 +663,8 @@ private:
     server_rec *s_;
     ModuleState *state_;
     FanOut fanout_; /* the I/O thread's */
-    bool wait_or_;     /* the I/O thread sleeps on the bus and wake_ at once (futex_waitv) */
+    bool wait_or_;     /* the I/O thread sleeps on the bus and wake_ at once (futex_waitv);
+                          only the I/O thread changes it, once the hub started */
     int epfd_ = -1;    /* the streams' sockets: read by the I/O thread only */
     int watch_fd_ = -1, stop_fd_ = -1; /* the socket watcher's: epfd_ (one-shot), and exit */
     LocalWake wake_;   /* pokes for the I/O thread */

@@ -103,6 +103,33 @@ private:
     bool any_ = false; /* one of them is `*` */
 };
 
+/* The bus channel that carries every Mercure update (sse/bus.h: UpdateTopics). '#' is no
+ * character of a channel name (validate_channel_name), so no native publish or subscribe
+ * can name it: Mercure topics and mod_sse channels are two separate namespaces. */
+constexpr const char *kMercureChannel = "#mercure";
+
+/* Which updates one Mercure subscriber gets: those with a topic its selectors select, and
+ * of the private ones only those with a topic its token's mercure.subscribe selectors
+ * select (none without a token). Compiled once per subscription; matches() as above (one
+ * thread at a time). */
+class MercureFilter {
+public:
+    MercureFilter(const std::vector<std::string> &selectors,
+                  const std::vector<std::string> *claims)
+        : selectors_(selectors), claims_(claims ? TopicSelectorList(*claims) : TopicSelectorList())
+    {
+    }
+
+    bool admits(const std::vector<std::string> &topics, bool is_private) const
+    {
+        return selectors_.matches_any(topics) && (!is_private || claims_.matches_any(topics));
+    }
+
+private:
+    TopicSelectorList selectors_;
+    TopicSelectorList claims_; /* empty: no private update */
+};
+
 } // namespace sse
 
 #endif

@@ -52,7 +52,7 @@ CORE_SRCS := src/wire.c++ src/config_values.c++ src/audience.c++ src/registry.c+
 GLUE_SRCS := mod_sse.c++ src/httpd/respond.c++ src/httpd/subscribe.c++ src/httpd/publish.c++ \
              src/httpd/publish_socket.c++ src/httpd/socket_daemon.c++ src/httpd/async_hub.c++ \
              src/httpd/subscription.c++ src/httpd/status.c++ src/httpd/channel_access.c++ \
-             src/httpd/token_check.c++ \
+             src/httpd/token_check.c++ src/httpd/mercure_hub.c++ \
              src/httpd/shared_segment.c++ src/httpd/config.c++ src/httpd/generation.c++ \
              src/httpd/location_mapping.c++ src/httpd/query_param_expr.c++ \
              src/httpd/suspended_connection.c++ src/httpd/mpm_sizing.c++

@@ -407,4 +407,12 @@ bool TopicSelectorList::matches_any(const std::vector<std::string> &topics) cons
                        [&](const TopicSelector &s) { return s.matches_any(topics); });
 }
 
+bool TopicSelectorList::matches_all(const std::vector<std::string> &topics) const
+{
+    return std::all_of(topics.begin(), topics.end(), [this](const std::string &t) {
+        return any_ || std::any_of(selectors_.begin(), selectors_.end(),
+                                   [&](const TopicSelector &s) { return s.matches(t); });
+    });
+}
+
 } // namespace sse

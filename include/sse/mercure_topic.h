@@ -94,6 +94,9 @@ public:
     explicit TopicSelectorList(const std::vector<std::string> &selectors);
 
     bool matches_any(const std::vector<std::string> &topics) const;
+    /* Whether every one of `topics` is selected (a publisher's claims must cover each topic
+     * of its update). */
+    bool matches_all(const std::vector<std::string> &topics) const;
     bool empty() const { return selectors_.empty(); }
     std::size_t size() const { return selectors_.size(); }
     const std::vector<TopicSelector> &selectors() const { return selectors_; }

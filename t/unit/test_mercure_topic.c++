@@ -147,6 +147,10 @@ START_TEST(lists_of_selectors)
     ck_assert(!list.matches_any({}));
     ck_assert(TopicSelectorList({"a", "*"}).matches_any({"anything"}));
     ck_assert(!TopicSelectorList().matches_any({"anything"}));
+    /* A publisher's claims must cover every topic of its update. */
+    ck_assert(list.matches_all({"https://example.com/foo", "https://example.com/books/3"}));
+    ck_assert(!list.matches_all({"https://example.com/foo", "other"}));
+    ck_assert(TopicSelectorList({"*"}).matches_all({"a", "b"}));
 }
 END_TEST
 

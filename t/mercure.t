@@ -26,7 +26,17 @@ system("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out $keys/
        . ">/dev/null 2>&1 && openssl pkey -in $keys/rs.key -pubout -out $keys/rs.pub "
        . ">/dev/null 2>&1") == 0 or die 'openssl failed';
 
-my $srv = SSETest::Server->start(conf => <<"EOF");
+# The shipped example (conf/mercure-hub.conf), its key file put here: with its CORS lines.
+my $mods = SSETest::apxs_q('LIBEXECDIR');
+(my $example = slurp('conf/mercure-hub.conf'))
+    =~ s{(SSETokenKey HS256) /etc/apache2/mercure\.secret}{$1 $keys/hs.secret} or die 'no key file in conf/mercure-hub.conf';
+$example =~ s{<Location /\.well-known/mercure>}{<Location /example-hub>} or die 'no hub location';
+
+my $srv = SSETest::Server->start(global => <<"EOF", conf => <<"EOF2");
+LoadModule headers_module $mods/mod_headers.so
+LoadModule setenvif_module $mods/mod_setenvif.so
+EOF
+$example
 <Location /.well-known/mercure>
     SetHandler mercure-hub
     SSETokenKey HS256 $keys/hs.secret
@@ -47,7 +57,7 @@ my $srv = SSETest::Server->start(conf => <<"EOF");
 <Location /closed-hub>
     SetHandler mercure-hub
 </Location>
-EOF
+EOF2
 $srv->expect_log(qr/SSE08\d\d: mercure (?:subscribe|publish) refused \(40\d\)/,
                  qr/SSE014[0-3]: (?:subscribe|publish) refused \(401\)/,
                  qr/SSE01\d\d: subscribe refused \(400\)/);
@@ -301,6 +311,28 @@ sub fresh { 'https://example.com/t' . ++$n }
            qr/no SSETokenKey/, 'publish to a hub without a key');
     is(subscribe(['a'], token => undef, path => '/nokey-hub')->status, 200,
        'a hub without a key serves anonymous subscribers (SSEMercureAnonymous on)');
+}
+
+# ---- the shipped example: anonymous subscribers, CORS for the listed origin only ----
+{
+    my $topic = fresh();
+    my $c = subscribe([$topic], token => undef, path => '/example-hub',
+                      headers => {Origin => 'https://app.example.com'});
+    is($c->status, 200, 'example: an anonymous subscriber');
+    is($c->headers->{'access-control-allow-origin'} // '', 'https://app.example.com',
+       'example: the listed origin is allowed');
+    is($c->headers->{'access-control-allow-credentials'} // '', 'true',
+       'example: with credentials (the cookie)');
+    like($c->headers->{vary} // '', qr/Origin/, 'example: Vary: Origin');
+    is(post(path => '/example-hub', form => [topic => $topic, data => 'via-example'])->{status},
+       200, 'example: publish');
+    is(($c->events(1, 10))[0]{data} // '', 'via-example', 'example: received');
+    $c->close;
+    my $other = subscribe([$topic], token => undef, path => '/example-hub',
+                          headers => {Origin => 'https://evil.example.net'});
+    ok(!exists $other->headers->{'access-control-allow-origin'},
+       'example: another origin gets no Access-Control-Allow-Origin');
+    $other->close;
 }
 
 # ---- native channels and Mercure topics do not meet ----

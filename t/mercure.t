@@ -265,6 +265,12 @@ sub fresh { 'https://example.com/t' . ++$n }
     is_deeply([got_until($c, 'r3')], ['r1', 'r2', 'r3'], 'earliest: everything held');
     ok(!grep({ /sse-missed/ } $c->raw_stream), 'earliest: no missed notice');
     $c->close;
+    $c = subscribe([$topic], headers => {'Last-Event-ID' => 'urn:uuid:never-published'});
+    got_until($c, 'r3');
+    is_deeply([map { "$_->{event}:" . ($_->{event} eq 'sse-missed' ? '' : $_->{data}) } $c->all_events],
+              ['sse-missed:', 'message:r1', 'message:r2', 'message:r3'],
+              'an unknown id: an sse-missed event, then what the hub holds');
+    $c->close;
 }
 
 # ---- the wire: multi-line data, type, retry ----
@@ -307,6 +313,10 @@ sub fresh { 'https://example.com/t' . ++$n }
            400, 'SSE0803', qr/Last-Event-ID/, 'a Last-Event-ID with a newline');
     $bad->($srv->request(PUT => '/.well-known/mercure', headers => bearer($publisher)), 405,
            'SSE0809', qr/PUT is not served/, 'PUT');
+    my $options = $srv->request(OPTIONS => '/.well-known/mercure');
+    is($options->{status}, 200, 'OPTIONS: 200');
+    my %allow = map { $_ => 1 } split /,/, $options->{headers}{allow} // '';
+    ok($allow{GET} && $allow{POST} && $allow{OPTIONS}, 'OPTIONS: Allow names GET, POST, OPTIONS');
     $bad->(post(path => '/nokey-hub', token => undef, form => [topic => 'a']), 403, 'SSE0804',
            qr/no SSETokenKey/, 'publish to a hub without a key');
     is(subscribe(['a'], token => undef, path => '/nokey-hub')->status, 200,

@@ -6,8 +6,8 @@
 use strict;
 use warnings;
 use lib 't/lib';
-use Crypt::JWT qw(encode_jwt);
 use File::Temp ();
+use SSEMercure;
 use SSETest;
 use Test::More;
 
@@ -18,9 +18,7 @@ plan skip_all => 'php-cli and php-symfony-mercure are not installed (tools/insta
 my $dir = File::Temp::tempdir('mod_sse-symfony-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 chmod 0755, $dir;
 sub spew { my ($f, $t) = @_; open my $fh, '>', $f or die "$f: $!"; print $fh $t; close $fh }
-my $secret = `openssl rand -hex 32`;
-chomp $secret;
-spew("$dir/mercure.secret", "$secret\n");
+my $key = SSEMercure::secret_file($dir);
 # The application's side, as a Symfony service would call it; prints the id or the error.
 spew("$dir/publish.php", <<"EOF");
 <?php
@@ -37,17 +35,12 @@ try {
 }
 EOF
 
-my $srv = SSETest::Server->start(conf => <<"EOF");
-<Location /.well-known/mercure>
-    SetHandler mercure-hub
-    SSETokenKey HS256 $dir/mercure.secret
-    SSEMercureAnonymous on
-</Location>
-EOF
+my $srv = SSETest::Server->start(
+    conf => SSEMercure::hub_location('/.well-known/mercure', "HS256 $key->{file}", anonymous => 1));
 $srv->expect_log(qr/SSE0806: mercure publish refused \(403\)/);
 
 my $url = 'http://127.0.0.1:' . $srv->port . '/.well-known/mercure';
-sub jwt { encode_jwt(payload => {mercure => $_[0]}, alg => 'HS256', key => $secret) }
+sub jwt { SSEMercure::token($key, $_[0]) }
 my $app = jwt({publish => ['*']});
 # publish.php with the application's token, or the one given as `token => ...` first.
 sub symfony_publish {

@@ -12,16 +12,15 @@ use warnings;
 use lib 't/lib';
 use Crypt::JWT qw(encode_jwt);
 use File::Temp ();
+use SSEMercure;
 use SSETest;
 use Test::More;
 
 my $keys = File::Temp::tempdir('mod_sse-mercure-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 chmod 0755, $keys;
-sub spew { my ($f, $t) = @_; open my $fh, '>', $f or die "$f: $!"; print $fh $t; close $fh }
 sub slurp { my ($f) = @_; open my $fh, '<', $f or die "$f: $!"; local $/; return <$fh> }
-my $secret = `openssl rand -hex 32`;
-chomp $secret;
-spew("$keys/hs.secret", "$secret\n");
+my $key = SSEMercure::secret_file($keys);
+my $secret = $key->{secret};
 system("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out $keys/rs.key "
        . ">/dev/null 2>&1 && openssl pkey -in $keys/rs.key -pubout -out $keys/rs.pub "
        . ">/dev/null 2>&1") == 0 or die 'openssl failed';
@@ -29,7 +28,8 @@ system("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out $keys/
 # The shipped example (conf/mercure-hub.conf), its key file put here: with its CORS lines.
 my $mods = SSETest::apxs_q('LIBEXECDIR');
 (my $example = slurp('conf/mercure-hub.conf'))
-    =~ s{(SSETokenKey HS256) /etc/apache2/mercure\.secret}{$1 $keys/hs.secret} or die 'no key file in conf/mercure-hub.conf';
+    =~ s{(SSETokenKey HS256) /etc/apache2/mercure\.secret}{$1 $key->{file}}
+    or die 'no key file in conf/mercure-hub.conf';
 $example =~ s{<Location /\.well-known/mercure>}{<Location /example-hub>} or die 'no hub location';
 
 my $srv = SSETest::Server->start(global => <<"EOF", conf => <<"EOF2");
@@ -37,26 +37,11 @@ LoadModule headers_module $mods/mod_headers.so
 LoadModule setenvif_module $mods/mod_setenvif.so
 EOF
 $example
-<Location /.well-known/mercure>
-    SetHandler mercure-hub
-    SSETokenKey HS256 $keys/hs.secret
-</Location>
-<Location /anon-hub>
-    SetHandler mercure-hub
-    SSETokenKey HS256 $keys/hs.secret
-    SSEMercureAnonymous on
-</Location>
-<Location /rs-hub>
-    SetHandler mercure-hub
-    SSETokenKey RS256 $keys/rs.pub
-</Location>
-<Location /nokey-hub>
-    SetHandler mercure-hub
-    SSEMercureAnonymous on
-</Location>
-<Location /closed-hub>
-    SetHandler mercure-hub
-</Location>
+@{[SSEMercure::hub_location('/.well-known/mercure', "HS256 $key->{file}")]}
+@{[SSEMercure::hub_location('/anon-hub', "HS256 $key->{file}", anonymous => 1)]}
+@{[SSEMercure::hub_location('/rs-hub', "RS256 $keys/rs.pub")]}
+@{[SSEMercure::hub_location('/nokey-hub', undef, anonymous => 1)]}
+@{[SSEMercure::hub_location('/closed-hub', undef)]}
 EOF2
 $srv->expect_log(qr/SSE08\d\d: mercure (?:subscribe|publish) refused \(40\d\)/,
                  qr/SSE014[0-3]: (?:subscribe|publish) refused \(401\)/,

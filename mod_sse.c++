@@ -118,6 +118,8 @@ int handler(request_rec *r)
             return publish_handler(r);
         if (strcmp(r->handler, "sse-status") == 0)
             return status_handler(r);
+        if (strcmp(r->handler, "mercure-hub") == 0)
+            return mercure_hub_handler(r);
         return DECLINED;
     }, [&](const char *why) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "SSE0300: %s failed: %s", r->handler, why);

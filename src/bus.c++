@@ -50,7 +50,7 @@ struct RecordHeader {
     std::uint16_t n_channels;
     std::uint16_t id_len;      /* 0: the id is the decimal seq */
     std::uint16_t event_len;
-    std::uint16_t kind;        /* RecordKind */
+    std::uint16_t kind;        /* RecordKind, | kHasTopics | kPrivateUpdate */
     std::uint32_t wire_len;
     std::uint16_t n_only;      /* audience: client ids (or stream serials for EndStream) */
     std::uint16_t n_except;
@@ -58,6 +58,24 @@ struct RecordHeader {
      *       uint8 target_len[n_only + n_except]; targets; id; event; wire */
 };
 static_assert(sizeof(RecordHeader) == 40, "record header layout");
+
+/* Flags in RecordHeader::kind above the RecordKind. kHasTopics: the record holds a Mercure
+ * update's topics between its event type and its wire (uint16 count, uint16 length each,
+ * the bytes), so a record without them is laid out as in layout 3. */
+constexpr std::uint16_t kKindMask = 0x00FF;
+constexpr std::uint16_t kHasTopics = 0x0100;
+constexpr std::uint16_t kPrivateUpdate = 0x0200;
+
+/* The topics section's size: what record_length() and write_record() count alike. */
+std::size_t topics_bytes(const UpdateTopics *t)
+{
+    if (!t)
+        return 0;
+    std::size_t n = 2 + 2 * t->topics.size();
+    for (const auto &topic : t->topics)
+        n += topic.size();
+    return n;
+}
 
 std::size_t align8(std::size_t n) { return (n + 7) & ~static_cast<std::size_t>(7); }
 
@@ -328,9 +346,10 @@ void put(unsigned char *&p, const void *src, std::size_t n)
 } // namespace
 
 PublishResult Bus::publish(const std::vector<std::string> &channels, const EventFields &fields,
-                           std::int64_t now_us, const Audience &audience)
+                           std::int64_t now_us, const Audience &audience,
+                           const UpdateTopics *topics)
 {
-    return append(RecordKind::Event, channels, &fields, nullptr, audience, now_us);
+    return append(RecordKind::Event, channels, &fields, nullptr, audience, now_us, topics);
 }
 
 PublishResult Bus::publish_control(RecordKind kind, const std::vector<std::string> &channels,
@@ -356,6 +375,7 @@ struct RecordPayload {
     EventFields ev;
     std::string wire;
     bool bus_id = true;
+    const UpdateTopics *topics = nullptr;
 };
 
 RecordPayload make_payload(const EventFields *fields, const std::string *notice,
@@ -384,7 +404,8 @@ std::size_t record_length(const std::vector<std::string> &channels, const Audien
     for (const auto *list : {&audience.only, &audience.except})
         for (const auto &t : *list)
             len += 1 + t.size();
-    len += (p.bus_id ? 0 : p.ev.id.size()) + p.ev.event.size() + p.wire.size();
+    len += (p.bus_id ? 0 : p.ev.id.size()) + p.ev.event.size() + topics_bytes(p.topics) +
+           p.wire.size();
     return align8(len);
 }
 
@@ -464,6 +485,8 @@ std::int64_t write_record(BusHeader *h, std::uint64_t head_pos, const Placement 
     rh.id_len = static_cast<std::uint16_t>(bus_id ? 0 : ev.id.size());
     rh.event_len = static_cast<std::uint16_t>(ev.event.size());
     rh.kind = static_cast<std::uint16_t>(kind);
+    if (payload.topics)
+        rh.kind |= kHasTopics | (payload.topics->is_private ? kPrivateUpdate : 0);
     rh.wire_len = static_cast<std::uint32_t>(wire.size());
     rh.n_only = static_cast<std::uint16_t>(audience.only.size());
     rh.n_except = static_cast<std::uint16_t>(audience.except.size());
@@ -486,6 +509,16 @@ std::int64_t write_record(BusHeader *h, std::uint64_t head_pos, const Placement 
     if (!bus_id)
         put(p, ev.id.data(), ev.id.size());
     put(p, ev.event.data(), ev.event.size());
+    if (const UpdateTopics *t = payload.topics) {
+        const auto count = static_cast<std::uint16_t>(t->topics.size());
+        put(p, &count, sizeof count);
+        for (const auto &topic : t->topics) {
+            const auto len = static_cast<std::uint16_t>(topic.size());
+            put(p, &len, sizeof len);
+        }
+        for (const auto &topic : t->topics)
+            put(p, topic.data(), topic.size());
+    }
     put(p, wire.data(), wire.size());
     return rh.time_us;
 }
@@ -498,7 +531,8 @@ std::int64_t write_record(BusHeader *h, std::uint64_t head_pos, const Placement 
  * state whole. */
 PublishResult Bus::append(RecordKind kind, const std::vector<std::string> &channels,
                           const EventFields *fields, const std::string *notice,
-                          const Audience &audience, std::int64_t now_us)
+                          const Audience &audience, std::int64_t now_us,
+                          const UpdateTopics *topics)
 {
     WriterLock lock(&h_->lock);
     PublishResult result;
@@ -510,7 +544,8 @@ PublishResult Bus::append(RecordKind kind, const std::vector<std::string> &chann
     }
 
     StateCopy st = h_->snapshot();
-    const RecordPayload payload = make_payload(fields, notice, st.next_seq);
+    RecordPayload payload = make_payload(fields, notice, st.next_seq);
+    payload.topics = topics;
     const bool bus_id = payload.bus_id;
     const std::size_t len = record_length(channels, audience, payload);
     if (len > max_record_bytes())
@@ -749,12 +784,14 @@ public:
         targets_ = take(sum(target_lens_, n_targets()));
         id_ = take(h_.id_len);
         event_ = take(h_.event_len);
+        if (!take_topics(take, p, n))
+            return false;
         wire_ = p;
         return p <= n; /* then wire_ + wire_len <= length: the wire lies in the record */
     }
 
     const RecordHeader &header() const { return h_; }
-    RecordKind kind() const { return static_cast<RecordKind>(h_.kind); }
+    RecordKind kind() const { return static_cast<RecordKind>(h_.kind & kKindMask); }
 
     std::uint32_t hash(unsigned i) const
     {
@@ -820,10 +857,43 @@ public:
         out->wire.assign(reinterpret_cast<const char *>(rec_ + wire_), h_.wire_len);
         out->channels.clear();
         each_channel([&](unsigned, std::string_view name) { out->channels.emplace_back(name); });
+        out->topics.clear();
+        out->private_update = (h_.kind & kPrivateUpdate) != 0;
+        std::size_t at = topics_;
+        for (unsigned i = 0; i < n_topics_; ++i) {
+            const std::size_t len = u16(topic_lens_ + 2 * i);
+            out->topics.emplace_back(view(at, len));
+            at += len;
+        }
     }
 
 private:
     unsigned n_targets() const { return unsigned(h_.n_only) + h_.n_except; }
+    std::size_t u16(std::size_t at) const
+    {
+        std::uint16_t v;
+        std::memcpy(&v, &buf_[at], sizeof v);
+        return v;
+    }
+    /* The Mercure topics section, when the record has one (kHasTopics). */
+    template <typename Take> bool take_topics(Take &take, std::size_t &p, std::size_t n)
+    {
+        n_topics_ = 0;
+        if (!(h_.kind & kHasTopics))
+            return true;
+        const std::size_t count_at = take(2);
+        if (p > n)
+            return false;
+        n_topics_ = static_cast<unsigned>(u16(count_at));
+        topic_lens_ = take(2 * std::size_t(n_topics_));
+        if (p > n)
+            return false;
+        std::size_t total = 0;
+        for (unsigned i = 0; i < n_topics_; ++i)
+            total += u16(topic_lens_ + 2 * i);
+        topics_ = take(total);
+        return p <= n;
+    }
     std::size_t sum(std::size_t lens, unsigned count) const
     {
         std::size_t total = 0;
@@ -848,7 +918,8 @@ private:
     RecordHeader h_;
     const unsigned char *rec_ = nullptr;
     std::size_t hashes_ = 0, lens_ = 0, names_ = 0, target_lens_ = 0, targets_ = 0, id_ = 0,
-                event_ = 0, wire_ = 0; /* offsets in the record */
+                event_ = 0, topic_lens_ = 0, topics_ = 0, wire_ = 0; /* offsets in the record */
+    unsigned n_topics_ = 0;
 };
 
 /* `id` as a bus-assigned id (the decimal seq, as the bus writes it), or 0. */
@@ -1171,6 +1242,11 @@ bool BusReader::start_after(std::string_view last_event_id, const HistoryLimits 
     pos_ = st.head_pos;
     seq_ = st.next_seq;
     return found;
+}
+
+void BusReader::start_earliest(const HistoryLimits &limits, std::int64_t now_us)
+{
+    start_after(std::string_view("\n", 1), limits, now_us);
 }
 
 BusReader::Next BusReader::next(BusEvent *out)

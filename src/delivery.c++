@@ -36,7 +36,8 @@ bool event_type_listed(const std::vector<std::string> &types, std::string_view t
 }
 
 Delivery::Delivery(const DeliverySettings &settings, std::int64_t now_us)
-    : settings_(settings), filtered_(!settings.event_types.empty()), last_write_us_(now_us)
+    : settings_(settings), filtered_(!settings.event_types.empty() || settings.mercure),
+      last_write_us_(now_us)
 {
 }
 

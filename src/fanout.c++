@@ -180,7 +180,7 @@ struct FanOut::RecordFan {
     bool everyone;
     AudienceMatcher audience;
     /* Whether a type filter applies to it (it dispatches an event: not a retry-only publish);
-     * looked at once per record, only when some stream has a filter. */
+     * looked at once per record, only when some stream has a filter (type or topics). */
     bool filterable = false;
 };
 
@@ -221,7 +221,7 @@ void FanOut::queue_on(const ChannelIndex &index, const std::string &channel,
             s->close_after(fan.wire, a.reason);
         else if (a.kind == RecordAction::Kind::SendEvent &&
                  (everyone || fan.audience.admits(s->client_id_)) &&
-                 (!Typed || !fan.filterable || s->delivery_.wants_type(e.event)))
+                 (!Typed || s->delivery_.wants_filtered(e, fan.filterable)))
             s->enqueue(fan.wire, true);
         else
             continue;

@@ -13,7 +13,9 @@ OpenedStream open_stream(Bus bus, Registry &registry, const StreamRequest &req,
                          const HistoryLimits &history, std::int64_t now_us)
 {
     OpenedStream o(BusReader(bus, ChannelSet(req.channels), req.client_id));
-    if (req.resume_id.empty())
+    if (req.earliest)
+        o.reader.start_earliest(history, now_us);
+    else if (req.resume_id.empty())
         o.reader.start_live();
     else
         o.resume_found = o.reader.start_after(req.resume_id, history, now_us);

@@ -69,6 +69,19 @@ struct BusEvent {
     std::string event;             /* event type, empty for "message" */
     std::vector<std::string> channels;
     std::string wire;              /* the complete encoded event, ready to send */
+    /* A Mercure update's topics and private mark (UpdateTopics); empty for every other
+     * record. */
+    std::vector<std::string> topics;
+    bool private_update = false;
+};
+
+/* What a Mercure update carries besides its event (sse/mercure_topic.h): its topics, each at
+ * most 65535 bytes (validated before: validate_mercure_string), and whether it is private.
+ * Stored in the record (before the encoded event), flagged in its kind field, so records
+ * without it are laid out and read exactly as before. */
+struct UpdateTopics {
+    std::vector<std::string> topics;
+    bool is_private = false;
 };
 
 /* EndStream records name the streams to end by their registry serial. The record format has
@@ -158,10 +171,12 @@ public:
      * The record's time is max(now_us, the previous record's time), decided under the lock:
      * times never decrease along seq even when the clock steps back or a writer that read the
      * clock earlier gets the lock later, so SSEHistory's age cut is a cut in seq order.
+     * `topics` (a Mercure update, may be null) travel with the event (BusEvent::topics).
      * Throws EventTooLarge (nothing written) when the record would exceed max_record_bytes(),
      * std::system_error only if the lock cannot be taken at all. */
     PublishResult publish(const std::vector<std::string> &channels, const EventFields &ev,
-                          std::int64_t now_us, const Audience &audience = {});
+                          std::int64_t now_us, const Audience &audience = {},
+                          const UpdateTopics *topics = nullptr);
 
     /* Appends a control record (see RecordKind); `notice` is what the affected streams send
      * before they end. Same locking and limits as publish(). */
@@ -204,7 +219,8 @@ private:
     explicit Bus(BusHeader *h) : h_(h) {}
     PublishResult append(RecordKind kind, const std::vector<std::string> &channels,
                          const EventFields *fields, const std::string *notice,
-                         const Audience &audience, std::int64_t now_us);
+                         const Audience &audience, std::int64_t now_us,
+                         const UpdateTopics *topics = nullptr);
     BusHeader *h_ = nullptr;
 };
 
@@ -258,6 +274,11 @@ public:
      * within the replay, every block's filter (to tell an old id from an unknown one). */
     bool start_after(std::string_view last_event_id, const HistoryLimits &limits,
                      std::int64_t now_us);
+
+    /* Queues every retained event of the subscribed channels (within `limits`), then
+     * continues live: start_after() with an id no event has (ids hold no LF). Mercure's
+     * `lastEventID=earliest`. */
+    void start_earliest(const HistoryLimits &limits, std::int64_t now_us);
 
     enum class Next { Event, None, Overrun };
     /* The next event for this subscriber, in publish order, each at most once.

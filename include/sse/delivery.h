@@ -5,8 +5,8 @@
  * - its opening bytes: `: ok`, the retry it is told, and the `sse-missed` notice when its
  *   Last-Event-ID is not held (opening());
  * - what a bus record means for it (on_record()): an event is sent when its type passes the
- *   stream's event-type filter (wants_type(): the ?event= list; none, every type), else
- *   skipped; mod_sse's own notices are never filtered; a CloseChannels record
+ *   stream's event-type filter (wants_type(): the ?event= list; none, every type) and, for a
+ *   Mercure subscriber, its topics pass the subscriber's MercureFilter, else skipped; mod_sse's own notices are never filtered; a CloseChannels record
  *   sends its notice and ends the stream (channel-closed); an EndStream record naming the
  *   stream's registry serial does the same (replaced); any other EndStream is skipped. An
  *   overrun (the ring passed the stream's position) sends the `sse-missed` notice
@@ -28,8 +28,10 @@
 #define SSE_DELIVERY_H
 
 #include "sse/bus.h"
+#include "sse/mercure_topic.h"
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -79,6 +81,9 @@ struct DeliverySettings {
                                         * (a socket subscriber), no EndStream ends it */
     std::vector<std::string> event_types; /* the event types it gets (?event=), "message"
                                            * for the untyped event; empty: every type */
+    /* A Mercure subscriber's topic selectors and claims; null for every other stream. Shared
+     * by the copies of these settings, used by one thread at a time (the stream's). */
+    std::shared_ptr<const MercureFilter> mercure;
 };
 
 /* Whether an event of type `type` ("" or "message": the untyped event) is one of `types`;
@@ -99,19 +104,27 @@ public:
     /* What `e` means for this stream. `e` is on one of its channels and its audience admits
      * the stream (its own BusReader checks both; FanOut checks them for a shared reader). */
     RecordAction on_record(const BusEvent &e) const;
-    /* Whether an event of type `type` passes the stream's filter. Inline and one test when
-     * the stream has none (FanOut does not even ask then: it indexes filtered streams
-     * apart). */
+    /* Whether an event of type `type` passes the stream's type filter. */
     bool wants_type(std::string_view type) const
     {
         return !filtered_ || event_type_listed(settings_.event_types, type);
     }
-    /* Whether the event record `e` passes the stream's filter: a record without a `data:`
+    /* Whether the event record `e` passes the stream's filters: a record without a `data:`
      * line (a retry-only publish: `retry:`, maybe `id:`) dispatches no event in a browser,
-     * so no type filter holds it back. */
+     * so no type filter holds it back; a Mercure subscriber gets only the updates its
+     * MercureFilter admits. Inline and one test when the stream has no filter (FanOut does
+     * not even ask then: it indexes filtered streams apart). */
     bool wants(const BusEvent &e) const
     {
-        return !filtered_ || !dispatches_event(e.wire) || wants_type(e.event);
+        return !filtered_ || wants_filtered(e, dispatches_event(e.wire));
+    }
+    /* The same for a stream with a filter, `dispatches` being dispatches_event(e.wire) (FanOut
+     * looks at it once per record, not once per stream). */
+    bool wants_filtered(const BusEvent &e, bool dispatches) const
+    {
+        if (settings_.mercure && !settings_.mercure->admits(e.topics, e.private_update))
+            return false;
+        return !dispatches || event_type_listed(settings_.event_types, e.event);
     }
     /* Whether encoded event bytes hold a `data:` line (the WHATWG parser dispatches an event
      * at the blank line only then). */
@@ -119,11 +132,11 @@ public:
     {
         return wire.compare(0, 5, "data:") == 0 || wire.find("\ndata:") != std::string_view::npos;
     }
-    /* Whether the stream has a type filter at all. */
-    bool filters_types() const { return filtered_; }
+    /* Whether the stream has a filter at all (event types, Mercure topics). */
+    bool filters() const { return filtered_; }
     /* The same for an event or a CloseChannels record, which mean the same to every stream
-     * of their channels but for the type filter (FanOut asks once per record, not once per
-     * stream, then wants_type() per stream for an event). */
+     * of their channels but for the filters (FanOut asks once per record, not once per
+     * stream, then wants_filtered() per filtered stream for an event). */
     static RecordAction on_channel_record(RecordKind kind);
 
     /* Appends the notice for an overrun (the stream goes on). */
@@ -155,7 +168,7 @@ public:
 
 private:
     DeliverySettings settings_;
-    bool filtered_; /* settings_.event_types is not empty */
+    bool filtered_; /* settings_.event_types is not empty, or settings_.mercure is set */
     std::int64_t last_write_us_;
 };
 

@@ -9,9 +9,10 @@
  * - Audiences (only/except) are matched once per event (AudienceMatcher), then per stream by
  *   its client id.
  * - Each stream's rules are its Delivery's (sse/delivery.h): events of the types it asked
- *   for are queued (Delivery::wants_type(), per stream after the audience; streams with a
- *   type filter are in a channel index of their own, so the streams without one cost per
- *   event exactly what they cost before the filter existed), a
+ *   for, and for a Mercure subscriber of the topics it selects, are queued
+ *   (Delivery::wants_filtered(), per stream after the audience; streams with a filter are
+ *   in a channel index of their own, so the streams without one cost per event exactly what
+ *   they cost before filters existed), a
  *   CloseChannels or EndStream record queues its notice and ends the stream once the notice
  *   was handed to the transport, an overrun of the shared reader queues the `sse-missed`
  *   notice for every stream.
@@ -199,7 +200,7 @@ private:
                   std::vector<Subscriber *> &dirty);
     ChannelIndex &index_of(const Subscriber &s)
     {
-        return s.delivery_.filters_types() ? typed_by_channel_ : by_channel_;
+        return s.delivery_.filters() ? typed_by_channel_ : by_channel_;
     }
     void queue_overrun(std::vector<Subscriber *> &dirty);
     void queue_end_stream(BusEvent &e, std::vector<Subscriber *> &dirty);
@@ -222,7 +223,7 @@ private:
     std::unordered_set<Subscriber *> streams_;
     std::unordered_map<std::uint64_t, Subscriber *> by_serial_;
     ChannelIndex by_channel_;       /* streams without a type filter */
-    ChannelIndex typed_by_channel_; /* streams with one (Delivery::filters_types()) */
+    ChannelIndex typed_by_channel_; /* streams with one (Delivery::filters()) */
     SharedBytes keepalive_;
     std::vector<Subscriber *> dirty_; /* run()'s scratch, kept for its capacity */
 };

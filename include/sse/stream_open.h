@@ -33,6 +33,7 @@ struct StreamRequest {
     std::vector<std::string> channels; /* valid names, 1 to kMaxChannelsPerEvent */
     std::string client_id;             /* "" when anonymous */
     std::string resume_id;             /* Last-Event-ID; "" for live only */
+    bool earliest = false;             /* replay everything retained (resume_id is "") */
     /* Whether the stream takes a registry slot: false for a HEAD request (no stream) and for
      * a socket subscriber (not counted). With a slot: */
     bool join = true;
@@ -60,7 +61,7 @@ struct OpenedStream {
  * that record sends the same). */
 std::string replaced_notice();
 
-/* Positions the reader (start_live or start_after), then reads the registry (Closed: a
+/* Positions the reader (start_live, start_earliest or start_after), then reads the registry (Closed: a
  * channel was closed by DELETE; nothing else is done), then joins when req.join. */
 OpenedStream open_stream(Bus bus, Registry &registry, const StreamRequest &req,
                          const HistoryLimits &history, std::int64_t now_us);

@@ -55,6 +55,7 @@ constexpr std::tuple kLocationSettings{
                                   nullptr},
     LocationSetting<const std::vector<std::string> *>{&DirConfig::event_types,
                                                       &DirConfig::event_types_set, nullptr},
+    LocationSetting<int>{&DirConfig::mercure_anonymous, &DirConfig::mercure_anonymous_set, 0},
 };
 
 /* The check that the list is whole, by count (a member listed twice would hide one left
@@ -454,6 +455,14 @@ const char *cmd_presence_subscribe(cmd_parms *, void *dv, int on)
     return nullptr;
 }
 
+const char *cmd_mercure_anonymous(cmd_parms *, void *dv, int on)
+{
+    auto *d = static_cast<DirConfig *>(dv);
+    d->mercure_anonymous = on;
+    d->mercure_anonymous_set = 1;
+    return nullptr;
+}
+
 apr_status_t destroy_type_list(void *list)
 {
     delete static_cast<std::vector<std::string> *>(list);
@@ -556,6 +565,10 @@ const command_rec directives[] = {
     AP_INIT_FLAG("SSEPresenceSubscribe", as_cmd_func<cmd_presence_subscribe>(), nullptr,
                  RSRC_CONF | ACCESS_CONF,
                  "On|Off: whether a subscribe here may name the presence channel (default Off)"),
+    AP_INIT_FLAG("SSEMercureAnonymous", as_cmd_func<cmd_mercure_anonymous>(), nullptr,
+                 RSRC_CONF | ACCESS_CONF,
+                 "On|Off: whether a Mercure hub here serves subscribers without a token "
+                 "(default Off)"),
     AP_INIT_TAKE1("SSEMaxSubscribers", as_cmd_func<cmd_registry_limit>(),
                   reinterpret_cast<void *>(1), RSRC_CONF,
                   "<n>: open streams the server holds at most, all processes together "

@@ -88,6 +88,7 @@ struct DirConfig {
     /* SSEEventTypes: the event types publish and ?event= may name here ("message": the
      * untyped event); nullptr: every type. Owned by the configuration pool. */
     const std::vector<std::string> *event_types; int event_types_set;
+    int mercure_anonymous;             int mercure_anonymous_set;    /* SSEMercureAnonymous */
 };
 
 constexpr apr_uint64_t kDefaultBusSize = 16u << 20;

@@ -109,10 +109,21 @@ const char *configured_handler(request_rec *r);
 /* Sends `json` with `status`, Content-Type application/json, and returns OK. */
 int answer_json(request_rec *r, int status, const std::string &json);
 
+enum class BodyResult { Ok, TooLarge, ReadError };
+
+/* Reads the whole request body (Content-Length or chunked) into `out`, at most `limit`
+ * bytes. */
+BodyResult read_body(request_rec *r, apr_off_t limit, std::string &out);
+
+/* The request's media type, lower case, without parameters: "Application/JSON;
+ * charset=utf-8" gives "application/json". */
+std::string media_type(request_rec *r);
+
 /* The handlers, called from the module's handler hook. */
 int subscribe_handler(request_rec *r);
 int publish_handler(request_rec *r);
 int status_handler(request_rec *r);
+int mercure_hub_handler(request_rec *r); /* mercure_hub.c++ */
 
 /* mod_status's hook: a mod_sse section on the server-status page. */
 int status_page_section(request_rec *r, int flags);

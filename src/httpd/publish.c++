@@ -18,12 +18,6 @@ APLOG_USE_MODULE(sse);
 
 namespace sse::httpd {
 
-namespace {
-
-enum class BodyResult { Ok, TooLarge, ReadError };
-
-/* Reads the whole request body (Content-Length or chunked) into `out`, at most `limit`
- * bytes. */
 BodyResult read_body(request_rec *r, apr_off_t limit, std::string &out)
 {
     if (ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK) != OK)
@@ -45,7 +39,6 @@ BodyResult read_body(request_rec *r, apr_off_t limit, std::string &out)
     }
 }
 
-/* "Application/JSON; charset=utf-8" gives "application/json". */
 std::string media_type(request_rec *r)
 {
     const char *ct = apr_table_get(r->headers_in, "Content-Type");
@@ -55,6 +48,8 @@ std::string media_type(request_rec *r)
             m += static_cast<char>(apr_tolower(*p));
     return m;
 }
+
+namespace {
 
 /* GET: one channel's figures, across every process. */
 int answer_channel_stats(request_rec *r, ModuleState *state, const std::vector<std::string> &channels)

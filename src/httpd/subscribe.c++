@@ -7,6 +7,7 @@
  * with a last `retry:`, as a suspended stream). */
 #include "src/httpd/module.h"
 #include "src/httpd/async_hub.h"
+#include "src/httpd/subscribe.h"
 #include "src/httpd/subscription.h"
 #include "src/httpd/token_check.h"
 
@@ -228,15 +229,6 @@ int refuse_unpublished(request_rec *r, const Registry &registry)
                             "(channels that were published to are not limited by it)");
 }
 
-/* What a subscribe asks for, once every check passed. */
-struct SubscribeAsk {
-    std::vector<std::string> channels;
-    apr_time_t token_expires = 0; /* a stream whose token has exp ends then; 0: none */
-    std::string resume_id;
-    std::string client_id;
-    std::vector<std::string> event_types; /* ?event=; empty: every type */
-};
-
 /* Anything but GET: OPTIONS as httpd's own handlers answer it (the default handler,
  * mod_reflector: 200, no body, Allow from the method mask; a CORS preflight gets this answer,
  * its Access-Control-* headers come from the configuration), anything else 405. */
@@ -297,6 +289,7 @@ OpenedStream open_subscribe(request_rec *r, ModuleState *state, const SubscribeA
     req.channels = ask.channels;
     req.client_id = ask.client_id;
     req.resume_id = ask.resume_id;
+    req.earliest = ask.earliest;
     req.join = !r->header_only;
     req.policy = static_cast<DuplicatePolicy>(d.duplicate_policy);
     req.pid = getpid();
@@ -513,6 +506,11 @@ int subscribe_handler(request_rec *r)
     SubscribeAsk ask;
     if (!read_subscribe(r, state, ask))
         return OK;
+    return serve_subscribe(r, state, ask);
+}
+
+int serve_subscribe(request_rec *r, ModuleState *state, SubscribeAsk &ask)
+{
     OpenedStream opened = open_subscribe(r, state, ask);
     Subscription sub;
     if (opened.join) /* not for a HEAD request, nor when a channel was closed (204) */
@@ -533,6 +531,7 @@ int subscribe_handler(request_rec *r)
     settings.token_expires_us = ask.token_expires;
     settings.serial = sub.serial();
     settings.event_types = std::move(ask.event_types);
+    settings.mercure = std::move(ask.mercure);
     HeldStream held(r, state, std::move(opened.reader), std::move(sub), settings);
     return held.serve(ask, opened.resume_found);
 }

@@ -158,7 +158,8 @@ const char *cmd_token_cookie(cmd_parms *cmd, void *dv, const char *name)
     return nullptr;
 }
 
-bool token_verified(request_rec *r, const Params &query, TokenUse use, RequestToken &out)
+bool token_verified(request_rec *r, const Params &query, TokenUse use, RequestToken &out,
+                    bool anonymous_ok)
 {
     out = RequestToken{};
     const DirConfig &d = dir_config(r);
@@ -172,6 +173,10 @@ bool token_verified(request_rec *r, const Params &query, TokenUse use, RequestTo
     if (!find_token(r, query, cookie, found, error)) {
         refuse_401(r, "SSE0141", who, true, "bad token: " + error);
         return false;
+    }
+    if (found.where.empty() && anonymous_ok) {
+        out.anonymous = true;
+        return true;
     }
     if (found.where.empty()) {
         refuse_401(r, "SSE0140", who, false,

@@ -36,13 +36,16 @@ constexpr const char *kDefaultTokenCookie = "mercureAuthorization";
 /* The request's token, verified: `required` is false when the location has no key. */
 struct RequestToken {
     bool required = false;
-    TokenClaims claims; /* when required */
+    bool anonymous = false; /* required, none sent, and token_verified() let it through */
+    TokenClaims claims;     /* when required and not anonymous */
 };
 
 /* Step one, authentication, before anything of the request is read or parsed (a publish's
  * body included): true when the location has no key or the request carries a valid token
- * (its claims in `out`); otherwise the 401 is sent and it returns false. */
-bool token_verified(request_rec *r, const Params &query, TokenUse use, RequestToken &out);
+ * (its claims in `out`), or carries none and `anonymous_ok` (out.anonymous is set: a Mercure
+ * hub's anonymous subscriber); otherwise the 401 is sent and it returns false. */
+bool token_verified(request_rec *r, const Params &query, TokenUse use, RequestToken &out,
+                    bool anonymous_ok = false);
 
 /* Step two, once the request's channels are known: true when `token` names every one of
  * `channels` for `use` (always, without a key); then a `sub` becomes r->user, and `expires`

@@ -135,6 +135,43 @@ START_TEST(publish_order_and_channel_filter)
 }
 END_TEST
 
+/* A Mercure update's topics and private mark travel in its record, live and in replay; a
+ * record without them reads as before (no topics, not private). */
+START_TEST(mercure_topics_travel_with_the_record)
+{
+    SharedBus sb(1 << 20);
+    BusReader r(sb.bus, ChannelSet({"#mercure", "a"}));
+    r.start_live();
+    std::string long_topic = "https://example.com/caf\xc3\xa9/" + std::string(20000, 'x');
+    UpdateTopics t{{"https://example.com/books/1", long_topic, "raw"}, true};
+    sb.bus.publish({"#mercure"}, data_event("m", "urn:uuid:1"), kT0, {}, &t);
+    sb.bus.publish({"a"}, data_event("plain"), kT0);
+    UpdateTopics pub{{"t"}, false};
+    sb.bus.publish({"#mercure"}, data_event("line1\nline2", "urn:uuid:2"), kT0, {}, &pub);
+    for (int pass = 0; pass < 2; ++pass) {
+        auto got = drain(r);
+        ck_assert_int_eq(got.size(), 3);
+        ck_assert_int_eq(got[0].topics.size(), 3);
+        assert_str(got[0].topics[1], long_topic);
+        assert_str(got[0].topics[2], "raw");
+        ck_assert(got[0].private_update);
+        assert_str(got[0].id, "urn:uuid:1");
+        assert_str(data_of(got[0]), "m");
+        ck_assert(got[1].topics.empty() && !got[1].private_update);
+        assert_str(data_of(got[1]), "plain");
+        ck_assert(!got[2].private_update);
+        assert_str(got[2].wire, "id: urn:uuid:2\ndata: line1\ndata: line2\n\n");
+        r.start_earliest(HistoryLimits{}, kT0); /* the same again, replayed */
+    }
+    /* A resume finds a Mercure id like any publisher-given id. */
+    BusReader after(sb.bus, ChannelSet({"#mercure"}));
+    ck_assert(after.start_after("urn:uuid:1", HistoryLimits{}, kT0));
+    auto rest = drain(after);
+    ck_assert_int_eq(rest.size(), 1);
+    assert_str(rest[0].id, "urn:uuid:2");
+}
+END_TEST
+
 START_TEST(wrap_around_keeps_every_event_for_a_reader_that_keeps_up)
 {
     SharedBus sb(Bus::min_size());
@@ -813,6 +850,7 @@ Suite *bus_suite()
     TCase *tc = tcase_create("ring");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, publish_order_and_channel_filter);
+    tcase_add_test(tc, mercure_topics_travel_with_the_record);
     tcase_add_test(tc, wrap_around_keeps_every_event_for_a_reader_that_keeps_up);
     tcase_add_test(tc, eviction_keeps_the_newest);
     tcase_add_test(tc, overrun_is_detected);

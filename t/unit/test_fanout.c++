@@ -585,6 +585,66 @@ START_TEST(fanout_filters_types)
 }
 END_TEST
 
+/* Mercure updates on the hub's channel: each subscriber gets the updates its selectors select,
+ * the private ones only when its claims select one of their topics; through the catch-up
+ * (before start), the shared reader, and a stream's own reader from the earliest record. */
+START_TEST(fanout_filters_mercure_topics)
+{
+    TestBus tb;
+    FakeSink sink;
+    FanOut fan(tb.bus, sink);
+    auto update = [&](std::vector<std::string> topics, const std::string &data, bool priv) {
+        EventFields ev;
+        ev.has_data = true;
+        ev.data = data;
+        ev.id = "urn:uuid:" + data;
+        UpdateTopics t{std::move(topics), priv};
+        tb.bus.publish({kMercureChannel}, ev, kT0, {}, &t);
+    };
+    const std::vector<std::string> claims = {"https://example.com/books/{id}"};
+    DeliverySettings books = settings(1), with_claims = settings(2), star = settings(3);
+    books.mercure = std::make_shared<MercureFilter>(
+        std::vector<std::string>{"https://example.com/books/{id}"}, nullptr);
+    with_claims.mercure = std::make_shared<MercureFilter>(
+        std::vector<std::string>{"https://example.com/books/{id}"}, &claims);
+    star.mercure = std::make_shared<MercureFilter>(std::vector<std::string>{"*"}, nullptr);
+    FakeStream fb(tb.bus, {kMercureChannel}, "", books),
+        fc(tb.bus, {kMercureChannel}, "", with_claims), fs(tb.bus, {kMercureChannel}, "", star),
+        native(tb.bus, {"c"}, "", settings(4));
+    update({"https://example.com/books/1"}, "early-book", false); /* the catch-up reads it */
+    for (FakeStream *st : {&fb, &fc, &fs, &native}) {
+        fan.add(*st);
+        fan.start(*st);
+    }
+    update({"https://example.com/books/2"}, "live-book", false);
+    update({"https://example.com/authors/1"}, "live-author", false);
+    update({"https://example.com/books/3", "https://example.com/x"}, "private-book", true);
+    update({"https://example.com/authors/2"}, "private-author", true);
+    tb.event({"c"}, "native");
+    fan.run(4096);
+    ck_assert(has(fb.out, "early-book") && has(fb.out, "live-book"));
+    ck_assert(!has(fb.out, "live-author") && !has(fb.out, "private"));
+    ck_assert_int_eq(fb.events_sent, 2);
+    ck_assert(has(fc.out, "private-book") && !has(fc.out, "private-author"));
+    ck_assert_int_eq(fc.events_sent, 3);
+    ck_assert(has(fs.out, "live-author") && !has(fs.out, "private") && !has(fs.out, "native"));
+    ck_assert_int_eq(fs.events_sent, 3);
+    assert_str(native.out, data_line("native"));
+
+    /* The same rules for a stream's own reader, from the earliest record on. */
+    BusReader r(tb.bus, ChannelSet({kMercureChannel}));
+    r.start_earliest(HistoryLimits{}, kT0);
+    const Delivery rules(with_claims, kT0);
+    std::string got;
+    read_stream(r, rules, [&](std::string &&b, bool) {
+        got += b;
+        return true;
+    });
+    ck_assert(has(got, "early-book") && has(got, "live-book") && has(got, "private-book"));
+    ck_assert(!has(got, "author") && !has(got, "native"));
+}
+END_TEST
+
 /* A write taking part of a piece: the rest goes at the next push. */
 START_TEST(fanout_partial_writes)
 {
@@ -665,6 +725,7 @@ Suite *fanout_suite()
     tcase_add_test(tc, fanout_partial_writes);
     tcase_add_test(tc, fanout_counts_events_only);
     tcase_add_test(tc, fanout_filters_types);
+    tcase_add_test(tc, fanout_filters_mercure_topics);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,0 +1,246 @@
+/* The mercure-hub handler: Apache as a Mercure hub (docs/mercure.md).
+ *
+ * - POST publishes an update (a form with repeatable `topic`, `data`, `private`, `id`,
+ *   `type`, `retry`) on the hub's bus channel (kMercureChannel) with its topics; the answer
+ *   is 200 text/plain with the update's id (urn:uuid:... unless the publisher gave one).
+ *   It needs a token (SSETokenKey) whose mercure.publish selectors select every topic.
+ * - GET subscribes with one or more `topic` selectors: a stream of that channel whose
+ *   MercureFilter (the selectors, and the token's mercure.subscribe selectors for private
+ *   updates) decides what it gets, everything else as sse-subscribe streams (serve_subscribe:
+ *   the registry, replay, the hub or the blocking loop). Anonymous subscribers only with
+ *   SSEMercureAnonymous on.
+ * Runs on the request's worker.
+ */
+#include "src/httpd/module.h"
+
+#include "sse/mercure_topic.h"
+#include "sse/publisher.h"
+#include "src/httpd/subscribe.h"
+#include "src/httpd/token_check.h"
+
+#include "http_core.h"
+#include "http_protocol.h"
+#include "http_request.h"
+#include "mod_core.h"
+
+#include "apr_general.h"
+#include "apr_strings.h"
+
+#include <algorithm>
+
+APLOG_USE_MODULE(sse);
+
+namespace sse::httpd {
+
+namespace {
+
+constexpr Endpoint kHubSubscribe{"mercure subscribe", APLOG_WARNING};
+constexpr Endpoint kHubPublish{"mercure publish", APLOG_ERR};
+
+/* A random (version 4) UUID as an IRI: the id of an update its publisher gave none. */
+std::string generated_id()
+{
+    unsigned char b[16];
+    if (apr_generate_random_bytes(b, sizeof b) != APR_SUCCESS)
+        throw std::runtime_error("no random bytes for an update's id");
+    b[6] = static_cast<unsigned char>((b[6] & 0x0F) | 0x40);
+    b[8] = static_cast<unsigned char>((b[8] & 0x3F) | 0x80);
+    static const char hex[] = "0123456789abcdef";
+    std::string id = "urn:uuid:";
+    for (int i = 0; i < 16; ++i) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            id += '-';
+        id += hex[b[i] >> 4];
+        id += hex[b[i] & 0x0F];
+    }
+    return id;
+}
+
+/* The id of the newest update the bus holds ("earliest" when none): the Last-Event-ID a
+ * subscriber is answered with, to reconcile what it fetched with what it will get. */
+std::string newest_update_id(ModuleState *state)
+{
+    BusReader reader(state->bus, ChannelSet({kMercureChannel}));
+    reader.start_earliest(HistoryLimits{1, 0}, now_us());
+    BusEvent e;
+    if (reader.next(&e) == BusReader::Next::Event)
+        return e.id;
+    return "earliest";
+}
+
+/* The subscriber's topic selectors (`topic`, at least one, each a valid string); false when
+ * answered (400). */
+bool read_selectors(request_rec *r, const Params &query, std::vector<std::string> &out)
+{
+    out = param_values(query, "topic");
+    std::string bad;
+    if (out.empty())
+        bad = "a subscription needs at least one topic selector (the topic query parameter)";
+    else if (out.size() > kMaxTopicsPerRequest)
+        bad = "a subscription has at most " + std::to_string(kMaxTopicsPerRequest) +
+              " topic selectors";
+    for (std::size_t i = 0; bad.empty() && i < out.size(); ++i)
+        bad = validate_mercure_string(out[i], "a topic selector");
+    if (bad.empty())
+        return true;
+    answer_error(r, HTTP_BAD_REQUEST, "SSE0801", kHubSubscribe, bad);
+    return false;
+}
+
+/* Where the subscriber resumes: the Last-Event-ID header, else lastEventID, else the
+ * spellings sse-subscribe takes; `earliest` replays everything the bus holds. False when
+ * answered (400). */
+bool read_resume(request_rec *r, const Params &query, SubscribeAsk &ask)
+{
+    const char *header = apr_table_get(r->headers_in, "Last-Event-ID");
+    const std::string *param = param_last(query, "lastEventID");
+    ask.resume_id = header || !param ? resume_id(header, query) : *param;
+    std::string bad = ask.resume_id.size() > kMaxEventIdBytes
+                          ? "the Last-Event-ID is longer than " +
+                                std::to_string(kMaxEventIdBytes) + " bytes"
+                          : validate_event_id(ask.resume_id);
+    if (!bad.empty()) {
+        answer_error(r, HTTP_BAD_REQUEST, "SSE0803", kHubSubscribe, "Last-Event-ID: " + bad);
+        return false;
+    }
+    if (ask.resume_id == "earliest") {
+        ask.earliest = true;
+        ask.resume_id.clear();
+    }
+    return true;
+}
+
+int subscribe(request_rec *r, ModuleState *state)
+{
+    Params query;
+    RequestToken token;
+    SubscribeAsk ask;
+    std::vector<std::string> selectors;
+    const DirConfig &d = dir_config(r);
+    if (!query_params(r, query, kHubSubscribe) ||
+        !token_verified(r, query, TokenUse::Subscribe, token, d.mercure_anonymous != 0))
+        return OK;
+    /* With a key, token_verified() refused a missing token already (SSE0140) unless
+     * anonymous subscribers are allowed. */
+    if (!token.required && !d.mercure_anonymous) {
+        apr_table_setn(r->headers_out, "WWW-Authenticate", "Bearer realm=\"mod_sse\"");
+        return answer_error(r, HTTP_UNAUTHORIZED, "SSE0802", kHubSubscribe,
+                            "this hub has no SSETokenKey to verify a token with, and serves no "
+                            "anonymous subscriber (SSEMercureAnonymous off)");
+    }
+    if (!read_selectors(r, query, selectors) || !read_resume(r, query, ask) ||
+        !token_covers(r, token, {}, TokenUse::Subscribe, &ask.token_expires))
+        return OK;
+    const bool has_claims = token.required && !token.anonymous;
+    ask.mercure = std::make_shared<const MercureFilter>(
+        selectors, has_claims ? &token.claims.subscribe : nullptr);
+    ask.channels = {kMercureChannel};
+    apr_table_set(r->headers_out, "Last-Event-ID", newest_update_id(state).c_str());
+    return serve_subscribe(r, state, ask);
+}
+
+/* The update a publish form asks for; false when answered (400). */
+bool read_update(request_rec *r, const std::string &body, UpdateTopics &topics, EventFields &ev)
+{
+    Params form;
+    std::string bad;
+    if (media_type(r) != "application/x-www-form-urlencoded")
+        bad = "an update is posted as application/x-www-form-urlencoded";
+    else
+        bad = parse_form(body, form);
+    topics.topics = param_values(form, "topic");
+    topics.is_private = std::any_of(form.begin(), form.end(),
+                                    [](const auto &kv) { return kv.first == "private"; });
+    const std::string *data = param_last(form, "data");
+    ev.has_data = true;
+    ev.data = data ? *data : "";
+    if (const std::string *id = param_last(form, "id"))
+        ev.id = *id;
+    if (const std::string *type = param_last(form, "type"))
+        ev.event = *type;
+    const std::string *retry = param_last(form, "retry");
+    if (retry && !retry->empty() && (ev.retry = parse_retry(*retry)) < 0 && bad.empty())
+        bad = "retry \"" + *retry + "\" is not a number of milliseconds (ASCII digits)";
+    if (bad.empty() && topics.topics.empty())
+        bad = "an update needs at least one topic (the topic field)";
+    if (bad.empty())
+        return true;
+    answer_error(r, HTTP_BAD_REQUEST, "SSE0805", kHubPublish, bad);
+    return false;
+}
+
+int publish(request_rec *r, ModuleState *state)
+{
+    Params query;
+    RequestToken token;
+    if (!query_params(r, query, kHubPublish) ||
+        !token_verified(r, query, TokenUse::Publish, token))
+        return OK;
+    if (!token.required)
+        return answer_error(r, HTTP_FORBIDDEN, "SSE0804", kHubPublish,
+                            "this hub has no SSETokenKey: nobody may publish to it");
+    const DirConfig &d = dir_config(r);
+    std::string body;
+    switch (read_body(r, d.max_message_size, body)) {
+    case BodyResult::Ok:
+        break;
+    case BodyResult::TooLarge:
+        r->connection->keepalive = AP_CONN_CLOSE;
+        return answer_error(r, HTTP_REQUEST_ENTITY_TOO_LARGE, "SSE0808", kHubPublish,
+                            "the body is larger than SSEMaxMessageSize (" +
+                                std::to_string(d.max_message_size) + " bytes)");
+    case BodyResult::ReadError:
+        r->connection->keepalive = AP_CONN_CLOSE;
+        return answer_error(r, HTTP_BAD_REQUEST, "SSE0805", kHubPublish,
+                            "the request body could not be read");
+    }
+    UpdateTopics topics;
+    EventFields ev;
+    if (!read_update(r, body, topics, ev))
+        return OK;
+    if (!TopicSelectorList(token.claims.publish).matches_all(topics.topics))
+        return answer_error(r, HTTP_FORBIDDEN, "SSE0806", kHubPublish,
+                            "the token's mercure.publish claim does not select every topic of "
+                            "the update");
+    token_covers(r, token, {}, TokenUse::Publish); /* no channel: names its `sub` the user */
+    if (ev.id.empty())
+        ev.id = generated_id();
+    PublishAttempt a = publish_update(state->bus, &state->registry, topics, ev, now_us());
+    if (a.outcome == PublishAttempt::Outcome::TooLarge)
+        return answer_error(r, HTTP_REQUEST_ENTITY_TOO_LARGE, "SSE0808", kHubPublish, a.error);
+    if (a.outcome != PublishAttempt::Outcome::Published)
+        return answer_error(r, HTTP_BAD_REQUEST, "SSE0807", kHubPublish, a.error);
+    if (a.result.recovered_lock)
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
+                      "SSE0202: a process died while publishing; the bus lock was recovered "
+                      "and no committed event was lost");
+    ap_set_content_type(r, "text/plain; charset=utf-8");
+    ap_rputs(a.result.id.c_str(), r);
+    return OK;
+}
+
+} // namespace
+
+int mercure_hub_handler(request_rec *r)
+{
+    ModuleState *state = module_state(r);
+    if (r->method_number == M_GET)
+        return subscribe(r, state);
+    if (r->method_number == M_POST)
+        return publish(r, state);
+    if (r->method_number == M_OPTIONS) {
+        /* A CORS preflight gets this answer; its Access-Control-* headers come from the
+         * configuration (docs/mercure.md). */
+        if (int rv = ap_discard_request_body(r); rv != OK)
+            return rv;
+        ap_allow_methods(r, REPLACE_ALLOW, "GET", "POST", "OPTIONS",
+                         static_cast<const char *>(nullptr));
+        return ap_send_http_options(r);
+    }
+    apr_table_setn(r->headers_out, "Allow", "GET, HEAD, POST, OPTIONS");
+    return answer_error(r, HTTP_METHOD_NOT_ALLOWED, "SSE0809", kHubPublish,
+                        std::string("method ") + r->method +
+                            " is not served here; subscribe with GET, publish with POST");
+}
+
+} // namespace sse::httpd

@@ -1,0 +1,41 @@
+package SSEMercure;
+# What the Mercure hub tests (t/mercure*.t) share: a shared secret made for the run, the hub's
+# <Location> block, and tokens signed with the secret.
+#
+#   my $key = SSEMercure::secret_file($dir);          # {file => ..., secret => ...}
+#   my $conf = SSEMercure::hub_location('/.well-known/mercure', "HS256 $key->{file}", anonymous => 1);
+#   my $jwt = SSEMercure::token($key, {publish => ['*']});
+use strict;
+use warnings;
+use Crypt::JWT qw(encode_jwt);
+
+# A fresh HS256 secret (64 hex digits) in `$dir/hs.secret`, with the trailing newline an editor
+# leaves (mod_sse drops it).
+sub secret_file {
+    my ($dir) = @_;
+    my $secret = `openssl rand -hex 32`;
+    chomp $secret;
+    die 'openssl rand failed' unless length $secret == 64;
+    open my $fh, '>', "$dir/hs.secret" or die "$dir/hs.secret: $!";
+    print $fh "$secret\n";
+    close $fh;
+    return {file => "$dir/hs.secret", secret => $secret};
+}
+
+# A <Location> mapping `path` to the hub; `key` is SSETokenKey's arguments (none: no key).
+sub hub_location {
+    my ($path, $key, %o) = @_;
+    return "<Location $path>\n    SetHandler mercure-hub\n"
+         . (defined $key ? "    SSETokenKey $key\n" : '')
+         . ($o{anonymous} ? "    SSEMercureAnonymous on\n" : '')
+         . "</Location>\n";
+}
+
+# An HS256 token whose `mercure` claim is `$mercure`, plus `%claims` (exp, sub, ...).
+sub token {
+    my ($key, $mercure, %claims) = @_;
+    return encode_jwt(payload => {%claims, mercure => $mercure}, alg => 'HS256',
+                      key => $key->{secret});
+}
+
+1;

@@ -4,6 +4,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+
 namespace sse {
 
 namespace {
@@ -67,7 +71,101 @@ std::optional<std::string> decode_segment(std::string_view seg)
     return out;
 }
 
+constexpr std::string_view kHubPath = "/.well-known/mercure";
+
+bool is_special_scheme(std::string_view scheme)
+{
+    for (std::string_view s : {"http", "https", "ws", "wss", "ftp", "file"})
+        if (scheme.size() == s.size() &&
+            std::equal(s.begin(), s.end(), scheme.begin(),
+                       [](char a, char b) { return a == (b >= 'A' && b <= 'Z' ? b + 32 : b); }))
+            return true;
+    return false;
+}
+
+/* The scheme of `topic` ("" when it is a relative reference). */
+std::string_view scheme_of(std::string_view topic)
+{
+    const std::size_t colon = topic.find(':');
+    if (colon == 0 || colon == std::string_view::npos ||
+        !std::isalpha(static_cast<unsigned char>(topic[0])))
+        return {};
+    for (std::size_t i = 1; i < colon; ++i)
+        if (!std::isalnum(static_cast<unsigned char>(topic[i])) && !std::strchr("+-.", topic[i]))
+            return {};
+    return topic.substr(0, colon);
+}
+
+/* The path of `topic` resolved against the hub's URL, '\' read as '/' when `special`; not
+ * normalised. "" when it has none (an opaque path: no namespace of the hub). */
+std::string resolved_path(std::string_view topic)
+{
+    std::string_view scheme = scheme_of(topic);
+    const bool special = scheme.empty() || is_special_scheme(scheme);
+    std::string rest(topic.substr(scheme.empty() ? 0 : scheme.size() + 1));
+    rest = rest.substr(0, rest.find_first_of("?#"));
+    if (special)
+        std::replace(rest.begin(), rest.end(), '\\', '/');
+    const bool like_base = scheme.empty() || scheme == "https"; /* the hub's own scheme */
+    if (rest.rfind("//", 0) == 0 || (special && !like_base)) {
+        const std::size_t start = rest.find_first_not_of('/');   /* the authority */
+        const std::size_t path = start == std::string::npos ? start : rest.find('/', start);
+        return path == std::string::npos ? "/" : rest.substr(path);
+    }
+    if (!rest.empty() && rest[0] == '/')
+        return rest;
+    if (scheme.empty() || !like_base)
+        return {}; /* a raw string (a relative path): matched as written, never resolved */
+    return "/.well-known/" + rest; /* https:path: beside the hub's last segment */
+}
+
+/* `path` with the %XX of unreserved characters decoded and its dot segments removed. */
+std::string normalised_path(const std::string &path)
+{
+    std::string decoded;
+    for (std::size_t i = 0; i < path.size(); ++i) {
+        const int hi = path[i] == '%' && i + 2 < path.size() ? hex_value(path[i + 1]) : -1;
+        const int lo = hi >= 0 ? hex_value(path[i + 2]) : -1;
+        const char c = static_cast<char>(hi * 16 + lo);
+        if (lo >= 0 && c != '\0' && (std::isalnum(static_cast<unsigned char>(c)) || std::strchr("-._~", c))) {
+            decoded += c;
+            i += 2;
+        } else {
+            decoded += path[i];
+        }
+    }
+    std::vector<std::string> out;
+    std::size_t at = 1;
+    while (at <= decoded.size()) {
+        std::size_t end = std::min(decoded.find('/', at), decoded.size());
+        std::string seg = decoded.substr(at, end - at);
+        const bool last = end == decoded.size();
+        if (seg == ".." && !out.empty())
+            out.pop_back();
+        if (seg == "." || seg == "..") {
+            if (last)
+                out.emplace_back();
+        } else {
+            out.push_back(std::move(seg));
+        }
+        at = end + 1;
+    }
+    std::string result;
+    for (const auto &seg : out)
+        result += "/" + seg;
+    return result.empty() ? "/" : result;
+}
+
 } // namespace
+
+bool addresses_hub_namespace(std::string_view topic)
+{
+    const std::string raw = resolved_path(topic);
+    if (raw.empty() || raw[0] != '/')
+        return false;
+    const std::string path = normalised_path(raw);
+    return path == kHubPath || path.rfind(std::string(kHubPath) + "/", 0) == 0;
+}
 
 std::optional<std::string> encode_subscriber_note(const MercureSubscriber &s)
 {

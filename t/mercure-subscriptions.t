@@ -90,6 +90,7 @@ my $srv = SSETest::Server->start(conf => "AllowEncodedSlashes NoDecode\n"
                                blocking => 1));
 $srv->expect_burst_notices;
 $srv->expect_log(qr/SSE081[345]: mercure subscriptions refused \(40[34]\)/,
+                 qr/SSE0816: mercure publish refused \(400\)/,
                  qr/SSE0140: subscribe refused \(401\)/);
 
 # ---- events on connect and disconnect ----
@@ -129,6 +130,19 @@ my @topics = ('https://example.com/books/1', 'https://example.com/{x}?q=a b');
               'a watcher whose claims do not select the topics gets none (private)');
     $w->close;
     $other->close;
+}
+
+# ---- nobody but the hub publishes in its namespace ----
+for my $forged ('/.well-known/mercure/subscriptions/a/urn%3Auuid%3A1',
+                'https://hub.example.com/.well-known/mercure/subscriptions/a/b',
+                '/.well-known/%6Dercure/subscriptions/a/b', '//hub/.well-known/mercure/subscriptions/a') {
+    my $res = $srv->request(POST => '/.well-known/mercure',
+                            body => 'topic=' . esc($forged) . '&data=forged&private=on',
+                            headers => {%{bearer($everything)},
+                                        'Content-Type' => 'application/x-www-form-urlencoded'});
+    is($res->{status}, 400, "publishing to $forged: 400");
+    like(SSETest::json_decode($res->{body})->{error} // '', qr/hub's own namespace/,
+         'saying the namespace is the hub\'s');
 }
 
 # ---- the API: streams of several processes, three forms ----

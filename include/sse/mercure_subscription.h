@@ -46,6 +46,19 @@ std::optional<MercureSubscriber> decode_subscriber_note(std::string_view note);
 /* `s` percent-encoded as a whole (RFC 6570 simple string expansion). */
 std::string percent_encode(std::string_view s);
 
+/* Whether an update's topic addresses the hub's reserved namespace (/.well-known/mercure and
+ * below), where only the hub publishes (its subscription events): a publish naming one is
+ * refused, or a publisher could forge them. As the draft says, the topic is resolved against
+ * the hub's URL (https://<host>/.well-known/mercure) and its path compared, after decoding the
+ * %XX of unreserved characters and removing dot segments, whatever the scheme and authority:
+ * `https://any.host/.well-known/mercure/...`, `/.well-known/%6Dercure/...`,
+ * `/x/../.well-known/mercure`, `https:mercure/...` all do; `urn:...`, `?/.well-known/mercure`
+ * (a query) do not. One departure from the draft: a relative path without a scheme (`mercure`,
+ * `mercure/subscriptions/...`) is a raw string that no selector resolves (this hub matches
+ * topics as written, sse/mercure_topic.h), so it is not refused. '\' counts as '/' where the
+ * URL Standard says so (http, https, ws, wss, ftp, file and relative references). */
+bool addresses_hub_namespace(std::string_view topic);
+
 /* The topic (and id) of subscription `selector` of `subscriber`. */
 std::string subscription_topic(std::string_view selector, std::string_view subscriber);
 

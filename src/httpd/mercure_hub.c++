@@ -224,6 +224,11 @@ int publish(request_rec *r, ModuleState *state)
     EventFields ev;
     if (!read_update(r, body, topics, ev))
         return OK;
+    for (const std::string &topic : topics.topics)
+        if (addresses_hub_namespace(topic))
+            return answer_error(r, HTTP_BAD_REQUEST, "SSE0816", kHubPublish,
+                                "topic \"" + topic + "\" is in the hub's own namespace "
+                                "(/.well-known/mercure/...): only the hub publishes there");
     if (!TopicSelectorList(token.claims.publish).matches_all(topics.topics))
         return answer_error(r, HTTP_FORBIDDEN, "SSE0806", kHubPublish,
                             "the token's mercure.publish claim does not select every topic of "

@@ -116,6 +116,27 @@ START_TEST(api_paths)
 }
 END_TEST
 
+START_TEST(the_hub_namespace_is_found_however_spelled)
+{
+    for (const char *t : {"/.well-known/mercure", "/.well-known/mercure/subscriptions/a/b",
+                          "https://hub.example.com/.well-known/mercure/subscriptions/x",
+                          "HTTP://h/.well-known/mercure", "//h/.well-known/mercure/x",
+                          "/.well-known/%6Dercure/x", "/.well-known/%6dercure", "/%2E%2e/.well-known/mercure",
+                          "/.well-known/mercure/../mercure/x", "/a/../.well-known/mercure",
+                          "/.well-known/./mercure/.",
+                          "https:mercure/x", "https:\\\\h\\.well-known\\mercure\\x",
+                          "ws:/h/.well-known/mercure", "mailto:/.well-known/mercure/x",
+                          "https://h/.well-known/mercure?x", "/.well-known/mercure#f"})
+        ck_assert_msg(addresses_hub_namespace(t), "%s addresses the hub's namespace", t);
+    for (const char *t : {"https://example.com/books/1", "urn:uuid:1", "/.well-known/mercurex",
+                          "/.well-known/mercure%2Fx", "https://h/a?/.well-known/mercure/",
+                          "/a#/.well-known/mercure", "raw string", "foo:.well-known/mercure",
+                          "/.well-known/mercure/../x", "/.well-known/%00mercure",
+                          "mercure", "mercure/subscriptions/x" /* raw strings */})
+        ck_assert_msg(!addresses_hub_namespace(t), "%s does not", t);
+}
+END_TEST
+
 Suite *mercure_subscription_suite()
 {
     Suite *s = suite_create("mercure_subscription");
@@ -125,6 +146,7 @@ Suite *mercure_subscription_suite()
     tcase_add_test(tc, event_documents_as_the_draft_gives_them);
     tcase_add_test(tc, collections_and_single_answers);
     tcase_add_test(tc, api_paths);
+    tcase_add_test(tc, the_hub_namespace_is_found_however_spelled);
     suite_add_tcase(s, tc);
     return s;
 }

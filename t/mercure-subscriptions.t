@@ -90,6 +90,7 @@ my $srv = SSETest::Server->start(conf => "AllowEncodedSlashes NoDecode\n"
                                blocking => 1));
 $srv->expect_burst_notices;
 $srv->expect_log(qr/SSE081[345]: mercure subscriptions refused \(40[34]\)/,
+                 qr/SSE0810: mercure subscribe refused \(400\)/,
                  qr/SSE0816: mercure publish refused \(400\)/,
                  qr/SSE0140: subscribe refused \(401\)/);
 
@@ -130,6 +131,16 @@ my @topics = ('https://example.com/books/1', 'https://example.com/{x}?q=a b');
               'a watcher whose claims do not select the topics gets none (private)');
     $w->close;
     $other->close;
+}
+
+# ---- a subscription over the store's 1 KB is refused ----
+{
+    my $q = join '&', map { 'topic=' . esc('https://example.com/long/' . ('x' x 100) . $_) } 1 .. 10;
+    my $res = $srv->request(GET => "/.well-known/mercure?$q", headers => bearer($alice));
+    is($res->{status}, 400, 'selectors over 1024 bytes: 400');
+    like(SSETest::json_decode($res->{body})->{error} // '',
+         qr/more than the 1024 bytes a subscription may have/, 'saying so');
+    like($srv->log_text, qr/SSE0810: mercure subscribe refused \(400\)/, 'logged');
 }
 
 # ---- nobody but the hub publishes in its namespace ----
@@ -194,6 +205,9 @@ is(scalar(grep { $_->status == 200 } @held), 26, '26 streams held on workers');
     is($denied->{status}, 403, 'claims that do not select the URL: 403');
     like($denied->{json}{error} // '', qr/mercure\.subscribe claim does not select/,
          'the JSON body says why');
+    like($srv->log_text, qr/SSE0140: subscribe refused \(401\)/, 'the 401 is logged');
+    like($srv->log_text, qr{SSE0813: mercure subscriptions refused \(403\): the token's mercure\.subscribe claim does not select /\.well-known/mercure/subscriptions$}m,
+         'the 403 is logged, with the path');
     is(api($srv, $path, $watcher)->{status}, 200,
        'the template selecting the subscriptions topics selects the API too');
     is(api($srv, '', $watcher)->{status}, 200, 'and the collection');
@@ -213,8 +227,14 @@ is(scalar(grep { $_->status == 200 } @held), 26, '26 streams held on workers');
     my $after = api($srv, $path, $watcher)->{json}{subscriptions};
     is(scalar(@$after), 27, 'the snapshot plus the event is the new list');
     ok((grep { $_->{subscriber} eq $docs[0]{subscriber} } @$after), 'with the new subscriber');
-    $w->close;
+    # A stream held on a worker (SSEAsync Off) announces its end too.
+    my $late_id = $docs[0]{subscriber} // '';
     $late->close;
+    my $gone = sub { grep { $_->{data} =~ /"active":false/ && $_->{data} =~ /\Q$late_id\E/ }
+                          $w->all_events };
+    $w->read_until(sub { $gone->() }, 10);
+    is(scalar($gone->()), 1, 'a blocking stream\'s end: its disconnect event');
+    $w->close;
 }
 $_->close for @held;
 $srv->stop;

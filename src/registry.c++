@@ -18,7 +18,7 @@ namespace sse {
 namespace {
 
 constexpr std::uint32_t kRegistryMagic = 0x53534552 ^ 0x00520000; /* distinct from the bus */
-constexpr std::uint32_t kRegistryVersion = 4;
+constexpr std::uint32_t kRegistryVersion = 5;
 
 /* Processes the parent noted gone and no process has reaped yet (see note_gone()). */
 constexpr unsigned kGoneNotes = 64;
@@ -39,7 +39,7 @@ struct Slot {
     std::uint8_t id_len;
     std::uint8_t remote_len;
     std::uint16_t n_channels;
-    std::uint32_t reserved;
+    std::uint32_t note_len; /* its note's bytes, in RegistryHeader::notes() */
     char client_id[kMaxClientIdBytes];
     char remote[kMaxRemoteBytes + 1];
     std::uint32_t channel[kMaxChannelsPerEvent]; /* entry indices */
@@ -138,13 +138,17 @@ struct RegistryHeader {
     std::atomic<std::uint32_t> gone_overflow; /* a note found no free cell */
     GoneNote gone[kGoneNotes];
     pthread_mutex_t lock;
-    std::uint64_t free_offset, slots_offset, entry_free_offset, entries_offset, index_offset;
+    std::uint64_t free_offset, slots_offset, entry_free_offset, entries_offset, index_offset,
+        notes_offset;
 
     std::uint32_t *free_stack() { return reinterpret_cast<std::uint32_t *>(base() + free_offset); }
     Slot *slots() { return reinterpret_cast<Slot *>(base() + slots_offset); }
     std::uint32_t *entry_free() { return reinterpret_cast<std::uint32_t *>(base() + entry_free_offset); }
     ChannelEntry *entries() { return reinterpret_cast<ChannelEntry *>(base() + entries_offset); }
     IndexCell *index() { return reinterpret_cast<IndexCell *>(base() + index_offset); }
+    /* Slot i's note: kMaxSlotNoteBytes at notes() + i * kMaxSlotNoteBytes, apart from the
+     * slots so that a stream without a note never touches these pages. */
+    char *note(std::uint32_t slot) { return reinterpret_cast<char *>(base() + notes_offset) + std::size_t(slot) * kMaxSlotNoteBytes; }
     unsigned char *base() { return reinterpret_cast<unsigned char *>(this); }
 
     std::string_view name(const ChannelEntry &e) const { return {e.name, e.name_len}; }
@@ -345,6 +349,7 @@ struct RegistryHeader {
         out.pid = s.pid;
         out.client_id.assign(s.client_id, s.id_len);
         out.remote.assign(s.remote, s.remote_len);
+        out.note.assign(note(static_cast<std::uint32_t>(&s - slots())), s.note_len);
         for (unsigned i = 0; i < s.n_channels; ++i)
             out.channels.emplace_back(name(entries()[s.channel[i]]));
         return out;
@@ -519,7 +524,8 @@ std::size_t Registry::bytes_needed(std::uint32_t max_subscribers, std::uint32_t 
            align64(sizeof(Slot) * max_subscribers) +
            align64(sizeof(std::uint32_t) * max_channels) +
            align64(sizeof(ChannelEntry) * max_channels) +
-           sizeof(IndexCell) * index_size_for(max_channels);
+           align64(sizeof(IndexCell) * index_size_for(max_channels)) +
+           std::size_t(kMaxSlotNoteBytes) * max_subscribers;
 }
 
 std::string Registry::format(void *mem, std::size_t size, std::uint32_t max_subscribers,
@@ -544,6 +550,7 @@ std::string Registry::format(void *mem, std::size_t size, std::uint32_t max_subs
     h->entry_free_offset = h->slots_offset + align64(sizeof(Slot) * max_subscribers);
     h->entries_offset = h->entry_free_offset + align64(sizeof(std::uint32_t) * max_channels);
     h->index_offset = h->entries_offset + align64(sizeof(ChannelEntry) * max_channels);
+    h->notes_offset = h->index_offset + align64(sizeof(IndexCell) * h->index_size);
     h->next_serial = 1;
     /* Nothing past the header is written: zero is a free slot, a free entry and an empty
      * index cell, slots and entries at and above their high-water marks are taken in order
@@ -596,8 +603,10 @@ std::uint32_t Registry::max_unpublished() const { return h_->unpublished_cap(); 
 
 Registry::Join Registry::join(int pid, std::string_view client_id, std::string_view remote,
                               const std::vector<std::string> &channels, DuplicatePolicy policy,
-                              std::int64_t now_us)
+                              std::int64_t now_us, std::string_view note)
 {
+    if (note.size() > kMaxSlotNoteBytes)
+        throw std::invalid_argument("registry: a slot's note is longer than kMaxSlotNoteBytes");
     Locked lock(h_);
     test_point(RegistryPoint::JoinLocked);
     Join j;
@@ -698,6 +707,9 @@ Registry::Join Registry::join(int pid, std::string_view client_id, std::string_v
     s.n_channels = static_cast<std::uint16_t>(n);
     for (unsigned i = 0; i < s.n_channels; ++i)
         s.channel[i] = refs[i];
+    s.note_len = static_cast<std::uint32_t>(note.size());
+    if (!note.empty())
+        std::memcpy(h_->note(index), note.data(), note.size());
     /* Before the commit: a live slot is always below high_water. */
     h_->high_water = std::max(h_->high_water, index + 1);
     commit(s.state, kSlotLive);
@@ -895,6 +907,18 @@ RegistryTotals Registry::totals() const
     for (const auto &kv : per_pid)
         t.processes.push_back({kv.first, kv.second});
     return t;
+}
+
+std::vector<SubscriberInfo> Registry::noted() const
+{
+    Locked lock(h_);
+    std::vector<SubscriberInfo> out;
+    for (std::uint32_t i = 0; i < h_->high_water; ++i) {
+        const Slot &s = h_->slots()[i];
+        if (s.state == kSlotLive && s.note_len > 0)
+            out.push_back(h_->info(s));
+    }
+    return out;
 }
 
 bool LogThrottle::allow(std::int64_t now_us, std::uint64_t *skipped)

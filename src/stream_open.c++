@@ -30,7 +30,7 @@ OpenedStream open_stream(Bus bus, Registry &registry, const StreamRequest &req,
         return o;
 
     o.join = registry.join(req.pid, req.client_id, req.remote, req.channels, req.policy,
-                           now_us);
+                           now_us, req.note);
     /* The replaced streams' slots are freed: their holders (in whichever process) end them
      * when this record comes by. */
     for (const auto &old : o.join->replaced) {

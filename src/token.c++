@@ -143,6 +143,8 @@ std::string read_claims(const json &payload, TokenClaims &out)
     std::string err = selector_list(*it, "subscribe", out.subscribe);
     if (err.empty())
         err = selector_list(*it, "publish", out.publish);
+    if (auto pl = it->find("payload"); err.empty() && pl != it->end() && !pl->is_null())
+        out.payload = pl->dump();
     return err;
 }
 

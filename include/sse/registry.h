@@ -6,7 +6,7 @@
  *   water mark only) | Slot x max_subscribers | free-entry stack (uint32 x max_channels) |
  *   ChannelEntry x max_channels | hash index: (entry, hash) cells x index_size (open
  *   addressing with linear probing, index_size = 2 x max_channels rounded up to a power of
- *   two, so at most half full)
+ *   two, so at most half full) | notes: kMaxSlotNoteBytes x max_subscribers
  *
  * Exact counts: each open stream holds one slot, which names its process and its channels
  * (by entry index); a channel's subscriber count is kept with the slots, under the
@@ -62,6 +62,11 @@ struct RegistryHeader; /* private to registry.c++ */
 
 constexpr std::size_t kMaxRemoteBytes = 63;
 
+/* What a stream may attach to its slot, opaque to the registry (a Mercure subscription's
+ * subscriber id and selectors, sse/mercure_subscription.h), at most this many bytes. Every
+ * slot has room for one, in pages touched only by streams that have a note. */
+constexpr std::size_t kMaxSlotNoteBytes = 1024;
+
 enum class DuplicatePolicy { Allow, Reject, Replace };
 
 /* One open stream, as a slot records it. */
@@ -71,6 +76,7 @@ struct SubscriberInfo {
     std::string client_id;      /* empty: anonymous */
     std::string remote;
     std::vector<std::string> channels;
+    std::string note;           /* what join() attached; empty: none */
 };
 
 struct ChannelInfo {
@@ -130,10 +136,12 @@ public:
      * All or nothing: when the outcome is not Joined, `replaced` is empty and no live
      * stream's slot was freed; only streams of dead processes may have been (`reaped`, in
      * every outcome). Cost: O(channels) plus the slots' scan for a client id (policy other
-     * than Allow), whatever the table's size. */
+     * than Allow), whatever the table's size.
+     * `note` (at most kMaxSlotNoteBytes, else std::invalid_argument: check first) is kept
+     * with the slot and given back with it by leave(), the reaps, `replaced` and noted(). */
     Join join(int pid, std::string_view client_id, std::string_view remote,
               const std::vector<std::string> &channels, DuplicatePolicy policy,
-              std::int64_t now_us);
+              std::int64_t now_us, std::string_view note = {});
 
     /* Frees the slot of an ending stream. False when it was already freed (reaped or
      * replaced); *out then is left alone, else it gets what the slot held. */
@@ -176,6 +184,9 @@ public:
     bool channel(std::string_view name, ChannelInfo *out) const;
     std::vector<ChannelInfo> channels() const;
     RegistryTotals totals() const;
+    /* Every live stream that has a note, in slot order (streams of dead processes included
+     * until reaped: call reap_dead() first for an exact list). O(slots ever used). */
+    std::vector<SubscriberInfo> noted() const;
 
     /* How many unpublished entries may exist at once (at least 1; above max_channels it
      * is max_channels). Lock-free; any time (each configuration load sets it). Lowered

@@ -40,6 +40,7 @@ struct StreamRequest {
     DuplicatePolicy policy = DuplicatePolicy::Allow;
     int pid = 0;
     std::string remote;
+    std::string note;                  /* kept with the slot (Registry::join) */
 };
 
 struct OpenedStream {

@@ -10,7 +10,8 @@
  *   {"sub": "alice", "exp": 1767225600, "nbf": ...,
  *    "mercure": {"subscribe": ["news", "user/alice", "room/{id}"], "publish": ["*"]}}
  * - `mercure.subscribe`, `mercure.publish`: arrays of selectors (strings); absent means none;
- *   any other member of `mercure` (Mercure's `payload`) is ignored;
+ *   `mercure.payload`: any JSON value, kept as JSON text (Mercure's subscription events and
+ *   subscriptions API show it); any other member of `mercure` is ignored;
  * - `sub` (string): the holder's name; `exp`, `nbf` (numbers, seconds since the epoch):
  *   honoured when present, neither is required;
  * - every other claim (iat, iss, aud, jti, ...) is ignored.
@@ -70,6 +71,7 @@ struct TokenClaims {
     std::optional<std::int64_t> expires; /* `exp` in seconds (a fraction is dropped) */
     std::vector<std::string> subscribe;  /* mercure.subscribe */
     std::vector<std::string> publish;    /* mercure.publish */
+    std::string payload;                 /* mercure.payload as JSON text; "" when absent */
 };
 
 struct TokenCheck {

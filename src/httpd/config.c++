@@ -56,6 +56,8 @@ constexpr std::tuple kLocationSettings{
     LocationSetting<const std::vector<std::string> *>{&DirConfig::event_types,
                                                       &DirConfig::event_types_set, nullptr},
     LocationSetting<int>{&DirConfig::mercure_anonymous, &DirConfig::mercure_anonymous_set, 0},
+    LocationSetting<int>{&DirConfig::mercure_subscriptions,
+                         &DirConfig::mercure_subscriptions_set, 0},
 };
 
 /* The check that the list is whole, by count (a member listed twice would hide one left
@@ -455,13 +457,19 @@ const char *cmd_presence_subscribe(cmd_parms *, void *dv, int on)
     return nullptr;
 }
 
-const char *cmd_mercure_anonymous(cmd_parms *, void *dv, int on)
+/* An On|Off location setting and its "set here" mark. */
+template <int DirConfig::*Value, int DirConfig::*Set>
+const char *cmd_location_flag(cmd_parms *, void *dv, int on)
 {
     auto *d = static_cast<DirConfig *>(dv);
-    d->mercure_anonymous = on;
-    d->mercure_anonymous_set = 1;
+    d->*Value = on;
+    d->*Set = 1;
     return nullptr;
 }
+constexpr auto cmd_mercure_anonymous =
+    cmd_location_flag<&DirConfig::mercure_anonymous, &DirConfig::mercure_anonymous_set>;
+constexpr auto cmd_mercure_subscriptions =
+    cmd_location_flag<&DirConfig::mercure_subscriptions, &DirConfig::mercure_subscriptions_set>;
 
 apr_status_t destroy_type_list(void *list)
 {
@@ -569,6 +577,10 @@ const command_rec directives[] = {
                  RSRC_CONF | ACCESS_CONF,
                  "On|Off: whether a Mercure hub here serves subscribers without a token "
                  "(default Off)"),
+    AP_INIT_FLAG("SSEMercureSubscriptions", as_cmd_func<cmd_mercure_subscriptions>(), nullptr,
+                 RSRC_CONF | ACCESS_CONF,
+                 "On|Off: whether a Mercure hub here publishes subscription events and serves "
+                 "the subscriptions API (default Off)"),
     AP_INIT_TAKE1("SSEMaxSubscribers", as_cmd_func<cmd_registry_limit>(),
                   reinterpret_cast<void *>(1), RSRC_CONF,
                   "<n>: open streams the server holds at most, all processes together "

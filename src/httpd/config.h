@@ -89,6 +89,7 @@ struct DirConfig {
      * untyped event); nullptr: every type. Owned by the configuration pool. */
     const std::vector<std::string> *event_types; int event_types_set;
     int mercure_anonymous;             int mercure_anonymous_set;    /* SSEMercureAnonymous */
+    int mercure_subscriptions; int mercure_subscriptions_set; /* SSEMercureSubscriptions */
 };
 
 constexpr apr_uint64_t kDefaultBusSize = 16u << 20;

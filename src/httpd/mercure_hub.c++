@@ -13,9 +13,12 @@
  */
 #include "src/httpd/module.h"
 
+#include "sse/mercure_subscription.h"
 #include "sse/mercure_topic.h"
 #include "sse/publisher.h"
+#include "src/httpd/mercure_hub.h"
 #include "src/httpd/subscribe.h"
+#include "src/httpd/subscription.h"
 #include "src/httpd/token_check.h"
 
 #include "http_core.h"
@@ -36,6 +39,7 @@ namespace {
 
 constexpr Endpoint kHubSubscribe{"mercure subscribe", APLOG_WARNING};
 constexpr Endpoint kHubPublish{"mercure publish", APLOG_ERR};
+constexpr Endpoint kHubSubscriptions{"mercure subscriptions", APLOG_WARNING};
 
 /* A random (version 4) UUID as an IRI: the id of an update its publisher gave none. */
 std::string generated_id()
@@ -110,6 +114,25 @@ bool read_resume(request_rec *r, const Params &query, SubscribeAsk &ask)
     return true;
 }
 
+/* With SSEMercureSubscriptions: the registry slot note that lists this subscriber's
+ * subscriptions and announces them (sse/mercure_subscription.h), with a new subscriber id.
+ * False when answered (400: too large for the slot). */
+bool subscriber_note(request_rec *r, const std::vector<std::string> &selectors,
+                     const std::string &payload, std::string &note)
+{
+    std::optional<std::string> encoded =
+        encode_subscriber_note(MercureSubscriber{generated_id(), payload, selectors});
+    if (encoded) {
+        note = std::move(*encoded);
+        return true;
+    }
+    answer_error(r, HTTP_BAD_REQUEST, "SSE0810", kHubSubscribe,
+                 "the subscription's topic selectors and the token's mercure.payload take more "
+                 "than the " + std::to_string(kMaxSlotNoteBytes) +
+                     " bytes a subscription may have where SSEMercureSubscriptions is on");
+    return false;
+}
+
 int subscribe(request_rec *r, ModuleState *state)
 {
     Params query;
@@ -135,6 +158,9 @@ int subscribe(request_rec *r, ModuleState *state)
     ask.mercure = std::make_shared<const MercureFilter>(
         selectors, has_claims ? &token.claims.subscribe : nullptr);
     ask.channels = {kMercureChannel};
+    if (d.mercure_subscriptions &&
+        !subscriber_note(r, selectors, has_claims ? token.claims.payload : "", ask.note))
+        return OK;
     apr_table_set(r->headers_out, "Last-Event-ID", newest_update_id(state).c_str());
     return serve_subscribe(r, state, ask);
 }
@@ -198,6 +224,11 @@ int publish(request_rec *r, ModuleState *state)
     EventFields ev;
     if (!read_update(r, body, topics, ev))
         return OK;
+    for (const std::string &topic : topics.topics)
+        if (addresses_hub_namespace(topic))
+            return answer_error(r, HTTP_BAD_REQUEST, "SSE0816", kHubPublish,
+                                "topic \"" + topic + "\" is in the hub's own namespace "
+                                "(/.well-known/mercure/...): only the hub publishes there");
     if (!TopicSelectorList(token.claims.publish).matches_all(topics.topics))
         return answer_error(r, HTTP_FORBIDDEN, "SSE0806", kHubPublish,
                             "the token's mercure.publish claim does not select every topic of "
@@ -219,13 +250,131 @@ int publish(request_rec *r, ModuleState *state)
     return OK;
 }
 
+/* The request's path as the client sent it, percent-encoded (a subscription's topic holds
+ * %2F: r->uri has it decoded). */
+std::string request_path(request_rec *r)
+{
+    std::string_view u = r->unparsed_uri ? r->unparsed_uri : "";
+    if (!u.empty() && u[0] != '/') { /* absolute form: scheme://authority/path */
+        const std::size_t authority = u.find("://");
+        const std::size_t slash =
+            authority == std::string_view::npos ? authority : u.find('/', authority + 3);
+        u = slash == std::string_view::npos ? std::string_view("/") : u.substr(slash);
+    }
+    return std::string(u.substr(0, u.find_first_of("?#")));
+}
+
+bool is_subscriptions_path(std::string_view path)
+{
+    return path.substr(0, kSubscriptionsPath.size()) == kSubscriptionsPath &&
+           (path.size() == kSubscriptionsPath.size() || path[kSubscriptionsPath.size()] == '/');
+}
+
+/* Every Mercure subscriber of every process (the registry's slot notes). */
+std::vector<MercureSubscriber> active_subscribers(ModuleState *state)
+{
+    std::vector<MercureSubscriber> out;
+    for (const SubscriberInfo &who : state->registry.noted())
+        if (std::optional<MercureSubscriber> s = decode_subscriber_note(who.note))
+            out.push_back(std::move(*s));
+    return out;
+}
+
+/* The body of a subscriptions API answer; false when answered (404: no such subscription). */
+bool subscriptions_body(request_rec *r, ModuleState *state, const SubscriptionsQuery &q,
+                        const std::string &path, std::string &body)
+{
+    /* Streams of dead children are freed (and their ends announced) first, then the cursor is
+     * read, then the list: an event after the cursor may repeat what the list shows, none
+     * that changes it is missed. */
+    announce_gone(state, state->registry.reap_dead(), "process-died");
+    const std::string last = newest_update_id(state);
+    const std::vector<MercureSubscriber> subscribers = active_subscribers(state);
+    if (!q.subscriber) {
+        body = subscriptions_collection(subscribers, q.topic, path, last);
+        return true;
+    }
+    std::optional<std::string> one = subscription_answer(subscribers, *q.topic, *q.subscriber, last);
+    if (one) {
+        body = std::move(*one);
+        return true;
+    }
+    answer_error(r, HTTP_NOT_FOUND, "SSE0815", kHubSubscriptions,
+                 "no active subscription has this topic selector and subscriber");
+    return false;
+}
+
+/* GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]: the active subscriptions,
+ * for a token whose mercure.subscribe selectors select the path (as the reference hub). */
+int subscriptions_api(request_rec *r, ModuleState *state, const std::string &path)
+{
+    if (!dir_config(r).mercure_subscriptions)
+        return answer_error(r, HTTP_NOT_FOUND, "SSE0814", kHubSubscriptions,
+                            "the subscriptions API is off at this hub (SSEMercureSubscriptions)");
+    std::optional<SubscriptionsQuery> q =
+        parse_subscriptions_path(std::string_view(path).substr(kSubscriptionsPath.size()));
+    if (!q)
+        return answer_error(r, HTTP_NOT_FOUND, "SSE0814", kHubSubscriptions,
+                            "not a subscriptions resource: .../subscriptions, "
+                            ".../subscriptions/{topic} or .../subscriptions/{topic}/{subscriber}, "
+                            "each part percent-encoded whole");
+    Params query;
+    RequestToken token;
+    if (!query_params(r, query, kHubSubscriptions) ||
+        !token_verified(r, query, TokenUse::Subscribe, token))
+        return OK;
+    if (!token.required)
+        return answer_error(r, HTTP_FORBIDDEN, "SSE0812", kHubSubscriptions,
+                            "this hub has no SSETokenKey: the subscriptions API needs a token");
+    if (!TopicSelectorList(token.claims.subscribe).matches_any({path}))
+        return answer_error(r, HTTP_FORBIDDEN, "SSE0813", kHubSubscriptions,
+                            "the token's mercure.subscribe claim does not select " + path);
+    token_covers(r, token, {}, TokenUse::Subscribe); /* no channel: names its `sub` the user */
+    std::string body;
+    if (!subscriptions_body(r, state, *q, path, body))
+        return OK;
+    ap_set_content_type(r, "application/ld+json");
+    apr_table_setn(r->headers_out, "Cache-Control", "must-revalidate");
+    ap_rputs(body.c_str(), r);
+    return OK;
+}
+
 } // namespace
+
+void publish_subscription_events(ModuleState *state, const std::string &note, bool active)
+{
+    std::optional<MercureSubscriber> s = decode_subscriber_note(note);
+    if (!s)
+        return;
+    for (const std::string &selector : s->selectors) {
+        UpdateTopics topics;
+        topics.topics = {subscription_topic(selector, s->id)};
+        topics.is_private = true;
+        EventFields ev;
+        ev.has_data = true;
+        try {
+            ev.data = subscription_document(*s, selector, active, true);
+            ev.id = generated_id();
+            PublishAttempt a = publish_update(state->bus, &state->registry, topics, ev, now_us());
+            if (a.outcome != PublishAttempt::Outcome::Published)
+                ap_log_error(APLOG_MARK, APLOG_ERR, 0, nullptr,
+                             "SSE0811: Mercure subscription event not published: %s",
+                             a.error.c_str());
+        } catch (const std::exception &e) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, nullptr,
+                         "SSE0811: Mercure subscription event not published: %s", e.what());
+        }
+    }
+}
 
 int mercure_hub_handler(request_rec *r)
 {
     ModuleState *state = module_state(r);
-    if (r->method_number == M_GET)
-        return subscribe(r, state);
+    if (r->method_number == M_GET) {
+        const std::string path = request_path(r);
+        return is_subscriptions_path(path) ? subscriptions_api(r, state, path)
+                                           : subscribe(r, state);
+    }
     if (r->method_number == M_POST)
         return publish(r, state);
     if (r->method_number == M_OPTIONS) {

@@ -294,6 +294,7 @@ OpenedStream open_subscribe(request_rec *r, ModuleState *state, const SubscribeA
     req.policy = static_cast<DuplicatePolicy>(d.duplicate_policy);
     req.pid = getpid();
     req.remote = r->useragent_ip ? r->useragent_ip : "";
+    req.note = ask.note;
     return open_stream(state->bus, state->registry, req, state->history, now_us());
 }
 
@@ -514,7 +515,7 @@ int serve_subscribe(request_rec *r, ModuleState *state, SubscribeAsk &ask)
     OpenedStream opened = open_subscribe(r, state, ask);
     Subscription sub;
     if (opened.join) /* not for a HEAD request, nor when a channel was closed (204) */
-        sub.begin(r, state, *opened.join, ask.client_id, ask.channels, ask.resume_id);
+        sub.begin(r, state, *opened.join, ask.client_id, ask.channels, ask.resume_id, ask.note);
     if (int rv; answered_refusal(r, state, opened, ask.client_id, &rv))
         return rv;
     set_stream_headers(r);

@@ -29,6 +29,7 @@ struct SubscribeAsk {
     std::string client_id;
     std::vector<std::string> event_types; /* ?event=; empty: every type */
     std::shared_ptr<const MercureFilter> mercure; /* a Mercure subscriber's selectors */
+    std::string note; /* kept with the registry slot: a Mercure subscription's (listed, announced) */
 };
 
 int serve_subscribe(request_rec *r, ModuleState *state, SubscribeAsk &ask);

@@ -2,11 +2,13 @@
 #include "src/httpd/subscription.h"
 
 #include "sse/publisher.h"
+#include "src/httpd/mercure_hub.h"
 
 #include "http_connection.h"
 
 #include "apr_strings.h"
 
+#include <string_view>
 #include <unistd.h>
 
 APLOG_USE_MODULE(sse);
@@ -29,8 +31,8 @@ constexpr std::int64_t kPresenceNoticeEveryUs = 60'000'000;
 /* Publishes one presence record, within the bus's presence budget (sse/presence.h): over
  * it, the record is skipped and counted (and logged, SSE0156).
  * A failure is logged, never thrown: presence must not cost a subscriber its stream. */
-void announce(ModuleState *state, const char *type, const SubscriberInfo &who,
-              const char *reason)
+void announce_presence(ModuleState *state, const char *type, const SubscriberInfo &who,
+                       const char *reason)
 {
     if (state->presence_channel.empty() || only_presence(state, who.channels))
         return;
@@ -70,6 +72,17 @@ void announce(ModuleState *state, const char *type, const SubscriberInfo &who,
     }
 }
 
+/* A stream's `connect`, `reconnect` or `disconnect`: its presence record, and a Mercure
+ * subscriber's subscription events (its slot has a note only where SSEMercureSubscriptions
+ * is on). */
+void announce(ModuleState *state, const char *type, const SubscriberInfo &who,
+              const char *reason)
+{
+    if (!who.note.empty())
+        publish_subscription_events(state, who.note, std::string_view(type) != "disconnect");
+    announce_presence(state, type, who, reason);
+}
+
 } // namespace
 
 void announce_gone(ModuleState *state, const std::vector<SubscriberInfo> &gone,
@@ -94,7 +107,7 @@ Subscription &Subscription::operator=(Subscription &&other) noexcept
 
 void Subscription::begin(request_rec *r, ModuleState *state, const Registry::Join &j,
                          const std::string &client_id, const std::vector<std::string> &channels,
-                         const std::string &resume_id)
+                         const std::string &resume_id, const std::string &note)
 {
     announce_gone(state, j.reaped, "process-died");
     if (j.outcome != Registry::Join::Outcome::Joined)
@@ -114,6 +127,7 @@ void Subscription::begin(request_rec *r, ModuleState *state, const Registry::Joi
     me.client_id = client_id;
     me.remote = r->useragent_ip ? r->useragent_ip : "";
     me.channels = channels;
+    me.note = note;
     /* Whether it resumed, not from where: the id is the requester's alone. */
     announce(state, resume_id.empty() ? "connect" : "reconnect", me, nullptr);
     announced_ = true;

@@ -13,6 +13,11 @@
  * otherwise announce itself). Records are bounded and budgeted (sse/presence.h): anonymous
  * clients connecting in a loop must not turn the bus over; over the budget a record is
  * skipped, counted, and the next one written says how many were skipped.
+ *
+ * Mercure subscription events (SSEMercureSubscriptions): a stream whose slot has a note (a
+ * Mercure subscriber, sse/mercure_subscription.h) publishes its subscriptions' events at the
+ * same points: connect/reconnect (active) and every disconnect (not active), whoever frees
+ * the slot (its end, a replacing join, the reap of its dead process).
  */
 #ifndef SSE_HTTPD_SUBSCRIPTION_H
 #define SSE_HTTPD_SUBSCRIPTION_H
@@ -38,10 +43,10 @@ public:
     /* After open_stream() took a registry slot (or tried): announces the streams of dead
      * processes it freed on the way; when it joined, takes over the slot `j`, logs the streams
      * it replaced (open_stream() published their EndStream records) and announces them gone,
-     * and announces this one's connect/reconnect. */
+     * and announces this one's connect/reconnect. `note` is the slot's (Registry::join). */
     void begin(request_rec *r, ModuleState *state, const Registry::Join &j,
                const std::string &client_id, const std::vector<std::string> &channels,
-               const std::string &resume_id);
+               const std::string &resume_id, const std::string &note);
 
     /* Releases the slot and announces the disconnect with `reason`; once. */
     void end(const char *reason);

@@ -22,12 +22,15 @@ sub secret_file {
     return {file => "$dir/hs.secret", secret => $secret};
 }
 
-# A <Location> mapping `path` to the hub; `key` is SSETokenKey's arguments (none: no key).
+# A <Location> mapping `path` to the hub; `key` is SSETokenKey's arguments (none: no key);
+# options anonymous, subscriptions (SSEMercureSubscriptions on), blocking (SSEAsync Off).
 sub hub_location {
     my ($path, $key, %o) = @_;
     return "<Location $path>\n    SetHandler mercure-hub\n"
          . (defined $key ? "    SSETokenKey $key\n" : '')
          . ($o{anonymous} ? "    SSEMercureAnonymous on\n" : '')
+         . ($o{subscriptions} ? "    SSEMercureSubscriptions on\n" : '')
+         . ($o{blocking} ? "    SSEAsync Off\n" : '')
          . "</Location>\n";
 }
 

@@ -8,6 +8,7 @@
 
 #include <csignal>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -633,6 +634,68 @@ START_TEST(registry_reaps_a_killed_process)
 }
 END_TEST
 
+START_TEST(registry_notes_are_kept_listed_and_given_back)
+{
+    /* A slot's note (sse/registry.h): listed by noted() in every process while the stream
+     * lives, given back by leave(), by a replacing join and by the reap of a dead process;
+     * a note over kMaxSlotNoteBytes is refused before anything changes. */
+    Shared m(Registry::bytes_needed(8, 4));
+    Registry reg = make_registry(m, 8, 4);
+    const std::string longest(kMaxSlotNoteBytes, 'n');
+    auto a = reg.join(getpid(), "", "", {"x"}, DuplicatePolicy::Allow, kT0, "note a");
+    auto plain = reg.join(getpid(), "", "", {"x"}, DuplicatePolicy::Allow, kT0);
+    auto b = reg.join(getpid(), "b", "", {"x"}, DuplicatePolicy::Replace, kT0, longest);
+    try {
+        reg.join(getpid(), "", "", {"x"}, DuplicatePolicy::Allow, kT0, longest + "n");
+        ck_abort_msg("a note over kMaxSlotNoteBytes was taken");
+    } catch (const std::invalid_argument &) {
+    }
+    ck_assert_int_eq(reg.totals().subscribers, 3);
+    auto listed = reg.noted();
+    ck_assert_int_eq(listed.size(), 2);
+    assert_str(listed[0].note, "note a");
+    assert_str(listed[1].note, longest);
+    SubscriberInfo out;
+    ck_assert(reg.leave(a.slot, a.serial, &out));
+    assert_str(out.note, "note a");
+    /* A freed slot taken again without a note has none. */
+    auto c = reg.join(getpid(), "", "", {"x"}, DuplicatePolicy::Allow, kT0);
+    ck_assert_int_eq(c.slot, a.slot);
+    ck_assert_int_eq(reg.noted().size(), 1);
+    auto b2 = reg.join(getpid(), "b", "", {"x"}, DuplicatePolicy::Replace, kT0, "b again");
+    ck_assert_int_eq(b2.replaced.size(), 1);
+    assert_str(b2.replaced[0].note, longest);
+    /* Another process's notes are listed, and given back when it dies. */
+    int ready[2];
+    ck_assert(pipe(ready) == 0);
+    pid_t child = fork();
+    if (child == 0) {
+        reg.join(getpid(), "", "", {"x"}, DuplicatePolicy::Allow, kT0, "child's");
+        (void)!write(ready[1], "x", 1);
+        pause();
+        _exit(0);
+    }
+    char ch;
+    ck_assert(read(ready[0], &ch, 1) == 1);
+    listed = reg.noted();
+    ck_assert_int_eq(listed.size(), 2);
+    ck_assert(listed[0].note == "child's" || listed[1].note == "child's");
+    kill(child, SIGKILL);
+    waitpid(child, nullptr, 0);
+    auto reaped = reg.reap_dead();
+    ck_assert_int_eq(reaped.size(), 1);
+    assert_str(reaped[0].note, "child's");
+    listed = reg.noted();
+    ck_assert_int_eq(listed.size(), 1);
+    assert_str(listed[0].note, "b again");
+    ck_assert(reg.leave(plain.slot, plain.serial) && reg.leave(c.slot, c.serial) &&
+              reg.leave(b2.slot, b2.serial));
+    ck_assert(!reg.leave(b.slot, b.serial));
+    close(ready[0]);
+    close(ready[1]);
+}
+END_TEST
+
 START_TEST(open_stream_sees_a_delete_after_its_view)
 {
     /* bus.md 4: a DELETE that the registry view missed must reach the stream on the bus,
@@ -780,6 +843,7 @@ Suite *registry_suite()
     tcase_add_test(tc, registry_lock_of_a_killed_holder_is_recovered);
     tcase_add_test(tc, registry_parent_never_waits_for_a_stopped_holder);
     tcase_add_test(tc, registry_noted_pids_spare_a_later_process);
+    tcase_add_test(tc, registry_notes_are_kept_listed_and_given_back);
     tcase_add_test(tc, open_stream_sees_a_delete_after_its_view);
     tcase_add_test(tc, open_stream_sees_a_replace_after_its_join);
     tcase_add_test(tc, open_stream_on_a_closed_channel_takes_no_slot);

@@ -83,7 +83,7 @@ FUZZ_FLAGS := -std=c++17 $(WARN) -g -O1 -fsanitize=address,undefined -fno-saniti
 STRESS_SECONDS ?= 30
 STRESS_BIN := $(BUILD)/t/stress/bus-stress
 
-.PHONY: all install test test-asan test-stress unit stress integration fuzz deps run stop clean bench-publish \
+.PHONY: all install test test-asan test-stress unit stress integration fuzz deps run stop clean bench-publish bench-publish-cost \
         bench-nchan bench-memory \
         bench-resume bench-fanout bench-registry bench-authz bench-token
 
@@ -210,6 +210,11 @@ bench-fanout: $(BUILD)/fanout-bench
 
 bench-publish: all $(BUILD)/publish-bench
 	bench/run-publish-bench
+
+# What one HTTP publish costs next to a static GET: instructions (callgrind), system calls,
+# context switches (perf stat) per request (bench/run-publish-cost; docs/benchmarks.md).
+bench-publish-cost: all $(BUILD)/publish-bench
+	bench/run-publish-cost
 
 bench-memory: all
 	bench/run-memory-compare

@@ -60,6 +60,33 @@ void encode_comment(std::string_view text, std::string &out)
     out += "\n\n";
 }
 
+void append_json_string(std::string_view s, std::string &out)
+{
+    static const char hex[] = "0123456789abcdef";
+    out += '"';
+    for (char c : s) {
+        const auto uc = static_cast<unsigned char>(c);
+        switch (c) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\b': out += "\\b"; break;
+        case '\t': out += "\\t"; break;
+        case '\n': out += "\\n"; break;
+        case '\f': out += "\\f"; break;
+        case '\r': out += "\\r"; break;
+        default:
+            if (uc < 0x20) {
+                out += "\\u00";
+                out += hex[uc >> 4];
+                out += hex[uc & 0xF];
+            } else {
+                out += c;
+            }
+        }
+    }
+    out += '"';
+}
+
 void encode_missed_notice(std::string_view reason, std::string_view last_event_id,
                           std::string &out)
 {

@@ -47,6 +47,13 @@ struct EventFields {
  * Preconditions (checked by validate_event()): id and event hold no CR, LF or NUL. */
 void encode_event(const EventFields &ev, std::string &out);
 
+/* Appends `s` to `out` as a JSON string, quotes included, byte for byte as nlohmann::json's
+ * dump() writes it (ensure_ascii off): \" \\ \b \t \n \f \r, the other bytes below 0x20 as
+ * \u00xx, every other byte as is. Precondition: `s` is valid UTF-8 (dump() would throw). For
+ * small answers written on every request, where building a json DOM costs more than the
+ * answer (the publish handler's 201). */
+void append_json_string(std::string_view s, std::string &out);
+
 /* A comment line and its blank line: ": <text>\n\n". Used for the stream's first bytes and for
  * keep-alives; EventSource clients ignore it, proxies see traffic. */
 void encode_comment(std::string_view text, std::string &out);

@@ -106,7 +106,8 @@ bool event_types_allowed(request_rec *r, const std::vector<std::string> &types,
  * r->handler is set only in fixups. */
 const char *configured_handler(request_rec *r);
 
-/* Sends `json` with `status`, Content-Type application/json, and returns OK. */
+/* Sends `json` with `status`, Content-Type application/json, and returns OK. The answer is
+ * written at once and ends the response (FLUSH, EOS): nothing may be written after it. */
 int answer_json(request_rec *r, int status, const std::string &json);
 
 enum class BodyResult { Ok, TooLarge, ReadError };

@@ -8,6 +8,7 @@
 #include "http_core.h"
 #include "http_protocol.h"
 
+#include <cstring>
 #include <ctime>
 #include <nlohmann/json.hpp>
 
@@ -41,10 +42,25 @@ int answer_json(request_rec *r, int status, const std::string &json)
     r->status = status;
     ap_set_content_type(r, "application/json");
     apr_table_setn(r->headers_out, "Cache-Control", "no-store");
-    if (!r->header_only) {
-        ap_rwrite(json.data(), static_cast<int>(json.size()), r);
-        ap_rputc('\n', r);
-    }
+    if (r->header_only)
+        return OK;
+    /* The whole answer, a FLUSH and the EOS in one brigade: the content-length filter still
+     * sees the EOS and sets Content-Length, and the core output filter writes the answer now.
+     * Without the FLUSH it would hold the few hundred bytes back until httpd had logged the
+     * request and found no pipelined request waiting (there cannot be one: the client waits
+     * for this answer), so the next request of a keep-alive connection always went through
+     * the event MPM's listener (epoll_ctl, a wake-up, a hand-over to a worker) instead of
+     * being read by this worker (docs/benchmarks.md, "What a publish costs"). */
+    apr_bucket_alloc_t *ba = r->connection->bucket_alloc;
+    apr_bucket_brigade *bb = apr_brigade_create(r->pool, ba);
+    char *body = static_cast<char *>(apr_palloc(r->pool, json.size() + 1));
+    memcpy(body, json.data(), json.size());
+    body[json.size()] = '\n';
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_pool_create(body, json.size() + 1, r->pool, ba));
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(ba));
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(ba));
+    ap_pass_brigade(r->output_filters, bb);
+    apr_brigade_cleanup(bb);
     return OK;
 }
 

@@ -1,6 +1,9 @@
 /* The wire format against the WHATWG "interpreting an event stream" rules: events are encoded,
  * then parsed back by an independent implementation of those rules written here from the
  * spec, and must come back exactly. */
+/* nlohmann first: check.h defines macros (fail) that its headers would trip on. */
+#include <nlohmann/json.hpp>
+
 #include "unit.h"
 
 #include "sse/config_values.h"
@@ -278,6 +281,25 @@ START_TEST(latin1_to_utf8)
 }
 END_TEST
 
+/* append_json_string() writes what nlohmann::json's dump() writes, for every byte below 0x80
+ * (each control character, quote, backslash, DEL) and for multi-byte UTF-8. */
+START_TEST(json_strings_as_nlohmann_writes_them)
+{
+    std::vector<std::string> samples = {"", "bench", "a/b:c@d~e.f_g-h", "1796000000000001",
+                                        "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80",
+                                        "\"quoted\" and \\back\\slash", "\x7f"};
+    std::string all_ascii;
+    for (int c = 0; c < 0x80; ++c)
+        all_ascii += static_cast<char>(c);
+    samples.push_back(all_ascii);
+    for (const std::string &s : samples) {
+        std::string mine;
+        append_json_string(s, mine);
+        assert_str(mine, nlohmann::json(s).dump());
+    }
+}
+END_TEST
+
 Suite *wire_suite()
 {
     Suite *s = suite_create("wire");
@@ -286,6 +308,7 @@ Suite *wire_suite()
     tcase_add_test(tc, type_id_and_retry);
     tcase_add_test(tc, retry_only_and_comments);
     tcase_add_test(tc, split_lines_rules);
+    tcase_add_test(tc, json_strings_as_nlohmann_writes_them);
     suite_add_tcase(s, tc);
     tc = tcase_create("validation");
     tcase_add_test(tc, utf8_validation);

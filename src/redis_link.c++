@@ -3,6 +3,7 @@
 #include <hiredis/hiredis.h>
 
 #include <memory>
+#include <poll.h>
 #include <unistd.h>
 
 namespace sse {
@@ -15,6 +16,15 @@ struct ReplyFree {
 using Reply = std::unique_ptr<redisReply, ReplyFree>;
 
 struct timeval ms_to_tv(int ms) { return {ms / 1000, (ms % 1000) * 1000}; }
+
+/* Redis sends nothing unasked on a connection between commands: an idle connection that is
+ * readable was closed by the server (a Redis restarted, or its timeout), and a command on it
+ * would fail. */
+bool closed_while_idle(const redisContext *c)
+{
+    struct pollfd p = {c->fd, POLLIN, 0};
+    return poll(&p, 1, 0) != 0;
+}
 
 /* Runs one command; nullptr and *err when the connection failed (it must then be dropped) or
  * Redis answered an error (the connection stays usable, *err says so). */
@@ -118,10 +128,12 @@ redisContext *RedisWriter::take(std::string *err)
             idle_.clear();
             pid_ = pid;
         }
-        if (!idle_.empty()) {
+        while (!idle_.empty()) {
             redisContext *c = idle_.back();
             idle_.pop_back();
-            return c;
+            if (!closed_while_idle(c))
+                return c;
+            redisFree(c);
         }
     }
     return redis_connect(url_, kConnectTimeoutMs, kCommandTimeoutMs, err);

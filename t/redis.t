@@ -198,6 +198,11 @@ subtest 'Redis killed and restarted (append-only file): delivery resumes, no htt
         is_deeply([grep { $_ ne 'before kill' } @got], ['after restart'],
                   'the next event, once, and nothing from before the kill again');
     }
+    # Each publish is a new connection, so they spread over the children: none may hold on
+    # to a connection the old Redis closed.
+    my @status = map { $a->publish('/publish/news', "later $_")->{status} } 1 .. 12;
+    is_deeply(\@status, [(201) x 12], 'every later publish is accepted, whichever child takes it');
+    is(scalar($sb->events(12, 15)), 12, 'and delivered on B');
     $_->close for $sa, $sb;
 };
 

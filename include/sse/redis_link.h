@@ -17,7 +17,8 @@
  *   connections as it has threads publishing at once.
  * - Time: add() is bounded by kConnectTimeoutMs to connect (when no pooled connection is
  *   free) plus kCommandTimeoutMs for the XADD: under a second even when Redis is stopped
- *   (SIGSTOP) or unreachable. A failed connection is dropped, never reused.
+ *   (SIGSTOP) or unreachable. A failed connection is dropped, never reused; an idle one the
+ *   server closed meanwhile (Redis restarted) is dropped before use (one poll() with no wait).
  * - Failure: add() returns the reason; the caller refuses the publish (503). An XADD that
  *   timed out may still have been applied by Redis (a stopped Redis that resumes runs the
  *   commands waiting in its socket): a refused publish is "not known to be accepted", and

@@ -86,7 +86,7 @@ FUZZ_FLAGS := -std=c++17 $(WARN) -g -O1 -fsanitize=address,undefined -fno-saniti
 STRESS_SECONDS ?= 30
 STRESS_BIN := $(BUILD)/t/stress/bus-stress
 
-.PHONY: all install test test-asan test-stress unit stress integration fuzz deps run stop clean bench-publish \
+.PHONY: all install test test-asan test-stress unit stress integration fuzz deps run stop clean bench-publish bench-redis \
         bench-nchan bench-memory \
         bench-resume bench-fanout bench-registry bench-authz bench-token
 
@@ -213,6 +213,11 @@ bench-fanout: $(BUILD)/fanout-bench
 
 bench-publish: all $(BUILD)/publish-bench
 	bench/run-publish-bench
+
+# SSERedis: publish cost with and without it, alternating, and cross-server delivery latency
+# (bench/run-redis-bench).
+bench-redis: all $(BUILD)/publish-bench $(BUILD)/sse-load
+	bench/run-redis-bench
 
 bench-memory: all
 	bench/run-memory-compare

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <functional>
 #include <new>
 #include <pthread.h>
@@ -204,19 +205,16 @@ private:
      * Redis's time, or a close. An entry no publish could have made is skipped and logged. */
     void apply(const StreamEntry &e)
     {
-        std::string error = e.error;
         const std::int64_t time_us = static_cast<std::int64_t>(e.id.ms) * 1000;
         const StreamRecord &r = e.record;
-        if (error.empty() && r.kind == StreamRecord::Kind::Close) {
-            if (validate_channel_list(r.channels).empty()) {
-                close_channels(state_->bus, state_->registry, r.channels, time_us);
-                return;
-            }
-            error = validate_channel_list(r.channels);
-        }
+        const bool close = r.kind == StreamRecord::Kind::Close;
+        std::string error = e.error;
         if (error.empty())
-            error = check_publish(r.channels, r.fields, r.audience);
-        if (error.empty()) {
+            error = close ? validate_channel_list(r.channels)
+                          : check_publish(r.channels, r.fields, r.audience);
+        if (error.empty() && close) {
+            close_channels(state_->bus, state_->registry, r.channels, time_us);
+        } else if (error.empty()) {
             EventFields ev = r.fields;
             if (ev.id.empty())
                 ev.id = e.id.text();
@@ -271,6 +269,8 @@ apr_status_t open_redis(apr_pool_t *pconf, server_rec *s, const ServerConfig *co
 {
     const std::string key = redis_stream_key(conf->redis_prefix ? conf->redis_prefix : "sse:");
     RedisShared *shared = nullptr;
+    /* Which stream the kept cursor belongs to (std::hash: the same within one build, and a
+     * build that hashes differently only makes the reader start again at the stream's end). */
     const std::uint64_t source = std::hash<std::string>()(conf->redis_url->display() + "\n" + key);
     if (apr_status_t rv = open_redis_shared(s, source, &shared); rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s,

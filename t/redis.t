@@ -53,6 +53,10 @@ sub wait_joined {
 
 ok(wait_joined($a, $a, $b), 'A and B read the stream');
 ok(wait_joined($b, $a, $b), 'B publishes to both');
+is_deeply(SSETest::json_decode($a->request(GET => '/sse-status')->{body})->{redis},
+          {url => "$url/0", stream => 'sse:stream', publishing => 'ok', reader => 'ok',
+           last_entry => $redis->cli('XREVRANGE', 'sse:stream', '+', '-', 'COUNT', '1') =~ /^(\d+-\d+)/ ? $1 : 'none'},
+          "sse-status shows Redis's state");
 
 subtest 'one bus: every event on both servers, once, in one order, with the same ids' => sub {
     my $sa = $a->subscribe('/events/news');
@@ -159,12 +163,20 @@ subtest 'Redis stopped: 503 within a bounded time, streams stay, nothing accepte
     isnt($p->{rc}, 0, 'sse-publish on the socket fails');
     like($p->{err}, qr/unavailable/, 'with the protocol\'s "error unavailable" answer');
     ok($a->wait_for(sub { $a->log_text =~ /SSE0701/ }, 5), 'SSE0701 logged');
+    my $st = SSETest::json_decode($a->request(GET => '/sse-status')->{body});
+    is($st->{redis}{publishing}, 'refused', 'sse-status: publishing refused');
+    ok($b->wait_for(sub { (SSETest::json_decode($b->request(GET => '/sse-status')->{body})
+                           // {})->{redis}{reader} eq 'lost' }, 10),
+       "sse-status on B: its reader lost Redis");
     my $comments = () = $sb->comments;
     $sb->pump(2.5);
     cmp_ok(scalar(() = $sb->comments), '>', $comments, 'B\'s stream got keep-alives meanwhile');
     ok(!$sb->closed && !$sa->closed, 'both streams are open');
     $redis->resume;
-    ok(defined publish_when_back($b, 'after resume'), 'publishes are accepted again');
+    my $back = publish_when_back($b, 'after resume');
+    ok(defined $back, 'publishes are accepted again');
+    $st = SSETest::json_decode($b->request(GET => '/sse-status')->{body});
+    is($st->{redis}{publishing}, 'ok', 'sse-status: publishing ok again');
     for my $sub ($sa, $sb) {
         my @got = data_until($sub, 'after resume', 15);
         is($got[0], 'before stop', 'the event accepted before the stop came first');
@@ -178,6 +190,12 @@ subtest 'Redis stopped: 503 within a bounded time, streams stay, nothing accepte
            'nothing else') or diag explain \@got;
     }
     is(() = $a->log_text =~ /SSE0701/g, 1, 'one SSE0701 line for the outage, not one per publish');
+    ok($b->wait_for(sub { my $s = SSETest::json_decode($b->request(GET => '/sse-status')->{body});
+                          $s->{redis}{reader} eq 'ok' && $s->{redis}{last_entry} eq $back }, 10),
+       'sse-status on B: reading again, its last entry the last one published');
+    like($b->log_text, qr/SSE0704: reading Redis at redis:\/\/127\.0\.0\.1:\d+\/0 again, after entry \d+-\d+/,
+         'SSE0704 logged');
+    is(() = $b->log_text =~ /SSE0703/g, 1, "one SSE0703 line for B's reader, however often it retried");
     $_->close for $sa, $sb;
 };
 

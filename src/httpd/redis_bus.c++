@@ -151,7 +151,8 @@ public:
         std::vector<StreamEntry> entries;
         for (;;) {
             std::string err;
-            if (!reader_.connected() && !start(&err)) {
+            if (!(reader_.connected() || start(&err)) ||
+                !reader_.read_after(cursor_, kReadBlockMs, kReadCount, entries, &err)) {
                 reader_.disconnect();
                 note_down(err);
                 usleep(static_cast<useconds_t>(backoff) * 1000);
@@ -159,11 +160,7 @@ public:
                 continue;
             }
             backoff = kBackoffFirstMs;
-            if (!reader_.read_after(cursor_, kReadBlockMs, kReadCount, entries, &err)) {
-                reader_.disconnect();
-                note_down(err);
-                continue;
-            }
+            note_up();
             for (const StreamEntry &e : entries) {
                 if (*stop_)
                     return; /* the daemon is ending: the next one goes on from the cursor */
@@ -185,11 +182,17 @@ private:
                 return false;
             rb_->shared->store_cursor(cursor_);
         }
-        if (rb_->shared->reader_down.exchange(0) == 1)
+        return true;
+    }
+
+    /* A read worked: the end of an outage, if there was one. */
+    void note_up()
+    {
+        if (rb_->shared->reader_down.load(std::memory_order_relaxed) &&
+            rb_->shared->reader_down.exchange(0) == 1)
             ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s_,
                          "SSE0704: reading Redis at %s again, after entry %s",
                          rb_->writer.url().display().c_str(), cursor_.text().c_str());
-        return true;
     }
 
     void note_down(const std::string &why)
@@ -308,6 +311,20 @@ PublishAttempt submit_close(ModuleState *state, const server_rec *s,
     rec.kind = StreamRecord::Kind::Close;
     rec.channels = channels;
     return add_to_stream(state->redis, s, rec, PublishAttempt());
+}
+
+bool redis_status(const ModuleState *state, RedisStatus *out)
+{
+    const RedisBus *rb = state->redis;
+    if (!rb)
+        return false;
+    out->url = rb->writer.url().display();
+    out->stream = rb->key;
+    out->publishes_refused = rb->shared->writers_down.load() != 0;
+    out->reader_lost = rb->shared->reader_down.load() != 0;
+    StreamId cursor;
+    out->last_entry = rb->shared->load_cursor(&cursor) ? cursor.text() : std::string();
+    return true;
 }
 
 void start_redis_reader(server_rec *s, ModuleState *state, const volatile sig_atomic_t *stop)

@@ -15,8 +15,9 @@
  * - Reading (the socket daemon, which the parent starts when SSERedis is set even without
  *   SSEPublishSocket): start_redis_reader() runs one thread with its own connection that
  *   appends every entry after the cursor to the bus, in order, advancing the cursor after
- *   each; on failure it reconnects with a back-off of 100 ms doubling to 2 s and resumes
- *   from the cursor. At most one daemon (so one reader) runs at a time: the parent's pool
+ *   each; on any failure (connect, AUTH, a read that timed out or was refused) it waits a
+ *   back-off of 100 ms doubling to 2 s, reconnects and resumes from the cursor. The outage is
+ *   logged once, when it starts (SSE0703), and once when a read works again (SSE0704). At most one daemon (so one reader) runs at a time: the parent's pool
  *   cleanup ends the old one before a new generation forks the next.
  * - A daemon killed between an append and the cursor's advance appends that entry again
  *   when it restarts (at most one repeat, never a loss).
@@ -57,6 +58,17 @@ PublishAttempt submit_close(ModuleState *state, const server_rec *s,
 /* In the socket daemon, after it dropped privileges: starts the reader thread (every signal
  * blocked). It stops appending once *stop is set (the daemon is ending). */
 void start_redis_reader(server_rec *s, ModuleState *state, const volatile sig_atomic_t *stop);
+
+/* What sse-status shows of SSERedis (this server's view). */
+struct RedisStatus {
+    std::string url;        /* without the password */
+    std::string stream;     /* the stream's key */
+    bool publishes_refused; /* from a refused publish to the next accepted one */
+    bool reader_lost;       /* from the reader's failure to its next working read */
+    std::string last_entry; /* the id of the last entry appended to this bus; empty: none */
+};
+/* False when SSERedis is not set. Any process, any thread. */
+bool redis_status(const ModuleState *state, RedisStatus *out);
 
 /* The seconds a refused publish is told to wait (Retry-After). */
 constexpr int kRedisRetryAfterSeconds = 1;

@@ -255,6 +255,22 @@ subtest 'two prefixes on one Redis do not see each other' => sub {
     $c->stop;
 };
 
+subtest 'Redis answering an error: 503 saying so, the reader waits' => sub {
+    is($redis->cli('SET', 'taken:stream', 'not a stream'), 'OK', 'taken:stream is a string');
+    my $d = SSETest::Server->start(global => "SSERedis $url\nSSERedisPrefix taken:\n");
+    $d->expect_log(qr/SSE0701: .*WRONGTYPE/, qr/SSE0703: .*WRONGTYPE/);
+    my $r = $d->publish('/publish/x', 'data');
+    is($r->{status}, 503, 'a publish is refused');
+    like($r->{json}{error}, qr/Redis answered: WRONGTYPE/, "with Redis's answer");
+    ok($d->wait_for(sub { $d->log_text =~ /SSE0703: .*WRONGTYPE/ }, 10), 'the reader says why');
+    my $before = $redis->cli('INFO', 'stats') =~ /total_commands_processed:(\d+)/ ? $1 : 0;
+    sleep 2;
+    my $after = $redis->cli('INFO', 'stats') =~ /total_commands_processed:(\d+)/ ? $1 : 0;
+    cmp_ok($after - $before, '<', 40, "and retries with a back-off, not in a loop (@{[$after - $before]} commands in 2 s)");
+    $d->stop;
+    $redis->cli('DEL', 'taken:stream');
+};
+
 subtest 'a bad SSERedis stops the start' => sub {
     for ([qr/SSERedis: "redis:\/\/h:99999": port "99999"/, 'SSERedis redis://h:99999'],
          [qr/SSERedis: "http:\/\/h": unknown scheme/, 'SSERedis http://h'],

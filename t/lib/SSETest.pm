@@ -146,6 +146,20 @@ sub spawn {
     return $pid;
 }
 
+# Ends a child process this test forked (a stopped one too): SIGCONT and SIGTERM, up to 10 s
+# for it to exit, then SIGKILL; reaped either way.
+sub end_child {
+    my ($pid) = @_;
+    kill 'CONT', $pid;
+    kill 'TERM', $pid;
+    my $end = time + 10;
+    sleep 0.05 while waitpid($pid, WNOHANG) == 0 && time < $end;
+    if (kill 0, $pid) {
+        kill 'KILL', $pid;
+        waitpid($pid, 0);
+    }
+}
+
 sub shell_quote { my ($s) = @_; $s =~ s/'/'\\''/g; return "'$s'" }
 
 package SSETest::Server;
@@ -745,14 +759,7 @@ sub kill9 {
 sub stop {
     my ($self) = @_;
     return unless $self->{pid} && $self->{owner} == $$;
-    kill 'CONT', $self->{pid};
-    kill 'TERM', $self->{pid};
-    my $end = time + 10;
-    sleep 0.05 while waitpid($self->{pid}, WNOHANG) == 0 && time < $end;
-    if (kill 0, $self->{pid}) {
-        kill 'KILL', $self->{pid};
-        waitpid($self->{pid}, 0);
-    }
+    SSETest::end_child($self->{pid});
     $self->{pid} = undef;
     # Kept, with its log, when a test failed.
     File::Path::remove_tree($self->{dir})

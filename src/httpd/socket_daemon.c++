@@ -8,6 +8,10 @@
  * notices, same end on DELETE). A second thread (BusWaker) exists only once somebody has
  * subscribed: it turns the bus's futex wake-ups into an eventfd that poll() watches.
  *
+ * With SSERedis, the daemon (started then even without SSEPublishSocket: no listening
+ * socket, listen_fd -1) also runs the server's one Redis reader, a thread of its own
+ * (redis_bus.h), and its socket publishes go through Redis like the HTTP handler's.
+ *
  * Protection of the bus and the other clients:
  * - at most `max_clients` connections; one more is answered "error busy ..." and closed;
  * - an event's bytes are bounded by the parser (SSEMaxMessageSize);

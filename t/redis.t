@@ -53,9 +53,14 @@ sub wait_joined {
 
 ok(wait_joined($a, $a, $b), 'A and B read the stream');
 ok(wait_joined($b, $a, $b), 'B publishes to both');
-is_deeply(SSETest::json_decode($a->request(GET => '/sse-status')->{body})->{redis},
-          {url => "$url/0", stream => 'sse:stream', publishing => 'ok', reader => 'ok',
-           last_entry => $redis->cli('XREVRANGE', 'sse:stream', '+', '-', 'COUNT', '1') =~ /^(\d+-\d+)/ ? $1 : 'none'},
+# The reader notes an entry as its last just after appending it (a subscriber may see the
+# event a moment before): waited for, at most 10 s.
+my $newest = $redis->cli('XREVRANGE', 'sse:stream', '+', '-', 'COUNT', '1') =~ /^(\d+-\d+)/ ? $1 : 'none';
+my $status;
+$a->wait_for(sub { $status = SSETest::json_decode($a->request(GET => '/sse-status')->{body})->{redis};
+                   ($status->{last_entry} // '') eq $newest }, 10);
+is_deeply($status, {url => "$url/0", stream => 'sse:stream', publishing => 'ok', reader => 'ok',
+                    last_entry => $newest},
           "sse-status shows Redis's state");
 
 subtest 'one bus: every event on both servers, once, in one order, with the same ids' => sub {

@@ -48,14 +48,15 @@ ALL_CXXFLAGS := -std=c++17 -fPIC -fno-gnu-unique -pthread $(WARN) $(CXXFLAGS) \
 
 CORE_SRCS := src/wire.c++ src/config_values.c++ src/audience.c++ src/registry.c++ src/bus.c++ src/request.c++ src/publisher.c++ src/socket_protocol.c++ \
              src/stream_open.c++ src/presence.c++ src/token.c++ src/delivery.c++ src/fanout.c++ \
-             src/event_stream.c++ src/mercure_topic.c++ src/mercure_subscription.c++
+             src/event_stream.c++ src/mercure_topic.c++ src/mercure_subscription.c++ \
+             src/redis_record.c++ src/redis_link.c++
 GLUE_SRCS := mod_sse.c++ src/httpd/respond.c++ src/httpd/subscribe.c++ src/httpd/publish.c++ \
              src/httpd/publish_socket.c++ src/httpd/socket_daemon.c++ src/httpd/async_hub.c++ \
              src/httpd/subscription.c++ src/httpd/status.c++ src/httpd/channel_access.c++ \
              src/httpd/token_check.c++ src/httpd/mercure_hub.c++ \
              src/httpd/shared_segment.c++ src/httpd/config.c++ src/httpd/generation.c++ \
              src/httpd/location_mapping.c++ src/httpd/query_param_expr.c++ \
-             src/httpd/suspended_connection.c++ src/httpd/mpm_sizing.c++
+             src/httpd/suspended_connection.c++ src/httpd/mpm_sizing.c++ src/httpd/redis_bus.c++
 CORE_OBJS := $(CORE_SRCS:%.c++=$(BUILD)/%.o)
 # Signed tokens (src/token.c++): libjwt verifies, libcrypto loads and checks the public keys.
 # Whatever links src/token.o (the module, the unit tests) links these; the other binaries take
@@ -65,6 +66,9 @@ CORE_OBJS := $(CORE_SRCS:%.c++=$(BUILD)/%.o)
 JWT_LIBS   = $(or $(shell pkg-config --libs libjwt libcrypto 2>/dev/null),$(error libjwt or libcrypto not found by pkg-config: run tools/install-deps (Debian: libjwt-dev libssl-dev)))
 GLUE_OBJS := $(GLUE_SRCS:%.c++=$(BUILD)/%.o)
 FOLLOW_OBJS := $(BUILD)/tools/sse-follow.o $(BUILD)/tools/http_stream.o
+# SSERedis (src/redis_link.c++): Debian's libhiredis-dev (0.14), linked by the module and the
+# unit tests.
+REDIS_LIBS  = $(or $(shell pkg-config --libs hiredis 2>/dev/null),$(error hiredis not found by pkg-config: run tools/install-deps (Debian: libhiredis-dev)))
 SSL_LIBS    = $(or $(shell pkg-config --libs libssl libcrypto 2>/dev/null),$(error libssl not found by pkg-config: run tools/install-deps (Debian: libssl-dev)))
 
 UNIT_SRCS := $(wildcard t/unit/*.c++)
@@ -75,7 +79,7 @@ UNIT_BIN  := $(BUILD)/t/unit/run-unit-tests
 # minutes in `make test`; FUZZ_SECONDS=600 make fuzz for a longer search.
 FUZZ_SECONDS ?= 20
 FUZZ_BINS := $(patsubst t/fuzz/%.c++,$(BUILD)/fuzz/%,$(wildcard t/fuzz/fuzz_*.c++))
-FUZZ_CORE := $(filter-out src/registry.c++ src/bus.c++ src/publisher.c++ src/stream_open.c++ src/delivery.c++ src/fanout.c++,$(CORE_SRCS))
+FUZZ_CORE := $(filter-out src/registry.c++ src/bus.c++ src/publisher.c++ src/stream_open.c++ src/delivery.c++ src/fanout.c++ src/redis_link.c++,$(CORE_SRCS))
 FUZZ_FLAGS := -std=c++17 $(WARN) -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -Iinclude
 
 # The bus under writers and readers killed with SIGKILL (t/stress/bus_stress.c++): the run
@@ -83,7 +87,7 @@ FUZZ_FLAGS := -std=c++17 $(WARN) -g -O1 -fsanitize=address,undefined -fno-saniti
 STRESS_SECONDS ?= 30
 STRESS_BIN := $(BUILD)/t/stress/bus-stress
 
-.PHONY: all install test test-asan test-stress unit stress integration fuzz deps run stop clean bench-publish bench-publish-cost \
+.PHONY: all install test test-asan test-stress unit stress integration fuzz deps run stop clean bench-publish bench-publish-cost bench-redis \
         bench-nchan bench-memory \
         bench-resume bench-fanout bench-registry bench-authz bench-token
 
@@ -110,7 +114,7 @@ $(BUILD)/libssecore.a: $(CORE_OBJS)
 
 $(BUILD)/mod_sse.so: $(GLUE_OBJS) $(BUILD)/libssecore.a
 	$(CXX) -shared -fno-gnu-unique -pthread $(LDFLAGS) -o $@ $(GLUE_OBJS) $(BUILD)/libssecore.a \
-	    $(JWT_LIBS)
+	    $(JWT_LIBS) $(REDIS_LIBS)
 
 $(BUILD)/sse-publish: $(BUILD)/tools/sse-publish.o $(BUILD)/libssecore.a
 	$(CXX) -pthread $(LDFLAGS) -o $@ $^
@@ -157,7 +161,7 @@ ifneq ($(APACHE_CONF_AVAILABLE),)
 endif
 
 $(UNIT_BIN): $(UNIT_SRCS:%.c++=$(BUILD)/%.o) $(BUILD)/libssecore.a
-	$(CXX) -pthread $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs check) $(JWT_LIBS)
+	$(CXX) -pthread $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs check) $(JWT_LIBS) $(REDIS_LIBS)
 
 $(BUILD)/publish-bench: $(BUILD)/bench/publish_bench.o $(BUILD)/libssecore.a
 	$(CXX) -pthread $(LDFLAGS) -o $@ $^
@@ -215,6 +219,10 @@ bench-publish: all $(BUILD)/publish-bench
 # context switches (perf stat) per request (bench/run-publish-cost; docs/benchmarks.md).
 bench-publish-cost: all $(BUILD)/publish-bench
 	bench/run-publish-cost
+# SSERedis: publish cost with and without it, alternating, and cross-server delivery latency
+# (bench/run-redis-bench).
+bench-redis: all $(BUILD)/publish-bench $(BUILD)/sse-load
+	bench/run-redis-bench
 
 bench-memory: all
 	bench/run-memory-compare

@@ -529,6 +529,12 @@ std::int64_t write_record(BusHeader *h, std::uint64_t head_pos, const Placement 
  * BusHeader): release space and commit the new tail; write the record beyond the head; index
  * it; commit the new head; wake the readers. A writer killed at any step leaves the committed
  * state whole. */
+std::size_t Bus::event_record_bytes(const std::vector<std::string> &channels,
+                                    const EventFields &ev, const Audience &audience) const
+{
+    return record_length(channels, audience, make_payload(&ev, nullptr, UINT64_MAX));
+}
+
 PublishResult Bus::append(RecordKind kind, const std::vector<std::string> &channels,
                           const EventFields *fields, const std::string *notice,
                           const Audience &audience, std::int64_t now_us,

@@ -77,14 +77,7 @@ package NodeClient {
     sub stop {
         my ($self) = @_;
         return unless $self->{pid};
-        kill 'CONT', $self->{pid};
-        kill 'TERM', $self->{pid};
-        my $end = time + 10;
-        sleep 0.05 while waitpid($self->{pid}, WNOHANG) == 0 && time < $end;
-        if (kill 0, $self->{pid}) {
-            kill 'KILL', $self->{pid};
-            waitpid($self->{pid}, 0);
-        }
+        SSETest::end_child($self->{pid});
         close $self->{out};
         $self->{pid} = undef;
     }

@@ -178,6 +178,11 @@ public:
                           std::int64_t now_us, const Audience &audience = {},
                           const UpdateTopics *topics = nullptr);
 
+    /* The bytes publish() would take for this event (its id, when the bus gives it, counted
+     * at 20 digits): above max_record_bytes(), publish() throws EventTooLarge. Takes no lock. */
+    std::size_t event_record_bytes(const std::vector<std::string> &channels, const EventFields &ev,
+                                   const Audience &audience = {}) const;
+
     /* Appends a control record (see RecordKind); `notice` is what the affected streams send
      * before they end. Same locking and limits as publish(). */
     PublishResult publish_control(RecordKind kind, const std::vector<std::string> &channels,

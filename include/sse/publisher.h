@@ -1,7 +1,12 @@
 /* sse/publisher.h — the one path every publish takes (HTTP handler and publish socket alike):
  * validate the channels and the event, check it fits the bus, append it.
  *
- * Thread-safe (the bus serialises writers); no httpd, no I/O beyond the bus.
+ * With SSERedis the path is cut in two: the publishing process runs check_publish() and hands
+ * the event to Redis (sse/redis_link.h); each server's Redis reader then runs append_event()
+ * (or close_channels()) for every entry, in stream order. Without it publish_event() does both
+ * at once, and DELETE calls close_channels().
+ *
+ * Thread-safe (the bus and the registry serialise writers); no httpd, no I/O beyond the bus.
  */
 #ifndef SSE_PUBLISHER_H
 #define SSE_PUBLISHER_H
@@ -15,17 +20,31 @@
 namespace sse {
 
 struct PublishAttempt {
-    enum class Outcome { Published, BadRequest, TooLarge };
+    /* Unavailable: the event could not be handed to Redis (SSERedis); nothing is known of it. */
+    enum class Outcome { Published, BadRequest, TooLarge, Unavailable };
     Outcome outcome = Outcome::Published;
     std::string error;    /* what was wrong, when not Published */
-    PublishResult result; /* when Published */
+    PublishResult result; /* when Published (with SSERedis: only result.id, the wire id) */
 };
 
-/* Publishes `ev` to `channels` (1 to kMaxChannelsPerEvent valid names) for `audience`, unless
- * a name, a field or a client id is invalid (BadRequest) or the event does not fit the bus
- * (TooLarge). Then notes it in `registry` (when valid): the channels' publish counts, their
- * reopening after a DELETE, and a retry-only event's retry for new subscribers. Never throws
- * for bad input. */
+/* The checks of every publish: 1 to kMaxChannelsPerEvent valid channel names, a valid event
+ * (validate_event) and audience. Returns an error sentence, or empty. */
+std::string check_publish(const std::vector<std::string> &channels, const EventFields &ev,
+                          const Audience &audience);
+
+/* check_publish(), and whether the bus takes an event this large (TooLarge otherwise): what a
+ * publish through Redis checks before it hands the event on, so that an event no server's
+ * bus could take is refused to its publisher. Outcome Published: it passed. */
+PublishAttempt check_publish_fits(const Bus &bus, const std::vector<std::string> &channels,
+                                  const EventFields &ev, const Audience &audience);
+
+/* Appends an event that passed check_publish() to the bus (TooLarge when it does not fit),
+ * then notes it in `registry` (when valid): the channels' publish counts, their reopening
+ * after a DELETE, and a retry-only event's retry for new subscribers. */
+PublishAttempt append_event(Bus &bus, Registry *registry, const std::vector<std::string> &channels,
+                            const EventFields &ev, const Audience &audience, std::int64_t now_us);
+
+/* check_publish(), then append_event(). Never throws for bad input. */
 PublishAttempt publish_event(Bus &bus, Registry *registry, const std::vector<std::string> &channels,
                              const EventFields &ev, const Audience &audience, std::int64_t now_us);
 
@@ -37,6 +56,16 @@ PublishAttempt publish_event(Bus &bus, Registry *registry, const std::vector<std
  * (TooLarge). Notes it in `registry` as publish_event() does. Never throws for bad input. */
 PublishAttempt publish_update(Bus &bus, Registry *registry, const UpdateTopics &topics,
                               const EventFields &ev, std::int64_t now_us);
+
+/* DELETE: marks the channels that exist closed in `registry` and appends the CloseChannels
+ * record with its sse-close notice, so every stream of them ends (sse/bus.h). Returns the
+ * channels that existed; nothing is appended when none did. */
+struct ClosedChannels {
+    std::vector<std::string> existed;
+    PublishResult result;
+};
+ClosedChannels close_channels(Bus &bus, Registry &registry, const std::vector<std::string> &channels,
+                              std::int64_t now_us);
 
 } // namespace sse
 

@@ -115,9 +115,12 @@ std::string error_line(std::string_view reason);
  *   left; it closes the connection. Come back later (sse-publish retries within -w).
  * - closed: a channel of the subscribe block is closed (DELETE) until its next publish; the
  *   connection stays a publisher. `sse-publish -f` ends, successfully.
+ * - unavailable: SSERedis is set and Redis did not accept the event within a second; the
+ *   connection stays a publisher. Send it again later (it may also have gone through).
  * Any other reason is final for that event or block. */
 inline constexpr std::string_view kBusyReason = "busy";
 inline constexpr std::string_view kClosedReason = "closed";
+inline constexpr std::string_view kUnavailableReason = "unavailable";
 
 /* The reason "<kind>: <detail>", for error_line(). */
 std::string refusal(std::string_view kind, std::string_view detail);

@@ -4,6 +4,7 @@
 #include "src/httpd/module.h"
 #include "src/httpd/channel_access.h"
 #include "src/httpd/publish_socket.h"
+#include "src/httpd/redis_bus.h"
 #include "src/httpd/token_check.h"
 #include "sse/config_values.h"
 
@@ -601,6 +602,11 @@ const command_rec directives[] = {
                       RSRC_CONF | ACCESS_CONF,
                       "<type> ... | *: the only event types publish and ?event= may name here "
                       "(message: the untyped event; default *, every type)"),
+    AP_INIT_TAKE1("SSERedis", as_cmd_func<cmd_redis>(), nullptr, RSRC_CONF,
+                  "redis://[[user]:password@]host[:port][/db] | unix:/path: join the servers "
+                  "that name the same Redis and SSERedisPrefix into one bus"),
+    AP_INIT_TAKE1("SSERedisPrefix", as_cmd_func<cmd_redis_prefix>(), nullptr, RSRC_CONF,
+                  "<prefix>: the start of mod_sse's Redis keys (default sse:)"),
     {nullptr, {nullptr}, nullptr, 0, RAW_ARGS, nullptr},
 };
 

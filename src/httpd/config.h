@@ -41,6 +41,10 @@
 #include <string>
 #include <vector>
 
+namespace sse {
+struct RedisUrl;
+}
+
 namespace sse::httpd {
 
 struct ModuleState;
@@ -66,6 +70,8 @@ struct ServerConfig {
     apr_uint64_t max_channels;    int max_channels_set;      /* SSEMaxChannels */
     apr_uint64_t max_unpublished; /* SSEMaxUnpublishedChannels; 0: half of the table */
     const char *presence_channel;                            /* SSEPresenceChannel */
+    const RedisUrl *redis_url;   /* SSERedis (redis_bus.h); nullptr: one server alone */
+    const char *redis_prefix;    /* SSERedisPrefix; nullptr: "sse:" */
     ModuleState *state;        /* set in post_config, the same for every server_rec */
 };
 

@@ -2,6 +2,7 @@
 #include "src/httpd/hooks.h"
 #include "src/httpd/mpm_sizing.h"
 #include "src/httpd/publish_socket.h"
+#include "src/httpd/redis_bus.h"
 #include "src/httpd/shared_segment.h"
 
 #include "http_core.h"
@@ -65,6 +66,8 @@ int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *s)
             if (open_presence_budget(pconf, s, state) != APR_SUCCESS)
                 return HTTP_INTERNAL_SERVER_ERROR;
         }
+        if (conf->redis_url && open_redis(pconf, s, conf, state) != APR_SUCCESS)
+            return HTTP_INTERNAL_SERVER_ERROR;
         for (server_rec *vs = s; vs; vs = vs->next)
             server_config(vs)->state = state;
         if (conf->publish_socket.path) {
@@ -76,6 +79,8 @@ int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *s)
                 return HTTP_INTERNAL_SERVER_ERROR;
         } else {
             retire_publish_socket(s);
+            if (state->redis)
+                start_socketless_daemon(pconf, s, state);
         }
         warn_if_mpm_cannot_hold(s, conf->max_subscribers);
         return OK;

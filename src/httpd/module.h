@@ -40,6 +40,7 @@ extern module AP_MODULE_DECLARE_DATA sse_module;
 namespace sse::httpd {
 
 class AsyncHub;
+class RedisBus;
 
 struct ModuleState {
     Bus bus;
@@ -48,6 +49,7 @@ struct ModuleState {
     PresenceBudget presence_budget; /* presence records the bus takes (shared by all children) */
     std::atomic<std::int64_t> presence_notice_us{0}; /* monotonic_us() of this process's last SSE0156 */
     AsyncHub *hub = nullptr;      /* this child's hub of suspended streams (event MPM) */
+    RedisBus *redis = nullptr;    /* SSERedis (redis_bus.h); nullptr: this server alone */
     HistoryLimits history;
     int publish_socket_fd = -1;   /* the parent's listening socket; children close it */
     std::atomic<bool> child_stopping{false};

@@ -3,6 +3,7 @@
 #include "src/httpd/module.h"
 
 #include "sse/publisher.h"
+#include "src/httpd/redis_bus.h"
 #include "src/httpd/subscription.h"
 #include "src/httpd/token_check.h"
 
@@ -95,29 +96,45 @@ int answer_channel_stats(request_rec *r, ModuleState *state, const std::vector<s
     return answer_json(r, HTTP_OK, j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
+/* A publish Redis did not take (SSERedis): 503 with Retry-After, logged at info only (the
+ * outage itself is logged once, SSE0701). */
+int answer_unavailable(request_rec *r, const std::string &why)
+{
+    apr_table_setn(r->headers_out, "Retry-After",
+                   apr_itoa(r->pool, kRedisRetryAfterSeconds));
+    return answer_error(r, HTTP_SERVICE_UNAVAILABLE, "SSE0708", kPublishQuiet, why);
+}
+
 /* DELETE: every subscriber of the channels gets an sse-close notice and its stream ends;
- * their history is dropped; reconnects are answered 204 until the next publish. */
+ * their history is dropped; reconnects are answered 204 until the next publish. With
+ * SSERedis the close goes to every server through Redis, and each closes the channels it
+ * knows when its reader reaches it; the answer gives this server's figures. */
 int close_channels(request_rec *r, ModuleState *state, const std::vector<std::string> &channels)
 {
-    std::vector<std::string> existed = state->registry.close_channels(channels, now_us());
+    std::vector<std::string> existed;
+    std::uint64_t subscribers = 0;
+    for (const auto &c : channels) {
+        ChannelInfo info;
+        if (state->registry.channel(c, &info)) {
+            existed.push_back(c);
+            subscribers += info.subscribers;
+        }
+    }
     if (existed.empty())
         return answer_error(r, HTTP_NOT_FOUND, "SSE0116", kPublishQuiet,
                             "no such channel: nobody subscribed or published to it");
-    std::uint64_t subscribers = 0;
-    for (const auto &c : existed) {
-        ChannelInfo info;
-        if (state->registry.channel(c, &info))
-            subscribers += info.subscribers;
+    nlohmann::json answer = {{"closed", existed}, {"subscribers", subscribers}};
+    if (state->redis) {
+        PublishAttempt a = submit_close(state, r->server, channels);
+        if (a.outcome != PublishAttempt::Outcome::Published)
+            return answer_unavailable(r, a.error);
+        answer["id"] = a.result.id;
+    } else {
+        answer["seq"] = sse::close_channels(state->bus, state->registry, existed, now_us()).result.seq;
     }
-    std::string notice;
-    encode_close_notice("channel-closed", existed, notice);
-    PublishResult res =
-        state->bus.publish_control(RecordKind::CloseChannels, existed, {}, notice, now_us());
     ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "SSE0117: closed %s (%" APR_UINT64_T_FMT
                   " subscribers)", apr_pstrdup(r->pool, nlohmann::json(existed).dump().c_str()),
                   subscribers);
-    nlohmann::json answer = {{"closed", existed}, {"subscribers", subscribers},
-                             {"seq", res.seq}};
     return answer_json(r, HTTP_OK, answer.dump());
 }
 
@@ -203,8 +220,9 @@ int publish_handler(request_rec *r)
         !event_types_allowed(r, {pub.fields.event}, kPublish))
         return OK;
 
-    PublishAttempt a =
-        publish_event(state->bus, &state->registry, channels, pub.fields, pub.audience, now_us());
+    PublishAttempt a = submit_event(state, r->server, channels, pub.fields, pub.audience);
+    if (a.outcome == PublishAttempt::Outcome::Unavailable)
+        return answer_unavailable(r, a.error);
     if (a.outcome == PublishAttempt::Outcome::TooLarge)
         return answer_error(r, HTTP_REQUEST_ENTITY_TOO_LARGE, "SSE0113", kPublish, a.error);
     if (a.outcome != PublishAttempt::Outcome::Published)

@@ -339,6 +339,23 @@ const char *check_publish_socket(apr_pool_t *p, PublishSocketConfig *conf)
     return nullptr;
 }
 
+namespace {
+
+void start_daemon(apr_pool_t *pconf, server_rec *s, ModuleState *state, int listen_fd,
+                  int max_clients, apr_size_t max_event_bytes)
+{
+    auto *d = static_cast<Daemon *>(apr_pcalloc(pconf, sizeof(Daemon)));
+    d->pconf = pconf;
+    d->s = s;
+    d->state = state;
+    d->listen_fd = listen_fd;
+    d->max_clients = max_clients;
+    d->max_event_bytes = max_event_bytes;
+    fork_daemon(d);
+}
+
+} // namespace
+
 apr_status_t start_publish_socket(apr_pool_t *pconf, server_rec *s,
                                   const PublishSocketConfig *conf, ModuleState *state,
                                   apr_size_t max_event_bytes)
@@ -348,15 +365,13 @@ apr_status_t start_publish_socket(apr_pool_t *pconf, server_rec *s,
     if (rv != APR_SUCCESS)
         return rv;
     state->publish_socket_fd = fd;
-    auto *d = static_cast<Daemon *>(apr_pcalloc(pconf, sizeof(Daemon)));
-    d->pconf = pconf;
-    d->s = s;
-    d->state = state;
-    d->listen_fd = fd;
-    d->max_clients = conf->max_clients;
-    d->max_event_bytes = max_event_bytes;
-    fork_daemon(d);
+    start_daemon(pconf, s, state, fd, conf->max_clients, max_event_bytes);
     return APR_SUCCESS;
+}
+
+void start_socketless_daemon(apr_pool_t *pconf, server_rec *s, ModuleState *state)
+{
+    start_daemon(pconf, s, state, -1, 0, 0);
 }
 
 } // namespace sse::httpd

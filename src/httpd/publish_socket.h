@@ -40,11 +40,16 @@ apr_status_t start_publish_socket(apr_pool_t *pconf, server_rec *s,
                                   const PublishSocketConfig *conf, ModuleState *state,
                                   apr_size_t max_event_bytes);
 
+/* post_config when SSERedis is set without SSEPublishSocket: the daemon runs all the same,
+ * without a socket, for the Redis reader (redis_bus.h). */
+void start_socketless_daemon(apr_pool_t *pconf, server_rec *s, ModuleState *state);
+
 /* post_config when SSEPublishSocket is no longer configured: closes and unlinks the socket a
  * previous generation left open. */
 void retire_publish_socket(server_rec *s);
 
-/* The daemon's main loop, in the forked process; never returns. */
+/* The daemon's main loop, in the forked process; never returns. `listen_fd` -1: no socket
+ * (the daemon then only runs the Redis reader). */
 [[noreturn]] void run_socket_daemon(server_rec *s, apr_pool_t *pool, int listen_fd,
                                     ModuleState *state, int max_clients,
                                     apr_size_t max_event_bytes);

@@ -8,6 +8,10 @@
  * notices, same end on DELETE). A second thread (BusWaker) exists only once somebody has
  * subscribed: it turns the bus's futex wake-ups into an eventfd that poll() watches.
  *
+ * With SSERedis, the daemon (started then even without SSEPublishSocket: no listening
+ * socket, listen_fd -1) also runs the server's one Redis reader, a thread of its own
+ * (redis_bus.h), and its socket publishes go through Redis like the HTTP handler's.
+ *
  * Protection of the bus and the other clients:
  * - at most `max_clients` connections; one more is answered "error busy ..." and closed;
  * - an event's bytes are bounded by the parser (SSEMaxMessageSize);
@@ -22,6 +26,7 @@
  *   answered and the listening socket does not stay readable (poll() would spin).
  */
 #include "src/httpd/publish_socket.h"
+#include "src/httpd/redis_bus.h"
 
 #include "sse/bus.h"
 #include "sse/delivery.h"
@@ -264,7 +269,7 @@ private:
     PollSet poll_set()
     {
         PollSet set;
-        const bool listening = !stop_requested && !listen_paused_;
+        const bool listening = listen_fd_ >= 0 && !stop_requested && !listen_paused_;
         listen_paused_ = false;
         if (listening) {
             set.fds.push_back({listen_fd_, POLLIN, 0});
@@ -303,7 +308,7 @@ private:
         for (std::size_t i = 0; i < set.fds.size(); ++i) {
             const short revents = set.fds[i].revents;
             if (!set.owners[i]) {
-                if (set.fds[i].fd == listen_fd_)
+                if (listen_fd_ >= 0 && set.fds[i].fd == listen_fd_)
                     accept_now = revents & POLLIN;
                 else if (revents & POLLIN)
                     waker_.drain(); /* the subscribers are fed at the top of the loop */
@@ -449,8 +454,7 @@ private:
         std::string error = f.error;
         if (error.empty()) {
             try {
-                PublishAttempt a = publish_event(state_->bus, &state_->registry, f.channels,
-                                                 f.fields, f.audience, apr_time_now());
+                PublishAttempt a = submit_event(state_, s_, f.channels, f.fields, f.audience);
                 if (a.outcome == PublishAttempt::Outcome::Published) {
                     if (a.result.recovered_lock)
                         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s_,
@@ -458,6 +462,8 @@ private:
                                      "was recovered and no committed event was lost");
                     return ok_line(a.result.id);
                 }
+                if (a.outcome == PublishAttempt::Outcome::Unavailable) /* SSE0701 said it */
+                    return error_line(refusal(kUnavailableReason, a.error));
                 error = a.error;
             } catch (const std::exception &e) {
                 error = std::string("internal error: ") + e.what();
@@ -632,12 +638,15 @@ void run_socket_daemon(server_rec *s, apr_pool_t *pool, int listen_fd, ModuleSta
 
     prctl(PR_SET_NAME, "sse-publishd"); /* how ps, pgrep and the tests find it */
     ap_close_listeners();
-    set_nonblocking(listen_fd);
+    if (listen_fd >= 0)
+        set_nonblocking(listen_fd);
     if (ap_run_drop_privileges(pool, s) != OK) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s,
                      "SSE0404: publish socket daemon cannot drop privileges");
         _exit(1);
     }
+    if (state->redis)
+        start_redis_reader(s, state, &stop_requested);
     guarded([&] {
         /* Never destroyed: the BusWaker's detached thread may be waiting on its condition
          * variable, and destroying that would block the exit below. */

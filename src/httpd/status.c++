@@ -2,6 +2,7 @@
  * server-status page. Both read the bus and the registry only; they first release the streams
  * of processes that no longer exist, so the counts they show are those of open streams. */
 #include "src/httpd/module.h"
+#include "src/httpd/redis_bus.h"
 #include "src/httpd/subscription.h"
 
 #include "http_protocol.h"
@@ -25,6 +26,19 @@ Snapshot take_snapshot(ModuleState *state)
 {
     announce_gone(state, state->registry.reap_dead(), "process-died");
     return {state->bus.stats(), state->registry.totals(), state->registry.channels()};
+}
+
+/* SSERedis's state, or null when it is not set. */
+nlohmann::json redis_json(const ModuleState *state)
+{
+    RedisStatus rs;
+    if (!redis_status(state, &rs))
+        return nullptr;
+    return {{"url", rs.url},
+            {"stream", rs.stream},
+            {"publishing", rs.publishes_refused ? "refused" : "ok"},
+            {"reader", rs.reader_lost ? "lost" : "ok"},
+            {"last_entry", rs.last_entry.empty() ? nlohmann::json() : nlohmann::json(rs.last_entry)}};
 }
 
 } // namespace
@@ -64,6 +78,7 @@ int status_handler(request_rec *r)
         {"bus_lock_recoveries", snap.bus.lock_recoveries},
         {"socket_clients", snap.totals.socket_clients},
         {"presence_skipped", state->presence_budget.skipped()},
+        {"redis", redis_json(state)},
         {"processes", processes},
         {"channels", channels},
     };

@@ -146,6 +146,20 @@ sub spawn {
     return $pid;
 }
 
+# Ends a child process this test forked (a stopped one too): SIGCONT and SIGTERM, up to 10 s
+# for it to exit, then SIGKILL; reaped either way.
+sub end_child {
+    my ($pid) = @_;
+    kill 'CONT', $pid;
+    kill 'TERM', $pid;
+    my $end = time + 10;
+    sleep 0.05 while waitpid($pid, WNOHANG) == 0 && time < $end;
+    if (kill 0, $pid) {
+        kill 'KILL', $pid;
+        waitpid($pid, 0);
+    }
+}
+
 sub shell_quote { my ($s) = @_; $s =~ s/'/'\\''/g; return "'$s'" }
 
 package SSETest::Server;
@@ -669,6 +683,92 @@ sub parse_response {
     }
     return {status => $status // 0, headers => \%h, body => $body, raw => $raw};
 }
+
+# A redis-server of its own (Debian's), for SSERedis: 127.0.0.1, a free port, its own
+# directory, run in the foreground (--daemonize no) by a forked child and stopped by its pid.
+#   my $redis = SSETest::Redis->start(appendonly => 1);
+#   $redis->url; $redis->cli('XLEN', 'sse:stream');
+#   $redis->pause; $redis->resume;          # SIGSTOP, SIGCONT
+#   $redis->kill9; $redis->launch;           # the same port and directory (and its AOF)
+package SSETest::Redis;
+use strict;
+use warnings;
+use POSIX qw(:sys_wait_h);
+use Test::More;
+use Time::HiRes qw(time sleep);
+
+my $redis_seq = 0;
+
+sub start {
+    my ($class, %o) = @_;
+    my $name = $0;
+    $name =~ s{.*/}{};
+    $name =~ s{\.t$}{};
+    my $self = bless {dir => SSETest::run_dir("redis-$name-$$-" . $redis_seq++),
+                      port => SSETest::free_port(), owner => $$, %o}, $class;
+    $self->launch;
+    return $self;
+}
+
+sub port { $_[0]{port} }
+sub dir  { $_[0]{dir} }
+sub url  { "redis://127.0.0.1:$_[0]{port}" }
+
+# Starts redis-server and waits (15 s at most) until it answers PING.
+sub launch {
+    my ($self) = @_;
+    my @args = ('--port', $self->{port}, '--bind', '127.0.0.1', '--dir', $self->{dir},
+                '--save', '', '--appendonly', $self->{appendonly} ? 'yes' : 'no',
+                '--daemonize', 'no', '--logfile', "$self->{dir}/redis.log");
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        exec 'redis-server', @args;
+        exit 127;
+    }
+    $self->{pid} = $pid;
+    my $end = time + 15;
+    while (time < $end) {
+        return 1 if ($self->cli('PING') // '') eq 'PONG';
+        die "redis-server exited:\n" . `cat $self->{dir}/redis.log` if waitpid($pid, WNOHANG) == $pid;
+        sleep 0.05;
+    }
+    die "redis-server did not answer PING within 15 s";
+}
+
+# redis-cli against this server (at most 5 s); its output without the last newline.
+sub cli {
+    my ($self, @args) = @_;
+    my $cmd = join ' ', map { SSETest::shell_quote($_) }
+                        ('timeout', '5', 'redis-cli', '-h', '127.0.0.1', '-p', $self->{port}, @args);
+    my $out = `$cmd 2>/dev/null`;
+    chomp $out if defined $out;
+    return $out;
+}
+
+sub pause  { kill 'STOP', $_[0]{pid} }
+sub resume { kill 'CONT', $_[0]{pid} }
+
+sub kill9 {
+    my ($self) = @_;
+    return unless $self->{pid};
+    kill 'KILL', $self->{pid};
+    waitpid($self->{pid}, 0);
+    $self->{pid} = undef;
+}
+
+sub stop {
+    my ($self) = @_;
+    return unless $self->{pid} && $self->{owner} == $$;
+    SSETest::end_child($self->{pid});
+    $self->{pid} = undef;
+    # Kept, with its log, when a test failed.
+    File::Path::remove_tree($self->{dir})
+        if Test::More->builder->is_passing && !$ENV{SSE_TEST_KEEP};
+}
+
+sub DESTROY { $_[0]->stop }
+
+package SSETest;
 
 # Incremental chunked-transfer decoder.
 package SSETest::Chunked;

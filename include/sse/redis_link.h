@@ -1,0 +1,126 @@
+/* sse/redis_link.h — the connections to Redis (hiredis 0.14, its synchronous API) that join
+ * several servers into one bus: the writer every publish goes through, and the reader that
+ * brings every server's publishes to this server's bus.
+ *
+ * One Redis stream per SSERedisPrefix (sse/redis_record.h) holds every accepted publish of
+ * every server, in one order. A publish is accepted when XADD returned its entry id; each
+ * server's single reader XREADs the stream after the last id it appended and appends the
+ * entries, in order, to the local shared-memory bus. So every server delivers the same
+ * events in the same order, with the same ids (the publisher's, else the entry id).
+ *
+ * RedisWriter
+ * - Who: every process that answers publishes (httpd's children, the socket daemon). Made
+ *   once in the parent before the fork; it connects lazily, in the process that publishes
+ *   (a hiredis context must not cross fork(): connections whose pid is not ours are dropped).
+ * - Threads: any. Connections are pooled (a mutex guards the pool); each add() takes one,
+ *   so one context is used by one thread at a time, and a process holds at most as many
+ *   connections as it has threads publishing at once.
+ * - Time: add() is bounded by kConnectTimeoutMs to connect (when no pooled connection is
+ *   free) plus kCommandTimeoutMs for the XADD: under a second even when Redis is stopped
+ *   (SIGSTOP) or unreachable. A failed connection is dropped, never reused; an idle one the
+ *   server closed meanwhile (Redis restarted) is dropped before use (one poll() with no wait).
+ * - Failure: add() returns the reason; the caller refuses the publish (503). An XADD that
+ *   timed out may still have been applied by Redis (a stopped Redis that resumes runs the
+ *   commands waiting in its socket): a refused publish is "not known to be accepted", and
+ *   may yet be delivered. The stream is trimmed to about kStreamMaxLen entries (MAXLEN ~).
+ *
+ * RedisReader
+ * - Who: one per server, in the socket daemon (sse-publishd), on a thread of its own with
+ *   its own connection (a connection blocked in XREAD can do nothing else).
+ * - Threads: one at a time. read_after() blocks up to `block_ms` plus kCommandTimeoutMs; on
+ *   any failure the caller drops the connection (disconnect()), waits and connect()s again.
+ *
+ * Nothing here knows httpd or the bus; errors are returned as sentences, never thrown
+ * (except std::bad_alloc).
+ */
+#ifndef SSE_REDIS_LINK_H
+#define SSE_REDIS_LINK_H
+
+#include "sse/redis_record.h"
+
+#include <cstddef>
+#include <mutex>
+#include <string>
+#include <vector>
+
+struct redisContext; /* hiredis */
+
+namespace sse {
+
+constexpr int kConnectTimeoutMs = 400;
+constexpr int kCommandTimeoutMs = 500;
+constexpr std::size_t kStreamMaxLen = 100000;
+
+class RedisWriter {
+public:
+    RedisWriter(RedisUrl url, std::string stream_key)
+        : url_(std::move(url)), key_(std::move(stream_key)) {}
+    ~RedisWriter();
+    RedisWriter(const RedisWriter &) = delete;
+    RedisWriter &operator=(const RedisWriter &) = delete;
+
+    struct Added {
+        bool ok = false;
+        std::string entry_id; /* when ok: the id Redis gave the entry */
+        std::string error;    /* when not ok: why (for the answer and the log) */
+    };
+    /* XADDs `r` to the stream (see the contract above). */
+    Added add(const StreamRecord &r);
+
+    const RedisUrl &url() const { return url_; }
+
+private:
+    redisContext *take(std::string *err);
+    void give_back(redisContext *c);
+
+    RedisUrl url_;
+    std::string key_;
+    std::mutex mutex_;
+    std::vector<redisContext *> idle_; /* connected, made by process pid_ */
+    int pid_ = 0;
+};
+
+/* One entry read from the stream: its id and its record, or why it could not be decoded. */
+struct StreamEntry {
+    StreamId id;
+    StreamRecord record;
+    std::string error; /* not empty: the entry is skipped (record is empty) */
+};
+
+class RedisReader {
+public:
+    RedisReader(RedisUrl url, std::string stream_key)
+        : url_(std::move(url)), key_(std::move(stream_key)) {}
+    ~RedisReader() { disconnect(); }
+    RedisReader(const RedisReader &) = delete;
+    RedisReader &operator=(const RedisReader &) = delete;
+
+    /* Connects (and AUTH, SELECT); false and *err on failure. */
+    bool connect(std::string *err);
+    void disconnect();
+    bool connected() const { return c_ != nullptr; }
+
+    /* The id of the stream's newest entry, or 0-0 when the stream is empty or absent: where a
+     * server that never read the stream starts (it delivers what is published from then on). */
+    bool newest_id(StreamId *out, std::string *err);
+
+    /* Entries after `after`, at most `count`, waiting up to `block_ms` for the first. Returns
+     * false and *err when the connection failed (the caller disconnects); true with `out`
+     * empty when nothing came within block_ms. */
+    bool read_after(const StreamId &after, int block_ms, std::size_t count,
+                    std::vector<StreamEntry> &out, std::string *err);
+
+private:
+    RedisUrl url_;
+    std::string key_;
+    redisContext *c_ = nullptr;
+};
+
+/* Connects to `url` within `connect_ms`, sets `command_ms` as the bound of every later read
+ * and write, TCP keep-alive, then AUTH and SELECT as the URL asks. nullptr and *err on
+ * failure. (Shared by the writer and the reader; public for them only.) */
+redisContext *redis_connect(const RedisUrl &url, int connect_ms, int command_ms, std::string *err);
+
+} // namespace sse
+
+#endif

@@ -1,0 +1,90 @@
+/* sse/redis_record.h — what mod_sse writes into Redis and reads back: the SSERedis URL, the
+ * stream's key, a published record as the fields of one stream entry, and stream entry ids.
+ *
+ * Several httpd servers share one bus through one Redis stream per SSERedisPrefix (see
+ * sse/redis_link.h for the connections and docs/redis.md for the guarantees). Every accepted
+ * publish is one entry of that stream; each server's reader appends the entries, in stream
+ * order, to its own shared-memory bus. This header is the format of an entry, so that the
+ * writer (any server) and the readers (every server) agree on it.
+ *
+ * Entry layout (field names are ASCII; every value is binary-safe bytes):
+ *   kind      "event" or "close" (a DELETE: the channels are closed on every server)
+ *   channels  channel names joined by "," (names never hold a comma: validate_channel_name)
+ *   only      client ids joined by "," (ids never hold a comma: validate_client_id); absent
+ *             when the event is for everyone
+ *   except    the same, for the excluded ids
+ *   id        the publisher's event id; absent when it gave none (the entry id is then the id)
+ *   event     the event type; absent for an untyped "message"
+ *   data      the data, verbatim; absent when the event has none (a retry-only publish)
+ *   retry     decimal milliseconds; absent when the event has none
+ * A reader ignores fields it does not know, so a later version may add some.
+ *
+ * Pure code: no I/O, no global state, no hiredis; any thread.
+ */
+#ifndef SSE_REDIS_RECORD_H
+#define SSE_REDIS_RECORD_H
+
+#include "sse/audience.h"
+#include "sse/wire.h"
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace sse {
+
+/* Where Redis is: "redis://[[user]:password@]host[:port][/db]" or "unix:/path". */
+struct RedisUrl {
+    std::string host;     /* empty for a Unix socket */
+    int port = 6379;
+    std::string socket_path; /* set for "unix:" */
+    std::string user;     /* empty: the default user (AUTH with the password alone) */
+    std::string password; /* empty: no AUTH */
+    bool has_password = false;
+    int db = 0;           /* SELECT when not 0 */
+
+    /* "redis://host:port/db" or "unix:/path", without the credentials: for log lines. */
+    std::string display() const;
+};
+
+/* Parses an SSERedis URL. Returns an error sentence (what is wrong and the expected form), or
+ * empty and fills *out. */
+std::string parse_redis_url(std::string_view text, RedisUrl *out);
+
+/* The stream every server of one SSERedisPrefix writes and reads: "<prefix>stream". */
+std::string redis_stream_key(std::string_view prefix);
+
+/* A stream entry id "<ms>-<seq>", as numbers; ordered as Redis orders them. */
+struct StreamId {
+    std::uint64_t ms = 0, seq = 0;
+    bool operator<(const StreamId &o) const { return ms != o.ms ? ms < o.ms : seq < o.seq; }
+    bool operator==(const StreamId &o) const { return ms == o.ms && seq == o.seq; }
+    std::string text() const;
+};
+
+/* Parses "<ms>-<seq>" (both decimal, no sign, no spaces); false when it is not one. */
+bool parse_stream_id(std::string_view text, StreamId *out);
+
+/* One record of the shared bus, as it travels through Redis. */
+struct StreamRecord {
+    enum class Kind { Event, Close };
+    Kind kind = Kind::Event;
+    std::vector<std::string> channels;
+    Audience audience;  /* events only */
+    EventFields fields; /* events only; fields.id empty: the entry id becomes the id */
+};
+
+/* The entry's field-value pairs, in the order of the layout above. */
+std::vector<std::pair<std::string, std::string>> encode_stream_record(const StreamRecord &r);
+
+/* Reads the fields of an entry back. Returns an error sentence for an entry this version
+ * cannot take (unknown kind, no channels, a retry that is not a number); the values are not
+ * validated here (the reader checks them as any publish is checked). */
+std::string decode_stream_record(const std::vector<std::pair<std::string_view, std::string_view>> &fields,
+                                 StreamRecord *out);
+
+} // namespace sse
+
+#endif

@@ -1,0 +1,347 @@
+/* SSERedis: the directives, the shared redis state, publishing through Redis and the reader
+ * (see the header). */
+#include "src/httpd/redis_bus.h"
+#include "src/httpd/shared_segment.h"
+
+#include "sse/redis_link.h"
+
+#include "apr_strings.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <functional>
+#include <new>
+#include <pthread.h>
+#include <thread>
+#include <unistd.h>
+
+APLOG_USE_MODULE(sse);
+
+namespace sse::httpd {
+
+namespace {
+
+constexpr std::uint64_t kRedisStateMagic = 0x5353455244533031ull; /* "SSERDS01" */
+constexpr int kReadBlockMs = 1000;
+constexpr std::size_t kReadCount = 256;
+constexpr int kBackoffFirstMs = 100;
+constexpr int kBackoffMaxMs = 2000;
+
+/* The shared segment. The cursor has two slots: the reader writes the one not in use, then
+ * publishes it with one store of `current`, so a reader killed mid-write leaves the old one. */
+struct RedisShared {
+    std::uint64_t magic;
+    std::uint64_t source_hash;               /* of the URL and the stream key */
+    std::atomic<std::uint32_t> has_cursor;   /* 0: the reader starts at the stream's end */
+    std::atomic<std::uint32_t> current;
+    StreamId cursor[2];
+    std::atomic<std::uint32_t> writers_down; /* 1 from a refused publish to an accepted one */
+    std::atomic<std::uint32_t> reader_down;  /* 1 from a failed read to a working one */
+
+    bool load_cursor(StreamId *out) const
+    {
+        if (!has_cursor.load(std::memory_order_acquire))
+            return false;
+        *out = cursor[current.load(std::memory_order_acquire) & 1];
+        return true;
+    }
+    void store_cursor(const StreamId &id)
+    {
+        const std::uint32_t next = (current.load(std::memory_order_relaxed) + 1) & 1;
+        cursor[next] = id;
+        current.store(next, std::memory_order_release);
+        has_cursor.store(1, std::memory_order_release);
+    }
+};
+
+} // namespace
+
+class RedisBus {
+public:
+    RedisBus(const RedisUrl &url, std::string key, RedisShared *shared)
+        : key(std::move(key)), writer(url, this->key), shared(shared) {}
+    std::string key;
+    RedisWriter writer;
+    RedisShared *shared;
+};
+
+namespace {
+
+apr_status_t destroy_redis_bus(void *data)
+{
+    static_cast<RedisBus *>(data)->~RedisBus();
+    return APR_SUCCESS;
+}
+
+apr_status_t open_redis_shared(server_rec *s, std::uint64_t source_hash, RedisShared **out)
+{
+    SegmentSpec spec{"mod_sse_redis_segment", "redis state", "SSERedis", sizeof(RedisShared),
+                     [&](void *base, std::size_t size, std::string *err) {
+                         auto *r = static_cast<RedisShared *>(base);
+                         if (size < sizeof(RedisShared) || r->magic != kRedisStateMagic) {
+                             *err = "not this module's redis state";
+                             return false;
+                         }
+                         *out = r;
+                         return true;
+                     },
+                     [](void *base, std::size_t) {
+                         auto *r = new (base) RedisShared();
+                         r->magic = kRedisStateMagic;
+                         return std::string();
+                     }};
+    OpenedSegment opened;
+    if (apr_status_t rv = open_segment(s, spec, &opened); rv != APR_SUCCESS)
+        return rv;
+    if ((*out)->source_hash != source_hash) {
+        /* Another Redis or prefix than the last generation's: its cursor means nothing. */
+        (*out)->has_cursor.store(0);
+        (*out)->source_hash = source_hash;
+    }
+    return APR_SUCCESS;
+}
+
+/* Notes a refused publish; logs the outage once (the first process to notice it). */
+void note_writer_failure(RedisBus *rb, const server_rec *s, const std::string &why)
+{
+    if (rb->shared->writers_down.exchange(1) == 0)
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
+                     "SSE0701: Redis at %s did not accept a publish (%s); publishes are "
+                     "refused with 503 until it does",
+                     rb->writer.url().display().c_str(), why.c_str());
+}
+
+void note_writer_success(RedisBus *rb, const server_rec *s)
+{
+    if (rb->shared->writers_down.load(std::memory_order_relaxed) &&
+        rb->shared->writers_down.exchange(0) == 1)
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
+                     "SSE0702: Redis at %s accepts publishes again",
+                     rb->writer.url().display().c_str());
+}
+
+PublishAttempt add_to_stream(RedisBus *rb, const server_rec *s, const StreamRecord &rec,
+                             PublishAttempt a)
+{
+    RedisWriter::Added added = rb->writer.add(rec);
+    if (!added.ok) {
+        note_writer_failure(rb, s, added.error);
+        a.outcome = PublishAttempt::Outcome::Unavailable;
+        a.error = "Redis did not accept the event (" + added.error + "); try again later";
+        return a;
+    }
+    note_writer_success(rb, s);
+    a.outcome = PublishAttempt::Outcome::Published;
+    a.result.id = rec.fields.id.empty() ? added.entry_id : rec.fields.id;
+    return a;
+}
+
+/* ---- the reader ---- */
+
+class StreamFollower {
+public:
+    StreamFollower(server_rec *s, ModuleState *state, const volatile sig_atomic_t *stop)
+        : s_(s), state_(state), rb_(state->redis), stop_(stop),
+          reader_(rb_->writer.url(), rb_->key) {}
+
+    void run()
+    {
+        int backoff = kBackoffFirstMs;
+        std::vector<StreamEntry> entries;
+        for (;;) {
+            std::string err;
+            if (!(reader_.connected() || start(&err)) ||
+                !reader_.read_after(cursor_, kReadBlockMs, kReadCount, entries, &err)) {
+                reader_.disconnect();
+                note_down(err);
+                usleep(static_cast<useconds_t>(backoff) * 1000);
+                backoff = std::min(backoff * 2, kBackoffMaxMs);
+                continue;
+            }
+            backoff = kBackoffFirstMs;
+            note_up();
+            for (const StreamEntry &e : entries) {
+                if (*stop_)
+                    return; /* the daemon is ending: the next one goes on from the cursor */
+                apply(e);
+                cursor_ = e.id;
+                rb_->shared->store_cursor(cursor_);
+            }
+        }
+    }
+
+private:
+    /* Connects, and takes the cursor (or, never having read, the stream's end). */
+    bool start(std::string *err)
+    {
+        if (!reader_.connect(err))
+            return false;
+        if (!rb_->shared->load_cursor(&cursor_)) {
+            if (!reader_.newest_id(&cursor_, err))
+                return false;
+            rb_->shared->store_cursor(cursor_);
+        }
+        return true;
+    }
+
+    /* A read worked: the end of an outage, if there was one. */
+    void note_up()
+    {
+        if (rb_->shared->reader_down.load(std::memory_order_relaxed) &&
+            rb_->shared->reader_down.exchange(0) == 1)
+            ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s_,
+                         "SSE0704: reading Redis at %s again, after entry %s",
+                         rb_->writer.url().display().c_str(), cursor_.text().c_str());
+    }
+
+    void note_down(const std::string &why)
+    {
+        if (rb_->shared->reader_down.exchange(1) == 0)
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, s_,
+                         "SSE0703: lost Redis at %s (%s): events published on other servers "
+                         "wait in Redis; reconnecting every %d s at most",
+                         rb_->writer.url().display().c_str(), why.c_str(), kBackoffMaxMs / 1000);
+    }
+
+    /* One entry onto the bus: an event with its id (the publisher's, else the entry id) at
+     * Redis's time, or a close. An entry no publish could have made is skipped and logged. */
+    void apply(const StreamEntry &e)
+    {
+        const std::int64_t time_us = static_cast<std::int64_t>(e.id.ms) * 1000;
+        const StreamRecord &r = e.record;
+        const bool close = r.kind == StreamRecord::Kind::Close;
+        std::string error = e.error;
+        if (error.empty())
+            error = close ? validate_channel_list(r.channels)
+                          : check_publish(r.channels, r.fields, r.audience);
+        if (error.empty() && close) {
+            close_channels(state_->bus, state_->registry, r.channels, time_us);
+        } else if (error.empty()) {
+            EventFields ev = r.fields;
+            if (ev.id.empty())
+                ev.id = e.id.text();
+            error = append_event(state_->bus, &state_->registry, r.channels, ev, r.audience,
+                                 time_us).error;
+        }
+        if (!error.empty())
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, s_,
+                         "SSE0705: skipped Redis entry %s of %s: %s", e.id.text().c_str(),
+                         rb_->key.c_str(), error.c_str());
+    }
+
+    server_rec *s_;
+    ModuleState *state_;
+    RedisBus *rb_;
+    const volatile sig_atomic_t *stop_;
+    RedisReader reader_;
+    StreamId cursor_;
+};
+
+} // namespace
+
+const char *cmd_redis(cmd_parms *cmd, void *, const char *url)
+{
+    if (const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY))
+        return err;
+    auto *parsed = static_cast<RedisUrl *>(apr_palloc(cmd->pool, sizeof(RedisUrl)));
+    new (parsed) RedisUrl();
+    apr_pool_cleanup_register(cmd->pool, parsed, [](void *p) -> apr_status_t {
+        static_cast<RedisUrl *>(p)->~RedisUrl();
+        return APR_SUCCESS;
+    }, apr_pool_cleanup_null);
+    std::string err = parse_redis_url(url, parsed);
+    if (!err.empty())
+        return apr_psprintf(cmd->pool, "SSERedis: \"%s\": %s", url, err.c_str());
+    server_config(cmd->server)->redis_url = parsed;
+    return nullptr;
+}
+
+const char *cmd_redis_prefix(cmd_parms *cmd, void *, const char *prefix)
+{
+    if (const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY))
+        return err;
+    if (!*prefix || strlen(prefix) > 200)
+        return "SSERedisPrefix: the prefix must be 1 to 200 bytes";
+    server_config(cmd->server)->redis_prefix = prefix;
+    return nullptr;
+}
+
+apr_status_t open_redis(apr_pool_t *pconf, server_rec *s, const ServerConfig *conf,
+                        ModuleState *state)
+{
+    const std::string key = redis_stream_key(conf->redis_prefix ? conf->redis_prefix : "sse:");
+    RedisShared *shared = nullptr;
+    /* Which stream the kept cursor belongs to (std::hash: the same within one build, and a
+     * build that hashes differently only makes the reader start again at the stream's end). */
+    const std::uint64_t source = std::hash<std::string>()(conf->redis_url->display() + "\n" + key);
+    if (apr_status_t rv = open_redis_shared(s, source, &shared); rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s,
+                     "SSE0707: cannot create shared memory for SSERedis's state");
+        return rv;
+    }
+    void *mem = apr_palloc(pconf, sizeof(RedisBus));
+    state->redis = new (mem) RedisBus(*conf->redis_url, key, shared);
+    apr_pool_cleanup_register(pconf, state->redis, destroy_redis_bus, apr_pool_cleanup_null);
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "SSE0700: servers joined through Redis at %s, "
+                 "stream %s", conf->redis_url->display().c_str(), key.c_str());
+    return APR_SUCCESS;
+}
+
+PublishAttempt submit_event(ModuleState *state, const server_rec *s,
+                            const std::vector<std::string> &channels, const EventFields &ev,
+                            const Audience &audience)
+{
+    if (!state->redis)
+        return publish_event(state->bus, &state->registry, channels, ev, audience, now_us());
+    PublishAttempt a = check_publish_fits(state->bus, channels, ev, audience);
+    if (a.outcome != PublishAttempt::Outcome::Published)
+        return a;
+    StreamRecord rec;
+    rec.channels = channels;
+    rec.fields = ev;
+    rec.audience = audience;
+    return add_to_stream(state->redis, s, rec, std::move(a));
+}
+
+PublishAttempt submit_close(ModuleState *state, const server_rec *s,
+                            const std::vector<std::string> &channels)
+{
+    StreamRecord rec;
+    rec.kind = StreamRecord::Kind::Close;
+    rec.channels = channels;
+    return add_to_stream(state->redis, s, rec, PublishAttempt());
+}
+
+bool redis_status(const ModuleState *state, RedisStatus *out)
+{
+    const RedisBus *rb = state->redis;
+    if (!rb)
+        return false;
+    out->url = rb->writer.url().display();
+    out->stream = rb->key;
+    out->publishes_refused = rb->shared->writers_down.load() != 0;
+    out->reader_lost = rb->shared->reader_down.load() != 0;
+    StreamId cursor;
+    out->last_entry = rb->shared->load_cursor(&cursor) ? cursor.text() : std::string();
+    return true;
+}
+
+void start_redis_reader(server_rec *s, ModuleState *state, const volatile sig_atomic_t *stop)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    std::thread([s, state, stop] {
+        guarded([&] { StreamFollower(s, state, stop).run(); }, [&](const char *why) {
+            /* Without its reader the server would miss every event: the daemon exits and
+             * the parent starts a new one (SSE0402), which resumes from the cursor. */
+            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "SSE0706: the Redis reader failed: %s",
+                         why);
+            _exit(1);
+        });
+    }).detach();
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+}
+
+} // namespace sse::httpd

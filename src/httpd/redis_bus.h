@@ -1,0 +1,78 @@
+/* src/httpd/redis_bus.h — SSERedis in httpd: several servers joined into one bus through one
+ * Redis stream (sse/redis_link.h, docs/redis.md).
+ *
+ * Who does what
+ * - post_config (parent): open_redis() makes the generation's RedisBus (in pconf: the URL,
+ *   the stream key, the writer, which connects lazily in the processes that publish) and the
+ *   small shared segment "redis state" (process pool, kept across restarts like the bus): the
+ *   reader's cursor (the id of the last entry appended to this server's bus) and the outage
+ *   flags that keep the outage log lines to one per outage across every process.
+ * - Publishing (any child thread, the socket daemon): submit_event() is the one call of the
+ *   HTTP handler and the socket; without SSERedis it is publish_event() on the local bus, as
+ *   before (one pointer test more). With it, the event is checked, XADDed, and answered only
+ *   after Redis accepted it (Published with the wire id), else Unavailable within a second.
+ *   The local bus gets it from the reader, like every other server's.
+ * - Reading (the socket daemon, which the parent starts when SSERedis is set even without
+ *   SSEPublishSocket): start_redis_reader() runs one thread with its own connection that
+ *   appends every entry after the cursor to the bus, in order, advancing the cursor after
+ *   each; on any failure (connect, AUTH, a read that timed out or was refused) it waits a
+ *   back-off of 100 ms doubling to 2 s, reconnects and resumes from the cursor. The outage is
+ *   logged once, when it starts (SSE0703), and once when a read works again (SSE0704). At most one daemon (so one reader) runs at a time: the parent's pool
+ *   cleanup ends the old one before a new generation forks the next.
+ * - A daemon killed between an append and the cursor's advance appends that entry again
+ *   when it restarts (at most one repeat, never a loss).
+ */
+#ifndef SSE_HTTPD_REDIS_BUS_H
+#define SSE_HTTPD_REDIS_BUS_H
+
+#include "src/httpd/module.h"
+
+#include "sse/publisher.h"
+#include "sse/redis_record.h"
+
+#include <csignal>
+
+namespace sse::httpd {
+
+class RedisBus;
+
+/* The directives' handlers (config.c++'s command table). */
+const char *cmd_redis(cmd_parms *cmd, void *, const char *url);
+const char *cmd_redis_prefix(cmd_parms *cmd, void *, const char *prefix);
+
+/* post_config, when SSERedis is set: sets state->redis. Logs its failures (SSE0707). */
+apr_status_t open_redis(apr_pool_t *pconf, server_rec *s, const ServerConfig *conf,
+                        ModuleState *state);
+
+/* Publishes an event: on the local bus, or through Redis when SSERedis is set (see above).
+ * Logs the outage line itself (SSE0701, once per outage; SSE0702 when Redis is back). */
+PublishAttempt submit_event(ModuleState *state, const server_rec *s,
+                            const std::vector<std::string> &channels, const EventFields &ev,
+                            const Audience &audience);
+
+/* DELETE through Redis: sends the close of `channels` to every server. Published (with
+ * result.id, the entry id) or Unavailable. */
+PublishAttempt submit_close(ModuleState *state, const server_rec *s,
+                            const std::vector<std::string> &channels);
+
+/* In the socket daemon, after it dropped privileges: starts the reader thread (every signal
+ * blocked). It stops appending once *stop is set (the daemon is ending). */
+void start_redis_reader(server_rec *s, ModuleState *state, const volatile sig_atomic_t *stop);
+
+/* What sse-status shows of SSERedis (this server's view). */
+struct RedisStatus {
+    std::string url;        /* without the password */
+    std::string stream;     /* the stream's key */
+    bool publishes_refused; /* from a refused publish to the next accepted one */
+    bool reader_lost;       /* from the reader's failure to its next working read */
+    std::string last_entry; /* the id of the last entry appended to this bus; empty: none */
+};
+/* False when SSERedis is not set. Any process, any thread. */
+bool redis_status(const ModuleState *state, RedisStatus *out);
+
+/* The seconds a refused publish is told to wait (Retry-After). */
+constexpr int kRedisRetryAfterSeconds = 1;
+
+} // namespace sse::httpd
+
+#endif

@@ -1,0 +1,228 @@
+#include "sse/redis_link.h"
+
+#include <hiredis/hiredis.h>
+
+#include <memory>
+#include <poll.h>
+#include <unistd.h>
+
+namespace sse {
+
+namespace {
+
+struct ReplyFree {
+    void operator()(redisReply *r) const { freeReplyObject(r); }
+};
+using Reply = std::unique_ptr<redisReply, ReplyFree>;
+
+struct timeval ms_to_tv(int ms) { return {ms / 1000, (ms % 1000) * 1000}; }
+
+/* Redis sends nothing unasked on a connection between commands: an idle connection that is
+ * readable was closed by the server (a Redis restarted, or its timeout), and a command on it
+ * would fail. */
+bool closed_while_idle(const redisContext *c)
+{
+    struct pollfd p = {c->fd, POLLIN, 0};
+    return poll(&p, 1, 0) != 0;
+}
+
+/* Runs one command; nullptr and *err when the connection failed (it must then be dropped) or
+ * Redis answered an error (the connection stays usable, *err says so). */
+Reply command(redisContext *c, const std::vector<std::string> &args, std::string *err)
+{
+    std::vector<const char *> argv;
+    std::vector<std::size_t> lens;
+    for (const auto &a : args) {
+        argv.push_back(a.data());
+        lens.push_back(a.size());
+    }
+    Reply r(static_cast<redisReply *>(
+        redisCommandArgv(c, static_cast<int>(argv.size()), argv.data(), lens.data())));
+    if (!r) {
+        *err = c->errstr[0] ? c->errstr : "the connection failed";
+        return nullptr;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        *err = std::string("Redis answered: ") + std::string(r->str, r->len);
+        return nullptr;
+    }
+    return r;
+}
+
+std::string_view reply_text(const redisReply *r)
+{
+    return r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS)
+               ? std::string_view(r->str, r->len)
+               : std::string_view();
+}
+
+/* One entry of an XREAD or XREVRANGE reply: [id, [field, value, ...]]. */
+StreamEntry parse_entry(const redisReply *e)
+{
+    StreamEntry out;
+    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+        !parse_stream_id(reply_text(e->element[0]), &out.id)) {
+        out.error = "an entry that is not [id, fields]";
+        return out;
+    }
+    const redisReply *f = e->element[1];
+    std::vector<std::pair<std::string_view, std::string_view>> fields;
+    if (f->type == REDIS_REPLY_ARRAY)
+        for (std::size_t i = 0; i + 1 < f->elements; i += 2)
+            fields.emplace_back(reply_text(f->element[i]), reply_text(f->element[i + 1]));
+    out.error = decode_stream_record(fields, &out.record);
+    return out;
+}
+
+} // namespace
+
+redisContext *redis_connect(const RedisUrl &url, int connect_ms, int command_ms, std::string *err)
+{
+    redisContext *c = url.socket_path.empty()
+                          ? redisConnectWithTimeout(url.host.c_str(), url.port, ms_to_tv(connect_ms))
+                          : redisConnectUnixWithTimeout(url.socket_path.c_str(), ms_to_tv(connect_ms));
+    if (!c) {
+        *err = "cannot allocate a connection";
+        return nullptr;
+    }
+    if (c->err) {
+        *err = std::string("cannot connect: ") + c->errstr;
+        redisFree(c);
+        return nullptr;
+    }
+    redisSetTimeout(c, ms_to_tv(command_ms));
+    if (url.socket_path.empty())
+        redisEnableKeepAlive(c);
+    bool ok = true;
+    if (url.has_password) {
+        std::vector<std::string> auth{"AUTH"};
+        if (!url.user.empty())
+            auth.push_back(url.user);
+        auth.push_back(url.password);
+        ok = command(c, auth, err) != nullptr;
+    }
+    if (ok && url.db != 0)
+        ok = command(c, {"SELECT", std::to_string(url.db)}, err) != nullptr;
+    if (!ok) {
+        redisFree(c);
+        return nullptr;
+    }
+    return c;
+}
+
+/* ---- RedisWriter ---- */
+
+RedisWriter::~RedisWriter()
+{
+    for (redisContext *c : idle_)
+        redisFree(c);
+}
+
+redisContext *RedisWriter::take(std::string *err)
+{
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        const int pid = static_cast<int>(getpid());
+        if (pid_ != pid) {
+            /* Inherited through fork(): not ours to use (nor to close: the parent's). */
+            idle_.clear();
+            pid_ = pid;
+        }
+        while (!idle_.empty()) {
+            redisContext *c = idle_.back();
+            idle_.pop_back();
+            if (!closed_while_idle(c))
+                return c;
+            redisFree(c);
+        }
+    }
+    return redis_connect(url_, kConnectTimeoutMs, kCommandTimeoutMs, err);
+}
+
+void RedisWriter::give_back(redisContext *c)
+{
+    std::lock_guard<std::mutex> lock(mutex_);
+    idle_.push_back(c);
+}
+
+RedisWriter::Added RedisWriter::add(const StreamRecord &r)
+{
+    Added a;
+    redisContext *c = take(&a.error);
+    if (!c)
+        return a;
+    std::vector<std::string> args{"XADD", key_, "MAXLEN", "~", std::to_string(kStreamMaxLen), "*"};
+    for (auto &[name, value] : encode_stream_record(r)) {
+        args.push_back(std::move(name));
+        args.push_back(std::move(value));
+    }
+    Reply reply = command(c, args, &a.error);
+    if (reply && reply->type == REDIS_REPLY_STRING) {
+        a.ok = true;
+        a.entry_id = std::string(reply_text(reply.get()));
+    } else if (reply) {
+        a.error = "XADD did not answer an entry id";
+    }
+    if (c->err) /* an I/O error or a timeout: the connection is unusable */
+        redisFree(c);
+    else
+        give_back(c);
+    return a;
+}
+
+/* ---- RedisReader ---- */
+
+bool RedisReader::connect(std::string *err)
+{
+    disconnect();
+    c_ = redis_connect(url_, kConnectTimeoutMs, kCommandTimeoutMs, err);
+    return c_ != nullptr;
+}
+
+void RedisReader::disconnect()
+{
+    if (c_)
+        redisFree(c_);
+    c_ = nullptr;
+}
+
+bool RedisReader::newest_id(StreamId *out, std::string *err)
+{
+    Reply r = command(c_, {"XREVRANGE", key_, "+", "-", "COUNT", "1"}, err);
+    if (!r)
+        return false;
+    *out = StreamId{};
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 1) {
+        StreamEntry e = parse_entry(r->element[0]);
+        *out = e.id;
+    }
+    return true;
+}
+
+bool RedisReader::read_after(const StreamId &after, int block_ms, std::size_t count,
+                             std::vector<StreamEntry> &out, std::string *err)
+{
+    out.clear();
+    /* The socket's bound must outlast the BLOCK, or every quiet round would be a failure. */
+    redisSetTimeout(c_, ms_to_tv(block_ms + kCommandTimeoutMs));
+    Reply r = command(c_, {"XREAD", "COUNT", std::to_string(count), "BLOCK",
+                           std::to_string(block_ms), "STREAMS", key_, after.text()},
+                      err);
+    if (!r)
+        return false;
+    if (r->type == REDIS_REPLY_NIL)
+        return true;
+    /* [[key, [entry, ...]]] */
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 1 ||
+        r->element[0]->type != REDIS_REPLY_ARRAY || r->element[0]->elements != 2 ||
+        r->element[0]->element[1]->type != REDIS_REPLY_ARRAY) {
+        *err = "XREAD answered something that is not a stream's entries";
+        return false;
+    }
+    const redisReply *entries = r->element[0]->element[1];
+    for (std::size_t i = 0; i < entries->elements; ++i)
+        out.push_back(parse_entry(entries->element[i]));
+    return true;
+}
+
+} // namespace sse

@@ -1,0 +1,193 @@
+#include "sse/redis_record.h"
+
+#include <charconv>
+
+namespace sse {
+
+namespace {
+
+bool parse_decimal(std::string_view s, std::uint64_t *out)
+{
+    if (s.empty())
+        return false;
+    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), *out);
+    return ec == std::errc() && end == s.data() + s.size();
+}
+
+std::string join(const std::vector<std::string> &names)
+{
+    std::string out;
+    for (const auto &n : names) {
+        if (!out.empty())
+            out += ',';
+        out += n;
+    }
+    return out;
+}
+
+constexpr const char *kUrlForm =
+    "expected redis://[[user]:password@]host[:port][/db] or unix:/path/to/redis.sock";
+
+/* "host", "host:port", "[v6]" or "[v6]:port" into url->host and url->port. */
+std::string parse_host_port(std::string_view hp, RedisUrl *url)
+{
+    std::string_view port;
+    if (!hp.empty() && hp.front() == '[') {
+        std::size_t close = hp.find(']');
+        if (close == std::string_view::npos)
+            return "an IPv6 address lacks its closing ']'";
+        url->host = std::string(hp.substr(1, close - 1));
+        std::string_view rest = hp.substr(close + 1);
+        if (!rest.empty() && rest.front() != ':')
+            return "unexpected \"" + std::string(rest) + "\" after the IPv6 address";
+        port = rest.empty() ? rest : rest.substr(1);
+        if (!rest.empty() && port.empty())
+            return "the port after ':' is empty";
+    } else {
+        std::size_t colon = hp.find(':');
+        url->host = std::string(hp.substr(0, colon));
+        if (colon != std::string_view::npos) {
+            port = hp.substr(colon + 1);
+            if (port.empty())
+                return "the port after ':' is empty";
+        }
+    }
+    if (url->host.empty())
+        return "no host";
+    std::uint64_t p = 0;
+    if (!port.empty() && (!parse_decimal(port, &p) || p < 1 || p > 65535))
+        return "port \"" + std::string(port) + "\" is not a number from 1 to 65535";
+    if (!port.empty())
+        url->port = static_cast<int>(p);
+    return {};
+}
+
+} // namespace
+
+std::string RedisUrl::display() const
+{
+    if (!socket_path.empty())
+        return "unix:" + socket_path;
+    std::string h = host.find(':') != std::string::npos ? "[" + host + "]" : host;
+    return "redis://" + h + ":" + std::to_string(port) + "/" + std::to_string(db);
+}
+
+std::string parse_redis_url(std::string_view text, RedisUrl *out)
+{
+    RedisUrl url;
+    constexpr std::string_view kUnix = "unix:", kRedis = "redis://";
+    if (text.substr(0, kUnix.size()) == kUnix) {
+        url.socket_path = std::string(text.substr(kUnix.size()));
+        if (url.socket_path.empty() || url.socket_path.front() != '/')
+            return std::string("the socket path after unix: must be absolute; ") + kUrlForm;
+        *out = url;
+        return {};
+    }
+    if (text.substr(0, kRedis.size()) != kRedis)
+        return std::string("unknown scheme; ") + kUrlForm + " (rediss:// needs TLS, which "
+               "Debian 12's hiredis lacks: see docs/redis.md)";
+    std::string_view rest = text.substr(kRedis.size());
+    std::size_t at = rest.rfind('@');
+    if (at != std::string_view::npos) {
+        std::string_view cred = rest.substr(0, at);
+        std::size_t colon = cred.find(':');
+        if (colon == std::string_view::npos)
+            return std::string("the credentials before '@' need a ':' before the password; ") +
+                   kUrlForm;
+        url.user = std::string(cred.substr(0, colon));
+        url.password = std::string(cred.substr(colon + 1));
+        url.has_password = true;
+        rest = rest.substr(at + 1);
+    }
+    std::size_t slash = rest.find('/');
+    std::string err = parse_host_port(rest.substr(0, slash), &url);
+    if (!err.empty())
+        return err + "; " + kUrlForm;
+    if (slash != std::string_view::npos && slash + 1 < rest.size()) {
+        std::uint64_t db = 0;
+        if (!parse_decimal(rest.substr(slash + 1), &db) || db > 1000000)
+            return "database \"" + std::string(rest.substr(slash + 1)) +
+                   "\" is not a number; " + kUrlForm;
+        url.db = static_cast<int>(db);
+    }
+    *out = url;
+    return {};
+}
+
+std::string redis_stream_key(std::string_view prefix) { return std::string(prefix) + "stream"; }
+
+std::string StreamId::text() const { return std::to_string(ms) + "-" + std::to_string(seq); }
+
+bool parse_stream_id(std::string_view text, StreamId *out)
+{
+    std::size_t dash = text.find('-');
+    if (dash == std::string_view::npos)
+        return false;
+    StreamId id;
+    if (!parse_decimal(text.substr(0, dash), &id.ms) || !parse_decimal(text.substr(dash + 1), &id.seq))
+        return false;
+    *out = id;
+    return true;
+}
+
+std::vector<std::pair<std::string, std::string>> encode_stream_record(const StreamRecord &r)
+{
+    std::vector<std::pair<std::string, std::string>> f;
+    f.emplace_back("kind", r.kind == StreamRecord::Kind::Close ? "close" : "event");
+    f.emplace_back("channels", join(r.channels));
+    if (r.kind == StreamRecord::Kind::Close)
+        return f;
+    if (!r.audience.only.empty())
+        f.emplace_back("only", join(r.audience.only));
+    if (!r.audience.except.empty())
+        f.emplace_back("except", join(r.audience.except));
+    if (!r.fields.id.empty())
+        f.emplace_back("id", r.fields.id);
+    if (!r.fields.event.empty())
+        f.emplace_back("event", r.fields.event);
+    if (r.fields.has_data)
+        f.emplace_back("data", r.fields.data);
+    if (r.fields.retry >= 0)
+        f.emplace_back("retry", std::to_string(r.fields.retry));
+    return f;
+}
+
+std::string decode_stream_record(const std::vector<std::pair<std::string_view, std::string_view>> &fields,
+                                 StreamRecord *out)
+{
+    StreamRecord r;
+    bool kind_seen = false;
+    for (const auto &[name, value] : fields) {
+        if (name == "kind") {
+            if (value != "event" && value != "close")
+                return "unknown kind \"" + std::string(value) + "\"";
+            r.kind = value == "close" ? StreamRecord::Kind::Close : StreamRecord::Kind::Event;
+            kind_seen = true;
+        } else if (name == "channels") {
+            append_channel_list(value, r.channels);
+        } else if (name == "only") {
+            Audience::append_list(value, r.audience.only);
+        } else if (name == "except") {
+            Audience::append_list(value, r.audience.except);
+        } else if (name == "id") {
+            r.fields.id = std::string(value);
+        } else if (name == "event") {
+            r.fields.event = std::string(value);
+        } else if (name == "data") {
+            r.fields.data = std::string(value);
+            r.fields.has_data = true;
+        } else if (name == "retry") {
+            r.fields.retry = parse_retry(value);
+            if (r.fields.retry < 0)
+                return "retry \"" + std::string(value) + "\" is not a number of milliseconds";
+        }
+    }
+    if (!kind_seen)
+        return "no kind";
+    if (r.channels.empty())
+        return "no channels";
+    *out = std::move(r);
+    return {};
+}
+
+} // namespace sse

@@ -1,0 +1,294 @@
+# SSERedis: two httpd servers joined through one Redis (Debian's redis-server, started here on
+# a free port with its own directory and append-only file) deliver every event published on
+# either (HTTP, the socket, targeted, DELETE) to their subscribers exactly once, in one order,
+# with the same ids; a client resumes on the other server with Last-Event-ID; Redis stopped
+# (SIGSTOP) or killed and restarted: publishes are refused with 503 within a bounded time,
+# streams stay open, and delivery resumes without restarting httpd, nothing accepted lost;
+# two prefixes on one Redis do not see each other; a bad URL stops the start.
+use strict;
+use warnings;
+use lib 't/lib';
+use SSETest;
+use Test::More;
+use Time::HiRes qw(sleep time);
+
+my $redis = SSETest::Redis->start(appendonly => 1);
+my $url = $redis->url;
+my $conf = <<'EOF';
+<Location /events>
+    SSEKeepalive 1
+</Location>
+<Location /who>
+    SetHandler sse-subscribe
+    SSEClientId %{req:X-Client-Id} unauthenticated
+</Location>
+EOF
+# A has the publish socket; B has none (its daemon runs for the Redis reader alone).
+my $a = SSETest::Server->start(global => "SSERedis $url\nSSEPublishSocket pub.sock\n", conf => $conf);
+my $b = SSETest::Server->start(global => "SSERedis $url\n", conf => $conf);
+my @outage = (qr/SSE0701: Redis at redis:\/\/127\.0\.0\.1:\d+\/0 did not accept a publish/,
+              qr/SSE0703: lost Redis at redis:\/\/127\.0\.0\.1:\d+\/0/);
+$_->expect_log(@outage) for $a, $b;
+
+sub summary { map { [$_->{id}, $_->{event}, $_->{data}] } @_ }
+
+# Each server's reader starts at the stream's end once it is connected: publishes on $from
+# until a subscriber of every server got one, so that what follows reaches all of them.
+sub wait_joined {
+    my ($from, @servers) = @_;
+    my @subs = map { $_->subscribe('/events/warmup') } @servers;
+    for my $try (1 .. 30) {
+        $from->publish('/publish/warmup', "w$try");
+        my $all = 1;
+        for my $s (@subs) {
+            $all = 0 unless $s->read_until(sub { scalar $s->all_events }, 1);
+        }
+        if ($all) {
+            $_->close for @subs;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+ok(wait_joined($a, $a, $b), 'A and B read the stream');
+ok(wait_joined($b, $a, $b), 'B publishes to both');
+# The reader notes an entry as its last just after appending it (a subscriber may see the
+# event a moment before): waited for, at most 10 s.
+my $newest = $redis->cli('XREVRANGE', 'sse:stream', '+', '-', 'COUNT', '1') =~ /^(\d+-\d+)/ ? $1 : 'none';
+my $status;
+$a->wait_for(sub { $status = SSETest::json_decode($a->request(GET => '/sse-status')->{body})->{redis};
+                   ($status->{last_entry} // '') eq $newest }, 10);
+is_deeply($status, {url => "$url/0", stream => 'sse:stream', publishing => 'ok', reader => 'ok',
+                    last_entry => $newest},
+          "sse-status shows Redis's state");
+
+subtest 'one bus: every event on both servers, once, in one order, with the same ids' => sub {
+    my $sa = $a->subscribe('/events/news');
+    my $sb = $b->subscribe('/events/news');
+    my $sock = $a->subscribe_socket('news');
+    my $alice = $b->subscribe('/who/news', headers => {'X-Client-Id' => 'alice'});
+    my @ids;
+    my $r = $a->publish('/publish/news', 'one');
+    is($r->{status}, 201, 'HTTP publish on A');
+    like($r->{json}{id}, qr/^\d+-\d+$/, 'its id is the Redis entry id');
+    push @ids, $r->{json}{id};
+    $r = $a->publish('/publish/news', '{"id":"given-7","event":"update","data":"two"}',
+                     headers => {'Content-Type' => 'application/json'});
+    is($r->{json}{id}, 'given-7', "the publisher's id is kept");
+    push @ids, 'given-7';
+    my $p = $a->run_publish(['-e', 'cli', 'news', 'three']);
+    is($p->{rc}, 0, "sse-publish on A's socket") or diag $p->{err};
+    chomp(my $sid = $p->{out});
+    like($sid, qr/^\d+-\d+$/, 'the socket answers the entry id');
+    push @ids, $sid;
+    $r = $b->publish('/publish/news?only=alice', 'for alice');
+    is($r->{status}, 201, 'targeted publish on B');
+    my $alice_id = $r->{json}{id};
+    $r = $b->publish('/publish/news', 'four');
+    push @ids, $r->{json}{id};
+
+    my @want = ([$ids[0], 'message', 'one'], [$ids[1], 'update', 'two'], [$ids[2], 'cli', 'three'],
+                [$ids[3], 'message', 'four']);
+    is_deeply([summary($sa->events(4, 10))], \@want, 'A subscriber: all four, in order');
+    is_deeply([summary($sb->events(4, 10))], \@want, 'B subscriber: the same');
+    is_deeply([summary($sock->events(4, 10))], \@want, 'socket subscriber on A: the same');
+    is_deeply([summary($alice->events(5, 10))],
+              [@want[0 .. 2], [$alice_id, 'message', 'for alice'], $want[3]],
+              'alice on B also gets the event addressed to her');
+    # Nothing more comes (no second copy from the other server's publishes).
+    $r = $a->publish('/publish/news', 'five');
+    push @ids, $r->{json}{id};
+    my @more = ($sa->events(1, 5), $sb->events(1, 5));
+    is_deeply([map { $_->{data} } @more], ['five', 'five'], 'and no repeat on either');
+    $_->close for $sa, $sb, $sock, $alice;
+
+    # A client that read two events on A comes back on B.
+    my $again = $b->subscribe('/events/news', headers => {'Last-Event-ID' => $ids[1]});
+    is_deeply([map { $_->{data} } $again->events(3, 10)], ['three', 'four', 'five'],
+              'resumed on B after the id read on A: exactly the rest');
+    is(scalar($again->events(1, 1)), 0, 'nothing more');
+    $again->close;
+    my $unknown = $b->subscribe('/events/news', headers => {'Last-Event-ID' => '1-0'});
+    my @ev = $unknown->events(1, 10);
+    is($ev[0]{event}, 'sse-missed', 'an id the bus does not hold: sse-missed');
+    $unknown->close;
+};
+
+subtest 'DELETE on A closes the channel on B' => sub {
+    my $sb = $b->subscribe('/events/room');
+    is($a->publish('/publish/room', 'hi')->{status}, 201, 'published');
+    is(scalar($sb->events(1, 10)), 1, 'B got it');
+    my $r = $a->request(DELETE => '/publish/room');
+    is($r->{status}, 200, 'DELETE answered');
+    my @ev = $sb->events(1, 10);
+    is($ev[0]{event}, 'sse-close', 'B\'s subscriber got sse-close');
+    ok($sb->read_until(sub { $sb->closed }, 10), 'and its stream ended');
+    is($b->subscribe('/events/room')->status, 204, 'a reconnect to B is answered 204');
+};
+
+# Publishes $data to news on $srv, timed: [status, seconds, response].
+sub timed_publish {
+    my ($srv, $data) = @_;
+    my $t0 = time;
+    my $r = $srv->publish('/publish/news', $data);
+    return ($r->{status}, time - $t0, $r);
+}
+
+# Publishes until one is accepted (each try is answered within a second or two); its id.
+sub publish_when_back {
+    my ($srv, $data) = @_;
+    for (1 .. 60) {
+        my $r = $srv->publish('/publish/news', $data);
+        return $r->{json}{id} if $r->{status} == 201;
+        sleep 0.25;
+    }
+    return undef;
+}
+
+# The events of $sub until one carries $data (at most $seconds); their data.
+sub data_until {
+    my ($sub, $data, $seconds) = @_;
+    $sub->read_until(sub { grep { $_->{data} eq $data } $sub->all_events }, $seconds);
+    return map { $_->{data} } $sub->events(0, 0);
+}
+
+subtest 'Redis stopped: 503 within a bounded time, streams stay, nothing accepted lost' => sub {
+    my $sa = $a->subscribe('/events/news');
+    my $sb = $b->subscribe('/events/news');
+    is($a->publish('/publish/news', 'before stop')->{status}, 201, 'accepted before');
+    $redis->pause;
+    my ($status, $took, $r) = timed_publish($a, 'while stopped');
+    is($status, 503, 'a publish while Redis is stopped: 503');
+    cmp_ok($took, '<', 5, "answered within a bounded time (took ${\ sprintf '%.2f', $took} s; the bound is 0.9 s)");
+    ok($r->{headers}{'retry-after'}, 'Retry-After');
+    is($r->{json}{status}, 503, 'a JSON body');
+    like($r->{json}{error}, qr/Redis did not accept the event/, 'saying why');
+    my $p = $a->run_publish(['news', 'socket while stopped']);
+    isnt($p->{rc}, 0, 'sse-publish on the socket fails');
+    like($p->{err}, qr/unavailable/, 'with the protocol\'s "error unavailable" answer');
+    ok($a->wait_for(sub { $a->log_text =~ /SSE0701/ }, 5), 'SSE0701 logged');
+    my $st = SSETest::json_decode($a->request(GET => '/sse-status')->{body});
+    is($st->{redis}{publishing}, 'refused', 'sse-status: publishing refused');
+    ok($b->wait_for(sub { (SSETest::json_decode($b->request(GET => '/sse-status')->{body})
+                           // {})->{redis}{reader} eq 'lost' }, 10),
+       "sse-status on B: its reader lost Redis");
+    my $comments = () = $sb->comments;
+    $sb->pump(2.5);
+    cmp_ok(scalar(() = $sb->comments), '>', $comments, 'B\'s stream got keep-alives meanwhile');
+    ok(!$sb->closed && !$sa->closed, 'both streams are open');
+    $redis->resume;
+    my $back = publish_when_back($b, 'after resume');
+    ok(defined $back, 'publishes are accepted again');
+    $st = SSETest::json_decode($b->request(GET => '/sse-status')->{body});
+    is($st->{redis}{publishing}, 'ok', 'sse-status: publishing ok again');
+    for my $sub ($sa, $sb) {
+        my @got = data_until($sub, 'after resume', 15);
+        is($got[0], 'before stop', 'the event accepted before the stop came first');
+        # A refused publish whose XADD Redis still ran after SIGCONT may come before or after
+        # it: its connection and this one's are read by Redis in either order.
+        is(scalar(grep { $_ eq 'after resume' } @got), 1, 'the one accepted after it came');
+        my %seen;
+        ok(!(grep { $seen{$_}++ } @got), 'no event twice') or diag explain \@got;
+        # A publish refused on a timeout may still have been run by Redis after SIGCONT.
+        ok(!(grep { !/^(before stop|while stopped|socket while stopped|after resume)$/ } @got),
+           'nothing else') or diag explain \@got;
+    }
+    is(() = $a->log_text =~ /SSE0701/g, 1, 'one SSE0701 line for the outage, not one per publish');
+    ok($b->wait_for(sub { my $s = SSETest::json_decode($b->request(GET => '/sse-status')->{body});
+                          $s->{redis}{reader} eq 'ok' && $s->{redis}{last_entry} eq $back }, 10),
+       'sse-status on B: reading again, its last entry the last one published');
+    like($b->log_text, qr/SSE0704: reading Redis at redis:\/\/127\.0\.0\.1:\d+\/0 again, after entry \d+-\d+/,
+         'SSE0704 logged');
+    is(() = $b->log_text =~ /SSE0703/g, 1, "one SSE0703 line for B's reader, however often it retried");
+    $_->close for $sa, $sb;
+};
+
+subtest 'Redis killed and restarted (append-only file): delivery resumes, no httpd restart' => sub {
+    my $sa = $a->subscribe('/events/news');
+    my $sb = $b->subscribe('/events/news');
+    my $id = $a->publish('/publish/news', 'before kill')->{json}{id};
+    ok($id, 'accepted');
+    is_deeply([map { $_->{data} } $sb->events(1, 10)], ['before kill'], 'B got it');
+    $redis->kill9;
+    my ($status, $took) = timed_publish($a, 'while dead');
+    is($status, 503, 'a publish while Redis is down: 503');
+    cmp_ok($took, '<', 5, 'answered within a bounded time');
+    # An event accepted while B's reader is away: B gets it once Redis is back.
+    $redis->launch;
+    my $back = publish_when_back($a, 'after restart');
+    ok(defined $back, 'publishes are accepted again, httpd not restarted');
+    for my $sub ($sa, $sb) {
+        my @got = data_until($sub, 'after restart', 15);
+        is_deeply([grep { $_ ne 'before kill' } @got], ['after restart'],
+                  'the next event, once, and nothing from before the kill again');
+    }
+    # Each publish is a new connection, so they spread over the children: none may hold on
+    # to a connection the old Redis closed.
+    my @status = map { $a->publish('/publish/news', "later $_")->{status} } 1 .. 12;
+    is_deeply(\@status, [(201) x 12], 'every later publish is accepted, whichever child takes it');
+    is(scalar($sb->events(12, 15)), 12, 'and delivered on B');
+    $_->close for $sa, $sb;
+};
+
+subtest 'a graceful restart of B keeps its place in the stream' => sub {
+    my $sb = $b->subscribe('/events/gr');
+    my $first = $a->publish('/publish/gr', 'before restart')->{json}{id};
+    is_deeply([map { $_->{data} } $sb->events(1, 10)], ['before restart'], 'B got it');
+    $b->graceful;
+    ok($sb->read_until(sub { $sb->closed }, 15), 'the stream was ended by the restart');
+    is($a->publish('/publish/gr', 'after restart')->{status}, 201, 'published on A after it');
+    my $again = $b->subscribe('/events/gr', headers => {'Last-Event-ID' => $first});
+    is_deeply([map { $_->{data} } $again->events(1, 10)], ['after restart'],
+              'resumed on B: the next event, once (the new daemon went on from the cursor)');
+    is(scalar($again->events(1, 1)), 0, 'nothing more');
+    $again->close;
+};
+
+subtest 'two prefixes on one Redis do not see each other' => sub {
+    my $c = SSETest::Server->start(global => "SSERedis $url\nSSERedisPrefix other:\n", conf => $conf);
+    ok(wait_joined($c, $c), 'C (prefix other:) reads its stream');
+    my $sa = $a->subscribe('/events/iso');
+    my $sc = $c->subscribe('/events/iso');
+    is($c->publish('/publish/iso', 'from C')->{status}, 201, 'published on C');
+    is($a->publish('/publish/iso', 'from A')->{status}, 201, 'published on A');
+    is_deeply([map { $_->{data} } $sc->events(1, 10)], ['from C'], 'C got its own');
+    is_deeply([map { $_->{data} } $sa->events(1, 10)], ['from A'], 'A got its own');
+    is(scalar($sc->events(1, 2)) + scalar($sa->events(1, 1)), 0, 'and not the other\'s');
+    like($redis->cli('XLEN', 'other:stream'), qr/^\d+$/, 'other:stream exists in Redis');
+    $_->close for $sa, $sc;
+    $c->stop;
+};
+
+subtest 'Redis answering an error: 503 saying so, the reader waits' => sub {
+    is($redis->cli('SET', 'taken:stream', 'not a stream'), 'OK', 'taken:stream is a string');
+    my $d = SSETest::Server->start(global => "SSERedis $url\nSSERedisPrefix taken:\n");
+    $d->expect_log(qr/SSE0701: .*WRONGTYPE/, qr/SSE0703: .*WRONGTYPE/);
+    my $r = $d->publish('/publish/x', 'data');
+    is($r->{status}, 503, 'a publish is refused');
+    like($r->{json}{error}, qr/Redis answered: WRONGTYPE/, "with Redis's answer");
+    ok($d->wait_for(sub { $d->log_text =~ /SSE0703: .*WRONGTYPE/ }, 10), 'the reader says why');
+    my $before = $redis->cli('INFO', 'stats') =~ /total_commands_processed:(\d+)/ ? $1 : 0;
+    sleep 2;
+    my $after = $redis->cli('INFO', 'stats') =~ /total_commands_processed:(\d+)/ ? $1 : 0;
+    cmp_ok($after - $before, '<', 40, "and retries with a back-off, not in a loop (@{[$after - $before]} commands in 2 s)");
+    $d->stop;
+    $redis->cli('DEL', 'taken:stream');
+};
+
+subtest 'a bad SSERedis stops the start' => sub {
+    for ([qr/SSERedis: "redis:\/\/h:99999": port "99999"/, 'SSERedis redis://h:99999'],
+         [qr/SSERedis: "http:\/\/h": unknown scheme/, 'SSERedis http://h'],
+         [qr/SSERedis not allowed|SSERedis cannot occur within <Location> section/,
+          "<Location /x>\nSSERedis redis://h\n</Location>"]) {
+        my ($want, $line) = @$_;
+        my ($rc, $out) = SSETest::Server->configtest(global => $line);
+        isnt($rc, 0, "refused: $line");
+        like($out, $want, 'saying why') or diag $out;
+    }
+};
+
+$a->stop;
+$b->stop;
+$redis->stop;
+done_testing;

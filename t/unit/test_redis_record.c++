@@ -1,0 +1,170 @@
+/* SSERedis's pure part (sse/redis_record.h): URLs, stream ids, and a record's round trip
+ * through the fields of a stream entry, binary bytes included. */
+#include "unit.h"
+
+#include "sse/redis_record.h"
+
+#include <string>
+#include <vector>
+
+using namespace sse;
+
+namespace {
+
+std::vector<std::pair<std::string_view, std::string_view>>
+views(const std::vector<std::pair<std::string, std::string>> &f)
+{
+    std::vector<std::pair<std::string_view, std::string_view>> v;
+    for (const auto &[k, val] : f)
+        v.emplace_back(k, val);
+    return v;
+}
+
+START_TEST(url_forms)
+{
+    RedisUrl u;
+    assert_str(parse_redis_url("redis://127.0.0.1", &u), "");
+    assert_str(u.host, "127.0.0.1");
+    ck_assert_int_eq(u.port, 6379);
+    ck_assert_int_eq(u.db, 0);
+    ck_assert(!u.has_password);
+
+    assert_str(parse_redis_url("redis://:s3cr@t@redis.example:6380/2", &u), "");
+    assert_str(u.host, "redis.example");
+    ck_assert_int_eq(u.port, 6380);
+    ck_assert_int_eq(u.db, 2);
+    ck_assert(u.has_password);
+    assert_str(u.user, "");
+    assert_str(u.password, "s3cr@t"); /* the last '@' ends the credentials */
+    assert_str(u.display(), "redis://redis.example:6380/2"); /* no password in logs */
+
+    assert_str(parse_redis_url("redis://app:pw@[::1]:7000", &u), "");
+    assert_str(u.host, "::1");
+    assert_str(u.user, "app");
+    ck_assert_int_eq(u.port, 7000);
+    assert_str(u.display(), "redis://[::1]:7000/0");
+
+    assert_str(parse_redis_url("unix:/run/redis/redis.sock", &u), "");
+    assert_str(u.socket_path, "/run/redis/redis.sock");
+    assert_str(u.display(), "unix:/run/redis/redis.sock");
+}
+END_TEST
+
+START_TEST(url_errors)
+{
+    RedisUrl u;
+    for (const char *bad : {"", "127.0.0.1:6379", "rediss://h", "redis://", "redis://h:",
+                            "redis://h:0", "redis://h:65536", "redis://h:x", "redis://h/x",
+                            "redis://pw@h", "redis://[::1", "redis://[::1]x", "unix:",
+                            "unix:relative.sock"}) {
+        std::string err = parse_redis_url(bad, &u);
+        ck_assert_msg(!err.empty(), "\"%s\" was accepted", bad);
+        ck_assert_msg(err.find("expected redis://") != std::string::npos ||
+                          err.find("absolute") != std::string::npos,
+                      "\"%s\": %s", bad, err.c_str());
+    }
+}
+END_TEST
+
+START_TEST(stream_ids)
+{
+    StreamId a, b;
+    ck_assert(parse_stream_id("1732982400000-0", &a));
+    ck_assert(parse_stream_id("1732982400000-12", &b));
+    ck_assert(a < b && !(b < a) && !(a == b));
+    assert_str(b.text(), "1732982400000-12");
+    ck_assert(parse_stream_id("0-0", &a) && a == StreamId{});
+    for (const char *bad : {"", "1", "-1", "1-", "a-1", "1-1-1", " 1-1", "1-+1"})
+        ck_assert_msg(!parse_stream_id(bad, &a), "\"%s\" parsed", bad);
+    assert_str(redis_stream_key("sse:"), "sse:stream");
+}
+END_TEST
+
+START_TEST(event_round_trip)
+{
+    StreamRecord r;
+    r.channels = {"news", "a/b"};
+    r.audience.only = {"alice", "bob"};
+    r.audience.except = {"carol"};
+    r.fields.id = "given-1";
+    r.fields.event = "update";
+    r.fields.data = std::string("line1\r\nline2\0,bin\xff", 18);
+    r.fields.has_data = true;
+    r.fields.retry = 2500;
+    StreamRecord back;
+    assert_str(decode_stream_record(views(encode_stream_record(r)), &back), "");
+    ck_assert(back.kind == StreamRecord::Kind::Event);
+    ck_assert(back.channels == r.channels);
+    ck_assert(back.audience.only == r.audience.only);
+    ck_assert(back.audience.except == r.audience.except);
+    assert_str(back.fields.id, "given-1");
+    assert_str(back.fields.event, "update");
+    ck_assert(back.fields.has_data && back.fields.data == r.fields.data);
+    ck_assert_int_eq(back.fields.retry, 2500);
+}
+END_TEST
+
+/* What a publisher left out stays out: no id (the entry id is used), no type, no data (a
+ * retry-only publish) and empty data (an event with one empty line) are told apart. */
+START_TEST(absent_fields)
+{
+    StreamRecord r;
+    r.channels = {"c"};
+    r.fields.retry = 100;
+    auto f = encode_stream_record(r);
+    ck_assert_int_eq(f.size(), 3); /* kind, channels, retry */
+    StreamRecord back;
+    assert_str(decode_stream_record(views(f), &back), "");
+    ck_assert(!back.fields.has_data && back.fields.id.empty() && back.fields.event.empty());
+    ck_assert(back.audience.everyone());
+
+    r.fields.retry = -1;
+    r.fields.has_data = true;
+    assert_str(decode_stream_record(views(encode_stream_record(r)), &back), "");
+    ck_assert(back.fields.has_data && back.fields.data.empty() && back.fields.retry == -1);
+}
+END_TEST
+
+START_TEST(close_round_trip)
+{
+    StreamRecord r;
+    r.kind = StreamRecord::Kind::Close;
+    r.channels = {"x", "y"};
+    StreamRecord back;
+    assert_str(decode_stream_record(views(encode_stream_record(r)), &back), "");
+    ck_assert(back.kind == StreamRecord::Kind::Close);
+    ck_assert(back.channels == r.channels);
+}
+END_TEST
+
+START_TEST(bad_entries)
+{
+    StreamRecord back;
+    using F = std::vector<std::pair<std::string_view, std::string_view>>;
+    ck_assert(!decode_stream_record(F{{"channels", "a"}}, &back).empty());          /* no kind */
+    ck_assert(!decode_stream_record(F{{"kind", "event"}}, &back).empty());          /* no channels */
+    ck_assert(!decode_stream_record(F{{"kind", "other"}, {"channels", "a"}}, &back).empty());
+    ck_assert(!decode_stream_record(F{{"kind", "event"}, {"channels", "a"}, {"retry", "x"}},
+                                    &back).empty());
+    /* A field of a later version is ignored. */
+    assert_str(decode_stream_record(F{{"kind", "event"}, {"channels", "a"}, {"data", "d"},
+                                      {"later", "1"}}, &back), "");
+}
+END_TEST
+
+} // namespace
+
+Suite *redis_record_suite()
+{
+    Suite *s = suite_create("redis_record");
+    TCase *tc = tcase_create("redis_record");
+    tcase_add_test(tc, url_forms);
+    tcase_add_test(tc, url_errors);
+    tcase_add_test(tc, stream_ids);
+    tcase_add_test(tc, event_round_trip);
+    tcase_add_test(tc, absent_fields);
+    tcase_add_test(tc, close_round_trip);
+    tcase_add_test(tc, bad_entries);
+    suite_add_tcase(s, tc);
+    return s;
+}

@@ -415,4 +415,21 @@ bool TopicSelectorList::matches_all(const std::vector<std::string> &topics) cons
     });
 }
 
+std::string mercure_hub_channel(std::string_view hub_name)
+{
+    std::string channel = kMercureChannelPrefix;
+    if (channel.size() + hub_name.size() <= kMaxChannelNameBytes)
+        return channel.append(hub_name);
+    /* FNV-1a, 64 bits: names come from the configuration, not from clients. */
+    std::uint64_t h = 14695981039346656037ULL;
+    for (unsigned char c : hub_name)
+        h = (h ^ c) * 1099511628211ULL;
+    static const char hex[] = "0123456789abcdef";
+    std::string tail = "#";
+    for (int shift = 60; shift >= 0; shift -= 4)
+        tail += hex[(h >> shift) & 0xF];
+    const std::size_t room = kMaxChannelNameBytes - channel.size() - tail.size();
+    return channel.append(hub_name.substr(0, room)).append(tail);
+}
+
 } // namespace sse

@@ -37,8 +37,8 @@ LoadModule headers_module $mods/mod_headers.so
 LoadModule setenvif_module $mods/mod_setenvif.so
 EOF
 $example
-@{[SSEMercure::hub_location('/.well-known/mercure', "HS256 $key->{file}")]}
-@{[SSEMercure::hub_location('/anon-hub', "HS256 $key->{file}", anonymous => 1)]}
+@{[SSEMercure::hub_location('/.well-known/mercure', "HS256 $key->{file}", hub => 'main')]}
+@{[SSEMercure::hub_location('/anon-hub', "HS256 $key->{file}", anonymous => 1, hub => 'main')]}
 @{[SSEMercure::hub_location('/rs-hub', "RS256 $keys/rs.pub")]}
 @{[SSEMercure::hub_location('/nokey-hub', undef, anonymous => 1)]}
 @{[SSEMercure::hub_location('/closed-hub', undef)]}

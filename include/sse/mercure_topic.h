@@ -106,10 +106,15 @@ private:
     bool any_ = false; /* one of them is `*` */
 };
 
-/* The bus channel that carries every Mercure update (sse/bus.h: UpdateTopics). '#' is no
- * character of a channel name (validate_channel_name), so no native publish or subscribe
- * can name it: Mercure topics and mod_sse channels are two separate namespaces. */
-constexpr const char *kMercureChannel = "#mercure";
+/* The bus channel of one hub (sse/bus.h: UpdateTopics): every update published to the hub
+ * named `hub_name` travels on it, and only that hub's subscribers read it, so two hubs (two
+ * locations, two virtual hosts, two keys) never see each other's updates. It is
+ * kMercureChannelPrefix + the name; a name too long for a channel is cut and ends with a
+ * hash of the whole name, so two long names stay apart. '#' is no character of a channel
+ * name (validate_channel_name), so no native publish or subscribe can name it: Mercure
+ * topics and mod_sse channels are two separate namespaces. */
+constexpr const char *kMercureChannelPrefix = "#mercure:";
+std::string mercure_hub_channel(std::string_view hub_name);
 
 /* Which updates one Mercure subscriber gets: those with a topic its selectors select, and
  * of the private ones only those with a topic its token's mercure.subscribe selectors

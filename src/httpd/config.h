@@ -89,6 +89,10 @@ struct DirConfig {
      * untyped event); nullptr: every type. Owned by the configuration pool. */
     const std::vector<std::string> *event_types; int event_types_set;
     int mercure_anonymous;             int mercure_anonymous_set;    /* SSEMercureAnonymous */
+    const char *mercure_hub;           int mercure_hub_set; /* SSEMercureHub; nullptr: derived */
+    /* The path of the innermost <Location>/<Directory> (or regex) section that configured
+     * this one (not <If>): a hub's default name. nullptr: none (server level). */
+    const char *section_path;          int section_path_set;
 };
 
 constexpr apr_uint64_t kDefaultBusSize = 16u << 20;

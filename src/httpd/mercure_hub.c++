@@ -1,7 +1,7 @@
 /* The mercure-hub handler: Apache as a Mercure hub (docs/mercure.md).
  *
  * - POST publishes an update (a form with repeatable `topic`, `data`, `private`, `id`,
- *   `type`, `retry`) on the hub's bus channel (kMercureChannel) with its topics; the answer
+ *   `type`, `retry`) on the hub's bus channel (hub_channel()) with its topics; the answer
  *   is 200 text/plain with the update's id (urn:uuid:... unless the publisher gave one).
  *   It needs a token (SSETokenKey) whose mercure.publish selectors select every topic.
  * - GET subscribes with one or more `topic` selectors: a stream of that channel whose
@@ -56,11 +56,23 @@ std::string generated_id()
     return id;
 }
 
-/* The id of the newest update the bus holds ("earliest" when none): the Last-Event-ID a
- * subscriber is answered with, to reconcile what it fetched with what it will get. */
-std::string newest_update_id(ModuleState *state)
+/* The bus channel of the hub this request is for: SSEMercureHub's name, else the server's
+ * name and the path of the section that configured the location (docs/mercure.md). */
+std::string hub_channel(request_rec *r)
 {
-    BusReader reader(state->bus, ChannelSet({kMercureChannel}));
+    const DirConfig &d = dir_config(r);
+    if (d.mercure_hub)
+        return mercure_hub_channel(d.mercure_hub);
+    std::string name = r->server->server_hostname ? r->server->server_hostname : "";
+    return mercure_hub_channel(name + (d.section_path ? d.section_path : ""));
+}
+
+/* The id of the newest update the hub's channel holds ("earliest" when none): the
+ * Last-Event-ID a subscriber is answered with, to reconcile what it fetched with what it
+ * will get. */
+std::string newest_update_id(ModuleState *state, const std::string &channel)
+{
+    BusReader reader(state->bus, ChannelSet({channel}));
     reader.start_earliest(HistoryLimits{1, 0}, now_us());
     BusEvent e;
     if (reader.next(&e) == BusReader::Next::Event)
@@ -134,8 +146,9 @@ int subscribe(request_rec *r, ModuleState *state)
     const bool has_claims = token.required && !token.anonymous;
     ask.mercure = std::make_shared<const MercureFilter>(
         selectors, has_claims ? &token.claims.subscribe : nullptr);
-    ask.channels = {kMercureChannel};
-    apr_table_set(r->headers_out, "Last-Event-ID", newest_update_id(state).c_str());
+    ask.channels = {hub_channel(r)};
+    apr_table_set(r->headers_out, "Last-Event-ID",
+                  newest_update_id(state, ask.channels[0]).c_str());
     return serve_subscribe(r, state, ask);
 }
 
@@ -205,7 +218,8 @@ int publish(request_rec *r, ModuleState *state)
     token_covers(r, token, {}, TokenUse::Publish); /* no channel: names its `sub` the user */
     if (ev.id.empty())
         ev.id = generated_id();
-    PublishAttempt a = publish_update(state->bus, &state->registry, topics, ev, now_us());
+    PublishAttempt a = publish_update(state->bus, &state->registry, hub_channel(r), topics, ev,
+                                      now_us());
     if (a.outcome == PublishAttempt::Outcome::TooLarge)
         return answer_error(r, HTTP_REQUEST_ENTITY_TOO_LARGE, "SSE0808", kHubPublish, a.error);
     if (a.outcome != PublishAttempt::Outcome::Published)

@@ -22,12 +22,14 @@ sub secret_file {
     return {file => "$dir/hs.secret", secret => $secret};
 }
 
-# A <Location> mapping `path` to the hub; `key` is SSETokenKey's arguments (none: no key).
+# A <Location> mapping `path` to the hub; `key` is SSETokenKey's arguments (none: no key);
+# `hub => name` makes it that SSEMercureHub (locations with one name share their updates).
 sub hub_location {
     my ($path, $key, %o) = @_;
     return "<Location $path>\n    SetHandler mercure-hub\n"
          . (defined $key ? "    SSETokenKey $key\n" : '')
          . ($o{anonymous} ? "    SSEMercureAnonymous on\n" : '')
+         . ($o{hub} ? "    SSEMercureHub $o{hub}\n" : '')
          . "</Location>\n";
 }
 

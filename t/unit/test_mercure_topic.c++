@@ -4,6 +4,7 @@
 #include "unit.h"
 
 #include "sse/mercure_topic.h"
+#include "sse/wire.h"
 
 #include <string>
 #include <vector>
@@ -187,6 +188,22 @@ START_TEST(strings_a_topic_may_be)
 }
 END_TEST
 
+/* Each hub its own bus channel, whatever the length of its name. */
+START_TEST(hub_channels)
+{
+    const std::string plain = mercure_hub_channel("example.com/.well-known/mercure");
+    ck_assert_str_eq(plain.c_str(), "#mercure:example.com/.well-known/mercure");
+    ck_assert(mercure_hub_channel("a") != mercure_hub_channel("b"));
+    const std::string host(300, 'h');
+    const std::string a = mercure_hub_channel(host + "/hub-a"), b = mercure_hub_channel(host + "/hub-b");
+    ck_assert_uint_eq(a.size(), kMaxChannelNameBytes);
+    ck_assert_uint_eq(b.size(), kMaxChannelNameBytes);
+    ck_assert(a != b);
+    ck_assert(a.rfind(kMercureChannelPrefix, 0) == 0);
+    ck_assert(a == mercure_hub_channel(host + "/hub-a"));
+}
+END_TEST
+
 Suite *mercure_topic_suite()
 {
     Suite *s = suite_create("mercure_topic");
@@ -201,6 +218,7 @@ Suite *mercure_topic_suite()
     tcase_add_test(tc, lists_of_selectors);
     tcase_add_test(tc, matching_does_not_allocate);
     tcase_add_test(tc, strings_a_topic_may_be);
+    tcase_add_test(tc, hub_channels);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -239,18 +239,26 @@ sub fresh { 'https://example.com/t' . ++$n }
     my @ids = map { update([$topic], "r$_", more => [id => "https://example.com/ev/$topic/$_"]) } 1 .. 3;
     is($ids[0], "https://example.com/ev/$topic/1", 'the publisher\'s id is answered as given');
     my $c = subscribe([$topic], headers => {'Last-Event-ID' => $ids[0]});
-    is($c->headers->{'last-event-id'} // '', $ids[2],
-       'the response Last-Event-ID is the newest update at connection time');
+    is($c->headers->{'last-event-id'} // '', $ids[0],
+       'the response Last-Event-ID is the id just before the first update sent: the one asked');
     is_deeply([got_until($c, 'r3')], ['r2', 'r3'], 'Last-Event-ID header: what came after it');
     $c->close;
     $c = subscribe([$topic], query => 'lastEventID=' . esc($ids[1]));
+    is($c->headers->{'last-event-id'} // '', $ids[1], 'lastEventID: the answer names it');
     is_deeply([got_until($c, 'r3')], ['r3'], 'lastEventID query parameter');
     $c->close;
+    update([fresh()], 'private-elsewhere', more => [private => 'on', id => 'https://example.com/ev/secret']);
+    $c = subscribe([$topic], token => undef, path => '/anon-hub');
+    ok(!exists $c->headers->{'last-event-id'},
+       'no Last-Event-ID asked: none answered (not the id of the newest, private, update)');
+    $c->close;
     $c = subscribe([$topic], query => 'lastEventID=earliest');
+    is($c->headers->{'last-event-id'} // '', 'earliest', 'earliest: the answer says earliest');
     is_deeply([got_until($c, 'r3')], ['r1', 'r2', 'r3'], 'earliest: everything held');
     ok(!grep({ /sse-missed/ } $c->raw_stream), 'earliest: no missed notice');
     $c->close;
     $c = subscribe([$topic], headers => {'Last-Event-ID' => 'urn:uuid:never-published'});
+    is($c->headers->{'last-event-id'} // '', 'earliest', 'an unknown id: the answer says earliest');
     got_until($c, 'r3');
     is_deeply([map { "$_->{event}:" . ($_->{event} eq 'sse-missed' ? '' : $_->{data}) } $c->all_events],
               ['sse-missed:', 'message:r1', 'message:r2', 'message:r3'],

@@ -67,19 +67,6 @@ std::string hub_channel(request_rec *r)
     return mercure_hub_channel(name + (d.section_path ? d.section_path : ""));
 }
 
-/* The id of the newest update the hub's channel holds ("earliest" when none): the
- * Last-Event-ID a subscriber is answered with, to reconcile what it fetched with what it
- * will get. */
-std::string newest_update_id(ModuleState *state, const std::string &channel)
-{
-    BusReader reader(state->bus, ChannelSet({channel}));
-    reader.start_earliest(HistoryLimits{1, 0}, now_us());
-    BusEvent e;
-    if (reader.next(&e) == BusReader::Next::Event)
-        return e.id;
-    return "earliest";
-}
-
 /* The subscriber's topic selectors (`topic`, at least one, each a valid string); false when
  * answered (400). */
 bool read_selectors(request_rec *r, const Params &query, std::vector<std::string> &out)
@@ -100,13 +87,15 @@ bool read_selectors(request_rec *r, const Params &query, std::vector<std::string
 }
 
 /* Where the subscriber resumes: the Last-Event-ID header, else lastEventID, else the
- * spellings sse-subscribe takes; `earliest` replays everything the bus holds. False when
- * answered (400). */
+ * spellings sse-subscribe takes; `earliest` replays everything the bus holds. The answer
+ * has a Last-Event-ID header only when the draft's two were used. False when answered
+ * (400). */
 bool read_resume(request_rec *r, const Params &query, SubscribeAsk &ask)
 {
     const char *header = apr_table_get(r->headers_in, "Last-Event-ID");
     const std::string *param = param_last(query, "lastEventID");
     ask.resume_id = header || !param ? resume_id(header, query) : *param;
+    ask.answer_last_event_id = (header || param) && !ask.resume_id.empty();
     std::string bad = ask.resume_id.size() > kMaxEventIdBytes
                           ? "the Last-Event-ID is longer than " +
                                 std::to_string(kMaxEventIdBytes) + " bytes"
@@ -147,8 +136,6 @@ int subscribe(request_rec *r, ModuleState *state)
     ask.mercure = std::make_shared<const MercureFilter>(
         selectors, has_claims ? &token.claims.subscribe : nullptr);
     ask.channels = {hub_channel(r)};
-    apr_table_set(r->headers_out, "Last-Event-ID",
-                  newest_update_id(state, ask.channels[0]).c_str());
     return serve_subscribe(r, state, ask);
 }
 

@@ -188,7 +188,8 @@ sub fresh { 'https://example.com/t' . ++$n }
                             body => form(topic => $topic, data => 'by-query'),
                             headers => {'Content-Type' => 'application/x-www-form-urlencoded'});
     is($res->{status}, 200, 'publish with the token in the query');
-    $res = post(token => undef, headers => {Cookie => "mercureAuthorization=$publisher"},
+    $res = post(token => undef, headers => {Cookie => "mercureAuthorization=$publisher",
+                                            Origin => 'http://127.0.0.1:' . $srv->port},
                 form => [topic => $topic, data => 'by-cookie']);
     is($res->{status}, 200, 'publish with the token in the cookie');
     is_deeply([got_until($h, 'by-cookie')], ['by-query', 'by-cookie'], 'cookie subscriber gets both');

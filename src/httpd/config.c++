@@ -51,6 +51,9 @@ constexpr std::tuple kLocationSettings{
     LocationSetting<const TokenKey *>{&DirConfig::token_key, &DirConfig::token_key_set, nullptr},
     LocationSetting<const char *>{&DirConfig::token_cookie, &DirConfig::token_cookie_set,
                                   nullptr},
+    LocationSetting<const std::vector<std::string> *>{&DirConfig::token_cookie_origins,
+                                                      &DirConfig::token_cookie_origins_set,
+                                                      nullptr},
     LocationSetting<const char *>{&DirConfig::channel_base, &DirConfig::channel_base_set,
                                   nullptr},
     LocationSetting<const std::vector<std::string> *>{&DirConfig::event_types,
@@ -606,6 +609,10 @@ const command_rec directives[] = {
     AP_INIT_TAKE1("SSETokenCookie", as_cmd_func<cmd_token_cookie>(), nullptr,
                   RSRC_CONF | ACCESS_CONF,
                   "<name>: the cookie a token may come in (default mercureAuthorization)"),
+    AP_INIT_TAKE_ARGV("SSETokenCookieOrigins", as_cmd_func<cmd_token_cookie_origins>(), nullptr,
+                      RSRC_CONF | ACCESS_CONF,
+                      "<origin> ... | *: where a publish (POST, DELETE) with its token in the "
+                      "cookie may come from, by Origin or Referer (default: the request's own)"),
     AP_INIT_TAKE_ARGV("SSEEventTypes", as_cmd_func<cmd_event_types>(), nullptr,
                       RSRC_CONF | ACCESS_CONF,
                       "<type> ... | *: the only event types publish and ?event= may name here "

@@ -83,6 +83,9 @@ struct DirConfig {
     int presence_subscribe;            int presence_subscribe_set;   /* SSEPresenceSubscribe */
     const TokenKey *token_key;         int token_key_set;    /* SSETokenKey; nullptr: off */
     const char *token_cookie;          int token_cookie_set; /* SSETokenCookie; nullptr: default */
+    /* SSETokenCookieOrigins: the origins (lower case, or "*") a state-changing publish with
+     * its token in the cookie may come from; nullptr: the request's own. Configuration pool. */
+    const std::vector<std::string> *token_cookie_origins; int token_cookie_origins_set;
     const char *channel_base;          int channel_base_set; /* SSEChannelBase, no trailing '/'
                                                                 ("" for "/"); nullptr: none */
     /* SSEEventTypes: the event types publish and ?event= may name here ("message": the

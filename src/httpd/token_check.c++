@@ -10,6 +10,10 @@
 #include "apr_file_io.h"
 #include "apr_strings.h"
 
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+
 APLOG_USE_MODULE(sse);
 
 namespace sse::httpd {
@@ -98,6 +102,39 @@ bool find_token(request_rec *r, const Params &query, const char *cookie, Found &
     return true;
 }
 
+/* scheme://authority of an absolute http(s) URL, lower case; "" when it is none. */
+std::string origin_of(std::string_view url)
+{
+    std::string out(url.substr(0, url.find_first_of("/?#", url.find("://") + 3)));
+    std::transform(out.begin(), out.end(), out.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if ((out.rfind("http://", 0) != 0 && out.rfind("https://", 0) != 0) ||
+        out.find("://") + 3 == out.size())
+        return "";
+    return out;
+}
+
+/* Whether a publish whose token came in the cookie comes from an allowed origin: its Origin
+ * header, else its Referer's, is listed in SSETokenCookieOrigins (by default the request's
+ * own scheme and Host). Neither header: not allowed (a browser sends one of them on a
+ * cross-site POST unless told not to, and a program can send the Authorization header). */
+bool cookie_origin_allowed(request_rec *r, const DirConfig &d, std::string &origin)
+{
+    const char *o = apr_table_get(r->headers_in, "Origin");
+    const char *referer = apr_table_get(r->headers_in, "Referer");
+    origin = o ? origin_of(o) : referer ? origin_of(referer) : "";
+    if (origin.empty())
+        return false;
+    if (!d.token_cookie_origins) {
+        const char *host = apr_table_get(r->headers_in, "Host");
+        return host && origin == origin_of(std::string(ap_http_scheme(r)) + "://" + host);
+    }
+    const auto &list = *d.token_cookie_origins;
+    return std::find_if(list.begin(), list.end(), [&](const std::string &allowed) {
+               return allowed == "*" || allowed == origin;
+           }) != list.end();
+}
+
 int refuse_401(request_rec *r, const char *tag, const Endpoint &who, bool invalid,
                const std::string &message)
 {
@@ -105,6 +142,25 @@ int refuse_401(request_rec *r, const char *tag, const Endpoint &who, bool invali
                    invalid ? "Bearer realm=\"mod_sse\", error=\"invalid_token\""
                            : "Bearer realm=\"mod_sse\"");
     return answer_error(r, HTTP_UNAUTHORIZED, tag, who, message);
+}
+
+/* A valid token: refused (403 SSE0144) when it came in the cookie with a publish that changes
+ * something from an origin not allowed (token_check.h). */
+bool cookie_checked(request_rec *r, const DirConfig &d, TokenUse use, const Found &found,
+                    const Endpoint &who)
+{
+    if (use != TokenUse::Publish || found.where.rfind("the cookie", 0) != 0 ||
+        r->method_number == M_GET)
+        return true;
+    std::string origin;
+    if (cookie_origin_allowed(r, d, origin))
+        return true;
+    answer_error(r, HTTP_FORBIDDEN, "SSE0144", who,
+                 "a publish with its token in " + found.where + " must come from an origin of "
+                 "SSETokenCookieOrigins (the Origin or Referer header); " +
+                     (origin.empty() ? std::string("the request has neither")
+                                     : "\"" + origin + "\" is not one"));
+    return false;
 }
 
 } // namespace
@@ -142,6 +198,34 @@ const char *cmd_token_key(cmd_parms *cmd, void *dv, const char *alg_name, const 
                             path, alg_name, err.c_str());
     d->token_key = key;
     d->token_key_set = 1;
+    return nullptr;
+}
+
+apr_status_t destroy_origins(void *list)
+{
+    delete static_cast<std::vector<std::string> *>(list);
+    return APR_SUCCESS;
+}
+
+const char *cmd_token_cookie_origins(cmd_parms *cmd, void *dv, int argc, char *const argv[])
+{
+    auto *d = static_cast<DirConfig *>(dv);
+    if (argc == 0)
+        return "SSETokenCookieOrigins: name at least one origin (scheme://host[:port]) or *";
+    auto *list = new std::vector<std::string>();
+    apr_pool_cleanup_register(cmd->pool, list, destroy_origins, apr_pool_cleanup_null);
+    for (int i = 0; i < argc; ++i) {
+        std::string origin = std::strcmp(argv[i], "*") ? origin_of(argv[i]) : "*";
+        if (origin.empty() || (origin != "*" && origin.size() != std::strlen(argv[i])))
+            return apr_psprintf(cmd->pool,
+                                "SSETokenCookieOrigins: \"%s\" is not an origin "
+                                "(http:// or https://, a host, a port if any, nothing more) "
+                                "nor *",
+                                argv[i]);
+        list->push_back(std::move(origin));
+    }
+    d->token_cookie_origins = list;
+    d->token_cookie_origins_set = 1;
     return nullptr;
 }
 
@@ -189,7 +273,7 @@ bool token_verified(request_rec *r, const Params &query, TokenUse use, RequestTo
     switch (c.outcome) {
     case TokenCheck::Outcome::Valid:
         out.claims = std::move(c.claims);
-        return true;
+        return cookie_checked(r, d, use, found, who);
     case TokenCheck::Outcome::Expired:
     case TokenCheck::Outcome::NotYetValid:
         refuse_401(r, "SSE0142", who, true, "token from " + found.where + " refused: " + c.reason);

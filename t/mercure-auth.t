@@ -1,7 +1,9 @@
-# Where a publisher's or subscriber's token may come from (docs/tokens.md): cross-site request
-# forgery with the token cookie refused at a Mercure hub and at a native publish location
-# (SSETokenCookieOrigins: Origin, else Referer, must be allowed; the header and the query
-# parameter are no such risk).
+# Where a publisher's or subscriber's token may come from (docs/tokens.md): the header, then the
+# query parameter, then the cookie (an expired cookie does not hide a valid ?authorization=, a
+# bad query token is not rescued by a good cookie), at a Mercure hub and a native location;
+# cross-site request forgery with the token cookie refused at a Mercure hub and at a native
+# publish location (SSETokenCookieOrigins: Origin, else Referer, must be allowed; the header and
+# the query parameter are no such risk).
 use strict;
 use warnings;
 use lib 't/lib';
@@ -25,8 +27,13 @@ my $srv = SSETest::Server->start(conf => SSEMercure::hub_location('/hub', "HS256
     SetHandler sse-publish
     SSETokenKey HS256 $key->{file}
 </Location>
+<Location /events>
+    SetHandler sse-subscribe
+    SSETokenKey HS256 $key->{file}
+</Location>
 EOF
-$srv->expect_log(qr/SSE0144: (?:mercure )?publish refused \(403\)/);
+$srv->expect_log(qr/SSE0144: (?:mercure )?publish refused \(403\)/,
+                 qr/SSE014[12]: (?:subscribe|publish) refused \(401\)/);
 
 my $pub = SSEMercure::token($key, {publish => ['*']});
 my $own = 'http://127.0.0.1:' . $srv->port;
@@ -42,6 +49,41 @@ sub refused {
     like($srv->log_text, qr/SSE0144: [^\n]*refused \(403\)/, "$what: SSE0144 logged");
 }
 my %cookie = (Cookie => "mercureAuthorization=$pub");
+
+# ---- which token counts: header, then query, then cookie ----
+{
+    my $both = SSEMercure::token($key, {publish => ['*'], subscribe => ['*']});
+    my $expired = SSEMercure::token($key, {publish => ['*'], subscribe => ['*']}, exp => time - 60);
+    my $status = sub {
+        my ($method, $path, $query, %h) = @_;
+        my $url = $path . ($path =~ /\?/ ? '&' : '?') . ($query ? "authorization=$query" : 'x=');
+        if ($method eq 'GET') {
+            my $c = $srv->subscribe($url, headers => \%h);
+            my $st = $c->status;
+            $c->close;
+            return $st;
+        }
+        return $srv->request(POST => $url, body => 'topic=a&data=x',
+                             headers => {'Content-Type' => 'application/x-www-form-urlencoded',
+                                         Origin => $own, %h})->{status};
+    };
+    for my $case (['GET', '/hub?topic=a', 200, 'Mercure subscribe'],
+                  ['POST', '/hub', 200, 'Mercure publish'],
+                  ['GET', '/events/news', 200, 'native subscribe']) {
+        my ($m, $path, $ok, $what) = @$case;
+        is($status->($m, $path, $both, Cookie => "mercureAuthorization=$expired"), $ok,
+           "$what: an expired cookie and a valid query token: the query wins");
+        is($status->($m, $path, $expired, Cookie => "mercureAuthorization=$both"), 401,
+           "$what: an expired query token and a valid cookie: the query wins (401)");
+        is($status->($m, $path, $expired, Authorization => "Bearer $both"), $ok,
+           "$what: a valid header and an expired query token: the header wins");
+        is($status->($m, $path, $both, Authorization => "Bearer $expired"), 401,
+           "$what: an expired header and a valid query token: the header wins (401)");
+        is($status->($m, $path, undef, Authorization => "Bearer $both",
+                     Cookie => "mercureAuthorization=$expired"), $ok,
+           "$what: a valid header and an expired cookie: the header wins");
+    }
+}
 
 # ---- the cookie: only from an allowed origin ----
 refused(post('/hub', %cookie, Origin => 'https://evil.example'), qr/"https:\/\/evil\.example" is not one/,

@@ -68,8 +68,9 @@ struct Found {
     std::string where; /* "the Authorization header", ... */
 };
 
-/* The request's token: Bearer header, else the cookie, else the query parameter. False with
- * `error` set when the cookie is there twice with different values (which to believe?). */
+/* The request's token: Bearer header, else the query parameter, else the cookie (the
+ * explicit before the ambient: see token_check.h). False with `error` set when the cookie is
+ * there twice with different values (which to believe?). */
 bool find_token(request_rec *r, const Params &query, const char *cookie, Found &out,
                 std::string &error)
 {
@@ -85,20 +86,18 @@ bool find_token(request_rec *r, const Params &query, const char *cookie, Found &
         out = {trimmed(auth + 7), "the Authorization header"};
         return true;
     }
+    if (const std::string *q = param_last(query, "authorization")) {
+        out = {*q, "the authorization query parameter"};
+        return true;
+    }
     const char *value = nullptr;
     if (ap_cookie_read(r, cookie, &value, 0) != APR_SUCCESS) {
         error = std::string("the cookie ") + cookie + " is sent more than once with different "
                                                       "values";
         return false;
     }
-    if (value) {
+    if (value)
         out = {trimmed(value), std::string("the cookie ") + cookie};
-        return true;
-    }
-    if (const std::string *q = param_last(query, "authorization")) {
-        out = {*q, "the authorization query parameter"};
-        return true;
-    }
     return true;
 }
 
@@ -265,8 +264,8 @@ bool token_verified(request_rec *r, const Params &query, TokenUse use, RequestTo
     if (found.where.empty()) {
         refuse_401(r, "SSE0140", who, false,
                    std::string("a token is required: send it as Authorization: Bearer, in the "
-                               "cookie ") +
-                       cookie + " or in the authorization query parameter");
+                               "authorization query parameter or in the cookie ") +
+                       cookie);
         return false;
     }
     TokenCheck c = verify_token(*d.token_key, found.token, apr_time_sec(apr_time_now()));

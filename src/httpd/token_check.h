@@ -12,8 +12,11 @@
  * - 403 when the token is valid but a channel is not named by its selectors: subscribe (GET,
  *   HEAD) looks at mercure.subscribe, publish locations (POST, GET figures, DELETE) at
  *   mercure.publish (SSE0143, the body names the channel).
- * The token is the first found of: `Authorization: Bearer <token>`, the cookie named by
- * SSETokenCookie (default mercureAuthorization), the `authorization` query parameter.
+ * The token is the first found of: `Authorization: Bearer <token>`, the `authorization` query
+ * parameter, the cookie named by SSETokenCookie (default mercureAuthorization). The two a
+ * client chooses for this request come before the cookie the browser adds to every request
+ * (which may be stale, or another application's): Mercure's draft says the query parameter
+ * MUST win over the cookie, and the same order holds at every location.
  * A browser sends the cookie with any site's request (cross-site request forgery): a publish
  * that changes something (any method but GET and HEAD) with its token in the cookie is
  * served only when its Origin header (else its Referer's origin) is one of

@@ -224,6 +224,11 @@ private:
         std::vector<VarSpec> vars;
         if (!var_list(body, vars))
             return false;
+        if (vars.size() > kMaxTemplateVariables) {
+            sel_.too_many_variables_ = true;
+            return false;
+        }
+        const std::uint32_t start = here();
         const bool explode =
             std::any_of(vars.begin(), vars.end(), [](const VarSpec &v) { return v.explode; });
         /* The expression may expand to nothing at all. */
@@ -235,6 +240,7 @@ private:
             more_values(op.sep, value_set(op.reserved, op.named || explode), explode,
                         vars.size() - 1);
         patch(skip, here());
+        sel_.states_ += here() - start;
         return true;
     }
 
@@ -306,6 +312,7 @@ TopicSelector TopicSelector::compile(std::string_view selector)
         sel.prog_.clear();
         sel.sets_.clear();
         sel.prefix_.clear();
+        sel.states_ = 0;
         return sel;
     }
     sel.kind_ = Kind::Template;
@@ -397,6 +404,22 @@ TopicSelectorList::TopicSelectorList(const std::vector<std::string> &selectors)
         selectors_.push_back(TopicSelector::compile(s));
         any_ = any_ || selectors_.back().kind() == TopicSelector::Kind::Any;
     }
+}
+
+std::string TopicSelectorList::limit_error() const
+{
+    std::size_t states = 0;
+    for (const TopicSelector &s : selectors_) {
+        if (s.too_many_variables())
+            return "a URI template expression names at most " +
+                   std::to_string(kMaxTemplateVariables) + " variables";
+        states += s.states();
+    }
+    if (states > kMaxSelectorStates)
+        return "the URI templates of a subscription compile to at most " +
+               std::to_string(kMaxSelectorStates) + " matching states together (these take " +
+               std::to_string(states) + "): use fewer or simpler template expressions";
+    return {};
 }
 
 bool TopicSelectorList::matches_any(const std::vector<std::string> &topics) const

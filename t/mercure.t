@@ -302,6 +302,16 @@ sub fresh { 'https://example.com/t' . ++$n }
            'SSE0801', qr/at least one topic selector/, 'subscribe without a selector');
     $bad->($srv->request(GET => '/.well-known/mercure?topic=a%0Ab', headers => bearer($everything)),
            400, 'SSE0801', qr/control character/, 'a selector with a newline');
+    my $vars = sub { '{' . join(',', map { "v$_" } 1 .. $_[0]) . '}' };
+    $bad->($srv->request(GET => hub_url(['https://example.com/' . $vars->(17)], path => '/anon-hub')),
+           400, 'SSE0801', qr/at most 16 variables/, 'a template expression with 17 variables');
+    $bad->($srv->request(GET => hub_url([map { "https://example.com/$_/" . $vars->(16) } 1 .. 7],
+                                        path => '/anon-hub')),
+           400, 'SSE0801', qr/at most 1024 matching states/, 'selectors too costly together');
+    my $ok = subscribe([map { "https://example.com/$_/" . $vars->(16) } 1 .. 6], token => undef,
+                       path => '/anon-hub');
+    is($ok->status, 200, 'selectors within the limits: 200');
+    $ok->close;
     $bad->($srv->request(GET => '/.well-known/mercure?topic=a&lastEventID=a%0Ab',
                          headers => bearer($everything)),
            400, 'SSE0803', qr/Last-Event-ID/, 'a Last-Event-ID with a newline');

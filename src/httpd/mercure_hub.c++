@@ -67,9 +67,10 @@ std::string hub_channel(request_rec *r)
     return mercure_hub_channel(name + (d.section_path ? d.section_path : ""));
 }
 
-/* The subscriber's topic selectors (`topic`, at least one, each a valid string); false when
- * answered (400). */
-bool read_selectors(request_rec *r, const Params &query, std::vector<std::string> &out)
+/* The subscriber's topic selectors (`topic`, at least one, each a valid string), compiled
+ * into `compiled` within the limits of what matching may cost; false when answered (400). */
+bool read_selectors(request_rec *r, const Params &query, std::vector<std::string> &out,
+                    TopicSelectorList &compiled)
 {
     out = param_values(query, "topic");
     std::string bad;
@@ -80,6 +81,10 @@ bool read_selectors(request_rec *r, const Params &query, std::vector<std::string
               " topic selectors";
     for (std::size_t i = 0; bad.empty() && i < out.size(); ++i)
         bad = validate_mercure_string(out[i], "a topic selector");
+    if (bad.empty()) {
+        compiled = TopicSelectorList(out);
+        bad = compiled.limit_error();
+    }
     if (bad.empty())
         return true;
     answer_error(r, HTTP_BAD_REQUEST, "SSE0801", kHubSubscribe, bad);
@@ -117,6 +122,7 @@ int subscribe(request_rec *r, ModuleState *state)
     RequestToken token;
     SubscribeAsk ask;
     std::vector<std::string> selectors;
+    TopicSelectorList compiled;
     const DirConfig &d = dir_config(r);
     if (!query_params(r, query, kHubSubscribe) ||
         !token_verified(r, query, TokenUse::Subscribe, token, d.mercure_anonymous != 0))
@@ -129,12 +135,12 @@ int subscribe(request_rec *r, ModuleState *state)
                             "this hub has no SSETokenKey to verify a token with, and serves no "
                             "anonymous subscriber (SSEMercureAnonymous off)");
     }
-    if (!read_selectors(r, query, selectors) || !read_resume(r, query, ask) ||
+    if (!read_selectors(r, query, selectors, compiled) || !read_resume(r, query, ask) ||
         !token_covers(r, token, {}, TokenUse::Subscribe, &ask.token_expires))
         return OK;
     const bool has_claims = token.required && !token.anonymous;
     ask.mercure = std::make_shared<const MercureFilter>(
-        selectors, has_claims ? &token.claims.subscribe : nullptr);
+        std::move(compiled), has_claims ? &token.claims.subscribe : nullptr);
     ask.channels = {hub_channel(r)};
     return serve_subscribe(r, state, ask);
 }

@@ -13,7 +13,8 @@ use Test::More;
 my @dirs = map { File::Temp::tempdir("mod_sse-hubs$_-XXXXXX", TMPDIR => 1, CLEANUP => 1) } 1, 2;
 chmod 0755, @dirs;
 my ($ka, $kb) = map { SSEMercure::secret_file($_) } @dirs;
-my $srv = SSETest::Server->start(conf => join '',
+my $srv = SSETest::Server->start(global => "SSEHistory 3\n", conf => join '',
+    SSEMercure::hub_location('/hub-h', "HS256 $ka->{file}", anonymous => 1),
     SSEMercure::hub_location('/hub-a', "HS256 $ka->{file}", anonymous => 1),
     SSEMercure::hub_location('/hub-b', "HS256 $kb->{file}", anonymous => 1),
     map({ "<Location /shared-$_>\n    SetHandler mercure-hub\n    SSEMercureHub shared\n"
@@ -67,6 +68,33 @@ my $shared = subscribe('/shared-2', $sub{a});
 update('/shared-1', $pub{a}, 'shared');
 is_deeply([got_until($shared, 'shared')], ['shared'], 'two locations with one SSEMercureHub share it');
 $shared->close;
+
+# A resume whose id the hub holds but SSEHistory (3 updates) does not reach back to: the
+# update between is lost, and the subscriber is told (sse-missed), not left to believe it
+# got everything.
+{
+    my $esc = sub { my ($s) = @_; $s =~ s/([^A-Za-z0-9\-._~])/sprintf('%%%02X', ord $1)/ge; $s };
+    my $send = sub {
+        my ($t, $data, @more) = @_;
+        my $res = $srv->request(POST => '/hub-h', body => join('&', 'topic=' . $esc->($t),
+                                                              "data=$data", @more),
+                                headers => {'Content-Type' => 'application/x-www-form-urlencoded',
+                                            Authorization => "Bearer $pub{a}"});
+        is($res->{status}, 200, "published $data");
+    };
+    $send->('https://example.com/a', 'x0', 'id=urn%3Ax0');
+    $send->('https://example.com/a', 'A1');
+    $send->('https://example.com/b', "b$_") for 1 .. 5;
+    my $c = $srv->subscribe('/hub-h?topic=' . $esc->('https://example.com/a'),
+                            headers => {'Last-Event-ID' => 'urn:x0'});
+    $send->('https://example.com/a', 'a-live');
+    got_until($c, 'a-live');
+    is_deeply([map { "$_->{event}:" . ($_->{event} eq 'sse-missed' ? '' : $_->{data}) } $c->all_events],
+              ['sse-missed:', 'message:a-live'], 'Mercure: A1 is out of reach: sse-missed, then live');
+    is($c->headers->{'last-event-id'} // '', 'earliest',
+       'and the answer\'s Last-Event-ID is not the id asked for');
+    $c->close;
+}
 
 $srv->stop;
 done_testing;

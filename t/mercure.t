@@ -206,8 +206,10 @@ sub fresh { 'https://example.com/t' . ++$n }
              401, 'SSE0141', 'publish signed with another key');
     $check->(post(token => hs({exp => $now - 10, mercure => {publish => ['*']}}), form => [topic => $topic]),
              401, 'SSE0142', 'publish with an expired token');
-    $check->(post(token => $reader, form => [topic => $topic]), 403, 'SSE0806',
-             'publish with a subscriber token');
+    my $scope = post(token => $reader, form => [topic => $topic]);
+    $check->($scope, 403, 'SSE0806', 'publish with a subscriber token');
+    like($scope->{headers}{'www-authenticate'} // '', qr/^Bearer .*error="insufficient_scope"/,
+         'publish with a subscriber token: WWW-Authenticate says insufficient_scope');
     $check->(post(token => $books_pub, form => [topic => 'https://example.com/books/1', topic => $topic]),
              403, 'SSE0806', 'publish claims not selecting every topic');
     is(post(token => $books_pub, form => [topic => 'https://example.com/books/1'])->{status}, 200,
@@ -276,6 +278,11 @@ sub fresh { 'https://example.com/t' . ++$n }
     is($ev->{data} // '', "line 1\nline 2\nline 3", 'data with newlines: several data lines');
     is($ev->{event} // '', 'book.updated', 'type is the event type');
     is($c->retry // '', 5000, 'retry is the retry field');
+    update([$topic], 'first', more => [data => 'second', id => 'urn:first', id => 'urn:second',
+                                       type => 't1', type => 't2']);
+    ($ev) = $c->events(1, 10);
+    is_deeply([@$ev{qw(data id event)}], ['first', 'urn:first', 't1'],
+              'a field given twice: its first value (as the reference hub)');
     $c->close;
 }
 

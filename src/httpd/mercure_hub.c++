@@ -98,7 +98,7 @@ bool read_selectors(request_rec *r, const Params &query, std::vector<std::string
 bool read_resume(request_rec *r, const Params &query, SubscribeAsk &ask)
 {
     const char *header = apr_table_get(r->headers_in, "Last-Event-ID");
-    const std::string *param = param_last(query, "lastEventID");
+    const std::string *param = param_first(query, "lastEventID");
     ask.resume_id = header || !param ? resume_id(header, query) : *param;
     ask.answer_last_event_id = (header || param) && !ask.resume_id.empty();
     std::string bad = ask.resume_id.size() > kMaxEventIdBytes
@@ -145,7 +145,8 @@ int subscribe(request_rec *r, ModuleState *state)
     return serve_subscribe(r, state, ask);
 }
 
-/* The update a publish form asks for; false when answered (400). */
+/* The update a publish form asks for (a field given twice: its first value, as the reference
+ * hub takes it); false when answered (400). */
 bool read_update(request_rec *r, const std::string &body, UpdateTopics &topics, EventFields &ev)
 {
     Params form;
@@ -157,14 +158,14 @@ bool read_update(request_rec *r, const std::string &body, UpdateTopics &topics, 
     topics.topics = param_values(form, "topic");
     topics.is_private = std::any_of(form.begin(), form.end(),
                                     [](const auto &kv) { return kv.first == "private"; });
-    const std::string *data = param_last(form, "data");
+    const std::string *data = param_first(form, "data");
     ev.has_data = true;
     ev.data = data ? *data : "";
-    if (const std::string *id = param_last(form, "id"))
+    if (const std::string *id = param_first(form, "id"))
         ev.id = *id;
-    if (const std::string *type = param_last(form, "type"))
+    if (const std::string *type = param_first(form, "type"))
         ev.event = *type;
-    const std::string *retry = param_last(form, "retry");
+    const std::string *retry = param_first(form, "retry");
     if (retry && !retry->empty() && (ev.retry = parse_retry(*retry)) < 0 && bad.empty())
         bad = "retry \"" + *retry + "\" is not a number of milliseconds (ASCII digits)";
     if (bad.empty() && topics.topics.empty())
@@ -204,10 +205,13 @@ int publish(request_rec *r, ModuleState *state)
     EventFields ev;
     if (!read_update(r, body, topics, ev))
         return OK;
-    if (!TopicSelectorList(token.claims.publish).matches_all(topics.topics))
+    if (!TopicSelectorList(token.claims.publish).matches_all(topics.topics)) {
+        apr_table_setn(r->headers_out, "WWW-Authenticate",
+                       "Bearer realm=\"mod_sse\", error=\"insufficient_scope\"");
         return answer_error(r, HTTP_FORBIDDEN, "SSE0806", kHubPublish,
                             "the token's mercure.publish claim does not select every topic of "
                             "the update");
+    }
     token_covers(r, token, {}, TokenUse::Publish); /* no channel: names its `sub` the user */
     if (ev.id.empty())
         ev.id = generated_id();

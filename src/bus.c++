@@ -1031,10 +1031,12 @@ public:
         std::uint64_t hi = st_.next_seq;
         while (hi > st_.tail_seq && !found_mine_) {
             if (!collecting_ && !custom_ids_) {
-                /* Only the bus id itself can still match. */
+                /* Only the bus id itself can still match (and, until one is seen, an event
+                 * SSEHistory leaves out must be looked for on the way). */
                 if (seq_id_ < st_.tail_seq || seq_id_ >= hi)
                     break;
-                hi = seq_id_ + 1;
+                if (left_out_)
+                    hi = seq_id_ + 1;
             }
             const std::uint64_t block_start = (hi - 1) / kIndexEvery * kIndexEvery;
             const std::uint64_t lo = std::max(st_.tail_seq, block_start);
@@ -1058,6 +1060,9 @@ public:
     }
     /* What to replay, newest first. */
     const std::vector<Seen> &keep() const { return keep_; }
+    /* Whether an event this subscriber would get, newer than `seq`, is left out of keep()
+     * because SSEHistory (count or age) does not reach back to it. */
+    bool left_out_after(std::uint64_t seq) const { return left_out_ && left_out_seq_ > seq; }
 
 private:
     bool satisfied() const
@@ -1082,7 +1087,7 @@ private:
         if (channels_.is_all() || !h_->indexed_block(block_start, &unused, &filter))
             return false;
         bool may = (seq_id_ >= lo && seq_id_ < hi) || (custom_ids_ && id_key_.in(filter));
-        for (std::size_t k = 0; collecting_ && !may && k < n_channels_; ++k)
+        for (std::size_t k = 0; (collecting_ || !left_out_) && !may && k < n_channels_; ++k)
             may = channel_keys_[k].in(filter);
         return !may;
     }
@@ -1168,6 +1173,24 @@ private:
         }
         if (collecting_)
             collect(s, mask);
+        else
+            note_left_out(s, mask);
+    }
+
+    /* The newest event SSEHistory leaves out that this subscriber would get (an admitted
+     * event of a channel whose history no close cut off). Walking newest first, the first
+     * one seen is the newest. */
+    void note_left_out(const Seen &s, const std::uint64_t *mask)
+    {
+        if (left_out_ || !s.admitted)
+            return;
+        for (std::size_t k = 0; k < n_channels_; ++k) {
+            if (on(mask, k) && !closed_[k]) {
+                left_out_ = true;
+                left_out_seq_ = s.seq;
+                return;
+            }
+        }
     }
 
     /* Keeps an event while some channel of it still wants events under SSEHistory. */
@@ -1176,6 +1199,7 @@ private:
         /* Times never decrease along seq: everything from here back is too old. */
         if (limits_.max_age_s && s.time_us < oldest_us_) {
             collecting_ = false;
+            note_left_out(s, mask);
             return;
         }
         if (!s.admitted)
@@ -1189,6 +1213,8 @@ private:
         }
         if (wanted)
             keep_.push_back(s);
+        else
+            note_left_out(s, mask);
         collecting_ = !satisfied();
     }
 
@@ -1211,6 +1237,8 @@ private:
     std::vector<Seen> keep_;           /* newest first */
     Seen match_mine_{}, match_any_{};
     bool found_mine_ = false, found_any_ = false;
+    bool left_out_ = false;            /* see left_out_after() */
+    std::uint64_t left_out_seq_ = 0;
     bool collecting_ = false;          /* SSEHistory is not met yet for some channel */
 };
 
@@ -1247,7 +1275,8 @@ bool BusReader::start_after(std::string_view last_event_id, const HistoryLimits 
     replay_next_ = 0;
     pos_ = st.head_pos;
     seq_ = st.next_seq;
-    return found;
+    /* Found, but older than what SSEHistory replays: something between may be lost too. */
+    return found && !walk.left_out_after(match->seq);
 }
 
 void BusReader::start_earliest(const HistoryLimits &limits, std::int64_t now_us)

@@ -171,6 +171,8 @@ std::optional<std::string> encode_subscriber_note(const MercureSubscriber &s)
 {
     std::string note(kNoteTag);
     note += kSep;
+    note += s.hub;
+    note += kSep;
     note += s.id;
     note += kSep;
     note += s.payload;
@@ -193,12 +195,13 @@ std::optional<MercureSubscriber> decode_subscriber_note(std::string_view note)
             break;
         at = end + 1;
     }
-    if (fields.size() < 4 || fields[0] != kNoteTag)
+    if (fields.size() < 5 || fields[0] != kNoteTag)
         return std::nullopt;
     MercureSubscriber s;
-    s.id = fields[1];
-    s.payload = fields[2];
-    s.selectors.assign(fields.begin() + 3, fields.end());
+    s.hub = fields[1];
+    s.id = fields[2];
+    s.payload = fields[3];
+    s.selectors.assign(fields.begin() + 4, fields.end());
     return s;
 }
 

@@ -224,6 +224,11 @@ private:
         std::vector<VarSpec> vars;
         if (!var_list(body, vars))
             return false;
+        if (vars.size() > kMaxTemplateVariables) {
+            sel_.too_many_variables_ = true;
+            return false;
+        }
+        const std::uint32_t start = here();
         const bool explode =
             std::any_of(vars.begin(), vars.end(), [](const VarSpec &v) { return v.explode; });
         /* The expression may expand to nothing at all. */
@@ -235,6 +240,7 @@ private:
             more_values(op.sep, value_set(op.reserved, op.named || explode), explode,
                         vars.size() - 1);
         patch(skip, here());
+        sel_.states_ += here() - start;
         return true;
     }
 
@@ -306,6 +312,7 @@ TopicSelector TopicSelector::compile(std::string_view selector)
         sel.prog_.clear();
         sel.sets_.clear();
         sel.prefix_.clear();
+        sel.states_ = 0;
         return sel;
     }
     sel.kind_ = Kind::Template;
@@ -399,6 +406,22 @@ TopicSelectorList::TopicSelectorList(const std::vector<std::string> &selectors)
     }
 }
 
+std::string TopicSelectorList::limit_error() const
+{
+    std::size_t states = 0;
+    for (const TopicSelector &s : selectors_) {
+        if (s.too_many_variables())
+            return "a URI template expression names at most " +
+                   std::to_string(kMaxTemplateVariables) + " variables";
+        states += s.states();
+    }
+    if (states > kMaxSelectorStates)
+        return "the URI templates of a subscription compile to at most " +
+               std::to_string(kMaxSelectorStates) + " matching states together (these take " +
+               std::to_string(states) + "): use fewer or simpler template expressions";
+    return {};
+}
+
 bool TopicSelectorList::matches_any(const std::vector<std::string> &topics) const
 {
     if (any_)
@@ -413,6 +436,23 @@ bool TopicSelectorList::matches_all(const std::vector<std::string> &topics) cons
         return any_ || std::any_of(selectors_.begin(), selectors_.end(),
                                    [&](const TopicSelector &s) { return s.matches(t); });
     });
+}
+
+std::string mercure_hub_channel(std::string_view hub_name)
+{
+    std::string channel = kMercureChannelPrefix;
+    if (channel.size() + hub_name.size() <= kMaxChannelNameBytes)
+        return channel.append(hub_name);
+    /* FNV-1a, 64 bits: names come from the configuration, not from clients. */
+    std::uint64_t h = 14695981039346656037ULL;
+    for (unsigned char c : hub_name)
+        h = (h ^ c) * 1099511628211ULL;
+    static const char hex[] = "0123456789abcdef";
+    std::string tail = "#";
+    for (int shift = 60; shift >= 0; shift -= 4)
+        tail += hex[(h >> shift) & 0xF];
+    const std::size_t room = kMaxChannelNameBytes - channel.size() - tail.size();
+    return channel.append(hub_name.substr(0, room)).append(tail);
 }
 
 } // namespace sse

@@ -107,15 +107,16 @@ PublishAttempt publish_event(Bus &bus, Registry *registry, const std::vector<std
     return append_event(bus, registry, channels, ev, audience, now_us);
 }
 
-PublishAttempt publish_update(Bus &bus, Registry *registry, const UpdateTopics &topics,
-                              const EventFields &ev, std::int64_t now_us)
+PublishAttempt publish_update(Bus &bus, Registry *registry, const std::string &channel,
+                              const UpdateTopics &topics, const EventFields &ev,
+                              std::int64_t now_us)
 {
     PublishAttempt a;
     a.outcome = PublishAttempt::Outcome::BadRequest;
     a.error = validate_update(topics, ev);
     if (!a.error.empty())
         return a;
-    return append(bus, registry, {kMercureChannel}, ev, {}, &topics, now_us);
+    return append(bus, registry, {channel}, ev, {}, &topics, now_us);
 }
 
 ClosedChannels close_channels(Bus &bus, Registry &registry, const std::vector<std::string> &channels,

@@ -4,6 +4,14 @@
 
 namespace sse {
 
+const std::string *param_first(const Params &params, std::string_view key)
+{
+    for (const auto &kv : params)
+        if (kv.first == key)
+            return &kv.second;
+    return nullptr;
+}
+
 namespace {
 
 int hex_value(char c)

@@ -85,9 +85,13 @@ sub sentinel { 'https://example.com/sentinel' . ++$n }
 }
 
 my $srv = SSETest::Server->start(conf => "AllowEncodedSlashes NoDecode\n"
-    . SSEMercure::hub_location('/.well-known/mercure', "HS256 $key->{file}", subscriptions => 1)
+    . SSEMercure::hub_location('/.well-known/mercure', "HS256 $key->{file}", subscriptions => 1,
+                               hub => 'one-hub')
+    # The same hub (SSEMercureHub), its streams held by workers: listed and announced alike.
     . SSEMercure::hub_location('/blocking-hub', "HS256 $key->{file}", subscriptions => 1,
-                               blocking => 1));
+                               blocking => 1, hub => 'one-hub')
+    # A hub of its own (the default name: the server's and the section's).
+    . SSEMercure::hub_location('/other-hub', "HS256 $key->{file}", subscriptions => 1));
 $srv->expect_burst_notices;
 $srv->expect_log(qr/SSE081[345]: mercure subscriptions refused \(40[34]\)/,
                  qr/SSE0810: mercure subscribe refused \(400\)/,
@@ -237,5 +241,18 @@ is(scalar(grep { $_->status == 200 } @held), 26, '26 streams held on workers');
     $w->close;
 }
 $_->close for @held;
+# Another hub's subscribers are not this hub's to list.
+{
+    my $topic = 'https://example.com/other/{id}';
+    my $other = subscribe($srv, $alice, [$topic], path => '/other-hub');
+    is($other->status, 200, 'a subscriber of another hub');
+    my $mine = subscribe($srv, $alice, [$topic]);
+    is($mine->status, 200, 'and one of this hub, with the same selector');
+    my $doc = api($srv, '', $everything)->{json};
+    is(scalar(grep { $_->{topic} eq $topic } @{$doc->{subscriptions} // []}), 1,
+       "this hub's API lists its own only");
+    $_->close for $other, $mine;
+}
+
 $srv->stop;
 done_testing;

@@ -37,8 +37,8 @@ LoadModule headers_module $mods/mod_headers.so
 LoadModule setenvif_module $mods/mod_setenvif.so
 EOF
 $example
-@{[SSEMercure::hub_location('/.well-known/mercure', "HS256 $key->{file}")]}
-@{[SSEMercure::hub_location('/anon-hub', "HS256 $key->{file}", anonymous => 1)]}
+@{[SSEMercure::hub_location('/.well-known/mercure', "HS256 $key->{file}", hub => 'main')]}
+@{[SSEMercure::hub_location('/anon-hub', "HS256 $key->{file}", anonymous => 1, hub => 'main')]}
 @{[SSEMercure::hub_location('/rs-hub', "RS256 $keys/rs.pub")]}
 @{[SSEMercure::hub_location('/nokey-hub', undef, anonymous => 1)]}
 @{[SSEMercure::hub_location('/closed-hub', undef)]}
@@ -188,7 +188,8 @@ sub fresh { 'https://example.com/t' . ++$n }
                             body => form(topic => $topic, data => 'by-query'),
                             headers => {'Content-Type' => 'application/x-www-form-urlencoded'});
     is($res->{status}, 200, 'publish with the token in the query');
-    $res = post(token => undef, headers => {Cookie => "mercureAuthorization=$publisher"},
+    $res = post(token => undef, headers => {Cookie => "mercureAuthorization=$publisher",
+                                            Origin => 'http://127.0.0.1:' . $srv->port},
                 form => [topic => $topic, data => 'by-cookie']);
     is($res->{status}, 200, 'publish with the token in the cookie');
     is_deeply([got_until($h, 'by-cookie')], ['by-query', 'by-cookie'], 'cookie subscriber gets both');
@@ -205,8 +206,10 @@ sub fresh { 'https://example.com/t' . ++$n }
              401, 'SSE0141', 'publish signed with another key');
     $check->(post(token => hs({exp => $now - 10, mercure => {publish => ['*']}}), form => [topic => $topic]),
              401, 'SSE0142', 'publish with an expired token');
-    $check->(post(token => $reader, form => [topic => $topic]), 403, 'SSE0806',
-             'publish with a subscriber token');
+    my $scope = post(token => $reader, form => [topic => $topic]);
+    $check->($scope, 403, 'SSE0806', 'publish with a subscriber token');
+    like($scope->{headers}{'www-authenticate'} // '', qr/^Bearer .*error="insufficient_scope"/,
+         'publish with a subscriber token: WWW-Authenticate says insufficient_scope');
     $check->(post(token => $books_pub, form => [topic => 'https://example.com/books/1', topic => $topic]),
              403, 'SSE0806', 'publish claims not selecting every topic');
     is(post(token => $books_pub, form => [topic => 'https://example.com/books/1'])->{status}, 200,
@@ -239,18 +242,26 @@ sub fresh { 'https://example.com/t' . ++$n }
     my @ids = map { update([$topic], "r$_", more => [id => "https://example.com/ev/$topic/$_"]) } 1 .. 3;
     is($ids[0], "https://example.com/ev/$topic/1", 'the publisher\'s id is answered as given');
     my $c = subscribe([$topic], headers => {'Last-Event-ID' => $ids[0]});
-    is($c->headers->{'last-event-id'} // '', $ids[2],
-       'the response Last-Event-ID is the newest update at connection time');
+    is($c->headers->{'last-event-id'} // '', $ids[0],
+       'the response Last-Event-ID is the id just before the first update sent: the one asked');
     is_deeply([got_until($c, 'r3')], ['r2', 'r3'], 'Last-Event-ID header: what came after it');
     $c->close;
     $c = subscribe([$topic], query => 'lastEventID=' . esc($ids[1]));
+    is($c->headers->{'last-event-id'} // '', $ids[1], 'lastEventID: the answer names it');
     is_deeply([got_until($c, 'r3')], ['r3'], 'lastEventID query parameter');
     $c->close;
+    update([fresh()], 'private-elsewhere', more => [private => 'on', id => 'https://example.com/ev/secret']);
+    $c = subscribe([$topic], token => undef, path => '/anon-hub');
+    ok(!exists $c->headers->{'last-event-id'},
+       'no Last-Event-ID asked: none answered (not the id of the newest, private, update)');
+    $c->close;
     $c = subscribe([$topic], query => 'lastEventID=earliest');
+    is($c->headers->{'last-event-id'} // '', 'earliest', 'earliest: the answer says earliest');
     is_deeply([got_until($c, 'r3')], ['r1', 'r2', 'r3'], 'earliest: everything held');
     ok(!grep({ /sse-missed/ } $c->raw_stream), 'earliest: no missed notice');
     $c->close;
     $c = subscribe([$topic], headers => {'Last-Event-ID' => 'urn:uuid:never-published'});
+    is($c->headers->{'last-event-id'} // '', 'earliest', 'an unknown id: the answer says earliest');
     got_until($c, 'r3');
     is_deeply([map { "$_->{event}:" . ($_->{event} eq 'sse-missed' ? '' : $_->{data}) } $c->all_events],
               ['sse-missed:', 'message:r1', 'message:r2', 'message:r3'],
@@ -267,6 +278,11 @@ sub fresh { 'https://example.com/t' . ++$n }
     is($ev->{data} // '', "line 1\nline 2\nline 3", 'data with newlines: several data lines');
     is($ev->{event} // '', 'book.updated', 'type is the event type');
     is($c->retry // '', 5000, 'retry is the retry field');
+    update([$topic], 'first', more => [data => 'second', id => 'urn:first', id => 'urn:second',
+                                       type => 't1', type => 't2']);
+    ($ev) = $c->events(1, 10);
+    is_deeply([@$ev{qw(data id event)}], ['first', 'urn:first', 't1'],
+              'a field given twice: its first value (as the reference hub)');
     $c->close;
 }
 
@@ -293,6 +309,16 @@ sub fresh { 'https://example.com/t' . ++$n }
            'SSE0801', qr/at least one topic selector/, 'subscribe without a selector');
     $bad->($srv->request(GET => '/.well-known/mercure?topic=a%0Ab', headers => bearer($everything)),
            400, 'SSE0801', qr/control character/, 'a selector with a newline');
+    my $vars = sub { '{' . join(',', map { "v$_" } 1 .. $_[0]) . '}' };
+    $bad->($srv->request(GET => hub_url(['https://example.com/' . $vars->(17)], path => '/anon-hub')),
+           400, 'SSE0801', qr/at most 16 variables/, 'a template expression with 17 variables');
+    $bad->($srv->request(GET => hub_url([map { "https://example.com/$_/" . $vars->(16) } 1 .. 7],
+                                        path => '/anon-hub')),
+           400, 'SSE0801', qr/at most 1024 matching states/, 'selectors too costly together');
+    my $ok = subscribe([map { "https://example.com/$_/" . $vars->(16) } 1 .. 6], token => undef,
+                       path => '/anon-hub');
+    is($ok->status, 200, 'selectors within the limits: 200');
+    $ok->close;
     $bad->($srv->request(GET => '/.well-known/mercure?topic=a&lastEventID=a%0Ab',
                          headers => bearer($everything)),
            400, 'SSE0803', qr/Last-Event-ID/, 'a Last-Event-ID with a newline');

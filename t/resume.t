@@ -82,6 +82,22 @@ subtest 'SSEHistory count bounds the replay per channel' => sub {
     $sub->close;
 };
 
+subtest 'an id held but older than SSEHistory reaches: what it allows, and a notice' => sub {
+    publish_ok('/publish/rw?id=w-0', 'w0');
+    publish_ok('/publish/rw', "w$_") for 1 .. 6;
+    my $sub = $srv->subscribe('/events/rw', headers => {'Last-Event-ID' => 'w-0'});
+    my @ev = $sub->events(6, 5);
+    is($ev[0]{event}, 'sse-missed', 'first an sse-missed event (w1 is not replayed)');
+    is(SSETest::json_decode($ev[0]{data})->{lastEventId}, 'w-0', 'naming the id asked for');
+    is_deeply([map { $_->{data} } @ev[1 .. $#ev]], [qw(w2 w3 w4 w5 w6)], 'then the newest 5');
+    $sub->close;
+    $sub = $srv->subscribe('/events/rw', headers => {'Last-Event-ID' => $ev[1]{id}});
+    publish_ok('/publish/rw', 'w7');
+    is_deeply([map { $_->{event} . ':' . $_->{data} } $sub->events(5, 5)],
+              [map { "message:w$_" } 3 .. 7], 'an id within reach: no notice');
+    $sub->close;
+};
+
 subtest 'no Last-Event-ID: live only' => sub {
     my $sub = $srv->subscribe('/events/ra');
     is(scalar $sub->events(1, 0.7), 0, 'no replay');

@@ -204,8 +204,9 @@ for my $a (sort keys %alg) {
     is($srv->request(POST => "/$l-pub/room/1?authorization=$pub", body => 'x')->{status}, 201,
        "$a publish, token in the query parameter (not taken for an event field): 201");
     is($srv->request(POST => "/$l-pub/news", body => 'x',
-                     headers => {Cookie => "mercureAuthorization=$pub"})->{status}, 201,
-       "$a publish, token in the cookie: 201");
+                     headers => {Cookie => "mercureAuthorization=$pub",
+                                 Origin => 'http://127.0.0.1:' . $srv->port})->{status}, 201,
+       "$a publish, token in the cookie, from the server's own origin: 201");
     my $published_before = json_of($srv->request(GET => "/$l-pub/news", headers => bearer($pub)))
                            ->{events_published};
     refused($post->("/$l-pub/news"), 401, 'SSE0140', qr/a token is required/,

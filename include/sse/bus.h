@@ -265,7 +265,9 @@ public:
      * the subscribed channels published after it (within `limits`), then continues live.
      * Returns false when the bus holds no such event (it was evicted, or never existed, or was
      * evicted while this call looked for it): then everything retained (within `limits`) is
-     * queued, and the caller should tell the client that events may be missing. The newest
+     * queued, and the caller should tell the client that events may be missing. Also false
+     * when the event is held but `limits` do not reach back to it and an event this
+     * subscriber would get lies between (left out): what `limits` allow after it is queued. The newest
      * match on a subscribed channel wins, then the newest match on any channel (a
      * bus-assigned id is a position whatever its channel). A channel's events from before its
      * last CloseChannels record are not replayed.
@@ -273,7 +275,8 @@ public:
      * every later event for this subscriber, each once and in publish order, except where it
      * returns Overrun (events it should have given were evicted first).
      * Cost: it walks back from the head, block by block (64 records), reading only blocks
-     * whose filter may hold a subscribed channel (until SSEHistory is met) or the id, and
+     * whose filter may hold a subscribed channel (until SSEHistory is met, and past it until
+     * one event it leaves out is seen) or the id, and
      * stops at the id: so about what it replays when the id is a bus id or the newest match
      * is on a subscribed channel; when the bus holds publisher-given ids and this one is not
      * within the replay, every block's filter (to tell an old id from an unknown one). */

@@ -97,7 +97,8 @@ public:
     Delivery(const DeliverySettings &settings, std::int64_t now_us);
 
     /* Appends the opening bytes: `: ok`, `retry:` when retry_ms >= 0, and the
-     * unknown-last-event-id notice (naming `resume_id`) when !resume_found. */
+     * unknown-last-event-id notice (naming `resume_id`) when !resume_found (the id is not held,
+     * or it is and SSEHistory does not reach back to it: BusReader::start_after). */
     static void opening(std::int64_t retry_ms, bool resume_found, std::string_view resume_id,
                         std::string &out);
 

@@ -36,6 +36,8 @@ struct MercureSubscriber {
     std::string id;                     /* hub-generated, unique per connection */
     std::string payload;                /* the token's mercure.payload, JSON text; "": none */
     std::vector<std::string> selectors; /* validated: no NUL (validate_mercure_string) */
+    std::string hub;                    /* the hub's bus channel (mercure_hub_channel()): its
+                                           events go there, and only its API lists it */
 };
 
 /* The slot note of `s`; nullopt when it is longer than kMaxSlotNoteBytes. */

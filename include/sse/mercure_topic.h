@@ -34,6 +34,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace sse {
@@ -42,6 +43,16 @@ namespace sse {
  * claim's selectors): larger is refused with 400 (or the token as invalid). */
 constexpr std::size_t kMaxTopicBytes = 16384;
 constexpr std::size_t kMaxTopicsPerRequest = 64;
+
+/* Limits on what a subscriber's selectors may cost to match (anyone may subscribe where
+ * anonymous subscribers are allowed, and every update is matched against every selector on
+ * the hub's I/O thread): a template expression names at most kMaxTemplateVariables
+ * variables, and the template expressions of one subscription's selectors compile to at most
+ * kMaxSelectorStates NFA instructions together. Matching a topic costs at most its length
+ * times that many steps (literal text outside expressions costs one step per byte whatever
+ * its length). TopicSelectorList::limit_error() says when a list is over. */
+constexpr std::size_t kMaxTemplateVariables = 16;
+constexpr std::size_t kMaxSelectorStates = 1024;
 
 /* A topic, a selector, a Mercure id or type: valid UTF-8 without C0 or C1 control
  * characters, DEL, or Unicode format characters (category Cf: bidirectional and zero-width
@@ -62,6 +73,12 @@ public:
 
     Kind kind() const { return kind_; }
     const std::string &text() const { return text_; }
+    /* NFA instructions of its template expressions (0 unless a template): what matching a
+     * topic costs per byte at most. */
+    std::size_t states() const { return states_; }
+    /* Whether an expression names more than kMaxTemplateVariables variables (the selector
+     * is then compiled as exact text, and must be refused where a client sent it). */
+    bool too_many_variables() const { return too_many_variables_; }
 
 private:
     /* One NFA instruction: a byte in a set (sets_[arg]), a literal byte (arg), a fork to
@@ -79,6 +96,8 @@ private:
     Kind kind_ = Kind::Exact;
     std::string text_;
     std::string prefix_;            /* the template's leading literal: a quick reject */
+    std::size_t states_ = 0;
+    bool too_many_variables_ = false;
     std::vector<Inst> prog_;
     std::vector<std::bitset<256>> sets_;
     /* Matching scratch, sized once at compile: two state lists and a mark per instruction
@@ -98,6 +117,9 @@ public:
      * of its update). */
     bool matches_all(const std::vector<std::string> &topics) const;
     bool empty() const { return selectors_.empty(); }
+    /* Why a client may not subscribe with these selectors (kMaxTemplateVariables,
+     * kMaxSelectorStates), naming the limit; empty when within them. */
+    std::string limit_error() const;
     std::size_t size() const { return selectors_.size(); }
     const std::vector<TopicSelector> &selectors() const { return selectors_; }
 
@@ -106,10 +128,15 @@ private:
     bool any_ = false; /* one of them is `*` */
 };
 
-/* The bus channel that carries every Mercure update (sse/bus.h: UpdateTopics). '#' is no
- * character of a channel name (validate_channel_name), so no native publish or subscribe
- * can name it: Mercure topics and mod_sse channels are two separate namespaces. */
-constexpr const char *kMercureChannel = "#mercure";
+/* The bus channel of one hub (sse/bus.h: UpdateTopics): every update published to the hub
+ * named `hub_name` travels on it, and only that hub's subscribers read it, so two hubs (two
+ * locations, two virtual hosts, two keys) never see each other's updates. It is
+ * kMercureChannelPrefix + the name; a name too long for a channel is cut and ends with a
+ * hash of the whole name, so two long names stay apart. '#' is no character of a channel
+ * name (validate_channel_name), so no native publish or subscribe can name it: Mercure
+ * topics and mod_sse channels are two separate namespaces. */
+constexpr const char *kMercureChannelPrefix = "#mercure:";
+std::string mercure_hub_channel(std::string_view hub_name);
 
 /* Which updates one Mercure subscriber gets: those with a topic its selectors select, and
  * of the private ones only those with a topic its token's mercure.subscribe selectors
@@ -119,7 +146,13 @@ class MercureFilter {
 public:
     MercureFilter(const std::vector<std::string> &selectors,
                   const std::vector<std::string> *claims)
-        : selectors_(selectors), claims_(claims ? TopicSelectorList(*claims) : TopicSelectorList())
+        : MercureFilter(TopicSelectorList(selectors), claims)
+    {
+    }
+    /* With the selectors compiled already (checked with limit_error()). */
+    MercureFilter(TopicSelectorList selectors, const std::vector<std::string> *claims)
+        : selectors_(std::move(selectors)),
+          claims_(claims ? TopicSelectorList(*claims) : TopicSelectorList())
     {
     }
 

@@ -48,14 +48,15 @@ PublishAttempt append_event(Bus &bus, Registry *registry, const std::vector<std:
 PublishAttempt publish_event(Bus &bus, Registry *registry, const std::vector<std::string> &channels,
                              const EventFields &ev, const Audience &audience, std::int64_t now_us);
 
-/* Publishes a Mercure update on kMercureChannel (sse/mercure_topic.h), its topics travelling
+/* Publishes a Mercure update on `channel` (its hub's: mercure_hub_channel()), its topics travelling
  * with it (UpdateTopics), unless a topic or a field breaks the draft's rules (BadRequest, the
  * error names it: 1 to kMaxTopicsPerRequest topics, none `*`, each and the id and type
  * validate_mercure_string(); an id neither starting with '#' nor `earliest`; a type other
  * than `mercure`) or the bus's (validate_event()), or the update does not fit the bus
  * (TooLarge). Notes it in `registry` as publish_event() does. Never throws for bad input. */
-PublishAttempt publish_update(Bus &bus, Registry *registry, const UpdateTopics &topics,
-                              const EventFields &ev, std::int64_t now_us);
+PublishAttempt publish_update(Bus &bus, Registry *registry, const std::string &channel,
+                              const UpdateTopics &topics, const EventFields &ev,
+                              std::int64_t now_us);
 
 /* DELETE: marks the channels that exist closed in `registry` and appends the CloseChannels
  * record with its sse-close notice, so every stream of them ends (sse/bus.h). Returns the

@@ -28,6 +28,9 @@ std::string parse_form(std::string_view text, Params &out);
 std::vector<std::string> param_values(const Params &params, std::string_view key);
 /* The last value of `key`; nullptr when absent. */
 const std::string *param_last(const Params &params, std::string_view key);
+/* The first value of `key` (what Go's url.Values.Get gives: Mercure's fields); nullptr when
+ * absent. */
+const std::string *param_first(const Params &params, std::string_view key);
 
 /* The channels a request names, validated, duplicates dropped:
  *   1. `configured`, when not null (the SSEChannel expression's value, comma-separated);

@@ -52,6 +52,9 @@ constexpr std::tuple kLocationSettings{
     LocationSetting<const TokenKey *>{&DirConfig::token_key, &DirConfig::token_key_set, nullptr},
     LocationSetting<const char *>{&DirConfig::token_cookie, &DirConfig::token_cookie_set,
                                   nullptr},
+    LocationSetting<const std::vector<std::string> *>{&DirConfig::token_cookie_origins,
+                                                      &DirConfig::token_cookie_origins_set,
+                                                      nullptr},
     LocationSetting<const char *>{&DirConfig::channel_base, &DirConfig::channel_base_set,
                                   nullptr},
     LocationSetting<const std::vector<std::string> *>{&DirConfig::event_types,
@@ -59,6 +62,8 @@ constexpr std::tuple kLocationSettings{
     LocationSetting<int>{&DirConfig::mercure_anonymous, &DirConfig::mercure_anonymous_set, 0},
     LocationSetting<int>{&DirConfig::mercure_subscriptions,
                          &DirConfig::mercure_subscriptions_set, 0},
+    LocationSetting<const char *>{&DirConfig::mercure_hub, &DirConfig::mercure_hub_set, nullptr},
+    LocationSetting<const char *>{&DirConfig::section_path, &DirConfig::section_path_set, nullptr},
 };
 
 /* The check that the list is whole, by count (a member listed twice would hide one left
@@ -110,11 +115,16 @@ void *create_server_config(apr_pool_t *p, server_rec *)
     return c;
 }
 
-void *create_dir_config(apr_pool_t *p, char *)
+void *create_dir_config(apr_pool_t *p, char *dir)
 {
     auto *c = static_cast<DirConfig *>(apr_pcalloc(p, sizeof(DirConfig)));
     std::apply([&](const auto &...setting) { (set_default(*c, setting), ...); },
                kLocationSettings);
+    /* <If> sections are created with the path "*If": they keep their enclosing section's. */
+    if (dir && *dir != '*') {
+        c->section_path = apr_pstrdup(p, dir);
+        c->section_path_set = 1;
+    }
     return c;
 }
 
@@ -472,6 +482,16 @@ constexpr auto cmd_mercure_anonymous =
 constexpr auto cmd_mercure_subscriptions =
     cmd_location_flag<&DirConfig::mercure_subscriptions, &DirConfig::mercure_subscriptions_set>;
 
+const char *cmd_mercure_hub(cmd_parms *cmd, void *dv, const char *name)
+{
+    auto *d = static_cast<DirConfig *>(dv);
+    if (!*name)
+        return apr_psprintf(cmd->pool, "SSEMercureHub: the hub's name may not be empty");
+    d->mercure_hub = name;
+    d->mercure_hub_set = 1;
+    return nullptr;
+}
+
 apr_status_t destroy_type_list(void *list)
 {
     delete static_cast<std::vector<std::string> *>(list);
@@ -582,6 +602,10 @@ const command_rec directives[] = {
                  RSRC_CONF | ACCESS_CONF,
                  "On|Off: whether a Mercure hub here publishes subscription events and serves "
                  "the subscriptions API (default Off)"),
+    AP_INIT_TAKE1("SSEMercureHub", as_cmd_func<cmd_mercure_hub>(), nullptr,
+                  RSRC_CONF | ACCESS_CONF,
+                  "<name>: the hub a mercure-hub location serves; locations with the same name "
+                  "share their updates (default: the server's name and the location's path)"),
     AP_INIT_TAKE1("SSEMaxSubscribers", as_cmd_func<cmd_registry_limit>(),
                   reinterpret_cast<void *>(1), RSRC_CONF,
                   "<n>: open streams the server holds at most, all processes together "
@@ -598,6 +622,10 @@ const command_rec directives[] = {
     AP_INIT_TAKE1("SSETokenCookie", as_cmd_func<cmd_token_cookie>(), nullptr,
                   RSRC_CONF | ACCESS_CONF,
                   "<name>: the cookie a token may come in (default mercureAuthorization)"),
+    AP_INIT_TAKE_ARGV("SSETokenCookieOrigins", as_cmd_func<cmd_token_cookie_origins>(), nullptr,
+                      RSRC_CONF | ACCESS_CONF,
+                      "<origin> ... | *: where a publish (POST, DELETE) with its token in the "
+                      "cookie may come from, by Origin or Referer (default: the request's own)"),
     AP_INIT_TAKE_ARGV("SSEEventTypes", as_cmd_func<cmd_event_types>(), nullptr,
                       RSRC_CONF | ACCESS_CONF,
                       "<type> ... | *: the only event types publish and ?event= may name here "

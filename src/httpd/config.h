@@ -89,6 +89,9 @@ struct DirConfig {
     int presence_subscribe;            int presence_subscribe_set;   /* SSEPresenceSubscribe */
     const TokenKey *token_key;         int token_key_set;    /* SSETokenKey; nullptr: off */
     const char *token_cookie;          int token_cookie_set; /* SSETokenCookie; nullptr: default */
+    /* SSETokenCookieOrigins: the origins (lower case, or "*") a state-changing publish with
+     * its token in the cookie may come from; nullptr: the request's own. Configuration pool. */
+    const std::vector<std::string> *token_cookie_origins; int token_cookie_origins_set;
     const char *channel_base;          int channel_base_set; /* SSEChannelBase, no trailing '/'
                                                                 ("" for "/"); nullptr: none */
     /* SSEEventTypes: the event types publish and ?event= may name here ("message": the
@@ -96,6 +99,10 @@ struct DirConfig {
     const std::vector<std::string> *event_types; int event_types_set;
     int mercure_anonymous;             int mercure_anonymous_set;    /* SSEMercureAnonymous */
     int mercure_subscriptions; int mercure_subscriptions_set; /* SSEMercureSubscriptions */
+    const char *mercure_hub;           int mercure_hub_set; /* SSEMercureHub; nullptr: derived */
+    /* The path of the innermost <Location>/<Directory> (or regex) section that configured
+     * this one (not <If>): a hub's default name. nullptr: none (server level). */
+    const char *section_path;          int section_path_set;
 };
 
 constexpr apr_uint64_t kDefaultBusSize = 16u << 20;

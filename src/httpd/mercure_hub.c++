@@ -1,7 +1,7 @@
 /* The mercure-hub handler: Apache as a Mercure hub (docs/mercure.md).
  *
  * - POST publishes an update (a form with repeatable `topic`, `data`, `private`, `id`,
- *   `type`, `retry`) on the hub's bus channel (kMercureChannel) with its topics; the answer
+ *   `type`, `retry`) on the hub's bus channel (hub_channel()) with its topics; the answer
  *   is 200 text/plain with the update's id (urn:uuid:... unless the publisher gave one).
  *   It needs a token (SSETokenKey) whose mercure.publish selectors select every topic.
  * - GET subscribes with one or more `topic` selectors: a stream of that channel whose
@@ -60,21 +60,21 @@ std::string generated_id()
     return id;
 }
 
-/* The id of the newest update the bus holds ("earliest" when none): the Last-Event-ID a
- * subscriber is answered with, to reconcile what it fetched with what it will get. */
-std::string newest_update_id(ModuleState *state)
+/* The bus channel of the hub this request is for: SSEMercureHub's name, else the server's
+ * name and the path of the section that configured the location (docs/mercure.md). */
+std::string hub_channel(request_rec *r)
 {
-    BusReader reader(state->bus, ChannelSet({kMercureChannel}));
-    reader.start_earliest(HistoryLimits{1, 0}, now_us());
-    BusEvent e;
-    if (reader.next(&e) == BusReader::Next::Event)
-        return e.id;
-    return "earliest";
+    const DirConfig &d = dir_config(r);
+    if (d.mercure_hub)
+        return mercure_hub_channel(d.mercure_hub);
+    std::string name = r->server->server_hostname ? r->server->server_hostname : "";
+    return mercure_hub_channel(name + (d.section_path ? d.section_path : ""));
 }
 
-/* The subscriber's topic selectors (`topic`, at least one, each a valid string); false when
- * answered (400). */
-bool read_selectors(request_rec *r, const Params &query, std::vector<std::string> &out)
+/* The subscriber's topic selectors (`topic`, at least one, each a valid string), compiled
+ * into `compiled` within the limits of what matching may cost; false when answered (400). */
+bool read_selectors(request_rec *r, const Params &query, std::vector<std::string> &out,
+                    TopicSelectorList &compiled)
 {
     out = param_values(query, "topic");
     std::string bad;
@@ -85,6 +85,10 @@ bool read_selectors(request_rec *r, const Params &query, std::vector<std::string
               " topic selectors";
     for (std::size_t i = 0; bad.empty() && i < out.size(); ++i)
         bad = validate_mercure_string(out[i], "a topic selector");
+    if (bad.empty()) {
+        compiled = TopicSelectorList(out);
+        bad = compiled.limit_error();
+    }
     if (bad.empty())
         return true;
     answer_error(r, HTTP_BAD_REQUEST, "SSE0801", kHubSubscribe, bad);
@@ -92,13 +96,15 @@ bool read_selectors(request_rec *r, const Params &query, std::vector<std::string
 }
 
 /* Where the subscriber resumes: the Last-Event-ID header, else lastEventID, else the
- * spellings sse-subscribe takes; `earliest` replays everything the bus holds. False when
- * answered (400). */
+ * spellings sse-subscribe takes; `earliest` replays everything the bus holds. The answer
+ * has a Last-Event-ID header only when the draft's two were used. False when answered
+ * (400). */
 bool read_resume(request_rec *r, const Params &query, SubscribeAsk &ask)
 {
     const char *header = apr_table_get(r->headers_in, "Last-Event-ID");
-    const std::string *param = param_last(query, "lastEventID");
+    const std::string *param = param_first(query, "lastEventID");
     ask.resume_id = header || !param ? resume_id(header, query) : *param;
+    ask.answer_last_event_id = (header || param) && !ask.resume_id.empty();
     std::string bad = ask.resume_id.size() > kMaxEventIdBytes
                           ? "the Last-Event-ID is longer than " +
                                 std::to_string(kMaxEventIdBytes) + " bytes"
@@ -120,8 +126,8 @@ bool read_resume(request_rec *r, const Params &query, SubscribeAsk &ask)
 bool subscriber_note(request_rec *r, const std::vector<std::string> &selectors,
                      const std::string &payload, std::string &note)
 {
-    std::optional<std::string> encoded =
-        encode_subscriber_note(MercureSubscriber{generated_id(), payload, selectors});
+    std::optional<std::string> encoded = encode_subscriber_note(
+        MercureSubscriber{generated_id(), payload, selectors, hub_channel(r)});
     if (encoded) {
         note = std::move(*encoded);
         return true;
@@ -139,6 +145,7 @@ int subscribe(request_rec *r, ModuleState *state)
     RequestToken token;
     SubscribeAsk ask;
     std::vector<std::string> selectors;
+    TopicSelectorList compiled;
     const DirConfig &d = dir_config(r);
     if (!query_params(r, query, kHubSubscribe) ||
         !token_verified(r, query, TokenUse::Subscribe, token, d.mercure_anonymous != 0))
@@ -151,21 +158,21 @@ int subscribe(request_rec *r, ModuleState *state)
                             "this hub has no SSETokenKey to verify a token with, and serves no "
                             "anonymous subscriber (SSEMercureAnonymous off)");
     }
-    if (!read_selectors(r, query, selectors) || !read_resume(r, query, ask) ||
+    if (!read_selectors(r, query, selectors, compiled) || !read_resume(r, query, ask) ||
         !token_covers(r, token, {}, TokenUse::Subscribe, &ask.token_expires))
         return OK;
     const bool has_claims = token.required && !token.anonymous;
     ask.mercure = std::make_shared<const MercureFilter>(
-        selectors, has_claims ? &token.claims.subscribe : nullptr);
-    ask.channels = {kMercureChannel};
+        std::move(compiled), has_claims ? &token.claims.subscribe : nullptr);
+    ask.channels = {hub_channel(r)};
     if (d.mercure_subscriptions &&
         !subscriber_note(r, selectors, has_claims ? token.claims.payload : "", ask.note))
         return OK;
-    apr_table_set(r->headers_out, "Last-Event-ID", newest_update_id(state).c_str());
     return serve_subscribe(r, state, ask);
 }
 
-/* The update a publish form asks for; false when answered (400). */
+/* The update a publish form asks for (a field given twice: its first value, as the reference
+ * hub takes it); false when answered (400). */
 bool read_update(request_rec *r, const std::string &body, UpdateTopics &topics, EventFields &ev)
 {
     Params form;
@@ -177,14 +184,14 @@ bool read_update(request_rec *r, const std::string &body, UpdateTopics &topics, 
     topics.topics = param_values(form, "topic");
     topics.is_private = std::any_of(form.begin(), form.end(),
                                     [](const auto &kv) { return kv.first == "private"; });
-    const std::string *data = param_last(form, "data");
+    const std::string *data = param_first(form, "data");
     ev.has_data = true;
     ev.data = data ? *data : "";
-    if (const std::string *id = param_last(form, "id"))
+    if (const std::string *id = param_first(form, "id"))
         ev.id = *id;
-    if (const std::string *type = param_last(form, "type"))
+    if (const std::string *type = param_first(form, "type"))
         ev.event = *type;
-    const std::string *retry = param_last(form, "retry");
+    const std::string *retry = param_first(form, "retry");
     if (retry && !retry->empty() && (ev.retry = parse_retry(*retry)) < 0 && bad.empty())
         bad = "retry \"" + *retry + "\" is not a number of milliseconds (ASCII digits)";
     if (bad.empty() && topics.topics.empty())
@@ -229,14 +236,18 @@ int publish(request_rec *r, ModuleState *state)
             return answer_error(r, HTTP_BAD_REQUEST, "SSE0816", kHubPublish,
                                 "topic \"" + topic + "\" is in the hub's own namespace "
                                 "(/.well-known/mercure/...): only the hub publishes there");
-    if (!TopicSelectorList(token.claims.publish).matches_all(topics.topics))
+    if (!TopicSelectorList(token.claims.publish).matches_all(topics.topics)) {
+        apr_table_setn(r->headers_out, "WWW-Authenticate",
+                       "Bearer realm=\"mod_sse\", error=\"insufficient_scope\"");
         return answer_error(r, HTTP_FORBIDDEN, "SSE0806", kHubPublish,
                             "the token's mercure.publish claim does not select every topic of "
                             "the update");
+    }
     token_covers(r, token, {}, TokenUse::Publish); /* no channel: names its `sub` the user */
     if (ev.id.empty())
         ev.id = generated_id();
-    PublishAttempt a = publish_update(state->bus, &state->registry, topics, ev, now_us());
+    PublishAttempt a = publish_update(state->bus, &state->registry, hub_channel(r), topics, ev,
+                                      now_us());
     if (a.outcome == PublishAttempt::Outcome::TooLarge)
         return answer_error(r, HTTP_REQUEST_ENTITY_TOO_LARGE, "SSE0808", kHubPublish, a.error);
     if (a.outcome != PublishAttempt::Outcome::Published)
@@ -270,14 +281,28 @@ bool is_subscriptions_path(std::string_view path)
            (path.size() == kSubscriptionsPath.size() || path[kSubscriptionsPath.size()] == '/');
 }
 
-/* Every Mercure subscriber of every process (the registry's slot notes). */
-std::vector<MercureSubscriber> active_subscribers(ModuleState *state)
+/* Every Mercure subscriber of the hub on `channel`, in every process (the registry's slot
+ * notes): another hub's subscribers are not this hub's to list. */
+std::vector<MercureSubscriber> active_subscribers(ModuleState *state, const std::string &channel)
 {
     std::vector<MercureSubscriber> out;
     for (const SubscriberInfo &who : state->registry.noted())
         if (std::optional<MercureSubscriber> s = decode_subscriber_note(who.note))
-            out.push_back(std::move(*s));
+            if (s->hub == channel)
+                out.push_back(std::move(*s));
     return out;
+}
+
+/* The id of the newest update the hub's channel holds ("earliest" when none): the
+ * subscriptions API's lastEventID, to reconcile what it listed with what comes next. */
+std::string newest_update_id(ModuleState *state, const std::string &channel)
+{
+    BusReader reader(state->bus, ChannelSet({channel}));
+    reader.start_earliest(HistoryLimits{1, 0}, now_us());
+    BusEvent e;
+    if (reader.next(&e) == BusReader::Next::Event)
+        return e.id;
+    return "earliest";
 }
 
 /* The body of a subscriptions API answer; false when answered (404: no such subscription). */
@@ -288,8 +313,9 @@ bool subscriptions_body(request_rec *r, ModuleState *state, const SubscriptionsQ
      * read, then the list: an event after the cursor may repeat what the list shows, none
      * that changes it is missed. */
     announce_gone(state, state->registry.reap_dead(), "process-died");
-    const std::string last = newest_update_id(state);
-    const std::vector<MercureSubscriber> subscribers = active_subscribers(state);
+    const std::string channel = hub_channel(r);
+    const std::string last = newest_update_id(state, channel);
+    const std::vector<MercureSubscriber> subscribers = active_subscribers(state, channel);
     if (!q.subscriber) {
         body = subscriptions_collection(subscribers, q.topic, path, last);
         return true;
@@ -355,7 +381,8 @@ void publish_subscription_events(ModuleState *state, const std::string &note, bo
         try {
             ev.data = subscription_document(*s, selector, active, true);
             ev.id = generated_id();
-            PublishAttempt a = publish_update(state->bus, &state->registry, topics, ev, now_us());
+            PublishAttempt a =
+                publish_update(state->bus, &state->registry, s->hub, topics, ev, now_us());
             if (a.outcome != PublishAttempt::Outcome::Published)
                 ap_log_error(APLOG_MARK, APLOG_ERR, 0, nullptr,
                              "SSE0811: Mercure subscription event not published: %s",

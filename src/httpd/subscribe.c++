@@ -518,6 +518,9 @@ int serve_subscribe(request_rec *r, ModuleState *state, SubscribeAsk &ask)
         sub.begin(r, state, *opened.join, ask.client_id, ask.channels, ask.resume_id, ask.note);
     if (int rv; answered_refusal(r, state, opened, ask.client_id, &rv))
         return rv;
+    if (ask.answer_last_event_id)
+        apr_table_set(r->headers_out, "Last-Event-ID",
+                      !ask.earliest && opened.resume_found ? ask.resume_id.c_str() : "earliest");
     set_stream_headers(r);
     if (r->header_only)
         return OK;

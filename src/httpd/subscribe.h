@@ -30,6 +30,10 @@ struct SubscribeAsk {
     std::vector<std::string> event_types; /* ?event=; empty: every type */
     std::shared_ptr<const MercureFilter> mercure; /* a Mercure subscriber's selectors */
     std::string note; /* kept with the registry slot: a Mercure subscription's (listed, announced) */
+    /* Mercure's reconciliation: answer a `Last-Event-ID` header naming the id just before the
+     * first event sent: resume_id when the walk that placed the reader found it, else
+     * `earliest`. Only when the subscriber asked for an id (or earliest). */
+    bool answer_last_event_id = false;
 };
 
 int serve_subscribe(request_rec *r, ModuleState *state, SubscribeAsk &ask);

@@ -10,6 +10,10 @@
 #include "apr_file_io.h"
 #include "apr_strings.h"
 
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+
 APLOG_USE_MODULE(sse);
 
 namespace sse::httpd {
@@ -64,8 +68,9 @@ struct Found {
     std::string where; /* "the Authorization header", ... */
 };
 
-/* The request's token: Bearer header, else the cookie, else the query parameter. False with
- * `error` set when the cookie is there twice with different values (which to believe?). */
+/* The request's token: Bearer header, else the query parameter, else the cookie (the
+ * explicit before the ambient: see token_check.h). False with `error` set when the cookie is
+ * there twice with different values (which to believe?). */
 bool find_token(request_rec *r, const Params &query, const char *cookie, Found &out,
                 std::string &error)
 {
@@ -81,21 +86,52 @@ bool find_token(request_rec *r, const Params &query, const char *cookie, Found &
         out = {trimmed(auth + 7), "the Authorization header"};
         return true;
     }
+    if (const std::string *q = param_last(query, "authorization")) {
+        out = {*q, "the authorization query parameter"};
+        return true;
+    }
     const char *value = nullptr;
     if (ap_cookie_read(r, cookie, &value, 0) != APR_SUCCESS) {
         error = std::string("the cookie ") + cookie + " is sent more than once with different "
                                                       "values";
         return false;
     }
-    if (value) {
+    if (value)
         out = {trimmed(value), std::string("the cookie ") + cookie};
-        return true;
-    }
-    if (const std::string *q = param_last(query, "authorization")) {
-        out = {*q, "the authorization query parameter"};
-        return true;
-    }
     return true;
+}
+
+/* scheme://authority of an absolute http(s) URL, lower case; "" when it is none. */
+std::string origin_of(std::string_view url)
+{
+    std::string out(url.substr(0, url.find_first_of("/?#", url.find("://") + 3)));
+    std::transform(out.begin(), out.end(), out.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if ((out.rfind("http://", 0) != 0 && out.rfind("https://", 0) != 0) ||
+        out.find("://") + 3 == out.size())
+        return "";
+    return out;
+}
+
+/* Whether a publish whose token came in the cookie comes from an allowed origin: its Origin
+ * header, else its Referer's, is listed in SSETokenCookieOrigins (by default the request's
+ * own scheme and Host). Neither header: not allowed (a browser sends one of them on a
+ * cross-site POST unless told not to, and a program can send the Authorization header). */
+bool cookie_origin_allowed(request_rec *r, const DirConfig &d, std::string &origin)
+{
+    const char *o = apr_table_get(r->headers_in, "Origin");
+    const char *referer = apr_table_get(r->headers_in, "Referer");
+    origin = o ? origin_of(o) : referer ? origin_of(referer) : "";
+    if (origin.empty())
+        return false;
+    if (!d.token_cookie_origins) {
+        const char *host = apr_table_get(r->headers_in, "Host");
+        return host && origin == origin_of(std::string(ap_http_scheme(r)) + "://" + host);
+    }
+    const auto &list = *d.token_cookie_origins;
+    return std::find_if(list.begin(), list.end(), [&](const std::string &allowed) {
+               return allowed == "*" || allowed == origin;
+           }) != list.end();
 }
 
 int refuse_401(request_rec *r, const char *tag, const Endpoint &who, bool invalid,
@@ -105,6 +141,25 @@ int refuse_401(request_rec *r, const char *tag, const Endpoint &who, bool invali
                    invalid ? "Bearer realm=\"mod_sse\", error=\"invalid_token\""
                            : "Bearer realm=\"mod_sse\"");
     return answer_error(r, HTTP_UNAUTHORIZED, tag, who, message);
+}
+
+/* A valid token: refused (403 SSE0144) when it came in the cookie with a publish that changes
+ * something from an origin not allowed (token_check.h). */
+bool cookie_checked(request_rec *r, const DirConfig &d, TokenUse use, const Found &found,
+                    const Endpoint &who)
+{
+    if (use != TokenUse::Publish || found.where.rfind("the cookie", 0) != 0 ||
+        r->method_number == M_GET)
+        return true;
+    std::string origin;
+    if (cookie_origin_allowed(r, d, origin))
+        return true;
+    answer_error(r, HTTP_FORBIDDEN, "SSE0144", who,
+                 "a publish with its token in " + found.where + " must come from an origin of "
+                 "SSETokenCookieOrigins (the Origin or Referer header); " +
+                     (origin.empty() ? std::string("the request has neither")
+                                     : "\"" + origin + "\" is not one"));
+    return false;
 }
 
 } // namespace
@@ -145,6 +200,34 @@ const char *cmd_token_key(cmd_parms *cmd, void *dv, const char *alg_name, const 
     return nullptr;
 }
 
+apr_status_t destroy_origins(void *list)
+{
+    delete static_cast<std::vector<std::string> *>(list);
+    return APR_SUCCESS;
+}
+
+const char *cmd_token_cookie_origins(cmd_parms *cmd, void *dv, int argc, char *const argv[])
+{
+    auto *d = static_cast<DirConfig *>(dv);
+    if (argc == 0)
+        return "SSETokenCookieOrigins: name at least one origin (scheme://host[:port]) or *";
+    auto *list = new std::vector<std::string>();
+    apr_pool_cleanup_register(cmd->pool, list, destroy_origins, apr_pool_cleanup_null);
+    for (int i = 0; i < argc; ++i) {
+        std::string origin = std::strcmp(argv[i], "*") ? origin_of(argv[i]) : "*";
+        if (origin.empty() || (origin != "*" && origin.size() != std::strlen(argv[i])))
+            return apr_psprintf(cmd->pool,
+                                "SSETokenCookieOrigins: \"%s\" is not an origin "
+                                "(http:// or https://, a host, a port if any, nothing more) "
+                                "nor *",
+                                argv[i]);
+        list->push_back(std::move(origin));
+    }
+    d->token_cookie_origins = list;
+    d->token_cookie_origins_set = 1;
+    return nullptr;
+}
+
 const char *cmd_token_cookie(cmd_parms *cmd, void *dv, const char *name)
 {
     auto *d = static_cast<DirConfig *>(dv);
@@ -181,15 +264,15 @@ bool token_verified(request_rec *r, const Params &query, TokenUse use, RequestTo
     if (found.where.empty()) {
         refuse_401(r, "SSE0140", who, false,
                    std::string("a token is required: send it as Authorization: Bearer, in the "
-                               "cookie ") +
-                       cookie + " or in the authorization query parameter");
+                               "authorization query parameter or in the cookie ") +
+                       cookie);
         return false;
     }
     TokenCheck c = verify_token(*d.token_key, found.token, apr_time_sec(apr_time_now()));
     switch (c.outcome) {
     case TokenCheck::Outcome::Valid:
         out.claims = std::move(c.claims);
-        return true;
+        return cookie_checked(r, d, use, found, who);
     case TokenCheck::Outcome::Expired:
     case TokenCheck::Outcome::NotYetValid:
         refuse_401(r, "SSE0142", who, true, "token from " + found.where + " refused: " + c.reason);

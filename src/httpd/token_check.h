@@ -12,8 +12,15 @@
  * - 403 when the token is valid but a channel is not named by its selectors: subscribe (GET,
  *   HEAD) looks at mercure.subscribe, publish locations (POST, GET figures, DELETE) at
  *   mercure.publish (SSE0143, the body names the channel).
- * The token is the first found of: `Authorization: Bearer <token>`, the cookie named by
- * SSETokenCookie (default mercureAuthorization), the `authorization` query parameter.
+ * The token is the first found of: `Authorization: Bearer <token>`, the `authorization` query
+ * parameter, the cookie named by SSETokenCookie (default mercureAuthorization). The two a
+ * client chooses for this request come before the cookie the browser adds to every request
+ * (which may be stale, or another application's): Mercure's draft says the query parameter
+ * MUST win over the cookie, and the same order holds at every location.
+ * A browser sends the cookie with any site's request (cross-site request forgery): a publish
+ * that changes something (any method but GET and HEAD) with its token in the cookie is
+ * served only when its Origin header (else its Referer's origin) is one of
+ * SSETokenCookieOrigins (default: the request's own scheme://Host); otherwise 403 SSE0144.
  * A valid token's `sub` becomes the request's user (r->user, AUTH_TYPE Bearer), so that
  * %{REMOTE_USER} in SSEClientId and %u in the access log name it.
  *
@@ -56,11 +63,12 @@ bool token_covers(request_rec *r, const RequestToken &token,
                   apr_time_t *expires = nullptr);
 
 /* The directives' handlers (mod_sse.c++'s table): SSETokenKey HS256|RS256|ES256 <file> | off,
- * SSETokenCookie <name>. The key file is read here, at configuration time (as root, before
+ * SSETokenCookie <name>, SSETokenCookieOrigins <origin>... | *. The key file is read here, at configuration time (as root, before
  * httpd gives up its privileges; again at each restart); any problem with it is the
  * directive's error, so httpd does not start. */
 const char *cmd_token_key(cmd_parms *cmd, void *dv, const char *alg, const char *file);
 const char *cmd_token_cookie(cmd_parms *cmd, void *dv, const char *name);
+const char *cmd_token_cookie_origins(cmd_parms *cmd, void *dv, int argc, char *const argv[]);
 
 } // namespace sse::httpd
 

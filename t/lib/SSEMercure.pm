@@ -23,7 +23,8 @@ sub secret_file {
 }
 
 # A <Location> mapping `path` to the hub; `key` is SSETokenKey's arguments (none: no key);
-# options anonymous, subscriptions (SSEMercureSubscriptions on), blocking (SSEAsync Off).
+# options anonymous, subscriptions (SSEMercureSubscriptions on), blocking (SSEAsync Off);
+# `hub => name` makes it that SSEMercureHub (locations with one name share their updates).
 sub hub_location {
     my ($path, $key, %o) = @_;
     return "<Location $path>\n    SetHandler mercure-hub\n"
@@ -31,6 +32,7 @@ sub hub_location {
          . ($o{anonymous} ? "    SSEMercureAnonymous on\n" : '')
          . ($o{subscriptions} ? "    SSEMercureSubscriptions on\n" : '')
          . ($o{blocking} ? "    SSEAsync Off\n" : '')
+         . ($o{hub} ? "    SSEMercureHub $o{hub}\n" : '')
          . "</Location>\n";
 }
 

@@ -690,15 +690,20 @@ START_TEST(resume_walk_agrees_with_a_full_scan)
         }
         const std::uint64_t after = match_mine ? match_mine : match_any;
         std::vector<std::uint64_t> kept(n, 0), expected;
+        bool left_out = false; /* an event after the id that the count leaves out */
         for (auto it = candidates.rbegin(); it != candidates.rend() && it->first >= after; ++it) {
-            bool wanted = false;
-            for (std::size_t k = 0; k < n; ++k)
+            bool wanted = false, open = false;
+            for (std::size_t k = 0; k < n; ++k) {
+                open = open || it->second[k];
                 if (it->second[k] && kept[k] < count) {
                     ++kept[k];
                     wanted = true;
                 }
+            }
             if (wanted)
                 expected.insert(expected.begin(), it->first);
+            else if (open)
+                left_out = true;
         }
 
         BusReader r(sb.bus, ChannelSet(subscribed));
@@ -706,8 +711,8 @@ START_TEST(resume_walk_agrees_with_a_full_scan)
         std::vector<std::uint64_t> got;
         for (const auto &e : drain(r))
             got.push_back(e.seq);
-        ck_assert_msg(found == (after != 0), "trial %d: found %d for id %s", trial, found,
-                      id.c_str());
+        ck_assert_msg(found == (after != 0 && !left_out), "trial %d: found %d for id %s", trial,
+                      found, id.c_str());
         ck_assert_msg(got == expected, "trial %d: %zu events replayed, %zu expected (id %s)",
                       trial, got.size(), expected.size(), id.c_str());
     }

@@ -599,7 +599,7 @@ START_TEST(fanout_filters_mercure_topics)
         ev.data = data;
         ev.id = "urn:uuid:" + data;
         UpdateTopics t{std::move(topics), priv};
-        tb.bus.publish({kMercureChannel}, ev, kT0, {}, &t);
+        tb.bus.publish({mercure_hub_channel("test")}, ev, kT0, {}, &t);
     };
     const std::vector<std::string> claims = {"https://example.com/books/{id}"};
     DeliverySettings books = settings(1), with_claims = settings(2), star = settings(3);
@@ -608,8 +608,8 @@ START_TEST(fanout_filters_mercure_topics)
     with_claims.mercure = std::make_shared<MercureFilter>(
         std::vector<std::string>{"https://example.com/books/{id}"}, &claims);
     star.mercure = std::make_shared<MercureFilter>(std::vector<std::string>{"*"}, nullptr);
-    FakeStream fb(tb.bus, {kMercureChannel}, "", books),
-        fc(tb.bus, {kMercureChannel}, "", with_claims), fs(tb.bus, {kMercureChannel}, "", star),
+    FakeStream fb(tb.bus, {mercure_hub_channel("test")}, "", books),
+        fc(tb.bus, {mercure_hub_channel("test")}, "", with_claims), fs(tb.bus, {mercure_hub_channel("test")}, "", star),
         native(tb.bus, {"c"}, "", settings(4));
     update({"https://example.com/books/1"}, "early-book", false); /* the catch-up reads it */
     for (FakeStream *st : {&fb, &fc, &fs, &native}) {
@@ -632,7 +632,7 @@ START_TEST(fanout_filters_mercure_topics)
     assert_str(native.out, data_line("native"));
 
     /* The same rules for a stream's own reader, from the earliest record on. */
-    BusReader r(tb.bus, ChannelSet({kMercureChannel}));
+    BusReader r(tb.bus, ChannelSet({mercure_hub_channel("test")}));
     r.start_earliest(HistoryLimits{}, kT0);
     const Delivery rules(with_claims, kT0);
     std::string got;

@@ -15,7 +15,8 @@ namespace {
 MercureSubscriber alice()
 {
     return MercureSubscriber{"urn:uuid:bb3de268-05b0-4c65-b44e-8f9acefc29d6", R"({"foo":"bar"})",
-                             {"https://example.com/{selector}", "https://example.com/a b"}};
+                             {"https://example.com/{selector}", "https://example.com/a b"},
+                             "#mercure:example.com/.well-known/mercure"};
 }
 
 } // namespace
@@ -28,6 +29,7 @@ START_TEST(notes_round_trip_and_are_bounded)
     auto back = decode_subscriber_note(*note);
     ck_assert(back.has_value());
     assert_str(back->id, s.id);
+    assert_str(back->hub, s.hub);
     assert_str(back->payload, s.payload);
     ck_assert(back->selectors == s.selectors);
     /* No payload: an empty field, still one selector. */
@@ -75,7 +77,7 @@ END_TEST
 
 START_TEST(collections_and_single_answers)
 {
-    MercureSubscriber bob{"urn:uuid:b0b", "", {"https://example.com/{selector}"}};
+    MercureSubscriber bob{"urn:uuid:b0b", "", {"https://example.com/{selector}"}, "#mercure:h"};
     std::vector<MercureSubscriber> all{alice(), bob};
     json c = json::parse(
         subscriptions_collection(all, std::nullopt, "/.well-known/mercure/subscriptions", "e1"));

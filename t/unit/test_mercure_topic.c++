@@ -4,6 +4,7 @@
 #include "unit.h"
 
 #include "sse/mercure_topic.h"
+#include "sse/wire.h"
 
 #include <string>
 #include <vector>
@@ -187,6 +188,53 @@ START_TEST(strings_a_topic_may_be)
 }
 END_TEST
 
+/* Each hub its own bus channel, whatever the length of its name. */
+START_TEST(hub_channels)
+{
+    const std::string plain = mercure_hub_channel("example.com/.well-known/mercure");
+    ck_assert_str_eq(plain.c_str(), "#mercure:example.com/.well-known/mercure");
+    ck_assert(mercure_hub_channel("a") != mercure_hub_channel("b"));
+    const std::string host(300, 'h');
+    const std::string a = mercure_hub_channel(host + "/hub-a"), b = mercure_hub_channel(host + "/hub-b");
+    ck_assert_uint_eq(a.size(), kMaxChannelNameBytes);
+    ck_assert_uint_eq(b.size(), kMaxChannelNameBytes);
+    ck_assert(a != b);
+    ck_assert(a.rfind(kMercureChannelPrefix, 0) == 0);
+    ck_assert(a == mercure_hub_channel(host + "/hub-a"));
+}
+END_TEST
+
+/* What a subscriber's selectors may cost: variables per expression, states together. */
+START_TEST(selector_limits)
+{
+    auto vars = [](std::size_t n) {
+        std::string e = "https://example.com/{";
+        for (std::size_t i = 0; i < n; ++i)
+            e += (i ? ",v" : "v") + std::to_string(i);
+        return e + "}";
+    };
+    ck_assert(TopicSelectorList({vars(kMaxTemplateVariables)}).limit_error().empty());
+    ck_assert(selects(vars(kMaxTemplateVariables).c_str(), "https://example.com/a,b"));
+    const std::string over = TopicSelectorList({vars(kMaxTemplateVariables + 1)}).limit_error();
+    ck_assert_msg(over.find("at most 16 variables") != std::string::npos, "%s", over.c_str());
+    ck_assert(TopicSelector::compile(vars(kMaxTemplateVariables + 1)).too_many_variables());
+
+    const TopicSelector one = TopicSelector::compile("https://example.com/books/{id}");
+    ck_assert_uint_gt(one.states(), 0);
+    ck_assert_uint_eq(TopicSelector::compile(std::string(10000, 'x') + "{id}").states(),
+                      one.states()); /* literal text costs no state */
+    ck_assert_uint_eq(TopicSelector::compile("https://example.com/books/1").states(), 0);
+    std::vector<std::string> many(kMaxSelectorStates / one.states(), one.text());
+    ck_assert(TopicSelectorList(many).limit_error().empty());
+    many.push_back(one.text());
+    const std::string total = TopicSelectorList(many).limit_error();
+    ck_assert_msg(total.find("at most 1024 matching states") != std::string::npos, "%s",
+                  total.c_str());
+    /* The reviewer's case: one long expression list. */
+    ck_assert(!TopicSelectorList({vars(2000)}).limit_error().empty());
+}
+END_TEST
+
 Suite *mercure_topic_suite()
 {
     Suite *s = suite_create("mercure_topic");
@@ -201,6 +249,8 @@ Suite *mercure_topic_suite()
     tcase_add_test(tc, lists_of_selectors);
     tcase_add_test(tc, matching_does_not_allocate);
     tcase_add_test(tc, strings_a_topic_may_be);
+    tcase_add_test(tc, hub_channels);
+    tcase_add_test(tc, selector_limits);
     suite_add_tcase(s, tc);
     return s;
 }

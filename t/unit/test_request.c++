@@ -20,6 +20,11 @@ START_TEST(form_decoding)
     ck_assert(!parse_form("a=%zz", bad).empty());
     ck_assert(!parse_form("a=%4", bad).empty());
     ck_assert(!parse_form("a=%", bad).empty());
+    Params twice;
+    ck_assert(parse_form("k=1&x=0&k=2", twice).empty());
+    assert_str(*param_first(twice, "k"), "1");
+    assert_str(*param_last(twice, "k"), "2");
+    ck_assert(!param_first(twice, "y"));
 }
 END_TEST
 

@@ -117,14 +117,18 @@ subtest 'one bus: every event on both servers, once, in one order, with the same
 
 subtest 'DELETE on A closes the channel on B' => sub {
     my $sb = $b->subscribe('/events/room');
+    my $sa = $a->subscribe('/events/room');
     is($a->publish('/publish/room', 'hi')->{status}, 201, 'published');
     is(scalar($sb->events(1, 10)), 1, 'B got it');
+    # A knows the channel once its own reader brought the event (docs/redis.md).
+    is(scalar($sa->events(1, 10)), 1, 'A got it');
     my $r = $a->request(DELETE => '/publish/room');
     is($r->{status}, 200, 'DELETE answered');
     my @ev = $sb->events(1, 10);
     is($ev[0]{event}, 'sse-close', 'B\'s subscriber got sse-close');
     ok($sb->read_until(sub { $sb->closed }, 10), 'and its stream ended');
     is($b->subscribe('/events/room')->status, 204, 'a reconnect to B is answered 204');
+    $sa->close;
 };
 
 # Publishes $data to news on $srv, timed: [status, seconds, response].

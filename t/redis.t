@@ -264,10 +264,21 @@ subtest 'two prefixes on one Redis do not see each other' => sub {
     $c->stop;
 };
 
+# No wait_joined here: the stream already has entries, and a new server's first publish,
+# made at once, must land after where its reader starts.
+subtest 'a new server delivers its own first publish, made at once' => sub {
+    my $e = SSETest::Server->start(global => "SSERedis $url\n", conf => $conf);
+    my $se = $e->subscribe('/events/first');
+    is($e->publish('/publish/first', 'at once')->{status}, 201, 'published right after the start');
+    is_deeply([map { $_->{data} } $se->events(1, 20)], ['at once'], 'and delivered there');
+    $se->close;
+    $e->stop;
+};
+
 subtest 'Redis answering an error: 503 saying so, the reader waits' => sub {
     is($redis->cli('SET', 'taken:stream', 'not a stream'), 'OK', 'taken:stream is a string');
     my $d = SSETest::Server->start(global => "SSERedis $url\nSSERedisPrefix taken:\n");
-    $d->expect_log(qr/SSE0701: .*WRONGTYPE/, qr/SSE0703: .*WRONGTYPE/);
+    $d->expect_log(qr/SSE0701: .*WRONGTYPE/, qr/SSE0703: .*WRONGTYPE/, qr/SSE0709: .*WRONGTYPE/);
     my $r = $d->publish('/publish/x', 'data');
     is($r->{status}, 503, 'a publish is refused');
     like($r->{json}{error}, qr/Redis answered: WRONGTYPE/, "with Redis's answer");

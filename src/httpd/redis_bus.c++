@@ -137,6 +137,28 @@ PublishAttempt add_to_stream(RedisBus *rb, const server_rec *s, const StreamReco
     return a;
 }
 
+/* A server that never read the stream starts at its newest entry, taken in the parent before
+ * any child can publish (a child's XADD must land after it, or this server would miss its own
+ * publish). Redis unreachable then: kStartBackMs before the local clock, so that the entries
+ * published while it comes back are read (a few older ones may be delivered too). */
+constexpr std::uint64_t kStartBackMs = 5000;
+
+void set_start_cursor(RedisBus *rb, const server_rec *s, StreamId *out)
+{
+    RedisReader probe(rb->writer.url(), rb->key);
+    std::string err;
+    if (!probe.connect(&err) || !probe.newest_id(out, &err)) {
+        const std::uint64_t now_ms = static_cast<std::uint64_t>(now_us() / 1000);
+        *out = StreamId{now_ms > kStartBackMs ? now_ms - kStartBackMs : 0, 0};
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                     "SSE0709: Redis at %s cannot be reached at the start (%s); reading the "
+                     "stream from entry %s (%llu s before this server's clock)",
+                     rb->writer.url().display().c_str(), err.c_str(), out->text().c_str(),
+                     static_cast<unsigned long long>(kStartBackMs / 1000));
+    }
+    rb->shared->store_cursor(*out);
+}
+
 /* ---- the reader ---- */
 
 class StreamFollower {
@@ -172,16 +194,13 @@ public:
     }
 
 private:
-    /* Connects, and takes the cursor (or, never having read, the stream's end). */
+    /* Connects, and takes the cursor (set in post_config before any child could publish). */
     bool start(std::string *err)
     {
         if (!reader_.connect(err))
             return false;
-        if (!rb_->shared->load_cursor(&cursor_)) {
-            if (!reader_.newest_id(&cursor_, err))
-                return false;
-            rb_->shared->store_cursor(cursor_);
-        }
+        if (!rb_->shared->load_cursor(&cursor_))
+            set_start_cursor(rb_, s_, &cursor_);
         return true;
     }
 
@@ -283,6 +302,9 @@ apr_status_t open_redis(apr_pool_t *pconf, server_rec *s, const ServerConfig *co
     void *mem = apr_palloc(pconf, sizeof(RedisBus));
     state->redis = new (mem) RedisBus(*conf->redis_url, key, shared);
     apr_pool_cleanup_register(pconf, state->redis, destroy_redis_bus, apr_pool_cleanup_null);
+    StreamId start;
+    if (!shared->load_cursor(&start))
+        set_start_cursor(state->redis, s, &start);
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "SSE0700: servers joined through Redis at %s, "
                  "stream %s", conf->redis_url->display().c_str(), key.c_str());
     return APR_SUCCESS;

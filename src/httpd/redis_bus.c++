@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <functional>
 #include <new>
@@ -22,7 +23,8 @@ namespace sse::httpd {
 
 namespace {
 
-constexpr std::uint64_t kRedisStateMagic = 0x5353455244533031ull; /* "SSERDS01" */
+constexpr std::uint64_t kRedisStateMagic = 0x5353455244533032ull; /* "SSERDS02" */
+constexpr std::int64_t kRefuseAtOnceMs = 1000; /* after a refusal, during an outage */
 constexpr int kReadBlockMs = 1000;
 constexpr std::size_t kReadCount = 256;
 constexpr int kBackoffFirstMs = 100;
@@ -38,6 +40,8 @@ struct RedisShared {
     StreamId cursor[2];
     std::atomic<std::uint32_t> writers_down; /* 1 from a refused publish to an accepted one */
     std::atomic<std::uint32_t> reader_down;  /* 1 from a failed read to a working one */
+    std::atomic<std::int64_t> last_refusal_ms; /* CLOCK_MONOTONIC (one clock for all processes) */
+    std::atomic<std::uint32_t> probing;        /* 1 while one publish tries Redis in an outage */
 
     bool load_cursor(StreamId *out) const
     {
@@ -102,9 +106,31 @@ apr_status_t open_redis_shared(server_rec *s, std::uint64_t source_hash, RedisSh
     return APR_SUCCESS;
 }
 
+std::int64_t monotonic_ms()
+{
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+/* During an outage, a publish less than kRefuseAtOnceMs after the last refusal is refused at
+ * once, unless no other publish is trying Redis: then it tries (*probe: it must clear
+ * `probing` when done). So a stopped Redis holds one worker (or sse-publishd's thread) at a
+ * time, not every publish for the full bound. A probe whose process died leaves `probing`
+ * set: the publishes after the window try again. */
+bool refuse_at_once(RedisShared *sh, bool *probe)
+{
+    *probe = false;
+    if (!sh->writers_down.load(std::memory_order_acquire) ||
+        monotonic_ms() - sh->last_refusal_ms.load(std::memory_order_relaxed) >= kRefuseAtOnceMs)
+        return false;
+    *probe = sh->probing.exchange(1) == 0;
+    return !*probe;
+}
+
 /* Notes a refused publish; logs the outage once (the first process to notice it). */
 void note_writer_failure(RedisBus *rb, const server_rec *s, const std::string &why)
 {
+    rb->shared->last_refusal_ms.store(monotonic_ms(), std::memory_order_relaxed);
     if (rb->shared->writers_down.exchange(1) == 0)
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
                      "SSE0701: Redis at %s did not accept a publish (%s); publishes are "
@@ -124,14 +150,24 @@ void note_writer_success(RedisBus *rb, const server_rec *s)
 PublishAttempt add_to_stream(RedisBus *rb, const server_rec *s, const StreamRecord &rec,
                              PublishAttempt a)
 {
+    bool probe = false;
+    if (refuse_at_once(rb->shared, &probe)) {
+        a.outcome = PublishAttempt::Outcome::Unavailable;
+        a.error = "Redis did not accept a publish less than a second ago; try again later";
+        return a;
+    }
     RedisWriter::Added added = rb->writer.add(rec);
-    if (!added.ok) {
+    if (!added.ok)
         note_writer_failure(rb, s, added.error);
+    else
+        note_writer_success(rb, s);
+    if (probe) /* after the note: the next publishes see this refusal's time */
+        rb->shared->probing.store(0, std::memory_order_release);
+    if (!added.ok) {
         a.outcome = PublishAttempt::Outcome::Unavailable;
         a.error = "Redis did not accept the event (" + added.error + "); try again later";
         return a;
     }
-    note_writer_success(rb, s);
     a.outcome = PublishAttempt::Outcome::Published;
     a.result.id = rec.fields.id.empty() ? added.entry_id : rec.fields.id;
     return a;

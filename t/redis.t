@@ -305,7 +305,28 @@ subtest 'Redis answering an error: 503 saying so, the reader waits' => sub {
     $redis->cli('DEL', 'taken:stream');
 };
 
+subtest 'a Unix socket with a password and a database' => sub {
+    my $locked = SSETest::Redis->start(password => 'pw-s3cret');
+    my $sock = $locked->socket_path;
+    my $e = SSETest::Server->start(global => "SSERedis unix:$sock?password=pw-s3cret&db=2\n");
+    my $se = $e->subscribe('/events/locked');
+    is($e->publish('/publish/locked', 'through the socket')->{status}, 201, 'published');
+    is_deeply([map { $_->{data} } $se->events(1, 20)], ['through the socket'], 'and delivered');
+    is($locked->cli('-n', '2', 'XLEN', 'sse:stream'), '1', 'into database 2');
+    unlike($e->log_text, qr/pw-s3cret/, 'the password is not logged');
+    is(SSETest::json_decode($e->request(GET => '/sse-status')->{body})->{redis}{url}, "unix:$sock?db=2",
+       'sse-status shows the socket and the database, not the password');
+    $se->close;
+    $e->stop;
+    $locked->stop;
+};
+
 subtest 'a bad SSERedis stops the start' => sub {
+    my ($rc, $out) = SSETest::Server->configtest(global => 'SSERedis redis://app:top-s3cret@h:99999');
+    isnt($rc, 0, 'refused: a bad port after a password');
+    like($out, qr/SSERedis: "redis:\/\/\(credentials hidden\)\@h:99999": port/, 'saying why')
+        or diag $out;
+    unlike($out, qr/top-s3cret/, 'without the password');
     for ([qr/SSERedis: "redis:\/\/h:99999": port "99999"/, 'SSERedis redis://h:99999'],
          [qr/SSERedis: "http:\/\/h": unknown scheme/, 'SSERedis http://h'],
          [qr/SSERedis not allowed|SSERedis cannot occur within <Location> section/,

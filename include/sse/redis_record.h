@@ -35,7 +35,8 @@
 
 namespace sse {
 
-/* Where Redis is: "redis://[[user]:password@]host[:port][/db]" or "unix:/path". */
+/* Where Redis is: "redis://[[user]:password@]host[:port][/db]" or
+ * "unix:/path[?[user=U&]password=P[&db=N]]" (no escapes in either). */
 struct RedisUrl {
     std::string host;     /* empty for a Unix socket */
     int port = 6379;
@@ -45,13 +46,17 @@ struct RedisUrl {
     bool has_password = false;
     int db = 0;           /* SELECT when not 0 */
 
-    /* "redis://host:port/db" or "unix:/path", without the credentials: for log lines. */
+    /* "redis://host:port/db" or "unix:/path[?db=N]", without the credentials: for log lines. */
     std::string display() const;
 };
 
 /* Parses an SSERedis URL. Returns an error sentence (what is wrong and the expected form), or
  * empty and fills *out. */
 std::string parse_redis_url(std::string_view text, RedisUrl *out);
+
+/* An SSERedis value as written, for a message about it, with what may carry a password hidden
+ * (what is before '@' in redis://, the parameters after '?' in unix:). */
+std::string redis_url_for_log(std::string_view text);
 
 /* The stream every server of one SSERedisPrefix writes and reads: "<prefix>stream". */
 std::string redis_stream_key(std::string_view prefix);

@@ -307,7 +307,8 @@ const char *cmd_redis(cmd_parms *cmd, void *, const char *url)
     }, apr_pool_cleanup_null);
     std::string err = parse_redis_url(url, parsed);
     if (!err.empty())
-        return apr_psprintf(cmd->pool, "SSERedis: \"%s\": %s", url, err.c_str());
+        return apr_psprintf(cmd->pool, "SSERedis: \"%s\": %s", redis_url_for_log(url).c_str(),
+                            err.c_str());
     server_config(cmd->server)->redis_url = parsed;
     return nullptr;
 }

@@ -169,6 +169,15 @@ std::string redis_stream_key(std::string_view prefix) { return std::string(prefi
 
 std::string StreamId::text() const { return std::to_string(ms) + "-" + std::to_string(seq); }
 
+std::int64_t entry_time_us(const StreamId &id, std::int64_t now_us)
+{
+    const std::uint64_t now_ms = now_us > 0 ? static_cast<std::uint64_t>(now_us / 1000) : 0;
+    const std::uint64_t off = id.ms > now_ms ? id.ms - now_ms : now_ms - id.ms;
+    if (off > static_cast<std::uint64_t>(kEntryClockSlackMs))
+        return now_us;
+    return static_cast<std::int64_t>(id.ms) * 1000;
+}
+
 bool parse_stream_id(std::string_view text, StreamId *out)
 {
     std::size_t dash = text.find('-');

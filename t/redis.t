@@ -289,6 +289,18 @@ subtest 'a new server delivers its own first publish, made at once' => sub {
     $e->stop;
 };
 
+subtest 'an entry with an id far from now (written by hand) is delivered at this server\'s time' => sub {
+    my $f = SSETest::Server->start(global => "SSERedis $url\nSSERedisPrefix far:\n", conf => $conf);
+    ok(wait_joined($f, $f), 'F (prefix far:) reads its stream');
+    my $sf = $f->subscribe('/events/far');
+    is($redis->cli('XADD', 'far:stream', '18446744073709551-0', 'kind', 'event', 'channels', 'far',
+                   'data', 'from the far future'), '18446744073709551-0', 'XADD with a huge id');
+    is_deeply([map { [$_->{id}, $_->{data}] } $sf->events(1, 10)],
+              [['18446744073709551-0', 'from the far future']], 'delivered, with its id');
+    $sf->close;
+    $f->stop;
+};
+
 subtest 'Redis answering an error: 503 saying so, the reader waits' => sub {
     is($redis->cli('SET', 'taken:stream', 'not a stream'), 'OK', 'taken:stream is a string');
     my $d = SSETest::Server->start(global => "SSERedis $url\nSSERedisPrefix taken:\n");

@@ -69,6 +69,12 @@ struct StreamId {
     std::string text() const;
 };
 
+/* The time (µs) an entry is appended at: Redis's, the entry id's ms, when it is within
+ * kEntryClockSlackMs of `now_us` (this server's clock); else `now_us`: an id given by hand
+ * (`XADD k 18446744073709551-0`) or a clock far off must not overflow nor skew the bus. */
+constexpr std::int64_t kEntryClockSlackMs = 10000;
+std::int64_t entry_time_us(const StreamId &id, std::int64_t now_us);
+
 /* Parses "<ms>-<seq>" (both decimal, no sign, no spaces); false when it is not one. */
 bool parse_stream_id(std::string_view text, StreamId *out);
 

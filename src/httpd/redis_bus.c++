@@ -263,7 +263,7 @@ private:
      * Redis's time, or a close. An entry no publish could have made is skipped and logged. */
     void apply(const StreamEntry &e)
     {
-        const std::int64_t time_us = static_cast<std::int64_t>(e.id.ms) * 1000;
+        const std::int64_t time_us = entry_time_us(e.id, now_us());
         const StreamRecord &r = e.record;
         const bool close = r.kind == StreamRecord::Kind::Close;
         std::string error = e.error;

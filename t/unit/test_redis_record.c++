@@ -86,6 +86,18 @@ START_TEST(url_for_log_hides_secrets)
 }
 END_TEST
 
+START_TEST(entry_time_near_now_or_now)
+{
+    const std::int64_t now = 1796054767995000; /* µs */
+    ck_assert_int_eq(entry_time_us(StreamId{1796054767990, 0}, now), 1796054767990000);
+    ck_assert_int_eq(entry_time_us(StreamId{1796054777000, 3}, now), 1796054777000000);
+    ck_assert_int_eq(entry_time_us(StreamId{18446744073709551ull, 0}, now), now);
+    ck_assert_int_eq(entry_time_us(StreamId{UINT64_MAX, 0}, now), now);
+    ck_assert_int_eq(entry_time_us(StreamId{1, 0}, now), now);
+    ck_assert_int_eq(entry_time_us(StreamId{1796054767995 + 10001, 0}, now), now);
+}
+END_TEST
+
 START_TEST(stream_ids)
 {
     StreamId a, b;
@@ -181,6 +193,7 @@ Suite *redis_record_suite()
     tcase_add_test(tc, url_forms);
     tcase_add_test(tc, url_errors);
     tcase_add_test(tc, url_for_log_hides_secrets);
+    tcase_add_test(tc, entry_time_near_now_or_now);
     tcase_add_test(tc, stream_ids);
     tcase_add_test(tc, event_round_trip);
     tcase_add_test(tc, absent_fields);

@@ -2,6 +2,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
 #include <memory>
 #include <poll.h>
 #include <unistd.h>
@@ -17,6 +18,17 @@ using Reply = std::unique_ptr<redisReply, ReplyFree>;
 
 struct timeval ms_to_tv(int ms) { return {ms / 1000, (ms % 1000) * 1000}; }
 
+/* What is left of `deadline`, in whole ms; 0 when it has passed (hiredis reads a zero
+ * timeout as "none", so 0 must never reach it). */
+int ms_left(Deadline deadline)
+{
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now()).count();
+    return left > 0 ? static_cast<int>(left) : 0;
+}
+
+Deadline deadline_in(int ms) { return std::chrono::steady_clock::now() + std::chrono::milliseconds(ms); }
+
 /* Redis sends nothing unasked on a connection between commands: an idle connection that is
  * readable was closed by the server (a Redis restarted, or its timeout), and a command on it
  * would fail. */
@@ -26,10 +38,18 @@ bool closed_while_idle(const redisContext *c)
     return poll(&p, 1, 0) != 0;
 }
 
-/* Runs one command; nullptr and *err when the connection failed (it must then be dropped) or
- * Redis answered an error (the connection stays usable, *err says so). */
-Reply command(redisContext *c, const std::vector<std::string> &args, std::string *err)
+/* Runs one command, its socket bounded by what is left of `deadline`; nullptr and *err when
+ * the deadline passed or the connection failed (it must then be dropped), or Redis answered
+ * an error (the connection stays usable, *err says so). */
+Reply command(redisContext *c, const std::vector<std::string> &args, Deadline deadline,
+              std::string *err)
 {
+    const int left = ms_left(deadline);
+    if (left == 0) {
+        *err = "no time left for " + args[0]; /* nothing sent: the connection stays usable */
+        return nullptr;
+    }
+    redisSetTimeout(c, ms_to_tv(left));
     std::vector<const char *> argv;
     std::vector<std::size_t> lens;
     for (const auto &a : args) {
@@ -76,8 +96,13 @@ StreamEntry parse_entry(const redisReply *e)
 
 } // namespace
 
-redisContext *redis_connect(const RedisUrl &url, int connect_ms, int command_ms, std::string *err)
+redisContext *redis_connect(const RedisUrl &url, Deadline deadline, std::string *err)
 {
+    const int connect_ms = std::min(ms_left(deadline), kConnectTimeoutMs);
+    if (connect_ms == 0) {
+        *err = "no time left to connect";
+        return nullptr;
+    }
     redisContext *c = url.socket_path.empty()
                           ? redisConnectWithTimeout(url.host.c_str(), url.port, ms_to_tv(connect_ms))
                           : redisConnectUnixWithTimeout(url.socket_path.c_str(), ms_to_tv(connect_ms));
@@ -90,7 +115,6 @@ redisContext *redis_connect(const RedisUrl &url, int connect_ms, int command_ms,
         redisFree(c);
         return nullptr;
     }
-    redisSetTimeout(c, ms_to_tv(command_ms));
     if (url.socket_path.empty())
         redisEnableKeepAlive(c);
     bool ok = true;
@@ -99,10 +123,10 @@ redisContext *redis_connect(const RedisUrl &url, int connect_ms, int command_ms,
         if (!url.user.empty())
             auth.push_back(url.user);
         auth.push_back(url.password);
-        ok = command(c, auth, err) != nullptr;
+        ok = command(c, auth, deadline, err) != nullptr;
     }
     if (ok && url.db != 0)
-        ok = command(c, {"SELECT", std::to_string(url.db)}, err) != nullptr;
+        ok = command(c, {"SELECT", std::to_string(url.db)}, deadline, err) != nullptr;
     if (!ok) {
         redisFree(c);
         return nullptr;
@@ -118,7 +142,7 @@ RedisWriter::~RedisWriter()
         redisFree(c);
 }
 
-redisContext *RedisWriter::take(std::string *err)
+redisContext *RedisWriter::take(Deadline deadline, std::string *err)
 {
     {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -136,7 +160,7 @@ redisContext *RedisWriter::take(std::string *err)
             redisFree(c);
         }
     }
-    return redis_connect(url_, kConnectTimeoutMs, kCommandTimeoutMs, err);
+    return redis_connect(url_, deadline, err);
 }
 
 void RedisWriter::give_back(redisContext *c)
@@ -148,7 +172,8 @@ void RedisWriter::give_back(redisContext *c)
 RedisWriter::Added RedisWriter::add(const StreamRecord &r)
 {
     Added a;
-    redisContext *c = take(&a.error);
+    const Deadline deadline = deadline_in(kPublishBoundMs);
+    redisContext *c = take(deadline, &a.error);
     if (!c)
         return a;
     std::vector<std::string> args{"XADD", key_, "MAXLEN", "~", std::to_string(kStreamMaxLen), "*"};
@@ -156,7 +181,7 @@ RedisWriter::Added RedisWriter::add(const StreamRecord &r)
         args.push_back(std::move(name));
         args.push_back(std::move(value));
     }
-    Reply reply = command(c, args, &a.error);
+    Reply reply = command(c, args, deadline, &a.error);
     if (reply && reply->type == REDIS_REPLY_STRING) {
         a.ok = true;
         a.entry_id = std::string(reply_text(reply.get()));
@@ -175,7 +200,7 @@ RedisWriter::Added RedisWriter::add(const StreamRecord &r)
 bool RedisReader::connect(std::string *err)
 {
     disconnect();
-    c_ = redis_connect(url_, kConnectTimeoutMs, kCommandTimeoutMs, err);
+    c_ = redis_connect(url_, deadline_in(kConnectTimeoutMs + 2 * kCommandTimeoutMs), err);
     return c_ != nullptr;
 }
 
@@ -188,7 +213,8 @@ void RedisReader::disconnect()
 
 bool RedisReader::newest_id(StreamId *out, std::string *err)
 {
-    Reply r = command(c_, {"XREVRANGE", key_, "+", "-", "COUNT", "1"}, err);
+    Reply r = command(c_, {"XREVRANGE", key_, "+", "-", "COUNT", "1"},
+                      deadline_in(kCommandTimeoutMs), err);
     if (!r)
         return false;
     *out = StreamId{};
@@ -204,10 +230,9 @@ bool RedisReader::read_after(const StreamId &after, int block_ms, std::size_t co
 {
     out.clear();
     /* The socket's bound must outlast the BLOCK, or every quiet round would be a failure. */
-    redisSetTimeout(c_, ms_to_tv(block_ms + kCommandTimeoutMs));
     Reply r = command(c_, {"XREAD", "COUNT", std::to_string(count), "BLOCK",
                            std::to_string(block_ms), "STREAMS", key_, after.text()},
-                      err);
+                      deadline_in(block_ms + kCommandTimeoutMs), err);
     if (!r)
         return false;
     if (r->type == REDIS_REPLY_NIL)

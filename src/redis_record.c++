@@ -26,7 +26,43 @@ std::string join(const std::vector<std::string> &names)
 }
 
 constexpr const char *kUrlForm =
-    "expected redis://[[user]:password@]host[:port][/db] or unix:/path/to/redis.sock";
+    "expected redis://[[user]:password@]host[:port][/db] or "
+    "unix:/path/to/redis.sock[?[user=U&]password=P[&db=N]]";
+
+/* The database number of a URL ("0" to "1000000"; Redis refuses at SELECT one it lacks). */
+std::string parse_db(std::string_view text, RedisUrl *url)
+{
+    std::uint64_t db = 0;
+    if (!parse_decimal(text, &db) || db > 1000000)
+        return "database \"" + std::string(text) + "\" is not a number; " + kUrlForm;
+    url->db = static_cast<int>(db);
+    return {};
+}
+
+/* "user=U&password=P&db=N" (each optional, no escapes: a password with '&' cannot be given). */
+std::string parse_unix_query(std::string_view query, RedisUrl *url)
+{
+    while (!query.empty()) {
+        const std::size_t amp = query.find('&');
+        const std::string_view pair = query.substr(0, amp);
+        query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+        const std::size_t eq = pair.find('=');
+        const std::string_view name = pair.substr(0, eq);
+        const std::string_view value = eq == std::string_view::npos ? "" : pair.substr(eq + 1);
+        if (name == "db") {
+            if (std::string err = parse_db(value, url); !err.empty())
+                return err;
+        } else if (name == "user") {
+            url->user = std::string(value);
+        } else if (name == "password") {
+            url->password = std::string(value);
+            url->has_password = true;
+        } else {
+            return "unknown parameter \"" + std::string(name) + "\" after '?'; " + kUrlForm;
+        }
+    }
+    return {};
+}
 
 /* "host", "host:port", "[v6]" or "[v6]:port" into url->host and url->port. */
 std::string parse_host_port(std::string_view hp, RedisUrl *url)
@@ -67,7 +103,7 @@ std::string parse_host_port(std::string_view hp, RedisUrl *url)
 std::string RedisUrl::display() const
 {
     if (!socket_path.empty())
-        return "unix:" + socket_path;
+        return "unix:" + socket_path + (db ? "?db=" + std::to_string(db) : "");
     std::string h = host.find(':') != std::string::npos ? "[" + host + "]" : host;
     return "redis://" + h + ":" + std::to_string(port) + "/" + std::to_string(db);
 }
@@ -77,9 +113,14 @@ std::string parse_redis_url(std::string_view text, RedisUrl *out)
     RedisUrl url;
     constexpr std::string_view kUnix = "unix:", kRedis = "redis://";
     if (text.substr(0, kUnix.size()) == kUnix) {
-        url.socket_path = std::string(text.substr(kUnix.size()));
+        std::string_view rest = text.substr(kUnix.size());
+        const std::size_t q = rest.find('?');
+        url.socket_path = std::string(rest.substr(0, q));
         if (url.socket_path.empty() || url.socket_path.front() != '/')
             return std::string("the socket path after unix: must be absolute; ") + kUrlForm;
+        if (q != std::string_view::npos)
+            if (std::string err = parse_unix_query(rest.substr(q + 1), &url); !err.empty())
+                return err;
         *out = url;
         return {};
     }
@@ -103,20 +144,39 @@ std::string parse_redis_url(std::string_view text, RedisUrl *out)
     std::string err = parse_host_port(rest.substr(0, slash), &url);
     if (!err.empty())
         return err + "; " + kUrlForm;
-    if (slash != std::string_view::npos && slash + 1 < rest.size()) {
-        std::uint64_t db = 0;
-        if (!parse_decimal(rest.substr(slash + 1), &db) || db > 1000000)
-            return "database \"" + std::string(rest.substr(slash + 1)) +
-                   "\" is not a number; " + kUrlForm;
-        url.db = static_cast<int>(db);
-    }
+    if (slash != std::string_view::npos && slash + 1 < rest.size())
+        if (std::string err = parse_db(rest.substr(slash + 1), &url); !err.empty())
+            return err;
     *out = url;
     return {};
+}
+
+std::string redis_url_for_log(std::string_view text)
+{
+    constexpr std::string_view kRedis = "redis://";
+    if (text.substr(0, kRedis.size()) == kRedis) {
+        const std::size_t at = text.rfind('@');
+        if (at != std::string_view::npos)
+            return std::string(kRedis) + "(credentials hidden)" + std::string(text.substr(at));
+        return std::string(text);
+    }
+    const std::size_t q = text.find('?');
+    return q == std::string_view::npos ? std::string(text)
+                                       : std::string(text.substr(0, q)) + "?(parameters hidden)";
 }
 
 std::string redis_stream_key(std::string_view prefix) { return std::string(prefix) + "stream"; }
 
 std::string StreamId::text() const { return std::to_string(ms) + "-" + std::to_string(seq); }
+
+std::int64_t entry_time_us(const StreamId &id, std::int64_t now_us)
+{
+    const std::uint64_t now_ms = now_us > 0 ? static_cast<std::uint64_t>(now_us / 1000) : 0;
+    const std::uint64_t off = id.ms > now_ms ? id.ms - now_ms : now_ms - id.ms;
+    if (off > static_cast<std::uint64_t>(kEntryClockSlackMs))
+        return now_us;
+    return static_cast<std::int64_t>(id.ms) * 1000;
+}
 
 bool parse_stream_id(std::string_view text, StreamId *out)
 {

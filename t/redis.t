@@ -164,13 +164,24 @@ subtest 'Redis stopped: 503 within a bounded time, streams stay, nothing accepte
     $redis->pause;
     my ($status, $took, $r) = timed_publish($a, 'while stopped');
     is($status, 503, 'a publish while Redis is stopped: 503');
-    cmp_ok($took, '<', 5, "answered within a bounded time (took ${\ sprintf '%.2f', $took} s; the bound is 0.9 s)");
+    # A bound on the wait, far above the design's 0.9 s so that load cannot fail it: it
+    # catches a publish that waits for Redis without end, not a slow one.
+    cmp_ok($took, '<', 20, "answered, not held until Redis returns (took ${\ sprintf '%.2f', $took} s; the test's bound: 20 s)");
     ok($r->{headers}{'retry-after'}, 'Retry-After');
     is($r->{json}{status}, 503, 'a JSON body');
     like($r->{json}{error}, qr/Redis did not accept the event/, 'saying why');
     my $p = $a->run_publish(['news', 'socket while stopped']);
     isnt($p->{rc}, 0, 'sse-publish on the socket fails');
     like($p->{err}, qr/unavailable/, 'with the protocol\'s "error unavailable" answer');
+    # Queued on one connection: each is answered (refused at once, or after the one probe's
+    # try), none waits for the others' full bound in turn.
+    $p = $a->run_publish(['-l', 'news'], stdin => join('', map { "queued $_\n" } 1 .. 8));
+    isnt($p->{rc}, 0, 'eight events queued on the socket: refused');
+    like($p->{err}, qr/unavailable/, 'as unavailable') or diag $p->{err};
+    my @burst = map { $a->publish('/publish/news', "burst $_") } 1 .. 4;
+    is_deeply([map { $_->{status} } @burst], [(503) x 4], 'publishes in a row: each 503');
+    ok(!(grep { $_->{json}{error} !~ /^Redis did not accept (the event|a publish less than a second ago)/ } @burst),
+       'each saying Redis did not accept it, or a publish just before') or diag explain [map { $_->{json} } @burst];
     ok($a->wait_for(sub { $a->log_text =~ /SSE0701/ }, 5), 'SSE0701 logged');
     my $st = SSETest::json_decode($a->request(GET => '/sse-status')->{body});
     is($st->{redis}{publishing}, 'refused', 'sse-status: publishing refused');
@@ -178,8 +189,8 @@ subtest 'Redis stopped: 503 within a bounded time, streams stay, nothing accepte
                            // {})->{redis}{reader} eq 'lost' }, 10),
        "sse-status on B: its reader lost Redis");
     my $comments = () = $sb->comments;
-    $sb->pump(2.5);
-    cmp_ok(scalar(() = $sb->comments), '>', $comments, 'B\'s stream got keep-alives meanwhile');
+    ok($sb->read_until(sub { scalar(() = $sb->comments) > $comments }, 20),
+       'B\'s stream got keep-alives meanwhile (SSEKeepalive 1; waited for, at most 20 s)');
     ok(!$sb->closed && !$sa->closed, 'both streams are open');
     $redis->resume;
     my $back = publish_when_back($b, 'after resume');
@@ -195,13 +206,18 @@ subtest 'Redis stopped: 503 within a bounded time, streams stay, nothing accepte
         my %seen;
         ok(!(grep { $seen{$_}++ } @got), 'no event twice') or diag explain \@got;
         # A publish refused on a timeout may still have been run by Redis after SIGCONT.
-        ok(!(grep { !/^(before stop|while stopped|socket while stopped|after resume)$/ } @got),
+        ok(!(grep { !/^(before stop|while stopped|socket while stopped|queued \d|burst \d|after resume)$/ } @got),
            'nothing else') or diag explain \@got;
     }
     is(() = $a->log_text =~ /SSE0701/g, 1, 'one SSE0701 line for the outage, not one per publish');
+    # The stream's newest entry, not necessarily $back: a refused publish's XADD, sent on a
+    # connection still in Redis's accept queue, may be run after it.
+    my $newest;
     ok($b->wait_for(sub { my $s = SSETest::json_decode($b->request(GET => '/sse-status')->{body});
-                          $s->{redis}{reader} eq 'ok' && $s->{redis}{last_entry} eq $back }, 10),
-       'sse-status on B: reading again, its last entry the last one published');
+                          $newest = $redis->cli('XREVRANGE', 'sse:stream', '+', '-', 'COUNT', '1') =~ /^(\d+-\d+)/ ? $1 : '';
+                          $s->{redis}{reader} eq 'ok' && $s->{redis}{last_entry} eq $newest }, 10),
+       'sse-status on B: reading again, its last entry the stream\'s newest')
+        or diag explain [$newest, $b->request(GET => '/sse-status')->{body}];
     like($b->log_text, qr/SSE0704: reading Redis at redis:\/\/127\.0\.0\.1:\d+\/0 again, after entry \d+-\d+/,
          'SSE0704 logged');
     is(() = $b->log_text =~ /SSE0703/g, 1, "one SSE0703 line for B's reader, however often it retried");
@@ -217,7 +233,7 @@ subtest 'Redis killed and restarted (append-only file): delivery resumes, no htt
     $redis->kill9;
     my ($status, $took) = timed_publish($a, 'while dead');
     is($status, 503, 'a publish while Redis is down: 503');
-    cmp_ok($took, '<', 5, 'answered within a bounded time');
+    cmp_ok($took, '<', 20, 'answered, not held until Redis returns (the test\'s bound: 20 s)');
     # An event accepted while B's reader is away: B gets it once Redis is back.
     $redis->launch;
     my $back = publish_when_back($a, 'after restart');
@@ -264,10 +280,33 @@ subtest 'two prefixes on one Redis do not see each other' => sub {
     $c->stop;
 };
 
+# No wait_joined here: the stream already has entries, and a new server's first publish,
+# made at once, must land after where its reader starts.
+subtest 'a new server delivers its own first publish, made at once' => sub {
+    my $e = SSETest::Server->start(global => "SSERedis $url\n", conf => $conf);
+    my $se = $e->subscribe('/events/first');
+    is($e->publish('/publish/first', 'at once')->{status}, 201, 'published right after the start');
+    is_deeply([map { $_->{data} } $se->events(1, 20)], ['at once'], 'and delivered there');
+    $se->close;
+    $e->stop;
+};
+
+subtest 'an entry with an id far from now (written by hand) is delivered at this server\'s time' => sub {
+    my $f = SSETest::Server->start(global => "SSERedis $url\nSSERedisPrefix far:\n", conf => $conf);
+    ok(wait_joined($f, $f), 'F (prefix far:) reads its stream');
+    my $sf = $f->subscribe('/events/far');
+    is($redis->cli('XADD', 'far:stream', '18446744073709551-0', 'kind', 'event', 'channels', 'far',
+                   'data', 'from the far future'), '18446744073709551-0', 'XADD with a huge id');
+    is_deeply([map { [$_->{id}, $_->{data}] } $sf->events(1, 10)],
+              [['18446744073709551-0', 'from the far future']], 'delivered, with its id');
+    $sf->close;
+    $f->stop;
+};
+
 subtest 'Redis answering an error: 503 saying so, the reader waits' => sub {
     is($redis->cli('SET', 'taken:stream', 'not a stream'), 'OK', 'taken:stream is a string');
     my $d = SSETest::Server->start(global => "SSERedis $url\nSSERedisPrefix taken:\n");
-    $d->expect_log(qr/SSE0701: .*WRONGTYPE/, qr/SSE0703: .*WRONGTYPE/);
+    $d->expect_log(qr/SSE0701: .*WRONGTYPE/, qr/SSE0703: .*WRONGTYPE/, qr/SSE0709: .*WRONGTYPE/);
     my $r = $d->publish('/publish/x', 'data');
     is($r->{status}, 503, 'a publish is refused');
     like($r->{json}{error}, qr/Redis answered: WRONGTYPE/, "with Redis's answer");
@@ -280,7 +319,28 @@ subtest 'Redis answering an error: 503 saying so, the reader waits' => sub {
     $redis->cli('DEL', 'taken:stream');
 };
 
+subtest 'a Unix socket with a password and a database' => sub {
+    my $locked = SSETest::Redis->start(password => 'pw-s3cret');
+    my $sock = $locked->socket_path;
+    my $e = SSETest::Server->start(global => "SSERedis unix:$sock?password=pw-s3cret&db=2\n");
+    my $se = $e->subscribe('/events/locked');
+    is($e->publish('/publish/locked', 'through the socket')->{status}, 201, 'published');
+    is_deeply([map { $_->{data} } $se->events(1, 20)], ['through the socket'], 'and delivered');
+    is($locked->cli('-n', '2', 'XLEN', 'sse:stream'), '1', 'into database 2');
+    unlike($e->log_text, qr/pw-s3cret/, 'the password is not logged');
+    is(SSETest::json_decode($e->request(GET => '/sse-status')->{body})->{redis}{url}, "unix:$sock?db=2",
+       'sse-status shows the socket and the database, not the password');
+    $se->close;
+    $e->stop;
+    $locked->stop;
+};
+
 subtest 'a bad SSERedis stops the start' => sub {
+    my ($rc, $out) = SSETest::Server->configtest(global => 'SSERedis redis://app:top-s3cret@h:99999');
+    isnt($rc, 0, 'refused: a bad port after a password');
+    like($out, qr/SSERedis: "redis:\/\/\(credentials hidden\)\@h:99999": port/, 'saying why')
+        or diag $out;
+    unlike($out, qr/top-s3cret/, 'without the password');
     for ([qr/SSERedis: "redis:\/\/h:99999": port "99999"/, 'SSERedis redis://h:99999'],
          [qr/SSERedis: "http:\/\/h": unknown scheme/, 'SSERedis http://h'],
          [qr/SSERedis not allowed|SSERedis cannot occur within <Location> section/,

@@ -15,9 +15,10 @@
  * - Threads: any. Connections are pooled (a mutex guards the pool); each add() takes one,
  *   so one context is used by one thread at a time, and a process holds at most as many
  *   connections as it has threads publishing at once.
- * - Time: add() is bounded by kConnectTimeoutMs to connect (when no pooled connection is
- *   free) plus kCommandTimeoutMs for the XADD: under a second even when Redis is stopped
- *   (SIGSTOP) or unreachable. A failed connection is dropped, never reused; an idle one the
+ * - Time: add() has one deadline, kPublishBoundMs, for all its steps (connect, AUTH,
+ *   SELECT, XADD: each gets what is left of it): under a second even when Redis is stopped
+ *   (SIGSTOP) or unreachable, except for a host name's lookup (getaddrinfo, at each new
+ *   connection), which the resolver bounds. A failed connection is dropped, never reused; an idle one the
  *   server closed meanwhile (Redis restarted) is dropped before use (one poll() with no wait).
  * - Failure: add() returns the reason; the caller refuses the publish (503). An XADD that
  *   timed out may still have been applied by Redis (a stopped Redis that resumes runs the
@@ -38,6 +39,7 @@
 
 #include "sse/redis_record.h"
 
+#include <chrono>
 #include <cstddef>
 #include <mutex>
 #include <string>
@@ -49,6 +51,8 @@ namespace sse {
 
 constexpr int kConnectTimeoutMs = 400;
 constexpr int kCommandTimeoutMs = 500;
+constexpr int kPublishBoundMs = 900; /* one add(), all steps together */
+using Deadline = std::chrono::steady_clock::time_point;
 constexpr std::size_t kStreamMaxLen = 100000;
 
 class RedisWriter {
@@ -70,7 +74,7 @@ public:
     const RedisUrl &url() const { return url_; }
 
 private:
-    redisContext *take(std::string *err);
+    redisContext *take(Deadline deadline, std::string *err);
     void give_back(redisContext *c);
 
     RedisUrl url_;
@@ -116,10 +120,11 @@ private:
     redisContext *c_ = nullptr;
 };
 
-/* Connects to `url` within `connect_ms`, sets `command_ms` as the bound of every later read
- * and write, TCP keep-alive, then AUTH and SELECT as the URL asks. nullptr and *err on
- * failure. (Shared by the writer and the reader; public for them only.) */
-redisContext *redis_connect(const RedisUrl &url, int connect_ms, int command_ms, std::string *err);
+/* Connects to `url` (within kConnectTimeoutMs at most), TCP keep-alive, then AUTH and SELECT
+ * as the URL asks, all of it before `deadline` (a host name's lookup, getaddrinfo, is not
+ * bounded by it). nullptr and *err on failure. (Shared by the writer and the reader; public
+ * for them only.) */
+redisContext *redis_connect(const RedisUrl &url, Deadline deadline, std::string *err);
 
 } // namespace sse
 

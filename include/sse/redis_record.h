@@ -35,7 +35,8 @@
 
 namespace sse {
 
-/* Where Redis is: "redis://[[user]:password@]host[:port][/db]" or "unix:/path". */
+/* Where Redis is: "redis://[[user]:password@]host[:port][/db]" or
+ * "unix:/path[?[user=U&]password=P[&db=N]]" (no escapes in either). */
 struct RedisUrl {
     std::string host;     /* empty for a Unix socket */
     int port = 6379;
@@ -45,13 +46,17 @@ struct RedisUrl {
     bool has_password = false;
     int db = 0;           /* SELECT when not 0 */
 
-    /* "redis://host:port/db" or "unix:/path", without the credentials: for log lines. */
+    /* "redis://host:port/db" or "unix:/path[?db=N]", without the credentials: for log lines. */
     std::string display() const;
 };
 
 /* Parses an SSERedis URL. Returns an error sentence (what is wrong and the expected form), or
  * empty and fills *out. */
 std::string parse_redis_url(std::string_view text, RedisUrl *out);
+
+/* An SSERedis value as written, for a message about it, with what may carry a password hidden
+ * (what is before '@' in redis://, the parameters after '?' in unix:). */
+std::string redis_url_for_log(std::string_view text);
 
 /* The stream every server of one SSERedisPrefix writes and reads: "<prefix>stream". */
 std::string redis_stream_key(std::string_view prefix);
@@ -63,6 +68,12 @@ struct StreamId {
     bool operator==(const StreamId &o) const { return ms == o.ms && seq == o.seq; }
     std::string text() const;
 };
+
+/* The time (µs) an entry is appended at: Redis's, the entry id's ms, when it is within
+ * kEntryClockSlackMs of `now_us` (this server's clock); else `now_us`: an id given by hand
+ * (`XADD k 18446744073709551-0`) or a clock far off must not overflow nor skew the bus. */
+constexpr std::int64_t kEntryClockSlackMs = 10000;
+std::int64_t entry_time_us(const StreamId &id, std::int64_t now_us);
 
 /* Parses "<ms>-<seq>" (both decimal, no sign, no spaces); false when it is not one. */
 bool parse_stream_id(std::string_view text, StreamId *out);

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <functional>
 #include <new>
@@ -22,7 +23,8 @@ namespace sse::httpd {
 
 namespace {
 
-constexpr std::uint64_t kRedisStateMagic = 0x5353455244533031ull; /* "SSERDS01" */
+constexpr std::uint64_t kRedisStateMagic = 0x5353455244533032ull; /* "SSERDS02" */
+constexpr std::int64_t kRefuseAtOnceMs = 1000; /* after a refusal, during an outage */
 constexpr int kReadBlockMs = 1000;
 constexpr std::size_t kReadCount = 256;
 constexpr int kBackoffFirstMs = 100;
@@ -38,6 +40,8 @@ struct RedisShared {
     StreamId cursor[2];
     std::atomic<std::uint32_t> writers_down; /* 1 from a refused publish to an accepted one */
     std::atomic<std::uint32_t> reader_down;  /* 1 from a failed read to a working one */
+    std::atomic<std::int64_t> last_refusal_ms; /* CLOCK_MONOTONIC (one clock for all processes) */
+    std::atomic<std::uint32_t> probing;        /* 1 while one publish tries Redis in an outage */
 
     bool load_cursor(StreamId *out) const
     {
@@ -102,9 +106,31 @@ apr_status_t open_redis_shared(server_rec *s, std::uint64_t source_hash, RedisSh
     return APR_SUCCESS;
 }
 
+std::int64_t monotonic_ms()
+{
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+/* During an outage, a publish less than kRefuseAtOnceMs after the last refusal is refused at
+ * once, unless no other publish is trying Redis: then it tries (*probe: it must clear
+ * `probing` when done). So a stopped Redis holds one worker (or sse-publishd's thread) at a
+ * time, not every publish for the full bound. A probe whose process died leaves `probing`
+ * set: the publishes after the window try again. */
+bool refuse_at_once(RedisShared *sh, bool *probe)
+{
+    *probe = false;
+    if (!sh->writers_down.load(std::memory_order_acquire) ||
+        monotonic_ms() - sh->last_refusal_ms.load(std::memory_order_relaxed) >= kRefuseAtOnceMs)
+        return false;
+    *probe = sh->probing.exchange(1) == 0;
+    return !*probe;
+}
+
 /* Notes a refused publish; logs the outage once (the first process to notice it). */
 void note_writer_failure(RedisBus *rb, const server_rec *s, const std::string &why)
 {
+    rb->shared->last_refusal_ms.store(monotonic_ms(), std::memory_order_relaxed);
     if (rb->shared->writers_down.exchange(1) == 0)
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
                      "SSE0701: Redis at %s did not accept a publish (%s); publishes are "
@@ -124,17 +150,49 @@ void note_writer_success(RedisBus *rb, const server_rec *s)
 PublishAttempt add_to_stream(RedisBus *rb, const server_rec *s, const StreamRecord &rec,
                              PublishAttempt a)
 {
+    bool probe = false;
+    if (refuse_at_once(rb->shared, &probe)) {
+        a.outcome = PublishAttempt::Outcome::Unavailable;
+        a.error = "Redis did not accept a publish less than a second ago; try again later";
+        return a;
+    }
     RedisWriter::Added added = rb->writer.add(rec);
-    if (!added.ok) {
+    if (!added.ok)
         note_writer_failure(rb, s, added.error);
+    else
+        note_writer_success(rb, s);
+    if (probe) /* after the note: the next publishes see this refusal's time */
+        rb->shared->probing.store(0, std::memory_order_release);
+    if (!added.ok) {
         a.outcome = PublishAttempt::Outcome::Unavailable;
         a.error = "Redis did not accept the event (" + added.error + "); try again later";
         return a;
     }
-    note_writer_success(rb, s);
     a.outcome = PublishAttempt::Outcome::Published;
     a.result.id = rec.fields.id.empty() ? added.entry_id : rec.fields.id;
     return a;
+}
+
+/* A server that never read the stream starts at its newest entry, taken in the parent before
+ * any child can publish (a child's XADD must land after it, or this server would miss its own
+ * publish). Redis unreachable then: kStartBackMs before the local clock, so that the entries
+ * published while it comes back are read (a few older ones may be delivered too). */
+constexpr std::uint64_t kStartBackMs = 5000;
+
+void set_start_cursor(RedisBus *rb, const server_rec *s, StreamId *out)
+{
+    RedisReader probe(rb->writer.url(), rb->key);
+    std::string err;
+    if (!probe.connect(&err) || !probe.newest_id(out, &err)) {
+        const std::uint64_t now_ms = static_cast<std::uint64_t>(now_us() / 1000);
+        *out = StreamId{now_ms > kStartBackMs ? now_ms - kStartBackMs : 0, 0};
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                     "SSE0709: Redis at %s cannot be reached at the start (%s); reading the "
+                     "stream from entry %s (%llu s before this server's clock)",
+                     rb->writer.url().display().c_str(), err.c_str(), out->text().c_str(),
+                     static_cast<unsigned long long>(kStartBackMs / 1000));
+    }
+    rb->shared->store_cursor(*out);
 }
 
 /* ---- the reader ---- */
@@ -172,16 +230,13 @@ public:
     }
 
 private:
-    /* Connects, and takes the cursor (or, never having read, the stream's end). */
+    /* Connects, and takes the cursor (set in post_config before any child could publish). */
     bool start(std::string *err)
     {
         if (!reader_.connect(err))
             return false;
-        if (!rb_->shared->load_cursor(&cursor_)) {
-            if (!reader_.newest_id(&cursor_, err))
-                return false;
-            rb_->shared->store_cursor(cursor_);
-        }
+        if (!rb_->shared->load_cursor(&cursor_))
+            set_start_cursor(rb_, s_, &cursor_);
         return true;
     }
 
@@ -208,7 +263,7 @@ private:
      * Redis's time, or a close. An entry no publish could have made is skipped and logged. */
     void apply(const StreamEntry &e)
     {
-        const std::int64_t time_us = static_cast<std::int64_t>(e.id.ms) * 1000;
+        const std::int64_t time_us = entry_time_us(e.id, now_us());
         const StreamRecord &r = e.record;
         const bool close = r.kind == StreamRecord::Kind::Close;
         std::string error = e.error;
@@ -252,7 +307,8 @@ const char *cmd_redis(cmd_parms *cmd, void *, const char *url)
     }, apr_pool_cleanup_null);
     std::string err = parse_redis_url(url, parsed);
     if (!err.empty())
-        return apr_psprintf(cmd->pool, "SSERedis: \"%s\": %s", url, err.c_str());
+        return apr_psprintf(cmd->pool, "SSERedis: \"%s\": %s", redis_url_for_log(url).c_str(),
+                            err.c_str());
     server_config(cmd->server)->redis_url = parsed;
     return nullptr;
 }
@@ -283,6 +339,9 @@ apr_status_t open_redis(apr_pool_t *pconf, server_rec *s, const ServerConfig *co
     void *mem = apr_palloc(pconf, sizeof(RedisBus));
     state->redis = new (mem) RedisBus(*conf->redis_url, key, shared);
     apr_pool_cleanup_register(pconf, state->redis, destroy_redis_bus, apr_pool_cleanup_null);
+    StreamId start;
+    if (!shared->load_cursor(&start))
+        set_start_cursor(state->redis, s, &start);
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "SSE0700: servers joined through Redis at %s, "
                  "stream %s", conf->redis_url->display().c_str(), key.c_str());
     return APR_SUCCESS;

@@ -713,6 +713,8 @@ sub start {
 sub port { $_[0]{port} }
 sub dir  { $_[0]{dir} }
 sub url  { "redis://127.0.0.1:$_[0]{port}" }
+# With start(password => P): also listens on this Unix socket, and requires P.
+sub socket_path { "$_[0]{dir}/redis.sock" }
 
 # Starts redis-server and waits (15 s at most) until it answers PING.
 sub launch {
@@ -720,6 +722,8 @@ sub launch {
     my @args = ('--port', $self->{port}, '--bind', '127.0.0.1', '--dir', $self->{dir},
                 '--save', '', '--appendonly', $self->{appendonly} ? 'yes' : 'no',
                 '--daemonize', 'no', '--logfile', "$self->{dir}/redis.log");
+    push @args, '--unixsocket', $self->socket_path, '--unixsocketperm', '777', # httpd's children run as another user
+                '--requirepass', $self->{password} if defined $self->{password};
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
         exec 'redis-server', @args;
@@ -739,7 +743,9 @@ sub launch {
 sub cli {
     my ($self, @args) = @_;
     my $cmd = join ' ', map { SSETest::shell_quote($_) }
-                        ('timeout', '5', 'redis-cli', '-h', '127.0.0.1', '-p', $self->{port}, @args);
+                        ('timeout', '5', 'redis-cli', '-h', '127.0.0.1', '-p', $self->{port},
+                         (defined $self->{password} ? ('--no-auth-warning', '-a', $self->{password}) : ()),
+                         @args);
     my $out = `$cmd 2>/dev/null`;
     chomp $out if defined $out;
     return $out;

@@ -47,6 +47,16 @@ START_TEST(url_forms)
     assert_str(parse_redis_url("unix:/run/redis/redis.sock", &u), "");
     assert_str(u.socket_path, "/run/redis/redis.sock");
     assert_str(u.display(), "unix:/run/redis/redis.sock");
+    ck_assert(!u.has_password);
+
+    RedisUrl v;
+    assert_str(parse_redis_url("unix:/run/redis/redis.sock?user=app&password=s3cr:t@x&db=3", &v), "");
+    assert_str(v.socket_path, "/run/redis/redis.sock");
+    assert_str(v.user, "app");
+    assert_str(v.password, "s3cr:t@x");
+    ck_assert(v.has_password);
+    ck_assert_int_eq(v.db, 3);
+    assert_str(v.display(), "unix:/run/redis/redis.sock?db=3");
 }
 END_TEST
 
@@ -56,13 +66,35 @@ START_TEST(url_errors)
     for (const char *bad : {"", "127.0.0.1:6379", "rediss://h", "redis://", "redis://h:",
                             "redis://h:0", "redis://h:65536", "redis://h:x", "redis://h/x",
                             "redis://pw@h", "redis://[::1", "redis://[::1]x", "unix:",
-                            "unix:relative.sock"}) {
+                            "unix:relative.sock", "unix:/s?db=x", "unix:/s?pass=1",
+                            "unix:/s?db=1000001", "redis://h/1000001"}) {
         std::string err = parse_redis_url(bad, &u);
         ck_assert_msg(!err.empty(), "\"%s\" was accepted", bad);
         ck_assert_msg(err.find("expected redis://") != std::string::npos ||
                           err.find("absolute") != std::string::npos,
                       "\"%s\": %s", bad, err.c_str());
     }
+}
+END_TEST
+
+START_TEST(url_for_log_hides_secrets)
+{
+    assert_str(redis_url_for_log("redis://app:s3cr@t@h:99999/2"), "redis://(credentials hidden)@h:99999/2");
+    assert_str(redis_url_for_log("redis://h:99999"), "redis://h:99999");
+    assert_str(redis_url_for_log("unix:/s?password=s3cr&db=x"), "unix:/s?(parameters hidden)");
+    assert_str(redis_url_for_log("unix:/s"), "unix:/s");
+}
+END_TEST
+
+START_TEST(entry_time_near_now_or_now)
+{
+    const std::int64_t now = 1796054767995000; /* µs */
+    ck_assert_int_eq(entry_time_us(StreamId{1796054767990, 0}, now), 1796054767990000);
+    ck_assert_int_eq(entry_time_us(StreamId{1796054777000, 3}, now), 1796054777000000);
+    ck_assert_int_eq(entry_time_us(StreamId{18446744073709551ull, 0}, now), now);
+    ck_assert_int_eq(entry_time_us(StreamId{UINT64_MAX, 0}, now), now);
+    ck_assert_int_eq(entry_time_us(StreamId{1, 0}, now), now);
+    ck_assert_int_eq(entry_time_us(StreamId{1796054767995 + 10001, 0}, now), now);
 }
 END_TEST
 
@@ -160,6 +192,8 @@ Suite *redis_record_suite()
     TCase *tc = tcase_create("redis_record");
     tcase_add_test(tc, url_forms);
     tcase_add_test(tc, url_errors);
+    tcase_add_test(tc, url_for_log_hides_secrets);
+    tcase_add_test(tc, entry_time_near_now_or_now);
     tcase_add_test(tc, stream_ids);
     tcase_add_test(tc, event_round_trip);
     tcase_add_test(tc, absent_fields);

@@ -1,6 +1,7 @@
 #include "sse/mercure_subscription.h"
 
 #include "sse/registry.h" /* kMaxSlotNoteBytes */
+#include "sse/wire.h"        /* is_valid_utf8 */
 
 #include <nlohmann/json.hpp>
 
@@ -68,6 +69,10 @@ std::optional<std::string> decode_segment(std::string_view seg)
         out += static_cast<char>(hi * 16 + lo);
         i += 2;
     }
+    /* A selector or subscriber id is UTF-8 (validate_mercure_string): other bytes name none,
+     * and could not be written into the JSON answer. */
+    if (!is_valid_utf8(out))
+        return std::nullopt;
     return out;
 }
 
@@ -241,6 +246,8 @@ std::optional<SubscriptionsQuery> parse_subscriptions_path(std::string_view rest
     SubscriptionsQuery q;
     if (rest.empty())
         return q;
+    if (!is_valid_utf8(rest)) /* raw bytes httpd lets through in a request target */
+        return std::nullopt;
     if (rest[0] != '/')
         return std::nullopt;
     rest.remove_prefix(1);

@@ -216,6 +216,10 @@ is(scalar(grep { $_->status == 200 } @held), 26, '26 streams held on workers');
        'the template selecting the subscriptions topics selects the API too');
     is(api($srv, '', $watcher)->{status}, 200, 'and the collection');
     is(api($srv, "$path/a/b", $everything)->{status}, 404, 'a path too deep: 404');
+    # Bytes that are not UTF-8 name no subscription (raw, as httpd lets them through, or
+    # escaped): 404, not a 500 from the JSON answer.
+    is(api($srv, "/a\xffb", $everything)->{status}, 404, 'a raw byte that is not UTF-8: 404');
+    is(api($srv, "/a%FFb", $everything)->{status}, 404, 'an escaped one: 404');
 
     # Reconciliation: the snapshot's lastEventID resumes the events after it.
     my $cursor = api($srv, $path, $watcher)->{json}{lastEventID};

@@ -76,7 +76,7 @@ struct SubscriptionsQuery {
     std::optional<std::string> subscriber; /* decoded; only with a topic */
 };
 /* nullopt: not a subscriptions path (another segment count, an empty or badly encoded
- * segment). */
+ * segment, bytes or a decoded segment that are not UTF-8). */
 std::optional<SubscriptionsQuery> parse_subscriptions_path(std::string_view rest);
 
 /* The collection document of `subscribers`' subscriptions (those whose selector is `*topic`

@@ -115,6 +115,10 @@ START_TEST(api_paths)
     ck_assert(!parse_subscriptions_path("/a/b/c"));    /* one segment too many */
     ck_assert(!parse_subscriptions_path("/a%2"));      /* a truncated escape */
     ck_assert(!parse_subscriptions_path("/a%zz"));
+    ck_assert(!parse_subscriptions_path("/a%FF"));     /* decodes to a byte that is not UTF-8 */
+    ck_assert(!parse_subscriptions_path("/a\xff/b"));  /* a raw byte that is not UTF-8 */
+    q = parse_subscriptions_path("/%C3%A9t%C3%A9");     /* UTF-8: taken */
+    ck_assert(q && *q->topic == "\xc3\xa9t\xc3\xa9");
 }
 END_TEST
 

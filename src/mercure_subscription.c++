@@ -1,7 +1,8 @@
 #include "sse/mercure_subscription.h"
 
 #include "sse/registry.h" /* kMaxSlotNoteBytes */
-#include "sse/wire.h"        /* is_valid_utf8 */
+#include "sse/request.h"  /* percent_decode */
+#include "sse/wire.h"     /* is_valid_utf8 */
 
 #include <nlohmann/json.hpp>
 
@@ -40,35 +41,12 @@ Doc standalone_object(const MercureSubscriber &s, const std::string &selector, b
     return d;
 }
 
-int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* A path segment decoded; nullopt when empty or a '%' is not followed by two hex digits. */
 std::optional<std::string> decode_segment(std::string_view seg)
 {
-    if (seg.empty())
-        return std::nullopt;
     std::string out;
-    for (std::size_t i = 0; i < seg.size(); ++i) {
-        if (seg[i] != '%') {
-            out += seg[i];
-            continue;
-        }
-        const int hi = i + 1 < seg.size() ? hex_value(seg[i + 1]) : -1;
-        const int lo = i + 2 < seg.size() ? hex_value(seg[i + 2]) : -1;
-        if (hi < 0 || lo < 0)
-            return std::nullopt;
-        out += static_cast<char>(hi * 16 + lo);
-        i += 2;
-    }
+    if (seg.empty() || !percent_decode(seg, false, out).empty())
+        return std::nullopt;
     /* A selector or subscriber id is UTF-8 (validate_mercure_string): other bytes name none,
      * and could not be written into the JSON answer. */
     if (!is_valid_utf8(out))
@@ -129,8 +107,8 @@ std::string normalised_path(const std::string &path)
 {
     std::string decoded;
     for (std::size_t i = 0; i < path.size(); ++i) {
-        const int hi = path[i] == '%' && i + 2 < path.size() ? hex_value(path[i + 1]) : -1;
-        const int lo = hi >= 0 ? hex_value(path[i + 2]) : -1;
+        const int hi = path[i] == '%' && i + 2 < path.size() ? hex_digit_value(path[i + 1]) : -1;
+        const int lo = hi >= 0 ? hex_digit_value(path[i + 2]) : -1;
         const char c = static_cast<char>(hi * 16 + lo);
         if (lo >= 0 && c != '\0' && (std::isalnum(static_cast<unsigned char>(c)) || std::strchr("-._~", c))) {
             decoded += c;

@@ -12,9 +12,7 @@ const std::string *param_first(const Params &params, std::string_view key)
     return nullptr;
 }
 
-namespace {
-
-int hex_value(char c)
+int hex_digit_value(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -25,16 +23,16 @@ int hex_value(char c)
     return -1;
 }
 
-std::string url_decode(std::string_view s, std::string &out)
+std::string percent_decode(std::string_view s, bool plus_is_space, std::string &out)
 {
     out.clear();
     for (std::size_t i = 0; i < s.size(); ++i) {
         char c = s[i];
-        if (c == '+') {
+        if (c == '+' && plus_is_space) {
             out += ' ';
         } else if (c == '%') {
-            int hi = i + 2 < s.size() ? hex_value(s[i + 1]) : -1;
-            int lo = i + 2 < s.size() ? hex_value(s[i + 2]) : -1;
+            int hi = i + 2 < s.size() ? hex_digit_value(s[i + 1]) : -1;
+            int lo = i + 2 < s.size() ? hex_digit_value(s[i + 2]) : -1;
             if (hi < 0 || lo < 0)
                 return "bad %-escape near \"" + std::string(s.substr(i, 3)) + "\"";
             out += static_cast<char>(hi * 16 + lo);
@@ -45,6 +43,8 @@ std::string url_decode(std::string_view s, std::string &out)
     }
     return {};
 }
+
+namespace {
 
 const char *const kBodyFields[] = {"data", "event", "id", "retry", "channel", "only", "except"};
 
@@ -206,9 +206,9 @@ std::string parse_form(std::string_view text, Params &out)
         if (pair.empty())
             continue;
         std::size_t eq = pair.find('=');
-        std::string err = url_decode(pair.substr(0, eq), key);
+        std::string err = percent_decode(pair.substr(0, eq), true, key);
         if (err.empty() && eq != std::string_view::npos)
-            err = url_decode(pair.substr(eq + 1), value);
+            err = percent_decode(pair.substr(eq + 1), true, value);
         else
             value.clear();
         if (!err.empty())

@@ -19,6 +19,13 @@ namespace sse {
 
 using Params = std::vector<std::pair<std::string, std::string>>;
 
+/* The value of the hexadecimal digit `c`, or -1. */
+int hex_digit_value(char c);
+/* `s` with every %XX decoded to its byte, and '+' to a space when `plus_is_space` (form
+ * encoding; a URI path keeps its '+'). Returns an error sentence when a '%' is not followed by
+ * two hexadecimal digits, else empty. The bytes are not checked for UTF-8 here. */
+std::string percent_decode(std::string_view s, bool plus_is_space, std::string &out);
+
 /* Decodes application/x-www-form-urlencoded text (a query string or a form body): '&'
  * separates pairs, '+' is a space, %XX a byte. A bad %-escape is an error. A pair without
  * '=' gets an empty value. Decoded values are not checked for UTF-8 here. */

@@ -187,8 +187,8 @@ struct FanOut::RecordFan {
 /* An event or a CloseChannels record: for the streams of its channels, once each. */
 void FanOut::queue_record(BusEvent &e, std::vector<Subscriber *> &dirty)
 {
-    const bool typed = !typed_by_channel_.empty();
-    const bool filterable = typed && Delivery::dispatches_event(e.wire);
+    const bool any_filtered = !filtered_by_channel_.empty();
+    const bool filterable = any_filtered && Delivery::dispatches_event(e.wire);
     const RecordFan fan{e,
                         shared(std::move(e.wire)),
                         Delivery::on_channel_record(e.kind),
@@ -197,8 +197,8 @@ void FanOut::queue_record(BusEvent &e, std::vector<Subscriber *> &dirty)
                         filterable};
     for (const auto &ch : e.channels) {
         queue_on<false>(by_channel_, ch, fan, dirty);
-        if (typed)
-            queue_on<true>(typed_by_channel_, ch, fan, dirty);
+        if (any_filtered)
+            queue_on<true>(filtered_by_channel_, ch, fan, dirty);
     }
 }
 

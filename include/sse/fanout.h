@@ -200,7 +200,7 @@ private:
                   std::vector<Subscriber *> &dirty);
     ChannelIndex &index_of(const Subscriber &s)
     {
-        return s.delivery_.filters() ? typed_by_channel_ : by_channel_;
+        return s.delivery_.filters() ? filtered_by_channel_ : by_channel_;
     }
     void queue_overrun(std::vector<Subscriber *> &dirty);
     void queue_end_stream(BusEvent &e, std::vector<Subscriber *> &dirty);
@@ -222,8 +222,8 @@ private:
     BusReader reader_;
     std::unordered_set<Subscriber *> streams_;
     std::unordered_map<std::uint64_t, Subscriber *> by_serial_;
-    ChannelIndex by_channel_;       /* streams without a type filter */
-    ChannelIndex typed_by_channel_; /* streams with one (Delivery::filters()) */
+    ChannelIndex by_channel_;          /* streams without a filter */
+    ChannelIndex filtered_by_channel_; /* streams with one: types or topics (Delivery::filters()) */
     SharedBytes keepalive_;
     std::vector<Subscriber *> dirty_; /* run()'s scratch, kept for its capacity */
 };

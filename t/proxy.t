@@ -7,6 +7,7 @@ use lib 't/lib';
 use SSETest;
 use Test::More;
 use Time::HiRes qw(sleep time);
+use IO::Uncompress::Gunzip ();
 
 my $mods = SSETest::apxs_q('LIBEXECDIR');
 
@@ -22,6 +23,9 @@ AddOutputFilterByType DEFLATE application/javascript application/json applicatio
 <Location /events>
     SetOutputFilter DEFLATE
 </Location>
+<Location /publish>
+    SetOutputFilter DEFLATE
+</Location>
 EOF
     my $sub = $srv->subscribe('/events/z', headers => {'Accept-Encoding' => 'gzip, deflate'});
     is($sub->status, 200, 'stream open');
@@ -30,6 +34,19 @@ EOF
     my ($ev) = $sub->events(1, 30);
     is($ev->{data}, 'not held back', 'event readable as sent, with nothing written after it');
     $sub->close;
+    # A JSON answer compressed by DEFLATE keeps its Content-Length: the answer is written at
+    # once (a FLUSH down the connection's filters), not by a FLUSH through DEFLATE, which would
+    # make it end the compressed body early and the answer go chunked.
+    my $long_id = 'an-id-long-enough-that-DEFLATE-compresses-the-answer-' x 2;
+    my $res = $srv->request(POST => "/publish/z?id=$long_id", body => 'compressed answer',
+                            headers => {'Accept-Encoding' => 'gzip'});
+    is($res->{status}, 201, 'publish accepted');
+    is($res->{headers}{'content-encoding'}, 'gzip', 'its JSON answer compressed');
+    ok(!exists $res->{headers}{'transfer-encoding'}, 'not chunked');
+    is($res->{headers}{'content-length'}, length($res->{body}), 'Content-Length is the body\'s');
+    my $json;
+    IO::Uncompress::Gunzip::gunzip(\$res->{body} => \$json);
+    is((SSETest::json_decode($json // '') // {})->{id}, $long_id, 'the body is the JSON answer');
     $srv->stop;
 };
 

@@ -44,22 +44,28 @@ int answer_json(request_rec *r, int status, const std::string &json)
     apr_table_setn(r->headers_out, "Cache-Control", "no-store");
     if (r->header_only)
         return OK;
-    /* The whole answer, a FLUSH and the EOS in one brigade: the content-length filter still
-     * sees the EOS and sets Content-Length, and the core output filter writes the answer now.
-     * Without the FLUSH it would hold the few hundred bytes back until httpd had logged the
-     * request and found no pipelined request waiting (there cannot be one: the client waits
-     * for this answer), so the next request of a keep-alive connection always went through
-     * the event MPM's listener (epoll_ctl, a wake-up, a hand-over to a worker) instead of
-     * being read by this worker (docs/benchmarks.md, "What a publish costs"). */
+    /* The whole answer and the EOS in one brigade, so the content-length filter sees the EOS
+     * and sets Content-Length; then a FLUSH down the connection's filters only, so the core
+     * output filter writes the answer now. Without that FLUSH it would hold the few hundred
+     * bytes back until httpd had logged the request and found no pipelined request waiting
+     * (there cannot be one: the client waits for this answer), so the next request of a
+     * keep-alive connection always went through the event MPM's listener (epoll_ctl, a
+     * wake-up, a hand-over to a worker) instead of being read by this worker
+     * (docs/benchmarks.md, "What a publish costs"). The FLUSH must not go through the
+     * request's filters: a compressing filter (mod_deflate) would end its block at it and
+     * pass the body on before the EOS, and the answer would go chunked (t/proxy.t). */
     apr_bucket_alloc_t *ba = r->connection->bucket_alloc;
     apr_bucket_brigade *bb = apr_brigade_create(r->pool, ba);
     char *body = static_cast<char *>(apr_palloc(r->pool, json.size() + 1));
     memcpy(body, json.data(), json.size());
     body[json.size()] = '\n';
     APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_pool_create(body, json.size() + 1, r->pool, ba));
-    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(ba));
     APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(ba));
-    ap_pass_brigade(r->output_filters, bb);
+    if (ap_pass_brigade(r->output_filters, bb) == APR_SUCCESS) {
+        apr_brigade_cleanup(bb);
+        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(ba));
+        ap_pass_brigade(r->connection->output_filters, bb);
+    }
     apr_brigade_cleanup(bb);
     return OK;
 }

@@ -62,6 +62,12 @@ void encode_comment(std::string_view text, std::string &out)
 
 void append_json_string(std::string_view s, std::string &out)
 {
+    /* Callers pass validated UTF-8; should one not, the answer stays valid JSON. */
+    if (!is_valid_utf8(s)) {
+        out += nlohmann::json(std::string(s)).dump(-1, ' ', false,
+                                                   nlohmann::json::error_handler_t::replace);
+        return;
+    }
     static const char hex[] = "0123456789abcdef";
     out += '"';
     for (char c : s) {

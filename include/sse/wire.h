@@ -49,8 +49,9 @@ void encode_event(const EventFields &ev, std::string &out);
 
 /* Appends `s` to `out` as a JSON string, quotes included, byte for byte as nlohmann::json's
  * dump() writes it (ensure_ascii off): \" \\ \b \t \n \f \r, the other bytes below 0x20 as
- * \u00xx, every other byte as is. Precondition: `s` is valid UTF-8 (dump() would throw). For
- * small answers written on every request, where building a json DOM costs more than the
+ * \u00xx, every other byte as is. Bytes that are not UTF-8 become U+FFFD (as dump() with
+ * error_handler_t::replace): callers validate first, this keeps the answer JSON if one did not.
+ * For small answers written on every request, where building a json DOM costs more than the
  * answer (the publish handler's 201). */
 void append_json_string(std::string_view s, std::string &out);
 

@@ -300,6 +300,20 @@ START_TEST(json_strings_as_nlohmann_writes_them)
 }
 END_TEST
 
+/* Bytes that are not UTF-8 (a stray continuation byte, a truncated sequence, an overlong form)
+ * become U+FFFD as dump() with error_handler_t::replace writes them, instead of invalid JSON. */
+START_TEST(json_strings_replace_what_is_not_utf8)
+{
+    for (const std::string s : {"a\x80" "b", "caf\xc3", "\xc0\xaf/etc", "ok \xff\xfe end"}) {
+        std::string mine;
+        append_json_string(s, mine);
+        assert_str(mine, nlohmann::json(s).dump(-1, ' ', false,
+                                                nlohmann::json::error_handler_t::replace));
+        ck_assert(is_valid_utf8(mine));
+    }
+}
+END_TEST
+
 Suite *wire_suite()
 {
     Suite *s = suite_create("wire");
@@ -309,6 +323,7 @@ Suite *wire_suite()
     tcase_add_test(tc, retry_only_and_comments);
     tcase_add_test(tc, split_lines_rules);
     tcase_add_test(tc, json_strings_as_nlohmann_writes_them);
+    tcase_add_test(tc, json_strings_replace_what_is_not_utf8);
     suite_add_tcase(s, tc);
     tc = tcase_create("validation");
     tcase_add_test(tc, utf8_validation);

@@ -224,6 +224,7 @@ bench-publish-cost: all $(BUILD)/publish-bench
 bench-redis: all $(BUILD)/publish-bench $(BUILD)/sse-load
 	tools/install-deps --bench
 	bench/run-redis-bench
+	bench/run-redis-stream-figures
 
 bench-memory: all
 	bench/run-memory-compare

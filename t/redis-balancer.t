@@ -1,7 +1,7 @@
 # Two httpd servers joined through one Redis, behind a third httpd with mod_proxy_balancer
 # (round-robin): browser-like clients subscribe through the balancer and, when their stream
-# ends (a graceful restart of their server), reconnect through it with Last-Event-ID, landing
-# on the other server or on the restarted one; publishes alternate between the two servers,
+# ends (a graceful restart of their server, or the process holding it killed), reconnect
+# through it with Last-Event-ID, landing on the other server or on the restarted one; publishes alternate between the two servers,
 # and go on on one while the other restarts. Every accepted event reaches every client
 # exactly once, in order, on whichever servers it was held.
 use strict;
@@ -26,7 +26,9 @@ my %backend = (a => $backend->('a'), b => $backend->('b'));
 # blocking and flushes to the client whenever nothing more is there (ap_proxy_http_process_
 # response), so each event goes out when it comes. The backends' keep-alives (1 s) stay under
 # ProxyTimeout. /lb is proxied rather than /events, whose SetHandler would win over the proxy.
-my $members = join '', map { "    BalancerMember http://127.0.0.1:@{[$backend{$_}->port]} route=$_\n" }
+# disablereuse: a stream holds its backend connection for its life, so there is nothing to
+# pool, and a pooled connection that a restarting backend closes could fail a reconnect.
+my $members = join '', map { "    BalancerMember http://127.0.0.1:@{[$backend{$_}->port]} route=$_ disablereuse=on\n" }
                        sort keys %backend;
 my $lb = SSETest::Server->start(global => <<"EOF");
 LoadModule proxy_module $mods/mod_proxy.so
@@ -39,6 +41,10 @@ $members    ProxySet lbmethod=byrequests timeout=10
 </Proxy>
 ProxyPass "/lb/" "balancer://sse/events/"
 EOF
+
+# A stream cut by a killed backend process: the balancer reports the broken response.
+$lb->expect_log(qr/AH01110: error reading response/);
+$_->expect_log(qr/AH00052: child pid \d+ exit signal Killed \(9\)/) for values %backend;
 
 ok(SSETest::Redis::wait_joined($backend{a}, $backend{a}, $backend{b}), 'A and B read the stream');
 ok(SSETest::Redis::wait_joined($backend{b}, $backend{a}, $backend{b}), 'B publishes to both');
@@ -125,6 +131,20 @@ for my $round (1 .. 2) {
     }
 }
 
+# The processes of B holding streams killed (kill -9) while A publishes: their streams end
+# without a last retry (the balancer cuts its responses), the clients come back; B's bus and
+# its Redis reader (sse-publishd, not killed) carry on.
+my $status = SSETest::json_decode($backend{b}->request(GET => '/sse-status')->{body});
+my @victims = map { $_->{pid} } grep { $_->{subscribers} > 0 } @{$status->{processes}};
+ok(@victims, 'B has processes holding streams: ' . join(',', @victims));
+kill 'KILL', @victims;
+for (1 .. 6) {
+    publish_on('a');
+    pump_all(0.1);
+}
+publish_on($_) for qw(b a);
+pump_all(0.2);
+
 # Every client has every accepted event once, in order: waited for, at most 20 s in all.
 my @want = map { [$_->[0], 'message', $_->[1]] } @accepted;
 my $end = time + 20;
@@ -146,6 +166,7 @@ for my $name (sort keys %direct) {
 ok((grep { my @b = $_->backends; grep { $b[$_] ne $b[$_ - 1] } 1 .. $#b } @through),
    'some client resumed on the other server');
 cmp_ok($_->streams, '>=', 3, 'each client reconnected at least twice') for @through;
+cmp_ok($direct{b}->streams, '>', 3, "the client on B directly came back after its process was killed");
 
 $_->close for @viewers;
 $lb->stop;

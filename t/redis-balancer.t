@@ -1,8 +1,9 @@
 # Two httpd servers joined through one Redis, behind a third httpd with mod_proxy_balancer
 # (round-robin): browser-like clients subscribe through the balancer and, when their stream
 # ends (a graceful restart of their server, or the process holding it killed), reconnect
-# through it with Last-Event-ID, landing on the other server or on the restarted one; publishes alternate between the two servers,
-# and go on on one while the other restarts. Every accepted event reaches every client
+# through it with Last-Event-ID, landing on the other server or on the restarted one;
+# publishes alternate between the two servers, and go on on one while the other restarts or
+# loses processes. Every accepted event reaches every client
 # exactly once, in order, on whichever servers it was held.
 use strict;
 use warnings;
@@ -28,7 +29,8 @@ my %backend = (a => $backend->('a'), b => $backend->('b'));
 # ProxyTimeout. /lb is proxied rather than /events, whose SetHandler would win over the proxy.
 # disablereuse: a stream holds its backend connection for its life, so there is nothing to
 # pool, and a pooled connection that a restarting backend closes could fail a reconnect.
-my $members = join '', map { "    BalancerMember http://127.0.0.1:@{[$backend{$_}->port]} route=$_ disablereuse=on\n" }
+my $members = join '', map { "    BalancerMember http://127.0.0.1:@{[$backend{$_}->port]} "
+                               . "route=$_ disablereuse=on\n" }
                        sort keys %backend;
 my $lb = SSETest::Server->start(global => <<"EOF");
 LoadModule proxy_module $mods/mod_proxy.so
@@ -166,7 +168,8 @@ for my $name (sort keys %direct) {
 ok((grep { my @b = $_->backends; grep { $b[$_] ne $b[$_ - 1] } 1 .. $#b } @through),
    'some client resumed on the other server');
 cmp_ok($_->streams, '>=', 3, 'each client reconnected at least twice') for @through;
-cmp_ok($direct{b}->streams, '>', 3, "the client on B directly came back after its process was killed");
+cmp_ok($direct{b}->streams, '>', 3,
+       'the client on B directly came back after its process was killed');
 
 $_->close for @viewers;
 $lb->stop;

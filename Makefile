@@ -222,7 +222,9 @@ bench-publish-cost: all $(BUILD)/publish-bench
 # SSERedis: publish cost with and without it, alternating, and cross-server delivery latency
 # (bench/run-redis-bench).
 bench-redis: all $(BUILD)/publish-bench $(BUILD)/sse-load
+	tools/install-deps --bench
 	bench/run-redis-bench
+	bench/run-redis-stream-figures
 
 bench-memory: all
 	bench/run-memory-compare

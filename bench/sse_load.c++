@@ -13,6 +13,8 @@
  *     -p PATH       publish path prefix (default /publish/)
  *     -w SECONDS    how long to wait for the deliveries after the last publish (default 30)
  *     -S SOCKET     publish through mod_sse's local socket instead of HTTP
+ *     -A PORT       publish over HTTP to this port of HOST instead of PORT: subscribers on
+ *                   one server, publishes on another (servers joined through Redis)
  *     -b BYTES      padding added to each event's data (default 0)
  *     -H SECONDS    hold the open streams this long before publishing (to measure memory)
  *     -P PREFIX     channel name prefix (default "load"): a fresh one per run keeps runs apart
@@ -70,6 +72,7 @@ std::int64_t now_us()
 struct Options {
     std::string host = "127.0.0.1";
     int port = 0;
+    int pub_port = 0;   /* -A; 0: port */
     int streams = 1000, channels = 1, events = 10;
     double rate = 100, total_rate = 0, wait_s = 30;
     std::string sub_path = "/events/", pub_path = "/publish/", socket;
@@ -242,12 +245,12 @@ void on_readable(Stream &s)
     parse_lines(s);
 }
 
-int connect_tcp(const Options &o, bool nonblock)
+int connect_tcp(const Options &o, bool nonblock, int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | (nonblock ? SOCK_NONBLOCK : 0), 0);
     struct sockaddr_in a{};
     a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(o.port));
+    a.sin_port = htons(static_cast<uint16_t>(port));
     inet_pton(AF_INET, o.host.c_str(), &a.sin_addr);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -262,7 +265,7 @@ int connect_tcp(const Options &o, bool nonblock)
  * non-blocking for the epoll loop. Returns false if any step failed. */
 bool open_tls_stream(const Options &o, SSL_CTX *ctx, Stream &s, const std::string &request)
 {
-    s.fd = connect_tcp(o, false);
+    s.fd = connect_tcp(o, false, o.port);
     if (s.fd < 0)
         return false;
     s.ssl = SSL_new(ctx);
@@ -311,7 +314,7 @@ long publish_all(const Options &o, std::atomic<bool> &done)
         if (connect(fd, reinterpret_cast<struct sockaddr *>(&a), sizeof a) < 0)
             return 0;
     } else {
-        fd = connect_tcp(o, false);
+        fd = connect_tcp(o, false, o.pub_port ? o.pub_port : o.port);
     }
     long accepted = 0;
     std::string pad(static_cast<std::size_t>(o.padding), 'x');
@@ -380,7 +383,7 @@ long publish_all(const Options &o, std::atomic<bool> &done)
 int usage()
 {
     fprintf(stderr, "usage: sse-load [-n streams] [-c channels] [-e events] [-r rate] [-s path] "
-                    "[-R rate] [-p path] [-w seconds] [-S socket] [-b bytes] [-H seconds] [-P prefix] [-T] "
+                    "[-R rate] [-p path] [-w seconds] [-S socket] [-A port] [-b bytes] [-H seconds] [-P prefix] [-T] "
                     "[-C pids] HOST PORT\n");
     return 2;
 }
@@ -391,7 +394,7 @@ int main(int argc, char **argv)
 {
     Options o;
     int opt;
-    while ((opt = getopt(argc, argv, "n:c:e:r:R:s:p:w:S:b:H:P:TC:")) != -1) {
+    while ((opt = getopt(argc, argv, "n:c:e:r:R:s:p:w:S:b:H:P:TC:A:")) != -1) {
         switch (opt) {
         case 'n': o.streams = atoi(optarg); break;
         case 'c': o.channels = std::max(1, atoi(optarg)); break;
@@ -406,6 +409,7 @@ int main(int argc, char **argv)
         case 'P': o.prefix = optarg; break;
         case 'R': o.total_rate = atof(optarg); break;
         case 'T': o.tls = true; break;
+        case 'A': o.pub_port = atoi(optarg); break;
         case 'C': {
             std::stringstream list(optarg);
             for (std::string pid; std::getline(list, pid, ',');)
@@ -498,7 +502,7 @@ int main(int argc, char **argv)
             }
             ev.events = EPOLLIN | EPOLLRDHUP;
         } else {
-            s.fd = connect_tcp(o, true);
+            s.fd = connect_tcp(o, true, o.port);
             if (s.fd < 0) {
                 s.state = Stream::Dead;
                 ++refused;

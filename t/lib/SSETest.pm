@@ -751,6 +751,26 @@ sub cli {
     return $out;
 }
 
+# Each server's reader starts at the stream's end once it is connected: publishes on $from
+# until a subscriber of every server got one, so that what follows reaches all of them.
+#   SSETest::Redis::wait_joined($a, $a, $b) or die;
+sub wait_joined {
+    my ($from, @servers) = @_;
+    my @subs = map { $_->subscribe('/events/warmup') } @servers;
+    for my $try (1 .. 30) {
+        $from->publish('/publish/warmup', "w$try");
+        my $all = 1;
+        for my $s (@subs) {
+            $all = 0 unless $s->read_until(sub { scalar $s->all_events }, 1);
+        }
+        if ($all) {
+            $_->close for @subs;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 sub pause  { kill 'STOP', $_[0]{pid} }
 sub resume { kill 'CONT', $_[0]{pid} }
 

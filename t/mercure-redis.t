@@ -1,6 +1,7 @@
 # Mercure updates across servers (docs/mercure.md, docs/redis.md): two httpd servers joined
 # through one Redis (Debian's redis-server on a free port, its own directory), each a Mercure
-# hub of one name (SSEMercureHub). An update published on A reaches subscribers on B as on A:
+# hub of one name (SSEMercureHub). An update published on A (a form POST, and Symfony's
+# Hub::publish() when php-symfony-mercure is installed) reaches subscribers on B as on A:
 # the same id, type, retry and data; several topics and URI template selectors; private
 # updates only to subscribers on B whose token's claims select a topic; a resume on B with
 # Last-Event-ID / lastEventID (and `earliest`) naming updates published on A. Redis stopped:
@@ -70,24 +71,14 @@ sub events_until {
 }
 sub data_until { map { $_->{data} } events_until(@_) }
 
-# Each server's reader starts at the stream's end once connected: publishes on A until a
-# subscriber of each server got one.
-sub wait_joined {
-    my @subs = map { subscriber($_, ['warmup']) } $a, $b;
-    for my $try (1 .. 30) {
-        post($a, topic => 'warmup', data => "w$try");
-        my $all = 1;
-        for my $s (@subs) {
-            $all = 0 unless $s->read_until(sub { scalar $s->all_events }, 1);
-        }
-        if ($all) {
-            $_->close for @subs;
-            return 1;
-        }
-    }
-    return 0;
+# Each server's reader starts where the stream ended when its parent started: an entry added
+# now is read by both, and sse-status names it as their last once they did.
+my $first = $a->publish('/publish/warmup', 'w')->{json}{id} // '';
+for my $srv ($a, $b) {
+    ok($srv->wait_for(sub { (SSETest::json_decode($srv->request(GET => '/sse-status')->{body})
+                             // {})->{redis}{last_entry} eq $first }, 10),
+       'A and B read the stream');
 }
-ok(wait_joined(), 'A and B read the stream');
 
 subtest 'a public update published on A: on B as on A' => sub {
     my $topic = 'https://example.com/books/1';
@@ -109,6 +100,23 @@ subtest 'a public update published on A: on B as on A' => sub {
        $subs[1]->raw_stream =~ s/^:.*\n//mgr =~ s/\A.*?(?=^id: )//msr,
        "B's stream carries the same bytes as A's");
     $_->close for @subs;
+};
+
+subtest "Symfony's publisher on A, a subscriber on B" => sub {
+    my $publish_php = SSEMercure::symfony_publisher($keys);
+    plan skip_all => 'php-cli and php-symfony-mercure are not installed (tools/install-deps)'
+        unless $publish_php;
+    my $topic = 'https://example.com/books/5';
+    my $c = subscriber($b, [$topic], token => $books_reader);
+    my $url = 'http://127.0.0.1:' . $a->port . '/.well-known/mercure';
+    my ($rc, $public) = $publish_php->($url, $publisher, $topic, 'from symfony', '', '', 'book');
+    is($rc, 0, 'Hub::publish() of a public update on A') or diag $public;
+    my ($rc2, $private) = $publish_php->($url, $publisher, $topic, 'private from symfony', 'private');
+    is($rc2, 0, 'and of a private one') or diag $private;
+    is_deeply([map { [$_->{id}, $_->{event}, $_->{data}] } events_until($c, 'private from symfony')],
+              [[$public, 'book', 'from symfony'], [$private, 'message', 'private from symfony']],
+              'B\'s subscriber gets both, with the ids Hub::publish() returned');
+    $c->close;
 };
 
 subtest 'a private update from A: on B only to subscribers whose claims select a topic' => sub {

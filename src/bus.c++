@@ -530,9 +530,12 @@ std::int64_t write_record(BusHeader *h, std::uint64_t head_pos, const Placement 
  * it; commit the new head; wake the readers. A writer killed at any step leaves the committed
  * state whole. */
 std::size_t Bus::event_record_bytes(const std::vector<std::string> &channels,
-                                    const EventFields &ev, const Audience &audience) const
+                                    const EventFields &ev, const Audience &audience,
+                                    const UpdateTopics *topics) const
 {
-    return record_length(channels, audience, make_payload(&ev, nullptr, UINT64_MAX));
+    RecordPayload payload = make_payload(&ev, nullptr, UINT64_MAX);
+    payload.topics = topics;
+    return record_length(channels, audience, payload);
 }
 
 PublishResult Bus::append(RecordKind kind, const std::vector<std::string> &channels,

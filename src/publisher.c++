@@ -72,21 +72,40 @@ std::string check_publish(const std::vector<std::string> &channels, const EventF
     return error;
 }
 
-PublishAttempt check_publish_fits(const Bus &bus, const std::vector<std::string> &channels,
-                                  const EventFields &ev, const Audience &audience)
+namespace {
+
+/* An event or update that passed its checks (`error`, empty then), and whether it fits. */
+PublishAttempt checked_fits(const Bus &bus, std::string error,
+                            const std::vector<std::string> &channels, const EventFields &ev,
+                            const Audience &audience, const UpdateTopics *topics)
 {
     PublishAttempt a;
-    a.error = check_publish(channels, ev, audience);
+    a.error = std::move(error);
     if (!a.error.empty()) {
         a.outcome = PublishAttempt::Outcome::BadRequest;
         return a;
     }
-    const std::size_t bytes = bus.event_record_bytes(channels, ev, audience);
+    const std::size_t bytes = bus.event_record_bytes(channels, ev, audience, topics);
     if (bytes > bus.max_record_bytes()) {
         a.outcome = PublishAttempt::Outcome::TooLarge;
         a.error = too_large(bus, bytes);
     }
     return a;
+}
+
+} // namespace
+
+PublishAttempt check_publish_fits(const Bus &bus, const std::vector<std::string> &channels,
+                                  const EventFields &ev, const Audience &audience)
+{
+    return checked_fits(bus, check_publish(channels, ev, audience), channels, ev, audience,
+                        nullptr);
+}
+
+PublishAttempt check_update_fits(const Bus &bus, const std::string &channel,
+                                 const UpdateTopics &topics, const EventFields &ev)
+{
+    return checked_fits(bus, validate_update(topics, ev), {channel}, ev, {}, &topics);
 }
 
 PublishAttempt append_event(Bus &bus, Registry *registry, const std::vector<std::string> &channels,

@@ -1,5 +1,7 @@
 #include "sse/redis_record.h"
 
+#include "sse/mercure_topic.h"
+
 #include <charconv>
 
 namespace sse {
@@ -190,9 +192,112 @@ bool parse_stream_id(std::string_view text, StreamId *out)
     return true;
 }
 
+namespace {
+
+/* The fields an event and an update share, in the order of the layout. */
+void encode_event_fields(const EventFields &ev, std::vector<std::pair<std::string, std::string>> &f)
+{
+    if (!ev.id.empty())
+        f.emplace_back("id", ev.id);
+    if (!ev.event.empty())
+        f.emplace_back("event", ev.event);
+    if (ev.has_data)
+        f.emplace_back("data", ev.data);
+    if (ev.retry >= 0)
+        f.emplace_back("retry", std::to_string(ev.retry));
+}
+
+void encode_update(const StreamRecord &r, std::vector<std::pair<std::string, std::string>> &f)
+{
+    f.emplace_back("kind", "update");
+    f.emplace_back("hub", r.hub);
+    std::string topics;
+    for (const auto &t : r.update.topics)
+        topics.append(t).push_back('\n');
+    f.emplace_back("topics", std::move(topics));
+    if (r.update.is_private)
+        f.emplace_back("private", "1");
+    encode_event_fields(r.fields, f);
+}
+
+/* "a\nb\n": each topic ends with a newline. */
+std::string decode_topics(std::string_view value, std::vector<std::string> &out)
+{
+    if (!value.empty() && value.back() != '\n')
+        return "the topics do not end with a newline";
+    for (std::size_t start = 0; start < value.size();) {
+        const std::size_t nl = value.find('\n', start);
+        out.emplace_back(value.substr(start, nl - start));
+        start = nl + 1;
+    }
+    return {};
+}
+
+/* One field into *r: an error sentence for a value this version cannot take, else empty (a
+ * field it does not know is ignored). */
+std::string decode_field(std::string_view name, std::string_view value, StreamRecord *r,
+                         bool *kind_seen)
+{
+    if (name == "kind") {
+        if (value != "event" && value != "close" && value != "update")
+            return "unknown kind \"" + std::string(value) + "\"";
+        r->kind = value == "close"    ? StreamRecord::Kind::Close
+                  : value == "update" ? StreamRecord::Kind::Update
+                                      : StreamRecord::Kind::Event;
+        *kind_seen = true;
+    } else if (name == "channels") {
+        append_channel_list(value, r->channels);
+    } else if (name == "only") {
+        Audience::append_list(value, r->audience.only);
+    } else if (name == "except") {
+        Audience::append_list(value, r->audience.except);
+    } else if (name == "id") {
+        r->fields.id = std::string(value);
+    } else if (name == "event") {
+        r->fields.event = std::string(value);
+    } else if (name == "data") {
+        r->fields.data = std::string(value);
+        r->fields.has_data = true;
+    } else if (name == "retry") {
+        r->fields.retry = parse_retry(value);
+        if (r->fields.retry < 0)
+            return "retry \"" + std::string(value) + "\" is not a number of milliseconds";
+    } else if (name == "hub") {
+        r->hub = std::string(value);
+    } else if (name == "topics") {
+        return decode_topics(value, r->update.topics);
+    } else if (name == "private") {
+        if (value != "1")
+            return "private \"" + std::string(value) + "\" is not 1";
+        r->update.is_private = true;
+    }
+    return {};
+}
+
+/* What an update entry must hold besides its fields (see the layout). */
+std::string check_update_entry(const StreamRecord &r)
+{
+    const std::string_view prefix = kMercureChannelPrefix;
+    if (r.hub.compare(0, prefix.size(), prefix) != 0 || r.hub.size() > kMaxChannelNameBytes)
+        return "an update whose hub \"" + r.hub + "\" is no hub's channel";
+    if (r.update.topics.empty())
+        return "an update without topics";
+    if (r.fields.id.empty())
+        return "an update without id";
+    if (!r.channels.empty() || !r.audience.everyone())
+        return "an update with channels or clients";
+    return {};
+}
+
+} // namespace
+
 std::vector<std::pair<std::string, std::string>> encode_stream_record(const StreamRecord &r)
 {
     std::vector<std::pair<std::string, std::string>> f;
+    if (r.kind == StreamRecord::Kind::Update) {
+        encode_update(r, f);
+        return f;
+    }
     f.emplace_back("kind", r.kind == StreamRecord::Kind::Close ? "close" : "event");
     f.emplace_back("channels", join(r.channels));
     if (r.kind == StreamRecord::Kind::Close)
@@ -201,14 +306,7 @@ std::vector<std::pair<std::string, std::string>> encode_stream_record(const Stre
         f.emplace_back("only", join(r.audience.only));
     if (!r.audience.except.empty())
         f.emplace_back("except", join(r.audience.except));
-    if (!r.fields.id.empty())
-        f.emplace_back("id", r.fields.id);
-    if (!r.fields.event.empty())
-        f.emplace_back("event", r.fields.event);
-    if (r.fields.has_data)
-        f.emplace_back("data", r.fields.data);
-    if (r.fields.retry >= 0)
-        f.emplace_back("retry", std::to_string(r.fields.retry));
+    encode_event_fields(r.fields, f);
     return f;
 }
 
@@ -217,35 +315,17 @@ std::string decode_stream_record(const std::vector<std::pair<std::string_view, s
 {
     StreamRecord r;
     bool kind_seen = false;
-    for (const auto &[name, value] : fields) {
-        if (name == "kind") {
-            if (value != "event" && value != "close")
-                return "unknown kind \"" + std::string(value) + "\"";
-            r.kind = value == "close" ? StreamRecord::Kind::Close : StreamRecord::Kind::Event;
-            kind_seen = true;
-        } else if (name == "channels") {
-            append_channel_list(value, r.channels);
-        } else if (name == "only") {
-            Audience::append_list(value, r.audience.only);
-        } else if (name == "except") {
-            Audience::append_list(value, r.audience.except);
-        } else if (name == "id") {
-            r.fields.id = std::string(value);
-        } else if (name == "event") {
-            r.fields.event = std::string(value);
-        } else if (name == "data") {
-            r.fields.data = std::string(value);
-            r.fields.has_data = true;
-        } else if (name == "retry") {
-            r.fields.retry = parse_retry(value);
-            if (r.fields.retry < 0)
-                return "retry \"" + std::string(value) + "\" is not a number of milliseconds";
-        }
-    }
+    for (const auto &[name, value] : fields)
+        if (std::string error = decode_field(name, value, &r, &kind_seen); !error.empty())
+            return error;
     if (!kind_seen)
         return "no kind";
-    if (r.channels.empty())
+    if (r.kind == StreamRecord::Kind::Update) {
+        if (std::string error = check_update_entry(r); !error.empty())
+            return error;
+    } else if (r.channels.empty()) {
         return "no channels";
+    }
     *out = std::move(r);
     return {};
 }

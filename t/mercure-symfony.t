@@ -11,29 +11,13 @@ use SSEMercure;
 use SSETest;
 use Test::More;
 
-my $autoload = '/usr/share/php/Symfony/Component/Mercure/autoload.php';
-plan skip_all => 'php-cli and php-symfony-mercure are not installed (tools/install-deps)'
-    unless -x '/usr/bin/php' && -f $autoload;
-
 my $dir = File::Temp::tempdir('mod_sse-symfony-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 chmod 0755, $dir;
-sub spew { my ($f, $t) = @_; open my $fh, '>', $f or die "$f: $!"; print $fh $t; close $fh }
 my $key = SSEMercure::secret_file($dir);
-# The application's side, as a Symfony service would call it; prints the id or the error.
-spew("$dir/publish.php", <<"EOF");
-<?php
-require '$autoload';
-[, \$url, \$jwt, \$topics, \$data, \$private, \$id, \$type] = \$argv + array_fill(0, 8, '');
-\$hub = new \\Symfony\\Component\\Mercure\\Hub(
-    \$url, new \\Symfony\\Component\\Mercure\\Jwt\\StaticTokenProvider(\$jwt));
-try {
-    echo \$hub->publish(new \\Symfony\\Component\\Mercure\\Update(explode(' ', \$topics), \$data, \$private === 'private',
-                                   \$id === '' ? null : \$id, \$type === '' ? null : \$type));
-} catch (\\Throwable \$e) {
-    echo 'failed: ', \$e->getMessage(), \$e->getPrevious() ? ': ' . \$e->getPrevious()->getMessage() : '';
-    exit(1);
-}
-EOF
+# The application's side, as a Symfony service would call it.
+my $publish_php = SSEMercure::symfony_publisher($dir);
+plan skip_all => 'php-cli and php-symfony-mercure are not installed (tools/install-deps)'
+    unless $publish_php;
 
 my $srv = SSETest::Server->start(
     conf => SSEMercure::hub_location('/.well-known/mercure', "HS256 $key->{file}", anonymous => 1));
@@ -45,9 +29,7 @@ my $app = jwt({publish => ['*']});
 # publish.php with the application's token, or the one given as `token => ...` first.
 sub symfony_publish {
     my $token = $_[0] eq 'token' ? (splice @_, 0, 2)[1] : $app;
-    my @args = map { my $a = $_; $a =~ s/'/'\\''/g; "'$a'" } ($url, $token, @_);
-    my $out = `php $dir/publish.php @args 2>&1`;
-    return ($? >> 8, $out);
+    return $publish_php->($url, $token, @_);
 }
 sub subscriber {
     my ($token, @topics) = @_;

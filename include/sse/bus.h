@@ -179,9 +179,11 @@ public:
                           const UpdateTopics *topics = nullptr);
 
     /* The bytes publish() would take for this event (its id, when the bus gives it, counted
-     * at 20 digits): above max_record_bytes(), publish() throws EventTooLarge. Takes no lock. */
+     * at 20 digits; a Mercure update's `topics` too): above max_record_bytes(), publish()
+     * throws EventTooLarge. Takes no lock. */
     std::size_t event_record_bytes(const std::vector<std::string> &channels, const EventFields &ev,
-                                   const Audience &audience = {}) const;
+                                   const Audience &audience = {},
+                                   const UpdateTopics *topics = nullptr) const;
 
     /* Appends a control record (see RecordKind); `notice` is what the affected streams send
      * before they end. Same locking and limits as publish(). */

@@ -1,9 +1,10 @@
 /* sse/publisher.h — the one path every publish takes (HTTP handler and publish socket alike):
  * validate the channels and the event, check it fits the bus, append it.
  *
- * With SSERedis the path is cut in two: the publishing process runs check_publish() and hands
- * the event to Redis (sse/redis_link.h); each server's Redis reader then runs append_event()
- * (or close_channels()) for every entry, in stream order. Without it publish_event() does both
+ * With SSERedis the path is cut in two: the publishing process runs check_publish_fits() (a
+ * Mercure update: check_update_fits()) and hands the event to Redis (sse/redis_link.h); each
+ * server's Redis reader then runs append_event() (publish_update(), close_channels()) for
+ * every entry, in stream order. Without it publish_event() does both
  * at once, and DELETE calls close_channels().
  *
  * Thread-safe (the bus and the registry serialise writers); no httpd, no I/O beyond the bus.
@@ -57,6 +58,12 @@ PublishAttempt publish_event(Bus &bus, Registry *registry, const std::vector<std
 PublishAttempt publish_update(Bus &bus, Registry *registry, const std::string &channel,
                               const UpdateTopics &topics, const EventFields &ev,
                               std::int64_t now_us);
+
+/* publish_update()'s checks, and whether the bus takes an update this large (TooLarge
+ * otherwise): what a Mercure publish through Redis checks before it hands the update on, as
+ * check_publish_fits() for an event. Outcome Published: it passed. */
+PublishAttempt check_update_fits(const Bus &bus, const std::string &channel,
+                                 const UpdateTopics &topics, const EventFields &ev);
 
 /* DELETE: marks the channels that exist closed in `registry` and appends the CloseChannels
  * record with its sse-close notice, so every stream of them ends (sse/bus.h). Returns the

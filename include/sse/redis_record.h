@@ -8,7 +8,8 @@
  * writer (any server) and the readers (every server) agree on it.
  *
  * Entry layout (field names are ASCII; every value is binary-safe bytes):
- *   kind      "event" or "close" (a DELETE: the channels are closed on every server)
+ *   kind      "event", "close" (a DELETE: the channels are closed on every server) or
+ *             "update" (a Mercure update, below)
  *   channels  channel names joined by "," (names never hold a comma: validate_channel_name)
  *   only      client ids joined by "," (ids never hold a comma: validate_client_id); absent
  *             when the event is for everyone
@@ -17,7 +18,20 @@
  *   event     the event type; absent for an untyped "message"
  *   data      the data, verbatim; absent when the event has none (a retry-only publish)
  *   retry     decimal milliseconds; absent when the event has none
- * A reader ignores fields it does not know, so a later version may add some.
+ * A Mercure update (kind "update") has no channels, only nor except, and always an id (the
+ * hub gives one to every update: the same on every server); instead:
+ *   hub       its hub's bus channel, "#mercure:<name>" (mercure_hub_channel()), verbatim (a hub's
+ *             name may hold a comma)
+ *   topics    each topic followed by "\n" (a topic holds no control character:
+ *             validate_mercure_string), so that one empty topic is told from none
+ *   private   "1" for a private update; absent for a public one
+ *
+ * Versions. A reader ignores the fields it does not know, and refuses (SSE0705, the entry is
+ * skipped) an entry whose kind it does not know. So a field an older reader may safely miss
+ * can join an existing kind, and a change an older reader would misread takes a new kind:
+ * "update" came that way, after "event" and "close", so a server of the version before it
+ * skips Mercure updates (logging each) rather than deliver them as events of no channel. An
+ * entry of an older version reads as it did.
  *
  * Pure code: no I/O, no global state, no hiredis; any thread.
  */
@@ -25,6 +39,7 @@
 #define SSE_REDIS_RECORD_H
 
 #include "sse/audience.h"
+#include "sse/bus.h"
 #include "sse/wire.h"
 
 #include <cstdint>
@@ -80,19 +95,23 @@ bool parse_stream_id(std::string_view text, StreamId *out);
 
 /* One record of the shared bus, as it travels through Redis. */
 struct StreamRecord {
-    enum class Kind { Event, Close };
+    enum class Kind { Event, Close, Update };
     Kind kind = Kind::Event;
-    std::vector<std::string> channels;
+    std::vector<std::string> channels; /* events and closes */
     Audience audience;  /* events only */
-    EventFields fields; /* events only; fields.id empty: the entry id becomes the id */
+    EventFields fields; /* events and updates; fields.id empty: the entry id becomes the id */
+    std::string hub;    /* updates only: the hub's bus channel */
+    UpdateTopics update; /* updates only */
 };
 
 /* The entry's field-value pairs, in the order of the layout above. */
 std::vector<std::pair<std::string, std::string>> encode_stream_record(const StreamRecord &r);
 
 /* Reads the fields of an entry back. Returns an error sentence for an entry this version
- * cannot take (unknown kind, no channels, a retry that is not a number); the values are not
- * validated here (the reader checks them as any publish is checked). */
+ * cannot take (unknown kind, no channels, a retry that is not a number; an update without
+ * hub, topics or id, with a hub that is no hub's channel, with channels or clients); the
+ * values are not validated here (the reader checks them as any publish is checked:
+ * check_publish(), publish_update()). */
 std::string decode_stream_record(const std::vector<std::pair<std::string_view, std::string_view>> &fields,
                                  StreamRecord *out);
 

@@ -3,6 +3,9 @@
  * - POST publishes an update (a form with repeatable `topic`, `data`, `private`, `id`,
  *   `type`, `retry`) on the hub's bus channel (hub_channel()) with its topics; the answer
  *   is 200 text/plain with the update's id (urn:uuid:... unless the publisher gave one).
+ *   With SSERedis it goes through Redis to every server (submit_update()), and is answered
+ *   once Redis accepted it (503 when not). The subscription events stay on the server whose
+ *   subscriber they announce (publish_subscription_events(), docs/mercure.md).
  *   It needs a token (SSETokenKey) whose mercure.publish selectors select every topic.
  * - GET subscribes with one or more `topic` selectors: a stream of that channel whose
  *   MercureFilter (the selectors, and the token's mercure.subscribe selectors for private
@@ -17,6 +20,7 @@
 #include "sse/mercure_topic.h"
 #include "sse/publisher.h"
 #include "src/httpd/mercure_hub.h"
+#include "src/httpd/redis_bus.h"
 #include "src/httpd/subscribe.h"
 #include "src/httpd/subscription.h"
 #include "src/httpd/token_check.h"
@@ -246,8 +250,9 @@ int publish(request_rec *r, ModuleState *state)
     token_covers(r, token, {}, TokenUse::Publish); /* no channel: names its `sub` the user */
     if (ev.id.empty())
         ev.id = generated_id();
-    PublishAttempt a = publish_update(state->bus, &state->registry, hub_channel(r), topics, ev,
-                                      now_us());
+    PublishAttempt a = submit_update(state, r->server, hub_channel(r), topics, ev);
+    if (a.outcome == PublishAttempt::Outcome::Unavailable)
+        return answer_unavailable(r, kHubPublish.name, a.error);
     if (a.outcome == PublishAttempt::Outcome::TooLarge)
         return answer_error(r, HTTP_REQUEST_ENTITY_TOO_LARGE, "SSE0808", kHubPublish, a.error);
     if (a.outcome != PublishAttempt::Outcome::Published)

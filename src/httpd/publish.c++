@@ -50,6 +50,14 @@ std::string media_type(request_rec *r)
     return m;
 }
 
+int answer_unavailable(request_rec *r, const char *endpoint, const std::string &why)
+{
+    apr_table_setn(r->headers_out, "Retry-After",
+                   apr_itoa(r->pool, kRedisRetryAfterSeconds));
+    return answer_error(r, HTTP_SERVICE_UNAVAILABLE, "SSE0708", Endpoint{endpoint, APLOG_INFO},
+                        why);
+}
+
 namespace {
 
 /* The 201 answer, {"channels":[...],"id":"..."}: what nlohmann::json's dump() writes for it
@@ -96,15 +104,6 @@ int answer_channel_stats(request_rec *r, ModuleState *state, const std::vector<s
     return answer_json(r, HTTP_OK, j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
-/* A publish Redis did not take (SSERedis): 503 with Retry-After, logged at info only (the
- * outage itself is logged once, SSE0701). */
-int answer_unavailable(request_rec *r, const std::string &why)
-{
-    apr_table_setn(r->headers_out, "Retry-After",
-                   apr_itoa(r->pool, kRedisRetryAfterSeconds));
-    return answer_error(r, HTTP_SERVICE_UNAVAILABLE, "SSE0708", kPublishQuiet, why);
-}
-
 /* DELETE: every subscriber of the channels gets an sse-close notice and its stream ends;
  * their history is dropped; reconnects are answered 204 until the next publish. With
  * SSERedis the close goes to every server through Redis, and each closes the channels it
@@ -127,7 +126,7 @@ int close_channels(request_rec *r, ModuleState *state, const std::vector<std::st
     if (state->redis) {
         PublishAttempt a = submit_close(state, r->server, channels);
         if (a.outcome != PublishAttempt::Outcome::Published)
-            return answer_unavailable(r, a.error);
+            return answer_unavailable(r, kPublishQuiet.name, a.error);
         answer["id"] = a.result.id;
     } else {
         answer["seq"] = sse::close_channels(state->bus, state->registry, existed, now_us()).result.seq;
@@ -222,7 +221,7 @@ int publish_handler(request_rec *r)
 
     PublishAttempt a = submit_event(state, r->server, channels, pub.fields, pub.audience);
     if (a.outcome == PublishAttempt::Outcome::Unavailable)
-        return answer_unavailable(r, a.error);
+        return answer_unavailable(r, kPublishQuiet.name, a.error);
     if (a.outcome == PublishAttempt::Outcome::TooLarge)
         return answer_error(r, HTTP_REQUEST_ENTITY_TOO_LARGE, "SSE0113", kPublish, a.error);
     if (a.outcome != PublishAttempt::Outcome::Published)

@@ -266,12 +266,17 @@ private:
         const std::int64_t time_us = entry_time_us(e.id, now_us());
         const StreamRecord &r = e.record;
         const bool close = r.kind == StreamRecord::Kind::Close;
+        const bool update = r.kind == StreamRecord::Kind::Update;
         std::string error = e.error;
-        if (error.empty())
+        if (error.empty() && !update)
             error = close ? validate_channel_list(r.channels)
                           : check_publish(r.channels, r.fields, r.audience);
         if (error.empty() && close) {
             close_channels(state_->bus, state_->registry, r.channels, time_us);
+        } else if (error.empty() && update) {
+            /* A Mercure update, checked as its hub checked it; its id came with it. */
+            error = publish_update(state_->bus, &state_->registry, r.hub, r.update, r.fields,
+                                   time_us).error;
         } else if (error.empty()) {
             EventFields ev = r.fields;
             if (ev.id.empty())
@@ -360,6 +365,22 @@ PublishAttempt submit_event(ModuleState *state, const server_rec *s,
     rec.channels = channels;
     rec.fields = ev;
     rec.audience = audience;
+    return add_to_stream(state->redis, s, rec, std::move(a));
+}
+
+PublishAttempt submit_update(ModuleState *state, const server_rec *s, const std::string &channel,
+                             const UpdateTopics &topics, const EventFields &ev)
+{
+    if (!state->redis)
+        return publish_update(state->bus, &state->registry, channel, topics, ev, now_us());
+    PublishAttempt a = check_update_fits(state->bus, channel, topics, ev);
+    if (a.outcome != PublishAttempt::Outcome::Published)
+        return a;
+    StreamRecord rec;
+    rec.kind = StreamRecord::Kind::Update;
+    rec.hub = channel;
+    rec.update = topics;
+    rec.fields = ev;
     return add_to_stream(state->redis, s, rec, std::move(a));
 }
 

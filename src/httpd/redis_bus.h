@@ -50,6 +50,17 @@ PublishAttempt submit_event(ModuleState *state, const server_rec *s,
                             const std::vector<std::string> &channels, const EventFields &ev,
                             const Audience &audience);
 
+/* A Mercure update on the bus channel of its hub: on the local bus (publish_update()), or
+ * through Redis as submit_event() does, to every server (the update's id, set by the hub,
+ * travels with it). */
+PublishAttempt submit_update(ModuleState *state, const server_rec *s, const std::string &channel,
+                             const UpdateTopics &topics, const EventFields &ev);
+
+/* The answer to a publish Redis did not take (Unavailable): 503 with Retry-After and the JSON
+ * error body, logged at info under `endpoint` (the outage itself is SSE0701, once).
+ * publish.c++. */
+int answer_unavailable(request_rec *r, const char *endpoint, const std::string &why);
+
 /* DELETE through Redis: sends the close of `channels` to every server. Published (with
  * result.id, the entry id) or Unavailable. */
 PublishAttempt submit_close(ModuleState *state, const server_rec *s,

@@ -36,6 +36,37 @@ sub hub_location {
          . "</Location>\n";
 }
 
+# The publisher Symfony applications use (Debian's php-symfony-mercure: Hub::publish() with a
+# StaticTokenProvider), as a script in $dir; undef when php-cli or the component is missing.
+# Returns a sub ($url, $jwt, $topics (space-separated), $data, 'private' or '', $id, $type)
+# that runs it and returns (exit code, the id Hub::publish() returned or the error).
+sub symfony_publisher {
+    my ($dir) = @_;
+    my $autoload = '/usr/share/php/Symfony/Component/Mercure/autoload.php';
+    return undef unless -x '/usr/bin/php' && -f $autoload;
+    open my $fh, '>', "$dir/publish.php" or die "$dir/publish.php: $!";
+    print $fh <<"PHP";
+<?php
+require '$autoload';
+[, \$url, \$jwt, \$topics, \$data, \$private, \$id, \$type] = \$argv + array_fill(0, 8, '');
+\$hub = new \\Symfony\\Component\\Mercure\\Hub(
+    \$url, new \\Symfony\\Component\\Mercure\\Jwt\\StaticTokenProvider(\$jwt));
+try {
+    echo \$hub->publish(new \\Symfony\\Component\\Mercure\\Update(explode(' ', \$topics), \$data, \$private === 'private',
+                                   \$id === '' ? null : \$id, \$type === '' ? null : \$type));
+} catch (\\Throwable \$e) {
+    echo 'failed: ', \$e->getMessage(), \$e->getPrevious() ? ': ' . \$e->getPrevious()->getMessage() : '';
+    exit(1);
+}
+PHP
+    close $fh;
+    return sub {
+        my @args = map { my $a = $_; $a =~ s/'/'\\''/g; "'$a'" } @_;
+        my $out = `php $dir/publish.php @args 2>&1`;
+        return ($? >> 8, $out);
+    };
+}
+
 # An HS256 token whose `mercure` claim is `$mercure`, plus `%claims` (exp, sub, ...).
 sub token {
     my ($key, $mercure, %claims) = @_;

@@ -3,6 +3,7 @@
 #include "unit.h"
 
 #include "sse/bus.h"
+#include "sse/publisher.h"
 
 #include <atomic>
 #include <chrono>
@@ -169,6 +170,42 @@ START_TEST(mercure_topics_travel_with_the_record)
     auto rest = drain(after);
     ck_assert_int_eq(rest.size(), 1);
     assert_str(rest[0].id, "urn:uuid:2");
+}
+END_TEST
+
+/* What a publish through Redis checks before it hands an update on (check_update_fits()):
+ * the draft's rules, and the size the record will take with its topics, so that an update no
+ * server's bus can take is refused to its publisher rather than skipped by every reader. */
+START_TEST(an_update_is_measured_with_its_topics)
+{
+    SharedBus sb(Bus::min_size());
+    const std::string channel = "#mercure:h";
+    UpdateTopics t{{std::string(300, 't'), std::string(300, 'u')}, true};
+    EventFields ev = data_event("", "urn:uuid:1");
+    const std::size_t bare = sb.bus.event_record_bytes({channel}, ev);
+    const std::size_t with = sb.bus.event_record_bytes({channel}, ev, {}, &t);
+    ck_assert_uint_ge(with, bare + 600);
+    /* Data that fits without the topics and not with them. */
+    ev.data = std::string(sb.bus.max_record_bytes() - with + 8, 'x');
+    ck_assert_uint_le(sb.bus.event_record_bytes({channel}, ev), sb.bus.max_record_bytes());
+    PublishAttempt a = check_update_fits(sb.bus, channel, t, ev);
+    ck_assert(a.outcome == PublishAttempt::Outcome::TooLarge);
+    bool refused = false;
+    try {
+        sb.bus.publish({channel}, ev, kT0, {}, &t);
+    } catch (const EventTooLarge &) {
+        refused = true;
+    }
+    ck_assert_msg(refused, "the bus took what check_update_fits() refused");
+    ev.data.resize(ev.data.size() - 16);
+    ck_assert(check_update_fits(sb.bus, channel, t, ev).outcome == PublishAttempt::Outcome::Published);
+    ck_assert(publish_update(sb.bus, nullptr, channel, t, ev, kT0).outcome ==
+              PublishAttempt::Outcome::Published);
+    /* The draft's rules, as publish_update() has them. */
+    UpdateTopics star{{"*"}, false};
+    a = check_update_fits(sb.bus, channel, star, data_event("d", "urn:uuid:2"));
+    ck_assert(a.outcome == PublishAttempt::Outcome::BadRequest);
+    ck_assert(a.error.find("\"*\" is no topic") != std::string::npos);
 }
 END_TEST
 
@@ -856,6 +893,7 @@ Suite *bus_suite()
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, publish_order_and_channel_filter);
     tcase_add_test(tc, mercure_topics_travel_with_the_record);
+    tcase_add_test(tc, an_update_is_measured_with_its_topics);
     tcase_add_test(tc, wrap_around_keeps_every_event_for_a_reader_that_keeps_up);
     tcase_add_test(tc, eviction_keeps_the_newest);
     tcase_add_test(tc, overrun_is_detected);

@@ -1,5 +1,6 @@
 /* SSERedis's pure part (sse/redis_record.h): URLs, stream ids, and a record's round trip
- * through the fields of a stream entry, binary bytes included. */
+ * through the fields of a stream entry, binary bytes included; Mercure updates (kind
+ * "update"), the entries of the version before them, and entries no writer makes. */
 #include "unit.h"
 
 #include "sse/redis_record.h"
@@ -184,6 +185,119 @@ START_TEST(bad_entries)
 }
 END_TEST
 
+using Fields = std::vector<std::pair<std::string_view, std::string_view>>;
+
+/* A Mercure update: its hub (a comma in the name stays in it), its topics (an empty one, one
+ * with a comma and a URI template's characters) in order, its private mark, its fields. */
+START_TEST(update_round_trip)
+{
+    StreamRecord r;
+    r.kind = StreamRecord::Kind::Update;
+    r.hub = "#mercure:example.com/a,b";
+    r.update.topics = {"https://example.com/books/1", "", "urn:x,y", "caf\xc3\xa9 {id}"};
+    r.update.is_private = true;
+    r.fields.id = "urn:uuid:0b7d1d6c-1c4e-4f0a-9a55-1c0e5f1c9d10";
+    r.fields.event = "book";
+    r.fields.data = "line1\nline2";
+    r.fields.has_data = true;
+    r.fields.retry = 1200;
+    const auto f = encode_stream_record(r);
+    /* A reader of the version before refuses "update" as an unknown kind (SSE0705); nothing
+     * in the entry reads to it as an event: it has no "channels". */
+    assert_str(f.front().first, "kind");
+    assert_str(f.front().second, "update");
+    for (const auto &kv : f)
+        ck_assert(kv.first != "channels" && kv.first != "only" && kv.first != "except");
+    StreamRecord back;
+    assert_str(decode_stream_record(views(f), &back), "");
+    ck_assert(back.kind == StreamRecord::Kind::Update);
+    assert_str(back.hub, r.hub);
+    ck_assert(back.update.topics == r.update.topics);
+    ck_assert(back.update.is_private);
+    ck_assert(back.channels.empty() && back.audience.everyone());
+    assert_str(back.fields.id, r.fields.id);
+    assert_str(back.fields.event, "book");
+    ck_assert(back.fields.has_data && back.fields.data == r.fields.data);
+    ck_assert_int_eq(back.fields.retry, 1200);
+
+    /* Public, one topic that is empty, empty data, no type nor retry. */
+    r.update.is_private = false;
+    r.update.topics = {""};
+    r.fields.event.clear();
+    r.fields.data.clear();
+    r.fields.retry = -1;
+    assert_str(decode_stream_record(views(encode_stream_record(r)), &back), "");
+    ck_assert(!back.update.is_private);
+    ck_assert(back.update.topics == std::vector<std::string>{""});
+    ck_assert(back.fields.has_data && back.fields.data.empty() && back.fields.event.empty());
+    ck_assert_int_eq(back.fields.retry, -1);
+}
+END_TEST
+
+/* The entries the version before "update" wrote read as they did, with the new fields of
+ * an update ignored where they mean nothing (an event's). */
+START_TEST(older_entries_still_read)
+{
+    StreamRecord back;
+    assert_str(decode_stream_record(Fields{{"kind", "event"}, {"channels", "news,sport"},
+                                           {"only", "alice"}, {"event", "e"}, {"data", "d"},
+                                           {"retry", "300"}}, &back), "");
+    ck_assert(back.kind == StreamRecord::Kind::Event);
+    ck_assert(back.channels == (std::vector<std::string>{"news", "sport"}));
+    ck_assert(back.audience.only == std::vector<std::string>{"alice"});
+    ck_assert(back.fields.id.empty() && back.fields.data == "d" && back.fields.retry == 300);
+    ck_assert(back.hub.empty() && back.update.topics.empty() && !back.update.is_private);
+    assert_str(decode_stream_record(Fields{{"kind", "close"}, {"channels", "news"}}, &back), "");
+    ck_assert(back.kind == StreamRecord::Kind::Close);
+    assert_str(decode_stream_record(Fields{{"kind", "event"}, {"channels", "a"}, {"data", "d"},
+                                           {"topics", "t\n"}, {"private", "1"}}, &back), "");
+    ck_assert(back.kind == StreamRecord::Kind::Event && back.channels.size() == 1);
+}
+END_TEST
+
+/* Update entries no hub writes are refused, saying why (the reader logs SSE0705 and skips
+ * them); so are those that would reach a native channel. */
+START_TEST(bad_update_entries)
+{
+    const std::string_view id = "urn:uuid:1";
+    const struct {
+        Fields fields;
+        const char *error;
+    } cases[] = {
+        {{{"kind", "update"}, {"topics", "t\n"}, {"id", id}}, "is no hub's channel"},
+        {{{"kind", "update"}, {"hub", "news"}, {"topics", "t\n"}, {"id", id}},
+         "is no hub's channel"},
+        {{{"kind", "update"}, {"hub", "#mercure:h"}, {"id", id}}, "without topics"},
+        {{{"kind", "update"}, {"hub", "#mercure:h"}, {"topics", ""}, {"id", id}},
+         "without topics"},
+        {{{"kind", "update"}, {"hub", "#mercure:h"}, {"topics", "t"}, {"id", id}},
+         "do not end with a newline"},
+        {{{"kind", "update"}, {"hub", "#mercure:h"}, {"topics", "t\n"}}, "without id"},
+        {{{"kind", "update"}, {"hub", "#mercure:h"}, {"topics", "t\n"}, {"id", id},
+          {"private", "yes"}}, "private \"yes\" is not 1"},
+        {{{"kind", "update"}, {"hub", "#mercure:h"}, {"topics", "t\n"}, {"id", id},
+          {"channels", "news"}}, "with channels or clients"},
+        {{{"kind", "update"}, {"hub", "#mercure:h"}, {"topics", "t\n"}, {"id", id},
+          {"only", "alice"}}, "with channels or clients"},
+        {{{"kind", "update"}, {"hub", "#mercure:h"}, {"topics", "t\n"}, {"id", id},
+          {"retry", "-1"}}, "is not a number"},
+        {{{"kind", "Update"}, {"hub", "#mercure:h"}, {"topics", "t\n"}, {"id", id}},
+         "unknown kind"},
+    };
+    for (const auto &c : cases) {
+        StreamRecord back;
+        const std::string error = decode_stream_record(c.fields, &back);
+        ck_assert_msg(error.find(c.error) != std::string::npos, "\"%s\" does not say \"%s\"",
+                      error.c_str(), c.error);
+    }
+    /* A hub's channel longer than any channel. */
+    StreamRecord back;
+    const std::string long_hub = "#mercure:" + std::string(kMaxChannelNameBytes, 'h');
+    ck_assert(!decode_stream_record(Fields{{"kind", "update"}, {"hub", long_hub},
+                                           {"topics", "t\n"}, {"id", id}}, &back).empty());
+}
+END_TEST
+
 } // namespace
 
 Suite *redis_record_suite()
@@ -199,6 +313,9 @@ Suite *redis_record_suite()
     tcase_add_test(tc, absent_fields);
     tcase_add_test(tc, close_round_trip);
     tcase_add_test(tc, bad_entries);
+    tcase_add_test(tc, update_round_trip);
+    tcase_add_test(tc, older_entries_still_read);
+    tcase_add_test(tc, bad_update_entries);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -6,8 +6,9 @@
  * - the I/O thread sleeps on the bus's futex and a word of its own at once (Bus::wait_or), so
  *   a publish wakes it directly; while it holds no stream it sleeps on its own word only (a
  *   new stream pokes it), so publishes neither wake it nor, when no process has a reader
- *   waiting on the bus, make the publisher call FUTEX_WAKE at all; it reads each new event once (one shared copy of its bytes
- *   for every subscriber of this process), queues it for the subscribers of its channels,
+ *   waiting on the bus, make the publisher call FUTEX_WAKE at all; it reads each new event
+ *   once (one shared copy of its bytes for every subscriber of this process), queues it for
+ *   the subscribers of its channels,
  *   and writes only to sockets that epoll reports writable. Nothing on it blocks. A plain
  *   HTTP stream (not chunked, no output filter but the core's) is written with writev()
  *   straight from the queue. Otherwise (TLS) data goes down the output filters without

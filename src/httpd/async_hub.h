@@ -8,8 +8,8 @@
  *   new stream pokes it), so publishes neither wake it nor, when no process has a reader
  *   waiting on the bus, make the publisher call FUTEX_WAKE at all; it reads each new event
  *   once (one shared copy of its bytes for every subscriber of this process), queues it for
- *   the subscribers of its channels,
- *   and writes only to sockets that epoll reports writable. Nothing on it blocks. A plain
+ *   the subscribers of its channels, and writes only to sockets that epoll reports
+ *   writable. Nothing on it blocks. A plain
  *   HTTP stream (not chunked, no output filter but the core's) is written with writev()
  *   straight from the queue. Otherwise (TLS) data goes down the output filters without
  *   FLUSH buckets and the core output filter is then called directly with no brigade (as the

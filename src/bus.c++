@@ -18,8 +18,9 @@ namespace sse {
 namespace {
 
 constexpr std::uint32_t kBusMagic = 0x53534542;     /* "SSEB" */
-/* 2: record kinds and audiences. 3: the seq index, monotonic record times. */
-constexpr std::uint32_t kLayoutVersion = 3;
+/* 2: record kinds and audiences. 3: the seq index, monotonic record times. 4: the count of
+ * readers asleep on the wake word. */
+constexpr std::uint32_t kLayoutVersion = 4;
 constexpr std::uint32_t kRecordMagic = 0x53534552;  /* "SSER" */
 constexpr std::uint32_t kPaddingMagic = 0x53534550; /* "SSEP": skip to the end of the ring */
 
@@ -134,6 +135,10 @@ struct BusHeader {
     std::atomic<std::uint64_t> version;     /* slot[version & 1] is the committed state */
     CommittedState slot[2];
     std::atomic<std::uint32_t> wake_word;   /* futex: bumped by every publish */
+    /* Readers inside wait() or wait_or(), counted before the futex compares the word: a
+     * publish that reads 0 here after bumping the word skips FUTEX_WAKE (see wake_all). A
+     * reader killed while counted leaves it too high: spare wake-ups, never a lost one. */
+    std::atomic<std::uint32_t> waiters;
     std::atomic<std::uint64_t> published;
     std::atomic<std::uint64_t> evicted;
     std::atomic<std::uint64_t> lock_recoveries;
@@ -601,16 +606,42 @@ BusStats Bus::stats() const
     s.published = h_->published.load(std::memory_order_relaxed);
     s.evicted = h_->evicted.load(std::memory_order_relaxed);
     s.lock_recoveries = h_->lock_recoveries.load(std::memory_order_relaxed);
+    s.waiters = h_->waiters.load(std::memory_order_relaxed);
     return s;
 }
 
 std::uint32_t Bus::wake_word() const { return h_->wake_word.load(std::memory_order_acquire); }
+
+namespace {
+
+/* A reader counted in BusHeader::waiters for as long as it may sleep on the wake word. The
+ * count is raised, then a full fence, before the kernel reads the word (wake_all() mirrors
+ * it): of the two orders, either the publisher's read of the count comes after this store and
+ * it wakes, or its bump of the word came before this reader's futex compares it and the
+ * reader does not sleep (the store-buffering pattern, forbidden by the two fences). */
+class CountedWaiter {
+public:
+    explicit CountedWaiter(std::atomic<std::uint32_t> &waiters) : waiters_(waiters)
+    {
+        waiters_.fetch_add(1, std::memory_order_relaxed);
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+    }
+    ~CountedWaiter() { waiters_.fetch_sub(1, std::memory_order_relaxed); }
+    CountedWaiter(const CountedWaiter &) = delete;
+    CountedWaiter &operator=(const CountedWaiter &) = delete;
+
+private:
+    std::atomic<std::uint32_t> &waiters_;
+};
+
+} // namespace
 
 void Bus::wait(std::uint32_t seen, int timeout_ms) const
 {
     struct timespec ts;
     ts.tv_sec = timeout_ms / 1000;
     ts.tv_nsec = static_cast<long>(timeout_ms % 1000) * 1000000L;
+    CountedWaiter counted(h_->waiters);
     /* Not FUTEX_PRIVATE_FLAG: the word is shared between processes. */
     syscall(SYS_futex, reinterpret_cast<std::uint32_t *>(&h_->wake_word), FUTEX_WAIT, seen, &ts,
             nullptr, 0);
@@ -619,8 +650,13 @@ void Bus::wait(std::uint32_t seen, int timeout_ms) const
 void Bus::wake_all() const
 {
     /* The word changes first: a reader between wake_word() and wait() then finds it changed
-     * and does not sleep (FUTEX_WAIT compares it atomically). */
+     * and does not sleep (FUTEX_WAIT compares it atomically). Then the count of sleepers, after
+     * a full fence (see CountedWaiter): with nobody counted, nobody sleeps on the old word, so
+     * the system call is skipped (every publish while no process has a reader waiting). */
     h_->wake_word.fetch_add(1, std::memory_order_release);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (h_->waiters.load(std::memory_order_relaxed) == 0)
+        return;
     syscall(SYS_futex, reinterpret_cast<std::uint32_t *>(&h_->wake_word), FUTEX_WAKE, INT_MAX,
             nullptr, nullptr, 0);
 }
@@ -645,6 +681,7 @@ bool Bus::wait_or(std::uint32_t seen, const LocalWake &local, std::uint32_t loca
         until.tv_sec += 1;
         until.tv_nsec -= 1000000000L;
     }
+    CountedWaiter counted(h_->waiters);
     if (syscall(SYS_futex_waitv, w, 2, 0, &until, CLOCK_MONOTONIC) >= 0)
         return true;
     /* Anything but these (ENOSYS, or a filter's EPERM) means it cannot wait here. */

@@ -88,7 +88,15 @@ FanOut::FanOut(Bus bus, FanOutSink &sink) : sink_(sink), reader_(bus, ChannelSet
     keepalive_ = shared(std::move(comment));
 }
 
-void FanOut::add(Subscriber &s) { streams_.insert(&s); }
+void FanOut::add(Subscriber &s)
+{
+    /* The first stream after none: the shared reader may be far behind (nobody read for a
+     * stream-less process, see run()); from the head on it reads what the stream's own
+     * catch-up in start() does not, and no overrun from before it came. */
+    if (streams_.empty())
+        reader_.start_live();
+    streams_.insert(&s);
+}
 
 void FanOut::start(Subscriber &s)
 {
@@ -124,6 +132,11 @@ void FanOut::catch_up(Subscriber &s)
 
 bool FanOut::run(std::size_t max_records)
 {
+    if (streams_.empty()) {
+        /* Nothing here to deliver to: skip what was published (add() jumps again anyway). */
+        reader_.start_live();
+        return false;
+    }
     BusEvent e;
     dirty_.clear();
     bool more = false;

@@ -4,7 +4,8 @@
  *
  *   +-------------------+  0
  *   | BusHeader         |  magic, layout version, sizes, the robust writer lock, the two
- *   |                   |  committed-state slots, the wake-up word, counters
+ *   |                   |  committed-state slots, the wake-up word and its sleepers' count,
+ *   |                   |  counters
  *   +-------------------+  index_offset (8-aligned)
  *   | seq index         |  per block of 64 records: where it starts and a filter of its
  *   |                   |  channels and ids (one 80-byte slot per 2 KB of ring), so a resume
@@ -115,6 +116,7 @@ struct BusStats {
     std::uint64_t published = 0;     /* since the bus was created */
     std::uint64_t evicted = 0;
     std::uint64_t lock_recoveries = 0;
+    std::uint32_t waiters = 0;       /* readers in wait() or wait_or() now */
 };
 
 /* Replay limits per channel (SSEHistory): the newest `count` events, none older than
@@ -206,7 +208,11 @@ public:
      * compares it atomically with the sleep), else after timeout_ms or a signal (or, rarely,
      * spuriously: callers look again and wait again). Works across processes (a futex in the
      * segment). A writer killed between its commit and its wake-up is made up for by the next
-     * writer, which wakes everyone when it recovers the lock. */
+     * writer, which wakes everyone when it recovers the lock.
+     * A publish makes the FUTEX_WAKE system call only while some reader is inside wait() or
+     * wait_or() (a count in the header, raised before the kernel compares the word): a
+     * process with nothing to deliver should wait on its own word instead (LocalWake), so
+     * that publishes cost it nothing. */
     std::uint32_t wake_word() const;
     void wait(std::uint32_t seen, int timeout_ms) const;
     void wake_all() const;

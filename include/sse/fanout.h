@@ -162,7 +162,9 @@ public:
     FanOut(const FanOut &) = delete;
     FanOut &operator=(const FanOut &) = delete;
 
-    /* Takes `s` on: end_all() reaches it from now on. Nothing is read for it before start(). */
+    /* Takes `s` on: end_all() reaches it from now on. Nothing is read for it before start().
+     * The first stream after none moves the shared reader to the bus head: a process may
+     * leave its fan-out unread while it holds no stream (see run()). */
     void add(Subscriber &s);
     /* Reads `s`'s own reader up to the bus head (the records the shared reader had passed
      * when `s` came), indexes it by channel and serial, and writes. Ends it (after its
@@ -171,7 +173,9 @@ public:
 
     /* Reads up to `max_records` records from the shared reader and queues them; each stream
      * that got something is written once. True when it stopped at `max_records` with more
-     * to read (the caller comes back after serving its sockets). */
+     * to read (the caller comes back after serving its sockets). With no stream taken on,
+     * reads nothing: moves the shared reader to the bus head (what was published meanwhile
+     * has nobody here to go to). */
     bool run(std::size_t max_records);
 
     /* The slow-consumer rule, then the sink's write_queued() (the transport can write). */
@@ -188,6 +192,8 @@ public:
      * `lost_slot` says lost their registry slot (replaced, after replaced_notice()). */
     void tick(std::int64_t now_us, const std::function<bool(const Subscriber &)> &lost_slot);
 
+    /* Streams taken on (add()) and not ended: at 0 nothing published concerns this fan-out,
+     * and its owner need not wake for publishes (the hub sleeps on its own word then). */
     std::size_t size() const { return streams_.size(); }
 
 private:

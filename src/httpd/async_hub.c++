@@ -313,9 +313,17 @@ private:
     /* Sleeps until a publish or a poke after the words were read (or the timeout). If
      * futex_waitv, which worked when the hub started, fails (a seccomp filter installed
      * later, say), the hub goes over to the relay for good: without it, publishes would wait
-     * for the next tick. */
+     * for the next tick.
+     * Without a stream, until a poke only: what is published meanwhile has nobody here to go
+     * to, and the stream that comes next is caught up from its own position (FanOut::add,
+     * start). Its adopt() pokes after the push to the inbox, which this round read after
+     * local_seen: it cannot be missed. */
     void sleep_until_woken(std::uint32_t bus_seen, std::uint32_t local_seen, int timeout_ms)
     {
+        if (fanout_.size() == 0) {
+            wake_.wait(local_seen, timeout_ms);
+            return;
+        }
         if (wait_or_ && (fault_.waitv_fails || !state_->bus.wait_or(bus_seen, wake_, local_seen,
                                                                      timeout_ms))) {
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s_,

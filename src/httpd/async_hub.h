@@ -4,9 +4,12 @@
  * returns SUSPENDED; in the suspend_connection hook the connection is handed to this child's
  * hub, and the worker is free. The hub's threads:
  * - the I/O thread sleeps on the bus's futex and a word of its own at once (Bus::wait_or), so
- *   a publish wakes it directly; it reads each new event once (one shared copy of its bytes
- *   for every subscriber of this process), queues it for the subscribers of its channels,
- *   and writes only to sockets that epoll reports writable. Nothing on it blocks. A plain
+ *   a publish wakes it directly; while it holds no stream it sleeps on its own word only (a
+ *   new stream pokes it), so publishes neither wake it nor, when no process has a reader
+ *   waiting on the bus, make the publisher call FUTEX_WAKE at all; it reads each new event
+ *   once (one shared copy of its bytes for every subscriber of this process), queues it for
+ *   the subscribers of its channels, and writes only to sockets that epoll reports
+ *   writable. Nothing on it blocks. A plain
  *   HTTP stream (not chunked, no output filter but the core's) is written with writev()
  *   straight from the queue. Otherwise (TLS) data goes down the output filters without
  *   FLUSH buckets and the core output filter is then called directly with no brigade (as the
@@ -60,7 +63,7 @@
  * - Only where the kernel has no futex_waitv (Linux < 5.16; Bus::can_wait_or()), the I/O
  *   thread sleeps on its own word and a bus relay thread sleeps on the bus's futex and pokes
  *   it after each publish (the design before futex_waitv: one more thread wake-up per
- *   publish and child).
+ *   publish and child, with or without streams).
  * - The ender runs what may block, in the order streams ended: an ended stream's registry
  *   slot and disconnect event (process-shared locks), its access-log line (a piped logger may
  *   stall) and the release of its connection (pre-close hooks). A stall there delays only the

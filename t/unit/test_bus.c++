@@ -853,6 +853,96 @@ START_TEST(wait_or_returns_on_either_word)
 }
 END_TEST
 
+/* A publisher and a reader in two threads, in lock step many times: the reader looks for the
+ * next event and, finding none, sleeps (wait() and wait_or() in turn); the publisher publishes
+ * the next one as soon as the reader has taken the previous one, so every publish races the
+ * reader's check-then-sleep. A publish skips FUTEX_WAKE when it reads no sleeper: if a reader
+ * could be counted too late (after the kernel compared the word) or the count read too early
+ * (before the word changed), it would sleep through that publish until its timeout. The
+ * count of sleepers is back at 0 afterwards. Bounded: 20,000 rounds, each sleep 10 s at most. */
+START_TEST(no_wake_up_lost_between_check_and_sleep)
+{
+    SharedBus sb(Bus::min_size() * 4);
+    const int rounds = 20000;
+    const auto timeout = std::chrono::seconds(10);
+    const bool waitv = Bus::can_wait_or();
+    std::atomic<int> taken{0};
+    LocalWake ack, local; /* ack: the reader took one; local: never woken (wait_or's other word) */
+    BusReader r(sb.bus, ChannelSet({"c"}));
+    r.start_live();
+    std::thread publisher([&] {
+        std::mt19937 rng(11);
+        for (int i = 0; i < rounds; ++i) {
+            /* Spins a little (a futex wake-up would come long after the reader is asleep),
+             * then sleeps; publishes after a varying delay, to land anywhere in the reader's
+             * check-then-sleep. */
+            for (int spins = 0;; ++spins) {
+                const std::uint32_t seen = ack.word();
+                if (taken.load() >= i)
+                    break;
+                if (spins > 20000)
+                    ack.wait(seen, 10000);
+            }
+            for (volatile unsigned d = rng() % 4000; d > 0; --d) {
+            }
+            sb.bus.publish({"c"}, data_event(std::to_string(i)), kT0);
+        }
+    });
+    int got = 0, slept_to_timeout = 0;
+    std::mt19937 rng(5);
+    while (got < rounds && slept_to_timeout == 0) {
+        const std::uint32_t seen = sb.bus.wake_word(), local_seen = local.word();
+        BusEvent e;
+        if (r.next(&e) == BusReader::Next::Event) {
+            ck_assert_str_eq(data_of(e).c_str(), std::to_string(got).c_str());
+            taken.store(++got);
+            ack.wake();
+            continue;
+        }
+        /* A varying time between the look and the sleep, as a hub's round has. */
+        for (volatile unsigned d = rng() % 8000; d > 0; --d) {
+        }
+        const auto t0 = std::chrono::steady_clock::now();
+        if (waitv && got % 2)
+            ck_assert(sb.bus.wait_or(seen, local, local_seen, 10000));
+        else
+            sb.bus.wait(seen, 10000);
+        if (std::chrono::steady_clock::now() - t0 >= timeout)
+            ++slept_to_timeout;
+    }
+    taken.store(rounds); /* lets the publisher finish if the loop stopped early */
+    ack.wake();
+    publisher.join();
+    ck_assert_msg(slept_to_timeout == 0, "a wake-up was lost after %d events", got);
+    ck_assert_int_eq(got, rounds);
+    ck_assert_int_eq(sb.bus.stats().waiters, 0);
+}
+END_TEST
+
+/* The count of sleepers: 1 while a reader waits (here: in another process), 0 once it woke. */
+START_TEST(waiters_counted_while_asleep)
+{
+    SharedBus sb(Bus::min_size());
+    ck_assert_int_eq(sb.bus.stats().waiters, 0);
+    const std::uint32_t seen = sb.bus.wake_word();
+    pid_t pid = fork();
+    ck_assert(pid >= 0);
+    if (pid == 0) {
+        sb.bus.wait(seen, 20000);
+        _exit(sb.bus.wake_word() != seen ? 0 : 1);
+    }
+    /* Bounded: 20 s at most for the child to be counted. */
+    for (int i = 0; i < 2000 && sb.bus.stats().waiters == 0; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ck_assert_int_eq(sb.bus.stats().waiters, 1);
+    sb.bus.publish({"a"}, data_event("x"), kT0);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    ck_assert_int_eq(sb.bus.stats().waiters, 0);
+}
+END_TEST
+
 /* Finding 9: the clock steps back between two publishes; the second event is newer along seq
  * and must not be cut by age while the first is kept (nor cut the first off). */
 /* EndStream records carry stream serials in audience.only; stream_target, names_stream and
@@ -905,6 +995,7 @@ Suite *bus_suite()
     tcase_add_test(tc, record_overwritten_while_parsed);
     tcase_add_test(tc, wake_all_between_wake_word_and_wait);
     tcase_add_test(tc, wait_or_returns_on_either_word);
+    tcase_add_test(tc, no_wake_up_lost_between_check_and_sleep);
     tcase_add_test(tc, age_cut_with_a_clock_that_steps_back);
     tcase_add_test(tc, end_stream_targets);
     suite_add_tcase(s, tc);
@@ -912,6 +1003,7 @@ Suite *bus_suite()
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, writers_in_several_processes);
     tcase_add_test(tc, writer_killed_mid_publish);
+    tcase_add_test(tc, waiters_counted_while_asleep);
     tcase_add_test(tc, resume_on_a_busy_full_ring_threads);
     tcase_add_test(tc, resume_on_a_busy_full_ring_processes);
     suite_add_tcase(s, tc);

@@ -555,6 +555,38 @@ START_TEST(fanout_catch_up)
 }
 END_TEST
 
+/* A process without streams leaves the bus unread (its hub does not wake for publishes):
+ * more than a ring is published meanwhile. The stream that comes next gets what followed its
+ * own first bytes and then everything live, without an overrun notice for what nobody here
+ * needed; so does the next stream after the process had none again. */
+START_TEST(fanout_first_stream_after_none)
+{
+    TestBus tb(Bus::min_size() + 64 * 1024);
+    FakeSink sink;
+    FanOut fan(tb.bus, sink);
+    std::string notice;
+    Delivery::overrun_notice(notice);
+    for (int round = 0; round < 2; ++round) {
+        for (int i = 0; i < 2000; ++i)
+            tb.event({"a"}, "e" + std::to_string(i) + std::string(100, 'x'));
+        ck_assert(!fan.run(4096)); /* nothing to deliver to: nothing read */
+        for (int i = 0; i < 2000; ++i)
+            tb.event({"a"}, "f" + std::to_string(i) + std::string(100, 'x'));
+        const std::string r = std::to_string(round);
+        FakeStream s(tb.bus, {"a"}, "", settings(1));     /* its first bytes end here */
+        tb.event({"a"}, "between" + r);
+        fan.add(s);
+        fan.start(s);
+        tb.event({"a"}, "after" + r);
+        fan.run(4096);
+        assert_str(s.out, data_line("between" + r) + data_line("after" + r));
+        ck_assert(!has(s.out, notice));
+        fan.end(s, EndReason::ClientClosed);
+        ck_assert_int_eq(fan.size(), 0);
+    }
+}
+END_TEST
+
 /* The shared reader and the catch-up filter per stream: streams of one channel with and
  * without a filter each get their own selection; the overrun notice is not filtered. */
 START_TEST(fanout_filters_types)
@@ -722,6 +754,7 @@ Suite *fanout_suite()
     tcase_add_test(tc, fanout_slow_consumer);
     tcase_add_test(tc, fanout_many_channels_once);
     tcase_add_test(tc, fanout_catch_up);
+    tcase_add_test(tc, fanout_first_stream_after_none);
     tcase_add_test(tc, fanout_partial_writes);
     tcase_add_test(tc, fanout_counts_events_only);
     tcase_add_test(tc, fanout_filters_types);

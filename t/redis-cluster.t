@@ -15,13 +15,14 @@ use Time::HiRes qw(sleep time);
 my $redis = SSETest::Redis->start;
 my $url = $redis->url;
 my $conf = <<'EOF';
-<Location /who>
+<Location /presence>
     SetHandler sse-subscribe
-    SSEClientId %{req:X-Client-Id} unauthenticated
-</Location>
-<Location /watch>
-    SetHandler sse-subscribe
+    SSEChannel presence
     SSEPresenceSubscribe on
+</Location>
+# Without the header, a subscriber is anonymous.
+<Location /events>
+    SSEClientId %{req:X-Client-Id} unauthenticated
 </Location>
 EOF
 my $global = "SSERedis $url\nSSEPresenceChannel presence\n";
@@ -92,8 +93,8 @@ subtest 'totals across servers, and each server\'s figures' => sub {
 };
 
 subtest 'presence records come from every server' => sub {
-    my $watch_a = $a->subscribe('/watch/presence');
-    my $watch_b = $b->subscribe('/watch/presence');
+    my $watch_a = $a->subscribe('/presence');
+    my $watch_b = $b->subscribe('/presence');
     for my $w ($watch_a, $watch_b) {
         ok($w->read_until(sub { scalar $w->comments }, 10), 'watching presence');
     }
@@ -104,10 +105,10 @@ subtest 'presence records come from every server' => sub {
                    && (SSETest::json_decode($_->{data})->{client} // '') eq $client } $watch->all_events
         }, 15);
     };
-    my $bob = $b->subscribe('/who/lobby', headers => {'X-Client-Id' => 'bob'});
+    my $bob = $b->subscribe('/events/lobby', headers => {'X-Client-Id' => 'bob'});
     ok($seen->($watch_a, 'connect', 'bob'), 'A\'s watcher sees bob connect on B');
     ok($seen->($watch_b, 'connect', 'bob'), 'and B\'s');
-    my $amy = $a->subscribe('/who/lobby', headers => {'X-Client-Id' => 'amy'});
+    my $amy = $a->subscribe('/events/lobby', headers => {'X-Client-Id' => 'amy'});
     ok($seen->($watch_b, 'connect', 'amy'), 'B\'s watcher sees amy connect on A');
     $bob->close;
     ok($seen->($watch_a, 'disconnect', 'bob'), 'A\'s watcher sees bob leave B');
@@ -120,9 +121,9 @@ subtest 'presence records come from every server' => sub {
 };
 
 subtest 'only and except reach the right clients on either server' => sub {
-    my $alice = $a->subscribe('/who/room', headers => {'X-Client-Id' => 'alice'});
-    my $bob = $b->subscribe('/who/room', headers => {'X-Client-Id' => 'bob'});
-    my $carol = $b->subscribe('/who/room', headers => {'X-Client-Id' => 'carol'});
+    my $alice = $a->subscribe('/events/room', headers => {'X-Client-Id' => 'alice'});
+    my $bob = $b->subscribe('/events/room', headers => {'X-Client-Id' => 'bob'});
+    my $carol = $b->subscribe('/events/room', headers => {'X-Client-Id' => 'carol'});
     is($a->publish('/publish/room?only=bob', 'only-bob')->{status}, 201, 'only=bob on A');
     is($b->publish('/publish/room?except=alice', 'not-alice')->{status}, 201, 'except=alice on B');
     is($a->publish('/publish/room?only=alice', 'only-alice')->{status}, 201, 'only=alice on A');

@@ -53,12 +53,6 @@ bool ClusterReporter::report(const ServerFigures &f, std::string *err)
                 std::to_string(f.time_ms - kForgetServerAfterMs)}, deadline, err);
 }
 
-void ClusterReporter::withdraw()
-{
-    std::string err;
-    run({"DEL", cluster_server_key(prefix_, server_)}, in_ms(kPublishBoundMs), &err);
-}
-
 bool read_cluster_reports(const RedisUrl &url, const std::string &prefix,
                           std::vector<ServerFigures> *out, std::string *err)
 {

@@ -7,8 +7,8 @@
  * - report() writes the server's figures with a TTL (SET <prefix>server:<id> ... PX ttl) and
  *   its name in the index (ZADD <prefix>servers <time> <id>), and drops index members that
  *   have not reported for an hour. Each call is bounded by kPublishBoundMs; on a failure the
- *   connection is dropped and the next call connects again. withdraw() deletes the report
- *   (a server stopping cleanly leaves at once; a dead one when its key expires).
+ *   connection is dropped and the next call connects again. A server that stops (dies, or
+ *   stops cleanly: its daemon cannot tell a stop from a restart) leaves when its key expires.
  *
  * read_cluster_reports()
  * - Who: any thread (a GET of figures, sse-status). It connects, reads the index
@@ -33,7 +33,6 @@ public:
     ClusterReporter &operator=(const ClusterReporter &) = delete;
 
     bool report(const ServerFigures &f, std::string *err);
-    void withdraw();
 
 private:
     bool run(const std::vector<std::string> &args, Deadline deadline, std::string *err);

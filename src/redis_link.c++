@@ -134,6 +134,12 @@ redisContext *redis_connect(const RedisUrl &url, Deadline deadline, std::string 
     return c;
 }
 
+redisReply *redis_command(redisContext *c, const std::vector<std::string> &args,
+                          Deadline deadline, std::string *err)
+{
+    return command(c, args, deadline, err).release();
+}
+
 /* ---- RedisWriter ---- */
 
 RedisWriter::~RedisWriter()

@@ -46,6 +46,7 @@
 #include <vector>
 
 struct redisContext; /* hiredis */
+struct redisReply;
 
 namespace sse {
 
@@ -125,6 +126,12 @@ private:
  * bounded by it). nullptr and *err on failure. (Shared by the writer and the reader; public
  * for them only.) */
 redisContext *redis_connect(const RedisUrl &url, Deadline deadline, std::string *err);
+
+/* Runs one command on `c` within what is left of `deadline`: its reply (the caller frees it,
+ * freeReplyObject), or nullptr and *err (the connection failed or timed out: drop it; or
+ * Redis answered an error). (Shared with sse/redis_cluster.h.) */
+redisReply *redis_command(redisContext *c, const std::vector<std::string> &args,
+                          Deadline deadline, std::string *err);
 
 } // namespace sse
 

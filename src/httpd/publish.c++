@@ -4,6 +4,7 @@
 
 #include "sse/publisher.h"
 #include "src/httpd/redis_bus.h"
+#include "src/httpd/redis_cluster_state.h"
 #include "src/httpd/subscription.h"
 #include "src/httpd/token_check.h"
 
@@ -101,6 +102,8 @@ int answer_channel_stats(request_rec *r, ModuleState *state, const std::vector<s
         {"closed", info.closed},
         {"retry", info.retry_ms >= 0 ? nlohmann::json(info.retry_ms) : nlohmann::json()},
     };
+    if (state->redis) /* every server's subscribers of it: only with SSERedis */
+        j["cluster"] = cluster_channel_json(r, state, info.name, info.subscribers);
     return answer_json(r, HTTP_OK, j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 

@@ -27,6 +27,7 @@
  */
 #include "src/httpd/publish_socket.h"
 #include "src/httpd/redis_bus.h"
+#include "src/httpd/redis_cluster_state.h"
 
 #include "sse/bus.h"
 #include "sse/delivery.h"
@@ -645,8 +646,10 @@ void run_socket_daemon(server_rec *s, apr_pool_t *pool, int listen_fd, ModuleSta
                      "SSE0404: publish socket daemon cannot drop privileges");
         _exit(1);
     }
-    if (state->redis)
+    if (state->redis) {
         start_redis_reader(s, state, &stop_requested);
+        start_cluster_reporter(s, state, &stop_requested);
+    }
     guarded([&] {
         /* Never destroyed: the BusWaker's detached thread may be waiting on its condition
          * variable, and destroying that would block the exit below. */

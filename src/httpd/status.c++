@@ -3,6 +3,7 @@
  * of processes that no longer exist, so the counts they show are those of open streams. */
 #include "src/httpd/module.h"
 #include "src/httpd/redis_bus.h"
+#include "src/httpd/redis_cluster_state.h"
 #include "src/httpd/subscription.h"
 
 #include "http_protocol.h"
@@ -82,6 +83,8 @@ int status_handler(request_rec *r)
         {"processes", processes},
         {"channels", channels},
     };
+    if (state->redis) /* the group's figures: only with SSERedis */
+        j["cluster"] = cluster_status_json(r, state);
     apr_table_setn(r->headers_out, "Cache-Control", "no-store");
     return answer_json(r, HTTP_OK, j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }

@@ -3,8 +3,10 @@
 
 #include "sse/publisher.h"
 #include "src/httpd/mercure_hub.h"
+#include "src/httpd/redis_bus.h"
 
 #include "http_connection.h"
+#include "http_main.h"
 
 #include "apr_strings.h"
 
@@ -61,9 +63,16 @@ void announce_presence(ModuleState *state, const char *type, const SubscriberInf
     ev.has_data = true;
     try {
         ev.data = presence_data(facts);
-        PublishAttempt a = publish_event(state->bus, &state->registry, {state->presence_channel},
-                                         ev, {}, now);
-        if (a.outcome != PublishAttempt::Outcome::Published)
+        /* With SSERedis through Redis, like any publish: every server's subscribers of the
+         * presence channel see every server's records. */
+        PublishAttempt a = state->redis
+            ? submit_event(state, ap_server_conf, {state->presence_channel}, ev, {})
+            : publish_event(state->bus, &state->registry, {state->presence_channel}, ev, {},
+                            now);
+        if (a.outcome == PublishAttempt::Outcome::Unavailable) /* the outage: SSE0701 */
+            ap_log_error(APLOG_MARK, APLOG_INFO, 0, nullptr,
+                         "SSE0600: presence event %s not published: %s", type, a.error.c_str());
+        else if (a.outcome != PublishAttempt::Outcome::Published)
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, nullptr,
                          "SSE0600: presence event %s not published: %s", type, a.error.c_str());
     } catch (const std::exception &e) {

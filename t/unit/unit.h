@@ -19,6 +19,7 @@ Suite *event_stream_suite();
 Suite *mercure_topic_suite();
 Suite *mercure_subscription_suite();
 Suite *redis_record_suite();
+Suite *cluster_state_suite();
 
 /* While true, the unit tests' global operator new (test_resume_cost.c++) throws
  * std::bad_alloc: an allocation failure injected where a test wants it. */

@@ -1,0 +1,51 @@
+/* sse/redis_cluster.h — the group's figures in Redis (sse/cluster_state.h): one server writes
+ * its own, any process reads everyone's.
+ *
+ * ClusterReporter
+ * - Who: one per server, on a thread of sse-publishd's, with a connection of its own (made
+ *   there, never across fork()).
+ * - report() writes the server's figures with a TTL (SET <prefix>server:<id> ... PX ttl) and
+ *   its name in the index (ZADD <prefix>servers <time> <id>), and drops index members that
+ *   have not reported for an hour. Each call is bounded by kPublishBoundMs; on a failure the
+ *   connection is dropped and the next call connects again. A server that stops (dies, or
+ *   stops cleanly: its daemon cannot tell a stop from a restart) leaves when its key expires.
+ *
+ * read_cluster_reports()
+ * - Who: any thread (a GET of figures, sse-status). It connects, reads the index
+ *   (ZRANGE) and the reports (MGET) and disconnects, all within kClusterReadBoundMs: a
+ *   stopped or absent Redis costs the request that long at most. A report that expired is
+ *   absent (its server is gone); one that cannot be decoded is skipped.
+ */
+#ifndef SSE_REDIS_CLUSTER_H
+#define SSE_REDIS_CLUSTER_H
+
+#include "sse/cluster_state.h"
+#include "sse/redis_link.h"
+
+namespace sse {
+
+class ClusterReporter {
+public:
+    ClusterReporter(RedisUrl url, std::string prefix, std::string server)
+        : url_(std::move(url)), prefix_(std::move(prefix)), server_(std::move(server)) {}
+    ~ClusterReporter();
+    ClusterReporter(const ClusterReporter &) = delete;
+    ClusterReporter &operator=(const ClusterReporter &) = delete;
+
+    bool report(const ServerFigures &f, std::string *err);
+
+private:
+    bool run(const std::vector<std::string> &args, Deadline deadline, std::string *err);
+
+    RedisUrl url_;
+    std::string prefix_;
+    std::string server_;
+    redisContext *c_ = nullptr;
+};
+
+bool read_cluster_reports(const RedisUrl &url, const std::string &prefix,
+                          std::vector<ServerFigures> *out, std::string *err);
+
+} // namespace sse
+
+#endif

@@ -1,0 +1,205 @@
+/* Cluster-wide figures with SSERedis (see the header). */
+#include "src/httpd/redis_cluster_state.h"
+#include "src/httpd/subscription.h"
+
+#include "sse/redis_cluster.h"
+
+#include "ap_listen.h"
+
+#include <chrono>
+#include <pthread.h>
+#include <thread>
+#include <unistd.h>
+
+APLOG_USE_MODULE(sse);
+
+namespace sse::httpd {
+
+namespace {
+
+std::string redis_prefix(const server_rec *s)
+{
+    const ServerConfig *conf = server_config(const_cast<server_rec *>(s));
+    return conf->redis_prefix ? conf->redis_prefix : "sse:";
+}
+
+const RedisUrl &redis_url(const server_rec *s)
+{
+    return *server_config(const_cast<server_rec *>(s))->redis_url;
+}
+
+std::string cluster_server_id(const server_rec *s)
+{
+    char host[256] = "";
+    if (gethostname(host, sizeof host - 1) != 0)
+        host[0] = '\0';
+    const int port = ap_listeners && ap_listeners->bind_addr ? ap_listeners->bind_addr->port
+                                                             : s->port;
+    return std::string(host[0] ? host : "localhost") + ":" + std::to_string(port);
+}
+
+/* This server's figures, now; its channels only when `with_channels`. */
+ServerFigures local_figures(ModuleState *state, const server_rec *s, bool with_channels)
+{
+    ServerFigures f;
+    f.server = cluster_server_id(s);
+    f.time_ms = now_us() / 1000;
+    RegistryTotals t = state->registry.totals();
+    f.subscribers = t.subscribers;
+    f.socket_clients = t.socket_clients;
+    if (!with_channels)
+        return f;
+    for (const ChannelInfo &c : state->registry.channels())
+        if (c.subscribers)
+            f.channels[c.name] = c.subscribers;
+    return f;
+}
+
+class Reporter {
+public:
+    Reporter(server_rec *s, ModuleState *state, const volatile sig_atomic_t *stop)
+        : s_(s), state_(state), stop_(stop),
+          reporter_(redis_url(s), redis_prefix(s), cluster_server_id(s)) {}
+
+    void run()
+    {
+        for (;;) {
+            /* The streams of dead children are freed first, as sse-status does, so that
+             * the report counts open streams only. */
+            announce_gone(state_, state_->registry.reap_dead(), "process-died");
+            std::string err;
+            if (reporter_.report(local_figures(state_, s_, true), &err))
+                note_up();
+            else
+                note_down(err);
+            for (int waited = 0; waited < kClusterReportEveryMs; waited += kStepMs) {
+                if (*stop_)
+                    return;
+                usleep(kStepMs * 1000);
+            }
+        }
+    }
+
+private:
+    static constexpr int kStepMs = 100;
+
+    void note_down(const std::string &why)
+    {
+        if (!down_)
+            ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s_,
+                         "SSE0720: cannot report this server's figures to Redis at %s (%s); "
+                         "the other servers leave it out of their counts %d s after its last "
+                         "report",
+                         redis_url(s_).display().c_str(), why.c_str(),
+                         kClusterReportTtlMs / 1000);
+        down_ = true;
+    }
+
+    void note_up()
+    {
+        if (down_)
+            ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s_,
+                         "SSE0721: reporting this server's figures to Redis at %s again",
+                         redis_url(s_).display().c_str());
+        down_ = false;
+    }
+
+    server_rec *s_;
+    ModuleState *state_;
+    const volatile sig_atomic_t *stop_;
+    ClusterReporter reporter_;
+    bool down_ = false;
+};
+
+struct ClusterRead {
+    bool available = false;
+    std::string error;
+    std::vector<ServerFigures> servers; /* this server (live) and the others' reports */
+};
+
+ClusterRead read_cluster(const server_rec *s, ServerFigures own)
+{
+    ClusterRead out;
+    std::vector<ServerFigures> reported;
+    out.available = read_cluster_reports(redis_url(s), redis_prefix(s), &reported, &out.error);
+    if (!out.available) {
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
+                     "SSE0722: the other servers' figures cannot be read from Redis at %s (%s); "
+                     "answering with this server's", redis_url(s).display().c_str(),
+                     out.error.c_str());
+        reported.clear();
+    }
+    out.servers = merge_cluster(std::move(own), std::move(reported));
+    return out;
+}
+
+nlohmann::json unavailable_json(const ClusterRead &c, const std::string &self)
+{
+    return {{"available", false},
+            {"this_server", self},
+            {"error", "the other servers' figures cannot be read from Redis (" + c.error + ")"}};
+}
+
+} // namespace
+
+void start_cluster_reporter(server_rec *s, ModuleState *state,
+                            const volatile sig_atomic_t *stop)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    std::thread([s, state, stop] {
+        guarded([&] { Reporter(s, state, stop).run(); }, [&](const char *why) {
+            /* Without it this server drops out of the others' counts: the daemon exits and
+             * the parent starts a new one (SSE0402). */
+            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s,
+                         "SSE0723: the cluster figures' reporter failed: %s", why);
+            _exit(1);
+        });
+    }).detach();
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+}
+
+nlohmann::json cluster_status_json(request_rec *r, ModuleState *state)
+{
+    ServerFigures own = local_figures(state, r->server, true);
+    const std::string self = own.server;
+    ClusterRead c = read_cluster(r->server, std::move(own));
+    if (!c.available)
+        return unavailable_json(c, self);
+    ClusterTotals t = cluster_totals(c.servers);
+    nlohmann::json servers = nlohmann::json::array();
+    for (const ServerFigures &f : c.servers)
+        servers.push_back({{"server", f.server},
+                           {"subscribers", f.subscribers},
+                           {"socket_clients", f.socket_clients},
+                           {"channels", f.channels}});
+    return {{"available", true},
+            {"this_server", self},
+            {"subscribers", t.subscribers},
+            {"socket_clients", t.socket_clients},
+            {"channels", t.channels},
+            {"servers", servers}};
+}
+
+nlohmann::json cluster_channel_json(request_rec *r, ModuleState *state,
+                                    const std::string &channel, std::uint64_t here)
+{
+    ServerFigures own = local_figures(state, r->server, false);
+    own.channels[channel] = here; /* the count the answer's "subscribers" gave */
+    const std::string self = own.server;
+    ClusterRead c = read_cluster(r->server, std::move(own));
+    if (!c.available)
+        return unavailable_json(c, self);
+    std::uint64_t total = 0;
+    nlohmann::json servers = nlohmann::json::array();
+    for (const ServerFigures &f : c.servers) {
+        const std::uint64_t n = channel_subscribers(f, channel);
+        total += n;
+        servers.push_back({{"server", f.server}, {"subscribers", n}});
+    }
+    return {{"available", true}, {"this_server", self}, {"subscribers", total},
+            {"servers", servers}};
+}
+
+} // namespace sse::httpd

@@ -1,0 +1,88 @@
+#include "sse/redis_cluster.h"
+
+#include <hiredis/hiredis.h>
+
+#include <memory>
+
+namespace sse {
+
+namespace {
+
+constexpr std::int64_t kForgetServerAfterMs = 3600 * 1000;
+
+struct ReplyFree {
+    void operator()(redisReply *r) const { freeReplyObject(r); }
+};
+using Reply = std::unique_ptr<redisReply, ReplyFree>;
+
+struct ContextFree {
+    void operator()(redisContext *c) const { redisFree(c); }
+};
+
+Deadline in_ms(int ms) { return std::chrono::steady_clock::now() + std::chrono::milliseconds(ms); }
+
+} // namespace
+
+ClusterReporter::~ClusterReporter()
+{
+    if (c_)
+        redisFree(c_);
+}
+
+bool ClusterReporter::run(const std::vector<std::string> &args, Deadline deadline,
+                          std::string *err)
+{
+    if (!c_ && !(c_ = redis_connect(url_, deadline, err)))
+        return false;
+    Reply r(redis_command(c_, args, deadline, err));
+    if (!r) {
+        redisFree(c_);
+        c_ = nullptr;
+    }
+    return r != nullptr;
+}
+
+bool ClusterReporter::report(const ServerFigures &f, std::string *err)
+{
+    const Deadline deadline = in_ms(kPublishBoundMs);
+    const std::string index = cluster_index_key(prefix_);
+    return run({"SET", cluster_server_key(prefix_, server_), encode_figures(f), "PX",
+                std::to_string(kClusterReportTtlMs)}, deadline, err) &&
+           run({"ZADD", index, std::to_string(f.time_ms), server_}, deadline, err) &&
+           run({"ZREMRANGEBYSCORE", index, "-inf",
+                std::to_string(f.time_ms - kForgetServerAfterMs)}, deadline, err);
+}
+
+bool read_cluster_reports(const RedisUrl &url, const std::string &prefix,
+                          std::vector<ServerFigures> *out, std::string *err)
+{
+    const Deadline deadline = in_ms(kClusterReadBoundMs);
+    std::unique_ptr<redisContext, ContextFree> c(redis_connect(url, deadline, err));
+    if (!c)
+        return false;
+    Reply names(redis_command(c.get(), {"ZRANGE", cluster_index_key(prefix), "0", "-1"},
+                              deadline, err));
+    if (!names)
+        return false;
+    std::vector<std::string> mget{"MGET"};
+    for (std::size_t i = 0; names->type == REDIS_REPLY_ARRAY && i < names->elements; ++i)
+        if (names->element[i]->type == REDIS_REPLY_STRING)
+            mget.push_back(cluster_server_key(
+                prefix, std::string(names->element[i]->str, names->element[i]->len)));
+    out->clear();
+    if (mget.size() == 1)
+        return true;
+    Reply reports(redis_command(c.get(), mget, deadline, err));
+    if (!reports)
+        return false;
+    for (std::size_t i = 0; reports->type == REDIS_REPLY_ARRAY && i < reports->elements; ++i) {
+        const redisReply *r = reports->element[i];
+        ServerFigures f;
+        if (r->type == REDIS_REPLY_STRING &&
+            decode_figures(std::string_view(r->str, r->len), &f).empty())
+            out->push_back(std::move(f));
+    }
+    return true;
+}
+
+} // namespace sse

@@ -59,6 +59,10 @@ my $newest = $redis->cli('XREVRANGE', 'sse:stream', '+', '-', 'COUNT', '1') =~ /
 my $status;
 $a->wait_for(sub { $status = SSETest::json_decode($a->request(GET => '/sse-status')->{body})->{redis};
                    ($status->{last_entry} // '') eq $newest }, 10);
+# The reader reads at least once a second: its last read is recent (10 s: a loaded machine).
+my $age = delete $status->{last_read_age_ms};
+ok(defined $age && $age =~ /^\d+$/ && $age < 10000, "sse-status shows the reader's last read")
+    or diag("last_read_age_ms: " . ($age // 'null'));
 is_deeply($status, {url => "$url/0", stream => 'sse:stream', publishing => 'ok', reader => 'ok',
                     last_entry => $newest},
           "sse-status shows Redis's state");

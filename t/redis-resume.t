@@ -30,38 +30,9 @@ $b->expect_log(qr/SSE0721: entries of sse:stream after \d+-\d+ were trimmed befo
 
 sub status { SSETest::json_decode($_[0]->request(GET => '/sse-status')->{body})->{redis} }
 
-# Publishes on $from until a subscriber of every server got one (each reader is connected).
-sub wait_joined {
-    my ($from, @servers) = @_;
-    my @subs = map { $_->subscribe('/events/warmup') } @servers;
-    for my $try (1 .. 30) {
-        $from->publish('/publish/warmup', "w$try");
-        my $all = 1;
-        for my $s (@subs) {
-            $all = 0 unless $s->read_until(sub { scalar $s->all_events }, 1);
-        }
-        if ($all) {
-            $_->close for @subs;
-            return 1;
-        }
-    }
-    return 0;
-}
-
-# Publishes until one is accepted; its id.
-sub publish_when_back {
-    my ($srv, $path, $data) = @_;
-    for (1 .. 80) {
-        my $r = $srv->publish($path, $data);
-        return $r->{json}{id} if $r->{status} == 201;
-        sleep 0.25;
-    }
-    return undef;
-}
-
 sub datas { map { $_->{event} eq 'sse-missed' ? '<missed>' : $_->{data} } @_ }
 
-ok(wait_joined($a, $a, $b), 'A and B read the stream');
+ok(SSETest::Redis->wait_joined($a, $a, $b), 'A and B read the stream');
 
 subtest 'entries trimmed while B\'s reader was stopped: sse-missed on B' => sub {
     my $live = $b->subscribe('/events/trim');
@@ -129,7 +100,7 @@ subtest 'Redis stopped for 5 s: 503s within the bound, streams stay, delivery re
     ok(@status >= 2 && !(grep { $_ != 503 } @status), scalar(@status) . ' publishes during the stop: each 503');
     # Far above the 0.9 s design bound, so that load cannot fail it: no publish waits for Redis.
     cmp_ok($slowest, '<', 5, sprintf('each answered, none held until Redis returned (slowest %.2f s)', $slowest));
-    ok(defined publish_when_back($a, '/publish/stop', 'after'), 'accepted again after SIGCONT');
+    ok(defined SSETest::Redis->publish_when_back($a, '/publish/stop', 'after'), 'accepted again after SIGCONT');
     for my $sub ($sa, $sb) {
         $sub->read_until(sub { grep { $_->{data} eq 'after' } $sub->all_events }, 15);
         my @got = datas($sub->events(0, 0));
@@ -149,7 +120,7 @@ subtest 'Redis restarted without its data: sse-missed, no repeats, new publishes
     $redis->kill9;
     $redis->launch;
     is($redis->cli('EXISTS', 'sse:stream'), '0', 'Redis came back empty');
-    my $new = publish_when_back($a, '/publish/loss', 'new1');
+    my $new = SSETest::Redis->publish_when_back($a, '/publish/loss', 'new1');
     ok(defined $new, 'a publish is accepted again');
     for my $s ($a, $b) {
         ok($s->wait_for(sub { $s->log_text =~ /SSE0720/ }, 15), 'SSE0720 logged');

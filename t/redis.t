@@ -32,24 +32,7 @@ $_->expect_log(@outage) for $a, $b;
 
 sub summary { map { [$_->{id}, $_->{event}, $_->{data}] } @_ }
 
-# Each server's reader starts at the stream's end once it is connected: publishes on $from
-# until a subscriber of every server got one, so that what follows reaches all of them.
-sub wait_joined {
-    my ($from, @servers) = @_;
-    my @subs = map { $_->subscribe('/events/warmup') } @servers;
-    for my $try (1 .. 30) {
-        $from->publish('/publish/warmup', "w$try");
-        my $all = 1;
-        for my $s (@subs) {
-            $all = 0 unless $s->read_until(sub { scalar $s->all_events }, 1);
-        }
-        if ($all) {
-            $_->close for @subs;
-            return 1;
-        }
-    }
-    return 0;
-}
+sub wait_joined { SSETest::Redis->wait_joined(@_) }
 
 ok(wait_joined($a, $a, $b), 'A and B read the stream');
 ok(wait_joined($b, $a, $b), 'B publishes to both');
@@ -143,16 +126,7 @@ sub timed_publish {
     return ($r->{status}, time - $t0, $r);
 }
 
-# Publishes until one is accepted (each try is answered within a second or two); its id.
-sub publish_when_back {
-    my ($srv, $data) = @_;
-    for (1 .. 60) {
-        my $r = $srv->publish('/publish/news', $data);
-        return $r->{json}{id} if $r->{status} == 201;
-        sleep 0.25;
-    }
-    return undef;
-}
+sub publish_when_back { SSETest::Redis->publish_when_back($_[0], '/publish/news', $_[1]) }
 
 # The events of $sub until one carries $data (at most $seconds); their data.
 sub data_until {

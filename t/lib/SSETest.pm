@@ -751,6 +751,38 @@ sub cli {
     return $out;
 }
 
+# Each server's reader starts at the stream's end once it is connected: publishes on $from
+# until a subscriber of every server in @servers got one, so that what follows reaches all of
+# them (30 tries). True when they all did.
+sub wait_joined {
+    my ($class, $from, @servers) = @_;
+    my @subs = map { $_->subscribe('/events/warmup') } @servers;
+    for my $try (1 .. 30) {
+        $from->publish('/publish/warmup', "w$try");
+        my $all = 1;
+        for my $s (@subs) {
+            $all = 0 unless $s->read_until(sub { scalar $s->all_events }, 1);
+        }
+        if ($all) {
+            $_->close for @subs;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+# Publishes $data to $path on $srv until one is accepted (at most 80 tries, 0.25 s apart);
+# its id, undef when none was.
+sub publish_when_back {
+    my ($class, $srv, $path, $data) = @_;
+    for (1 .. 80) {
+        my $r = $srv->publish($path, $data);
+        return $r->{json}{id} if $r->{status} == 201;
+        sleep 0.25;
+    }
+    return undef;
+}
+
 sub pause  { kill 'STOP', $_[0]{pid} }
 sub resume { kill 'CONT', $_[0]{pid} }
 

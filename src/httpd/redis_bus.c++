@@ -297,6 +297,10 @@ private:
                          "them (the oldest left: %s); clients resuming from before get "
                          "sse-missed", rb_->key.c_str(), cursor_.text().c_str(),
                          h.has_first ? h.first.text().c_str() : "none");
+            if (!h.has_first) { /* none left: the next entry comes after the last one added */
+                cursor_ = h.last_generated;
+                rb_->shared->store_cursor(cursor_);
+            }
         }
         if (h.has_epoch && h.epoch == known)
             return true;

@@ -1315,6 +1315,7 @@ bool BusReader::start_after(std::string_view last_event_id, const HistoryLimits 
     replay_next_ = 0;
     pos_ = st.head_pos;
     seq_ = st.next_seq;
+    matched_seq_ = found ? match->seq : 0;
     /* Found, but older than what SSEHistory replays: something between may be lost too. */
     return found && !walk.left_out_after(match->seq);
 }

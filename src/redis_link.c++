@@ -3,7 +3,9 @@
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <memory>
+#include <random>
 #include <poll.h>
 #include <unistd.h>
 
@@ -38,6 +40,19 @@ bool closed_while_idle(const redisContext *c)
     return poll(&p, 1, 0) != 0;
 }
 
+/* Sends `args` (binary-safe) without waiting for the answer. */
+bool append_command(redisContext *c, const std::vector<std::string> &args)
+{
+    std::vector<const char *> argv;
+    std::vector<std::size_t> lens;
+    for (const auto &a : args) {
+        argv.push_back(a.data());
+        lens.push_back(a.size());
+    }
+    return redisAppendCommandArgv(c, static_cast<int>(argv.size()), argv.data(), lens.data()) ==
+           REDIS_OK;
+}
+
 /* Runs one command, its socket bounded by what is left of `deadline`; nullptr and *err when
  * the deadline passed or the connection failed (it must then be dropped), or Redis answered
  * an error (the connection stays usable, *err says so). */
@@ -50,14 +65,10 @@ Reply command(redisContext *c, const std::vector<std::string> &args, Deadline de
         return nullptr;
     }
     redisSetTimeout(c, ms_to_tv(left));
-    std::vector<const char *> argv;
-    std::vector<std::size_t> lens;
-    for (const auto &a : args) {
-        argv.push_back(a.data());
-        lens.push_back(a.size());
-    }
-    Reply r(static_cast<redisReply *>(
-        redisCommandArgv(c, static_cast<int>(argv.size()), argv.data(), lens.data())));
+    void *reply = nullptr;
+    if (append_command(c, args))
+        redisGetReply(c, &reply);
+    Reply r(static_cast<redisReply *>(reply));
     if (!r) {
         *err = c->errstr[0] ? c->errstr : "the connection failed";
         return nullptr;
@@ -76,12 +87,18 @@ std::string_view reply_text(const redisReply *r)
                : std::string_view();
 }
 
-/* One entry of an XREAD or XREVRANGE reply: [id, [field, value, ...]]. */
+/* The id of one entry of a reply: [id, [field, value, ...]]. */
+bool parse_entry_id(const redisReply *e, StreamId *id)
+{
+    return e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
+           parse_stream_id(reply_text(e->element[0]), id);
+}
+
+/* One entry of an XREAD or XREVRANGE reply. */
 StreamEntry parse_entry(const redisReply *e)
 {
     StreamEntry out;
-    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
-        !parse_stream_id(reply_text(e->element[0]), &out.id)) {
+    if (!parse_entry_id(e, &out.id)) {
         out.error = "an entry that is not [id, fields]";
         return out;
     }
@@ -94,7 +111,79 @@ StreamEntry parse_entry(const redisReply *e)
     return out;
 }
 
+/* Runs `commands` in one pipeline (one write; Redis runs them back to back), the socket
+ * bounded by what is left of `deadline`. Every answer, errors included; empty and *err when
+ * the connection failed (it must then be dropped). */
+std::vector<Reply> pipeline(redisContext *c, const std::vector<std::vector<std::string>> &commands,
+                            Deadline deadline, std::string *err)
+{
+    std::vector<Reply> out;
+    const int left = ms_left(deadline);
+    if (left == 0) {
+        *err = "no time left for " + commands[0][0];
+        return out;
+    }
+    redisSetTimeout(c, ms_to_tv(left));
+    for (const auto &args : commands)
+        if (!append_command(c, args)) {
+            *err = "cannot queue " + args[0];
+            return out;
+        }
+    for (std::size_t i = 0; i < commands.size(); ++i) {
+        void *reply = nullptr;
+        if (redisGetReply(c, &reply) != REDIS_OK || !reply) {
+            *err = c->errstr[0] ? c->errstr : "the connection failed";
+            out.clear();
+            return out;
+        }
+        out.emplace_back(static_cast<redisReply *>(reply));
+    }
+    return out;
+}
+
+/* XINFO STREAM's answer (a flat array of name, value): where the stream's entries start and
+ * end, and the newest one XDELed. */
+void read_stream_info(const redisReply *r, StreamHistory *h)
+{
+    if (!r || r->type != REDIS_REPLY_ARRAY)
+        return; /* an error: no such stream */
+    h->inspected = true;
+    for (std::size_t i = 0; i + 1 < r->elements; i += 2) {
+        const std::string_view name = reply_text(r->element[i]);
+        const redisReply *value = r->element[i + 1];
+        if (name == "max-deleted-entry-id")
+            parse_stream_id(reply_text(value), &h->max_deleted);
+        else if (name == "last-generated-id")
+            parse_stream_id(reply_text(value), &h->last_generated);
+        else if (name == "first-entry" && value->type == REDIS_REPLY_ARRAY)
+            h->has_first = parse_entry_id(value, &h->first);
+    }
+}
+
 } // namespace
+
+HistoryGap find_history_gap(const std::string &known_epoch, const StreamHistory &h,
+                            const StreamId &cursor)
+{
+    if (!known_epoch.empty() && (!h.has_epoch || h.epoch != known_epoch))
+        return HistoryGap::Lost;
+    if (h.inspected && (cursor < h.max_deleted || (h.has_first ? cursor < h.first
+                                                                : cursor < h.last_generated)))
+        return HistoryGap::Trimmed;
+    return HistoryGap::None;
+}
+
+std::string new_stream_epoch()
+{
+    std::random_device rd;
+    std::string out;
+    char hex[9];
+    for (int i = 0; i < 4; ++i) {
+        std::snprintf(hex, sizeof hex, "%08x", static_cast<unsigned>(rd()));
+        out += hex;
+    }
+    return out;
+}
 
 redisContext *redis_connect(const RedisUrl &url, Deadline deadline, std::string *err)
 {
@@ -231,28 +320,54 @@ bool RedisReader::newest_id(StreamId *out, std::string *err)
     return true;
 }
 
-bool RedisReader::read_after(const StreamId &after, int block_ms, std::size_t count,
-                             std::vector<StreamEntry> &out, std::string *err)
+bool RedisReader::read_after(const StreamId &after, int block_ms, std::size_t count, bool inspect,
+                             StreamHistory *history, std::vector<StreamEntry> &out,
+                             std::string *err)
 {
     out.clear();
+    *history = StreamHistory{};
+    std::vector<std::vector<std::string>> commands{{"GET", epoch_key_}};
+    if (inspect)
+        commands.push_back({"XINFO", "STREAM", key_});
+    commands.push_back({"XREAD", "COUNT", std::to_string(count), "BLOCK", std::to_string(block_ms),
+                        "STREAMS", key_, after.text()});
     /* The socket's bound must outlast the BLOCK, or every quiet round would be a failure. */
-    Reply r = command(c_, {"XREAD", "COUNT", std::to_string(count), "BLOCK",
-                           std::to_string(block_ms), "STREAMS", key_, after.text()},
-                      deadline_in(block_ms + kCommandTimeoutMs), err);
-    if (!r)
+    std::vector<Reply> replies = pipeline(c_, commands, deadline_in(block_ms + kCommandTimeoutMs), err);
+    if (replies.empty())
         return false;
+    const redisReply *epoch = replies.front().get();
+    history->has_epoch = epoch->type == REDIS_REPLY_STRING;
+    history->epoch = std::string(reply_text(epoch));
+    if (inspect)
+        read_stream_info(replies[1].get(), history);
+    const redisReply *r = replies.back().get();
     if (r->type == REDIS_REPLY_NIL)
         return true;
     /* [[key, [entry, ...]]] */
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 1 ||
         r->element[0]->type != REDIS_REPLY_ARRAY || r->element[0]->elements != 2 ||
         r->element[0]->element[1]->type != REDIS_REPLY_ARRAY) {
-        *err = "XREAD answered something that is not a stream's entries";
+        *err = r->type == REDIS_REPLY_ERROR ? "Redis answered: " + std::string(r->str, r->len)
+                                            : "XREAD answered something that is not a stream's entries";
         return false;
     }
     const redisReply *entries = r->element[0]->element[1];
     for (std::size_t i = 0; i < entries->elements; ++i)
         out.push_back(parse_entry(entries->element[i]));
+    return true;
+}
+
+bool RedisReader::settle_epoch(const std::string &candidate, std::string *epoch, std::string *err)
+{
+    std::vector<Reply> replies = pipeline(c_, {{"SET", epoch_key_, candidate, "NX"}, {"GET", epoch_key_}},
+                                          deadline_in(kCommandTimeoutMs), err);
+    if (replies.empty())
+        return false;
+    if (replies[1]->type != REDIS_REPLY_STRING) {
+        *err = "the epoch key " + epoch_key_ + " could not be set";
+        return false;
+    }
+    *epoch = std::string(reply_text(replies[1].get()));
     return true;
 }
 

@@ -169,6 +169,8 @@ std::string redis_url_for_log(std::string_view text)
 
 std::string redis_stream_key(std::string_view prefix) { return std::string(prefix) + "stream"; }
 
+std::string redis_epoch_key(std::string_view prefix) { return std::string(prefix) + "epoch"; }
+
 std::string StreamId::text() const { return std::to_string(ms) + "-" + std::to_string(seq); }
 
 std::int64_t entry_time_us(const StreamId &id, std::int64_t now_us)

@@ -48,8 +48,8 @@ EOF
 $lb->expect_log(qr/AH01110: error reading response/);
 $_->expect_log(qr/AH00052: child pid \d+ exit signal Killed \(9\)/) for values %backend;
 
-ok(SSETest::Redis::wait_joined($backend{a}, $backend{a}, $backend{b}), 'A and B read the stream');
-ok(SSETest::Redis::wait_joined($backend{b}, $backend{a}, $backend{b}), 'B publishes to both');
+ok(SSETest::Redis->wait_joined($backend{a}, $backend{a}, $backend{b}), 'A and B read the stream');
+ok(SSETest::Redis->wait_joined($backend{b}, $backend{a}, $backend{b}), 'B publishes to both');
 
 # An EventSource: one stream at a time on $server (the balancer, or a backend directly); when
 # the stream ends it reconnects with the last id it saw, as a browser does after `retry`.

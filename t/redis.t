@@ -32,7 +32,7 @@ $_->expect_log(@outage) for $a, $b;
 
 sub summary { map { [$_->{id}, $_->{event}, $_->{data}] } @_ }
 
-sub wait_joined { SSETest::Redis::wait_joined(@_) }
+sub wait_joined { SSETest::Redis->wait_joined(@_) }
 
 ok(wait_joined($a, $a, $b), 'A and B read the stream');
 ok(wait_joined($b, $a, $b), 'B publishes to both');
@@ -42,6 +42,10 @@ my $newest = $redis->cli('XREVRANGE', 'sse:stream', '+', '-', 'COUNT', '1') =~ /
 my $status;
 $a->wait_for(sub { $status = SSETest::json_decode($a->request(GET => '/sse-status')->{body})->{redis};
                    ($status->{last_entry} // '') eq $newest }, 10);
+# The reader reads at least once a second: its last read is recent (10 s: a loaded machine).
+my $age = delete $status->{last_read_age_ms};
+ok(defined $age && $age =~ /^\d+$/ && $age < 10000, "sse-status shows the reader's last read")
+    or diag("last_read_age_ms: " . ($age // 'null'));
 is_deeply($status, {url => "$url/0", stream => 'sse:stream', publishing => 'ok', reader => 'ok',
                     last_entry => $newest},
           "sse-status shows Redis's state");
@@ -122,16 +126,7 @@ sub timed_publish {
     return ($r->{status}, time - $t0, $r);
 }
 
-# Publishes until one is accepted (each try is answered within a second or two); its id.
-sub publish_when_back {
-    my ($srv, $data) = @_;
-    for (1 .. 60) {
-        my $r = $srv->publish('/publish/news', $data);
-        return $r->{json}{id} if $r->{status} == 201;
-        sleep 0.25;
-    }
-    return undef;
-}
+sub publish_when_back { SSETest::Redis->publish_when_back($_[0], '/publish/news', $_[1]) }
 
 # The events of $sub until one carries $data (at most $seconds); their data.
 sub data_until {

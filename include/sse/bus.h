@@ -305,6 +305,9 @@ public:
 
     std::uint64_t position() const { return seq_; }
 
+    /* The seq of the event the last start_after() found; 0 when it found none. */
+    std::uint64_t matched_seq() const { return matched_seq_; }
+
 private:
     struct Queued {
         std::uint64_t pos, seq;
@@ -313,6 +316,7 @@ private:
     ChannelSet channels_;
     std::string client_id_;
     std::uint64_t pos_ = 0, seq_ = 0;   /* live cursor: the next record to look at */
+    std::uint64_t matched_seq_ = 0;     /* see matched_seq() */
     std::vector<Queued> replay_;        /* replay queue, oldest first, all before seq_ */
     std::size_t replay_next_ = 0;
     std::vector<unsigned char> scratch_; /* the copy of the record being parsed */

@@ -92,10 +92,37 @@ struct StreamEntry {
     std::string error; /* not empty: the entry is skipped (record is empty) */
 };
 
+/* What one read's pipeline said about the stream's history (RedisReader::read_after). */
+struct StreamHistory {
+    bool has_epoch = false;  /* the epoch key exists */
+    std::string epoch;       /* its value */
+    bool inspected = false;  /* XINFO STREAM was asked, and the stream exists; then: */
+    bool has_first = false;  /* the stream holds an entry */
+    StreamId first;          /* its oldest entry (first-entry) */
+    StreamId last_generated; /* last-generated-id: the newest entry ever added */
+    StreamId max_deleted;    /* max-deleted-entry-id (Redis 7): the newest entry removed by
+                              * XDEL (trimming does not count); 0-0 when none */
+};
+
+/* What a reader missed, from `h` and what it knew before: `known_epoch` (empty: none seen
+ * yet, so nothing to compare) and its cursor. Lost: the epoch is gone or another (the
+ * stream's entries after the cursor may be gone with it). Trimmed: entries after the cursor
+ * were removed before the reader read them: the oldest entry left is newer than the cursor
+ * (the cursor's own entry was trimmed: Redis trims oldest first, in whole nodes, so the ones
+ * after it went too; when only it went, the report is one too many, never one too few), or
+ * none is left though entries after the cursor were added, or one after it was XDELed.
+ * Pure. */
+enum class HistoryGap { None, Trimmed, Lost };
+HistoryGap find_history_gap(const std::string &known_epoch, const StreamHistory &h,
+                            const StreamId &cursor);
+
+/* A new epoch value: 32 hex digits from std::random_device. */
+std::string new_stream_epoch();
+
 class RedisReader {
 public:
-    RedisReader(RedisUrl url, std::string stream_key)
-        : url_(std::move(url)), key_(std::move(stream_key)) {}
+    RedisReader(RedisUrl url, std::string stream_key, std::string epoch_key)
+        : url_(std::move(url)), key_(std::move(stream_key)), epoch_key_(std::move(epoch_key)) {}
     ~RedisReader() { disconnect(); }
     RedisReader(const RedisReader &) = delete;
     RedisReader &operator=(const RedisReader &) = delete;
@@ -111,13 +138,18 @@ public:
 
     /* Entries after `after`, at most `count`, waiting up to `block_ms` for the first. Returns
      * false and *err when the connection failed (the caller disconnects); true with `out`
-     * empty when nothing came within block_ms. */
-    bool read_after(const StreamId &after, int block_ms, std::size_t count,
-                    std::vector<StreamEntry> &out, std::string *err);
+     * empty when nothing came within block_ms. *history: the epoch, and with `inspect` what
+     * XINFO STREAM says, as they were when the XREAD started (see History above). */
+    bool read_after(const StreamId &after, int block_ms, std::size_t count, bool inspect,
+                    StreamHistory *history, std::vector<StreamEntry> &out, std::string *err);
+
+    /* Sets the epoch key to `candidate` unless it exists (SET NX), then reads it: the value
+     * every reader of the stream adopts. False and *err on failure. */
+    bool settle_epoch(const std::string &candidate, std::string *epoch, std::string *err);
 
 private:
     RedisUrl url_;
-    std::string key_;
+    std::string key_, epoch_key_;
     redisContext *c_ = nullptr;
 };
 

@@ -76,6 +76,9 @@ std::string redis_url_for_log(std::string_view text);
 /* The stream every server of one SSERedisPrefix writes and reads: "<prefix>stream". */
 std::string redis_stream_key(std::string_view prefix);
 
+/* The key beside it that names the stream's epoch: "<prefix>epoch" (sse/redis_link.h). */
+std::string redis_epoch_key(std::string_view prefix);
+
 /* A stream entry id "<ms>-<seq>", as numbers; ordered as Redis orders them. */
 struct StreamId {
     std::uint64_t ms = 0, seq = 0;

@@ -23,12 +23,16 @@ namespace sse::httpd {
 
 namespace {
 
-constexpr std::uint64_t kRedisStateMagic = 0x5353455244533032ull; /* "SSERDS02" */
+constexpr std::uint64_t kRedisStateMagic = 0x5353455244533033ull; /* "SSERDS03" */
 constexpr std::int64_t kRefuseAtOnceMs = 1000; /* after a refusal, during an outage */
 constexpr int kReadBlockMs = 1000;
 constexpr std::size_t kReadCount = 256;
 constexpr int kBackoffFirstMs = 100;
 constexpr int kBackoffMaxMs = 2000;
+/* A read that took this much longer than its BLOCK, or a pause this long between reads, was
+ * the reader held up (the daemon stopped, the machine stalled): entries may have been
+ * trimmed meanwhile, so the next read checks (held_up()). */
+constexpr int kHeldUpMs = 250;
 
 /* The shared segment. The cursor has two slots: the reader writes the one not in use, then
  * publishes it with one store of `current`, so a reader killed mid-write leaves the old one. */
@@ -42,6 +46,13 @@ struct RedisShared {
     std::atomic<std::uint32_t> reader_down;  /* 1 from a failed read to a working one */
     std::atomic<std::int64_t> last_refusal_ms; /* CLOCK_MONOTONIC (one clock for all processes) */
     std::atomic<std::uint32_t> probing;        /* 1 while one publish tries Redis in an outage */
+    /* The reader's, across restarts of the daemon: */
+    std::atomic<std::int64_t> last_read_ms;    /* wall clock of the last read that worked; 0: none */
+    std::atomic<std::uint64_t> gap_seq;        /* the bus seq after the last gap (entries lost or
+                                                * trimmed unread): a resume from an event before it
+                                                * gets sse-missed; 0: none */
+    std::atomic<std::uint32_t> epoch_len;      /* 0: no epoch adopted yet */
+    char epoch[64];                            /* the stream's epoch (written by the reader only) */
 
     bool load_cursor(StreamId *out) const
     {
@@ -63,9 +74,10 @@ struct RedisShared {
 
 class RedisBus {
 public:
-    RedisBus(const RedisUrl &url, std::string key, RedisShared *shared)
-        : key(std::move(key)), writer(url, this->key), shared(shared) {}
-    std::string key;
+    RedisBus(const RedisUrl &url, std::string key, std::string epoch_key, RedisShared *shared)
+        : key(std::move(key)), epoch_key(std::move(epoch_key)), writer(url, this->key),
+          shared(shared) {}
+    std::string key, epoch_key;
     RedisWriter writer;
     RedisShared *shared;
 };
@@ -101,6 +113,7 @@ apr_status_t open_redis_shared(server_rec *s, std::uint64_t source_hash, RedisSh
     if ((*out)->source_hash != source_hash) {
         /* Another Redis or prefix than the last generation's: its cursor means nothing. */
         (*out)->has_cursor.store(0);
+        (*out)->epoch_len.store(0);
         (*out)->source_hash = source_hash;
     }
     return APR_SUCCESS;
@@ -181,7 +194,7 @@ constexpr std::uint64_t kStartBackMs = 5000;
 
 void set_start_cursor(RedisBus *rb, const server_rec *s, StreamId *out)
 {
-    RedisReader probe(rb->writer.url(), rb->key);
+    RedisReader probe(rb->writer.url(), rb->key, rb->epoch_key);
     std::string err;
     if (!probe.connect(&err) || !probe.newest_id(out, &err)) {
         const std::uint64_t now_ms = static_cast<std::uint64_t>(now_us() / 1000);
@@ -201,7 +214,7 @@ class StreamFollower {
 public:
     StreamFollower(server_rec *s, ModuleState *state, const volatile sig_atomic_t *stop)
         : s_(s), state_(state), rb_(state->redis), stop_(stop),
-          reader_(rb_->writer.url(), rb_->key) {}
+          reader_(rb_->writer.url(), rb_->key, rb_->epoch_key) {}
 
     void run()
     {
@@ -209,8 +222,14 @@ public:
         std::vector<StreamEntry> entries;
         for (;;) {
             std::string err;
+            StreamHistory history;
+            bool lost = false;
+            const auto began = std::chrono::steady_clock::now();
+            inspect_ = inspect_ || held_up(last_read_end_, began);
             if (!(reader_.connected() || start(&err)) ||
-                !reader_.read_after(cursor_, kReadBlockMs, kReadCount, entries, &err)) {
+                !reader_.read_after(cursor_, kReadBlockMs, kReadCount, inspect_, &history, entries,
+                                    &err) ||
+                !follow_history(history, &lost, &err)) {
                 reader_.disconnect();
                 note_down(err);
                 usleep(static_cast<useconds_t>(backoff) * 1000);
@@ -219,6 +238,12 @@ public:
             }
             backoff = kBackoffFirstMs;
             note_up();
+            rb_->shared->last_read_ms.store(now_us() / 1000, std::memory_order_relaxed);
+            if (lost)
+                entries.clear(); /* read again from the cursor follow_history() set */
+            last_read_end_ = std::chrono::steady_clock::now();
+            inspect_ = entries.size() == kReadCount || held_up(began, last_read_end_);
+            read_since_connect_ = read_since_connect_ || !entries.empty();
             for (const StreamEntry &e : entries) {
                 if (*stop_)
                     return; /* the daemon is ending: the next one goes on from the cursor */
@@ -237,7 +262,82 @@ private:
             return false;
         if (!rb_->shared->load_cursor(&cursor_))
             set_start_cursor(rb_, s_, &cursor_);
+        inspect_ = true; /* entries may have been trimmed while this reader was away */
+        read_since_connect_ = false;
         return true;
+    }
+
+    /* Whether this thread was held up between `from` and `to` (stopped, or the machine
+     * stalled): longer than a read's BLOCK and then some. */
+    static bool held_up(std::chrono::steady_clock::time_point from,
+                        std::chrono::steady_clock::time_point to)
+    {
+        return to - from > std::chrono::milliseconds(kReadBlockMs + kHeldUpMs);
+    }
+
+    std::string known_epoch() const
+    {
+        const std::uint32_t n = rb_->shared->epoch_len.load(std::memory_order_acquire);
+        return std::string(rb_->shared->epoch, std::min<std::size_t>(n, sizeof rb_->shared->epoch));
+    }
+
+    /* Acts on what the read said of the stream's history (sse/redis_link.h): adopts the epoch
+     * (setting it when absent), and after a gap marks the bus (resumes from before get
+     * sse-missed). A lost stream is read again from its start, unless this connection already
+     * read entries of it (then on from the cursor): *lost, the read's entries are dropped.
+     * False (*err) when the epoch cannot be settled. */
+    bool follow_history(const StreamHistory &h, bool *lost, std::string *err)
+    {
+        const std::string known = known_epoch();
+        const HistoryGap gap = find_history_gap(known, h, cursor_);
+        if (gap == HistoryGap::Trimmed) {
+            mark_gap();
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s_,
+                         "SSE0711: entries of %s after %s were trimmed before this server read "
+                         "them (the oldest left: %s); clients resuming from before get "
+                         "sse-missed", rb_->key.c_str(), cursor_.text().c_str(),
+                         h.has_first ? h.first.text().c_str() : "none");
+            if (!h.has_first) { /* none left: the next entry comes after the last one added */
+                cursor_ = h.last_generated;
+                rb_->shared->store_cursor(cursor_);
+            }
+        }
+        if (h.has_epoch && h.epoch == known)
+            return true;
+        std::string epoch = h.epoch;
+        if (!h.has_epoch && !reader_.settle_epoch(new_stream_epoch(), &epoch, err))
+            return false;
+        adopt_epoch(epoch);
+        if (gap != HistoryGap::Lost)
+            return true;
+        mark_gap();
+        const StreamId was = cursor_;
+        if (!read_since_connect_) {
+            cursor_ = StreamId{};
+            rb_->shared->store_cursor(cursor_);
+        }
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s_,
+                     "SSE0710: Redis at %s lost the history of %s (its epoch changed: restarted "
+                     "without its data, or emptied); reading the new stream after %s (was %s); "
+                     "clients resuming from before get sse-missed",
+                     rb_->writer.url().display().c_str(), rb_->key.c_str(),
+                     cursor_.text().c_str(), was.text().c_str());
+        *lost = true;
+        return true;
+    }
+
+    void adopt_epoch(const std::string &epoch)
+    {
+        const std::size_t n = std::min(epoch.size(), sizeof rb_->shared->epoch);
+        rb_->shared->epoch_len.store(0, std::memory_order_release);
+        std::memcpy(rb_->shared->epoch, epoch.data(), n);
+        rb_->shared->epoch_len.store(static_cast<std::uint32_t>(n), std::memory_order_release);
+    }
+
+    /* Everything on the bus from now on comes after the gap. */
+    void mark_gap()
+    {
+        rb_->shared->gap_seq.store(state_->bus.stats().next_seq, std::memory_order_release);
     }
 
     /* A read worked: the end of an outage, if there was one. */
@@ -296,6 +396,9 @@ private:
     const volatile sig_atomic_t *stop_;
     RedisReader reader_;
     StreamId cursor_;
+    bool inspect_ = true;             /* the next read asks XINFO STREAM too */
+    bool read_since_connect_ = false; /* this connection read entries */
+    std::chrono::steady_clock::time_point last_read_end_ = std::chrono::steady_clock::now();
 };
 
 } // namespace
@@ -331,7 +434,8 @@ const char *cmd_redis_prefix(cmd_parms *cmd, void *, const char *prefix)
 apr_status_t open_redis(apr_pool_t *pconf, server_rec *s, const ServerConfig *conf,
                         ModuleState *state)
 {
-    const std::string key = redis_stream_key(conf->redis_prefix ? conf->redis_prefix : "sse:");
+    const char *prefix = conf->redis_prefix ? conf->redis_prefix : "sse:";
+    const std::string key = redis_stream_key(prefix);
     RedisShared *shared = nullptr;
     /* Which stream the kept cursor belongs to (std::hash: the same within one build, and a
      * build that hashes differently only makes the reader start again at the stream's end). */
@@ -342,7 +446,7 @@ apr_status_t open_redis(apr_pool_t *pconf, server_rec *s, const ServerConfig *co
         return rv;
     }
     void *mem = apr_palloc(pconf, sizeof(RedisBus));
-    state->redis = new (mem) RedisBus(*conf->redis_url, key, shared);
+    state->redis = new (mem) RedisBus(*conf->redis_url, key, redis_epoch_key(prefix), shared);
     apr_pool_cleanup_register(pconf, state->redis, destroy_redis_bus, apr_pool_cleanup_null);
     StreamId start;
     if (!shared->load_cursor(&start))
@@ -404,7 +508,13 @@ bool redis_status(const ModuleState *state, RedisStatus *out)
     out->reader_lost = rb->shared->reader_down.load() != 0;
     StreamId cursor;
     out->last_entry = rb->shared->load_cursor(&cursor) ? cursor.text() : std::string();
+    out->last_read_ms = rb->shared->last_read_ms.load(std::memory_order_relaxed);
     return true;
+}
+
+std::uint64_t redis_gap_seq(const ModuleState *state)
+{
+    return state->redis ? state->redis->shared->gap_seq.load(std::memory_order_acquire) : 0;
 }
 
 void start_redis_reader(server_rec *s, ModuleState *state, const volatile sig_atomic_t *stop)

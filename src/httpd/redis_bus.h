@@ -19,6 +19,10 @@
  *   back-off of 100 ms doubling to 2 s, reconnects and resumes from the cursor. The outage is
  *   logged once, when it starts (SSE0703), and once when a read works again (SSE0704). At most one daemon (so one reader) runs at a time: the parent's pool
  *   cleanup ends the old one before a new generation forks the next.
+ * - Gaps: each read also checks the stream's epoch, and after a (re)connect, a full batch
+ *   or a read that was held up, whether entries after the cursor were trimmed
+ *   (sse/redis_link.h). A gap (SSE0710 lost, SSE0711 trimmed) is marked with the bus seq
+ *   that follows it (redis_gap_seq()); a lost stream is read again from its start.
  * - A daemon killed between an append and the cursor's advance appends that entry again
  *   when it restarts (at most one repeat, never a loss).
  */
@@ -77,9 +81,18 @@ struct RedisStatus {
     bool publishes_refused; /* from a refused publish to the next accepted one */
     bool reader_lost;       /* from the reader's failure to its next working read */
     std::string last_entry; /* the id of the last entry appended to this bus; empty: none */
+    std::int64_t last_read_ms; /* wall clock (ms since the epoch) of the reader's last read
+                                * that worked (one comes at least every second while it
+                                * reads); 0: none yet */
 };
 /* False when SSERedis is not set. Any process, any thread. */
 bool redis_status(const ModuleState *state, RedisStatus *out);
+
+/* The bus seq from which this server's bus follows the stream without a gap: the reader
+ * found entries lost (SSE0710) or trimmed unread (SSE0711) just before it. A resume from an
+ * event older than it gets sse-missed (StreamRequest::missing_before_seq). 0: no gap, or no
+ * SSERedis. Any process, any thread. */
+std::uint64_t redis_gap_seq(const ModuleState *state);
 
 /* The seconds a refused publish is told to wait (Retry-After). */
 constexpr int kRedisRetryAfterSeconds = 1;

@@ -39,7 +39,11 @@ nlohmann::json redis_json(const ModuleState *state)
             {"stream", rs.stream},
             {"publishing", rs.publishes_refused ? "refused" : "ok"},
             {"reader", rs.reader_lost ? "lost" : "ok"},
-            {"last_entry", rs.last_entry.empty() ? nlohmann::json() : nlohmann::json(rs.last_entry)}};
+            {"last_entry", rs.last_entry.empty() ? nlohmann::json() : nlohmann::json(rs.last_entry)},
+            /* So a reader that died or hangs shows: it reads at least once a second. */
+            {"last_read_age_ms", rs.last_read_ms ? nlohmann::json(std::max<std::int64_t>(
+                                                       0, now_us() / 1000 - rs.last_read_ms))
+                                                 : nlohmann::json()}};
 }
 
 } // namespace

@@ -7,6 +7,7 @@
  * with a last `retry:`, as a suspended stream). */
 #include "src/httpd/module.h"
 #include "src/httpd/async_hub.h"
+#include "src/httpd/redis_bus.h"
 #include "src/httpd/subscribe.h"
 #include "src/httpd/subscription.h"
 #include "src/httpd/token_check.h"
@@ -295,6 +296,7 @@ OpenedStream open_subscribe(request_rec *r, ModuleState *state, const SubscribeA
     req.pid = getpid();
     req.remote = r->useragent_ip ? r->useragent_ip : "";
     req.note = ask.note;
+    req.missing_before_seq = redis_gap_seq(state);
     return open_stream(state->bus, state->registry, req, state->history, now_us());
 }
 

@@ -752,10 +752,10 @@ sub cli {
 }
 
 # Each server's reader starts at the stream's end once it is connected: publishes on $from
-# until a subscriber of every server got one, so that what follows reaches all of them.
-#   SSETest::Redis::wait_joined($a, $a, $b) or die;
+# until a subscriber of every server in @servers got one, so that what follows reaches all of
+# them (30 tries). True when they all did.
 sub wait_joined {
-    my ($from, @servers) = @_;
+    my ($class, $from, @servers) = @_;
     my @subs = map { $_->subscribe('/events/warmup') } @servers;
     for my $try (1 .. 30) {
         $from->publish('/publish/warmup', "w$try");
@@ -769,6 +769,18 @@ sub wait_joined {
         }
     }
     return 0;
+}
+
+# Publishes $data to $path on $srv until one is accepted (at most 80 tries, 0.25 s apart);
+# its id, undef when none was.
+sub publish_when_back {
+    my ($class, $srv, $path, $data) = @_;
+    for (1 .. 80) {
+        my $r = $srv->publish($path, $data);
+        return $r->{json}{id} if $r->{status} == 201;
+        sleep 0.25;
+    }
+    return undef;
 }
 
 sub pause  { kill 'STOP', $_[0]{pid} }

@@ -3,6 +3,7 @@
  * "update"), the entries of the version before them, and entries no writer makes. */
 #include "unit.h"
 
+#include "sse/redis_link.h"
 #include "sse/redis_record.h"
 
 #include <string>
@@ -298,6 +299,53 @@ START_TEST(bad_update_entries)
 }
 END_TEST
 
+START_TEST(history_gaps)
+{
+    const StreamId cursor{1000, 3};
+    StreamHistory h;
+    h.has_epoch = true;
+    h.epoch = "e1";
+    /* No epoch known yet: nothing to compare, whatever Redis holds. */
+    ck_assert(find_history_gap("", h, cursor) == HistoryGap::None);
+    ck_assert(find_history_gap("e1", h, cursor) == HistoryGap::None);
+    /* Another epoch, or none: the stream's history was lost. */
+    ck_assert(find_history_gap("e0", h, cursor) == HistoryGap::Lost);
+    StreamHistory gone;
+    ck_assert(find_history_gap("e1", gone, cursor) == HistoryGap::Lost);
+    /* The oldest entry left is the cursor's, or older: nothing missed; newer: missed. */
+    h.inspected = true;
+    h.has_first = true;
+    h.first = StreamId{900, 0};
+    h.last_generated = StreamId{2000, 0};
+    ck_assert(find_history_gap("e1", h, cursor) == HistoryGap::None);
+    h.first = cursor;
+    ck_assert(find_history_gap("e1", h, cursor) == HistoryGap::None);
+    h.first = StreamId{1000, 4};
+    ck_assert(find_history_gap("e1", h, cursor) == HistoryGap::Trimmed);
+    ck_assert(find_history_gap("e0", h, cursor) == HistoryGap::Lost);
+    h.inspected = false;
+    ck_assert(find_history_gap("e1", h, cursor) == HistoryGap::None);
+    /* None left: missed when entries after the cursor were added. */
+    h.inspected = true;
+    h.has_first = false;
+    ck_assert(find_history_gap("e1", h, cursor) == HistoryGap::Trimmed);
+    h.last_generated = cursor;
+    ck_assert(find_history_gap("e1", h, cursor) == HistoryGap::None);
+    /* An entry after the cursor XDELed. */
+    h.has_first = true;
+    h.first = StreamId{900, 0};
+    h.max_deleted = StreamId{1500, 0};
+    ck_assert(find_history_gap("e1", h, cursor) == HistoryGap::Trimmed);
+    h.max_deleted = StreamId{1000, 2};
+    ck_assert(find_history_gap("e1", h, cursor) == HistoryGap::None);
+    /* Epochs are 32 hex digits and differ. */
+    const std::string a = new_stream_epoch(), b = new_stream_epoch();
+    ck_assert_int_eq(a.size(), 32);
+    ck_assert(a.find_first_not_of("0123456789abcdef") == std::string::npos);
+    ck_assert(a != b);
+}
+END_TEST
+
 } // namespace
 
 Suite *redis_record_suite()
@@ -316,6 +364,7 @@ Suite *redis_record_suite()
     tcase_add_test(tc, update_round_trip);
     tcase_add_test(tc, older_entries_still_read);
     tcase_add_test(tc, bad_update_entries);
+    tcase_add_test(tc, history_gaps);
     suite_add_tcase(s, tc);
     return s;
 }

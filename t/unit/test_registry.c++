@@ -749,6 +749,39 @@ START_TEST(open_stream_on_a_closed_channel_takes_no_slot)
 }
 END_TEST
 
+START_TEST(open_stream_resume_from_before_a_gap_is_told_missed)
+{
+    /* A Redis reader's gap (entries lost or trimmed unread) lies before missing_before_seq: a
+     * resume from an event before it gets the held events after it, and the missed notice;
+     * one from an event after it resumes as usual. Publisher ids and bus ids alike. */
+    Shared mb(1 << 20);
+    Bus bus = make_bus(mb);
+    Shared mr(Registry::bytes_needed(8, 4));
+    Registry reg = make_registry(mr, 8, 4);
+    EventFields given = data_event("e1");
+    given.id = "given-1";
+    bus.publish({"news"}, given, kT0);
+    auto before = bus.publish({"news"}, data_event("e2"), kT0);
+    auto after = bus.publish({"news"}, data_event("e3"), kT0);
+    bus.publish({"news"}, data_event("e4"), kT0);
+    StreamRequest req;
+    req.channels = {"news"};
+    req.join = false;
+    req.missing_before_seq = after.seq;
+    struct Case { std::string id; bool found; const char *got; };
+    for (const Case &c : {Case{"given-1", false, "e2,e3,e4"}, Case{before.id, false, "e3,e4"},
+                          Case{after.id, true, "e4"}}) {
+        req.resume_id = c.id;
+        OpenedStream o = open_stream(bus, reg, req, HistoryLimits(), kT0);
+        ck_assert_msg(o.resume_found == c.found, "resume from %s", c.id.c_str());
+        assert_str(joined(datas(o.reader)), c.got);
+    }
+    req.missing_before_seq = 0;
+    req.resume_id = "given-1";
+    ck_assert(open_stream(bus, reg, req, HistoryLimits(), kT0).resume_found);
+}
+END_TEST
+
 START_TEST(a_replacer_killed_before_its_endstream_leaves_the_old_slot_not_held)
 {
     /* A replacing process killed between its join (the older stream's slot freed) and the
@@ -847,6 +880,7 @@ Suite *registry_suite()
     tcase_add_test(tc, open_stream_sees_a_delete_after_its_view);
     tcase_add_test(tc, open_stream_sees_a_replace_after_its_join);
     tcase_add_test(tc, open_stream_on_a_closed_channel_takes_no_slot);
+    tcase_add_test(tc, open_stream_resume_from_before_a_gap_is_told_missed);
     tcase_add_test(tc, a_replacer_killed_before_its_endstream_leaves_the_old_slot_not_held);
     suite_add_tcase(s, tc);
     return s;

@@ -647,7 +647,7 @@ void Bus::wait(std::uint32_t seen, int timeout_ms) const
             nullptr, 0);
 }
 
-void Bus::wake_all() const
+bool Bus::wake_all() const
 {
     /* The word changes first: a reader between wake_word() and wait() then finds it changed
      * and does not sleep (FUTEX_WAIT compares it atomically). Then the count of sleepers, after
@@ -656,9 +656,10 @@ void Bus::wake_all() const
     h_->wake_word.fetch_add(1, std::memory_order_release);
     std::atomic_thread_fence(std::memory_order_seq_cst);
     if (h_->waiters.load(std::memory_order_relaxed) == 0)
-        return;
+        return false;
     syscall(SYS_futex, reinterpret_cast<std::uint32_t *>(&h_->wake_word), FUTEX_WAKE, INT_MAX,
             nullptr, nullptr, 0);
+    return true;
 }
 
 bool Bus::wait_or(std::uint32_t seen, const LocalWake &local, std::uint32_t local_seen,

@@ -212,10 +212,10 @@ public:
      * A publish makes the FUTEX_WAKE system call only while some reader is inside wait() or
      * wait_or() (a count in the header, raised before the kernel compares the word): a
      * process with nothing to deliver should wait on its own word instead (LocalWake), so
-     * that publishes cost it nothing. */
+     * that publishes cost it nothing. wake_all() returns whether it made that call. */
     std::uint32_t wake_word() const;
     void wait(std::uint32_t seen, int timeout_ms) const;
-    void wake_all() const;
+    bool wake_all() const;
 
     /* The same wait, which also returns when `local` was woken (LocalWake::wake()) after the
      * local.word() that returned `local_seen`: one thread sleeps until a publish or its own

@@ -81,6 +81,7 @@ int status_handler(request_rec *r)
         {"bus_bytes_used", snap.bus.bytes_used},
         {"bus_bytes", snap.bus.ring_size},
         {"bus_lock_recoveries", snap.bus.lock_recoveries},
+        {"bus_sleepers", snap.bus.waiters},
         {"socket_clients", snap.totals.socket_clients},
         {"presence_skipped", state->presence_budget.skipped()},
         {"redis", redis_json(state)},

@@ -42,10 +42,10 @@
 
 #include "sse/bus.h"
 #include "sse/delivery.h"
+#include "sse/front_queue.h"
 
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -73,7 +73,7 @@ public:
 
     /* What waits to be written, oldest first; the front's first front_offset() bytes are out.
      * Events and notices alike (consumed() tells them apart for SSE_EVENTS). */
-    const std::deque<SharedBytes> &queue() const { return queue_; }
+    const FrontQueue<SharedBytes> &queue() const { return queue_; }
     std::size_t front_offset() const { return front_offset_; }
     bool queue_empty() const { return queue_.empty(); }
 
@@ -122,11 +122,11 @@ private:
     std::string client_id_;
     Delivery delivery_;
     std::size_t max_pending_;
-    std::deque<SharedBytes> queue_;
+    FrontQueue<SharedBytes> queue_; /* no heap memory while idle (sse/front_queue.h) */
     /* Which pieces are not events (notices, keep-alives: not counted in SSE_EVENTS), by their
      * number in the order they were queued: rare, so the queue stays one pointer a piece
      * (a flag in every piece cost a tenth of the fan-out's time, bench/fanout_bench.c++). */
-    std::deque<std::uint64_t> not_events_;
+    FrontQueue<std::uint64_t> not_events_;
     std::uint64_t pieces_queued_ = 0, pieces_done_ = 0;
     std::size_t queued_ = 0;       /* bytes in queue_, the front's included whole */
     std::size_t front_offset_ = 0;

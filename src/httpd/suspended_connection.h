@@ -91,8 +91,8 @@
  *    free just set reads back there. close() hands the pool to the caller to destroy, never
  *    back to the MPM's recycled pools, so the lower limit ends with the connection (a
  *    connection the MPM keeps after all, SSE0503, keeps it: its later frees are unmapped,
- *    nothing else changes). Pinned by t/memory.t: without it 35,033 bytes per stream, against
- *    its limit of 1.25 x 22,710.
+ *    nothing else changes). Pinned by t/memory.t: without it 35,033 bytes per stream (before
+ *    the 1.3 KB of sse/front_queue.h), against its limit of 1.25 x 21,775.
  *
  * 9. The core output filter's context starts with its set-aside brigade and the pool it sets
  *    data aside in (drop_deferred_write_pool(), in the constructor; struct
@@ -103,8 +103,9 @@
  *    the constructor destroys that pool and stores NULL, which the core reads as "make one
  *    when needed". Only when the context still looks like 2.4.x's (its brigade the
  *    connection's and empty, the pool a subpool of the connection's pool): a plain stream
- *    drops from 26.8 to 22.7 KB of RSS (t/memory.t's figure). Not pinned: without it
- *    t/memory.t still passes (26.8 KB is within its 1.25 x 22.7 KB); a 2.4 whose context
+ *    drops from 26.8 to 22.7 KB of RSS (t/memory.t's figure, before sse/front_queue.h took
+ *    it to 21.8). Not pinned: without it t/memory.t still passes (about 4 KB more is within
+ *    its 1.25 x 21.8 KB); a 2.4 whose context
  *    differs only keeps the 4 KB. Compiled only for 2.4.47 and later (ap_release.h): up to
  *    2.4.46 the context's second field was another brigade (tmp_flush_bb, made in the
  *    connection's pool), which the checks above would take for that pool.

@@ -7,6 +7,7 @@
 #include "sse/bus.h"
 #include "sse/delivery.h"
 #include "sse/fanout.h"
+#include "sse/front_queue.h"
 #include "sse/stream_open.h"
 #include "sse/token.h"
 
@@ -731,6 +732,43 @@ END_TEST
 
 } // namespace
 
+/* A stream's queue (sse/front_queue.h): first in, first out across its compactions, read
+ * from the front by iterators, and an element's bytes let go of when it is popped. */
+START_TEST(front_queue_fifo)
+{
+    FrontQueue<SharedBytes> q;
+    ck_assert(q.empty());
+    auto kept = std::make_shared<const std::string>("kept");
+    q.push_back(kept);
+    ck_assert_int_eq(kept.use_count(), 2);
+    q.pop_front();
+    ck_assert_int_eq(kept.use_count(), 1);
+    ck_assert(q.empty());
+    /* Pushes and pops interleaved, over many compactions: the order holds. */
+    std::uint64_t next_in = 0, next_out = 0;
+    FrontQueue<std::uint64_t> n;
+    for (int round = 0; round < 200; ++round) {
+        for (int i = 0; i < 7; ++i)
+            n.push_back(next_in++);
+        for (int i = 0; i < 5; ++i, n.pop_front())
+            ck_assert_uint_eq(n.front(), next_out++);
+        ck_assert_uint_eq(n.size(), next_in - next_out);
+        std::uint64_t expect = next_out;
+        for (auto it = n.begin(); it != n.end(); ++it)
+            ck_assert_uint_eq(*it, expect++);
+        ck_assert_uint_eq(expect, next_in);
+    }
+    while (!n.empty()) {
+        ck_assert_uint_eq(n.front(), next_out++);
+        n.pop_front();
+    }
+    ck_assert_uint_eq(next_out, next_in);
+    n.push_back(1);
+    n.clear();
+    ck_assert(n.empty() && n.begin() == n.end());
+}
+END_TEST
+
 Suite *fanout_suite()
 {
     Suite *s = suite_create("delivery");
@@ -746,6 +784,7 @@ Suite *fanout_suite()
     tcase_add_test(tc, read_stream_filters_types);
     suite_add_tcase(s, tc);
     tc = tcase_create("fanout");
+    tcase_add_test(tc, front_queue_fifo);
     tcase_add_test(tc, fanout_events_and_close);
     tcase_add_test(tc, fanout_end_stream_by_serial);
     tcase_add_test(tc, fanout_audiences);

@@ -1,5 +1,6 @@
 #include "sse/redis_record.h"
 
+#include "sse/mercure_subscription.h"
 #include "sse/mercure_topic.h"
 
 #include <charconv>
@@ -222,13 +223,20 @@ void encode_update(const StreamRecord &r, std::vector<std::pair<std::string, std
     encode_event_fields(r.fields, f);
 }
 
-/* "a\nb\n": each topic ends with a newline. */
+/* "a\nb\n": each topic ends with a newline. Bounded while it is read, as a publish is: an
+ * entry anyone with write access to the key wrote must not cost the reader more than an
+ * update its hub would take (a value of newlines would otherwise be ~33 times its size in
+ * strings, and a reader out of memory reads the same entry again when restarted). */
 std::string decode_topics(std::string_view value, std::vector<std::string> &out)
 {
     if (!value.empty() && value.back() != '\n')
         return "the topics do not end with a newline";
     for (std::size_t start = 0; start < value.size();) {
         const std::size_t nl = value.find('\n', start);
+        if (out.size() == kMaxTopicsPerRequest)
+            return "more than " + std::to_string(kMaxTopicsPerRequest) + " topics";
+        if (nl - start > kMaxTopicBytes)
+            return "a topic longer than " + std::to_string(kMaxTopicBytes) + " bytes";
         out.emplace_back(value.substr(start, nl - start));
         start = nl + 1;
     }
@@ -284,6 +292,11 @@ std::string check_update_entry(const StreamRecord &r)
         return "an update whose hub \"" + r.hub + "\" is no hub's channel";
     if (r.update.topics.empty())
         return "an update without topics";
+    /* Only a hub publishes there, and its subscription events stay on its own bus: such an
+     * entry could only forge them on every server. */
+    for (const std::string &topic : r.update.topics)
+        if (addresses_hub_namespace(topic))
+            return "an update with a topic in the hub's own namespace (\"" + topic + "\")";
     if (r.fields.id.empty())
         return "an update without id";
     if (!r.channels.empty() || !r.audience.everyone())

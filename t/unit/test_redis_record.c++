@@ -261,6 +261,11 @@ END_TEST
 START_TEST(bad_update_entries)
 {
     const std::string_view id = "urn:uuid:1";
+    std::string many_topics;
+    for (int i = 0; i < 65; ++i)
+        many_topics += "t" + std::to_string(i) + "\n";
+    const std::string newlines(1 << 20, '\n'); /* a million empty topics: refused at the 65th */
+    const std::string long_topic = std::string(16385, 't') + "\n";
     const struct {
         Fields fields;
         const char *error;
@@ -284,6 +289,16 @@ START_TEST(bad_update_entries)
           {"retry", "-1"}}, "is not a number"},
         {{{"kind", "Update"}, {"hub", "#mercure:h"}, {"topics", "t\n"}, {"id", id}},
          "unknown kind"},
+        {{{"kind", "update"}, {"hub", "#mercure:h"}, {"id", id},
+          {"topics", "t\n/.well-known/mercure/subscriptions/t/s\n"}}, "hub's own namespace"},
+        {{{"kind", "update"}, {"hub", "#mercure:h"}, {"id", id},
+          {"topics", "https://h/.well-known/mercure/subscriptions\n"}}, "hub's own namespace"},
+        {{{"kind", "update"}, {"hub", "#mercure:h"}, {"id", id}, {"topics", many_topics}},
+         "more than 64 topics"},
+        {{{"kind", "update"}, {"hub", "#mercure:h"}, {"id", id}, {"topics", newlines}},
+         "more than 64 topics"},
+        {{{"kind", "update"}, {"hub", "#mercure:h"}, {"id", id}, {"topics", long_topic}},
+         "a topic longer than 16384 bytes"},
     };
     for (const auto &c : cases) {
         StreamRecord back;

@@ -158,17 +158,35 @@ void read_stream_info(const redisReply *r, StreamHistory *h)
         else if (name == "first-entry" && value->type == REDIS_REPLY_ARRAY)
             h->has_first = parse_entry_id(value, &h->first);
     }
+    /* Both counts, or neither (Redis 6 has no entries-added). */
+    bool has_added = false, has_length = false;
+    for (std::size_t i = 0; i + 1 < r->elements; i += 2) {
+        const std::string_view name = reply_text(r->element[i]);
+        const redisReply *value = r->element[i + 1];
+        if (value->type != REDIS_REPLY_INTEGER || value->integer < 0)
+            continue;
+        if (name == "entries-added") {
+            h->entries_added = static_cast<std::uint64_t>(value->integer);
+            has_added = true;
+        } else if (name == "length") {
+            h->length = static_cast<std::uint64_t>(value->integer);
+            has_length = true;
+        }
+    }
+    h->has_counts = has_added && has_length;
 }
 
 } // namespace
 
 HistoryGap find_history_gap(const std::string &known_epoch, const StreamHistory &h,
-                            const StreamId &cursor)
+                            const StreamId &cursor, const StreamId &reported_deleted)
 {
     if (!known_epoch.empty() && (!h.has_epoch || h.epoch != known_epoch))
         return HistoryGap::Lost;
-    if (h.inspected && (cursor < h.max_deleted || (h.has_first ? cursor < h.first
-                                                                : cursor < h.last_generated)))
+    if (!h.inspected || (h.has_counts && h.entries_added == h.length))
+        return HistoryGap::None; /* not asked, or nothing was ever removed */
+    const bool deleted_unread = cursor < h.max_deleted && reported_deleted < h.max_deleted;
+    if (deleted_unread || (h.has_first ? cursor < h.first : cursor < h.last_generated))
         return HistoryGap::Trimmed;
     return HistoryGap::None;
 }

@@ -41,6 +41,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -102,19 +103,26 @@ struct StreamHistory {
     StreamId last_generated; /* last-generated-id: the newest entry ever added */
     StreamId max_deleted;    /* max-deleted-entry-id (Redis 7): the newest entry removed by
                               * XDEL (trimming does not count); 0-0 when none */
+    bool has_counts = false; /* entries-added (Redis 7) and length were in the answer: */
+    std::uint64_t entries_added = 0; /* entries ever added */
+    std::uint64_t length = 0;        /* entries held */
 };
 
 /* What a reader missed, from `h` and what it knew before: `known_epoch` (empty: none seen
- * yet, so nothing to compare) and its cursor. Lost: the epoch is gone or another (the
+ * yet, so nothing to compare), its cursor, and `reported_deleted`: the max-deleted-entry-id
+ * it already reported (an XDEL is reported once, not on every read until the cursor passes
+ * it). Lost: the epoch is gone or another (the
  * stream's entries after the cursor may be gone with it). Trimmed: entries after the cursor
  * were removed before the reader read them: the oldest entry left is newer than the cursor
  * (the cursor's own entry was trimmed: Redis trims oldest first, in whole nodes, so the ones
  * after it went too; when only it went, the report is one too many, never one too few), or
  * none is left though entries after the cursor were added, or one after it was XDELed.
- * Pure. */
+ * Never Trimmed when the stream holds every entry ever added (entries-added == length): a
+ * cursor older than the stream itself (0-0, or a start cursor guessed from the clock) missed
+ * nothing. Pure. */
 enum class HistoryGap { None, Trimmed, Lost };
 HistoryGap find_history_gap(const std::string &known_epoch, const StreamHistory &h,
-                            const StreamId &cursor);
+                            const StreamId &cursor, const StreamId &reported_deleted);
 
 /* A new epoch value: 32 hex digits from std::random_device. */
 std::string new_stream_epoch();

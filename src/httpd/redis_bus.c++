@@ -289,9 +289,10 @@ private:
     bool follow_history(const StreamHistory &h, bool *lost, std::string *err)
     {
         const std::string known = known_epoch();
-        const HistoryGap gap = find_history_gap(known, h, cursor_);
+        const HistoryGap gap = find_history_gap(known, h, cursor_, reported_deleted_);
         if (gap == HistoryGap::Trimmed) {
             mark_gap();
+            reported_deleted_ = std::max(reported_deleted_, h.max_deleted);
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s_,
                          "SSE0711: entries of %s after %s were trimmed before this server read "
                          "them (the oldest left: %s); clients resuming from before get "
@@ -307,15 +308,19 @@ private:
         std::string epoch = h.epoch;
         if (!h.has_epoch && !reader_.settle_epoch(new_stream_epoch(), &epoch, err))
             return false;
-        adopt_epoch(epoch);
-        if (gap != HistoryGap::Lost)
+        if (gap != HistoryGap::Lost) {
+            adopt_epoch(epoch);
             return true;
+        }
+        /* The gap and the cursor first, the epoch last: a reader killed in between finds the
+         * old epoch, and marks the gap again rather than not at all. */
         mark_gap();
         const StreamId was = cursor_;
         if (!read_since_connect_) {
             cursor_ = StreamId{};
             rb_->shared->store_cursor(cursor_);
         }
+        adopt_epoch(epoch);
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s_,
                      "SSE0710: Redis at %s lost the history of %s (its epoch changed: restarted "
                      "without its data, or emptied); reading the new stream after %s (was %s); "
@@ -398,6 +403,7 @@ private:
     StreamId cursor_;
     bool inspect_ = true;             /* the next read asks XINFO STREAM too */
     bool read_since_connect_ = false; /* this connection read entries */
+    StreamId reported_deleted_;       /* the newest XDELed entry already reported (SSE0711) */
     std::chrono::steady_clock::time_point last_read_end_ = std::chrono::steady_clock::now();
 };
 

@@ -321,38 +321,58 @@ START_TEST(history_gaps)
     h.has_epoch = true;
     h.epoch = "e1";
     /* No epoch known yet: nothing to compare, whatever Redis holds. */
-    ck_assert(find_history_gap("", h, cursor) == HistoryGap::None);
-    ck_assert(find_history_gap("e1", h, cursor) == HistoryGap::None);
+    ck_assert(find_history_gap("", h, cursor, StreamId{}) == HistoryGap::None);
+    ck_assert(find_history_gap("e1", h, cursor, StreamId{}) == HistoryGap::None);
     /* Another epoch, or none: the stream's history was lost. */
-    ck_assert(find_history_gap("e0", h, cursor) == HistoryGap::Lost);
+    ck_assert(find_history_gap("e0", h, cursor, StreamId{}) == HistoryGap::Lost);
     StreamHistory gone;
-    ck_assert(find_history_gap("e1", gone, cursor) == HistoryGap::Lost);
+    ck_assert(find_history_gap("e1", gone, cursor, StreamId{}) == HistoryGap::Lost);
     /* The oldest entry left is the cursor's, or older: nothing missed; newer: missed. */
     h.inspected = true;
     h.has_first = true;
     h.first = StreamId{900, 0};
     h.last_generated = StreamId{2000, 0};
-    ck_assert(find_history_gap("e1", h, cursor) == HistoryGap::None);
+    ck_assert(find_history_gap("e1", h, cursor, StreamId{}) == HistoryGap::None);
     h.first = cursor;
-    ck_assert(find_history_gap("e1", h, cursor) == HistoryGap::None);
+    ck_assert(find_history_gap("e1", h, cursor, StreamId{}) == HistoryGap::None);
     h.first = StreamId{1000, 4};
-    ck_assert(find_history_gap("e1", h, cursor) == HistoryGap::Trimmed);
-    ck_assert(find_history_gap("e0", h, cursor) == HistoryGap::Lost);
+    ck_assert(find_history_gap("e1", h, cursor, StreamId{}) == HistoryGap::Trimmed);
+    ck_assert(find_history_gap("e0", h, cursor, StreamId{}) == HistoryGap::Lost);
     h.inspected = false;
-    ck_assert(find_history_gap("e1", h, cursor) == HistoryGap::None);
+    ck_assert(find_history_gap("e1", h, cursor, StreamId{}) == HistoryGap::None);
     /* None left: missed when entries after the cursor were added. */
     h.inspected = true;
     h.has_first = false;
-    ck_assert(find_history_gap("e1", h, cursor) == HistoryGap::Trimmed);
+    ck_assert(find_history_gap("e1", h, cursor, StreamId{}) == HistoryGap::Trimmed);
     h.last_generated = cursor;
-    ck_assert(find_history_gap("e1", h, cursor) == HistoryGap::None);
+    ck_assert(find_history_gap("e1", h, cursor, StreamId{}) == HistoryGap::None);
     /* An entry after the cursor XDELed. */
     h.has_first = true;
     h.first = StreamId{900, 0};
     h.max_deleted = StreamId{1500, 0};
-    ck_assert(find_history_gap("e1", h, cursor) == HistoryGap::Trimmed);
+    ck_assert(find_history_gap("e1", h, cursor, StreamId{}) == HistoryGap::Trimmed);
+    /* Reported once: not again while the cursor is before it; a later XDEL is new. */
+    ck_assert(find_history_gap("e1", h, cursor, StreamId{1500, 0}) == HistoryGap::None);
+    ck_assert(find_history_gap("e1", h, cursor, StreamId{1400, 0}) == HistoryGap::Trimmed);
     h.max_deleted = StreamId{1000, 2};
-    ck_assert(find_history_gap("e1", h, cursor) == HistoryGap::None);
+    ck_assert(find_history_gap("e1", h, cursor, StreamId{}) == HistoryGap::None);
+    /* Every entry ever added still held: a cursor older than the stream missed nothing. */
+    StreamHistory whole;
+    whole.has_epoch = true;
+    whole.epoch = "e1";
+    whole.inspected = true;
+    whole.has_first = true;
+    whole.first = StreamId{1500, 0};
+    whole.last_generated = StreamId{1600, 0};
+    whole.has_counts = true;
+    whole.entries_added = whole.length = 2;
+    ck_assert(find_history_gap("e1", whole, StreamId{}, StreamId{}) == HistoryGap::None);
+    ck_assert(find_history_gap("e1", whole, cursor, StreamId{}) == HistoryGap::None);
+    whole.length = 1; /* one removed: the cursor before the oldest left missed it */
+    ck_assert(find_history_gap("e1", whole, cursor, StreamId{}) == HistoryGap::Trimmed);
+    whole.has_counts = false; /* Redis 6: no count, judged by the ids */
+    whole.length = 2;
+    ck_assert(find_history_gap("e1", whole, cursor, StreamId{}) == HistoryGap::Trimmed);
     /* Epochs are 32 hex digits and differ. */
     const std::string a = new_stream_epoch(), b = new_stream_epoch();
     ck_assert_int_eq(a.size(), 32);

@@ -338,6 +338,16 @@ bool RedisReader::newest_id(StreamId *out, std::string *err)
     return true;
 }
 
+bool RedisReader::holds_entry(const StreamId &id, bool *held, std::string *err)
+{
+    Reply r = command(c_, {"XRANGE", key_, id.text(), id.text()}, deadline_in(kCommandTimeoutMs),
+                      err);
+    if (!r)
+        return false;
+    *held = r->type == REDIS_REPLY_ARRAY && r->elements == 1;
+    return true;
+}
+
 bool RedisReader::read_after(const StreamId &after, int block_ms, std::size_t count, bool inspect,
                              StreamHistory *history, std::vector<StreamEntry> &out,
                              std::string *err)

@@ -151,6 +151,10 @@ public:
     bool read_after(const StreamId &after, int block_ms, std::size_t count, bool inspect,
                     StreamHistory *history, std::vector<StreamEntry> &out, std::string *err);
 
+    /* *held: whether the stream still holds the entry `id` (XRANGE id id; never 0-0). False
+     * and *err when the connection failed. */
+    bool holds_entry(const StreamId &id, bool *held, std::string *err);
+
     /* Sets the epoch key to `candidate` unless it exists (SET NX), then reads it: the value
      * every reader of the stream adopts. False and *err on failure. */
     bool settle_epoch(const std::string &candidate, std::string *epoch, std::string *err);

@@ -243,7 +243,6 @@ public:
                 entries.clear(); /* read again from the cursor follow_history() set */
             last_read_end_ = std::chrono::steady_clock::now();
             inspect_ = entries.size() == kReadCount || held_up(began, last_read_end_);
-            read_since_connect_ = read_since_connect_ || !entries.empty();
             for (const StreamEntry &e : entries) {
                 if (*stop_)
                     return; /* the daemon is ending: the next one goes on from the cursor */
@@ -263,7 +262,6 @@ private:
         if (!rb_->shared->load_cursor(&cursor_))
             set_start_cursor(rb_, s_, &cursor_);
         inspect_ = true; /* entries may have been trimmed while this reader was away */
-        read_since_connect_ = false;
         return true;
     }
 
@@ -283,9 +281,10 @@ private:
 
     /* Acts on what the read said of the stream's history (sse/redis_link.h): adopts the epoch
      * (setting it when absent), and after a gap marks the bus (resumes from before get
-     * sse-missed). A lost stream is read again from its start, unless this connection already
-     * read entries of it (then on from the cursor): *lost, the read's entries are dropped.
-     * False (*err) when the epoch cannot be settled. */
+     * sse-missed). Another epoch with the cursor's entry still in the stream: only the epoch
+     * key went (deleted, or expired): the stream is intact, read on. Else the stream was lost:
+     * it is read again from its start (*lost: the read's entries are dropped). False (*err)
+     * when the epoch cannot be settled or the stream not asked. */
     bool follow_history(const StreamHistory &h, bool *lost, std::string *err)
     {
         const std::string known = known_epoch();
@@ -312,14 +311,24 @@ private:
             adopt_epoch(epoch);
             return true;
         }
+        bool intact = false;
+        if (!reader_.holds_entry(cursor_, &intact, err))
+            return false;
+        if (intact) {
+            adopt_epoch(epoch);
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s_,
+                         "SSE0712: the epoch key of %s in Redis at %s was replaced, but the "
+                         "stream still holds entry %s: reading on from it, nothing missed",
+                         rb_->key.c_str(), rb_->writer.url().display().c_str(),
+                         cursor_.text().c_str());
+            return true;
+        }
         /* The gap and the cursor first, the epoch last: a reader killed in between finds the
          * old epoch, and marks the gap again rather than not at all. */
         mark_gap();
         const StreamId was = cursor_;
-        if (!read_since_connect_) {
-            cursor_ = StreamId{};
-            rb_->shared->store_cursor(cursor_);
-        }
+        cursor_ = StreamId{};
+        rb_->shared->store_cursor(cursor_);
         adopt_epoch(epoch);
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s_,
                      "SSE0710: Redis at %s lost the history of %s (its epoch changed: restarted "
@@ -402,7 +411,6 @@ private:
     RedisReader reader_;
     StreamId cursor_;
     bool inspect_ = true;             /* the next read asks XINFO STREAM too */
-    bool read_since_connect_ = false; /* this connection read entries */
     StreamId reported_deleted_;       /* the newest XDELed entry already reported (SSE0711) */
     std::chrono::steady_clock::time_point last_read_end_ = std::chrono::steady_clock::now();
 };

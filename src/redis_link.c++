@@ -191,6 +191,11 @@ HistoryGap find_history_gap(const std::string &known_epoch, const StreamHistory 
     return HistoryGap::None;
 }
 
+bool is_stream_epoch(std::string_view value)
+{
+    return value.size() == 32 && value.find_first_not_of("0123456789abcdef") == std::string_view::npos;
+}
+
 std::string new_stream_epoch()
 {
     std::random_device rd;

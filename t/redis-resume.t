@@ -26,7 +26,8 @@ my $b = SSETest::Server->start(global => "SSERedis $url\n", conf => $conf);
 my $redis_at = qr/Redis at redis:\/\/127\.0\.0\.1:\d+\/0/;
 $_->expect_log(qr/SSE0701: $redis_at did not accept a publish/, qr/SSE0703: lost $redis_at/,
                qr/SSE0710: $redis_at lost the history of sse:stream/,
-               qr/SSE0712: the epoch key of sse:stream in $redis_at was replaced, but the stream still holds entry \d+-\d+/) for $a, $b;
+               qr/SSE0712: the epoch key of sse:stream in $redis_at was replaced, but the stream still holds entry \d+-\d+/,
+               qr/SSE0713: the epoch key sse:epoch in $redis_at holds a value no server wrote \((80|0) bytes, not 32 hex digits\)/) for $a, $b;
 $b->expect_log(qr/SSE0711: entries of sse:stream after \d+-\d+ were trimmed before this server read them \(the oldest left: (\d+-\d+|none)\)/);
 
 sub status { SSETest::json_decode($_[0]->request(GET => '/sse-status')->{body})->{redis} }
@@ -176,6 +177,40 @@ subtest 'the epoch key deleted after a reconnect, the stream intact: nothing aga
     my $r = $b->subscribe('/events/epoch', headers => {'Last-Event-ID' => $e1});
     is_deeply([datas($r->events(1, 10))], ['e2'], 'resumed from e1: e2, no sse-missed');
     is(scalar($r->events(1, 1)), 0, 'nothing more');
+    $_->close for $sa, $sb, $r;
+};
+
+subtest 'the epoch key set by someone else: delivery goes on, one line' => sub {
+    my $sa = $a->subscribe('/events/foreign');
+    my $sb = $b->subscribe('/events/foreign');
+    my @lost = map { scalar(() = $_->log_text =~ /SSE0710/g) } $a, $b;
+    my @marked;
+    for my $value ('x' x 80, '') {
+        is($redis->cli('SET', 'sse:epoch', $value), 'OK', 'the epoch key holds ' . length($value) . ' bytes');
+        my $data = 'f' . length($value);
+        ok(defined SSETest::Redis->publish_when_back($a, '/publish/foreign', $data), "$data published");
+        for my $sub ($sa, $sb) {
+            $sub->read_until(sub { grep { $_->{data} eq $data } $sub->all_events }, 15);
+            is_deeply([datas($sub->events(0, 0))], [$data], "$data delivered once")
+                or diag explain [datas($sub->all_events)];
+        }
+        push @marked, $a->publish('/publish/foreign', "after-$data")->{json}{id};
+        for my $sub ($sa, $sb) {
+            $sub->read_until(sub { grep { $_->{data} eq "after-$data" } $sub->all_events }, 15);
+            $sub->events(0, 0);
+        }
+    }
+    for my $i (0, 1) {
+        my $s = ($a, $b)[$i];
+        is(scalar(() = $s->log_text =~ /SSE0713/g), 1, 'one SSE0713 for both foreign values');
+        is(scalar(() = $s->log_text =~ /SSE0710/g), $lost[$i], 'no SSE0710: no gap, nothing dropped');
+    }
+    my $r = $b->subscribe('/events/foreign', headers => {'Last-Event-ID' => $marked[0]});
+    is_deeply([datas($r->events(2, 10))], ['f0', 'after-f0'], 'resume across them: no sse-missed');
+    is($redis->cli('DEL', 'sse:epoch'), '1', 'the foreign value deleted: a server sets an epoch again');
+    ok(defined SSETest::Redis->publish_when_back($a, '/publish/foreign', 'g'), 'g published');
+    $sb->read_until(sub { grep { $_->{data} eq 'g' } $sb->all_events }, 15);
+    ok(scalar(grep { $_->{data} eq 'g' } $sb->all_events), 'g delivered');
     $_->close for $sa, $sb, $r;
 };
 

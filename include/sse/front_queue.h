@@ -38,6 +38,8 @@ public:
     const T &front() const { return items_[head_]; }
     const_iterator begin() const { return items_.begin() + static_cast<std::ptrdiff_t>(head_); }
     const_iterator end() const { return items_.end(); }
+    /* Slots allocated (popped ones included): what the queue holds in memory. */
+    std::size_t capacity() const { return items_.capacity(); }
 
     void push_back(const T &item) { items_.push_back(item); }
 

@@ -127,6 +127,11 @@ HistoryGap find_history_gap(const std::string &known_epoch, const StreamHistory 
 /* A new epoch value: 32 hex digits from std::random_device. */
 std::string new_stream_epoch();
 
+/* Whether `value` is one new_stream_epoch() could have made (32 lowercase hex digits): the
+ * epoch key's value is only trusted when it is, since another application may have set the
+ * key. */
+bool is_stream_epoch(std::string_view value);
+
 class RedisReader {
 public:
     RedisReader(RedisUrl url, std::string stream_key, std::string epoch_key)

@@ -285,9 +285,10 @@ private:
      * key went (deleted, or expired): the stream is intact, read on. Else the stream was lost:
      * it is read again from its start (*lost: the read's entries are dropped). False (*err)
      * when the epoch cannot be settled or the stream not asked. */
-    bool follow_history(const StreamHistory &h, bool *lost, std::string *err)
+    bool follow_history(const StreamHistory &read, bool *lost, std::string *err)
     {
         const std::string known = known_epoch();
+        const StreamHistory h = trusted_epoch(read, known);
         const HistoryGap gap = find_history_gap(known, h, cursor_, reported_deleted_);
         if (gap == HistoryGap::Trimmed) {
             mark_gap();
@@ -338,6 +339,30 @@ private:
                      cursor_.text().c_str(), was.text().c_str());
         *lost = true;
         return true;
+    }
+
+    /* `read` with an epoch key no server wrote (another application's value under the same
+     * key: any length, or empty) taken as the known epoch: loss detection is off while the
+     * key holds it (SSE0713, once), rather than every read finding "another epoch", marking a
+     * gap and dropping its entries. A well-formed value is trusted again. */
+    StreamHistory trusted_epoch(const StreamHistory &read, const std::string &known)
+    {
+        if (!read.has_epoch || is_stream_epoch(read.epoch)) {
+            foreign_epoch_logged_ = false;
+            return read;
+        }
+        if (!foreign_epoch_logged_)
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s_,
+                         "SSE0713: the epoch key %s in Redis at %s holds a value no server "
+                         "wrote (%" APR_SIZE_T_FMT " bytes, not 32 hex digits): loss of the stream's history "
+                         "is not detected until the key is deleted (a server then sets it)",
+                         rb_->epoch_key.c_str(), rb_->writer.url().display().c_str(),
+                         read.epoch.size());
+        foreign_epoch_logged_ = true;
+        StreamHistory h = read;
+        h.has_epoch = !known.empty();
+        h.epoch = known;
+        return h;
     }
 
     void adopt_epoch(const std::string &epoch)
@@ -412,6 +437,7 @@ private:
     StreamId cursor_;
     bool inspect_ = true;             /* the next read asks XINFO STREAM too */
     StreamId reported_deleted_;       /* the newest XDELed entry already reported (SSE0711) */
+    bool foreign_epoch_logged_ = false; /* SSE0713 said for the value the key holds now */
     std::chrono::steady_clock::time_point last_read_end_ = std::chrono::steady_clock::now();
 };
 

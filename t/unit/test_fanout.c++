@@ -738,8 +738,12 @@ START_TEST(front_queue_fifo)
 {
     FrontQueue<SharedBytes> q;
     ck_assert(q.empty());
+    ck_assert_uint_eq(q.capacity(), 0); /* an idle stream's queue holds no memory */
     auto kept = std::make_shared<const std::string>("kept");
     q.push_back(kept);
+    q.push_back(kept);
+    ck_assert_int_eq(kept.use_count(), 3);
+    q.pop_front(); /* the queue is not empty: the popped slot itself lets go */
     ck_assert_int_eq(kept.use_count(), 2);
     q.pop_front();
     ck_assert_int_eq(kept.use_count(), 1);
@@ -758,14 +762,18 @@ START_TEST(front_queue_fifo)
             ck_assert_uint_eq(*it, expect++);
         ck_assert_uint_eq(expect, next_in);
     }
+    ck_assert_uint_gt(n.capacity(), 64);
     while (!n.empty()) {
         ck_assert_uint_eq(n.front(), next_out++);
         n.pop_front();
     }
     ck_assert_uint_eq(next_out, next_in);
-    n.push_back(1);
+    ck_assert_uint_le(n.capacity(), 64); /* emptied: the burst's slots are given back */
+    for (int i = 0; i < 1000; ++i)
+        n.push_back(1);
     n.clear();
     ck_assert(n.empty() && n.begin() == n.end());
+    ck_assert_uint_le(n.capacity(), 64);
 }
 END_TEST
 

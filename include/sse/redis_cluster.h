@@ -5,8 +5,7 @@
  * - Who: one per server, on a thread of sse-publishd's, with a connection of its own (made
  *   there, never across fork()).
  * - report() writes the server's figures with a TTL (SET <prefix>server:<id> ... PX ttl) and
- *   its name in the index (ZADD <prefix>servers <time> <id>), and drops index members that
- *   have not reported for an hour. Each call is bounded by kPublishBoundMs; on a failure the
+ *   its name in the index (ZADD <prefix>servers <time> <id>). Each call is bounded by kPublishBoundMs; on a failure the
  *   connection is dropped and the next call connects again. A server that stops (dies, or
  *   stops cleanly: its daemon cannot tell a stop from a restart) leaves when its key expires.
  *
@@ -14,7 +13,10 @@
  * - Who: any thread (a GET of figures, sse-status). It connects, reads the index
  *   (ZRANGE) and the reports (MGET) and disconnects, all within kClusterReadBoundMs: a
  *   stopped or absent Redis costs the request that long at most. A report that expired is
- *   absent (its server is gone); one that cannot be decoded is skipped.
+ *   absent (its server is gone) and its id is removed from the index (ZREM: by Redis's
+ *   expiry, not by any server's clock; a server that reports again adds itself back); one
+ *   that cannot be decoded is skipped. Callers bound how often they call it (the httpd side
+ *   keeps each child's last read for kClusterCacheMs).
  */
 #ifndef SSE_REDIS_CLUSTER_H
 #define SSE_REDIS_CLUSTER_H

@@ -7,6 +7,7 @@
 #include "ap_listen.h"
 
 #include <chrono>
+#include <mutex>
 #include <pthread.h>
 #include <thread>
 #include <unistd.h>
@@ -117,19 +118,71 @@ struct ClusterRead {
     std::vector<ServerFigures> servers; /* this server (live) and the others' reports */
 };
 
+/* The other servers' reports as this child last read them: at most one read of Redis per
+ * kClusterCacheMs per child, whatever the rate of GETs (each read is a new connection, and
+ * up to kClusterReadBoundMs of a worker when Redis is stalled). A failed read is kept as
+ * long, so that an outage is answered at once, without trying Redis, for that time. */
+class ReportCache {
+public:
+    struct Result {
+        bool available = false;
+        std::string error;
+        std::vector<ServerFigures> reports;
+    };
+
+    Result get(const server_rec *s)
+    {
+        {
+            std::lock_guard<std::mutex> hold(m_);
+            const std::int64_t now = monotonic_us();
+            if (have_ && (now - read_at_us_ < kClusterCacheMs * 1000 || refreshing_))
+                return last_; /* fresh, or stale while another request reads */
+            if (refreshing_)
+                return {false, "being read by another request of this process", {}};
+            refreshing_ = true;
+        }
+        Result r;
+        try {
+            r.available = read_cluster_reports(redis_url(s), redis_prefix(s), &r.reports,
+                                               &r.error);
+        } catch (...) {
+            std::lock_guard<std::mutex> hold(m_);
+            refreshing_ = false;
+            throw;
+        }
+        if (!r.available)
+            ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
+                         "SSE0722: the other servers' figures cannot be read from Redis at %s "
+                         "(%s); answering with this server's for %d ms",
+                         redis_url(s).display().c_str(), r.error.c_str(), kClusterCacheMs);
+        std::lock_guard<std::mutex> hold(m_);
+        last_ = r;
+        have_ = true;
+        read_at_us_ = monotonic_us();
+        refreshing_ = false;
+        return r;
+    }
+
+private:
+    std::mutex m_;
+    bool refreshing_ = false; /* one request of this child is reading Redis */
+    bool have_ = false;
+    std::int64_t read_at_us_ = 0;
+    Result last_;
+};
+
+ReportCache g_reports; /* per child: each child has its own copy after fork() */
+
 ClusterRead read_cluster(const server_rec *s, ServerFigures own)
 {
+    ReportCache::Result got = g_reports.get(s);
     ClusterRead out;
-    std::vector<ServerFigures> reported;
-    out.available = read_cluster_reports(redis_url(s), redis_prefix(s), &reported, &out.error);
-    if (!out.available) {
-        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
-                     "SSE0722: the other servers' figures cannot be read from Redis at %s (%s); "
-                     "answering with this server's", redis_url(s).display().c_str(),
-                     out.error.c_str());
-        reported.clear();
-    }
-    out.servers = merge_cluster(std::move(own), std::move(reported));
+    out.available = got.available;
+    out.error = std::move(got.error);
+    if (out.available)
+        out.servers = merge_cluster(std::move(own), std::move(got.reports));
+    else
+        out.servers = merge_cluster(std::move(own), {});
     return out;
 }
 
@@ -173,12 +226,14 @@ nlohmann::json cluster_status_json(request_rec *r, ModuleState *state)
         servers.push_back({{"server", f.server},
                            {"subscribers", f.subscribers},
                            {"socket_clients", f.socket_clients},
-                           {"channels", f.channels}});
+                           {"channels", f.channels},
+                           {"truncated", f.truncated}});
     return {{"available", true},
             {"this_server", self},
             {"subscribers", t.subscribers},
             {"socket_clients", t.socket_clients},
             {"channels", t.channels},
+            {"truncated", t.truncated},
             {"servers", servers}};
 }
 
@@ -192,14 +247,18 @@ nlohmann::json cluster_channel_json(request_rec *r, ModuleState *state,
     if (!c.available)
         return unavailable_json(c, self);
     std::uint64_t total = 0;
+    bool any_truncated = false;
     nlohmann::json servers = nlohmann::json::array();
     for (const ServerFigures &f : c.servers) {
         const std::uint64_t n = channel_subscribers(f, channel);
+        /* A report cut at its cap may have left this channel out: its 0 is unknown. */
+        const bool truncated = f.truncated && !f.channels.count(channel);
         total += n;
-        servers.push_back({{"server", f.server}, {"subscribers", n}});
+        any_truncated = any_truncated || truncated;
+        servers.push_back({{"server", f.server}, {"subscribers", n}, {"truncated", truncated}});
     }
     return {{"available", true}, {"this_server", self}, {"subscribers", total},
-            {"servers", servers}};
+            {"truncated", any_truncated}, {"servers", servers}};
 }
 
 } // namespace sse::httpd

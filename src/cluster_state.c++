@@ -11,6 +11,7 @@ std::string encode_figures(const ServerFigures &f)
 {
     constexpr auto kReplace = nlohmann::json::error_handler_t::replace;
     nlohmann::json j = {{"server", f.server},
+                        {"token", f.token},
                         {"time_ms", f.time_ms},
                         {"subscribers", f.subscribers},
                         {"socket_clients", f.socket_clients},
@@ -56,7 +57,9 @@ std::string decode_figures(std::string_view text, ServerFigures *out)
         out->channels.clear();
         for (const auto &[name, n] : j.at("channels").items())
             out->channels[name] = count(n);
-        out->truncated = j.value("truncated", false); /* absent from older versions' reports */
+        /* Both absent from the reports of the version before. */
+        out->truncated = j.value("truncated", false);
+        out->token = j.value("token", std::string());
     } catch (const std::exception &e) {
         return std::string("a report without its figures: ") + e.what();
     }

@@ -28,7 +28,7 @@ ClusterReporter::~ClusterReporter()
 }
 
 bool ClusterReporter::run(const std::vector<std::string> &args, Deadline deadline,
-                          std::string *err)
+                          std::string *err, std::string *reply)
 {
     if (!c_ && !(c_ = redis_connect(url_, deadline, err)))
         return false;
@@ -36,14 +36,24 @@ bool ClusterReporter::run(const std::vector<std::string> &args, Deadline deadlin
     if (!r) {
         redisFree(c_);
         c_ = nullptr;
+        return false;
     }
-    return r != nullptr;
+    if (reply)
+        *reply = r->type == REDIS_REPLY_STRING ? std::string(r->str, r->len) : std::string();
+    return true;
 }
 
-bool ClusterReporter::report(const ServerFigures &f, std::string *err)
+bool ClusterReporter::report(const ServerFigures &f, std::string *clash, std::string *err)
 {
     const Deadline deadline = in_ms(kPublishBoundMs);
     const std::string index = cluster_index_key(prefix_);
+    std::string before;
+    if (!run({"GET", cluster_server_key(prefix_, server_)}, deadline, err, &before))
+        return false;
+    ServerFigures there;
+    clash->clear();
+    if (!before.empty() && decode_figures(before, &there).empty() && there.token != f.token)
+        *clash = there.token;
     return run({"SET", cluster_server_key(prefix_, server_), encode_figures(f), "PX",
                 std::to_string(kClusterReportTtlMs)}, deadline, err) &&
            run({"ZADD", index, std::to_string(f.time_ms), server_}, deadline, err);

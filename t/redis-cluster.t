@@ -9,6 +9,7 @@ use warnings;
 use lib 't/lib';
 use SSETest;
 use Sys::Hostname qw(hostname);
+use IO::Socket::INET;
 use List::Util qw(max);
 use Test::More;
 use Time::HiRes qw(sleep time);
@@ -159,6 +160,44 @@ subtest 'DELETE on B closes the channel on both servers' => sub {
         ok($s->read_until(sub { $s->closed }, 10), 'and the stream ended');
     }
     is($a->subscribe('/events/hall')->status, 204, 'a reconnect to A is answered 204');
+};
+
+subtest 'ids: the lowest Listen port; two servers of one id are told' => sub {
+    # A server with a second Listen, after the harness's: its id takes the lower of the two
+    # ports. The second is taken above the usual ephemeral range (where the harness's port
+    # comes from), so that it is the higher one, and the last Listen, which httpd puts at the
+    # head of its listeners, is not the answer.
+    my $extra;
+    for my $try (1 .. 50) {
+        my $p = 61000 + int(rand(4000));
+        my $probe = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $p,
+                                          Proto => 'tcp', Listen => 1, ReuseAddr => 1) or next;
+        close $probe;
+        $extra = $p;
+        last;
+    }
+    ok(defined $extra, 'a free port above the ephemeral range') or return;
+    my $c = SSETest::Server->start(global => "${global}Listen 127.0.0.1:$extra\n", conf => $conf);
+    my $low = $extra < $c->port ? $extra : $c->port;
+    my $self;
+    ok($c->wait_for(sub { $self = status($c)->{cluster}{this_server}; defined $self }, 30),
+       'C answers with its id');
+    is($self, hostname() . ":$low", "C's id: the host and its lowest port ($low)");
+    ok($a->wait_for(sub { grep { $_->{server} eq hostname() . ":$low" }
+                          @{status($a)->{cluster}{servers} // []} }, 30),
+       'A lists C under that id');
+    $c->stop;
+
+    # Another server's report under A's id (another start token): A's reporter sees it
+    # before its next write and says so.
+    $a->expect_log(qr/SSE0724: another server reports to Redis/);
+    my $fake = qq({"server":"$id{a}","token":"another-start","time_ms":1,"subscribers":0,)
+             . qq("socket_clients":0,"channels":{},"truncated":false});
+    is($redis->cli('SET', "sse:server:$id{a}", $fake, 'PX', 6000), 'OK', 'a report of A\'s id, another token');
+    ok($a->wait_for(sub { $a->log_text =~ /SSE0724: .*"\Q$id{a}\E" \(its start token another-start/ }, 30),
+       'A logs SSE0724 (warning), naming the other token');
+    my $n = () = $a->log_text =~ /SSE0724/g;
+    is($n, 1, 'once');
 };
 
 subtest 'a server killed with kill -9 drops out of the counts' => sub {

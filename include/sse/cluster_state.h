@@ -7,7 +7,7 @@
  * server reading the group's figures replaces its own report (up to one period old) with its
  * live figures, so its own part is exact.
  *
- * The report is JSON: {"server":"host:port","time_ms":N,"subscribers":N,
+ * The report is JSON: {"server":"host:port","token":"hex","time_ms":N,"subscribers":N,
  * "socket_clients":N,"channels":{"name":subscribers,...},"truncated":bool} (channels with
  * at least one subscriber only, the most-read first, as many as fit in
  * kClusterReportMaxBytes: "truncated" says some were left out, so that server's count of a
@@ -36,6 +36,8 @@ constexpr std::size_t kClusterReportMaxBytes = 64 * 1024; /* one server's report
 /* One server's figures. */
 struct ServerFigures {
     std::string server;                /* its id: "host:port" (cluster_server_id) */
+    std::string token;                 /* random, per start of its httpd: tells two servers
+                                        * that took the same id apart ("" when absent) */
     std::int64_t time_ms = 0;          /* when taken, the reporter's wall clock */
     std::uint64_t subscribers = 0;
     std::uint64_t socket_clients = 0;

@@ -5,7 +5,9 @@
  * - Who: one per server, on a thread of sse-publishd's, with a connection of its own (made
  *   there, never across fork()).
  * - report() writes the server's figures with a TTL (SET <prefix>server:<id> ... PX ttl) and
- *   its name in the index (ZADD <prefix>servers <time> <id>). Each call is bounded by kPublishBoundMs; on a failure the
+ *   its name in the index (ZADD <prefix>servers <time> <id>). Before, it reads the key
+ *   (GET): a report there with another token than f.token is another server using the
+ *   same id, and its token is put in *clash (else *clash is emptied). Each call is bounded by kPublishBoundMs; on a failure the
  *   connection is dropped and the next call connects again. A server that stops (dies, or
  *   stops cleanly: its daemon cannot tell a stop from a restart) leaves when its key expires.
  *
@@ -34,10 +36,11 @@ public:
     ClusterReporter(const ClusterReporter &) = delete;
     ClusterReporter &operator=(const ClusterReporter &) = delete;
 
-    bool report(const ServerFigures &f, std::string *err);
+    bool report(const ServerFigures &f, std::string *clash, std::string *err);
 
 private:
-    bool run(const std::vector<std::string> &args, Deadline deadline, std::string *err);
+    bool run(const std::vector<std::string> &args, Deadline deadline, std::string *err,
+             std::string *reply = nullptr);
 
     RedisUrl url_;
     std::string prefix_;

@@ -6,6 +6,8 @@
 
 #include "ap_listen.h"
 
+#include "apr_strings.h"
+
 #include <chrono>
 #include <mutex>
 #include <pthread.h>
@@ -29,14 +31,18 @@ const RedisUrl &redis_url(const server_rec *s)
     return *server_config(const_cast<server_rec *>(s))->redis_url;
 }
 
+/* "<host name>:<lowest port among the Listen directives>": the lowest, since ap_listeners
+ * lists them in reverse and their order says nothing anyway. */
 std::string cluster_server_id(const server_rec *s)
 {
     char host[256] = "";
     if (gethostname(host, sizeof host - 1) != 0)
         host[0] = '\0';
-    const int port = ap_listeners && ap_listeners->bind_addr ? ap_listeners->bind_addr->port
-                                                             : s->port;
-    return std::string(host[0] ? host : "localhost") + ":" + std::to_string(port);
+    int port = 0;
+    for (const ap_listen_rec *l = ap_listeners; l; l = l->next)
+        if (l->bind_addr && l->bind_addr->port && (!port || l->bind_addr->port < port))
+            port = l->bind_addr->port;
+    return std::string(host[0] ? host : "localhost") + ":" + std::to_string(port ? port : s->port);
 }
 
 /* This server's figures, now; its channels only when `with_channels`. */
@@ -44,6 +50,7 @@ ServerFigures local_figures(ModuleState *state, const server_rec *s, bool with_c
 {
     ServerFigures f;
     f.server = cluster_server_id(s);
+    f.token = cluster_start_token(const_cast<server_rec *>(s));
     f.time_ms = now_us() / 1000;
     RegistryTotals t = state->registry.totals();
     f.subscribers = t.subscribers;
@@ -68,11 +75,13 @@ public:
             /* The streams of dead children are freed first, as sse-status does, so that
              * the report counts open streams only. */
             announce_gone(state_, state_->registry.reap_dead(), "process-died");
-            std::string err;
-            if (reporter_.report(local_figures(state_, s_, true), &err))
+            std::string err, clash;
+            if (reporter_.report(local_figures(state_, s_, true), &clash, &err)) {
                 note_up();
-            else
+                note_clash(clash);
+            } else {
                 note_down(err);
+            }
             for (int waited = 0; waited < kClusterReportEveryMs; waited += kStepMs) {
                 if (*stop_)
                     return;
@@ -105,11 +114,26 @@ private:
         down_ = false;
     }
 
+    /* Once while it lasts: two servers of one id overwrite each other at every report. */
+    void note_clash(const std::string &other_token)
+    {
+        if (!other_token.empty() && !clashing_)
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s_,
+                         "SSE0724: another server reports to Redis at %s under this server's "
+                         "id \"%s\" (its start token %s, this one's %s): each overwrites the "
+                         "other's figures; give them different host names or lowest Listen "
+                         "ports",
+                         redis_url(s_).display().c_str(), cluster_server_id(s_).c_str(),
+                         other_token.c_str(), cluster_start_token(s_).c_str());
+        clashing_ = !other_token.empty();
+    }
+
     server_rec *s_;
     ModuleState *state_;
     const volatile sig_atomic_t *stop_;
     ClusterReporter reporter_;
     bool down_ = false;
+    bool clashing_ = false;
 };
 
 struct ClusterRead {
@@ -194,6 +218,18 @@ nlohmann::json unavailable_json(const ClusterRead &c, const std::string &self)
 }
 
 } // namespace
+
+std::string cluster_start_token(server_rec *s)
+{
+    static const char *const kKey = "sse-cluster-start-token";
+    void *data = nullptr;
+    apr_pool_userdata_get(&data, kKey, s->process->pool);
+    if (!data) {
+        data = apr_pstrdup(s->process->pool, new_stream_epoch().c_str());
+        apr_pool_userdata_set(data, kKey, apr_pool_cleanup_null, s->process->pool);
+    }
+    return static_cast<const char *>(data);
+}
 
 void start_cluster_reporter(server_rec *s, ModuleState *state,
                             const volatile sig_atomic_t *stop)

@@ -26,9 +26,11 @@ ServerFigures figures(const std::string &server, std::uint64_t subscribers,
 START_TEST(report_round_trip)
 {
     ServerFigures f = figures("web1:8080", 3, {{"news", 2}, {"caf\xc3\xa9", 1}});
+    f.token = "0123abcd";
     ServerFigures back;
     assert_str(decode_figures(encode_figures(f), &back), "");
     assert_str(back.server, "web1:8080");
+    assert_str(back.token, "0123abcd");
     ck_assert(back.time_ms == f.time_ms);
     ck_assert_uint_eq(back.subscribers, 3);
     ck_assert_uint_eq(back.socket_clients, 1);

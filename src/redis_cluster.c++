@@ -52,7 +52,12 @@ bool ClusterReporter::report(const ServerFigures &f, std::string *clash, std::st
         return false;
     ServerFigures there;
     clash->clear();
-    if (!before.empty() && decode_figures(before, &there).empty() && there.token != f.token)
+    if (!first_report_ms_)
+        first_report_ms_ = f.time_ms;
+    /* A report from before this reporter's first (this server's own, before a stop and start)
+     * is no clash; another server's keeps coming. */
+    if (!before.empty() && decode_figures(before, &there).empty() && there.token != f.token &&
+        there.time_ms >= first_report_ms_)
         *clash = there.token;
     return run({"SET", cluster_server_key(prefix_, server_), encode_figures(f), "PX",
                 std::to_string(kClusterReportTtlMs)}, deadline, err) &&

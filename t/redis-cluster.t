@@ -191,7 +191,8 @@ subtest 'ids: the lowest Listen port; two servers of one id are told' => sub {
     # Another server's report under A's id (another start token): A's reporter sees it
     # before its next write and says so.
     $a->expect_log(qr/SSE0724: another server reports to Redis/);
-    my $fake = qq({"server":"$id{a}","token":"another-start","time_ms":1,"subscribers":0,)
+    my $now_ms = int(time * 1000);
+    my $fake = qq({"server":"$id{a}","token":"another-start","time_ms":$now_ms,"subscribers":0,)
              . qq("socket_clients":0,"channels":{},"truncated":false});
     is($redis->cli('SET', "sse:server:$id{a}", $fake, 'PX', 6000), 'OK', 'a report of A\'s id, another token');
     ok($a->wait_for(sub { $a->log_text =~ /SSE0724: .*"\Q$id{a}\E" \(its start token another-start/ }, 30),

@@ -6,8 +6,9 @@
  *   there, never across fork()).
  * - report() writes the server's figures with a TTL (SET <prefix>server:<id> ... PX ttl) and
  *   its name in the index (ZADD <prefix>servers <time> <id>). Before, it reads the key
- *   (GET): a report there with another token than f.token is another server using the
- *   same id, and its token is put in *clash (else *clash is emptied). Each call is bounded by kPublishBoundMs; on a failure the
+ *   (GET): a report there with another token than f.token, written since this reporter's
+ *   first report, is another server using the same id, and its token is put in *clash
+ *   (else *clash is emptied). Each call is bounded by kPublishBoundMs; on a failure the
  *   connection is dropped and the next call connects again. A server that stops (dies, or
  *   stops cleanly: its daemon cannot tell a stop from a restart) leaves when its key expires.
  *
@@ -45,6 +46,7 @@ private:
     RedisUrl url_;
     std::string prefix_;
     std::string server_;
+    std::int64_t first_report_ms_ = 0; /* f.time_ms of the first report() */
     redisContext *c_ = nullptr;
 };
 

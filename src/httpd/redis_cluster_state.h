@@ -8,10 +8,12 @@
  *   a TTL of kClusterReportTtlMs (6 s). Never a worker: publishing and subscribing do not
  *   wait for it. Its failures are logged once per outage (SSE0720) and the end of the
  *   outage once (SSE0721).
- * - A worker answering GET figures or sse-status (only with SSERedis): read_cluster() reads
- *   the other servers' reports within kClusterReadBoundMs (300 ms, one new connection), adds
- *   this server's live figures, and says so when Redis cannot be read (the answer keeps this
- *   server's figures; never an error status).
+ * - A worker answering GET figures or sse-status (only with SSERedis): read_cluster() takes
+ *   the other servers' reports from this child's cache, read at most once per
+ *   kClusterCacheMs (1 s) by one request at a time (within kClusterReadBoundMs, 300 ms, one
+ *   new connection; the others meanwhile get the last read, or "unavailable" when there is
+ *   none; a failed read is kept as long), adds this server's live figures, and says so when
+ *   Redis cannot be read (the answer keeps this server's figures; never an error status).
  *
  * A server's id is "<gethostname()>:<lowest port among its Listen directives>": unique for
  * servers on different machines, and for several httpd on one machine. Its report also

@@ -9,12 +9,33 @@ namespace sse {
 
 std::string encode_figures(const ServerFigures &f)
 {
+    constexpr auto kReplace = nlohmann::json::error_handler_t::replace;
     nlohmann::json j = {{"server", f.server},
+                        {"token", f.token},
                         {"time_ms", f.time_ms},
                         {"subscribers", f.subscribers},
                         {"socket_clients", f.socket_clients},
-                        {"channels", f.channels}};
-    return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+                        {"channels", nlohmann::json::object()},
+                        {"truncated", false}};
+    /* The most-read channels first, while the report stays within its cap. */
+    std::vector<std::pair<std::string, std::uint64_t>> by_count(f.channels.begin(),
+                                                                f.channels.end());
+    std::stable_sort(by_count.begin(), by_count.end(),
+                     [](const auto &a, const auto &b) { return a.second > b.second; });
+    std::size_t size = j.dump(-1, ' ', false, kReplace).size();
+    bool truncated = f.truncated;
+    for (const auto &[name, n] : by_count) {
+        const std::size_t cost = nlohmann::json(name).dump(-1, ' ', false, kReplace).size() +
+                                 std::to_string(n).size() + 2; /* ':' and ',' */
+        if (size + cost > kClusterReportMaxBytes) {
+            truncated = true;
+            break;
+        }
+        size += cost;
+        j["channels"][name] = n;
+    }
+    j["truncated"] = truncated;
+    return j.dump(-1, ' ', false, kReplace);
 }
 
 std::string decode_figures(std::string_view text, ServerFigures *out)
@@ -36,6 +57,9 @@ std::string decode_figures(std::string_view text, ServerFigures *out)
         out->channels.clear();
         for (const auto &[name, n] : j.at("channels").items())
             out->channels[name] = count(n);
+        /* Both absent from the reports of the version before. */
+        out->truncated = j.value("truncated", false);
+        out->token = j.value("token", std::string());
     } catch (const std::exception &e) {
         return std::string("a report without its figures: ") + e.what();
     }
@@ -61,6 +85,7 @@ ClusterTotals cluster_totals(const std::vector<ServerFigures> &servers)
     for (const ServerFigures &f : servers) {
         t.subscribers += f.subscribers;
         t.socket_clients += f.socket_clients;
+        t.truncated = t.truncated || f.truncated;
         for (const auto &[name, n] : f.channels)
             t.channels[name] += n;
     }

@@ -7,15 +7,18 @@
  * server reading the group's figures replaces its own report (up to one period old) with its
  * live figures, so its own part is exact.
  *
- * The report is JSON: {"server":"host:port","time_ms":N,"subscribers":N,
- * "socket_clients":N,"channels":{"name":subscribers,...}} (channels with at least one
- * subscriber only; at most SSEMaxChannels of them).
+ * The report is JSON: {"server":"host:port","token":"hex","time_ms":N,"subscribers":N,
+ * "socket_clients":N,"channels":{"name":subscribers,...},"truncated":bool} (channels with
+ * at least one subscriber only, the most-read first, as many as fit in
+ * kClusterReportMaxBytes: "truncated" says some were left out, so that server's count of a
+ * channel not listed is unknown, not 0).
  *
  * Pure: no Redis, no httpd; any thread.
  */
 #ifndef SSE_CLUSTER_STATE_H
 #define SSE_CLUSTER_STATE_H
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -27,14 +30,19 @@ namespace sse {
 constexpr int kClusterReportEveryMs = 2000;
 constexpr int kClusterReportTtlMs = 6000;   /* three periods: a late report is not a death */
 constexpr int kClusterReadBoundMs = 300;    /* one read of the group's figures, all steps */
+constexpr int kClusterCacheMs = 1000;       /* a child reuses its last read (or failure) */
+constexpr std::size_t kClusterReportMaxBytes = 64 * 1024; /* one server's report, as JSON */
 
 /* One server's figures. */
 struct ServerFigures {
     std::string server;                /* its id: "host:port" (cluster_server_id) */
+    std::string token;                 /* random, per start of its httpd: tells two servers
+                                        * that took the same id apart ("" when absent) */
     std::int64_t time_ms = 0;          /* when taken, the reporter's wall clock */
     std::uint64_t subscribers = 0;
     std::uint64_t socket_clients = 0;
     std::map<std::string, std::uint64_t> channels; /* name -> subscribers (> 0) */
+    bool truncated = false;            /* channels were left out of its report */
 };
 
 std::string encode_figures(const ServerFigures &f);
@@ -49,6 +57,7 @@ struct ClusterTotals {
     std::uint64_t subscribers = 0;
     std::uint64_t socket_clients = 0;
     std::map<std::string, std::uint64_t> channels;
+    bool truncated = false; /* a server's report left channels out */
 };
 ClusterTotals cluster_totals(const std::vector<ServerFigures> &servers);
 

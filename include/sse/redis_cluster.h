@@ -5,8 +5,10 @@
  * - Who: one per server, on a thread of sse-publishd's, with a connection of its own (made
  *   there, never across fork()).
  * - report() writes the server's figures with a TTL (SET <prefix>server:<id> ... PX ttl) and
- *   its name in the index (ZADD <prefix>servers <time> <id>), and drops index members that
- *   have not reported for an hour. Each call is bounded by kPublishBoundMs; on a failure the
+ *   its name in the index (ZADD <prefix>servers <time> <id>). Before, it reads the key
+ *   (GET): a report there with another token than f.token, written since this reporter's
+ *   first report, is another server using the same id, and its token is put in *clash
+ *   (else *clash is emptied). Each call is bounded by kPublishBoundMs; on a failure the
  *   connection is dropped and the next call connects again. A server that stops (dies, or
  *   stops cleanly: its daemon cannot tell a stop from a restart) leaves when its key expires.
  *
@@ -14,7 +16,10 @@
  * - Who: any thread (a GET of figures, sse-status). It connects, reads the index
  *   (ZRANGE) and the reports (MGET) and disconnects, all within kClusterReadBoundMs: a
  *   stopped or absent Redis costs the request that long at most. A report that expired is
- *   absent (its server is gone); one that cannot be decoded is skipped.
+ *   absent (its server is gone) and its id is removed from the index (ZREM: by Redis's
+ *   expiry, not by any server's clock; a server that reports again adds itself back); one
+ *   that cannot be decoded is skipped. Callers bound how often they call it (the httpd side
+ *   keeps each child's last read for kClusterCacheMs).
  */
 #ifndef SSE_REDIS_CLUSTER_H
 #define SSE_REDIS_CLUSTER_H
@@ -32,14 +37,16 @@ public:
     ClusterReporter(const ClusterReporter &) = delete;
     ClusterReporter &operator=(const ClusterReporter &) = delete;
 
-    bool report(const ServerFigures &f, std::string *err);
+    bool report(const ServerFigures &f, std::string *clash, std::string *err);
 
 private:
-    bool run(const std::vector<std::string> &args, Deadline deadline, std::string *err);
+    bool run(const std::vector<std::string> &args, Deadline deadline, std::string *err,
+             std::string *reply = nullptr);
 
     RedisUrl url_;
     std::string prefix_;
     std::string server_;
+    std::int64_t first_report_ms_ = 0; /* f.time_ms of the first report() */
     redisContext *c_ = nullptr;
 };
 

@@ -1,5 +1,6 @@
 /* The publish socket's listening end and the supervision of its daemon (see the header). */
 #include "src/httpd/publish_socket.h"
+#include "src/httpd/redis_cluster_state.h"
 
 #include "ap_mpm.h"
 #include "http_core.h"
@@ -351,6 +352,7 @@ void start_daemon(apr_pool_t *pconf, server_rec *s, ModuleState *state, int list
     d->listen_fd = listen_fd;
     d->max_clients = max_clients;
     d->max_event_bytes = max_event_bytes;
+    cluster_start_token(s); /* made here, in the parent, so that every process shares it */
     fork_daemon(d);
 }
 

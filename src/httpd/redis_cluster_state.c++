@@ -6,7 +6,10 @@
 
 #include "ap_listen.h"
 
+#include "apr_strings.h"
+
 #include <chrono>
+#include <mutex>
 #include <pthread.h>
 #include <thread>
 #include <unistd.h>
@@ -28,14 +31,18 @@ const RedisUrl &redis_url(const server_rec *s)
     return *server_config(const_cast<server_rec *>(s))->redis_url;
 }
 
+/* "<host name>:<lowest port among the Listen directives>": the lowest, since ap_listeners
+ * lists them in reverse and their order says nothing anyway. */
 std::string cluster_server_id(const server_rec *s)
 {
     char host[256] = "";
     if (gethostname(host, sizeof host - 1) != 0)
         host[0] = '\0';
-    const int port = ap_listeners && ap_listeners->bind_addr ? ap_listeners->bind_addr->port
-                                                             : s->port;
-    return std::string(host[0] ? host : "localhost") + ":" + std::to_string(port);
+    int port = 0;
+    for (const ap_listen_rec *l = ap_listeners; l; l = l->next)
+        if (l->bind_addr && l->bind_addr->port && (!port || l->bind_addr->port < port))
+            port = l->bind_addr->port;
+    return std::string(host[0] ? host : "localhost") + ":" + std::to_string(port ? port : s->port);
 }
 
 /* This server's figures, now; its channels only when `with_channels`. */
@@ -43,6 +50,7 @@ ServerFigures local_figures(ModuleState *state, const server_rec *s, bool with_c
 {
     ServerFigures f;
     f.server = cluster_server_id(s);
+    f.token = cluster_start_token(const_cast<server_rec *>(s));
     f.time_ms = now_us() / 1000;
     RegistryTotals t = state->registry.totals();
     f.subscribers = t.subscribers;
@@ -67,11 +75,13 @@ public:
             /* The streams of dead children are freed first, as sse-status does, so that
              * the report counts open streams only. */
             announce_gone(state_, state_->registry.reap_dead(), "process-died");
-            std::string err;
-            if (reporter_.report(local_figures(state_, s_, true), &err))
+            std::string err, clash;
+            if (reporter_.report(local_figures(state_, s_, true), &clash, &err)) {
                 note_up();
-            else
+                note_clash(clash);
+            } else {
                 note_down(err);
+            }
             for (int waited = 0; waited < kClusterReportEveryMs; waited += kStepMs) {
                 if (*stop_)
                     return;
@@ -104,11 +114,26 @@ private:
         down_ = false;
     }
 
+    /* Once while it lasts: two servers of one id overwrite each other at every report. */
+    void note_clash(const std::string &other_token)
+    {
+        if (!other_token.empty() && !clashing_)
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s_,
+                         "SSE0724: another server reports to Redis at %s under this server's "
+                         "id \"%s\" (its start token %s, this one's %s): each overwrites the "
+                         "other's figures; give them different host names or lowest Listen "
+                         "ports",
+                         redis_url(s_).display().c_str(), cluster_server_id(s_).c_str(),
+                         other_token.c_str(), cluster_start_token(s_).c_str());
+        clashing_ = !other_token.empty();
+    }
+
     server_rec *s_;
     ModuleState *state_;
     const volatile sig_atomic_t *stop_;
     ClusterReporter reporter_;
     bool down_ = false;
+    bool clashing_ = false;
 };
 
 struct ClusterRead {
@@ -117,19 +142,71 @@ struct ClusterRead {
     std::vector<ServerFigures> servers; /* this server (live) and the others' reports */
 };
 
+/* The other servers' reports as this child last read them: at most one read of Redis per
+ * kClusterCacheMs per child, whatever the rate of GETs (each read is a new connection, and
+ * up to kClusterReadBoundMs of a worker when Redis is stalled). A failed read is kept as
+ * long, so that an outage is answered at once, without trying Redis, for that time. */
+class ReportCache {
+public:
+    struct Result {
+        bool available = false;
+        std::string error;
+        std::vector<ServerFigures> reports;
+    };
+
+    Result get(const server_rec *s)
+    {
+        {
+            std::lock_guard<std::mutex> hold(m_);
+            const std::int64_t now = monotonic_us();
+            if (have_ && (now - read_at_us_ < kClusterCacheMs * 1000 || refreshing_))
+                return last_; /* fresh, or stale while another request reads */
+            if (refreshing_)
+                return {false, "being read by another request of this process", {}};
+            refreshing_ = true;
+        }
+        Result r;
+        try {
+            r.available = read_cluster_reports(redis_url(s), redis_prefix(s), &r.reports,
+                                               &r.error);
+        } catch (...) {
+            std::lock_guard<std::mutex> hold(m_);
+            refreshing_ = false;
+            throw;
+        }
+        if (!r.available)
+            ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
+                         "SSE0722: the other servers' figures cannot be read from Redis at %s "
+                         "(%s); answering with this server's for %d ms",
+                         redis_url(s).display().c_str(), r.error.c_str(), kClusterCacheMs);
+        std::lock_guard<std::mutex> hold(m_);
+        last_ = r;
+        have_ = true;
+        read_at_us_ = monotonic_us();
+        refreshing_ = false;
+        return r;
+    }
+
+private:
+    std::mutex m_;
+    bool refreshing_ = false; /* one request of this child is reading Redis */
+    bool have_ = false;
+    std::int64_t read_at_us_ = 0;
+    Result last_;
+};
+
+ReportCache g_reports; /* per child: each child has its own copy after fork() */
+
 ClusterRead read_cluster(const server_rec *s, ServerFigures own)
 {
+    ReportCache::Result got = g_reports.get(s);
     ClusterRead out;
-    std::vector<ServerFigures> reported;
-    out.available = read_cluster_reports(redis_url(s), redis_prefix(s), &reported, &out.error);
-    if (!out.available) {
-        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
-                     "SSE0722: the other servers' figures cannot be read from Redis at %s (%s); "
-                     "answering with this server's", redis_url(s).display().c_str(),
-                     out.error.c_str());
-        reported.clear();
-    }
-    out.servers = merge_cluster(std::move(own), std::move(reported));
+    out.available = got.available;
+    out.error = std::move(got.error);
+    if (out.available)
+        out.servers = merge_cluster(std::move(own), std::move(got.reports));
+    else
+        out.servers = merge_cluster(std::move(own), {});
     return out;
 }
 
@@ -141,6 +218,18 @@ nlohmann::json unavailable_json(const ClusterRead &c, const std::string &self)
 }
 
 } // namespace
+
+std::string cluster_start_token(server_rec *s)
+{
+    static const char *const kKey = "sse-cluster-start-token";
+    void *data = nullptr;
+    apr_pool_userdata_get(&data, kKey, s->process->pool);
+    if (!data) {
+        data = apr_pstrdup(s->process->pool, new_stream_epoch().c_str());
+        apr_pool_userdata_set(data, kKey, apr_pool_cleanup_null, s->process->pool);
+    }
+    return static_cast<const char *>(data);
+}
 
 void start_cluster_reporter(server_rec *s, ModuleState *state,
                             const volatile sig_atomic_t *stop)
@@ -173,12 +262,14 @@ nlohmann::json cluster_status_json(request_rec *r, ModuleState *state)
         servers.push_back({{"server", f.server},
                            {"subscribers", f.subscribers},
                            {"socket_clients", f.socket_clients},
-                           {"channels", f.channels}});
+                           {"channels", f.channels},
+                           {"truncated", f.truncated}});
     return {{"available", true},
             {"this_server", self},
             {"subscribers", t.subscribers},
             {"socket_clients", t.socket_clients},
             {"channels", t.channels},
+            {"truncated", t.truncated},
             {"servers", servers}};
 }
 
@@ -192,14 +283,18 @@ nlohmann::json cluster_channel_json(request_rec *r, ModuleState *state,
     if (!c.available)
         return unavailable_json(c, self);
     std::uint64_t total = 0;
+    bool any_truncated = false;
     nlohmann::json servers = nlohmann::json::array();
     for (const ServerFigures &f : c.servers) {
         const std::uint64_t n = channel_subscribers(f, channel);
+        /* A report cut at its cap may have left this channel out: its 0 is unknown. */
+        const bool truncated = f.truncated && !f.channels.count(channel);
         total += n;
-        servers.push_back({{"server", f.server}, {"subscribers", n}});
+        any_truncated = any_truncated || truncated;
+        servers.push_back({{"server", f.server}, {"subscribers", n}, {"truncated", truncated}});
     }
     return {{"available", true}, {"this_server", self}, {"subscribers", total},
-            {"servers", servers}};
+            {"truncated", any_truncated}, {"servers", servers}};
 }
 
 } // namespace sse::httpd

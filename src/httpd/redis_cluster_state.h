@@ -8,13 +8,18 @@
  *   a TTL of kClusterReportTtlMs (6 s). Never a worker: publishing and subscribing do not
  *   wait for it. Its failures are logged once per outage (SSE0720) and the end of the
  *   outage once (SSE0721).
- * - A worker answering GET figures or sse-status (only with SSERedis): read_cluster() reads
- *   the other servers' reports within kClusterReadBoundMs (300 ms, one new connection), adds
- *   this server's live figures, and says so when Redis cannot be read (the answer keeps this
- *   server's figures; never an error status).
+ * - A worker answering GET figures or sse-status (only with SSERedis): read_cluster() takes
+ *   the other servers' reports from this child's cache, read at most once per
+ *   kClusterCacheMs (1 s) by one request at a time (within kClusterReadBoundMs, 300 ms, one
+ *   new connection; the others meanwhile get the last read, or "unavailable" when there is
+ *   none; a failed read is kept as long), adds this server's live figures, and says so when
+ *   Redis cannot be read (the answer keeps this server's figures; never an error status).
  *
- * A server's id is "<gethostname()>:<port of its first Listen>": unique for servers on
- * different machines, and for several httpd on one machine.
+ * A server's id is "<gethostname()>:<lowest port among its Listen directives>": unique for
+ * servers on different machines, and for several httpd on one machine. Its report also
+ * carries a random token made once per start of httpd (kept across graceful restarts, in
+ * the process pool): the reporter logs SSE0724 (warning, once while it lasts) when the key
+ * of its id holds a report with another token, i.e. two servers took the same id.
  */
 #ifndef SSE_HTTPD_REDIS_CLUSTER_STATE_H
 #define SSE_HTTPD_REDIS_CLUSTER_STATE_H
@@ -28,6 +33,10 @@
 #include <csignal>
 
 namespace sse::httpd {
+
+/* This start's token: made at the first call, in the parent (start_daemon() calls it before
+ * forking the daemon, so the daemon and the children share it), kept across restarts. */
+std::string cluster_start_token(server_rec *s);
 
 /* In the socket daemon, after it dropped privileges, when SSERedis is set. */
 void start_cluster_reporter(server_rec *s, ModuleState *state,

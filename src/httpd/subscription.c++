@@ -3,10 +3,8 @@
 
 #include "sse/publisher.h"
 #include "src/httpd/mercure_hub.h"
-#include "src/httpd/redis_bus.h"
 
 #include "http_connection.h"
-#include "http_main.h"
 
 #include "apr_strings.h"
 
@@ -63,16 +61,13 @@ void announce_presence(ModuleState *state, const char *type, const SubscriberInf
     ev.has_data = true;
     try {
         ev.data = presence_data(facts);
-        /* With SSERedis through Redis, like any publish: every server's subscribers of the
-         * presence channel see every server's records. */
-        PublishAttempt a = state->redis
-            ? submit_event(state, ap_server_conf, {state->presence_channel}, ev, {})
-            : publish_event(state->bus, &state->registry, {state->presence_channel}, ev, {},
-                            now);
-        if (a.outcome == PublishAttempt::Outcome::Unavailable) /* the outage: SSE0701 */
-            ap_log_error(APLOG_MARK, APLOG_INFO, 0, nullptr,
-                         "SSE0600: presence event %s not published: %s", type, a.error.c_str());
-        else if (a.outcome != PublishAttempt::Outcome::Published)
+        /* On this server's bus only, even with SSERedis (docs/redis.md, "What stays on each
+         * server"): through Redis, each record would cost a round trip (up to 900 ms while
+         * Redis is stalled) on the thread ending streams, and a server that dies would leave
+         * its clients connected in the others' presence forever. */
+        PublishAttempt a = publish_event(state->bus, &state->registry, {state->presence_channel},
+                                         ev, {}, now);
+        if (a.outcome != PublishAttempt::Outcome::Published)
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, nullptr,
                          "SSE0600: presence event %s not published: %s", type, a.error.c_str());
     } catch (const std::exception &e) {

@@ -26,13 +26,41 @@ ServerFigures figures(const std::string &server, std::uint64_t subscribers,
 START_TEST(report_round_trip)
 {
     ServerFigures f = figures("web1:8080", 3, {{"news", 2}, {"caf\xc3\xa9", 1}});
+    f.token = "0123abcd";
     ServerFigures back;
     assert_str(decode_figures(encode_figures(f), &back), "");
     assert_str(back.server, "web1:8080");
+    assert_str(back.token, "0123abcd");
     ck_assert(back.time_ms == f.time_ms);
     ck_assert_uint_eq(back.subscribers, 3);
     ck_assert_uint_eq(back.socket_clients, 1);
     ck_assert(back.channels == f.channels);
+}
+END_TEST
+
+/* A server with more channels than fit: its report stays within the cap, keeps the most-read
+ * channels, and says that some were left out. */
+START_TEST(report_capped)
+{
+    std::map<std::string, std::uint64_t> channels;
+    for (int i = 0; i < 5000; ++i)
+        channels["channel-number-" + std::to_string(i)] = 1;
+    channels["zz-most-read"] = 99;
+    ServerFigures f = figures("web1:8080", 5099, channels);
+    const std::string text = encode_figures(f);
+    ck_assert_uint_le(text.size(), kClusterReportMaxBytes);
+    ck_assert_uint_gt(text.size(), kClusterReportMaxBytes - 100);
+    ServerFigures back;
+    assert_str(decode_figures(text, &back), "");
+    ck_assert(back.truncated);
+    ck_assert_uint_lt(back.channels.size(), channels.size());
+    ck_assert_uint_eq(back.channels["zz-most-read"], 99);
+    ck_assert_uint_eq(back.subscribers, 5099);
+    ck_assert(cluster_totals({back}).truncated);
+
+    ServerFigures small = figures("web1:8080", 1, {{"news", 1}});
+    ck_assert(decode_figures(encode_figures(small), &back).empty() && !back.truncated);
+    ck_assert(!cluster_totals({back}).truncated);
 }
 END_TEST
 
@@ -92,6 +120,7 @@ Suite *cluster_state_suite()
     Suite *s = suite_create("cluster_state");
     TCase *tc = tcase_create("cluster_state");
     tcase_add_test(tc, report_round_trip);
+    tcase_add_test(tc, report_capped);
     tcase_add_test(tc, bad_reports);
     tcase_add_test(tc, own_live_figures_replace_its_report);
     tcase_add_test(tc, alone_without_reports);

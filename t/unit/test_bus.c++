@@ -894,7 +894,7 @@ START_TEST(no_wake_up_lost_between_check_and_sleep)
         const std::uint32_t seen = sb.bus.wake_word(), local_seen = local.word();
         BusEvent e;
         if (r.next(&e) == BusReader::Next::Event) {
-            ck_assert_str_eq(data_of(e).c_str(), std::to_string(got).c_str());
+            assert_str(data_of(e), std::to_string(got));
             taken.store(++got);
             ack.wake();
             continue;

@@ -30,6 +30,19 @@ void *operator new(std::size_t n)
     throw std::bad_alloc();
 }
 void *operator new[](std::size_t n) { return operator new(n); }
+/* The nothrow forms too (std::stable_sort's buffer, std::thread): left to the sanitizer's own
+ * operator new, their blocks would reach the free() below and be reported as mismatched. */
+void *operator new(std::size_t n, const std::nothrow_t &) noexcept
+{
+    try {
+        return operator new(n);
+    } catch (const std::bad_alloc &) {
+        return nullptr;
+    }
+}
+void *operator new[](std::size_t n, const std::nothrow_t &t) noexcept { return operator new(n, t); }
+void operator delete(void *p, const std::nothrow_t &) noexcept { std::free(p); }
+void operator delete[](void *p, const std::nothrow_t &) noexcept { std::free(p); }
 void operator delete(void *p) noexcept { std::free(p); }
 void operator delete[](void *p) noexcept { std::free(p); }
 void operator delete(void *p, std::size_t) noexcept { std::free(p); }

@@ -48,9 +48,9 @@ struct RedisShared {
     std::atomic<std::uint32_t> probing;        /* 1 while one publish tries Redis in an outage */
     /* The reader's, across restarts of the daemon: */
     std::atomic<std::int64_t> last_read_ms;    /* wall clock of the last read that worked; 0: none */
-    std::atomic<std::uint64_t> gap_seq;        /* the bus seq after the last gap (entries lost or
-                                                * trimmed unread): a resume from an event before it
-                                                * gets sse-missed; 0: none */
+    /* Unused since gaps are Gap records on the bus (sse/bus.h); kept so that this layout
+     * (SSERDS03), and with it the cursor, survives an upgrade. */
+    std::atomic<std::uint64_t> unused_gap_seq;
     std::atomic<std::uint32_t> epoch_len;      /* 0: no epoch adopted yet */
     char epoch[64];                            /* the stream's epoch (written by the reader only) */
 
@@ -373,11 +373,9 @@ private:
         rb_->shared->epoch_len.store(static_cast<std::uint32_t>(n), std::memory_order_release);
     }
 
-    /* Everything on the bus from now on comes after the gap. */
-    void mark_gap()
-    {
-        rb_->shared->gap_seq.store(state_->bus.stats().next_seq, std::memory_order_release);
-    }
+    /* Everything on the bus from now on comes after the gap: its record tells the open
+     * streams, and resumes from before it (two gaps with nothing between make one record). */
+    void mark_gap() { sse::mark_gap(state_->bus, now_us()); }
 
     /* A read worked: the end of an outage, if there was one. */
     void note_up()
@@ -399,7 +397,9 @@ private:
     }
 
     /* One entry onto the bus: an event with its id (the publisher's, else the entry id) at
-     * Redis's time, or a close. An entry no publish could have made is skipped and logged. */
+     * Redis's time, or a close. An entry it cannot append (one no publish could have made,
+     * or too large for this server's bus: another server's SSEBusSize is larger) is skipped,
+     * logged and marked as a gap: it may have been an event for the streams here. */
     void apply(const StreamEntry &e)
     {
         const std::int64_t time_us = entry_time_us(e.id, now_us());
@@ -423,10 +423,13 @@ private:
             error = append_event(state_->bus, &state_->registry, r.channels, ev, r.audience,
                                  time_us).error;
         }
-        if (!error.empty())
-            ap_log_error(APLOG_MARK, APLOG_ERR, 0, s_,
-                         "SSE0705: skipped Redis entry %s of %s: %s", e.id.text().c_str(),
-                         rb_->key.c_str(), error.c_str());
+        if (error.empty())
+            return;
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s_,
+                     "SSE0705: skipped Redis entry %s of %s: %s; open streams and resumes "
+                     "from before it get sse-missed", e.id.text().c_str(), rb_->key.c_str(),
+                     error.c_str());
+        mark_gap();
     }
 
     server_rec *s_;
@@ -550,11 +553,6 @@ bool redis_status(const ModuleState *state, RedisStatus *out)
     out->last_entry = rb->shared->load_cursor(&cursor) ? cursor.text() : std::string();
     out->last_read_ms = rb->shared->last_read_ms.load(std::memory_order_relaxed);
     return true;
-}
-
-std::uint64_t redis_gap_seq(const ModuleState *state)
-{
-    return state->redis ? state->redis->shared->gap_seq.load(std::memory_order_acquire) : 0;
 }
 
 void start_redis_reader(server_rec *s, ModuleState *state, const volatile sig_atomic_t *stop)

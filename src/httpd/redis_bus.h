@@ -21,8 +21,10 @@
  *   cleanup ends the old one before a new generation forks the next.
  * - Gaps: each read also checks the stream's epoch, and after a (re)connect, a full batch
  *   or a read that was held up, whether entries after the cursor were trimmed
- *   (sse/redis_link.h). A gap (SSE0710 lost, SSE0711 trimmed) is marked with the bus seq
- *   that follows it (redis_gap_seq()); a lost stream is read again from its start.
+ *   (sse/redis_link.h). A gap (SSE0710 lost, SSE0711 trimmed, or an entry it skips, SSE0705)
+ *   is marked on the bus with a Gap record (mark_gap(), sse/publisher.h): every open stream
+ *   gets sse-missed there, and so does a resume from before it; a lost stream is read again
+ *   from its start.
  * - A daemon killed between an append and the cursor's advance appends that entry again
  *   when it restarts (at most one repeat, never a loss).
  */
@@ -87,12 +89,6 @@ struct RedisStatus {
 };
 /* False when SSERedis is not set. Any process, any thread. */
 bool redis_status(const ModuleState *state, RedisStatus *out);
-
-/* The bus seq from which this server's bus follows the stream without a gap: the reader
- * found entries lost (SSE0710) or trimmed unread (SSE0711) just before it. A resume from an
- * event older than it gets sse-missed (StreamRequest::missing_before_seq). 0: no gap, or no
- * SSERedis. Any process, any thread. */
-std::uint64_t redis_gap_seq(const ModuleState *state);
 
 /* The seconds a refused publish is told to wait (Retry-After). */
 constexpr int kRedisRetryAfterSeconds = 1;

@@ -491,7 +491,6 @@ private:
             req.channels = f.subscribe_channels;
             req.resume_id = f.last_event_id;
             req.join = false;
-            req.missing_before_seq = redis_gap_seq(state_);
             opened.emplace(open_stream(state_->bus, state_->registry, req, state_->history,
                                        apr_time_now()));
             if (opened->outcome == OpenedStream::Outcome::Closed)

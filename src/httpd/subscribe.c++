@@ -296,7 +296,6 @@ OpenedStream open_subscribe(request_rec *r, ModuleState *state, const SubscribeA
     req.pid = getpid();
     req.remote = r->useragent_ip ? r->useragent_ip : "";
     req.note = ask.note;
-    req.missing_before_seq = redis_gap_seq(state);
     return open_stream(state->bus, state->registry, req, state->history, now_us());
 }
 

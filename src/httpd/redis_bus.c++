@@ -1,6 +1,7 @@
 /* SSERedis: the directives, the shared redis state, publishing through Redis and the reader
  * (see the header). */
 #include "src/httpd/redis_bus.h"
+#include "src/httpd/redis_presence.h"
 #include "src/httpd/shared_segment.h"
 
 #include "sse/redis_link.h"
@@ -23,7 +24,7 @@ namespace sse::httpd {
 
 namespace {
 
-constexpr std::uint64_t kRedisStateMagic = 0x5353455244533033ull; /* "SSERDS03" */
+constexpr std::uint64_t kRedisStateMagic = 0x5353455244533034ull; /* "SSERDS04" */
 constexpr std::int64_t kRefuseAtOnceMs = 1000; /* after a refusal, during an outage */
 constexpr int kReadBlockMs = 1000;
 constexpr std::size_t kReadCount = 256;
@@ -53,6 +54,10 @@ struct RedisShared {
     std::atomic<std::uint64_t> unused_gap_seq;
     std::atomic<std::uint32_t> epoch_len;      /* 0: no epoch adopted yet */
     char epoch[64];                            /* the stream's epoch (written by the reader only) */
+    /* The presence forwarder's (src/httpd/redis_presence.h), across restarts of the daemon:
+     * the bus seq from which this server's presence records are still to be sent on; 0: not
+     * set yet (open_redis() sets it, before any child exists). */
+    std::atomic<std::uint64_t> presence_next_seq;
 
     bool load_cursor(StreamId *out) const
     {
@@ -214,7 +219,7 @@ class StreamFollower {
 public:
     StreamFollower(server_rec *s, ModuleState *state, const volatile sig_atomic_t *stop)
         : s_(s), state_(state), rb_(state->redis), stop_(stop),
-          reader_(rb_->writer.url(), rb_->key, rb_->epoch_key) {}
+          reader_(rb_->writer.url(), rb_->key, rb_->epoch_key), presence_(s, state) {}
 
     void run()
     {
@@ -397,9 +402,10 @@ private:
     }
 
     /* One entry onto the bus: an event with its id (the publisher's, else the entry id) at
-     * Redis's time, or a close. An entry it cannot append (one no publish could have made,
-     * or too large for this server's bus: another server's SSEBusSize is larger) is skipped,
-     * logged and marked as a gap: it may have been an event for the streams here. */
+     * Redis's time, a close, a Mercure update or another server's presence record. An entry
+     * it cannot append (one no publish could have made, or too large for this server's bus:
+     * another server's SSEBusSize is larger) is skipped, logged and marked as a gap: it may
+     * have been an event for the streams here. */
     void apply(const StreamEntry &e)
     {
         const std::int64_t time_us = entry_time_us(e.id, now_us());
@@ -407,7 +413,9 @@ private:
         const bool close = r.kind == StreamRecord::Kind::Close;
         const bool update = r.kind == StreamRecord::Kind::Update;
         std::string error = e.error;
-        if (error.empty() && !update)
+        if (error.empty() && r.kind == StreamRecord::Kind::Presence)
+            error = presence_.apply(e, time_us);
+        else if (error.empty() && !update)
             error = close ? validate_channel_list(r.channels)
                           : check_publish(r.channels, r.fields, r.audience);
         if (error.empty() && close) {
@@ -416,7 +424,7 @@ private:
             /* A Mercure update, checked as its hub checked it; its id came with it. */
             error = publish_update(state_->bus, &state_->registry, r.hub, r.update, r.fields,
                                    time_us).error;
-        } else if (error.empty()) {
+        } else if (error.empty() && r.kind == StreamRecord::Kind::Event) {
             EventFields ev = r.fields;
             if (ev.id.empty())
                 ev.id = e.id.text();
@@ -437,6 +445,7 @@ private:
     RedisBus *rb_;
     const volatile sig_atomic_t *stop_;
     RedisReader reader_;
+    RemotePresence presence_;
     StreamId cursor_;
     bool inspect_ = true;             /* the next read asks XINFO STREAM too */
     StreamId reported_deleted_;       /* the newest XDELed entry already reported (SSE0711) */
@@ -494,6 +503,8 @@ apr_status_t open_redis(apr_pool_t *pconf, server_rec *s, const ServerConfig *co
     StreamId start;
     if (!shared->load_cursor(&start))
         set_start_cursor(state->redis, s, &start);
+    std::uint64_t unset = 0; /* the presence records to send on start with the next one */
+    shared->presence_next_seq.compare_exchange_strong(unset, state->bus.stats().next_seq);
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "SSE0700: servers joined through Redis at %s, "
                  "stream %s", conf->redis_url->display().c_str(), key.c_str());
     return APR_SUCCESS;
@@ -555,21 +566,41 @@ bool redis_status(const ModuleState *state, RedisStatus *out)
     return true;
 }
 
-void start_redis_reader(server_rec *s, ModuleState *state, const volatile sig_atomic_t *stop)
+RedisWriter::Added add_presence_record(ModuleState *state, const StreamRecord &rec)
+{
+    return state->redis->writer.add(rec);
+}
+
+std::uint64_t presence_next_seq(const ModuleState *state)
+{
+    return state->redis->shared->presence_next_seq.load(std::memory_order_acquire);
+}
+
+void note_presence_next_seq(ModuleState *state, std::uint64_t seq)
+{
+    state->redis->shared->presence_next_seq.store(seq, std::memory_order_release);
+}
+
+void start_daemon_thread(server_rec *s, const char *failed, std::function<void()> body)
 {
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
-    std::thread([s, state, stop] {
-        guarded([&] { StreamFollower(s, state, stop).run(); }, [&](const char *why) {
-            /* Without its reader the server would miss every event: the daemon exits and
-             * the parent starts a new one (SSE0402), which resumes from the cursor. */
-            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "SSE0706: the Redis reader failed: %s",
-                         why);
+    std::thread([s, failed, body = std::move(body)] {
+        guarded(body, [&](const char *why) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "%s: %s", failed, why);
             _exit(1);
         });
     }).detach();
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
+}
+
+void start_redis_reader(server_rec *s, ModuleState *state, const volatile sig_atomic_t *stop)
+{
+    /* Without its reader the server would miss every event: on a failure the daemon exits
+     * and the parent starts a new one (SSE0402), which resumes from the cursor. */
+    start_daemon_thread(s, "SSE0706: the Redis reader failed",
+                        [s, state, stop] { StreamFollower(s, state, stop).run(); });
 }
 
 } // namespace sse::httpd

@@ -34,9 +34,11 @@
 #include "src/httpd/module.h"
 
 #include "sse/publisher.h"
+#include "sse/redis_link.h"
 #include "sse/redis_record.h"
 
 #include <csignal>
+#include <functional>
 
 namespace sse::httpd {
 
@@ -72,6 +74,13 @@ int answer_unavailable(request_rec *r, const char *endpoint, const std::string &
 PublishAttempt submit_close(ModuleState *state, const server_rec *s,
                             const std::vector<std::string> &channels);
 
+/* In the socket daemon: runs `body` on a thread of its own (every signal blocked: SIGTERM is
+ * the daemon's main loop's), detached. A failure escaping it (an exception) is logged at crit
+ * as "<failed>: <why>" (failed: a tagged sentence, a literal) and ends the daemon (_exit): the
+ * parent starts a new one (SSE0402). Used for the Redis reader, the cluster figures' reporter
+ * and the presence forwarder. */
+void start_daemon_thread(server_rec *s, const char *failed, std::function<void()> body);
+
 /* In the socket daemon, after it dropped privileges: starts the reader thread (every signal
  * blocked). It stops appending once *stop is set (the daemon is ending). */
 void start_redis_reader(server_rec *s, ModuleState *state, const volatile sig_atomic_t *stop);
@@ -89,6 +98,14 @@ struct RedisStatus {
 };
 /* False when SSERedis is not set. Any process, any thread. */
 bool redis_status(const ModuleState *state, RedisStatus *out);
+
+/* For the presence forwarder (src/httpd/redis_presence.h), in sse-publishd, with SSERedis:
+ * XADDs a "presence" entry (RedisWriter::add: bounded by kPublishBoundMs; the outage lines of
+ * publishes are not touched); the bus seq from which this server's records are still to be
+ * sent on (kept across restarts of the daemon), and its advance. */
+RedisWriter::Added add_presence_record(ModuleState *state, const StreamRecord &rec);
+std::uint64_t presence_next_seq(const ModuleState *state);
+void note_presence_next_seq(ModuleState *state, std::uint64_t seq);
 
 /* The seconds a refused publish is told to wait (Retry-After). */
 constexpr int kRedisRetryAfterSeconds = 1;

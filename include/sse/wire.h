@@ -79,6 +79,22 @@ void encode_retry(std::int64_t retry_ms, std::string &out);
 /* Splits data at CR, LF and CRLF, as the WHATWG parser does. "a\n" gives {"a", ""}. */
 std::vector<std::string_view> split_lines(std::string_view data);
 
+/* The lines split_lines() gives, passed to `fn` one by one without a vector (encode_event
+ * runs on every publish). */
+template <typename Fn> void for_each_line(std::string_view data, Fn &&fn)
+{
+    std::size_t start = 0;
+    for (std::size_t i = 0; i < data.size(); ++i) {
+        if (data[i] == '\r' || data[i] == '\n') {
+            fn(data.substr(start, i - start));
+            if (data[i] == '\r' && i + 1 < data.size() && data[i + 1] == '\n')
+                ++i;
+            start = i + 1;
+        }
+    }
+    fn(data.substr(start));
+}
+
 /* Each byte of `s` read as ISO-8859-1 (Latin-1), written as UTF-8. */
 std::string utf8_from_latin1(std::string_view s);
 

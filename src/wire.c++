@@ -17,6 +17,8 @@ std::vector<std::string_view> split_lines(std::string_view data)
 
 void encode_event(const EventFields &ev, std::string &out)
 {
+    /* One allocation for the usual event (one data line), not one per doubling. */
+    out.reserve(out.size() + ev.id.size() + ev.event.size() + ev.data.size() + 40);
     if (!ev.id.empty()) {
         out += "id: ";
         out += ev.id;

@@ -28,6 +28,8 @@ BodyResult read_body(request_rec *r, apr_off_t limit, std::string &out)
         return BodyResult::TooLarge;
     if (!ap_should_client_block(r))
         return BodyResult::Ok;
+    if (r->remaining > 0)
+        out.reserve(static_cast<std::size_t>(r->remaining)); /* Content-Length, within limit */
     char buf[8192];
     for (;;) {
         long n = ap_get_client_block(r, buf, sizeof buf);
@@ -67,7 +69,12 @@ namespace {
  * channel names and the id were validated (UTF-8, as append_json_string requires). */
 std::string published_answer(const std::string &id, const std::vector<std::string> &channels)
 {
-    std::string out = "{\"channels\":[";
+    std::size_t bytes = 24 + id.size();
+    for (const std::string &c : channels)
+        bytes += c.size() + 3;
+    std::string out;
+    out.reserve(bytes); /* escapes aside (channel names and ids have few), one allocation */
+    out = "{\"channels\":[";
     for (std::size_t i = 0; i < channels.size(); ++i) {
         if (i)
             out += ',';

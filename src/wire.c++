@@ -2,6 +2,7 @@
 
 #include "sse/config_values.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -271,8 +272,21 @@ std::int64_t parse_retry(std::string_view text)
 }
 
 NameCollector::NameCollector(std::vector<std::string> &out, std::size_t cap, bool trim_spaces)
-    : out_(out), cap_(cap), trim_(trim_spaces), seen_(out.begin(), out.end())
+    : out_(out), cap_(cap), trim_(trim_spaces)
 {
+}
+
+bool NameCollector::take(std::string_view item)
+{
+    /* A short list is searched as it is: a hash set costs allocations per name, and nearly
+     * every request names one or a few (a tenth of a publish's own instructions went here).
+     * From kLinearNames on, the set (holding what `out_` holds) keeps a long list linear. */
+    constexpr std::size_t kLinearNames = 16;
+    if (seen_.empty() && out_.size() < kLinearNames)
+        return std::find(out_.begin(), out_.end(), item) == out_.end();
+    if (seen_.empty())
+        seen_.insert(out_.begin(), out_.end());
+    return seen_.emplace(item).second;
 }
 
 void NameCollector::add(std::string_view list)
@@ -288,7 +302,7 @@ void NameCollector::add(std::string_view list)
             item.remove_prefix(1);
         while (trim_ && !item.empty() && item.back() == ' ')
             item.remove_suffix(1);
-        if (!item.empty() && seen_.emplace(item).second)
+        if (!item.empty() && take(item))
             out_.emplace_back(item);
     }
 }

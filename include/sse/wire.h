@@ -136,7 +136,8 @@ std::int64_t parse_retry(std::string_view text);
  * Once `out` holds more than `cap` names, the rest is not even split: the list is refused by
  * its check anyway (validate_channel_list(), Audience::validate()), and a hostile list of
  * 65,000 names then costs neither quadratic time nor memory beyond cap + 1 names. Repeats are
- * found with a hash set, so many repeated names cost linear time too.
+ * found by a look through `out` while it holds few names, then with a hash set, so many
+ * repeated names cost linear time too.
  * Borrows `out` (it must outlive the collector); names already in it count as seen. */
 class NameCollector {
 public:
@@ -154,10 +155,13 @@ public:
     }
 
 private:
+    /* True when `item` is not collected yet (then noted as seen). */
+    bool take(std::string_view item);
+
     std::vector<std::string> &out_;
     std::size_t cap_;
     bool trim_;
-    std::unordered_set<std::string> seen_;
+    std::unordered_set<std::string> seen_; /* empty until out_ holds many names */
 };
 
 /* Splits a comma-separated list of channel names into `channels`, dropping empty items

@@ -569,10 +569,6 @@ PublishResult Bus::append(RecordKind kind, const std::vector<std::string> &chann
     }
 
     StateCopy st = h_->snapshot();
-    if (kind == RecordKind::Gap && st.after_gap == st.next_seq) {
-        result.seq = st.next_seq - 1; /* the newest record is a gap already */
-        return result;
-    }
     RecordPayload payload = make_payload(fields, notice, st.next_seq);
     payload.topics = topics;
     const bool bus_id = payload.bus_id;

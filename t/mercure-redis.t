@@ -7,7 +7,8 @@
 # Last-Event-ID / lastEventID (and `earliest`) naming updates published on A. Redis stopped:
 # the publish is answered 503 within a bound, and nothing accepted is lost. An update entry no
 # hub writes is skipped with SSE0705 and marked as a gap (the open streams get sse-missed),
-# the next ones delivered. B's bus is small (SSEBusSize 256K): an update too large for it is
+# the next ones delivered; two such entries with nothing between are two gaps (a subscriber
+# opened between them is told of the second). B's bus is small (SSEBusSize 256K): an update too large for it is
 # answered 413 on B before it reaches Redis; published on A, B skips it (SSE0705) and its open
 # streams, Mercure and native, get sse-missed. Subscription events stay on the server of the
 # subscriber they announce (docs/mercure.md says why).
@@ -196,6 +197,27 @@ subtest 'an update entry no hub writes: skipped with SSE0705, the next delivered
            'SSE0705 says which entry and why');
     }
     $_->close for @subs;
+};
+
+subtest 'two skipped entries, nothing between: a subscriber opened between gets the second' => sub {
+    # The first gap's record is the newest on B's bus when the subscriber opens: it is placed
+    # after it, and only a record of the second gap tells it what it may have lost there.
+    my $skipped = sub { scalar(() = $b->log_text =~ /SSE0705: .*an update without topics/g) };
+    my $bad = sub {
+        my $before = $skipped->();
+        like($redis->cli('XADD', 'sse:stream', '*', 'kind', 'update', 'hub', '#mercure:shop',
+                         'id', "urn:x:bad-$_[0]"), qr/^\d+-\d+$/, "bad entry $_[0], by hand");
+        ok($b->wait_for(sub { $skipped->() > $before }, 10), "B skipped bad entry $_[0]");
+    };
+    $bad->(1);
+    # A native stream: a Mercure subscriber's opening would put its subscription event
+    # between the two gaps on B's bus.
+    my $between = $b->subscribe('/events/between-gaps');
+    $bad->(2);
+    $a->publish('/publish/between-gaps', 'after both');
+    is_deeply([seen_until($between, 'after both')], ['<missed>', 'after both'],
+              'opened between the two gaps: sse-missed for the second, then the next event');
+    $between->close;
 };
 
 subtest 'an update too large for B\'s bus: 413 on B; from A, a gap on B' => sub {

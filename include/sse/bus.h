@@ -199,10 +199,11 @@ public:
                                   const Audience &audience, const std::string &notice,
                                   std::int64_t now_us);
 
-    /* Appends a Gap record (see RecordKind) whose notice is `notice`, unless the newest record
-     * already is one (gaps with nothing between are one gap: then nothing is appended and its
-     * seq is returned). Its seq is committed with the head, in the same atomic state a resume
-     * reads its position from (start_after). Same locking as publish(). */
+    /* Appends a Gap record (see RecordKind) whose notice is `notice`. Its seq is committed with
+     * the head, in the same atomic state a resume reads its position from (start_after). Even
+     * right after another Gap record it is a record of its own: a stream placed at the head
+     * between the two may have lost events at the second (nothing else would tell it). Same
+     * locking as publish(). */
     PublishResult publish_gap(const std::string &notice, std::int64_t now_us);
 
     /* What the ring holds for one channel (since its last CloseChannels record, if any). */

@@ -379,7 +379,7 @@ private:
     }
 
     /* Everything on the bus from now on comes after the gap: its record tells the open
-     * streams, and resumes from before it (two gaps with nothing between make one record). */
+     * streams, and resumes from before it. */
     void mark_gap() { sse::mark_gap(state_->bus, now_us()); }
 
     /* A read worked: the end of an outage, if there was one. */

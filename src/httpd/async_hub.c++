@@ -105,9 +105,11 @@ void fault_point(long after, long &count)
  * connection and its registry slot. Created on the worker by the handler; owned by the hub's
  * I/O thread once adopted, then by the ender thread once ended and settled. */
 struct SuspendedStream : Subscriber {
+    /* want_out and conn (its descriptor, direct()) first: next to what Subscriber's
+     * delivery fields touch (sse/fanout.h), so a delivery touches adjacent cache lines. */
+    bool want_out = false; /* EPOLLOUT is asked for */
     SuspendedConnection conn;
     Subscription sub;
-    bool want_out = false; /* EPOLLOUT is asked for */
 
     SuspendedStream(request_rec *r, BusReader reader, const std::vector<std::string> &channels,
                     const std::string &client_id, const DeliverySettings &settings,

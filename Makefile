@@ -88,7 +88,7 @@ FUZZ_FLAGS := -std=c++17 $(WARN) -g -O1 -fsanitize=address,undefined -fno-saniti
 STRESS_SECONDS ?= 30
 STRESS_BIN := $(BUILD)/t/stress/bus-stress
 
-.PHONY: all install test test-asan test-stress unit stress integration fuzz deps run stop clean bench-publish bench-publish-cost bench-redis \
+.PHONY: all install test test-asan test-stress unit stress integration fuzz deps run stop clean bench-publish bench-publish-cost bench-fanout-cost bench-redis \
         bench-nchan bench-memory \
         bench-resume bench-fanout bench-registry bench-authz bench-token
 
@@ -220,6 +220,10 @@ bench-publish: all $(BUILD)/publish-bench
 # context switches (perf stat) per request (bench/run-publish-cost; docs/benchmarks.md).
 bench-publish-cost: all $(BUILD)/publish-bench
 	bench/run-publish-cost
+# What one delivery costs on 100 channels x 100 streams, mod_sse and the floor server: system
+# calls, context switches per delivery (bench/run-fanout-cost; docs/benchmarks.md).
+bench-fanout-cost: all $(BUILD)/sse-load $(BUILD)/floor-server
+	bench/run-fanout-cost
 # SSERedis: publish cost with and without it, alternating, and cross-server delivery latency
 # (bench/run-redis-bench).
 bench-redis: all $(BUILD)/publish-bench $(BUILD)/sse-load

@@ -10,7 +10,7 @@
  *   once (one shared copy of its bytes for every subscriber of this process), queues it for
  *   the subscribers of its channels, and writes only to sockets that epoll reports
  *   writable. Nothing on it blocks. A plain
- *   HTTP stream (not chunked, no output filter but the core's) is written with writev()
+ *   HTTP stream (not chunked, no output filter but the core's) is sent (send(), sendmsg())
  *   straight from the queue. Otherwise (TLS) data goes down the output filters without
  *   FLUSH buckets and the core output filter is then called directly with no brigade (as the
  *   event MPM's write completion does), which writes what the socket takes and keeps the

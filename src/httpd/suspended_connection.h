@@ -57,11 +57,12 @@
  *    (ap_remove_output_filter() unlinks a connection filter from c->output_filters only).
  *    Pinned by t/async.t ("TLS") and t/hub-tls.t: without it, events wait in the filter.
  *
- * 6. The writev() fast path (direct()): exact when the response is not chunked (mod_sse ends
- *    the connection with the stream, so HTTP/1.1 sends no chunking), the connection has no
- *    filter but the core's (no TLS, no other module rewriting bytes) and the core holds
- *    nothing. Pinned by t/async.t ("TLS": direct writes on a TLS connection break it); the
- *    fast path itself carries every plain-HTTP held stream (t/async.t, t/scale.t).
+ * 6. The direct fast path (direct(): the queued bytes sent to the socket, send() or
+ *    sendmsg()): exact when the response is not chunked (mod_sse ends the connection with
+ *    the stream, so HTTP/1.1 sends no chunking), the connection has no filter but the
+ *    core's (no TLS, no other module rewriting bytes) and the core holds nothing. Pinned by
+ *    t/async.t ("TLS": direct writes on a TLS connection break it); the fast path itself
+ *    carries every plain-HTTP held stream (t/async.t, t/scale.t).
  *
  * 7. The teardown (close()): ap_process_request_after_handler() (logs the request and frees
  *    it; c->sbh is NULL, so its scoreboard writes are skipped), ap_prep_lingering_close() (the
@@ -154,7 +155,7 @@ public:
     /* The descriptor the hub writes to and polls: a dup of the MPM's until settled (3). */
     int fd() const { return fd_; }
     int mpm_fd() const { return mpm_fd_; }
-    /* Plain bytes may be written to fd() with writev(), bypassing the filters (6). */
+    /* Plain bytes may be written to fd() (send(), sendmsg()), bypassing the filters (6). */
     bool direct() const { return direct_; }
 
     /* I/O thread, at adoption: socket timeout 0 (4), and the dup (3). */

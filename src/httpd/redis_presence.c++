@@ -67,7 +67,10 @@ public:
 private:
     bool made_here(const BusEvent &e) const
     {
-        return e.kind == RecordKind::Event && e.id == std::to_string(e.seq) &&
+        /* By the bus's flag, not by comparing the id with the seq: a publisher's id
+         * (through Redis, or the trusted publish socket) may be exactly the seq its record
+         * gets, and that record is no record of this server's. */
+        return e.kind == RecordKind::Event && e.id_from_bus &&
                is_presence_event_type(e.event) &&
                !presence_too_old(e.event, e.time_us / 1000, now_us() / 1000);
     }

@@ -10,9 +10,10 @@
  *   BusReader, looked at every kForwardPollMs: waiting on the bus's futex would wake it at
  *   every publish of any channel) and sends each record this server made on to the stream
  *   as a "presence" entry (sse/redis_record.h), one XADD each, in bus order, with this
- *   server's id and start token. A record this server made is one whose id is its own bus
- *   seq (the bus gave it: presence records carry no id); a record the reader appended from
- *   Redis has the entry id ("ms-seq"), so it is never sent back. A connect or reconnect
+ *   server's id and start token. A record this server made is one whose id the bus gave
+ *   (BusEvent::id_from_bus: presence records carry no id); a record the reader appended from
+ *   Redis has the entry id or its publisher's, so it is never sent back, even a publisher's
+ *   id that reads as the record's seq. A connect or reconnect
  *   older than kPresenceMaxAgeMs is not sent (presence_too_old()).
  *   Redis away or slow: the record in hand is tried again with a back-off of 100 ms doubling
  *   to 2 s, each try bounded by kPublishBoundMs; the BusReader keeps the place meanwhile (the

@@ -70,13 +70,20 @@ private:
     /* Whether `r` comes after the last record taken from its server and token (then it is
      * noted as the last). */
     bool first_time(const StreamRecord &r);
-    /* Origins remembered at most (a server's token changes at each start of its httpd). */
+    /* Origins remembered at most (a server's token changes at each start of its httpd); one
+     * more forgets the one heard from longest ago (a server still sending is heard from
+     * often, and keeps its last seq: clearing them all would let a repeat through). */
     static constexpr std::size_t kMaxOrigins = 1024;
+    struct Origin {
+        std::uint64_t last_seq; /* the last seq taken */
+        std::uint64_t heard;    /* heard_ when its last entry came */
+    };
 
     server_rec *s_;
     ModuleState *state_;
     std::string server_, token_;  /* this server's */
-    std::map<std::string, std::uint64_t> last_seq_; /* "server\ntoken" -> the last seq taken */
+    std::map<std::string, Origin> origins_; /* by "server\ntoken" */
+    std::uint64_t heard_ = 0;                /* entries taken from any origin so far */
     std::uint64_t stale_ = 0;     /* stale connects dropped since the last SSE0743 */
     std::int64_t stale_said_us_ = 0;
 };

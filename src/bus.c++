@@ -914,6 +914,7 @@ public:
         out->seq = h_.seq;
         out->time_us = h_.time_us;
         out->id = wire_id();
+        out->id_from_bus = h_.id_len == 0;
         out->event.assign(view(event_, h_.event_len));
         out->wire.assign(reinterpret_cast<const char *>(rec_ + wire_), h_.wire_len);
         out->channels.clear();

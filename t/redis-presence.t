@@ -187,6 +187,31 @@ subtest 'entries of kind presence: stale connects dropped, malformed ones skippe
     }
 };
 
+subtest 'many origins: a server still sending keeps its last seq' => sub {
+    # 1100 origins (each a server's start) with one stale connect each (dropped, but
+    # remembered), and among them a live one whose record comes twice: it is delivered once
+    # though the reader forgot origins on the way (it forgot all of them at once before).
+    my $now = int(time * 1000);
+    my $data = qq({"channel_count":1,"channels":["lobby"],"client":"twice","remote":null,"time":$now});
+    my $lua = <<'LUA';
+local function add(event, client_data, token, time, seq)
+  redis.call('XADD', KEYS[1], '*', 'kind', 'presence', 'channels', 'presence', 'event', event,
+             'data', client_data, 'server', 'flood:1', 'token', token, 'time', time, 'seq', seq)
+end
+local stale = '{"channel_count":1,"channels":["lobby"],"client":"flood","remote":null,"time":0}'
+for i = 1, 1100 do
+  add('connect', stale, 'f' .. i, tostring(ARGV[1] - 120000), '1')
+  if i == 1000 then add('connect', ARGV[2], 'live', ARGV[1], '7') end
+end
+add('connect', ARGV[2], 'live', ARGV[1], '7')
+return 1
+LUA
+    is($redis->cli('EVAL', $lua, 1, 'sse:stream', $now, $data), '1', '1101 origins, one record twice');
+    sync($b, 'sync-4');
+    is_deeply(types($watch{$_}, 'twice'), ['connect'], "\U$_\E: the live origin's record once")
+        for qw(a b);
+};
+
 $_->close for values %watch;
 $_->stop for $a, $b;
 $redis->stop;

@@ -72,6 +72,8 @@ struct BusEvent {
     std::int64_t time_us = 0;      /* publish time, microseconds since the Unix epoch; never
                                     * less than the previous record's (see publish) */
     std::string id;                /* the id on the wire: the publisher's, or the decimal seq */
+    bool id_from_bus = false;      /* the bus gave the id (the publisher gave none): a
+                                    * publisher's id may read as the seq, this flag tells */
     std::string event;             /* event type, empty for "message" */
     std::vector<std::string> channels;
     std::string wire;              /* the complete encoded event, ready to send */

@@ -67,7 +67,10 @@ public:
 private:
     bool made_here(const BusEvent &e) const
     {
-        return e.kind == RecordKind::Event && e.id == std::to_string(e.seq) &&
+        /* By the bus's flag, not by comparing the id with the seq: a publisher's id
+         * (through Redis, or the trusted publish socket) may be exactly the seq its record
+         * gets, and that record is no record of this server's. */
+        return e.kind == RecordKind::Event && e.id_from_bus &&
                is_presence_event_type(e.event) &&
                !presence_too_old(e.event, e.time_us / 1000, now_us() / 1000);
     }
@@ -150,16 +153,19 @@ RemotePresence::RemotePresence(server_rec *s, ModuleState *state)
 bool RemotePresence::first_time(const StreamRecord &r)
 {
     std::string origin = r.server + '\n' + r.token;
-    auto it = last_seq_.find(origin);
-    if (it != last_seq_.end()) {
-        if (r.seq <= it->second)
+    auto it = origins_.find(origin);
+    if (it != origins_.end()) {
+        if (r.seq <= it->second.last_seq)
             return false;
-        it->second = r.seq;
+        it->second = {r.seq, ++heard_};
         return true;
     }
-    if (last_seq_.size() >= kMaxOrigins) /* many starts of many servers: forget them all */
-        last_seq_.clear();
-    last_seq_.emplace(std::move(origin), r.seq);
+    if (origins_.size() >= kMaxOrigins) /* many starts of many servers */
+        origins_.erase(std::min_element(origins_.begin(), origins_.end(),
+                                        [](const auto &a, const auto &b) {
+                                            return a.second.heard < b.second.heard;
+                                        }));
+    origins_.emplace(std::move(origin), Origin{r.seq, ++heard_});
     return true;
 }
 

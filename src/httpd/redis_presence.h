@@ -10,9 +10,10 @@
  *   BusReader, looked at every kForwardPollMs: waiting on the bus's futex would wake it at
  *   every publish of any channel) and sends each record this server made on to the stream
  *   as a "presence" entry (sse/redis_record.h), one XADD each, in bus order, with this
- *   server's id and start token. A record this server made is one whose id is its own bus
- *   seq (the bus gave it: presence records carry no id); a record the reader appended from
- *   Redis has the entry id ("ms-seq"), so it is never sent back. A connect or reconnect
+ *   server's id and start token. A record this server made is one whose id the bus gave
+ *   (BusEvent::id_from_bus: presence records carry no id); a record the reader appended from
+ *   Redis has the entry id or its publisher's, so it is never sent back, even a publisher's
+ *   id that reads as the record's seq. A connect or reconnect
  *   older than kPresenceMaxAgeMs is not sent (presence_too_old()).
  *   Redis away or slow: the record in hand is tried again with a back-off of 100 ms doubling
  *   to 2 s, each try bounded by kPublishBoundMs; the BusReader keeps the place meanwhile (the
@@ -69,13 +70,20 @@ private:
     /* Whether `r` comes after the last record taken from its server and token (then it is
      * noted as the last). */
     bool first_time(const StreamRecord &r);
-    /* Origins remembered at most (a server's token changes at each start of its httpd). */
+    /* Origins remembered at most (a server's token changes at each start of its httpd); one
+     * more forgets the one heard from longest ago (a server still sending is heard from
+     * often, and keeps its last seq: clearing them all would let a repeat through). */
     static constexpr std::size_t kMaxOrigins = 1024;
+    struct Origin {
+        std::uint64_t last_seq; /* the last seq taken */
+        std::uint64_t heard;    /* heard_ when its last entry came */
+    };
 
     server_rec *s_;
     ModuleState *state_;
     std::string server_, token_;  /* this server's */
-    std::map<std::string, std::uint64_t> last_seq_; /* "server\ntoken" -> the last seq taken */
+    std::map<std::string, Origin> origins_; /* by "server\ntoken" */
+    std::uint64_t heard_ = 0;                /* entries taken from any origin so far */
     std::uint64_t stale_ = 0;     /* stale connects dropped since the last SSE0743 */
     std::int64_t stale_said_us_ = 0;
 };

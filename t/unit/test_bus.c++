@@ -128,11 +128,20 @@ START_TEST(publish_order_and_channel_filter)
     assert_str(ea[0].id, std::to_string(p1.seq));
     ck_assert(ea[0].seq >= static_cast<std::uint64_t>(kT0)); /* seqs start at creation time */
     assert_str(ea[1].id, "custom");
+    ck_assert(ea[0].id_from_bus && !ea[1].id_from_bus);
     ck_assert(ea[1].wire.rfind("id: custom\n", 0) == 0);
     ck_assert_int_eq(eab[2].channels.size(), 2);
     BusStats st = sb.bus.stats();
     ck_assert_int_eq(st.published, 3);
     ck_assert_int_eq(st.next_seq - st.oldest_seq, 3);
+    /* A publisher's id that reads as the record's own seq is still the publisher's (the
+     * presence forwarder sends on the records whose id the bus gave, and only those). */
+    sb.bus.publish({"a"}, data_event("4", std::to_string(st.next_seq)), kT0);
+    auto given = drain(ra);
+    ck_assert_int_eq(given.size(), 1);
+    ck_assert_int_eq(given[0].seq, st.next_seq);
+    assert_str(given[0].id, std::to_string(given[0].seq));
+    ck_assert(!given[0].id_from_bus);
 }
 END_TEST
 

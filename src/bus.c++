@@ -60,6 +60,7 @@ struct RecordHeader {
      *       uint8 target_len[n_only + n_except]; targets; id; event; wire */
 };
 static_assert(sizeof(RecordHeader) == 40, "record header layout");
+static_assert(InterestSlot::kSlots <= 64, "the asleep mask has a bit per interest slot");
 
 /* Flags in RecordHeader::kind above the RecordKind. kHasTopics: the record holds a Mercure
  * update's topics between its event type and its wire (uint16 count, uint16 length each,

@@ -5,7 +5,8 @@
  *   +-------------------+  0
  *   | BusHeader         |  magic, layout version, sizes, the robust writer lock, the two
  *   |                   |  committed-state slots, the wake-up word and its sleepers' count,
- *   |                   |  counters
+ *   |                   |  counters, the asleep mask and 16 interest slots (InterestSlot:
+ *   |                   |  owner pid, futex word, reader position, channel filter)
  *   +-------------------+  index_offset (8-aligned)
  *   | seq index         |  per block of 64 records: where it starts and a filter of its
  *   |                   |  channels and ids (one 80-byte slot per 2 KB of ring), so a resume
@@ -397,7 +398,9 @@ private:
  * process. */
 class InterestSlot {
 public:
-    static constexpr unsigned kSlots = 64;
+    /* Enough for the children of two generations under the default ServerLimit (16); each
+     * takes 128 bytes of the ring's segment. */
+    static constexpr unsigned kSlots = 16;
 
     InterestSlot() = default;
     static InterestSlot claim(Bus bus);

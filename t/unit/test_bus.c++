@@ -1070,7 +1070,7 @@ START_TEST(interest_slot_woken_before_its_reader_is_overrun)
 }
 END_TEST
 
-/* Slots are claimed by processes: 64, then none (the caller falls back to the wake word); a
+/* Slots are claimed by processes: kSlots, then none (the caller falls back to the wake word); a
  * freed slot is claimed again, and so is the slot of a process that died holding it. */
 START_TEST(interest_slots_claimed_and_reclaimed)
 {

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <csignal>
 #include <pthread.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -19,7 +20,8 @@ namespace {
 
 constexpr std::uint32_t kBusMagic = 0x53534542;     /* "SSEB" */
 /* 2: record kinds and audiences. 3: the seq index, monotonic record times. 4: the count of
- * readers asleep on the wake word. 5: Gap records, the newest gap in the committed state. */
+ * readers asleep on the wake word. 5: Gap records, the newest gap in the committed state; the
+ * interest slots (InterestSlot). */
 constexpr std::uint32_t kLayoutVersion = 5;
 constexpr std::uint32_t kRecordMagic = 0x53534552;  /* "SSER" */
 constexpr std::uint32_t kPaddingMagic = 0x53534550; /* "SSEP": skip to the end of the ring */
@@ -62,6 +64,7 @@ struct RecordHeader {
      *       uint8 target_len[n_only + n_except]; targets; id; event; wire */
 };
 static_assert(sizeof(RecordHeader) == 40, "record header layout");
+static_assert(InterestSlot::kSlots <= 64, "the asleep mask has a bit per interest slot");
 
 /* Flags in RecordHeader::kind above the RecordKind. kHasTopics: the record holds a Mercure
  * update's topics between its event type and its wire (uint16 count, uint16 length each,
@@ -125,6 +128,17 @@ struct FilterKey {
     static FilterKey id(std::uint32_t id_hash) { return of(id_hash * 0x9E3779B1u ^ 0x5bd1e995u); }
 };
 
+/* One InterestSlot in the header. Its owner writes interest and read_pos only while its bit
+ * in BusHeader::asleep is clear, then sets the bit (release): a publisher that reads the bit
+ * set (acquire) reads what the owner wrote before. Its own cache lines: the owner's writes do
+ * not slow the other slots' readers. */
+struct alignas(64) InterestSlotState {
+    std::atomic<std::uint32_t> owner;     /* pid; 0: free */
+    std::atomic<std::uint32_t> word;      /* futex the owner sleeps on; publishers change it */
+    std::atomic<std::uint64_t> read_pos;  /* the owner's reader's ring position as it sleeps */
+    std::atomic<std::uint64_t> interest[WakeInterest::kWords];
+};
+
 } // namespace
 
 struct BusHeader {
@@ -153,6 +167,10 @@ struct BusHeader {
     std::atomic<std::uint64_t> newest_custom_id;
     std::uint64_t index_offset;
     std::uint64_t index_slots;
+    /* Bit i: interest slot i's owner may be asleep (InterestSlot::wait_or). */
+    alignas(64) std::atomic<std::uint64_t> asleep;
+    std::atomic<std::uint64_t> interest_woken, interest_spared;
+    InterestSlotState interest_slots[InterestSlot::kSlots];
 
     unsigned char *ring() { return reinterpret_cast<unsigned char *>(this) + ring_offset; }
 
@@ -603,7 +621,8 @@ PublishResult Bus::append(RecordKind kind, const std::vector<std::string> &chann
         bus_testing::inside_publish(2);
     h_->commit(next);
     h_->published.fetch_add(1, std::memory_order_relaxed);
-    wake_all();
+    wake_word_sleepers();
+    wake_interested(&channels, next.head_pos);
     return result;
 }
 
@@ -621,6 +640,10 @@ BusStats Bus::stats() const
     s.lock_recoveries = h_->lock_recoveries.load(std::memory_order_relaxed);
     s.after_gap = st.after_gap;
     s.waiters = h_->waiters.load(std::memory_order_relaxed);
+    s.interest_asleep = static_cast<std::uint32_t>(
+        __builtin_popcountll(h_->asleep.load(std::memory_order_relaxed)));
+    s.interest_woken = h_->interest_woken.load(std::memory_order_relaxed);
+    s.interest_spared = h_->interest_spared.load(std::memory_order_relaxed);
     return s;
 }
 
@@ -663,6 +686,13 @@ void Bus::wait(std::uint32_t seen, int timeout_ms) const
 
 bool Bus::wake_all() const
 {
+    const bool called = wake_word_sleepers();
+    wake_interested(nullptr, 0);
+    return called;
+}
+
+bool Bus::wake_word_sleepers() const
+{
     /* The word changes first: a reader between wake_word() and wait() then finds it changed
      * and does not sleep (FUTEX_WAIT compares it atomically). Then the count of sleepers, after
      * a full fence (see CountedWaiter): with nobody counted, nobody sleeps on the old word, so
@@ -676,15 +706,19 @@ bool Bus::wake_all() const
     return true;
 }
 
-bool Bus::wait_or(std::uint32_t seen, const LocalWake &local, std::uint32_t local_seen,
-                  int timeout_ms) const
+namespace {
+
+/* Sleeps on a word shared between processes and a LocalWake's word at once (futex_waitv).
+ * False when the kernel cannot (ENOSYS, or a filter's EPERM). */
+bool wait_two(std::atomic<std::uint32_t> &shared, std::uint32_t seen,
+              const std::atomic<std::uint32_t> &local, std::uint32_t local_seen, int timeout_ms)
 {
 #ifdef SYS_futex_waitv
     struct futex_waitv w[2] = {};
-    w[0].uaddr = reinterpret_cast<std::uintptr_t>(&h_->wake_word);
+    w[0].uaddr = reinterpret_cast<std::uintptr_t>(&shared);
     w[0].val = seen;
     w[0].flags = FUTEX_32; /* shared between processes */
-    w[1].uaddr = reinterpret_cast<std::uintptr_t>(&local.word_);
+    w[1].uaddr = reinterpret_cast<std::uintptr_t>(&local);
     w[1].val = local_seen;
     w[1].flags = FUTEX_32 | FUTEX_PRIVATE_FLAG;
     /* futex_waitv's timeout is a point in time on the clock it is given. */
@@ -696,15 +730,162 @@ bool Bus::wait_or(std::uint32_t seen, const LocalWake &local, std::uint32_t loca
         until.tv_sec += 1;
         until.tv_nsec -= 1000000000L;
     }
-    CountedWaiter counted(h_->waiters);
     if (syscall(SYS_futex_waitv, w, 2, 0, &until, CLOCK_MONOTONIC) >= 0)
         return true;
-    /* Anything but these (ENOSYS, or a filter's EPERM) means it cannot wait here. */
     return errno == EAGAIN || errno == EINTR || errno == ETIMEDOUT;
 #else
-    (void)seen, (void)local, (void)local_seen, (void)timeout_ms;
+    (void)shared, (void)seen, (void)local, (void)local_seen, (void)timeout_ms;
     return false;
 #endif
+}
+
+} // namespace
+
+bool Bus::wait_or(std::uint32_t seen, const LocalWake &local, std::uint32_t local_seen,
+                  int timeout_ms) const
+{
+    CountedWaiter counted(h_->waiters);
+    return wait_two(h_->wake_word, seen, local.word_, local_seen, timeout_ms);
+}
+
+void Bus::wake_interested(const std::vector<std::string> *channels, std::uint64_t head_pos) const
+{
+    /* After the commit and the full fence of wake_word_sleepers() (see InterestSlot). */
+    std::uint64_t asleep = h_->asleep.load(std::memory_order_acquire);
+    if (asleep == 0)
+        return;
+    /* A record on more channels than an event may have (an EndStream of a stream on many)
+     * wakes every sleeper: rare, and no allocation here. So does a record on none (a Gap):
+     * it is for every stream, whatever its channels. */
+    if (channels && (channels->empty() || channels->size() > kMaxChannelsPerEvent))
+        channels = nullptr;
+    std::uint32_t hashes[kMaxChannelsPerEvent];
+    std::size_t n = 0;
+    if (channels)
+        for (const auto &c : *channels)
+            hashes[n++] = ChannelSet::hash(c);
+    std::uint64_t woken = 0, spared = 0;
+    for (; asleep != 0; asleep &= asleep - 1) {
+        const unsigned i = static_cast<unsigned>(__builtin_ctzll(asleep));
+        InterestSlotState &slot = h_->interest_slots[i];
+        bool wake = !channels || head_pos >= slot.read_pos.load(std::memory_order_relaxed) +
+                                                 h_->ring_size / 2;
+        for (std::size_t k = 0; k < n && !wake; ++k) {
+            const FilterKey key = FilterKey::channel(hashes[k]);
+            wake = (slot.interest[key.bit1 / 64].load(std::memory_order_relaxed) >>
+                        (key.bit1 % 64) & 1) &&
+                   (slot.interest[key.bit2 / 64].load(std::memory_order_relaxed) >>
+                        (key.bit2 % 64) & 1);
+        }
+        if (!wake) {
+            ++spared;
+            continue;
+        }
+        /* The bit first, then the word: see InterestSlot. Only the one who cleared it wakes. */
+        const std::uint64_t bit = std::uint64_t(1) << i;
+        if ((h_->asleep.fetch_and(~bit, std::memory_order_seq_cst) & bit) == 0)
+            continue;
+        slot.word.fetch_add(1, std::memory_order_seq_cst);
+        syscall(SYS_futex, reinterpret_cast<std::uint32_t *>(&slot.word), FUTEX_WAKE, 1, nullptr,
+                nullptr, 0);
+        ++woken;
+    }
+    if (woken)
+        h_->interest_woken.fetch_add(woken, std::memory_order_relaxed);
+    if (spared)
+        h_->interest_spared.fetch_add(spared, std::memory_order_relaxed);
+}
+
+/* ---- WakeInterest ---- */
+
+void WakeInterest::add(std::string_view channel)
+{
+    const FilterKey key = FilterKey::channel(ChannelSet::hash(channel));
+    for (unsigned bit : {key.bit1, key.bit2})
+        if (counts_[bit]++ == 0)
+            words_[bit / 64] |= std::uint64_t(1) << (bit % 64);
+}
+
+void WakeInterest::remove(std::string_view channel)
+{
+    const FilterKey key = FilterKey::channel(ChannelSet::hash(channel));
+    for (unsigned bit : {key.bit1, key.bit2})
+        if (counts_[bit] > 0 && --counts_[bit] == 0)
+            words_[bit / 64] &= ~(std::uint64_t(1) << (bit % 64));
+}
+
+bool WakeInterest::may_hold(std::string_view channel) const
+{
+    const FilterKey key = FilterKey::channel(ChannelSet::hash(channel));
+    return (words_[key.bit1 / 64] >> (key.bit1 % 64) & 1) &&
+           (words_[key.bit2 / 64] >> (key.bit2 % 64) & 1);
+}
+
+/* ---- InterestSlot ---- */
+
+InterestSlot InterestSlot::claim(Bus bus)
+{
+    InterestSlot slot;
+    const auto me = static_cast<std::uint32_t>(getpid());
+    for (unsigned i = 0; i < kSlots; ++i) {
+        InterestSlotState &st = bus.h_->interest_slots[i];
+        std::uint32_t owner = st.owner.load(std::memory_order_acquire);
+        const bool gone = owner != 0 && owner != me &&
+                          kill(static_cast<pid_t>(owner), 0) != 0 && errno == ESRCH;
+        if ((owner != 0 && !gone) ||
+            !st.owner.compare_exchange_strong(owner, me, std::memory_order_acq_rel))
+            continue;
+        /* A killed owner may have left its bit set: a publish would wake nobody for it. */
+        bus.h_->asleep.fetch_and(~(std::uint64_t(1) << i), std::memory_order_seq_cst);
+        for (auto &w : st.interest)
+            w.store(0, std::memory_order_relaxed);
+        slot.h_ = bus.h_;
+        slot.index_ = i;
+        return slot;
+    }
+    return slot;
+}
+
+InterestSlot &InterestSlot::operator=(InterestSlot &&o) noexcept
+{
+    if (this != &o) {
+        release();
+        h_ = o.h_;
+        index_ = o.index_;
+        written_ = o.written_;
+        o.h_ = nullptr;
+    }
+    return *this;
+}
+
+void InterestSlot::release()
+{
+    if (!h_)
+        return;
+    h_->asleep.fetch_and(~(std::uint64_t(1) << index_), std::memory_order_seq_cst);
+    h_->interest_slots[index_].owner.store(0, std::memory_order_release);
+    h_ = nullptr;
+}
+
+bool InterestSlot::wait_or(const BusReader &caught_up, const WakeInterest &interest,
+                           const LocalWake &local, std::uint32_t local_seen, int timeout_ms)
+{
+    InterestSlotState &st = h_->interest_slots[index_];
+    const std::uint64_t bit = std::uint64_t(1) << index_;
+    const std::uint32_t seen = st.word.load(std::memory_order_seq_cst);
+    for (unsigned w = 0; w < WakeInterest::kWords; ++w)
+        if (written_[w] != interest.words()[w]) {
+            written_[w] = interest.words()[w];
+            st.interest[w].store(written_[w], std::memory_order_relaxed);
+        }
+    st.read_pos.store(caught_up.ring_position(), std::memory_order_relaxed);
+    h_->asleep.fetch_or(bit, std::memory_order_seq_cst);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    bool ok = true;
+    if (h_->snapshot().next_seq == caught_up.position())
+        ok = wait_two(st.word, seen, local.word_, local_seen, timeout_ms);
+    h_->asleep.fetch_and(~bit, std::memory_order_seq_cst);
+    return ok;
 }
 
 bool Bus::can_wait_or()

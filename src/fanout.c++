@@ -107,8 +107,10 @@ void FanOut::start(Subscriber &s)
     catch_up(s);
     s.next_seq_ = s.reader_.position();
     ChannelIndex &index = index_of(s);
-    for (const auto &ch : s.channels_)
+    for (const auto &ch : s.channels_) {
         index[ch].insert(&s);
+        interest_.add(ch);
+    }
     if (const std::uint64_t serial = s.delivery_.settings().serial)
         by_serial_[serial] = &s;
     s.started_ = true;
@@ -279,6 +281,7 @@ void FanOut::unindex(Subscriber &s)
         by_serial_.erase(serial);
     ChannelIndex &index = index_of(s);
     for (const auto &ch : s.channels_) {
+        interest_.remove(ch);
         auto it = index.find(ch);
         if (it == index.end())
             continue;

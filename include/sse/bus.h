@@ -5,7 +5,8 @@
  *   +-------------------+  0
  *   | BusHeader         |  magic, layout version, sizes, the robust writer lock, the two
  *   |                   |  committed-state slots, the wake-up word and its sleepers' count,
- *   |                   |  counters
+ *   |                   |  counters, the asleep mask and 16 interest slots (InterestSlot:
+ *   |                   |  owner pid, futex word, reader position, channel filter)
  *   +-------------------+  index_offset (8-aligned)
  *   | seq index         |  per block of 64 records: where it starts and a filter of its
  *   |                   |  channels and ids (one 80-byte slot per 2 KB of ring), so a resume
@@ -39,6 +40,7 @@
 #include "sse/audience.h"
 #include "sse/wire.h"
 
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -125,6 +127,9 @@ struct BusStats {
     std::uint64_t lock_recoveries = 0;
     std::uint64_t after_gap = 0;     /* seq after the newest Gap record; 0: none yet */
     std::uint32_t waiters = 0;       /* readers in wait() or wait_or() now */
+    std::uint32_t interest_asleep = 0;   /* hubs asleep in InterestSlot::wait_or() now */
+    std::uint64_t interest_woken = 0;    /* times a publish woke one of them */
+    std::uint64_t interest_spared = 0;   /* times a publish let one sleep (no channel of its) */
 };
 
 /* Replay limits per channel (SSEHistory): the newest `count` events, none older than
@@ -150,7 +155,28 @@ public:
 
 private:
     friend class Bus;
+    friend class InterestSlot;
     std::atomic<std::uint32_t> word_{0};
+};
+
+/* Which channels a hub holds, as its wake-up filter: 512 bits, two per channel (from
+ * ChannelSet::hash), each bit counted so that a channel can be taken out again. A channel that
+ * was added and not removed always matches; one that was not may match too (a collision: it
+ * only costs a spare wake-up). Owned by one thread (the hub's I/O thread, through FanOut). */
+class WakeInterest {
+public:
+    static constexpr unsigned kBits = 512, kWords = kBits / 64;
+    using Words = std::array<std::uint64_t, kWords>;
+
+    void add(std::string_view channel);
+    /* Only after an add() of the same channel. */
+    void remove(std::string_view channel);
+    bool may_hold(std::string_view channel) const;
+    const Words &words() const { return words_; }
+
+private:
+    Words words_{};
+    std::array<std::uint32_t, kBits> counts_{};
 };
 
 class Bus {
@@ -174,7 +200,9 @@ public:
     /* The largest record (channels, id, type and encoded event together) the ring accepts. */
     std::size_t max_record_bytes() const;
 
-    /* Appends an event, evicting the oldest ones as needed, and wakes every waiting reader.
+    /* Appends an event, evicting the oldest ones as needed, and wakes the waiting readers:
+     * every one in wait()/wait_or(), and the hubs asleep in InterestSlot::wait_or() whose
+     * interest may hold one of `channels` (see InterestSlot).
      * Preconditions: validate_event(ev) and validate_channel_name() passed for every channel,
      * 1 <= channels.size() <= kMaxChannelsPerEvent.
      * `audience` (validated) limits who gets it, live and in replay.
@@ -227,7 +255,9 @@ public:
      * A publish makes the FUTEX_WAKE system call only while some reader is inside wait() or
      * wait_or() (a count in the header, raised before the kernel compares the word): a
      * process with nothing to deliver should wait on its own word instead (LocalWake), so
-     * that publishes cost it nothing. wake_all() returns whether it made that call. */
+     * that publishes cost it nothing. wake_all() returns whether it made that call; it also
+     * wakes every hub asleep in InterestSlot::wait_or(), whatever its interest (a writer that
+     * recovers the lock does not know the dead writer's channels). */
     std::uint32_t wake_word() const;
     void wait(std::uint32_t seen, int timeout_ms) const;
     bool wake_all() const;
@@ -244,7 +274,13 @@ public:
 
 private:
     friend class BusReader;
+    friend class InterestSlot;
     explicit Bus(BusHeader *h) : h_(h) {}
+    bool wake_word_sleepers() const;
+    /* The hubs asleep in InterestSlot::wait_or(): those whose interest may hold one of
+     * `channels` or whose reader is half a ring behind `head_pos`; all of them when `channels`
+     * is null. */
+    void wake_interested(const std::vector<std::string> *channels, std::uint64_t head_pos) const;
     PublishResult append(RecordKind kind, const std::vector<std::string> &channels,
                          const EventFields *fields, const std::string *notice,
                          const Audience &audience, std::int64_t now_us,
@@ -326,6 +362,8 @@ public:
     Next next(BusEvent *out);
 
     std::uint64_t position() const { return seq_; }
+    /* Where in the ring (a byte counter that only grows) the next record is looked for. */
+    std::uint64_t ring_position() const { return pos_; }
 
 private:
     struct Queued {
@@ -338,6 +376,73 @@ private:
     std::vector<Queued> replay_;        /* replay queue, oldest first, all before seq_ */
     std::size_t replay_next_ = 0;
     std::vector<unsigned char> scratch_; /* the copy of the record being parsed */
+};
+
+/* A hub's place among the bus's interest sleepers, so that a publish wakes it only for the
+ * channels it holds (the bus header has kSlots of them, next to the wake word).
+ *
+ * Contract
+ * - One per process that holds streams on one thread (a hub's I/O thread); claim() takes a
+ *   free slot, or one whose owner process no longer exists (a killed child), for this process;
+ *   the destructor frees it. When all are taken the handle is invalid and the caller sleeps
+ *   on the wake word as before (Bus::wait_or: woken by every publish).
+ * - wait_or() sleeps on the slot's own futex word and `local` at once (futex_waitv). Before
+ *   it sleeps it writes `interest` and the reader's ring position into the slot, marks the slot
+ *   asleep (a bit in the header), a full fence, then re-checks the bus: when anything was
+ *   committed after `caught_up`'s position it returns at once without sleeping. A publisher
+ *   commits, a full fence, then reads the asleep bits. Of the two orders, either the publisher
+ *   sees the bit (with the interest and position written before it) or the re-check sees the
+ *   record: no wake-up is lost. A publisher that wakes a slot clears its bit first and then
+ *   changes its word, so the word differs from the one the sleeper read before it set the bit.
+ * - A publish wakes an asleep slot when the interest may hold one of the record's channels (a
+ *   collision only costs a spare wake-up), or when the ring moved half its size past where the
+ *   sleeper's reader stands (so a hub that holds none of the busy channels still reads before
+ *   its position is evicted: no overrun, no `sse-missed`, from sleeping), or when it is
+ *   Bus::wake_all(). Every record a hub's stream gets comes to it through one of the stream's
+ *   channels: events, presence records (on the presence channel), Mercure updates (on the
+ *   hub's channel), retry-only publishes, CloseChannels (the closed channels) and EndStream
+ *   (the replaced stream's channels, from its registry slot), with or without an audience; a
+ *   hub holding no stream sleeps on its own word only. So `interest` must hold every channel
+ *   of every stream the caller has indexed; a channel added to it takes effect at the next
+ *   wait_or(), and the re-check covers what was published before.
+ * - A hub that sleeps through a record it wanted anyway (it cannot, by the above; but a
+ *   process killed mid-publish between commit and wake-up is one case, made up by the next
+ *   writer's wake_all()) reads it at its next wake-up: the caller's timeout (the hub's 1 s
+ *   tick) bounds any delay.
+ * - Readers sleeping on the wake word (streams held by workers under prefork or without the
+ *   hub, the socket daemon, a hub's relay thread where futex_waitv is missing) are woken by
+ *   every publish, as before.
+ * Threads: one owner thread calls wait_or(); claim and the destructor anywhere in that
+ * process. */
+class InterestSlot {
+public:
+    /* Enough for the children of two generations under the default ServerLimit (16); each
+     * takes 128 bytes of the ring's segment. */
+    static constexpr unsigned kSlots = 16;
+
+    InterestSlot() = default;
+    static InterestSlot claim(Bus bus);
+    ~InterestSlot() { release(); }
+    InterestSlot(InterestSlot &&o) noexcept { *this = std::move(o); }
+    InterestSlot &operator=(InterestSlot &&o) noexcept;
+    InterestSlot(const InterestSlot &) = delete;
+    InterestSlot &operator=(const InterestSlot &) = delete;
+
+    bool valid() const { return h_ != nullptr; }
+    unsigned index() const { return index_; }
+
+    /* Sleeps until a publish on a channel of `interest` (or see above), a `local` wake-up after
+     * `local_seen`, or timeout_ms; returns at once when the bus holds records after
+     * `caught_up`'s position. False, without waiting, when the kernel cannot wait on two words
+     * (as Bus::wait_or). */
+    bool wait_or(const BusReader &caught_up, const WakeInterest &interest, const LocalWake &local,
+                 std::uint32_t local_seen, int timeout_ms);
+
+private:
+    void release();
+    BusHeader *h_ = nullptr;
+    unsigned index_ = 0;
+    WakeInterest::Words written_{}; /* what the slot holds now */
 };
 
 } // namespace sse

@@ -203,6 +203,12 @@ public:
      * and its owner need not wake for publishes (the hub sleeps on its own word then). */
     std::size_t size() const { return streams_.size(); }
 
+    /* The channels of the streams in the indexes (start() to end()): what the owner's
+     * InterestSlot advertises, so publishes on other channels do not wake it. */
+    const WakeInterest &interest() const { return interest_; }
+    /* The shared reader: its position is how far run() has read. */
+    const BusReader &reader() const { return reader_; }
+
 private:
     using ChannelIndex = std::unordered_map<std::string, std::unordered_set<Subscriber *>>;
     struct RecordFan; /* one event or CloseChannels record on its way (fanout.c++) */
@@ -240,6 +246,7 @@ private:
     std::unordered_map<std::uint64_t, Subscriber *> by_serial_;
     ChannelIndex by_channel_;          /* streams without a filter */
     ChannelIndex filtered_by_channel_; /* streams with one: types or topics (Delivery::filters()) */
+    WakeInterest interest_;
     SharedBytes keepalive_;
     std::vector<Subscriber *> dirty_; /* run()'s scratch, kept for its capacity */
 };

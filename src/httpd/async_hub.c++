@@ -131,6 +131,9 @@ public:
         : s_(s), state_(state), fanout_(state->bus, *this),
           wait_or_(!fault.no_waitv && Bus::can_wait_or()), fault_(fault)
     {
+        /* Without a slot (all taken) the hub is woken by every publish, as without one. */
+        if (wait_or_)
+            interest_ = InterestSlot::claim(state->bus);
         try {
             epfd_ = checked(epoll_create1(EPOLL_CLOEXEC), "epoll_create1");
             watch_fd_ = checked(epoll_create1(EPOLL_CLOEXEC), "epoll_create1");
@@ -342,8 +345,7 @@ private:
             wake_.wait(local_seen, timeout_ms);
             return;
         }
-        if (wait_or_ && (fault_.waitv_fails || !state_->bus.wait_or(bus_seen, wake_, local_seen,
-                                                                     timeout_ms))) {
+        if (wait_or_ && (fault_.waitv_fails || !wait_for_bus(bus_seen, local_seen, timeout_ms))) {
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s_,
                          "SSE0504: the async hub can no longer wait on the bus and its own "
                          "word at once (futex_waitv: %s); a relay thread wakes it from now on",
@@ -353,6 +355,17 @@ private:
         }
         if (!wait_or_)
             wake_.wait(local_seen, timeout_ms);
+    }
+
+    /* With an interest slot, only publishes on the channels of the streams held here (and
+     * the other cases InterestSlot lists) wake it; it re-checks the bus itself before it
+     * sleeps. Without one, every publish after `bus_seen` does. */
+    bool wait_for_bus(std::uint32_t bus_seen, std::uint32_t local_seen, int timeout_ms)
+    {
+        if (interest_.valid())
+            return interest_.wait_or(fanout_.reader(), fanout_.interest(), wake_, local_seen,
+                                     timeout_ms);
+        return state_->bus.wait_or(bus_seen, wake_, local_seen, timeout_ms);
     }
 
     /* One round: the wake-up words are read first, then everything that may have woken it is
@@ -694,6 +707,7 @@ private:
     int epfd_ = -1;    /* the streams' sockets: read by the I/O thread only */
     int watch_fd_ = -1, stop_fd_ = -1; /* the socket watcher's: epfd_ (one-shot), and exit */
     LocalWake wake_;   /* pokes for the I/O thread */
+    InterestSlot interest_; /* the I/O thread's; freed when the hub is deleted */
     std::atomic<bool> sockets_ready_{false}; /* the socket watcher fired (and is disarmed) */
     std::thread io_thread_, watcher_, relay_, ender_;
     std::atomic<bool> stopping_{false}, exiting_{false}, broken_{false};

@@ -3,8 +3,10 @@
  * The handler sends a stream's headers, first bytes and replay on its worker thread, then
  * returns SUSPENDED; in the suspend_connection hook the connection is handed to this child's
  * hub, and the worker is free. The hub's threads:
- * - the I/O thread sleeps on the bus's futex and a word of its own at once (Bus::wait_or), so
- *   a publish wakes it directly; while it holds no stream it sleeps on its own word only (a
+ * - the I/O thread sleeps on its interest slot's futex in the bus and a word of its own at
+ *   once (InterestSlot::wait_or, sse/bus.h), so a publish on a channel of its streams wakes it
+ *   directly and publishes on other channels do not (without a slot: on the bus's shared word,
+ *   Bus::wait_or, woken by every publish); while it holds no stream it sleeps on its own word only (a
  *   new stream pokes it), so publishes neither wake it nor, when no process has a reader
  *   waiting on the bus, make the publisher call FUTEX_WAKE at all; it reads each new event
  *   once (one shared copy of its bytes for every subscriber of this process), queues it for

@@ -5,6 +5,7 @@
 #include "sse/bus.h"
 #include "sse/publisher.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -863,22 +864,18 @@ START_TEST(wait_or_returns_on_either_word)
 END_TEST
 
 /* A publisher and a reader in two threads, in lock step many times: the reader looks for the
- * next event and, finding none, sleeps (wait() and wait_or() in turn); the publisher publishes
- * the next one as soon as the reader has taken the previous one, so every publish races the
- * reader's check-then-sleep. A publish skips FUTEX_WAKE when it reads no sleeper: if a reader
- * could be counted too late (after the kernel compared the word) or the count read too early
- * (before the word changed), it would sleep through that publish until its timeout. The
- * count of sleepers is back at 0 afterwards. Bounded: 20,000 rounds, each sleep 10 s at most. */
-START_TEST(no_wake_up_lost_between_check_and_sleep)
+ * next event and, finding none, sleeps (`sleep`); the publisher publishes the next one on "c"
+ * (after one on "other" when `other` is set) as soon as the reader has taken the previous one,
+ * so every publish races the reader's check-then-sleep. Returns how many sleeps lasted to their
+ * 10 s timeout (a lost wake-up) and checks every event came, in order. Bounded: 20,000 rounds. */
+using SleepFn = std::function<void(int got, std::uint32_t seen, const LocalWake &local,
+                                   std::uint32_t local_seen)>;
+int sleeps_to_timeout(SharedBus &sb, BusReader &r, bool other, const SleepFn &sleep)
 {
-    SharedBus sb(Bus::min_size() * 4);
     const int rounds = 20000;
     const auto timeout = std::chrono::seconds(10);
-    const bool waitv = Bus::can_wait_or();
     std::atomic<int> taken{0};
     LocalWake ack, local; /* ack: the reader took one; local: never woken (wait_or's other word) */
-    BusReader r(sb.bus, ChannelSet({"c"}));
-    r.start_live();
     std::thread publisher([&] {
         std::mt19937 rng(11);
         for (int i = 0; i < rounds; ++i) {
@@ -894,6 +891,8 @@ START_TEST(no_wake_up_lost_between_check_and_sleep)
             }
             for (volatile unsigned d = rng() % 4000; d > 0; --d) {
             }
+            if (other)
+                sb.bus.publish({"other"}, data_event("o"), kT0);
             sb.bus.publish({"c"}, data_event(std::to_string(i)), kT0);
         }
     });
@@ -912,10 +911,7 @@ START_TEST(no_wake_up_lost_between_check_and_sleep)
         for (volatile unsigned d = rng() % 8000; d > 0; --d) {
         }
         const auto t0 = std::chrono::steady_clock::now();
-        if (waitv && got % 2)
-            ck_assert(sb.bus.wait_or(seen, local, local_seen, 10000));
-        else
-            sb.bus.wait(seen, 10000);
+        sleep(got, seen, local, local_seen);
         if (std::chrono::steady_clock::now() - t0 >= timeout)
             ++slept_to_timeout;
     }
@@ -924,7 +920,229 @@ START_TEST(no_wake_up_lost_between_check_and_sleep)
     publisher.join();
     ck_assert_msg(slept_to_timeout == 0, "a wake-up was lost after %d events", got);
     ck_assert_int_eq(got, rounds);
+    return slept_to_timeout;
+}
+
+/* wait() and wait_or() in turn. A publish skips FUTEX_WAKE when it reads no sleeper: if a
+ * reader could be counted too late (after the kernel compared the word) or the count read too
+ * early (before the word changed), it would sleep through that publish until its timeout. The
+ * count of sleepers is back at 0 afterwards. */
+START_TEST(no_wake_up_lost_between_check_and_sleep)
+{
+    SharedBus sb(Bus::min_size() * 4);
+    const bool waitv = Bus::can_wait_or();
+    BusReader r(sb.bus, ChannelSet({"c"}));
+    r.start_live();
+    sleeps_to_timeout(sb, r, false, [&](int got, std::uint32_t seen, const LocalWake &local,
+                                        std::uint32_t local_seen) {
+        if (waitv && got % 2)
+            ck_assert(sb.bus.wait_or(seen, local, local_seen, 10000));
+        else
+            sb.bus.wait(seen, 10000);
+    });
     ck_assert_int_eq(sb.bus.stats().waiters, 0);
+}
+END_TEST
+
+/* The same race with an interest slot (a hub: interest in "c", its reader of every channel),
+ * publishes on "other" in between that must not wake it: if the slot were marked asleep after
+ * the re-check of the bus, or a publisher read the mark before its commit, or changed the word
+ * before clearing the mark, a publish on "c" would be slept through. */
+START_TEST(no_wake_up_lost_with_an_interest_slot)
+{
+    if (!Bus::can_wait_or())
+        return; /* the hub then uses the relay and the wake word */
+    SharedBus sb(Bus::min_size() * 4);
+    BusReader r(sb.bus, ChannelSet({"c"}));
+    r.start_live();
+    InterestSlot slot = InterestSlot::claim(sb.bus);
+    ck_assert(slot.valid());
+    WakeInterest interest;
+    interest.add("c");
+    sleeps_to_timeout(sb, r, true, [&](int, std::uint32_t, const LocalWake &local,
+                                       std::uint32_t local_seen) {
+        ck_assert(slot.wait_or(r, interest, local, local_seen, 10000));
+    });
+    const BusStats st = sb.bus.stats();
+    ck_assert_int_eq(st.interest_asleep, 0);
+    ck_assert_int_eq(st.waiters, 0);
+}
+END_TEST
+
+/* The filter: a channel added matches until removed; bits are counted, so removing one channel
+ * leaves another that shares a bit with it; everything removed, the filter is empty. Among
+ * 20 channels added, most of 1,000 others do not match (two bits each of 512). */
+START_TEST(wake_interest_filter)
+{
+    WakeInterest f;
+    std::vector<std::string> held;
+    for (int i = 0; i < 20; ++i)
+        held.push_back("held-" + std::to_string(i));
+    for (const auto &c : held)
+        f.add(c);
+    f.add(held[0]); /* a channel two streams hold */
+    for (const auto &c : held)
+        ck_assert(f.may_hold(c));
+    int collisions = 0;
+    for (int i = 0; i < 1000; ++i)
+        collisions += f.may_hold("other-" + std::to_string(i));
+    ck_assert_msg(collisions < 50, "%d of 1000 other channels match", collisions);
+    f.remove(held[0]);
+    ck_assert(f.may_hold(held[0]));
+    for (std::size_t i = 1; i < held.size(); ++i) {
+        f.remove(held[i]);
+        for (std::size_t j = i + 1; j < held.size(); ++j)
+            ck_assert(f.may_hold(held[j]));
+    }
+    ck_assert(f.may_hold(held[0]));
+    f.remove(held[0]);
+    for (std::uint64_t w : f.words())
+        ck_assert(w == 0);
+}
+END_TEST
+
+/* A slot asleep with interest in "a" (in another process: the futex is shared) is spared by
+ * publishes on "b" and woken by one on "a"; while it sleeps the count says so. */
+START_TEST(interest_slot_woken_for_its_channels_only)
+{
+    if (!Bus::can_wait_or())
+        return;
+    SharedBus sb(Bus::min_size() * 4);
+    pid_t pid = fork();
+    ck_assert(pid >= 0);
+    if (pid == 0) {
+        BusReader r(sb.bus, ChannelSet::all());
+        r.start_live();
+        InterestSlot slot = InterestSlot::claim(sb.bus);
+        WakeInterest interest;
+        interest.add("a");
+        LocalWake local;
+        BusEvent e;
+        /* Until an event on "a" came (or 20 s of sleeps in all). */
+        for (int i = 0; i < 20; ++i) {
+            while (r.next(&e) == BusReader::Next::Event)
+                if (std::find(e.channels.begin(), e.channels.end(), "a") != e.channels.end())
+                    _exit(0);
+            slot.wait_or(r, interest, local, local.word(), 1000);
+        }
+        _exit(1);
+    }
+    for (int i = 0; i < 2000 && sb.bus.stats().interest_asleep == 0; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ck_assert_int_eq(sb.bus.stats().interest_asleep, 1);
+    for (int i = 0; i < 5; ++i)
+        sb.bus.publish({"b"}, data_event("not for it"), kT0);
+    BusStats st = sb.bus.stats();
+    ck_assert_int_eq(st.interest_woken, 0);
+    /* Spared while asleep; its 1 s timeout may have it awake for one of them at most. */
+    ck_assert_uint_ge(st.interest_spared, 4);
+    sb.bus.publish({"b", "a"}, data_event("for it"), kT0);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    st = sb.bus.stats();
+    ck_assert_uint_le(st.interest_woken, 1); /* 0 if its timeout came first */
+    ck_assert_int_eq(st.interest_asleep, 0);
+}
+END_TEST
+
+/* A Gap record has no channel: it is for every stream, so it wakes every sleeping slot whatever
+ * its channels (spared, the slot's streams would learn of the gap only at its 1 s tick). */
+START_TEST(interest_slot_woken_by_a_gap)
+{
+    if (!Bus::can_wait_or())
+        return;
+    SharedBus sb(Bus::min_size() * 4);
+    pid_t pid = fork();
+    ck_assert(pid >= 0);
+    if (pid == 0) {
+        BusReader r(sb.bus, ChannelSet::all());
+        r.start_live();
+        InterestSlot slot = InterestSlot::claim(sb.bus);
+        WakeInterest interest;
+        interest.add("a");
+        LocalWake local;
+        BusEvent e;
+        /* Until the gap came (or 20 s of sleeps in all). */
+        for (int i = 0; i < 20; ++i) {
+            while (r.next(&e) == BusReader::Next::Event)
+                if (e.kind == RecordKind::Gap)
+                    _exit(0);
+            slot.wait_or(r, interest, local, local.word(), 1000);
+        }
+        _exit(1);
+    }
+    for (int i = 0; i < 2000 && sb.bus.stats().interest_asleep == 0; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ck_assert_int_eq(sb.bus.stats().interest_asleep, 1);
+    sb.bus.publish_gap("lost", kT0);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    BusStats st = sb.bus.stats();
+    ck_assert_int_eq(st.interest_spared, 0);
+    ck_assert_uint_le(st.interest_woken, 1); /* 0 if its timeout came first */
+}
+END_TEST
+
+/* A slot whose channels nobody publishes is woken once the ring has moved half its size past
+ * its reader: it reads on before its position is evicted, so sleeping never makes an overrun
+ * (an `sse-missed` for its streams). The publisher stops at that wake-up: the ring has not
+ * turned over yet. */
+START_TEST(interest_slot_woken_before_its_reader_is_overrun)
+{
+    SharedBus sb(Bus::min_size() * 4);
+    BusReader r(sb.bus, ChannelSet::all());
+    r.start_live();
+    InterestSlot slot = InterestSlot::claim(sb.bus);
+    ck_assert(slot.valid());
+    WakeInterest interest;
+    interest.add("a");
+    LocalWake local;
+    std::thread sleeper([&] { slot.wait_or(r, interest, local, local.word(), 20000); });
+    for (int i = 0; i < 2000 && sb.bus.stats().interest_asleep == 0; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ck_assert_int_eq(sb.bus.stats().interest_asleep, 1);
+    const std::size_t ring = sb.bus.stats().ring_size;
+    int published = 0;
+    while (sb.bus.stats().interest_woken == 0 && published * 1024 < static_cast<int>(ring)) {
+        sb.bus.publish({"b"}, data_event(std::string(1000, 'x')), kT0);
+        ++published;
+    }
+    sleeper.join();
+    ck_assert_int_eq(sb.bus.stats().interest_woken, 1);
+    ck_assert_int_ge(published, 50); /* not before: ~120 records of ~1 KB make half the ring */
+    int overruns = 0;
+    ck_assert_int_eq(drain(r, &overruns).size(), published);
+    ck_assert_int_eq(overruns, 0);
+}
+END_TEST
+
+/* Slots are claimed by processes: kSlots, then none (the caller falls back to the wake word); a
+ * freed slot is claimed again, and so is the slot of a process that died holding it. */
+START_TEST(interest_slots_claimed_and_reclaimed)
+{
+    SharedBus sb(Bus::min_size());
+    pid_t pid = fork();
+    ck_assert(pid >= 0);
+    if (pid == 0) {
+        InterestSlot mine = InterestSlot::claim(sb.bus);
+        _exit(mine.valid() && mine.index() == 0 ? 0 : 1); /* dies holding it: no destructor */
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    std::vector<InterestSlot> held;
+    for (unsigned i = 0; i < InterestSlot::kSlots; ++i) {
+        held.push_back(InterestSlot::claim(sb.bus));
+        ck_assert(held.back().valid());
+    }
+    ck_assert_int_eq(held[0].index(), 0); /* the dead process's */
+    ck_assert(!InterestSlot::claim(sb.bus).valid());
+    held[5] = InterestSlot();
+    InterestSlot again = InterestSlot::claim(sb.bus);
+    ck_assert(again.valid());
+    ck_assert_int_eq(again.index(), 5);
 }
 END_TEST
 
@@ -1119,6 +1337,9 @@ Suite *bus_suite()
     tcase_add_test(tc, wake_all_between_wake_word_and_wait);
     tcase_add_test(tc, wait_or_returns_on_either_word);
     tcase_add_test(tc, no_wake_up_lost_between_check_and_sleep);
+    tcase_add_test(tc, no_wake_up_lost_with_an_interest_slot);
+    tcase_add_test(tc, wake_interest_filter);
+    tcase_add_test(tc, interest_slot_woken_before_its_reader_is_overrun);
     tcase_add_test(tc, age_cut_with_a_clock_that_steps_back);
     tcase_add_test(tc, end_stream_targets);
     tcase_add_test(tc, gap_record_reaches_every_reader_once);
@@ -1131,6 +1352,9 @@ Suite *bus_suite()
     tcase_add_test(tc, writers_in_several_processes);
     tcase_add_test(tc, writer_killed_mid_publish);
     tcase_add_test(tc, waiters_counted_while_asleep);
+    tcase_add_test(tc, interest_slot_woken_for_its_channels_only);
+    tcase_add_test(tc, interest_slot_woken_by_a_gap);
+    tcase_add_test(tc, interest_slots_claimed_and_reclaimed);
     tcase_add_test(tc, resume_on_a_busy_full_ring_threads);
     tcase_add_test(tc, resume_on_a_busy_full_ring_processes);
     suite_add_tcase(s, tc);

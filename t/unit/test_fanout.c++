@@ -658,6 +658,29 @@ START_TEST(fanout_first_stream_after_none)
 }
 END_TEST
 
+/* The fan-out's wake-up interest holds the channels of the streams it indexes, from start()
+ * to end(), counted: a channel two streams share stays while one of them does. */
+START_TEST(fanout_interest_follows_streams)
+{
+    TestBus tb(Bus::min_size());
+    FakeSink sink;
+    FanOut fan(tb.bus, sink);
+    FakeStream a(tb.bus, {"a", "shared"}, "", settings(1));
+    FakeStream b(tb.bus, {"b", "shared"}, "", settings(2));
+    fan.add(a);
+    ck_assert(!fan.interest().may_hold("a")); /* not indexed before start() */
+    fan.start(a);
+    fan.add(b);
+    fan.start(b);
+    ck_assert(fan.interest().may_hold("a") && fan.interest().may_hold("b"));
+    fan.end(a, EndReason::ClientClosed);
+    ck_assert(fan.interest().may_hold("shared") && fan.interest().may_hold("b"));
+    fan.end(b, EndReason::ClientClosed);
+    for (std::uint64_t w : fan.interest().words())
+        ck_assert(w == 0);
+}
+END_TEST
+
 /* The shared reader and the catch-up filter per stream: streams of one channel with and
  * without a filter each get their own selection; the overrun notice is not filtered. */
 START_TEST(fanout_filters_types)
@@ -872,6 +895,7 @@ Suite *fanout_suite()
     tcase_add_test(tc, fanout_many_channels_once);
     tcase_add_test(tc, fanout_catch_up);
     tcase_add_test(tc, fanout_first_stream_after_none);
+    tcase_add_test(tc, fanout_interest_follows_streams);
     tcase_add_test(tc, fanout_partial_writes);
     tcase_add_test(tc, fanout_counts_events_only);
     tcase_add_test(tc, fanout_filters_types);

@@ -313,6 +313,32 @@ RedisWriter::Added RedisWriter::add(const StreamRecord &r)
     return a;
 }
 
+bool RedisWriter::entries_back(const StreamId &newest, const std::string &oldest,
+                               std::size_t count, int bound_ms, std::vector<StreamEntry> &out,
+                               std::string *err)
+{
+    out.clear();
+    const Deadline deadline = deadline_in(bound_ms);
+    redisContext *c = take(deadline, err);
+    if (!c)
+        return false;
+    Reply reply = command(c, {"XREVRANGE", key_, newest.text(), oldest, "COUNT",
+                              std::to_string(count)}, deadline, err);
+    if (c->err) /* an I/O error or a timeout: the connection is unusable */
+        redisFree(c);
+    else
+        give_back(c);
+    if (!reply)
+        return false;
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        *err = "XREVRANGE answered something that is not a stream's entries";
+        return false;
+    }
+    for (std::size_t i = 0; i < reply->elements; ++i)
+        out.push_back(parse_entry(reply->element[i]));
+    return true;
+}
+
 /* ---- RedisReader ---- */
 
 bool RedisReader::connect(std::string *err)

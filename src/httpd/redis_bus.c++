@@ -4,6 +4,7 @@
 #include "src/httpd/shared_segment.h"
 
 #include "sse/redis_link.h"
+#include "sse/redis_replay.h"
 
 #include "apr_strings.h"
 
@@ -14,6 +15,7 @@
 #include <functional>
 #include <new>
 #include <pthread.h>
+#include <sched.h>
 #include <thread>
 #include <unistd.h>
 
@@ -23,7 +25,7 @@ namespace sse::httpd {
 
 namespace {
 
-constexpr std::uint64_t kRedisStateMagic = 0x5353455244533033ull; /* "SSERDS03" */
+constexpr std::uint64_t kRedisStateMagic = 0x5353455244533034ull; /* "SSERDS04" */
 constexpr std::int64_t kRefuseAtOnceMs = 1000; /* after a refusal, during an outage */
 constexpr int kReadBlockMs = 1000;
 constexpr std::size_t kReadCount = 256;
@@ -53,6 +55,12 @@ struct RedisShared {
                                                 * gets sse-missed; 0: none */
     std::atomic<std::uint32_t> epoch_len;      /* 0: no epoch adopted yet */
     char epoch[64];                            /* the stream's epoch (written by the reader only) */
+    /* Odd while the reader appends an entry and moves the cursor past it: a resume reads the
+     * cursor and takes its bus position between two equal even values (take_boundary()), so
+     * the bus from that position holds exactly the entries after that cursor. */
+    std::atomic<std::uint32_t> applying;
+    std::atomic<std::int64_t> last_lookup_failure_ms; /* CLOCK_MONOTONIC: a resume's look in
+                                                       * Redis failed; 0: never */
 
     bool load_cursor(StreamId *out) const
     {
@@ -246,9 +254,11 @@ public:
             for (const StreamEntry &e : entries) {
                 if (*stop_)
                     return; /* the daemon is ending: the next one goes on from the cursor */
+                rb_->shared->applying.fetch_add(1); /* odd: see RedisShared */
                 apply(e);
                 cursor_ = e.id;
                 rb_->shared->store_cursor(cursor_);
+                rb_->shared->applying.fetch_add(1);
             }
         }
     }
@@ -259,6 +269,9 @@ private:
     {
         if (!reader_.connect(err))
             return false;
+        /* A reader killed between its two steps left the count odd: even again. */
+        if (rb_->shared->applying.load() & 1)
+            rb_->shared->applying.fetch_add(1);
         if (!rb_->shared->load_cursor(&cursor_))
             set_start_cursor(rb_, s_, &cursor_);
         inspect_ = true; /* entries may have been trimmed while this reader was away */
@@ -398,31 +411,12 @@ private:
                          rb_->writer.url().display().c_str(), why.c_str(), kBackoffMaxMs / 1000);
     }
 
-    /* One entry onto the bus: an event with its id (the publisher's, else the entry id) at
-     * Redis's time, or a close. An entry no publish could have made is skipped and logged. */
+    /* One entry onto the bus at Redis's time (apply_stream_entry). An entry no publish could
+     * have made is skipped and logged. */
     void apply(const StreamEntry &e)
     {
-        const std::int64_t time_us = entry_time_us(e.id, now_us());
-        const StreamRecord &r = e.record;
-        const bool close = r.kind == StreamRecord::Kind::Close;
-        const bool update = r.kind == StreamRecord::Kind::Update;
-        std::string error = e.error;
-        if (error.empty() && !update)
-            error = close ? validate_channel_list(r.channels)
-                          : check_publish(r.channels, r.fields, r.audience);
-        if (error.empty() && close) {
-            close_channels(state_->bus, state_->registry, r.channels, time_us);
-        } else if (error.empty() && update) {
-            /* A Mercure update, checked as its hub checked it; its id came with it. */
-            error = publish_update(state_->bus, &state_->registry, r.hub, r.update, r.fields,
-                                   time_us).error;
-        } else if (error.empty()) {
-            EventFields ev = r.fields;
-            if (ev.id.empty())
-                ev.id = e.id.text();
-            error = append_event(state_->bus, &state_->registry, r.channels, ev, r.audience,
-                                 time_us).error;
-        }
+        const std::string error = apply_stream_entry(state_->bus, &state_->registry, e,
+                                                     entry_time_us(e.id, now_us()));
         if (!error.empty())
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, s_,
                          "SSE0705: skipped Redis entry %s of %s: %s", e.id.text().c_str(),
@@ -555,6 +549,118 @@ bool redis_status(const ModuleState *state, RedisStatus *out)
 std::uint64_t redis_gap_seq(const ModuleState *state)
 {
     return state->redis ? state->redis->shared->gap_seq.load(std::memory_order_acquire) : 0;
+}
+
+namespace {
+
+/* Redis is known to be away: the reader lost it, or a publish or a resume's look found it
+ * so less than kRefuseAtOnceMs ago. A resume then does not wait for it. */
+bool redis_known_away(const RedisShared *sh)
+{
+    const std::int64_t now = monotonic_ms();
+    return sh->reader_down.load() ||
+           (sh->writers_down.load() && now - sh->last_refusal_ms.load() < kRefuseAtOnceMs) ||
+           now - sh->last_lookup_failure_ms.load() < kRefuseAtOnceMs;
+}
+
+/* The reader's cursor, and `live` at the bus position that follows its entry: taken between
+ * two equal even counts of RedisShared::applying, so no entry was being appended meanwhile.
+ * False when the reader stays inside an append (stopped there, or it died and no new one
+ * started yet). */
+bool take_boundary(RedisShared *sh, BusReader *live, StreamId *cursor)
+{
+    constexpr int kTries = 1000;
+    for (int i = 0; i < kTries; ++i) {
+        const std::uint32_t before = sh->applying.load();
+        if (!(before & 1)) {
+            if (!sh->load_cursor(cursor))
+                return false;
+            live->start_live();
+            std::atomic_thread_fence(std::memory_order_seq_cst);
+            if (sh->applying.load() == before)
+                return true;
+        }
+        sched_yield();
+    }
+    return false;
+}
+
+/* How far back a resume looks: 1,000 entries, or 4 times SSEHistory's count, at most
+ * 10,000. */
+std::size_t look_back_count(const HistoryLimits &history)
+{
+    return std::clamp<std::uint64_t>(4 * history.count, 1000, 10000);
+}
+
+/* The entries from `cursor` back to the client's id (an entry id), or a look back for a
+ * publisher's id, newest first. An entry id after the cursor (the client read on another
+ * server what this server's reader has not read yet) finds nothing. */
+bool look_back(RedisBus *rb, const std::string &resume_id, const StreamId &cursor,
+               const HistoryLimits &history, std::vector<StreamEntry> &out, std::string *err)
+{
+    StreamId id;
+    const bool entry_id = parse_stream_id(resume_id, &id);
+    if (entry_id && cursor < id) {
+        out.clear();
+        return true;
+    }
+    return rb->writer.entries_back(cursor, entry_id ? resume_id : "-",
+                                   look_back_count(history), kResumeBoundMs, out, err);
+}
+
+void log_not_from_redis(const request_rec *r, const std::string &resume_id,
+                        const std::string &why)
+{
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                  "SSE0731: resume after \"%s\" not served from Redis (%s): sse-missed, then "
+                  "what this server's bus holds", resume_id.c_str(), why.c_str());
+}
+
+} // namespace
+
+std::unique_ptr<StreamReplay> resume_with_redis(ModuleState *state, const request_rec *r,
+                                                const StreamRequest &req, BusReader *reader,
+                                                bool *found)
+{
+    const std::int64_t began = now_us();
+    *found = reader->start_after(req.resume_id, state->history, began) &&
+             reader->matched_seq() >= redis_gap_seq(state);
+    RedisBus *rb = state->redis;
+    if (*found || !rb)
+        return nullptr;
+    if (redis_known_away(rb->shared)) {
+        log_not_from_redis(r, req.resume_id, "Redis is known to be away");
+        return nullptr;
+    }
+    BusReader live = *reader;
+    StreamId cursor;
+    if (!take_boundary(rb->shared, &live, &cursor)) {
+        log_not_from_redis(r, req.resume_id, "the reader is not reading");
+        return nullptr;
+    }
+    std::vector<StreamEntry> entries;
+    std::string err;
+    if (!look_back(rb, req.resume_id, cursor, state->history, entries, &err)) {
+        rb->shared->last_lookup_failure_ms.store(monotonic_ms());
+        log_not_from_redis(r, req.resume_id, err);
+        return nullptr;
+    }
+    std::reverse(entries.begin(), entries.end());
+    auto replay = std::make_unique<StreamReplay>(replay_from_entries(
+        entries, req.channels, req.client_id, req.resume_id, state->history, now_us()));
+    if (!replay->found) {
+        log_not_from_redis(r, req.resume_id, "not in the " + std::to_string(entries.size()) +
+                                                 " entries read back from " + cursor.text());
+        return nullptr;
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                  "SSE0730: resume after \"%s\" served from Redis: %" APR_SIZE_T_FMT
+                  " entries up to %s, then this server's bus (%" APR_INT64_T_FMT " us)",
+                  req.resume_id.c_str(), entries.size(), cursor.text().c_str(),
+                  static_cast<apr_int64_t>(now_us() - began));
+    *reader = std::move(live);
+    *found = replay->complete;
+    return replay;
 }
 
 void start_redis_reader(server_rec *s, ModuleState *state, const volatile sig_atomic_t *stop)

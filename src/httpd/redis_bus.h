@@ -33,8 +33,11 @@
 
 #include "sse/publisher.h"
 #include "sse/redis_record.h"
+#include "sse/redis_replay.h"
+#include "sse/stream_open.h"
 
 #include <csignal>
+#include <memory>
 
 namespace sse::httpd {
 
@@ -93,6 +96,26 @@ bool redis_status(const ModuleState *state, RedisStatus *out);
  * event older than it gets sse-missed (StreamRequest::missing_before_seq). 0: no gap, or no
  * SSERedis. Any process, any thread. */
 std::uint64_t redis_gap_seq(const ModuleState *state);
+
+/* A resume this server's bus cannot serve, served from Redis (docs/redis.md, "Resume on
+ * another server"). The subscribe handler calls it on its worker, before open_stream() (so
+ * before the registry is read, and before the hub holds the stream), for req.resume_id
+ * with SSERedis. `reader` is a fresh reader of req's channels and client id; it is
+ * left positioned (StreamRequest::positioned), and *found says whether the id was found:
+ * - the bus holds the id with no gap after it (redis_gap_seq()): start_after() it, as
+ *   without Redis; no Redis command;
+ * - else the stream in Redis holds it, within the look back: `reader` is at the boundary (the
+ *   bus position when the reader's cursor was the last entry read), and the returned replay
+ *   yields the entries after the id up to that cursor (SSE0730); *found is whether SSEHistory
+ *   reached back to the id;
+ * - else (unknown to Redis too, Redis away or not answering within kResumeBoundMs: SSE0731):
+ *   `reader` as start_after() left it (what the bus holds), *found false: sse-missed.
+ * A Redis known to be away (the reader or a publish or a resume found it so less than a
+ * second ago) is not asked. Any child thread. */
+constexpr int kResumeBoundMs = 500;
+std::unique_ptr<StreamReplay> resume_with_redis(ModuleState *state, const request_rec *r,
+                                                const StreamRequest &req, BusReader *reader,
+                                                bool *found);
 
 /* The seconds a refused publish is told to wait (Retry-After). */
 constexpr int kRedisRetryAfterSeconds = 1;

@@ -26,7 +26,7 @@ my $conf = <<'EOF';
     SSEClientId %{req:X-Client-Id} unauthenticated
 </Location>
 EOF
-my $global = "SSERedis $url\nSSEHistory 8 3600\n";
+my $global = "SSERedis $url\nSSEHistory 8 3600\nLogLevel warn sse:info\n";
 my $redis_at = qr/Redis at redis:\/\/127\.0\.0\.1:\d+\/0/;
 my @outage = (qr/SSE0703: lost $redis_at/);
 my $a = SSETest::Server->start(global => $global, conf => $conf);

@@ -19,8 +19,8 @@ namespace {
 
 constexpr std::uint32_t kBusMagic = 0x53534542;     /* "SSEB" */
 /* 2: record kinds and audiences. 3: the seq index, monotonic record times. 4: the count of
- * readers asleep on the wake word. */
-constexpr std::uint32_t kLayoutVersion = 4;
+ * readers asleep on the wake word. 5: Gap records, the newest gap in the committed state. */
+constexpr std::uint32_t kLayoutVersion = 5;
 constexpr std::uint32_t kRecordMagic = 0x53534552;  /* "SSER" */
 constexpr std::uint32_t kPaddingMagic = 0x53534550; /* "SSEP": skip to the end of the ring */
 
@@ -37,10 +37,13 @@ struct CommittedState {
     std::atomic<std::uint64_t> next_seq;  /* seq of the next record */
     std::atomic<std::uint64_t> tail_pos;  /* the oldest retained record (or head when empty) */
     std::atomic<std::uint64_t> tail_seq;  /* its seq; == next_seq when empty */
+    /* The seq after the newest Gap record (0: none): committed with the head, so a resume's
+     * one snapshot tells both where live reading starts and whether a gap lies before it. */
+    std::atomic<std::uint64_t> after_gap;
 };
 
 struct StateCopy {
-    std::uint64_t head_pos, next_seq, tail_pos, tail_seq;
+    std::uint64_t head_pos, next_seq, tail_pos, tail_seq, after_gap;
 };
 
 struct RecordHeader {
@@ -163,7 +166,8 @@ struct BusHeader {
             StateCopy c{s.head_pos.load(std::memory_order_relaxed),
                         s.next_seq.load(std::memory_order_relaxed),
                         s.tail_pos.load(std::memory_order_relaxed),
-                        s.tail_seq.load(std::memory_order_relaxed)};
+                        s.tail_seq.load(std::memory_order_relaxed),
+                        s.after_gap.load(std::memory_order_relaxed)};
             std::atomic_thread_fence(std::memory_order_acquire);
             if (version.load(std::memory_order_relaxed) == v1)
                 return c;
@@ -180,6 +184,7 @@ struct BusHeader {
         s.next_seq.store(c.next_seq, std::memory_order_relaxed);
         s.tail_pos.store(c.tail_pos, std::memory_order_relaxed);
         s.tail_seq.store(c.tail_seq, std::memory_order_relaxed);
+        s.after_gap.store(c.after_gap, std::memory_order_relaxed);
         version.store(v + 1, std::memory_order_release);
     }
 
@@ -281,13 +286,14 @@ std::string Bus::format(void *mem, std::size_t size, std::int64_t now_us)
         return std::string("cannot create the bus lock: ") + std::strerror(rc);
 
     std::uint64_t first = now_us > 0 ? static_cast<std::uint64_t>(now_us) : 1;
-    StateCopy empty{0, first, 0, first};
+    StateCopy empty{0, first, 0, first, 0};
     h->version.store(0, std::memory_order_relaxed);
     for (auto &s : h->slot) {
         s.head_pos.store(empty.head_pos);
         s.next_seq.store(empty.next_seq);
         s.tail_pos.store(empty.tail_pos);
         s.tail_seq.store(empty.tail_seq);
+        s.after_gap.store(empty.after_gap);
     }
     h->layout_version = kLayoutVersion;
     std::atomic_thread_fence(std::memory_order_release);
@@ -362,6 +368,11 @@ PublishResult Bus::publish_control(RecordKind kind, const std::vector<std::strin
                                    std::int64_t now_us)
 {
     return append(kind, channels, nullptr, &notice, audience, now_us);
+}
+
+PublishResult Bus::publish_gap(const std::string &notice, std::int64_t now_us)
+{
+    return append(RecordKind::Gap, {}, nullptr, &notice, {}, now_us);
 }
 
 /* Test seam (t/unit/test_bus.c++ kills a writer here): called, when set, at three points inside
@@ -582,6 +593,8 @@ PublishResult Bus::append(RecordKind kind, const std::vector<std::string> &chann
     ++next.next_seq;
     if (next.tail_seq + 1 == next.next_seq)
         next.tail_pos = at.start; /* the bus was empty: this record is the oldest */
+    if (kind == RecordKind::Gap)
+        next.after_gap = next.next_seq;
     if (!bus_id)
         h_->newest_custom_id.store(result.seq + 1, std::memory_order_relaxed);
     h_->last_time_us = time_us;
@@ -606,6 +619,7 @@ BusStats Bus::stats() const
     s.published = h_->published.load(std::memory_order_relaxed);
     s.evicted = h_->evicted.load(std::memory_order_relaxed);
     s.lock_recoveries = h_->lock_recoveries.load(std::memory_order_relaxed);
+    s.after_gap = st.after_gap;
     s.waiters = h_->waiters.load(std::memory_order_relaxed);
     return s;
 }
@@ -1316,9 +1330,9 @@ bool BusReader::start_after(std::string_view last_event_id, const HistoryLimits 
     replay_next_ = 0;
     pos_ = st.head_pos;
     seq_ = st.next_seq;
-    matched_seq_ = found ? match->seq : 0;
-    /* Found, but older than what SSEHistory replays: something between may be lost too. */
-    return found && !walk.left_out_after(match->seq);
+    /* Found, but older than what SSEHistory replays, or than a gap before the position: some
+     * event between may be lost to this client too. */
+    return found && !walk.left_out_after(match->seq) && match->seq >= st.after_gap;
 }
 
 void BusReader::start_earliest(const HistoryLimits &limits, std::int64_t now_us)
@@ -1358,7 +1372,10 @@ BusReader::Next BusReader::next(BusEvent *out)
         std::uint64_t pos = h->locate(pos_);
         bool ok = v.read(h, pos) && v.header().seq == seq_;
         bool mine = false;
-        if (ok) {
+        if (ok && v.kind() == RecordKind::Gap) {
+            mine = true; /* every stream's, whatever its channels */
+            v.copy_out(out);
+        } else if (ok) {
             v.each_channel([&](unsigned i, std::string_view name) {
                 if (!mine && channels_.find(v.hash(i), name) >= 0)
                     mine = true;

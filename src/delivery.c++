@@ -58,6 +58,8 @@ RecordAction Delivery::on_channel_record(RecordKind kind)
         return {RecordAction::Kind::SendEvent, EndReason::ClientClosed};
     case RecordKind::CloseChannels:
         return {RecordAction::Kind::SendAndEnd, EndReason::ChannelClosed};
+    case RecordKind::Gap:
+        return {RecordAction::Kind::SendNotice, EndReason::ClientClosed};
     case RecordKind::EndStream:
         break;
     }
@@ -77,6 +79,8 @@ RecordAction Delivery::on_record(const BusEvent &e) const
 }
 
 void Delivery::overrun_notice(std::string &out) { encode_missed_notice("overrun", {}, out); }
+
+void Delivery::gap_notice(std::string &out) { encode_missed_notice("lost", {}, out); }
 
 void Delivery::keepalive_bytes(std::string &out) { encode_comment("keepalive", out); }
 

@@ -4,6 +4,8 @@
 #include "sse/stream_open.h"
 #include "sse/token.h"
 
+#include <cstdint>
+
 
 namespace sse {
 
@@ -145,7 +147,9 @@ bool FanOut::run(std::size_t max_records)
         if (next == BusReader::Next::None)
             break;
         if (next == BusReader::Next::Overrun)
-            queue_overrun(dirty_);
+            queue_to_all(overrun_bytes(), UINT64_MAX, dirty_);
+        else if (e.kind == RecordKind::Gap)
+            queue_to_all(shared(std::move(e.wire)), e.seq, dirty_);
         else if (e.kind == RecordKind::EndStream)
             queue_end_stream(e, dirty_);
         else
@@ -156,11 +160,11 @@ bool FanOut::run(std::size_t max_records)
     return more;
 }
 
-void FanOut::queue_overrun(std::vector<Subscriber *> &dirty)
+void FanOut::queue_to_all(const SharedBytes &notice, std::uint64_t seq,
+                          std::vector<Subscriber *> &dirty)
 {
-    const SharedBytes notice = overrun_bytes();
     for (Subscriber *s : streams_) {
-        if (!s->started_)
+        if (!s->started_ || seq < s->next_seq_)
             continue;
         s->enqueue(notice, false);
         mark_dirty(*s, dirty);

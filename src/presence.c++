@@ -53,6 +53,16 @@ std::string presence_data(const PresenceFacts &f)
     return dump(body);
 }
 
+bool is_presence_event_type(std::string_view type)
+{
+    return type == "connect" || type == "reconnect" || type == "disconnect";
+}
+
+bool presence_too_old(std::string_view type, std::int64_t made_ms, std::int64_t now_ms)
+{
+    return type != "disconnect" && now_ms - made_ms > kPresenceMaxAgeMs;
+}
+
 PresenceBudget::PresenceBudget(PresenceShared *shared, std::uint64_t per_minute,
                                std::uint64_t burst)
     : shared_(shared), per_minute_(std::max<std::uint64_t>(per_minute, 1)),
@@ -92,7 +102,8 @@ bool PresenceBudget::take(std::int64_t now_us, std::uint64_t *told)
                                                    std::memory_order_relaxed))
             break;
     }
-    *told = shared_->skipped_untold.exchange(0, std::memory_order_relaxed);
+    if (told)
+        *told = shared_->skipped_untold.exchange(0, std::memory_order_relaxed);
     return true;
 }
 

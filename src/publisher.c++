@@ -1,5 +1,6 @@
 #include "sse/publisher.h"
 
+#include "sse/delivery.h"
 #include "sse/mercure_topic.h"
 
 namespace sse {
@@ -149,6 +150,13 @@ ClosedChannels close_channels(Bus &bus, Registry &registry, const std::vector<st
     encode_close_notice("channel-closed", out.existed, notice);
     out.result = bus.publish_control(RecordKind::CloseChannels, out.existed, {}, notice, now_us);
     return out;
+}
+
+PublishResult mark_gap(Bus &bus, std::int64_t now_us)
+{
+    std::string notice;
+    Delivery::gap_notice(notice);
+    return bus.publish_gap(notice, now_us);
 }
 
 } // namespace sse

@@ -2,8 +2,11 @@
 
 #include "sse/mercure_subscription.h"
 #include "sse/mercure_topic.h"
+#include "sse/presence.h"
 
 #include <charconv>
+#include <cstdint>
+#include <limits>
 
 namespace sse {
 
@@ -243,17 +246,20 @@ std::string decode_topics(std::string_view value, std::vector<std::string> &out)
     return {};
 }
 
+constexpr std::uint64_t kMaxTimeMs = std::numeric_limits<std::int64_t>::max() / 1000;
+
 /* One field into *r: an error sentence for a value this version cannot take, else empty (a
  * field it does not know is ignored). */
 std::string decode_field(std::string_view name, std::string_view value, StreamRecord *r,
                          bool *kind_seen)
 {
     if (name == "kind") {
-        if (value != "event" && value != "close" && value != "update")
+        if (value != "event" && value != "close" && value != "update" && value != "presence")
             return "unknown kind \"" + std::string(value) + "\"";
-        r->kind = value == "close"    ? StreamRecord::Kind::Close
-                  : value == "update" ? StreamRecord::Kind::Update
-                                      : StreamRecord::Kind::Event;
+        r->kind = value == "close"      ? StreamRecord::Kind::Close
+                  : value == "update"   ? StreamRecord::Kind::Update
+                  : value == "presence" ? StreamRecord::Kind::Presence
+                                        : StreamRecord::Kind::Event;
         *kind_seen = true;
     } else if (name == "channels") {
         append_channel_list(value, r->channels);
@@ -280,6 +286,19 @@ std::string decode_field(std::string_view name, std::string_view value, StreamRe
         if (value != "1")
             return "private \"" + std::string(value) + "\" is not 1";
         r->update.is_private = true;
+    } else if (name == "server") {
+        r->server = std::string(value);
+    } else if (name == "token") {
+        r->token = std::string(value);
+    } else if (name == "time") {
+        /* Not a number (or past what µs can hold): left 0, which a presence entry refuses
+         * (check_presence_entry) and any other kind ignores, as a field it does not know. */
+        std::uint64_t ms = 0;
+        if (parse_decimal(value, &ms) && ms <= kMaxTimeMs)
+            r->time_ms = static_cast<std::int64_t>(ms);
+    } else if (name == "seq") {
+        if (!parse_decimal(value, &r->seq))
+            r->seq = 0;
     }
     return {};
 }
@@ -304,6 +323,36 @@ std::string check_update_entry(const StreamRecord &r)
     return {};
 }
 
+/* What a presence entry must hold besides its fields (see the layout). */
+std::string check_presence_entry(const StreamRecord &r)
+{
+    if (r.channels.size() != 1)
+        return "a presence record without exactly one channel";
+    if (!is_presence_event_type(r.fields.event))
+        return "a presence record of type \"" + r.fields.event + "\"";
+    if (!r.fields.has_data)
+        return "a presence record without data";
+    if (r.server.empty() || r.token.empty())
+        return "a presence record without its server and token";
+    if (r.time_ms <= 0 || r.seq == 0)
+        return "a presence record without its time and seq (decimal numbers, not 0)";
+    if (!r.fields.id.empty() || r.fields.retry >= 0 || !r.audience.everyone())
+        return "a presence record with an id, a retry or clients";
+    return {};
+}
+
+void encode_presence(const StreamRecord &r, std::vector<std::pair<std::string, std::string>> &f)
+{
+    f.emplace_back("kind", "presence");
+    f.emplace_back("channels", join(r.channels));
+    f.emplace_back("event", r.fields.event);
+    f.emplace_back("data", r.fields.data);
+    f.emplace_back("server", r.server);
+    f.emplace_back("token", r.token);
+    f.emplace_back("time", std::to_string(r.time_ms));
+    f.emplace_back("seq", std::to_string(r.seq));
+}
+
 } // namespace
 
 std::vector<std::pair<std::string, std::string>> encode_stream_record(const StreamRecord &r)
@@ -311,6 +360,10 @@ std::vector<std::pair<std::string, std::string>> encode_stream_record(const Stre
     std::vector<std::pair<std::string, std::string>> f;
     if (r.kind == StreamRecord::Kind::Update) {
         encode_update(r, f);
+        return f;
+    }
+    if (r.kind == StreamRecord::Kind::Presence) {
+        encode_presence(r, f);
         return f;
     }
     f.emplace_back("kind", r.kind == StreamRecord::Kind::Close ? "close" : "event");
@@ -337,6 +390,9 @@ std::string decode_stream_record(const std::vector<std::pair<std::string_view, s
         return "no kind";
     if (r.kind == StreamRecord::Kind::Update) {
         if (std::string error = check_update_entry(r); !error.empty())
+            return error;
+    } else if (r.kind == StreamRecord::Kind::Presence) {
+        if (std::string error = check_presence_entry(r); !error.empty())
             return error;
     } else if (r.channels.empty()) {
         return "no channels";

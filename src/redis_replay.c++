@@ -12,6 +12,8 @@ std::string apply_stream_entry(Bus &bus, Registry *registry, const StreamEntry &
     if (!e.error.empty())
         return e.error;
     const StreamRecord &r = e.record;
+    if (r.kind == StreamRecord::Kind::Presence) /* the Redis reader's (RemotePresence) */
+        return {};
     if (r.kind == StreamRecord::Kind::Update) /* checked as its hub checked it; its id came with it */
         return publish_update(bus, registry, r.hub, r.update, r.fields, time_us).error;
     if (r.kind == StreamRecord::Kind::Close) {
@@ -42,7 +44,7 @@ std::size_t record_bytes(const StreamEntry &e)
 {
     constexpr std::size_t kSlack = 256;
     const StreamRecord &r = e.record;
-    if (!e.error.empty())
+    if (!e.error.empty() || r.kind == StreamRecord::Kind::Presence)
         return 0;
     if (r.kind == StreamRecord::Kind::Close) {
         std::string notice;
@@ -77,6 +79,19 @@ std::size_t private_bus_size(std::size_t bytes)
     return Bus::min_size() + ring + ring / 16; /* the seq index: 80 bytes per 2 KB of ring */
 }
 
+/* The id `e` has on a bus (an event's or update's own, else an event's entry id); "" for a
+ * close, a presence record or an entry that does not decode. */
+std::string wire_id(const StreamEntry &e)
+{
+    const StreamRecord &r = e.record;
+    if (!e.error.empty() || r.kind == StreamRecord::Kind::Close ||
+        r.kind == StreamRecord::Kind::Presence)
+        return {};
+    if (r.fields.id.empty() && r.kind == StreamRecord::Kind::Event)
+        return e.id.text();
+    return r.fields.id;
+}
+
 } // namespace
 
 StreamReplay replay_from_entries(const std::vector<StreamEntry> &entries,
@@ -102,16 +117,24 @@ StreamReplay replay_from_entries(const std::vector<StreamEntry> &entries,
     Bus bus = Bus::attach(out.memory.get(), size, &err);
     if (!bus.valid())
         return out;
-    for (const StreamEntry &e : entries)
-        if (apply_stream_entry(bus, nullptr, e, replay_time_us(e.id, now_us)).empty())
-            ++out.entries;
+    /* Found: an entry with the client's id was appended. An entry skipped after the oldest
+     * such one (one no publish could have made) may have been the client's: not complete, so
+     * it gets sse-missed (the server's bus is not marked: the live reader did that, if at all). */
+    bool skipped_after_id = false;
+    for (const StreamEntry &e : entries) {
+        const bool applied =
+            apply_stream_entry(bus, nullptr, e, replay_time_us(e.id, now_us)).empty();
+        out.entries += applied && e.record.kind != StreamRecord::Kind::Presence;
+        skipped_after_id = skipped_after_id || (out.found && !applied);
+        out.found = out.found || (applied && wire_id(e) == resume_id);
+    }
     if (bus.stats().evicted != 0) /* never, by its size; a replay with holes is no replay */
+        out.found = false;
+    if (!out.found)
         return out;
     BusReader reader(bus, ChannelSet(channels), client_id);
-    out.complete = reader.start_after(resume_id, limits, now_us);
-    out.found = reader.matched_seq() != 0;
-    if (out.found)
-        out.reader.emplace(std::move(reader));
+    out.complete = reader.start_after(resume_id, limits, now_us) && !skipped_after_id;
+    out.reader.emplace(std::move(reader));
     return out;
 }
 

@@ -21,8 +21,7 @@ OpenedStream open_stream(Bus bus, Registry &registry, const StreamRequest &req,
     else if (req.resume_id.empty())
         o.reader.start_live();
     else
-        o.resume_found = o.reader.start_after(req.resume_id, history, now_us) &&
-                         o.reader.matched_seq() >= req.missing_before_seq;
+        o.resume_found = o.reader.start_after(req.resume_id, history, now_us);
 
     bool closed = false;
     registry.subscribe_view(req.channels, &closed, &o.retry_ms);

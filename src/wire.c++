@@ -2,7 +2,9 @@
 
 #include "sse/config_values.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <nlohmann/json.hpp>
 
 namespace sse {
@@ -10,21 +12,14 @@ namespace sse {
 std::vector<std::string_view> split_lines(std::string_view data)
 {
     std::vector<std::string_view> lines;
-    std::size_t start = 0;
-    for (std::size_t i = 0; i < data.size(); ++i) {
-        if (data[i] == '\r' || data[i] == '\n') {
-            lines.push_back(data.substr(start, i - start));
-            if (data[i] == '\r' && i + 1 < data.size() && data[i + 1] == '\n')
-                ++i;
-            start = i + 1;
-        }
-    }
-    lines.push_back(data.substr(start));
+    for_each_line(data, [&lines](std::string_view line) { lines.push_back(line); });
     return lines;
 }
 
 void encode_event(const EventFields &ev, std::string &out)
 {
+    /* One allocation for the usual event (one data line), not one per doubling. */
+    out.reserve(out.size() + ev.id.size() + ev.event.size() + ev.data.size() + 40);
     if (!ev.id.empty()) {
         out += "id: ";
         out += ev.id;
@@ -41,13 +36,13 @@ void encode_event(const EventFields &ev, std::string &out)
         out += '\n';
     }
     if (ev.has_data) {
-        for (std::string_view line : split_lines(ev.data)) {
+        for_each_line(ev.data, [&out](std::string_view line) {
             /* The space after the colon is always written: the parser removes exactly one, so
              * a line that itself starts with a space keeps it. */
             out += "data: ";
             out += line;
             out += '\n';
-        }
+        });
     }
     out += '\n';
 }
@@ -69,9 +64,16 @@ void append_json_string(std::string_view s, std::string &out)
         return;
     }
     static const char hex[] = "0123456789abcdef";
+    out.reserve(out.size() + s.size() + 2);
     out += '"';
-    for (char c : s) {
+    std::size_t plain = 0; /* start of the run of bytes written as they are */
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        const char c = s[i];
         const auto uc = static_cast<unsigned char>(c);
+        if (uc >= 0x20 && c != '"' && c != '\\')
+            continue;
+        out.append(s.data() + plain, i - plain);
+        plain = i + 1;
         switch (c) {
         case '"': out += "\\\""; break;
         case '\\': out += "\\\\"; break;
@@ -81,15 +83,12 @@ void append_json_string(std::string_view s, std::string &out)
         case '\f': out += "\\f"; break;
         case '\r': out += "\\r"; break;
         default:
-            if (uc < 0x20) {
-                out += "\\u00";
-                out += hex[uc >> 4];
-                out += hex[uc & 0xF];
-            } else {
-                out += c;
-            }
+            out += "\\u00";
+            out += hex[uc >> 4];
+            out += hex[uc & 0xF];
         }
     }
+    out.append(s.data() + plain, s.size() - plain);
     out += '"';
 }
 
@@ -146,6 +145,14 @@ bool is_valid_utf8(std::string_view s)
     const auto *p = reinterpret_cast<const unsigned char *>(s.data());
     const auto *end = p + s.size();
     while (p < end) {
+        /* ASCII eight bytes at a time: every publish checks its data twice (the request's
+         * parse, then the core's check), a byte at a time it was a tenth of mod_sse's own
+         * instructions per publish (docs/benchmarks.md, "What a publish costs"). */
+        std::uint64_t word;
+        if (end - p >= 8 && (std::memcpy(&word, p, 8), (word & 0x8080808080808080ULL) == 0)) {
+            p += 8;
+            continue;
+        }
         unsigned char c = *p;
         if (c < 0x80) {
             ++p;
@@ -265,8 +272,21 @@ std::int64_t parse_retry(std::string_view text)
 }
 
 NameCollector::NameCollector(std::vector<std::string> &out, std::size_t cap, bool trim_spaces)
-    : out_(out), cap_(cap), trim_(trim_spaces), seen_(out.begin(), out.end())
+    : out_(out), cap_(cap), trim_(trim_spaces)
 {
+}
+
+bool NameCollector::take(std::string_view item)
+{
+    /* A short list is searched as it is: a hash set costs allocations per name, and nearly
+     * every request names one or a few (a tenth of a publish's own instructions went here).
+     * From kLinearNames on, the set (holding what `out_` holds) keeps a long list linear. */
+    constexpr std::size_t kLinearNames = 16;
+    if (seen_.empty() && out_.size() < kLinearNames)
+        return std::find(out_.begin(), out_.end(), item) == out_.end();
+    if (seen_.empty())
+        seen_.insert(out_.begin(), out_.end());
+    return seen_.emplace(item).second;
 }
 
 void NameCollector::add(std::string_view list)
@@ -282,7 +302,7 @@ void NameCollector::add(std::string_view list)
             item.remove_prefix(1);
         while (trim_ && !item.empty() && item.back() == ' ')
             item.remove_suffix(1);
-        if (!item.empty() && seen_.emplace(item).second)
+        if (!item.empty() && take(item))
             out_.emplace_back(item);
     }
 }

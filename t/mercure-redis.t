@@ -6,8 +6,12 @@
 # updates only to subscribers on B whose token's claims select a topic; a resume on B with
 # Last-Event-ID / lastEventID (and `earliest`) naming updates published on A. Redis stopped:
 # the publish is answered 503 within a bound, and nothing accepted is lost. An update entry no
-# hub writes is skipped with SSE0705, the next ones delivered. Subscription events stay on
-# the server of the subscriber they announce (docs/mercure.md says why).
+# hub writes is skipped with SSE0705 and marked as a gap (the open streams get sse-missed),
+# the next ones delivered; two such entries with nothing between are two gaps (a subscriber
+# opened between them is told of the second). B's bus is small (SSEBusSize 256K): an update too large for it is
+# answered 413 on B before it reaches Redis; published on A, B skips it (SSE0705) and its open
+# streams, Mercure and native, get sse-missed. Subscription events stay on the server of the
+# subscriber they announce (docs/mercure.md says why).
 use strict;
 use warnings;
 use lib 't/lib';
@@ -26,12 +30,15 @@ my $hub = SSEMercure::hub_location('/.well-known/mercure', "HS256 $key->{file}",
                                    anonymous => 1, subscriptions => 1, hub => 'shop');
 my $a = SSETest::Server->start(global => "SSERedis $url\nAllowEncodedSlashes NoDecode\n",
                                conf => $hub);
-my $b = SSETest::Server->start(global => "SSERedis $url\nAllowEncodedSlashes NoDecode\n",
+my $b = SSETest::Server->start(global => "SSERedis $url\nAllowEncodedSlashes NoDecode\n"
+                                         . "SSEBusSize 256K\n",
                                conf => $hub);
 my @outage = (qr/SSE0701: Redis at redis:\/\/127\.0\.0\.1:\d+\/0 did not accept a publish/,
               qr/SSE0703: lost Redis at redis:\/\/127\.0\.0\.1:\d+\/0/,
               qr/SSE0705: skipped Redis entry \d+-\d+ of sse:stream: an update without topics/);
 $_->expect_log(@outage) for $a, $b;
+$b->expect_log(qr/SSE0808: mercure publish refused \(413\): the event takes \d+ bytes, more than the bus holds for one event/,
+               qr/SSE0705: skipped Redis entry \d+-\d+ of sse:stream: the event takes \d+ bytes, more than the bus holds for one event/);
 
 my $publisher = SSEMercure::token($key, {publish => ['*']});
 my $books_reader = SSEMercure::token($key, {subscribe => ['https://example.com/books/{id}']});
@@ -70,6 +77,8 @@ sub events_until {
     return $c->all_events;
 }
 sub data_until { map { $_->{data} } events_until(@_) }
+# The same, with an sse-missed notice as '<missed>'.
+sub seen_until { map { $_->{event} eq 'sse-missed' ? '<missed>' : $_->{data} } events_until(@_) }
 
 # Each server's reader starts where the stream ended when its parent started: an entry added
 # now is read by both, and sse-status names it as their last once they did.
@@ -179,14 +188,61 @@ subtest 'an update entry no hub writes: skipped with SSE0705, the next delivered
                      'id', 'urn:x:bad'), qr/^\d+-\d+$/, 'an update entry without topics, by hand');
     my $id = update($a, [$topic], 'after it');
     for my $c (@subs) {
-        is_deeply([map { [$_->{id}, $_->{data}] } events_until($c, 'after it')],
-                  [[$id, 'after it']], 'the next update is delivered');
+        is_deeply([seen_until($c, 'after it')], ['<missed>', 'after it'],
+                  'the skipped entry is a gap: sse-missed, then the next update');
+        is(($c->all_events)[-1]{id}, $id, 'with its id');
     }
     for my $srv ($a, $b) {
         ok($srv->wait_for(sub { $srv->log_text =~ /SSE0705: .*an update without topics/ }, 10),
            'SSE0705 says which entry and why');
     }
     $_->close for @subs;
+};
+
+subtest 'two skipped entries, nothing between: a subscriber opened between gets the second' => sub {
+    # The first gap's record is the newest on B's bus when the subscriber opens: it is placed
+    # after it, and only a record of the second gap tells it what it may have lost there.
+    my $skipped = sub { scalar(() = $b->log_text =~ /SSE0705: .*an update without topics/g) };
+    my $bad = sub {
+        my $before = $skipped->();
+        like($redis->cli('XADD', 'sse:stream', '*', 'kind', 'update', 'hub', '#mercure:shop',
+                         'id', "urn:x:bad-$_[0]"), qr/^\d+-\d+$/, "bad entry $_[0], by hand");
+        ok($b->wait_for(sub { $skipped->() > $before }, 10), "B skipped bad entry $_[0]");
+    };
+    $bad->(1);
+    # A native stream: a Mercure subscriber's opening would put its subscription event
+    # between the two gaps on B's bus.
+    my $between = $b->subscribe('/events/between-gaps');
+    $bad->(2);
+    $a->publish('/publish/between-gaps', 'after both');
+    is_deeply([seen_until($between, 'after both')], ['<missed>', 'after both'],
+              'opened between the two gaps: sse-missed for the second, then the next event');
+    $between->close;
+};
+
+subtest 'an update too large for B\'s bus: 413 on B; from A, a gap on B' => sub {
+    my $topic = 'https://example.com/large';
+    my $big = 'x' x (150 * 1024);
+    my $refused = post($b, topic => $topic, data => $big);
+    is($refused->{status}, 413, 'published on B (SSEBusSize 256K): 413, Redis not asked');
+    like((SSETest::json_decode($refused->{body}) // {})->{error} // '',
+         qr/more than the bus holds for one event/, 'the JSON body says why');
+    my @subs = (subscriber($a, [$topic]), subscriber($b, [$topic]));
+    my $native = $b->subscribe('/events/large');
+    my $id = update($a, [$topic], $big);
+    my $next = update($a, [$topic], 'next');
+    is_deeply([map { [$_->{id}, length $_->{data}] } events_until($subs[0], 'next')],
+              [[$id, length $big], [$next, 4]], 'A (SSEBusSize 16M): the large update, then the next');
+    is_deeply([seen_until($subs[1], 'next')], ['<missed>', 'next'],
+              "B's Mercure subscriber: sse-missed where the update was, then the next");
+    $native->read_until(sub { scalar $native->all_events }, 10);
+    is_deeply([map { $_->{event} } $native->all_events], ['sse-missed'],
+              "B's stream of another channel: sse-missed too (any channel may have lost one)");
+    ok($b->wait_for(sub { $b->log_text =~ /SSE0705: .*more than the bus holds/ }, 10),
+       'B logs SSE0705 for the entry');
+    my $resumed = subscriber($b, [$topic], headers => {'Last-Event-ID' => $next});
+    is(scalar($resumed->events(1, 1)), 0, 'resumed on B after the gap: no notice');
+    $_->close for @subs, $native, $resumed;
 };
 
 subtest 'subscription events stay on the server of their subscriber' => sub {

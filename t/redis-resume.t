@@ -1,11 +1,14 @@
-# SSERedis: what a reader does when the stream's history has a hole, and what resuming clients
-# are told (docs/redis.md). Two httpd servers on one Redis without persistence:
-# - entries trimmed away while B's reader was stopped: B logs SSE0711, a client resuming on B
-#   from before gets sse-missed with what B holds after its id, one from after does not;
+# SSERedis: what a reader does when the stream's history has a hole, and what open streams and
+# resuming clients are told (docs/redis.md). Two httpd servers on one Redis without persistence:
+# - entries trimmed away while B's reader was stopped: B logs SSE0711; B's open streams (HTTP,
+#   and a subscriber of B's publish socket) get one sse-missed at the gap, then the next
+#   events; a client resuming on B from before gets one sse-missed with what B holds after its
+#   id (over HTTP and over the socket), one from after gets none;
 # - Redis stopped (SIGSTOP) for 5 s: publishes refused with 503 within the bound, streams get
 #   their keep-alives, the reader's last read ages in sse-status, delivery resumes after;
 # - Redis restarted without its data: both readers log SSE0710 and read the new stream from its
-#   start; a client resuming from before gets sse-missed and nothing from before again; new
+#   start; the open streams get sse-missed once; a client resuming from before gets it once and
+#   nothing from before again; new
 #   publishes flow on both servers, once, httpd not restarted.
 use strict;
 use warnings;
@@ -22,7 +25,7 @@ my $conf = <<'EOF';
 </Location>
 EOF
 my $a = SSETest::Server->start(global => "SSERedis $url\nSSEPublishSocket pub.sock\n", conf => $conf);
-my $b = SSETest::Server->start(global => "SSERedis $url\n", conf => $conf);
+my $b = SSETest::Server->start(global => "SSERedis $url\nSSEPublishSocket pub.sock\n", conf => $conf);
 my $redis_at = qr/Redis at redis:\/\/127\.0\.0\.1:\d+\/0/;
 $_->expect_log(qr/SSE0701: $redis_at did not accept a publish/, qr/SSE0703: lost $redis_at/,
                qr/SSE0710: $redis_at lost the history of sse:stream/,
@@ -33,13 +36,20 @@ $b->expect_log(qr/SSE0711: entries of sse:stream after \d+-\d+ were trimmed befo
 sub status { SSETest::json_decode($_[0]->request(GET => '/sse-status')->{body})->{redis} }
 
 sub datas { map { $_->{event} eq 'sse-missed' ? '<missed>' : $_->{data} } @_ }
+# The reasons of the sse-missed notices among the events.
+sub reasons {
+    map { (SSETest::json_decode($_->{data}) // {})->{reason} // '?' }
+    grep { $_->{event} eq 'sse-missed' } @_
+}
 
 ok(SSETest::Redis->wait_joined($a, $a, $b), 'A and B read the stream');
 
 subtest 'entries trimmed while B\'s reader was stopped: sse-missed on B' => sub {
     my $live = $b->subscribe('/events/trim');
+    my $sock = $b->subscribe_socket('trim');
     my $p1 = $a->publish('/publish/trim', 'p1')->{json}{id};
     is_deeply([datas($live->events(1, 10))], ['p1'], 'B got p1');
+    is_deeply([datas($sock->events(1, 10))], ['p1'], "and B's socket subscriber");
     my $daemon = $b->socket_daemon;
     ok($daemon, "B's sse-publishd") or return;
     kill 'STOP', $daemon;
@@ -56,23 +66,40 @@ subtest 'entries trimmed while B\'s reader was stopped: sse-missed on B' => sub 
     kill 'CONT', $daemon;
     ok($b->wait_for(sub { $b->log_text =~ /SSE0711/ }, 15), 'B logs SSE0711');
     # p2 comes only if the stopped reader's XREAD was still waiting when p2 was published
-    # (it may have timed out first): either way nothing else, in order.
-    $live->read_until(sub { grep { $_->{data} eq 'p6' } $live->all_events }, 15);
-    my @got = datas($live->events(0, 0));
-    ok(join(',', @got) eq 'p6' || join(',', @got) eq 'p2,p6',
-       'the live stream: what the reader could read, in order') or diag explain \@got;
+    # (it may have timed out first): either way the gap's notice, once, then p6.
+    for my $sub ($live, $sock) {
+        $sub->read_until(sub { grep { $_->{data} eq 'p6' } $sub->all_events }, 15);
+    }
+    my @live = $live->events(0, 0);
+    my @got = datas(@live);
+    ok(join(',', @got) eq '<missed>,p6' || join(',', @got) eq 'p2,<missed>,p6',
+       'the open stream: sse-missed once at the gap, then the next events, in order')
+        or diag explain \@got;
+    is_deeply([reasons(@live)], ['lost'], 'its reason: lost');
+    is_deeply([datas($sock->events(0, 0))], \@got, 'the socket subscriber: the same');
     ok($b->wait_for(sub { (status($b)->{last_read_age_ms} // 1e9) < 5000 }, 10),
        'the resumed reader reads again (sse-status)');
 
+    my @held = grep { $_ ne '<missed>' } @got;
     my $before = $b->subscribe('/events/trim', headers => {'Last-Event-ID' => $p1});
-    is_deeply([datas($before->events(scalar(@got) + 1, 10))], ['<missed>', @got],
-              'resumed from before the gap: sse-missed, then what B holds after the id');
+    my @resumed = $before->events(@held + 1, 10);
+    is_deeply([datas(@resumed)], ['<missed>', @held],
+              'resumed from before the gap: one sse-missed, then what B holds after the id');
+    is_deeply([reasons(@resumed)], ['unknown-last-event-id'], 'its reason');
     is(scalar($before->events(1, 1)), 0, 'nothing more');
+    my $sock_before = $b->subscribe_socket('trim', last_event_id => $p1);
+    is_deeply([datas($sock_before->events(@held + 1, 10))], ['<missed>', @held],
+              'the same through the publish socket');
+    is(scalar($sock_before->events(1, 1)), 0, 'nothing more');
     my $after = $b->subscribe('/events/trim', headers => {'Last-Event-ID' => $p6});
     is(scalar($after->events(1, 2)), 0, 'resumed from after the gap: nothing, no notice');
+    my $sock_after = $b->subscribe_socket('trim', last_event_id => $p6);
+    is(scalar($sock_after->events(1, 2)), 0, 'the same through the publish socket');
     is($a->publish('/publish/trim', 'p7')->{status}, 201, 'p7 published');
-    is_deeply([datas($after->events(1, 10))], ['p7'], 'then live');
-    $_->close for $live, $before, $after;
+    for my $sub ($after, $sock_after, $live, $before, $sock_before) {
+        is_deeply([datas($sub->events(1, 10))], ['p7'], 'then live: p7 alone');
+    }
+    $_->close for $live, $sock, $before, $sock_before, $after, $sock_after;
     is_deeply([datas($a->subscribe('/events/trim', headers => {'Last-Event-ID' => $p1})->events(6, 10))],
               ['p2', 'p3', 'p4', 'p5', 'p6', 'p7'], 'on A (no gap): the resume is whole, no notice');
 };
@@ -133,11 +160,14 @@ subtest 'Redis restarted without its data: sse-missed, no repeats, new publishes
     }
     for my $sub ($sa, $sb) {
         $sub->read_until(sub { grep { $_->{data} eq 'new1' } $sub->all_events }, 15);
-        is_deeply([datas($sub->events(0, 0))], ['new1'], 'the live stream: the new event, once');
+        my @got = $sub->events(0, 0);
+        is_deeply([datas(@got)], ['<missed>', 'new1'],
+                  'the open stream: sse-missed once at the loss, then the new event, once');
+        is_deeply([reasons(@got)], ['lost'], 'its reason: lost');
     }
     my $r = $b->subscribe('/events/loss', headers => {'Last-Event-ID' => $ids[1]});
     is_deeply([datas($r->events(3, 10))], ['<missed>', 'old3', 'new1'],
-              'resumed on B from before the loss: sse-missed, then the rest, once');
+              'resumed on B from before the loss: one sse-missed, then the rest, once');
     is(scalar($r->events(1, 1)), 0, 'nothing more');
     is($b->publish('/publish/loss', 'new2')->{status}, 201, 'published on B');
     for my $sub ($sa, $sb, $r) {

@@ -56,8 +56,13 @@ struct BusHeader; /* private to bus.c++ */
  * - CloseChannels: the channels were closed (DELETE): streams subscribed to any of them send
  *   `wire` (the notice) and end; replay drops the channels' earlier events.
  * - EndStream: audience.only holds the serials (decimal) of streams to end (a client id that
- *   connected again under SSEDuplicateClient replace); they send `wire` and end. */
-enum class RecordKind : std::uint16_t { Event = 0, CloseChannels = 1, EndStream = 2 };
+ *   connected again under SSEDuplicateClient replace); they send `wire` and end.
+ * - Gap: events meant for this bus were lost before it got them (the Redis reader found
+ *   entries lost, trimmed unread, or that it could not append). It has no channel: every
+ *   reader gets it, whatever its channels and client id, and every stream sends `wire` (the
+ *   sse-missed notice) and goes on. A resume from an event older than it is told that events
+ *   may be missing instead (BusReader::start_after), and its reader starts after it. */
+enum class RecordKind : std::uint16_t { Event = 0, CloseChannels = 1, EndStream = 2, Gap = 3 };
 
 /* A copy of one retained event, as a subscriber gets it. */
 struct BusEvent {
@@ -116,6 +121,7 @@ struct BusStats {
     std::uint64_t published = 0;     /* since the bus was created */
     std::uint64_t evicted = 0;
     std::uint64_t lock_recoveries = 0;
+    std::uint64_t after_gap = 0;     /* seq after the newest Gap record; 0: none yet */
     std::uint32_t waiters = 0;       /* readers in wait() or wait_or() now */
 };
 
@@ -193,6 +199,13 @@ public:
                                   const Audience &audience, const std::string &notice,
                                   std::int64_t now_us);
 
+    /* Appends a Gap record (see RecordKind) whose notice is `notice`. Its seq is committed with
+     * the head, in the same atomic state a resume reads its position from (start_after). Even
+     * right after another Gap record it is a record of its own: a stream placed at the head
+     * between the two may have lost events at the second (nothing else would tell it). Same
+     * locking as publish(). */
+    PublishResult publish_gap(const std::string &notice, std::int64_t now_us);
+
     /* What the ring holds for one channel (since its last CloseChannels record, if any). */
     struct ChannelHistory {
         std::uint64_t retained = 0;
@@ -258,7 +271,8 @@ private:
 
 /* One subscriber's position in the bus. Owned by one thread at a time.
  * Events whose audience does not admit `client_id` are skipped, live and in replay; control
- * records on the subscribed channels are always returned (the caller acts on them). A reader
+ * records on the subscribed channels, and every Gap record, are always returned live (the
+ * caller acts on them). A reader
  * of ChannelSet::all() (a process's hub) gets every record whatever its audience, and checks
  * each of its streams itself. */
 class BusReader {
@@ -275,7 +289,13 @@ public:
      * evicted while this call looked for it): then everything retained (within `limits`) is
      * queued, and the caller should tell the client that events may be missing. Also false
      * when the event is held but `limits` do not reach back to it and an event this
-     * subscriber would get lies between (left out): what `limits` allow after it is queued. The newest
+     * subscriber would get lies between (left out): what `limits` allow after it is queued.
+     * Also false when a Gap record lies between the event and the position taken (the Redis
+     * reader lost events there): what the bus holds after the event is queued, and the Gap
+     * record is not returned live (the caller's notice covers it). The position and the
+     * newest gap come from one snapshot of the committed state, so a gap marked during the
+     * call is either before the position (told here) or after it (returned live): never
+     * neither, never both. The newest
      * match on a subscribed channel wins, then the newest match on any channel (a
      * bus-assigned id is a position whatever its channel). A channel's events from before its
      * last CloseChannels record are not replayed.
@@ -305,9 +325,6 @@ public:
 
     std::uint64_t position() const { return seq_; }
 
-    /* The seq of the event the last start_after() found; 0 when it found none. */
-    std::uint64_t matched_seq() const { return matched_seq_; }
-
 private:
     struct Queued {
         std::uint64_t pos, seq;
@@ -316,7 +333,6 @@ private:
     ChannelSet channels_;
     std::string client_id_;
     std::uint64_t pos_ = 0, seq_ = 0;   /* live cursor: the next record to look at */
-    std::uint64_t matched_seq_ = 0;     /* see matched_seq() */
     std::vector<Queued> replay_;        /* replay queue, oldest first, all before seq_ */
     std::size_t replay_next_ = 0;
     std::vector<unsigned char> scratch_; /* the copy of the record being parsed */

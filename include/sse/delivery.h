@@ -8,8 +8,10 @@
  *   stream's event-type filter (wants_type(): the ?event= list; none, every type) and, for a
  *   Mercure subscriber, its topics pass the subscriber's MercureFilter, else skipped; mod_sse's own notices are never filtered; a CloseChannels record
  *   sends its notice and ends the stream (channel-closed); an EndStream record naming the
- *   stream's registry serial does the same (replaced); any other EndStream is skipped. An
- *   overrun (the ring passed the stream's position) sends the `sse-missed` notice
+ *   stream's registry serial does the same (replaced); any other EndStream is skipped; a Gap
+ *   record (events lost before this bus got them: the Redis reader's) sends its notice, the
+ *   `sse-missed` notice (gap_notice()), to every stream, filters or not, and the stream goes
+ *   on. An overrun (the ring passed the stream's position) sends the `sse-missed` notice
  *   (overrun_notice()) and the stream goes on;
  * - the last bytes at a restart (restart_bytes()): a `retry:` with the stream's effective
  *   retry as it was when the stream opened (a channel's retry-only value, else SSERetry),
@@ -66,6 +68,7 @@ struct RecordAction {
         Skip,       /* not for this stream */
         SendEvent,  /* send the record's wire bytes; an event (counted in SSE_EVENTS) */
         SendAndEnd, /* send the record's wire bytes (a notice) and end for `reason` */
+        SendNotice, /* send the record's wire bytes (a notice, not an event) and go on */
     };
     Kind kind = Kind::Skip;
     EndReason reason = EndReason::ClientClosed; /* with SendAndEnd */
@@ -136,12 +139,15 @@ public:
     /* Whether the stream has a filter at all (event types, Mercure topics). */
     bool filters() const { return filtered_; }
     /* The same for an event or a CloseChannels record, which mean the same to every stream
-     * of their channels but for the filters (FanOut asks once per record, not once per
-     * stream, then wants_filtered() per filtered stream for an event). */
+     * of their channels but for the filters, and for a Gap record, the same to every stream
+     * (FanOut asks once per record, not once per stream, then wants_filtered() per filtered
+     * stream for an event). */
     static RecordAction on_channel_record(RecordKind kind);
 
     /* Appends the notice for an overrun (the stream goes on). */
     static void overrun_notice(std::string &out);
+    /* Appends the notice a Gap record carries (sse/bus.h; the stream goes on). */
+    static void gap_notice(std::string &out);
 
     /* Appends the keep-alive comment. */
     static void keepalive_bytes(std::string &out);

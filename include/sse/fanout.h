@@ -15,7 +15,8 @@
  *   they cost before filters existed), a
  *   CloseChannels or EndStream record queues its notice and ends the stream once the notice
  *   was handed to the transport, an overrun of the shared reader queues the `sse-missed`
- *   notice for every stream.
+ *   notice for every stream, and so does a Gap record (its own notice) for every stream that
+ *   reads from its seq on (one whose own catch-up read it got it there).
  * - A stream joins with its own BusReader, positioned where its first bytes left it (the
  *   handler's replay); start() reads it up to the head, then the shared reader delivers
  *   every record from that position on (nothing twice, nothing lost).
@@ -208,7 +209,10 @@ private:
     {
         return s.delivery_.filters() ? filtered_by_channel_ : by_channel_;
     }
-    void queue_overrun(std::vector<Subscriber *> &dirty);
+    /* `notice` to every started stream but those whose own reader started after `seq` (the
+     * record's; UINT64_MAX for an overrun: every one). */
+    void queue_to_all(const SharedBytes &notice, std::uint64_t seq,
+                      std::vector<Subscriber *> &dirty);
     void queue_end_stream(BusEvent &e, std::vector<Subscriber *> &dirty);
     void catch_up(Subscriber &s);
     void write_dirty(std::vector<Subscriber *> &dirty);

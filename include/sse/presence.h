@@ -25,6 +25,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace sse {
@@ -52,6 +53,20 @@ struct PresenceFacts {
  * may not); `channel_count` counts them all. A client id must have passed
  * validate_client_id() (no control characters). */
 std::string presence_data(const PresenceFacts &f);
+
+/* Whether `type` is a presence record's event type: "connect", "reconnect", "disconnect". */
+bool is_presence_event_type(std::string_view type);
+
+/* With SSERedis, a server's presence records reach the other servers through Redis
+ * (docs/redis.md, "Presence from every server"), possibly late: after an outage of Redis, or
+ * of a server's reader. A "connect" or "reconnect" made more than kPresenceMaxAgeMs before
+ * `now_ms` (both ms since the epoch, the servers' clocks kept in step) is dropped rather than
+ * delivered late, so that a reader back from an outage does not flood its subscribers with
+ * stale arrivals of clients that may have left long ago. A "disconnect" is never too old: it
+ * is what closes a client that a subscriber saw arrive (a disconnect of a client it never saw
+ * arrive is harmless). */
+constexpr std::int64_t kPresenceMaxAgeMs = 30000;
+bool presence_too_old(std::string_view type, std::int64_t made_ms, std::int64_t now_ms);
 
 /* The budget's state, in memory every process shares (zeroed when created). */
 struct PresenceShared {

@@ -75,6 +75,12 @@ struct ClosedChannels {
 ClosedChannels close_channels(Bus &bus, Registry &registry, const std::vector<std::string> &channels,
                               std::int64_t now_us);
 
+/* Events meant for this bus were lost before it got them (the Redis reader: entries lost,
+ * trimmed unread, or that it could not append): appends a Gap record with the sse-missed
+ * notice (Delivery::gap_notice()), so that every open stream is told, and a resume from an
+ * event before it too (sse/bus.h). */
+PublishResult mark_gap(Bus &bus, std::int64_t now_us);
+
 } // namespace sse
 
 #endif

@@ -25,12 +25,29 @@
  *   topics    each topic followed by "\n" (a topic holds no control character:
  *             validate_mercure_string), so that one empty topic is told from none
  *   private   "1" for a private update; absent for a public one
+ * A presence record (kind "presence") is one server's own presence record (SSEPresenceChannel),
+ * sent on by its sse-publishd so that the other servers' presence subscribers get it
+ * (docs/redis.md, "Presence from every server"). Its fields are the local record's, verbatim:
+ *   channels  the presence channel's name (exactly one)
+ *   event     "connect", "reconnect" or "disconnect"
+ *   data      the record's JSON (presence_data()), verbatim
+ * and where it comes from, so that its own server skips it (it already has it):
+ *   server    the server's id, "host:lowest Listen port" (as in the cluster figures)
+ *   token     the per-start token of that server (two servers of one id stay apart)
+ *   time      decimal ms since the epoch: the record's time on its own bus (what the age
+ *             rule, presence_too_old(), counts from)
+ *   seq       decimal: the record's seq on its own bus, increasing along the entries of one
+ *             server and token; a reader skips one not above the last it took from them (an
+ *             XADD whose answer timed out is sent again, and Redis may have run both)
+ * No id, retry, only or except: the reader gives it the entry id, as to an event without one.
  *
  * Versions. A reader ignores the fields it does not know, and refuses (SSE0705, the entry is
  * skipped) an entry whose kind it does not know. So a field an older reader may safely miss
  * can join an existing kind, and a change an older reader would misread takes a new kind:
  * "update" came that way, after "event" and "close", so a server of the version before it
- * skips Mercure updates (logging each) rather than deliver them as events of no channel. An
+ * skips Mercure updates (logging each) rather than deliver them as events of no channel;
+ * "presence" came after "update", for the same reason (an older reader would deliver another
+ * server's records as events, and its own back to itself a second time). An
  * entry of an older version reads as it did.
  *
  * Pure code: no I/O, no global state, no hiredis; any thread.
@@ -98,13 +115,18 @@ bool parse_stream_id(std::string_view text, StreamId *out);
 
 /* One record of the shared bus, as it travels through Redis. */
 struct StreamRecord {
-    enum class Kind { Event, Close, Update };
+    enum class Kind { Event, Close, Update, Presence };
     Kind kind = Kind::Event;
     std::vector<std::string> channels; /* events and closes */
     Audience audience;  /* events only */
     EventFields fields; /* events and updates; fields.id empty: the entry id becomes the id */
     std::string hub;    /* updates only: the hub's bus channel */
     UpdateTopics update; /* updates only */
+    /* presence records only (fields.event and fields.data are the record's): */
+    std::string server;  /* the id of the server that made it */
+    std::string token;   /* that server's start token */
+    std::int64_t time_ms = 0; /* its time on that server's bus */
+    std::uint64_t seq = 0;    /* its seq on that server's bus */
 };
 
 /* The entry's field-value pairs, in the order of the layout above. */
@@ -112,7 +134,9 @@ std::vector<std::pair<std::string, std::string>> encode_stream_record(const Stre
 
 /* Reads the fields of an entry back. Returns an error sentence for an entry this version
  * cannot take (unknown kind, no channels, a retry that is not a number; an update without
- * hub, topics or id, with a hub that is no hub's channel, with channels or clients); the
+ * hub, topics or id, with a hub that is no hub's channel, with channels or clients; a
+ * presence record without one channel, a presence event type, data, server, token, time or seq,
+ * or with an id, a retry or clients); the
  * values are not validated here (the reader checks them as any publish is checked:
  * check_publish(), publish_update()). */
 std::string decode_stream_record(const std::vector<std::pair<std::string_view, std::string_view>> &fields,

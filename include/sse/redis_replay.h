@@ -6,8 +6,8 @@
  * - Appends one decoded entry (sse/redis_link.h) to a bus as the reader always did: an event
  *   with its id (the publisher's, else the entry id) checked as any publish is
  *   (check_publish), a Mercure update checked as its hub checked it (publish_update), a close
- *   (DELETE) as close_channels(). Returns why an entry was skipped (the caller logs it), or
- *   empty.
+ *   (DELETE) as close_channels(); nothing for a presence entry (the reader's own business).
+ *   Returns why an entry was skipped (the caller logs it), or empty.
  *
  * StreamReplay (replay_from_entries())
  * - Why: a client that read events on another server resumes here with Last-Event-ID, and
@@ -22,11 +22,16 @@
  *   before its close are not replayed) and Mercure updates (their topics travel with them;
  *   the stream's Delivery filters them) follow the bus's own code: there is no second copy
  *   of those rules. The private bus is sized for the entries: nothing is evicted.
- * - found: the client's id was among the entries (start_after matched it). Then `reader`
+ * - found: an entry with the client's id was among the entries and appended. Then `reader`
  *   yields the replay and the live bus follows from the boundary; `complete` is start_after's
- *   answer (false: SSEHistory does not reach back to the id, the missed notice goes first).
+ *   answer (false: SSEHistory does not reach back to the id, the missed notice goes first),
+ *   and false too when an entry after the id was skipped (one no publish could have made:
+ *   it may have been the client's; the server's bus is not marked, a replay is private).
  *   Not found: the id is unknown to Redis too (or older than what was read): the caller falls
  *   back to what its bus holds, with the missed notice, as without Redis.
+ * - Presence entries (another server's presence records) are skipped: apply_stream_entry()
+ *   appends nothing for them. The Redis reader hands them to RemotePresence itself; they are
+ *   no client's events, and a presence record is not resumable across servers.
  * - Memory: the private bus holds about twice the entries' record bytes; it lives as long as
  *   the StreamReplay (the reader points into it). One thread (the stream's) at a time.
  *

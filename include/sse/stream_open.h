@@ -34,10 +34,6 @@ struct StreamRequest {
     std::string client_id;             /* "" when anonymous */
     std::string resume_id;             /* Last-Event-ID; "" for live only */
     bool earliest = false;             /* replay everything retained (resume_id is "") */
-    /* Events before this bus seq may have missed some that were never on this bus (the
-     * Redis reader found a gap: redis_gap_seq()): a resume from one of them replays what
-     * the bus holds after it and sends the missed notice (resume_found false). 0: none. */
-    std::uint64_t missing_before_seq = 0;
     /* A reader the caller positioned already, before the registry is read as the others are
      * (a resume looked up in Redis too: src/httpd/redis_bus.h): used instead of resume_id
      * and earliest, with `positioned_found` as resume_found. */

@@ -79,6 +79,22 @@ void encode_retry(std::int64_t retry_ms, std::string &out);
 /* Splits data at CR, LF and CRLF, as the WHATWG parser does. "a\n" gives {"a", ""}. */
 std::vector<std::string_view> split_lines(std::string_view data);
 
+/* The lines split_lines() gives, passed to `fn` one by one without a vector (encode_event
+ * runs on every publish). */
+template <typename Fn> void for_each_line(std::string_view data, Fn &&fn)
+{
+    std::size_t start = 0;
+    for (std::size_t i = 0; i < data.size(); ++i) {
+        if (data[i] == '\r' || data[i] == '\n') {
+            fn(data.substr(start, i - start));
+            if (data[i] == '\r' && i + 1 < data.size() && data[i + 1] == '\n')
+                ++i;
+            start = i + 1;
+        }
+    }
+    fn(data.substr(start));
+}
+
 /* Each byte of `s` read as ISO-8859-1 (Latin-1), written as UTF-8. */
 std::string utf8_from_latin1(std::string_view s);
 
@@ -120,7 +136,8 @@ std::int64_t parse_retry(std::string_view text);
  * Once `out` holds more than `cap` names, the rest is not even split: the list is refused by
  * its check anyway (validate_channel_list(), Audience::validate()), and a hostile list of
  * 65,000 names then costs neither quadratic time nor memory beyond cap + 1 names. Repeats are
- * found with a hash set, so many repeated names cost linear time too.
+ * found by a look through `out` while it holds few names, then with a hash set, so many
+ * repeated names cost linear time too.
  * Borrows `out` (it must outlive the collector); names already in it count as seen. */
 class NameCollector {
 public:
@@ -138,10 +155,13 @@ public:
     }
 
 private:
+    /* True when `item` is not collected yet (then noted as seen). */
+    bool take(std::string_view item);
+
     std::vector<std::string> &out_;
     std::size_t cap_;
     bool trim_;
-    std::unordered_set<std::string> seen_;
+    std::unordered_set<std::string> seen_; /* empty until out_ holds many names */
 };
 
 /* Splits a comma-separated list of channel names into `channels`, dropping empty items

@@ -1,6 +1,7 @@
 /* SSERedis: the directives, the shared redis state, publishing through Redis and the reader
  * (see the header). */
 #include "src/httpd/redis_bus.h"
+#include "src/httpd/redis_presence.h"
 #include "src/httpd/shared_segment.h"
 
 #include "sse/redis_link.h"
@@ -25,7 +26,7 @@ namespace sse::httpd {
 
 namespace {
 
-constexpr std::uint64_t kRedisStateMagic = 0x5353455244533034ull; /* "SSERDS04" */
+constexpr std::uint64_t kRedisStateMagic = 0x5353455244533035ull; /* "SSERDS05" */
 constexpr std::int64_t kRefuseAtOnceMs = 1000; /* after a refusal, during an outage */
 constexpr int kReadBlockMs = 1000;
 constexpr std::size_t kReadCount = 256;
@@ -50,9 +51,9 @@ struct RedisShared {
     std::atomic<std::uint32_t> probing;        /* 1 while one publish tries Redis in an outage */
     /* The reader's, across restarts of the daemon: */
     std::atomic<std::int64_t> last_read_ms;    /* wall clock of the last read that worked; 0: none */
-    std::atomic<std::uint64_t> gap_seq;        /* the bus seq after the last gap (entries lost or
-                                                * trimmed unread): a resume from an event before it
-                                                * gets sse-missed; 0: none */
+    /* Unused since gaps are Gap records on the bus (sse/bus.h); kept so that this layout
+     * (SSERDS03), and with it the cursor, survives an upgrade. */
+    std::atomic<std::uint64_t> unused_gap_seq;
     std::atomic<std::uint32_t> epoch_len;      /* 0: no epoch adopted yet */
     char epoch[64];                            /* the stream's epoch (written by the reader only) */
     /* Odd while the reader appends an entry and moves the cursor past it: a resume reads the
@@ -61,6 +62,10 @@ struct RedisShared {
     std::atomic<std::uint32_t> applying;
     std::atomic<std::int64_t> last_lookup_failure_ms; /* CLOCK_MONOTONIC: a resume's look in
                                                        * Redis failed; 0: never */
+    /* The presence forwarder's (src/httpd/redis_presence.h), across restarts of the daemon:
+     * the bus seq from which this server's presence records are still to be sent on; 0: not
+     * set yet (open_redis() sets it, before any child exists). */
+    std::atomic<std::uint64_t> presence_next_seq;
 
     bool load_cursor(StreamId *out) const
     {
@@ -222,7 +227,7 @@ class StreamFollower {
 public:
     StreamFollower(server_rec *s, ModuleState *state, const volatile sig_atomic_t *stop)
         : s_(s), state_(state), rb_(state->redis), stop_(stop),
-          reader_(rb_->writer.url(), rb_->key, rb_->epoch_key) {}
+          reader_(rb_->writer.url(), rb_->key, rb_->epoch_key), presence_(s, state) {}
 
     void run()
     {
@@ -386,11 +391,9 @@ private:
         rb_->shared->epoch_len.store(static_cast<std::uint32_t>(n), std::memory_order_release);
     }
 
-    /* Everything on the bus from now on comes after the gap. */
-    void mark_gap()
-    {
-        rb_->shared->gap_seq.store(state_->bus.stats().next_seq, std::memory_order_release);
-    }
+    /* Everything on the bus from now on comes after the gap: its record tells the open
+     * streams, and resumes from before it. */
+    void mark_gap() { sse::mark_gap(state_->bus, now_us()); }
 
     /* A read worked: the end of an outage, if there was one. */
     void note_up()
@@ -411,16 +414,27 @@ private:
                          rb_->writer.url().display().c_str(), why.c_str(), kBackoffMaxMs / 1000);
     }
 
-    /* One entry onto the bus at Redis's time (apply_stream_entry). An entry no publish could
-     * have made is skipped and logged. */
+    /* One entry onto the bus at Redis's time: an event, a close or a Mercure update through
+     * apply_stream_entry() (the replay's routine too: sse/redis_replay.h), another server's
+     * presence record through RemotePresence (this reader's alone: a replay skips them). An
+     * entry it cannot append (one no publish could have made, or too large for this server's
+     * bus: another server's SSEBusSize is larger) is skipped, logged and marked as a gap: it
+     * may have been an event for the streams here. */
     void apply(const StreamEntry &e)
     {
-        const std::string error = apply_stream_entry(state_->bus, &state_->registry, e,
-                                                     entry_time_us(e.id, now_us()));
-        if (!error.empty())
-            ap_log_error(APLOG_MARK, APLOG_ERR, 0, s_,
-                         "SSE0705: skipped Redis entry %s of %s: %s", e.id.text().c_str(),
-                         rb_->key.c_str(), error.c_str());
+        const std::int64_t time_us = entry_time_us(e.id, now_us());
+        std::string error;
+        if (e.error.empty() && e.record.kind == StreamRecord::Kind::Presence)
+            error = presence_.apply(e, time_us);
+        else
+            error = apply_stream_entry(state_->bus, &state_->registry, e, time_us);
+        if (error.empty())
+            return;
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s_,
+                     "SSE0705: skipped Redis entry %s of %s: %s; open streams and resumes "
+                     "from before it get sse-missed", e.id.text().c_str(), rb_->key.c_str(),
+                     error.c_str());
+        mark_gap();
     }
 
     server_rec *s_;
@@ -428,6 +442,7 @@ private:
     RedisBus *rb_;
     const volatile sig_atomic_t *stop_;
     RedisReader reader_;
+    RemotePresence presence_;
     StreamId cursor_;
     bool inspect_ = true;             /* the next read asks XINFO STREAM too */
     StreamId reported_deleted_;       /* the newest XDELed entry already reported (SSE0711) */
@@ -485,6 +500,8 @@ apr_status_t open_redis(apr_pool_t *pconf, server_rec *s, const ServerConfig *co
     StreamId start;
     if (!shared->load_cursor(&start))
         set_start_cursor(state->redis, s, &start);
+    std::uint64_t unset = 0; /* the presence records to send on start with the next one */
+    shared->presence_next_seq.compare_exchange_strong(unset, state->bus.stats().next_seq);
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "SSE0700: servers joined through Redis at %s, "
                  "stream %s", conf->redis_url->display().c_str(), key.c_str());
     return APR_SUCCESS;
@@ -546,10 +563,21 @@ bool redis_status(const ModuleState *state, RedisStatus *out)
     return true;
 }
 
-std::uint64_t redis_gap_seq(const ModuleState *state)
+RedisWriter::Added add_presence_record(ModuleState *state, const StreamRecord &rec)
 {
-    return state->redis ? state->redis->shared->gap_seq.load(std::memory_order_acquire) : 0;
+    return state->redis->writer.add(rec);
 }
+
+std::uint64_t presence_next_seq(const ModuleState *state)
+{
+    return state->redis->shared->presence_next_seq.load(std::memory_order_acquire);
+}
+
+void note_presence_next_seq(ModuleState *state, std::uint64_t seq)
+{
+    state->redis->shared->presence_next_seq.store(seq, std::memory_order_release);
+}
+
 
 namespace {
 
@@ -623,8 +651,8 @@ std::unique_ptr<StreamReplay> resume_with_redis(ModuleState *state, const reques
                                                 bool *found)
 {
     const std::int64_t began = now_us();
-    *found = reader->start_after(req.resume_id, state->history, began) &&
-             reader->matched_seq() >= redis_gap_seq(state);
+    /* False too when a gap or SSEHistory lies after the id: Redis is asked (see the header). */
+    *found = reader->start_after(req.resume_id, state->history, began);
     RedisBus *rb = state->redis;
     if (*found || !rb)
         return nullptr;
@@ -663,21 +691,26 @@ std::unique_ptr<StreamReplay> resume_with_redis(ModuleState *state, const reques
     return replay;
 }
 
-void start_redis_reader(server_rec *s, ModuleState *state, const volatile sig_atomic_t *stop)
+void start_daemon_thread(server_rec *s, const char *failed, std::function<void()> body)
 {
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
-    std::thread([s, state, stop] {
-        guarded([&] { StreamFollower(s, state, stop).run(); }, [&](const char *why) {
-            /* Without its reader the server would miss every event: the daemon exits and
-             * the parent starts a new one (SSE0402), which resumes from the cursor. */
-            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "SSE0706: the Redis reader failed: %s",
-                         why);
+    std::thread([s, failed, body = std::move(body)] {
+        guarded(body, [&](const char *why) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "%s: %s", failed, why);
             _exit(1);
         });
     }).detach();
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
+}
+
+void start_redis_reader(server_rec *s, ModuleState *state, const volatile sig_atomic_t *stop)
+{
+    /* Without its reader the server would miss every event: on a failure the daemon exits
+     * and the parent starts a new one (SSE0402), which resumes from the cursor. */
+    start_daemon_thread(s, "SSE0706: the Redis reader failed",
+                        [s, state, stop] { StreamFollower(s, state, stop).run(); });
 }
 
 } // namespace sse::httpd

@@ -21,8 +21,10 @@
  *   cleanup ends the old one before a new generation forks the next.
  * - Gaps: each read also checks the stream's epoch, and after a (re)connect, a full batch
  *   or a read that was held up, whether entries after the cursor were trimmed
- *   (sse/redis_link.h). A gap (SSE0710 lost, SSE0711 trimmed) is marked with the bus seq
- *   that follows it (redis_gap_seq()); a lost stream is read again from its start.
+ *   (sse/redis_link.h). A gap (SSE0710 lost, SSE0711 trimmed, or an entry it skips, SSE0705)
+ *   is marked on the bus with a Gap record (mark_gap(), sse/publisher.h): every open stream
+ *   gets sse-missed there, and so does a resume from before it; a lost stream is read again
+ *   from its start.
  * - A daemon killed between an append and the cursor's advance appends that entry again
  *   when it restarts (at most one repeat, never a loss).
  */
@@ -32,11 +34,13 @@
 #include "src/httpd/module.h"
 
 #include "sse/publisher.h"
+#include "sse/redis_link.h"
 #include "sse/redis_record.h"
 #include "sse/redis_replay.h"
 #include "sse/stream_open.h"
 
 #include <csignal>
+#include <functional>
 #include <memory>
 
 namespace sse::httpd {
@@ -73,6 +77,13 @@ int answer_unavailable(request_rec *r, const char *endpoint, const std::string &
 PublishAttempt submit_close(ModuleState *state, const server_rec *s,
                             const std::vector<std::string> &channels);
 
+/* In the socket daemon: runs `body` on a thread of its own (every signal blocked: SIGTERM is
+ * the daemon's main loop's), detached. A failure escaping it (an exception) is logged at crit
+ * as "<failed>: <why>" (failed: a tagged sentence, a literal) and ends the daemon (_exit): the
+ * parent starts a new one (SSE0402). Used for the Redis reader, the cluster figures' reporter
+ * and the presence forwarder. */
+void start_daemon_thread(server_rec *s, const char *failed, std::function<void()> body);
+
 /* In the socket daemon, after it dropped privileges: starts the reader thread (every signal
  * blocked). It stops appending once *stop is set (the daemon is ending). */
 void start_redis_reader(server_rec *s, ModuleState *state, const volatile sig_atomic_t *stop);
@@ -91,19 +102,28 @@ struct RedisStatus {
 /* False when SSERedis is not set. Any process, any thread. */
 bool redis_status(const ModuleState *state, RedisStatus *out);
 
-/* The bus seq from which this server's bus follows the stream without a gap: the reader
- * found entries lost (SSE0710) or trimmed unread (SSE0711) just before it. A resume from an
- * event older than it gets sse-missed (StreamRequest::missing_before_seq). 0: no gap, or no
- * SSERedis. Any process, any thread. */
-std::uint64_t redis_gap_seq(const ModuleState *state);
+/* For the presence forwarder (src/httpd/redis_presence.h), in sse-publishd, with SSERedis:
+ * XADDs a "presence" entry (RedisWriter::add: bounded by kPublishBoundMs; the outage lines of
+ * publishes are not touched); the bus seq from which this server's records are still to be
+ * sent on (kept across restarts of the daemon), and its advance. */
+RedisWriter::Added add_presence_record(ModuleState *state, const StreamRecord &rec);
+std::uint64_t presence_next_seq(const ModuleState *state);
+void note_presence_next_seq(ModuleState *state, std::uint64_t seq);
 
 /* A resume this server's bus cannot serve, served from Redis (docs/redis.md, "Resume on
  * another server"). The subscribe handler calls it on its worker, before open_stream() (so
  * before the registry is read, and before the hub holds the stream), for req.resume_id
  * with SSERedis. `reader` is a fresh reader of req's channels and client id; it is
  * left positioned (StreamRequest::positioned), and *found says whether the id was found:
- * - the bus holds the id with no gap after it (redis_gap_seq()): start_after() it, as
- *   without Redis; no Redis command;
+ * - start_after() finds the id on the bus with nothing missing after it (SSEHistory reaches
+ *   back to it, no Gap record after it: sse/bus.h): served as without Redis; no Redis command.
+ *   Else (the bus does not hold it, or a gap lies after it, or SSEHistory stops short of it)
+ *   Redis is asked. After a gap that is right both ways: the stream in Redis is what the bus
+ *   follows, so if Redis holds the id and the entries after it, they are what the client
+ *   missed (a gap from an entry this server's bus could not take: SSE0705); if the gap came
+ *   from entries Redis itself lost (trimmed: SSE0711, its history lost: SSE0710), the id went
+ *   with them (trimming takes the oldest first; a lost stream starts again with new entry
+ *   ids), so it is not found in Redis and the client gets sse-missed;
  * - else the stream in Redis holds it, within the look back: `reader` is at the boundary (the
  *   bus position when the reader's cursor was the last entry read), and the returned replay
  *   yields the entries after the id up to that cursor (SSE0730); *found is whether SSEHistory

@@ -1,5 +1,6 @@
 /* Cluster-wide figures with SSERedis (see the header). */
 #include "src/httpd/redis_cluster_state.h"
+#include "src/httpd/redis_bus.h"
 #include "src/httpd/subscription.h"
 
 #include "sse/redis_cluster.h"
@@ -10,8 +11,6 @@
 
 #include <chrono>
 #include <mutex>
-#include <pthread.h>
-#include <thread>
 #include <unistd.h>
 
 APLOG_USE_MODULE(sse);
@@ -29,20 +28,6 @@ std::string redis_prefix(const server_rec *s)
 const RedisUrl &redis_url(const server_rec *s)
 {
     return *server_config(const_cast<server_rec *>(s))->redis_url;
-}
-
-/* "<host name>:<lowest port among the Listen directives>": the lowest, since ap_listeners
- * lists them in reverse and their order says nothing anyway. */
-std::string cluster_server_id(const server_rec *s)
-{
-    char host[256] = "";
-    if (gethostname(host, sizeof host - 1) != 0)
-        host[0] = '\0';
-    int port = 0;
-    for (const ap_listen_rec *l = ap_listeners; l; l = l->next)
-        if (l->bind_addr && l->bind_addr->port && (!port || l->bind_addr->port < port))
-            port = l->bind_addr->port;
-    return std::string(host[0] ? host : "localhost") + ":" + std::to_string(port ? port : s->port);
 }
 
 /* This server's figures, now; its channels only when `with_channels`. */
@@ -219,6 +204,20 @@ nlohmann::json unavailable_json(const ClusterRead &c, const std::string &self)
 
 } // namespace
 
+/* The lowest port, since ap_listeners lists them in reverse and their order says nothing
+ * anyway. */
+std::string cluster_server_id(const server_rec *s)
+{
+    char host[256] = "";
+    if (gethostname(host, sizeof host - 1) != 0)
+        host[0] = '\0';
+    int port = 0;
+    for (const ap_listen_rec *l = ap_listeners; l; l = l->next)
+        if (l->bind_addr && l->bind_addr->port && (!port || l->bind_addr->port < port))
+            port = l->bind_addr->port;
+    return std::string(host[0] ? host : "localhost") + ":" + std::to_string(port ? port : s->port);
+}
+
 std::string cluster_start_token(server_rec *s)
 {
     static const char *const kKey = "sse-cluster-start-token";
@@ -234,19 +233,10 @@ std::string cluster_start_token(server_rec *s)
 void start_cluster_reporter(server_rec *s, ModuleState *state,
                             const volatile sig_atomic_t *stop)
 {
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    std::thread([s, state, stop] {
-        guarded([&] { Reporter(s, state, stop).run(); }, [&](const char *why) {
-            /* Without it this server drops out of the others' counts: the daemon exits and
-             * the parent starts a new one (SSE0402). */
-            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s,
-                         "SSE0723: the cluster figures' reporter failed: %s", why);
-            _exit(1);
-        });
-    }).detach();
-    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    /* Without it this server drops out of the others' counts: on a failure the daemon exits
+     * and the parent starts a new one (SSE0402). */
+    start_daemon_thread(s, "SSE0723: the cluster figures' reporter failed",
+                        [s, state, stop] { Reporter(s, state, stop).run(); });
 }
 
 nlohmann::json cluster_status_json(request_rec *r, ModuleState *state)

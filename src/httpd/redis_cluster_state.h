@@ -34,6 +34,9 @@
 
 namespace sse::httpd {
 
+/* This server's id in the group: "<gethostname()>:<lowest port among its Listen directives>". */
+std::string cluster_server_id(const server_rec *s);
+
 /* This start's token: made at the first call, in the parent (start_daemon() calls it before
  * forking the daemon, so the daemon and the children share it), kept across restarts. */
 std::string cluster_start_token(server_rec *s);

@@ -10,7 +10,9 @@
  *
  * With SSERedis, the daemon (started then even without SSEPublishSocket: no listening
  * socket, listen_fd -1) also runs the server's one Redis reader, a thread of its own
- * (redis_bus.h), and its socket publishes go through Redis like the HTTP handler's.
+ * (redis_bus.h), the cluster figures' reporter (redis_cluster_state.h) and, with
+ * SSEPresenceChannel, the presence forwarder (redis_presence.h); its socket publishes go
+ * through Redis like the HTTP handler's.
  *
  * Protection of the bus and the other clients:
  * - at most `max_clients` connections; one more is answered "error busy ..." and closed;
@@ -28,6 +30,7 @@
 #include "src/httpd/publish_socket.h"
 #include "src/httpd/redis_bus.h"
 #include "src/httpd/redis_cluster_state.h"
+#include "src/httpd/redis_presence.h"
 
 #include "sse/bus.h"
 #include "sse/delivery.h"
@@ -491,7 +494,6 @@ private:
             req.channels = f.subscribe_channels;
             req.resume_id = f.last_event_id;
             req.join = false;
-            req.missing_before_seq = redis_gap_seq(state_);
             opened.emplace(open_stream(state_->bus, state_->registry, req, state_->history,
                                        apr_time_now()));
             if (opened->outcome == OpenedStream::Outcome::Closed)
@@ -650,6 +652,8 @@ void run_socket_daemon(server_rec *s, apr_pool_t *pool, int listen_fd, ModuleSta
     if (state->redis) {
         start_redis_reader(s, state, &stop_requested);
         start_cluster_reporter(s, state, &stop_requested);
+        if (!state->presence_channel.empty())
+            start_presence_forwarder(s, state, &stop_requested);
     }
     guarded([&] {
         /* Never destroyed: the BusWaker's detached thread may be waiting on its condition

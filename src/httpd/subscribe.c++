@@ -299,7 +299,6 @@ OpenedStream open_subscribe(request_rec *r, ModuleState *state, const SubscribeA
     req.pid = getpid();
     req.remote = r->useragent_ip ? r->useragent_ip : "";
     req.note = ask.note;
-    req.missing_before_seq = redis_gap_seq(state);
     if (state->redis && !req.earliest && !req.resume_id.empty()) {
         BusReader reader(state->bus, ChannelSet(req.channels), req.client_id);
         *replay = resume_with_redis(state, r, req, &reader, &req.positioned_found);

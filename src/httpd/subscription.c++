@@ -30,7 +30,10 @@ constexpr std::int64_t kPresenceNoticeEveryUs = 60'000'000;
 
 /* Publishes one presence record, within the bus's presence budget (sse/presence.h): over
  * it, the record is skipped and counted (and logged, SSE0156).
- * A failure is logged, never thrown: presence must not cost a subscriber its stream. */
+ * A failure is logged, never thrown: presence must not cost a subscriber its stream.
+ * With SSERedis too, the record goes on this server's bus only: sse-publishd's forwarder
+ * sends it on to the other servers (src/httpd/redis_presence.h), so no stream's opening or
+ * ending waits for Redis. */
 void announce_presence(ModuleState *state, const char *type, const SubscriberInfo &who,
                        const char *reason)
 {
@@ -38,19 +41,8 @@ void announce_presence(ModuleState *state, const char *type, const SubscriberInf
         return;
     PresenceFacts facts;
     const std::int64_t now = now_us();
-    const std::int64_t tick = monotonic_us(); /* the budget's clock: never steps back */
-    if (!state->presence_budget.take(tick, &facts.skipped)) {
-        std::int64_t last = state->presence_notice_us.load();
-        if (tick - last >= kPresenceNoticeEveryUs &&
-            state->presence_notice_us.compare_exchange_strong(last, tick))
-            ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, nullptr,
-                         "SSE0156: presence records over their budget (%" APR_UINT64_T_FMT
-                         " a minute: 1/8 of SSEBusSize) are skipped, %" APR_UINT64_T_FMT
-                         " so far; the next one written says how many (\"skipped\")",
-                         apr_uint64_t(state->presence_budget.per_minute()),
-                         apr_uint64_t(state->presence_budget.skipped()));
+    if (!take_presence_budget(state, &facts.skipped))
         return;
-    }
     facts.client_id = who.client_id;
     facts.channels = who.channels;
     facts.remote = who.remote;
@@ -61,10 +53,6 @@ void announce_presence(ModuleState *state, const char *type, const SubscriberInf
     ev.has_data = true;
     try {
         ev.data = presence_data(facts);
-        /* On this server's bus only, even with SSERedis (docs/redis.md, "What stays on each
-         * server"): through Redis, each record would cost a round trip (up to 900 ms while
-         * Redis is stalled) on the thread ending streams, and a server that dies would leave
-         * its clients connected in the others' presence forever. */
         PublishAttempt a = publish_event(state->bus, &state->registry, {state->presence_channel},
                                          ev, {}, now);
         if (a.outcome != PublishAttempt::Outcome::Published)
@@ -88,6 +76,23 @@ void announce(ModuleState *state, const char *type, const SubscriberInfo &who,
 }
 
 } // namespace
+
+bool take_presence_budget(ModuleState *state, std::uint64_t *told)
+{
+    const std::int64_t tick = monotonic_us(); /* the budget's clock: never steps back */
+    if (state->presence_budget.take(tick, told))
+        return true;
+    std::int64_t last = state->presence_notice_us.load();
+    if (tick - last >= kPresenceNoticeEveryUs &&
+        state->presence_notice_us.compare_exchange_strong(last, tick))
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, nullptr,
+                     "SSE0156: presence records over their budget (%" APR_UINT64_T_FMT
+                     " a minute: 1/8 of SSEBusSize) are skipped, %" APR_UINT64_T_FMT
+                     " so far; the next one written says how many (\"skipped\")",
+                     apr_uint64_t(state->presence_budget.per_minute()),
+                     apr_uint64_t(state->presence_budget.skipped()));
+    return false;
+}
 
 void announce_gone(ModuleState *state, const std::vector<SubscriberInfo> &gone,
                    const char *reason)

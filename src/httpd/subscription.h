@@ -71,6 +71,11 @@ private:
 void note_stream_end(request_rec *r, std::uint64_t events_sent, std::uint64_t bytes_sent,
                      EndReason why);
 
+/* Takes one presence record's worth of the bus's presence budget (sse/presence.h); over it,
+ * false, and SSE0156 at most once a minute per process. `told`: as PresenceBudget::take()
+ * (null for another server's record, SSERedis). Any thread. */
+bool take_presence_budget(ModuleState *state, std::uint64_t *told);
+
 /* Announces `disconnect` for streams released without their holder (a dead process, a
  * replaced stream). */
 void announce_gone(ModuleState *state, const std::vector<SubscriberInfo> &gone,

@@ -978,6 +978,118 @@ START_TEST(age_cut_with_a_clock_that_steps_back)
 }
 END_TEST
 
+START_TEST(gap_record_reaches_every_reader_once)
+{
+    /* A Gap record has no channel: every reader gets it live (a stream of any channel, one
+     * with a client id, a hub's reader of all channels), with its notice; a resume never
+     * replays it. */
+    SharedBus sb(1 << 20);
+    BusReader ra(sb.bus, ChannelSet({"a"}));
+    BusReader rb(sb.bus, ChannelSet({"b"}), "client-1");
+    BusReader hub(sb.bus, ChannelSet::all());
+    for (BusReader *r : {&ra, &rb, &hub})
+        r->start_live();
+    ck_assert_int_eq(sb.bus.stats().after_gap, 0);
+    auto e1 = sb.bus.publish({"a"}, data_event("1"), kT0);
+    auto g1 = sb.bus.publish_gap("notice", kT0);
+    ck_assert_uint_eq(g1.seq, e1.seq + 1);
+    ck_assert_uint_eq(sb.bus.stats().after_gap, g1.seq + 1);
+    ck_assert_uint_eq(sb.bus.stats().next_seq, g1.seq + 1);
+    sb.bus.publish({"b"}, data_event("2"), kT0);
+    auto g3 = sb.bus.publish_gap("notice", kT0);
+    ck_assert_uint_eq(g3.seq, g1.seq + 2);
+    auto kinds = [](const std::vector<BusEvent> &v) {
+        std::string out;
+        for (const BusEvent &e : v)
+            out += e.kind == RecordKind::Gap ? std::string("<gap>,") : data_of(e) + ",";
+        return out;
+    };
+    assert_str(kinds(drain(ra)), "1,<gap>,<gap>,");
+    assert_str(kinds(drain(rb)), "<gap>,2,<gap>,");
+    std::vector<BusEvent> all = drain(hub);
+    assert_str(kinds(all), "1,<gap>,2,<gap>,");
+    assert_str(all[1].wire, "notice");
+    ck_assert(all[1].channels.empty());
+    /* Not replayed, not counted in a channel's history. */
+    BusReader resumed(sb.bus, ChannelSet({"a", "b"}));
+    resumed.start_earliest(HistoryLimits(), kT0);
+    assert_str(kinds(drain(resumed)), "1,2,");
+    ck_assert_int_eq(sb.bus.channel_history("a").retained, 1);
+}
+END_TEST
+
+START_TEST(stream_opened_between_two_gaps_gets_the_second)
+{
+    /* Two gaps with nothing published between are still two records: a stream placed at the
+     * head after the first (live, or resumed from after it) may have lost events at the
+     * second, and only a record of its own tells it. (Merged into one record, this stream
+     * was never told.) */
+    SharedBus sb(1 << 20);
+    sb.bus.publish({"c"}, data_event("1"), kT0);
+    auto g1 = sb.bus.publish_gap("notice", kT0);
+    BusReader live(sb.bus, ChannelSet({"c"}));
+    live.start_live();
+    auto g2 = sb.bus.publish_gap("notice", kT0);
+    ck_assert_uint_eq(g2.seq, g1.seq + 1);
+    auto got = drain(live);
+    ck_assert_int_eq(got.size(), 1);
+    ck_assert(got[0].kind == RecordKind::Gap);
+}
+END_TEST
+
+START_TEST(resume_across_a_gap_is_not_found)
+{
+    /* From an event before the newest gap: false (the caller sends sse-missed), the events
+     * after the id queued, the gap not returned live; from after it: true. From an event
+     * between two gaps: false. */
+    SharedBus sb(1 << 20);
+    auto e1 = sb.bus.publish({"c"}, data_event("1"), kT0);
+    sb.bus.publish_gap("notice", kT0);
+    auto e2 = sb.bus.publish({"c"}, data_event("2", "given-2"), kT0);
+    auto e3 = sb.bus.publish({"c"}, data_event("3"), kT0);
+    BusReader r(sb.bus, ChannelSet({"c"}));
+    ck_assert(!r.start_after(e1.id, HistoryLimits(), kT0));
+    auto got = drain(r);
+    ck_assert_int_eq(got.size(), 2);
+    assert_str(data_of(got[0]), "2");
+    assert_str(data_of(got[1]), "3");
+    ck_assert(r.start_after(e2.id, HistoryLimits(), kT0));
+    ck_assert_int_eq(drain(r).size(), 1);
+    sb.bus.publish_gap("notice", kT0);
+    ck_assert(!r.start_after(e3.id, HistoryLimits(), kT0));
+    ck_assert_int_eq(drain(r).size(), 0);
+}
+END_TEST
+
+namespace {
+Bus *gap_bus = nullptr;
+void gap_during_walk()
+{
+    bus_testing::after_record_copy = nullptr;
+    gap_bus->publish_gap("notice", kT0);
+}
+} // namespace
+
+START_TEST(gap_marked_during_a_resume_comes_live)
+{
+    /* A gap marked while a resume walks the ring (after its snapshot) is after its position:
+     * the resume is found, and the Gap record comes live, once. */
+    SharedBus sb(1 << 20);
+    auto e1 = sb.bus.publish({"c"}, data_event("1"), kT0);
+    sb.bus.publish({"c"}, data_event("2"), kT0);
+    BusReader r(sb.bus, ChannelSet({"c"}));
+    gap_bus = &sb.bus;
+    bus_testing::after_record_copy = gap_during_walk;
+    const bool found = r.start_after(e1.id, HistoryLimits(), kT0);
+    bus_testing::after_record_copy = nullptr;
+    ck_assert(found);
+    auto got = drain(r);
+    ck_assert_int_eq(got.size(), 2);
+    assert_str(data_of(got[0]), "2");
+    ck_assert(got[1].kind == RecordKind::Gap);
+}
+END_TEST
+
 Suite *bus_suite()
 {
     Suite *s = suite_create("bus");
@@ -1000,6 +1112,10 @@ Suite *bus_suite()
     tcase_add_test(tc, no_wake_up_lost_between_check_and_sleep);
     tcase_add_test(tc, age_cut_with_a_clock_that_steps_back);
     tcase_add_test(tc, end_stream_targets);
+    tcase_add_test(tc, gap_record_reaches_every_reader_once);
+    tcase_add_test(tc, resume_across_a_gap_is_not_found);
+    tcase_add_test(tc, stream_opened_between_two_gaps_gets_the_second);
+    tcase_add_test(tc, gap_marked_during_a_resume_comes_live);
     suite_add_tcase(s, tc);
     tc = tcase_create("processes");
     tcase_set_timeout(tc, 120);

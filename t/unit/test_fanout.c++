@@ -202,6 +202,75 @@ START_TEST(record_kinds)
     const Delivery none(settings(0), kT0);
     e.audience.only = {"0"};
     ck_assert(none.on_record(e).kind == RecordAction::Kind::Skip);
+    /* A Gap record: its notice, and the stream goes on, whatever its filters (event types, a
+     * Mercure subscriber's topics: the record has none and is never taken for an update). */
+    DeliverySettings filtered = settings(9);
+    filtered.event_types = {"update"};
+    filtered.mercure = std::make_shared<MercureFilter>(std::vector<std::string>{"*"}, nullptr);
+    BusEvent gap;
+    gap.kind = RecordKind::Gap;
+    Delivery::gap_notice(gap.wire);
+    for (const Delivery *rules : {&d, &none}) {
+        ck_assert(rules->on_record(gap).kind == RecordAction::Kind::SendNotice);
+    }
+    ck_assert(Delivery(filtered, kT0).on_record(gap).kind == RecordAction::Kind::SendNotice);
+    assert_str(gap.wire, "event: sse-missed\ndata: {\"reason\":\"lost\"}\n\n");
+}
+END_TEST
+
+/* Every stream gets a Gap record's notice once, at its place among the events, whatever its
+ * channels and filters: the fan-out's shared reader for started streams, a stream's own
+ * catch-up for the records before it was started (not both); a stream started after the
+ * record does not get it. read_stream() (the blocking and socket paths) gives the same. */
+START_TEST(fanout_gap_notice_to_every_stream)
+{
+    TestBus tb;
+    FakeSink sink;
+    FanOut fan(tb.bus, sink);
+    std::string notice;
+    Delivery::gap_notice(notice);
+    DeliverySettings mercure = settings(3);
+    mercure.mercure = std::make_shared<MercureFilter>(
+        std::vector<std::string>{"https://example.com/books/{id}"}, nullptr);
+    DeliverySettings typed = settings(4);
+    typed.event_types = {"update"};
+    FakeStream a(tb.bus, {"a"}, "", settings(1)), b(tb.bus, {"b"}, "id-b", settings(2)),
+        m(tb.bus, {mercure_hub_channel("test")}, "", mercure), t(tb.bus, {"a"}, "", typed);
+    BusReader blocking(tb.bus, ChannelSet({"b"}));
+    blocking.start_live();
+    for (FakeStream *st : {&a, &b, &m, &t})
+        fan.add(*st);
+    tb.event({"a"}, "e1");
+    tb.bus.publish_gap(notice, kT0); /* before a's start: its catch-up reads it */
+    fan.start(a);
+    fan.run(4096);
+    for (FakeStream *st : {&b, &m, &t})
+        fan.start(*st);
+    tb.event({"a"}, "e2");
+    tb.bus.publish_gap(notice, kT0); /* the shared reader's */
+    tb.event({"b"}, "e3");
+    fan.run(4096);
+    FakeStream late(tb.bus, {"a"}, "", settings(5));
+    fan.add(late);
+    fan.start(late);
+    tb.event({"a"}, "e4");
+    fan.run(4096);
+    assert_str(a.out, data_line("e1") + notice + data_line("e2") + notice + data_line("e4"));
+    assert_str(b.out, notice + notice + data_line("e3"));
+    assert_str(m.out, notice + notice);
+    assert_str(t.out, notice + notice);
+    assert_str(late.out, data_line("e4"));
+    ck_assert(a.events_sent == 3 && b.events_sent == 1 && m.events_sent == 0);
+    std::string out;
+    int events = 0;
+    const Delivery rules(settings(0), kT0);
+    ck_assert(read_stream(blocking, rules, [&](std::string &&bytes, bool ev) {
+                  out += bytes;
+                  events += ev ? 1 : 0;
+                  return true;
+              }).drained);
+    assert_str(out, notice + notice + data_line("e3"));
+    ck_assert_int_eq(events, 1);
 }
 END_TEST
 
@@ -807,6 +876,7 @@ Suite *fanout_suite()
     tcase_add_test(tc, fanout_counts_events_only);
     tcase_add_test(tc, fanout_filters_types);
     tcase_add_test(tc, fanout_filters_mercure_topics);
+    tcase_add_test(tc, fanout_gap_notice_to_every_stream);
     suite_add_tcase(s, tc);
     return s;
 }

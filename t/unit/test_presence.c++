@@ -126,6 +126,41 @@ START_TEST(budget_survives_a_clock_stepped_back)
 }
 END_TEST
 
+/* Another server's record (SSERedis) takes from the budget but leaves the count of skipped
+ * records for this server's next own record: its data cannot be changed to say it. */
+START_TEST(budget_quiet_take_leaves_the_count)
+{
+    sse::PresenceShared shared;
+    sse::PresenceBudget b(&shared, 60, 1); /* one a second */
+    std::uint64_t told = 99;
+    const std::int64_t t0 = 1'000'000'000;
+    ck_assert(b.take(t0, &told));
+    ck_assert(!b.take(t0, nullptr)); /* over the budget: skipped, counted */
+    ck_assert(!b.take(t0, &told));
+    ck_assert_uint_eq(b.skipped(), 2);
+    ck_assert(b.take(t0 + 1'000'000, nullptr)); /* another server's: tells nothing */
+    ck_assert(b.take(t0 + 2'000'000, &told));
+    ck_assert_uint_eq(told, 2); /* this server's next one tells both */
+}
+END_TEST
+
+/* Late connects of another server are dropped after kPresenceMaxAgeMs; disconnects never. */
+START_TEST(stale_presence)
+{
+    const std::int64_t now = 1'800'000'000'000LL;
+    ck_assert(sse::is_presence_event_type("connect"));
+    ck_assert(sse::is_presence_event_type("reconnect"));
+    ck_assert(sse::is_presence_event_type("disconnect"));
+    ck_assert(!sse::is_presence_event_type("Connect"));
+    ck_assert(!sse::is_presence_event_type(""));
+    ck_assert(!sse::presence_too_old("connect", now - sse::kPresenceMaxAgeMs, now));
+    ck_assert(sse::presence_too_old("connect", now - sse::kPresenceMaxAgeMs - 1, now));
+    ck_assert(sse::presence_too_old("reconnect", now - 3'600'000, now));
+    ck_assert(!sse::presence_too_old("disconnect", now - 3'600'000, now));
+    ck_assert(!sse::presence_too_old("connect", now + 5'000, now)); /* a clock ahead */
+}
+END_TEST
+
 START_TEST(budget_from_the_bus_size)
 {
     sse::PresenceShared shared;
@@ -155,6 +190,8 @@ Suite *presence_suite()
     tcase_add_test(tc, budget_allows_a_burst_then_the_rate);
     tcase_add_test(tc, budget_from_the_bus_size);
     tcase_add_test(tc, budget_survives_a_clock_stepped_back);
+    tcase_add_test(tc, budget_quiet_take_leaves_the_count);
+    tcase_add_test(tc, stale_presence);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -314,6 +314,101 @@ START_TEST(bad_update_entries)
 }
 END_TEST
 
+/* A server's own presence record, sent on to the others (kind "presence"): the record's
+ * channel, type and data verbatim, and where it comes from. An older reader refuses the kind
+ * (SSE0705) rather than deliver it as an event. */
+START_TEST(presence_round_trip)
+{
+    StreamRecord r;
+    r.kind = StreamRecord::Kind::Presence;
+    r.channels = {"presence"};
+    r.fields.event = "disconnect";
+    r.fields.data = R"({"channel_count":1,"channels":["lobby"],"client":"amy","remote":"127.0.0.1",)"
+                    R"("reason":"closed","time":1800000000123})";
+    r.fields.has_data = true;
+    r.server = "web1:80";
+    r.token = "0123456789abcdef0123456789abcdef";
+    r.time_ms = 1800000000123;
+    r.seq = 1764554400000001;
+    const auto f = encode_stream_record(r);
+    assert_str(f.front().first, "kind");
+    assert_str(f.front().second, "presence");
+    for (const auto &kv : f)
+        ck_assert(kv.first != "id" && kv.first != "only" && kv.first != "except" &&
+                  kv.first != "retry");
+    StreamRecord back;
+    assert_str(decode_stream_record(views(f), &back), "");
+    ck_assert(back.kind == StreamRecord::Kind::Presence);
+    ck_assert(back.channels == r.channels);
+    assert_str(back.fields.event, "disconnect");
+    ck_assert(back.fields.has_data);
+    assert_str(back.fields.data, r.fields.data);
+    assert_str(back.server, "web1:80");
+    assert_str(back.token, r.token);
+    ck_assert(back.time_ms == r.time_ms);
+    ck_assert(back.seq == r.seq);
+    ck_assert(back.fields.id.empty() && back.fields.retry == -1 && back.audience.everyone());
+}
+END_TEST
+
+/* Presence entries no server writes are refused, saying why. */
+START_TEST(bad_presence_entries)
+{
+    const std::string_view d = R"({"client":null})";
+    const struct {
+        Fields fields;
+        const char *error;
+    } cases[] = {
+        {{{"kind", "presence"}, {"event", "connect"}, {"data", d}, {"server", "h:1"},
+          {"token", "t"}, {"time", "5"}, {"seq", "9"}}, "exactly one channel"},
+        {{{"kind", "presence"}, {"channels", "p,q"}, {"event", "connect"}, {"data", d},
+          {"server", "h:1"}, {"token", "t"}, {"time", "5"}, {"seq", "9"}}, "exactly one channel"},
+        {{{"kind", "presence"}, {"channels", "p"}, {"event", "message"}, {"data", d},
+          {"server", "h:1"}, {"token", "t"}, {"time", "5"}, {"seq", "9"}}, "of type \"message\""},
+        {{{"kind", "presence"}, {"channels", "p"}, {"data", d}, {"server", "h:1"},
+          {"token", "t"}, {"time", "5"}, {"seq", "9"}}, "of type \"\""},
+        {{{"kind", "presence"}, {"channels", "p"}, {"event", "connect"}, {"server", "h:1"},
+          {"token", "t"}, {"time", "5"}, {"seq", "9"}}, "without data"},
+        {{{"kind", "presence"}, {"channels", "p"}, {"event", "connect"}, {"data", d},
+          {"token", "t"}, {"time", "5"}, {"seq", "9"}}, "without its server and token"},
+        {{{"kind", "presence"}, {"channels", "p"}, {"event", "connect"}, {"data", d},
+          {"server", "h:1"}, {"time", "5"}, {"seq", "9"}}, "without its server and token"},
+        {{{"kind", "presence"}, {"channels", "p"}, {"event", "connect"}, {"data", d},
+          {"server", "h:1"}, {"token", "t"}, {"seq", "9"}}, "without its time and seq"},
+        {{{"kind", "presence"}, {"channels", "p"}, {"event", "connect"}, {"data", d},
+          {"server", "h:1"}, {"token", "t"}, {"time", "5"}}, "without its time and seq"},
+        {{{"kind", "presence"}, {"channels", "p"}, {"event", "connect"}, {"data", d},
+          {"server", "h:1"}, {"token", "t"}, {"time", "5"}, {"seq", "x"}}, "without its time and seq"},
+        {{{"kind", "presence"}, {"channels", "p"}, {"event", "connect"}, {"data", d},
+          {"server", "h:1"}, {"token", "t"}, {"time", "-5"}, {"seq", "9"}},
+         "without its time and seq"},
+        {{{"kind", "presence"}, {"channels", "p"}, {"event", "connect"}, {"data", d},
+          {"server", "h:1"}, {"token", "t"}, {"time", "99999999999999999999"},
+          {"seq", "9"}}, "without its time and seq"},
+        {{{"kind", "presence"}, {"channels", "p"}, {"event", "connect"}, {"data", d},
+          {"server", "h:1"}, {"token", "t"}, {"time", "5"}, {"seq", "9"}, {"id", "x"}}, "with an id"},
+        {{{"kind", "presence"}, {"channels", "p"}, {"event", "connect"}, {"data", d},
+          {"server", "h:1"}, {"token", "t"}, {"time", "5"}, {"seq", "9"}, {"retry", "10"}}, "with an id"},
+        {{{"kind", "presence"}, {"channels", "p"}, {"event", "connect"}, {"data", d},
+          {"server", "h:1"}, {"token", "t"}, {"time", "5"}, {"seq", "9"}, {"only", "amy"}}, "with an id"},
+        {{{"kind", "Presence"}, {"channels", "p"}, {"event", "connect"}, {"data", d},
+          {"server", "h:1"}, {"token", "t"}, {"time", "5"}, {"seq", "9"}}, "unknown kind"},
+    };
+    for (const auto &c : cases) {
+        StreamRecord back;
+        const std::string error = decode_stream_record(c.fields, &back);
+        ck_assert_msg(error.find(c.error) != std::string::npos, "\"%s\" does not say \"%s\"",
+                      error.c_str(), c.error);
+    }
+    /* The fields a presence entry has mean nothing to an event: ignored there. */
+    StreamRecord back;
+    assert_str(decode_stream_record(Fields{{"kind", "event"}, {"channels", "a"}, {"data", "x"},
+                                           {"server", "h:1"}, {"token", "t"}, {"time", "x"},
+                                           {"seq", "-1"}}, &back), "");
+    ck_assert(back.kind == StreamRecord::Kind::Event);
+}
+END_TEST
+
 START_TEST(history_gaps)
 {
     const StreamId cursor{1000, 3};
@@ -399,6 +494,8 @@ Suite *redis_record_suite()
     tcase_add_test(tc, update_round_trip);
     tcase_add_test(tc, older_entries_still_read);
     tcase_add_test(tc, bad_update_entries);
+    tcase_add_test(tc, presence_round_trip);
+    tcase_add_test(tc, bad_presence_entries);
     tcase_add_test(tc, history_gaps);
     suite_add_tcase(s, tc);
     return s;

@@ -188,7 +188,30 @@ START_TEST(bad_entries_and_retry_only)
                                               retry_only, event_entry(5, {"a"}, "a5")};
     StreamReplay r = replay_from_entries(entries, {"a"}, "", entry_id(1).text(), {}, kNowUs);
     ck_assert_uint_eq(r.entries, 3); /* the two that no publish could make are skipped */
+    /* found, but a skipped entry after the id may have been the client's: sse-missed first */
+    ck_assert(r.found && !r.complete);
     assert_str(joined(replayed(r)), "<no data>,a5");
+    /* one skipped before the id (a publisher's id looks back further) is not the client's */
+    const std::vector<StreamEntry> older = {bad, event_entry(6, {"a"}, "a6", {}, "p6"),
+                                            event_entry(7, {"a"}, "a7")};
+    StreamReplay o = replay_from_entries(older, {"a"}, "", "p6", {}, kNowUs);
+    ck_assert(o.found && o.complete);
+    assert_str(joined(replayed(o)), "a7");
+}
+END_TEST
+
+/* Another server's presence record is the Redis reader's (RemotePresence), never a replay's:
+ * nothing on the private bus, not a skipped entry (the replay stays complete). */
+START_TEST(presence_entries_are_not_replayed)
+{
+    StreamEntry presence = event_entry(2, {"presence"}, "{\"client\":\"x\"}");
+    presence.record.kind = StreamRecord::Kind::Presence;
+    const std::vector<StreamEntry> entries = {event_entry(1, {"presence"}, "p1"), presence,
+                                              event_entry(3, {"presence"}, "p3")};
+    StreamReplay r = replay_from_entries(entries, {"presence"}, "", entry_id(1).text(), {}, kNowUs);
+    ck_assert(r.found && r.complete);
+    ck_assert_uint_eq(r.entries, 2);
+    assert_str(joined(replayed(r)), "p3");
 }
 END_TEST
 
@@ -229,6 +252,7 @@ Suite *redis_replay_suite()
     tcase_add_test(tc, history_count_and_age);
     tcase_add_test(tc, a_close_drops_what_came_before_it);
     tcase_add_test(tc, bad_entries_and_retry_only);
+    tcase_add_test(tc, presence_entries_are_not_replayed);
     tcase_add_test(tc, updates_keep_their_topics);
     suite_add_tcase(s, tc);
     return s;

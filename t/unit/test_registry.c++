@@ -64,7 +64,9 @@ std::vector<std::string> datas(BusReader &r)
     BusEvent e;
     while (r.next(&e) != BusReader::Next::None) {
         if (e.kind != RecordKind::Event) {
-            out.push_back(e.kind == RecordKind::CloseChannels ? "<close>" : "<end>");
+            out.push_back(e.kind == RecordKind::CloseChannels ? "<close>"
+                          : e.kind == RecordKind::Gap           ? "<gap>"
+                                                                : "<end>");
             continue;
         }
         std::size_t p = e.wire.find("data: ");
@@ -751,9 +753,10 @@ END_TEST
 
 START_TEST(open_stream_resume_from_before_a_gap_is_told_missed)
 {
-    /* A Redis reader's gap (entries lost or trimmed unread) lies before missing_before_seq: a
-     * resume from an event before it gets the held events after it, and the missed notice;
-     * one from an event after it resumes as usual. Publisher ids and bus ids alike. */
+    /* A Redis reader's gap (a Gap record: entries lost or trimmed unread) between the resumed
+     * event and the position: the held events after the event, and the missed notice, and
+     * the Gap record is not read again live (one notice); from an event after it, as usual.
+     * Publisher ids and bus ids alike. */
     Shared mb(1 << 20);
     Bus bus = make_bus(mb);
     Shared mr(Registry::bytes_needed(8, 4));
@@ -762,12 +765,12 @@ START_TEST(open_stream_resume_from_before_a_gap_is_told_missed)
     given.id = "given-1";
     bus.publish({"news"}, given, kT0);
     auto before = bus.publish({"news"}, data_event("e2"), kT0);
+    bus.publish_gap("gap notice", kT0);
     auto after = bus.publish({"news"}, data_event("e3"), kT0);
     bus.publish({"news"}, data_event("e4"), kT0);
     StreamRequest req;
     req.channels = {"news"};
     req.join = false;
-    req.missing_before_seq = after.seq;
     struct Case { std::string id; bool found; const char *got; };
     for (const Case &c : {Case{"given-1", false, "e2,e3,e4"}, Case{before.id, false, "e3,e4"},
                           Case{after.id, true, "e4"}}) {
@@ -776,9 +779,13 @@ START_TEST(open_stream_resume_from_before_a_gap_is_told_missed)
         ck_assert_msg(o.resume_found == c.found, "resume from %s", c.id.c_str());
         assert_str(joined(datas(o.reader)), c.got);
     }
-    req.missing_before_seq = 0;
-    req.resume_id = "given-1";
-    ck_assert(open_stream(bus, reg, req, HistoryLimits(), kT0).resume_found);
+    /* A gap after the position comes live, after what was queued, once. */
+    req.resume_id = after.id;
+    OpenedStream open = open_stream(bus, reg, req, HistoryLimits(), kT0);
+    ck_assert(open.resume_found);
+    bus.publish_gap("gap notice", kT0);
+    bus.publish({"news"}, data_event("e5"), kT0);
+    assert_str(joined(datas(open.reader)), "e4,<gap>,e5");
 }
 END_TEST
 

@@ -277,6 +277,19 @@ START_TEST(hostile_lists_stop_at_the_cap)
         names.add("a,b, c");
     ck_assert_int_eq(twice.size(), 3);
     assert_str(twice[2], " c");
+
+    /* Repeats found alike before and after the collector moves to its hash set (16 names),
+     * names already in `out` counting as seen. */
+    std::vector<std::string> many = {"n0", "n5"};
+    NameCollector more(many, 100);
+    for (int round = 0; round < 2; ++round)
+        for (int i = 0; i < 40; ++i)
+            more.add("n" + std::to_string(i) + ",n" + std::to_string(i % 7));
+    ck_assert_int_eq(many.size(), 40);
+    assert_str(many[0], "n0");
+    assert_str(many[1], "n5");
+    assert_str(many[2], "n1");
+    assert_str(many[39], "n39");
 }
 END_TEST
 

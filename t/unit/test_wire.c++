@@ -186,6 +186,14 @@ START_TEST(utf8_validation)
     ck_assert(!is_valid_utf8("\xF4\x90\x80\x80")); /* above U+10FFFF */
     ck_assert(!is_valid_utf8("\xFF"));
     ck_assert(!is_valid_utf8("a\x80"));
+    /* Past the eight-byte ASCII steps: a bad or a good sequence at every offset of a word. */
+    for (std::size_t at = 0; at < 24; ++at) {
+        const std::string ascii(at, 'x');
+        ck_assert(is_valid_utf8(ascii + "\xE2\x82\xAC" + ascii));
+        ck_assert(!is_valid_utf8(ascii + "\xC0\xAF" + ascii));
+        ck_assert(!is_valid_utf8(ascii + "\xFF" + ascii));
+        ck_assert(!is_valid_utf8(ascii + "\xE2\x82"));
+    }
 }
 END_TEST
 

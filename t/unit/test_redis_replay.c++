@@ -3,9 +3,16 @@
  * publisher's ids, closes, SSEHistory's count and age; and an id the entries do not hold. */
 #include "unit.h"
 
+#include "sse/redis_link.h"
 #include "sse/redis_replay.h"
 
+#include <arpa/inet.h>
+#include <chrono>
+#include <netinet/in.h>
 #include <string>
+#include <sys/socket.h>
+#include <thread>
+#include <unistd.h>
 #include <vector>
 
 using namespace sse;
@@ -238,6 +245,48 @@ START_TEST(updates_keep_their_topics)
 }
 END_TEST
 
+/* A Redis whose answer keeps coming, a little every 50 ms for 3 s (a large XREVRANGE reply on
+ * a slow link): hiredis's timeout bounds each read, not the answer. entries_back() must give
+ * up at its bound all the same (it took the whole 3 s when it waited for the reply with
+ * redisGetReply). */
+START_TEST(a_look_back_is_bounded_while_the_answer_trickles)
+{
+    const int listener = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(listener, reinterpret_cast<sockaddr *>(&addr), sizeof addr), 0);
+    ck_assert_int_eq(listen(listener, 1), 0);
+    socklen_t len = sizeof addr;
+    getsockname(listener, reinterpret_cast<sockaddr *>(&addr), &len);
+    std::thread fake([listener] {
+        const int c = accept(listener, nullptr, nullptr);
+        char buf[512];
+        if (c < 0 || read(c, buf, sizeof buf) <= 0)
+            return;
+        send(c, "*1\r\n", 4, MSG_NOSIGNAL);
+        for (int i = 0; i < 60 && send(c, "*", 1, MSG_NOSIGNAL) == 1; ++i) /* never whole */
+            usleep(50 * 1000);
+        close(c);
+    });
+    RedisUrl url;
+    ck_assert_str_eq(parse_redis_url("redis://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)),
+                                     &url).c_str(), "");
+    RedisWriter writer(url, "s");
+    std::vector<StreamEntry> out;
+    std::string err;
+    const auto began = std::chrono::steady_clock::now();
+    ck_assert(!writer.entries_back(StreamId{2, 0}, "-", 10, 300, out, &err));
+    const auto took = std::chrono::steady_clock::now() - began;
+    ck_assert_msg(took < std::chrono::milliseconds(2000), "took %lld ms: %s",
+                  static_cast<long long>(
+                      std::chrono::duration_cast<std::chrono::milliseconds>(took).count()),
+                  err.c_str());
+    fake.join();
+    close(listener);
+}
+END_TEST
+
 } // namespace
 
 Suite *redis_replay_suite()
@@ -253,6 +302,7 @@ Suite *redis_replay_suite()
     tcase_add_test(tc, a_close_drops_what_came_before_it);
     tcase_add_test(tc, bad_entries_and_retry_only);
     tcase_add_test(tc, presence_entries_are_not_replayed);
+    tcase_add_test(tc, a_look_back_is_bounded_while_the_answer_trickles);
     tcase_add_test(tc, updates_keep_their_topics);
     suite_add_tcase(s, tc);
     return s;

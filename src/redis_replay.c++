@@ -100,7 +100,10 @@ StreamReplay replay_from_entries(const std::vector<StreamEntry> &entries,
                                  const HistoryLimits &limits, std::int64_t now_us)
 {
     StreamReplay out;
-    if (entries.empty())
+    /* Not found (any id a client sends, looked back over up to 10,000 entries): no private
+     * bus is built for it. */
+    if (std::none_of(entries.begin(), entries.end(),
+                     [&](const StreamEntry &e) { return wire_id(e) == resume_id; }))
         return out;
     std::size_t bytes = 0;
     std::int64_t first_us = now_us;

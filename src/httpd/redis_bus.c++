@@ -597,8 +597,13 @@ bool redis_known_away(const RedisShared *sh)
  * started yet). */
 bool take_boundary(RedisShared *sh, BusReader *live, StreamId *cursor)
 {
+    /* An append takes microseconds: odd for 1,000 yields, or for 50 ms (a sched_yield on a
+     * loaded machine may give the CPU away for a whole time slice), the reader is stopped
+     * there. Both bounds count against the resume's kResumeBoundMs. */
     constexpr int kTries = 1000;
-    for (int i = 0; i < kTries; ++i) {
+    constexpr std::int64_t kMaxWaitMs = 50;
+    const std::int64_t until = monotonic_ms() + kMaxWaitMs;
+    for (int i = 0; i < kTries && monotonic_ms() < until; ++i) {
         const std::uint32_t before = sh->applying.load();
         if (!(before & 1)) {
             if (!sh->load_cursor(cursor))
@@ -624,7 +629,8 @@ std::size_t look_back_count(const HistoryLimits &history)
  * publisher's id, newest first. An entry id after the cursor (the client read on another
  * server what this server's reader has not read yet) finds nothing. */
 bool look_back(RedisBus *rb, const std::string &resume_id, const StreamId &cursor,
-               const HistoryLimits &history, std::vector<StreamEntry> &out, std::string *err)
+               const HistoryLimits &history, int bound_ms, std::vector<StreamEntry> &out,
+               std::string *err)
 {
     StreamId id;
     const bool entry_id = parse_stream_id(resume_id, &id);
@@ -633,7 +639,7 @@ bool look_back(RedisBus *rb, const std::string &resume_id, const StreamId &curso
         return true;
     }
     return rb->writer.entries_back(cursor, entry_id ? resume_id : "-",
-                                   look_back_count(history), kResumeBoundMs, out, err);
+                                   look_back_count(history), bound_ms, out, err);
 }
 
 void log_not_from_redis(const request_rec *r, const std::string &resume_id,
@@ -668,7 +674,10 @@ std::unique_ptr<StreamReplay> resume_with_redis(ModuleState *state, const reques
     }
     std::vector<StreamEntry> entries;
     std::string err;
-    if (!look_back(rb, req.resume_id, cursor, state->history, entries, &err)) {
+    /* What is left of kResumeBoundMs after take_boundary(). */
+    const int bound_ms = std::max<int>(
+        1, kResumeBoundMs - static_cast<int>((now_us() - began) / 1000));
+    if (!look_back(rb, req.resume_id, cursor, state->history, bound_ms, entries, &err)) {
         rb->shared->last_lookup_failure_ms.store(monotonic_ms());
         log_not_from_redis(r, req.resume_id, err);
         return nullptr;

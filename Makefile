@@ -49,7 +49,7 @@ ALL_CXXFLAGS := -std=c++17 -fPIC -fno-gnu-unique -pthread $(WARN) $(CXXFLAGS) \
 CORE_SRCS := src/wire.c++ src/config_values.c++ src/audience.c++ src/registry.c++ src/bus.c++ src/request.c++ src/publisher.c++ src/socket_protocol.c++ \
              src/stream_open.c++ src/presence.c++ src/token.c++ src/delivery.c++ src/fanout.c++ \
              src/event_stream.c++ src/mercure_topic.c++ src/mercure_subscription.c++ \
-             src/redis_record.c++ src/redis_link.c++ src/cluster_state.c++ src/redis_cluster.c++
+             src/redis_record.c++ src/redis_link.c++ src/redis_replay.c++ src/cluster_state.c++ src/redis_cluster.c++
 GLUE_SRCS := mod_sse.c++ src/httpd/respond.c++ src/httpd/subscribe.c++ src/httpd/publish.c++ \
              src/httpd/publish_socket.c++ src/httpd/socket_daemon.c++ src/httpd/async_hub.c++ \
              src/httpd/subscription.c++ src/httpd/status.c++ src/httpd/channel_access.c++ \
@@ -80,7 +80,7 @@ UNIT_BIN  := $(BUILD)/t/unit/run-unit-tests
 # minutes in `make test`; FUZZ_SECONDS=600 make fuzz for a longer search.
 FUZZ_SECONDS ?= 20
 FUZZ_BINS := $(patsubst t/fuzz/%.c++,$(BUILD)/fuzz/%,$(wildcard t/fuzz/fuzz_*.c++))
-FUZZ_CORE := $(filter-out src/registry.c++ src/bus.c++ src/publisher.c++ src/stream_open.c++ src/delivery.c++ src/fanout.c++ src/redis_link.c++ src/redis_cluster.c++,$(CORE_SRCS))
+FUZZ_CORE := $(filter-out src/registry.c++ src/bus.c++ src/publisher.c++ src/stream_open.c++ src/delivery.c++ src/fanout.c++ src/redis_link.c++ src/redis_replay.c++ src/redis_cluster.c++,$(CORE_SRCS))
 FUZZ_FLAGS := -std=c++17 $(WARN) -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -Iinclude
 
 # The bus under writers and readers killed with SIGKILL (t/stress/bus_stress.c++): the run

@@ -53,6 +53,34 @@ bool append_command(redisContext *c, const std::vector<std::string> &args)
            REDIS_OK;
 }
 
+/* redisGetReply() for a blocking context, bounded in all by `deadline`: hiredis's timeout
+ * bounds each read, so a large reply that keeps coming (thousands of entries on a slow link)
+ * would go on past the deadline, read after read. Past it the context is marked failed
+ * (REDIS_ERR_IO, "timed out"): a reply half read leaves it unusable, the caller drops it. */
+int get_reply_by(redisContext *c, void **reply, Deadline deadline)
+{
+    int done = 0;
+    do {
+        if (redisBufferWrite(c, &done) != REDIS_OK)
+            return REDIS_ERR;
+    } while (!done);
+    for (;;) {
+        if (redisGetReplyFromReader(c, reply) != REDIS_OK)
+            return REDIS_ERR;
+        if (*reply)
+            return REDIS_OK;
+        const int left = ms_left(deadline);
+        if (left == 0) {
+            c->err = REDIS_ERR_IO;
+            std::snprintf(c->errstr, sizeof c->errstr, "%s", "timed out");
+            return REDIS_ERR;
+        }
+        redisSetTimeout(c, ms_to_tv(left));
+        if (redisBufferRead(c) != REDIS_OK)
+            return REDIS_ERR;
+    }
+}
+
 /* Runs one command, its socket bounded by what is left of `deadline`; nullptr and *err when
  * the deadline passed or the connection failed (it must then be dropped), or Redis answered
  * an error (the connection stays usable, *err says so). */
@@ -67,7 +95,7 @@ Reply command(redisContext *c, const std::vector<std::string> &args, Deadline de
     redisSetTimeout(c, ms_to_tv(left));
     void *reply = nullptr;
     if (append_command(c, args))
-        redisGetReply(c, &reply);
+        get_reply_by(c, &reply, deadline);
     Reply r(static_cast<redisReply *>(reply));
     if (!r) {
         *err = c->errstr[0] ? c->errstr : "the connection failed";
@@ -311,6 +339,32 @@ RedisWriter::Added RedisWriter::add(const StreamRecord &r)
     else
         give_back(c);
     return a;
+}
+
+bool RedisWriter::entries_back(const StreamId &newest, const std::string &oldest,
+                               std::size_t count, int bound_ms, std::vector<StreamEntry> &out,
+                               std::string *err)
+{
+    out.clear();
+    const Deadline deadline = deadline_in(bound_ms);
+    redisContext *c = take(deadline, err);
+    if (!c)
+        return false;
+    Reply reply = command(c, {"XREVRANGE", key_, newest.text(), oldest, "COUNT",
+                              std::to_string(count)}, deadline, err);
+    if (c->err) /* an I/O error or a timeout: the connection is unusable */
+        redisFree(c);
+    else
+        give_back(c);
+    if (!reply)
+        return false;
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        *err = "XREVRANGE answered something that is not a stream's entries";
+        return false;
+    }
+    for (std::size_t i = 0; i < reply->elements; ++i)
+        out.push_back(parse_entry(reply->element[i]));
+    return true;
 }
 
 /* ---- RedisReader ---- */

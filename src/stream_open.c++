@@ -12,8 +12,11 @@ std::string replaced_notice()
 OpenedStream open_stream(Bus bus, Registry &registry, const StreamRequest &req,
                          const HistoryLimits &history, std::int64_t now_us)
 {
-    OpenedStream o(BusReader(bus, ChannelSet(req.channels), req.client_id));
-    if (req.earliest)
+    OpenedStream o(req.positioned ? *req.positioned
+                                  : BusReader(bus, ChannelSet(req.channels), req.client_id));
+    if (req.positioned)
+        o.resume_found = req.positioned_found;
+    else if (req.earliest)
         o.reader.start_earliest(history, now_us);
     else if (req.resume_id.empty())
         o.reader.start_live();

@@ -25,6 +25,9 @@
  *   commands waiting in its socket): a refused publish is "not known to be accepted", and
  *   may yet be delivered. The stream is trimmed to about kStreamMaxLen entries (MAXLEN ~).
  *
+ * - Resumes: entries_back() reads a range of the stream for a resume that this server's bus
+ *   cannot serve, on the same pooled connections, within its own bound.
+ *
  * RedisReader
  * - Who: one per server, in the socket daemon (sse-publishd), on a thread of its own with
  *   its own connection (a connection blocked in XREAD can do nothing else).
@@ -57,6 +60,13 @@ constexpr int kPublishBoundMs = 900; /* one add(), all steps together */
 using Deadline = std::chrono::steady_clock::time_point;
 constexpr std::size_t kStreamMaxLen = 100000;
 
+/* One entry read from the stream: its id and its record, or why it could not be decoded. */
+struct StreamEntry {
+    StreamId id;
+    StreamRecord record;
+    std::string error; /* not empty: the entry is skipped (record is empty) */
+};
+
 class RedisWriter {
 public:
     RedisWriter(RedisUrl url, std::string stream_key)
@@ -73,6 +83,13 @@ public:
     /* XADDs `r` to the stream (see the contract above). */
     Added add(const StreamRecord &r);
 
+    /* A resume's look back (sse/redis_replay.h), on a connection of the same pool: the
+     * entries from `newest` back to `oldest` (both included; "-": the stream's start), at
+     * most `count`, newest first (XREVRANGE). All of it, a connect included, within
+     * `bound_ms`. False and *err when Redis did not answer in time, or answered an error. */
+    bool entries_back(const StreamId &newest, const std::string &oldest, std::size_t count,
+                      int bound_ms, std::vector<StreamEntry> &out, std::string *err);
+
     const RedisUrl &url() const { return url_; }
 
 private:
@@ -84,13 +101,6 @@ private:
     std::mutex mutex_;
     std::vector<redisContext *> idle_; /* connected, made by process pid_ */
     int pid_ = 0;
-};
-
-/* One entry read from the stream: its id and its record, or why it could not be decoded. */
-struct StreamEntry {
-    StreamId id;
-    StreamRecord record;
-    std::string error; /* not empty: the entry is skipped (record is empty) */
 };
 
 /* What one read's pipeline said about the stream's history (RedisReader::read_after). */

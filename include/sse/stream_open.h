@@ -34,6 +34,11 @@ struct StreamRequest {
     std::string client_id;             /* "" when anonymous */
     std::string resume_id;             /* Last-Event-ID; "" for live only */
     bool earliest = false;             /* replay everything retained (resume_id is "") */
+    /* A reader the caller positioned already, before the registry is read as the others are
+     * (a resume looked up in Redis too: src/httpd/redis_bus.h): used instead of resume_id
+     * and earliest, with `positioned_found` as resume_found. */
+    std::optional<BusReader> positioned;
+    bool positioned_found = true;
     /* Whether the stream takes a registry slot: false for a HEAD request (no stream) and for
      * a socket subscriber (not counted). With a slot: */
     bool join = true;
@@ -62,7 +67,7 @@ struct OpenedStream {
  * that record sends the same). */
 std::string replaced_notice();
 
-/* Positions the reader (start_live, start_earliest or start_after), then reads the registry (Closed: a
+/* Positions the reader (start_live, start_earliest or start_after; or takes req.positioned), then reads the registry (Closed: a
  * channel was closed by DELETE; nothing else is done), then joins when req.join. */
 OpenedStream open_stream(Bus bus, Registry &registry, const StreamRequest &req,
                          const HistoryLimits &history, std::int64_t now_us);

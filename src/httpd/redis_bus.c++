@@ -5,6 +5,7 @@
 #include "src/httpd/shared_segment.h"
 
 #include "sse/redis_link.h"
+#include "sse/redis_replay.h"
 
 #include "apr_strings.h"
 
@@ -15,6 +16,7 @@
 #include <functional>
 #include <new>
 #include <pthread.h>
+#include <sched.h>
 #include <thread>
 #include <unistd.h>
 
@@ -24,7 +26,7 @@ namespace sse::httpd {
 
 namespace {
 
-constexpr std::uint64_t kRedisStateMagic = 0x5353455244533034ull; /* "SSERDS04" */
+constexpr std::uint64_t kRedisStateMagic = 0x5353455244533035ull; /* "SSERDS05" */
 constexpr std::int64_t kRefuseAtOnceMs = 1000; /* after a refusal, during an outage */
 constexpr int kReadBlockMs = 1000;
 constexpr std::size_t kReadCount = 256;
@@ -54,6 +56,12 @@ struct RedisShared {
     std::atomic<std::uint64_t> unused_gap_seq;
     std::atomic<std::uint32_t> epoch_len;      /* 0: no epoch adopted yet */
     char epoch[64];                            /* the stream's epoch (written by the reader only) */
+    /* Odd while the reader appends an entry and moves the cursor past it: a resume reads the
+     * cursor and takes its bus position between two equal even values (take_boundary()), so
+     * the bus from that position holds exactly the entries after that cursor. */
+    std::atomic<std::uint32_t> applying;
+    std::atomic<std::int64_t> last_lookup_failure_ms; /* CLOCK_MONOTONIC: a resume's look in
+                                                       * Redis failed; 0: never */
     /* The presence forwarder's (src/httpd/redis_presence.h), across restarts of the daemon:
      * the bus seq from which this server's presence records are still to be sent on; 0: not
      * set yet (open_redis() sets it, before any child exists). */
@@ -251,9 +259,11 @@ public:
             for (const StreamEntry &e : entries) {
                 if (*stop_)
                     return; /* the daemon is ending: the next one goes on from the cursor */
+                rb_->shared->applying.fetch_add(1); /* odd: see RedisShared */
                 apply(e);
                 cursor_ = e.id;
                 rb_->shared->store_cursor(cursor_);
+                rb_->shared->applying.fetch_add(1);
             }
         }
     }
@@ -264,6 +274,9 @@ private:
     {
         if (!reader_.connect(err))
             return false;
+        /* A reader killed between its two steps left the count odd: even again. */
+        if (rb_->shared->applying.load() & 1)
+            rb_->shared->applying.fetch_add(1);
         if (!rb_->shared->load_cursor(&cursor_))
             set_start_cursor(rb_, s_, &cursor_);
         inspect_ = true; /* entries may have been trimmed while this reader was away */
@@ -401,36 +414,20 @@ private:
                          rb_->writer.url().display().c_str(), why.c_str(), kBackoffMaxMs / 1000);
     }
 
-    /* One entry onto the bus: an event with its id (the publisher's, else the entry id) at
-     * Redis's time, a close, a Mercure update or another server's presence record. An entry
-     * it cannot append (one no publish could have made, or too large for this server's bus:
-     * another server's SSEBusSize is larger) is skipped, logged and marked as a gap: it may
-     * have been an event for the streams here. */
+    /* One entry onto the bus at Redis's time: an event, a close or a Mercure update through
+     * apply_stream_entry() (the replay's routine too: sse/redis_replay.h), another server's
+     * presence record through RemotePresence (this reader's alone: a replay skips them). An
+     * entry it cannot append (one no publish could have made, or too large for this server's
+     * bus: another server's SSEBusSize is larger) is skipped, logged and marked as a gap: it
+     * may have been an event for the streams here. */
     void apply(const StreamEntry &e)
     {
         const std::int64_t time_us = entry_time_us(e.id, now_us());
-        const StreamRecord &r = e.record;
-        const bool close = r.kind == StreamRecord::Kind::Close;
-        const bool update = r.kind == StreamRecord::Kind::Update;
-        std::string error = e.error;
-        if (error.empty() && r.kind == StreamRecord::Kind::Presence)
+        std::string error;
+        if (e.error.empty() && e.record.kind == StreamRecord::Kind::Presence)
             error = presence_.apply(e, time_us);
-        else if (error.empty() && !update)
-            error = close ? validate_channel_list(r.channels)
-                          : check_publish(r.channels, r.fields, r.audience);
-        if (error.empty() && close) {
-            close_channels(state_->bus, state_->registry, r.channels, time_us);
-        } else if (error.empty() && update) {
-            /* A Mercure update, checked as its hub checked it; its id came with it. */
-            error = publish_update(state_->bus, &state_->registry, r.hub, r.update, r.fields,
-                                   time_us).error;
-        } else if (error.empty() && r.kind == StreamRecord::Kind::Event) {
-            EventFields ev = r.fields;
-            if (ev.id.empty())
-                ev.id = e.id.text();
-            error = append_event(state_->bus, &state_->registry, r.channels, ev, r.audience,
-                                 time_us).error;
-        }
+        else
+            error = apply_stream_entry(state_->bus, &state_->registry, e, time_us);
         if (error.empty())
             return;
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s_,
@@ -579,6 +576,128 @@ std::uint64_t presence_next_seq(const ModuleState *state)
 void note_presence_next_seq(ModuleState *state, std::uint64_t seq)
 {
     state->redis->shared->presence_next_seq.store(seq, std::memory_order_release);
+}
+
+
+namespace {
+
+/* Redis is known to be away: the reader lost it, or a publish or a resume's look found it
+ * so less than kRefuseAtOnceMs ago. A resume then does not wait for it. */
+bool redis_known_away(const RedisShared *sh)
+{
+    const std::int64_t now = monotonic_ms();
+    return sh->reader_down.load() ||
+           (sh->writers_down.load() && now - sh->last_refusal_ms.load() < kRefuseAtOnceMs) ||
+           now - sh->last_lookup_failure_ms.load() < kRefuseAtOnceMs;
+}
+
+/* The reader's cursor, and `live` at the bus position that follows its entry: taken between
+ * two equal even counts of RedisShared::applying, so no entry was being appended meanwhile.
+ * False when the reader stays inside an append (stopped there, or it died and no new one
+ * started yet). */
+bool take_boundary(RedisShared *sh, BusReader *live, StreamId *cursor)
+{
+    /* An append takes microseconds: odd for 1,000 yields, or for 50 ms (a sched_yield on a
+     * loaded machine may give the CPU away for a whole time slice), the reader is stopped
+     * there. Both bounds count against the resume's kResumeBoundMs. */
+    constexpr int kTries = 1000;
+    constexpr std::int64_t kMaxWaitMs = 50;
+    const std::int64_t until = monotonic_ms() + kMaxWaitMs;
+    for (int i = 0; i < kTries && monotonic_ms() < until; ++i) {
+        const std::uint32_t before = sh->applying.load();
+        if (!(before & 1)) {
+            if (!sh->load_cursor(cursor))
+                return false;
+            live->start_live();
+            std::atomic_thread_fence(std::memory_order_seq_cst);
+            if (sh->applying.load() == before)
+                return true;
+        }
+        sched_yield();
+    }
+    return false;
+}
+
+/* How far back a resume looks: 1,000 entries, or 4 times SSEHistory's count, at most
+ * 10,000. */
+std::size_t look_back_count(const HistoryLimits &history)
+{
+    return std::clamp<std::uint64_t>(4 * history.count, 1000, 10000);
+}
+
+/* The entries from `cursor` back to the client's id (an entry id), or a look back for a
+ * publisher's id, newest first. An entry id after the cursor (the client read on another
+ * server what this server's reader has not read yet) finds nothing. */
+bool look_back(RedisBus *rb, const std::string &resume_id, const StreamId &cursor,
+               const HistoryLimits &history, int bound_ms, std::vector<StreamEntry> &out,
+               std::string *err)
+{
+    StreamId id;
+    const bool entry_id = parse_stream_id(resume_id, &id);
+    if (entry_id && cursor < id) {
+        out.clear();
+        return true;
+    }
+    return rb->writer.entries_back(cursor, entry_id ? resume_id : "-",
+                                   look_back_count(history), bound_ms, out, err);
+}
+
+void log_not_from_redis(const request_rec *r, const std::string &resume_id,
+                        const std::string &why)
+{
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                  "SSE0731: resume after \"%s\" not served from Redis (%s): sse-missed, then "
+                  "what this server's bus holds", resume_id.c_str(), why.c_str());
+}
+
+} // namespace
+
+std::unique_ptr<StreamReplay> resume_with_redis(ModuleState *state, const request_rec *r,
+                                                const StreamRequest &req, BusReader *reader,
+                                                bool *found)
+{
+    const std::int64_t began = now_us();
+    /* False too when a gap or SSEHistory lies after the id: Redis is asked (see the header). */
+    *found = reader->start_after(req.resume_id, state->history, began);
+    RedisBus *rb = state->redis;
+    if (*found || !rb)
+        return nullptr;
+    if (redis_known_away(rb->shared)) {
+        log_not_from_redis(r, req.resume_id, "Redis is known to be away");
+        return nullptr;
+    }
+    BusReader live = *reader;
+    StreamId cursor;
+    if (!take_boundary(rb->shared, &live, &cursor)) {
+        log_not_from_redis(r, req.resume_id, "the reader is not reading");
+        return nullptr;
+    }
+    std::vector<StreamEntry> entries;
+    std::string err;
+    /* What is left of kResumeBoundMs after take_boundary(). */
+    const int bound_ms = std::max<int>(
+        1, kResumeBoundMs - static_cast<int>((now_us() - began) / 1000));
+    if (!look_back(rb, req.resume_id, cursor, state->history, bound_ms, entries, &err)) {
+        rb->shared->last_lookup_failure_ms.store(monotonic_ms());
+        log_not_from_redis(r, req.resume_id, err);
+        return nullptr;
+    }
+    std::reverse(entries.begin(), entries.end());
+    auto replay = std::make_unique<StreamReplay>(replay_from_entries(
+        entries, req.channels, req.client_id, req.resume_id, state->history, now_us()));
+    if (!replay->found) {
+        log_not_from_redis(r, req.resume_id, "not in the " + std::to_string(entries.size()) +
+                                                 " entries read back from " + cursor.text());
+        return nullptr;
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                  "SSE0730: resume after \"%s\" served from Redis: %" APR_SIZE_T_FMT
+                  " entries up to %s, then this server's bus (%" APR_INT64_T_FMT " us)",
+                  req.resume_id.c_str(), entries.size(), cursor.text().c_str(),
+                  static_cast<apr_int64_t>(now_us() - began));
+    *reader = std::move(live);
+    *found = replay->complete;
+    return replay;
 }
 
 void start_daemon_thread(server_rec *s, const char *failed, std::function<void()> body)

@@ -36,9 +36,12 @@
 #include "sse/publisher.h"
 #include "sse/redis_link.h"
 #include "sse/redis_record.h"
+#include "sse/redis_replay.h"
+#include "sse/stream_open.h"
 
 #include <csignal>
 #include <functional>
+#include <memory>
 
 namespace sse::httpd {
 
@@ -106,6 +109,33 @@ bool redis_status(const ModuleState *state, RedisStatus *out);
 RedisWriter::Added add_presence_record(ModuleState *state, const StreamRecord &rec);
 std::uint64_t presence_next_seq(const ModuleState *state);
 void note_presence_next_seq(ModuleState *state, std::uint64_t seq);
+
+/* A resume this server's bus cannot serve, served from Redis (docs/redis.md, "Resume on
+ * another server"). The subscribe handler calls it on its worker, before open_stream() (so
+ * before the registry is read, and before the hub holds the stream), for req.resume_id
+ * with SSERedis. `reader` is a fresh reader of req's channels and client id; it is
+ * left positioned (StreamRequest::positioned), and *found says whether the id was found:
+ * - start_after() finds the id on the bus with nothing missing after it (SSEHistory reaches
+ *   back to it, no Gap record after it: sse/bus.h): served as without Redis; no Redis command.
+ *   Else (the bus does not hold it, or a gap lies after it, or SSEHistory stops short of it)
+ *   Redis is asked. After a gap that is right both ways: the stream in Redis is what the bus
+ *   follows, so if Redis holds the id and the entries after it, they are what the client
+ *   missed (a gap from an entry this server's bus could not take: SSE0705); if the gap came
+ *   from entries Redis itself lost (trimmed: SSE0711, its history lost: SSE0710), the id went
+ *   with them (trimming takes the oldest first; a lost stream starts again with new entry
+ *   ids), so it is not found in Redis and the client gets sse-missed;
+ * - else the stream in Redis holds it, within the look back: `reader` is at the boundary (the
+ *   bus position when the reader's cursor was the last entry read), and the returned replay
+ *   yields the entries after the id up to that cursor (SSE0730); *found is whether SSEHistory
+ *   reached back to the id;
+ * - else (unknown to Redis too, Redis away or not answering within kResumeBoundMs: SSE0731):
+ *   `reader` as start_after() left it (what the bus holds), *found false: sse-missed.
+ * A Redis known to be away (the reader or a publish or a resume found it so less than a
+ * second ago) is not asked. Any child thread. */
+constexpr int kResumeBoundMs = 500;
+std::unique_ptr<StreamReplay> resume_with_redis(ModuleState *state, const request_rec *r,
+                                                const StreamRequest &req, BusReader *reader,
+                                                bool *found);
 
 /* The seconds a refused publish is told to wait (Retry-After). */
 constexpr int kRedisRetryAfterSeconds = 1;

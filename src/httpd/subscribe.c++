@@ -282,8 +282,11 @@ bool read_subscribe(request_rec *r, const ModuleState *state, SubscribeAsk &ask)
 }
 
 /* The bus position first, then the registry (see sse/stream_open.h): a DELETE or a replace
- * that the registry does not show yet reaches this stream on the bus. */
-OpenedStream open_subscribe(request_rec *r, ModuleState *state, const SubscribeAsk &ask)
+ * that the registry does not show yet reaches this stream on the bus. With SSERedis, a
+ * resume the bus cannot serve may be served from Redis: *replay then holds what goes out
+ * before the bus (resume_with_redis()). */
+OpenedStream open_subscribe(request_rec *r, ModuleState *state, const SubscribeAsk &ask,
+                            std::unique_ptr<StreamReplay> *replay)
 {
     const DirConfig &d = dir_config(r);
     StreamRequest req;
@@ -296,6 +299,11 @@ OpenedStream open_subscribe(request_rec *r, ModuleState *state, const SubscribeA
     req.pid = getpid();
     req.remote = r->useragent_ip ? r->useragent_ip : "";
     req.note = ask.note;
+    if (state->redis && !req.earliest && !req.resume_id.empty()) {
+        BusReader reader(state->bus, ChannelSet(req.channels), req.client_id);
+        *replay = resume_with_redis(state, r, req, &reader, &req.positioned_found);
+        req.positioned.emplace(std::move(reader));
+    }
     return open_stream(state->bus, state->registry, req, state->history, now_us());
 }
 
@@ -362,17 +370,21 @@ public:
     {
     }
 
-    int serve(const SubscribeAsk &ask, bool resume_found)
+    /* `replay` (may be null): what a resume took from Redis, sent before the bus. */
+    int serve(const SubscribeAsk &ask, bool resume_found, std::unique_ptr<StreamReplay> replay)
     {
         std::string first;
         Delivery::opening(delivery_.settings().retry_ms, resume_found, ask.resume_id, first);
         if (!send(first))
             return finish(EndReason::WriteFailed);
+        if (replay && replay->reader && !send_available(*replay->reader))
+            return finish(*end_);
+        replay.reset();
         const DirConfig &d = dir_config(r_);
         /* Event MPM: the replay goes out on this worker, then the hub holds the stream and
          * the worker is free for other requests. */
         if (can_suspend(r_, d, state_)) {
-            if (!send_available())
+            if (!send_available(reader_))
                 return finish(*end_);
             prepare_suspended_stream(r_, std::move(reader_), delivery_.settings(),
                                      d.max_pending, events_sent_, stream_.sent_bytes(),
@@ -404,7 +416,7 @@ private:
         /* First, so that nothing the bus holds goes out after the token's exp. */
         if (delivery_.token_expired(apr_time_now()))
             return end_with(EndReason::TokenExpired, token_expired_notice());
-        if (!send_available())
+        if (!send_available(reader_))
             return false;
         if (child_is_stopping(state_)) {
             /* As the hub does: clients come back to the new generation, after the retry
@@ -431,14 +443,14 @@ private:
         return true;
     }
 
-    /* Sends what the reader has now, in batches; false when the stream ends (end_ says
-     * why). */
-    bool send_available()
+    /* Sends what `reader` (the stream's, or a replay's) has now, in batches; false when the
+     * stream ends (end_ says why). */
+    bool send_available(BusReader &reader)
     {
         for (;;) {
             out_.clear();
             int batch = 0;
-            const ReadStop stop = read_stream(reader_, delivery_, [&](std::string &&b, bool ev) {
+            const ReadStop stop = read_stream(reader, delivery_, [&](std::string &&b, bool ev) {
                 out_ += b;
                 events_sent_ += ev ? 1 : 0;
                 return ++batch < kBatchEvents;
@@ -513,7 +525,8 @@ int subscribe_handler(request_rec *r)
 
 int serve_subscribe(request_rec *r, ModuleState *state, SubscribeAsk &ask)
 {
-    OpenedStream opened = open_subscribe(r, state, ask);
+    std::unique_ptr<StreamReplay> replay;
+    OpenedStream opened = open_subscribe(r, state, ask, &replay);
     Subscription sub;
     if (opened.join) /* not for a HEAD request, nor when a channel was closed (204) */
         sub.begin(r, state, *opened.join, ask.client_id, ask.channels, ask.resume_id, ask.note);
@@ -538,7 +551,7 @@ int serve_subscribe(request_rec *r, ModuleState *state, SubscribeAsk &ask)
     settings.event_types = std::move(ask.event_types);
     settings.mercure = std::move(ask.mercure);
     HeldStream held(r, state, std::move(opened.reader), std::move(sub), settings);
-    return held.serve(ask, opened.resume_found);
+    return held.serve(ask, opened.resume_found, std::move(replay));
 }
 
 } // namespace sse::httpd

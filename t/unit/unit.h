@@ -20,6 +20,7 @@ Suite *mercure_topic_suite();
 Suite *mercure_subscription_suite();
 Suite *redis_record_suite();
 Suite *cluster_state_suite();
+Suite *redis_replay_suite();
 
 /* While true, the unit tests' global operator new (test_resume_cost.c++) throws
  * std::bad_alloc: an allocation failure injected where a test wants it. */

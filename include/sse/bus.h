@@ -397,9 +397,9 @@ private:
  * - A publish wakes an asleep slot when the interest may hold one of the record's channels (a
  *   collision only costs a spare wake-up), or when the ring moved half its size past where the
  *   sleeper's reader stands (so a hub that holds none of the busy channels still reads before
- *   its position is evicted: no overrun, no `sse-missed`, from sleeping), or when it is
- *   Bus::wake_all(). Every record a hub's stream gets comes to it through one of the stream's
- *   channels: events, presence records (on the presence channel), Mercure updates (on the
+ *   its position is evicted: no overrun, no `sse-missed`, from sleeping), or when the record
+ *   is on no channel (a Gap: it is for every stream), or when it is Bus::wake_all(). Every
+ *   other record a hub's stream gets comes to it through one of the stream's channels: events, presence records (on the presence channel), Mercure updates (on the
  *   hub's channel), retry-only publishes, CloseChannels (the closed channels) and EndStream
  *   (the replaced stream's channels, from its registry slot), with or without an audience; a
  *   hub holding no stream sleeps on its own word only. So `interest` must hold every channel

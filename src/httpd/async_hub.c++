@@ -123,7 +123,7 @@ struct SuspendedStream : Subscriber {
 
 /* The hub: its threads, the epoll set and the connections; what each stream gets is FanOut's
  * (sse/fanout.h), which the I/O thread owns and which writes through this class (the
- * FanOutSink: writev() or the filters, without waiting). */
+ * FanOutSink: send(), sendmsg() or the filters, without waiting). */
 class AsyncHub final : private FanOutSink {
 public:
     /* Throws std::system_error when an epoll set or the eventfd cannot be made. */

@@ -14,6 +14,7 @@
 #include "apr_lib.h"
 #include "apr_strings.h"
 
+#include <algorithm>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -29,8 +30,11 @@ BodyResult read_body(request_rec *r, apr_off_t limit, std::string &out)
         return BodyResult::TooLarge;
     if (!ap_should_client_block(r))
         return BodyResult::Ok;
+    /* One allocation for the usual body, from its Content-Length; capped, so that a client
+     * that announces a large body and sends nothing does not hold that much per worker. */
+    constexpr apr_off_t kReserveMax = 64 * 1024;
     if (r->remaining > 0)
-        out.reserve(static_cast<std::size_t>(r->remaining)); /* Content-Length, within limit */
+        out.reserve(static_cast<std::size_t>(std::min(r->remaining, kReserveMax)));
     char buf[8192];
     for (;;) {
         long n = ap_get_client_block(r, buf, sizeof buf);

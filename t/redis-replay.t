@@ -17,15 +17,7 @@ use Time::HiRes qw(sleep time);
 
 my $redis = SSETest::Redis->start(appendonly => 0);
 my $url = $redis->url;
-my $conf = <<'EOF';
-<Location /events>
-    SSEKeepalive 1
-</Location>
-<Location /who>
-    SetHandler sse-subscribe
-    SSEClientId %{req:X-Client-Id} unauthenticated
-</Location>
-EOF
+my $conf = SSETest::Redis::server_conf(who => 1);
 my $global = "SSERedis $url\nSSEHistory 8 3600\nLogLevel warn sse:info\n";
 my $redis_at = qr/Redis at redis:\/\/127\.0\.0\.1:\d+\/0/;
 my @outage = (qr/SSE0703: lost $redis_at/);

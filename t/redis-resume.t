@@ -19,11 +19,7 @@ use Time::HiRes qw(sleep time);
 
 my $redis = SSETest::Redis->start(appendonly => 0);
 my $url = $redis->url;
-my $conf = <<'EOF';
-<Location /events>
-    SSEKeepalive 1
-</Location>
-EOF
+my $conf = SSETest::Redis::server_conf();
 my $a = SSETest::Server->start(global => "SSERedis $url\nSSEPublishSocket pub.sock\n", conf => $conf);
 my $b = SSETest::Server->start(global => "SSERedis $url\nSSEPublishSocket pub.sock\n", conf => $conf);
 my $redis_at = qr/Redis at redis:\/\/127\.0\.0\.1:\d+\/0/;

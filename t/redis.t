@@ -14,15 +14,7 @@ use Time::HiRes qw(sleep time);
 
 my $redis = SSETest::Redis->start(appendonly => 1);
 my $url = $redis->url;
-my $conf = <<'EOF';
-<Location /events>
-    SSEKeepalive 1
-</Location>
-<Location /who>
-    SetHandler sse-subscribe
-    SSEClientId %{req:X-Client-Id} unauthenticated
-</Location>
-EOF
+my $conf = SSETest::Redis::server_conf(who => 1);
 # A has the publish socket; B has none (its daemon runs for the Redis reader alone).
 my $a = SSETest::Server->start(global => "SSERedis $url\nSSEPublishSocket pub.sock\n", conf => $conf);
 my $b = SSETest::Server->start(global => "SSERedis $url\n", conf => $conf);

@@ -713,6 +713,17 @@ sub start {
 sub port { $_[0]{port} }
 sub dir  { $_[0]{dir} }
 sub url  { "redis://127.0.0.1:$_[0]{port}" }
+
+# The configuration the Redis tests give each server: streams at /events with a 1 s keep-alive
+# (so a test sees a stream is alive), and with who => 1, /who: streams whose client id comes
+# from the X-Client-Id header (for only/except targeting).
+sub server_conf {
+    my (%o) = @_;
+    my $conf = "<Location /events>\n    SSEKeepalive 1\n</Location>\n";
+    $conf .= "<Location /who>\n    SetHandler sse-subscribe\n"
+           . "    SSEClientId %{req:X-Client-Id} unauthenticated\n</Location>\n" if $o{who};
+    return $conf;
+}
 # With start(password => P): also listens on this Unix socket, and requires P.
 sub socket_path { "$_[0]{dir}/redis.sock" }
 

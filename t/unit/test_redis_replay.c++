@@ -270,8 +270,8 @@ START_TEST(a_look_back_is_bounded_while_the_answer_trickles)
         close(c);
     });
     RedisUrl url;
-    ck_assert_str_eq(parse_redis_url("redis://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)),
-                                     &url).c_str(), "");
+    assert_str(parse_redis_url("redis://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)), &url),
+               "");
     RedisWriter writer(url, "s");
     std::vector<StreamEntry> out;
     std::string err;

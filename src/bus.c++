@@ -130,9 +130,11 @@ struct FilterKey {
 
 /* One InterestSlot in the header. Its owner writes interest and read_pos only while its bit
  * in BusHeader::asleep is clear, then sets the bit (release): a publisher that reads the bit
- * set (acquire) reads what the owner wrote before. Its own cache lines: the owner's writes do
- * not slow the other slots' readers. */
-struct alignas(64) InterestSlotState {
+ * set (acquire) reads what the owner wrote before. No alignas for cache lines: the shared
+ * segment's base is only 8-byte aligned (apr_shm puts its own header first), so a type that
+ * asks for more would sit misaligned (UBSan: "misaligned address ... requires 64 byte
+ * alignment"); an owner writes its slot once per sleep, so sharing a line costs little. */
+struct InterestSlotState {
     std::atomic<std::uint32_t> owner;     /* pid; 0: free */
     std::atomic<std::uint32_t> word;      /* futex the owner sleeps on; publishers change it */
     std::atomic<std::uint64_t> read_pos;  /* the owner's reader's ring position as it sleeps */
@@ -168,7 +170,7 @@ struct BusHeader {
     std::uint64_t index_offset;
     std::uint64_t index_slots;
     /* Bit i: interest slot i's owner may be asleep (InterestSlot::wait_or). */
-    alignas(64) std::atomic<std::uint64_t> asleep;
+    std::atomic<std::uint64_t> asleep;
     std::atomic<std::uint64_t> interest_woken, interest_spared;
     InterestSlotState interest_slots[InterestSlot::kSlots];
 

@@ -107,9 +107,17 @@ void FanOut::start(Subscriber &s)
     catch_up(s);
     s.next_seq_ = s.reader_.position();
     ChannelIndex &index = index_of(s);
+    s.slots_.clear();
     for (const auto &ch : s.channels_) {
-        index[ch].insert(&s);
         interest_.add(ch);
+        std::vector<Subscriber *> &list = index[ch];
+        bool listed = false; /* a channel named twice: the stream is in its list once */
+        for (const Subscriber::IndexSlot &slot : s.slots_)
+            listed = listed || slot.list == &list;
+        if (listed)
+            continue;
+        s.slots_.push_back({&list, list.size(), &ch});
+        list.push_back(&s);
     }
     if (const std::uint64_t serial = s.delivery_.settings().serial)
         by_serial_[serial] = &s;
@@ -279,16 +287,27 @@ void FanOut::unindex(Subscriber &s)
     auto serial = by_serial_.find(s.delivery_.settings().serial);
     if (serial != by_serial_.end() && serial->second == &s)
         by_serial_.erase(serial);
-    ChannelIndex &index = index_of(s);
-    for (const auto &ch : s.channels_) {
+    for (const auto &ch : s.channels_)
         interest_.remove(ch);
-        auto it = index.find(ch);
-        if (it == index.end())
-            continue;
-        it->second.erase(&s);
-        if (it->second.empty())
-            index.erase(it);
+    /* Out of each list: its last stream takes the place (and is told where it now is). */
+    ChannelIndex &index = index_of(s);
+    for (const Subscriber::IndexSlot &slot : s.slots_) {
+        std::vector<Subscriber *> &list = *slot.list;
+        Subscriber *last = list.back();
+        if (last != &s) {
+            list[slot.pos] = last;
+            for (Subscriber::IndexSlot &moved : last->slots_) {
+                if (moved.list == &list) {
+                    moved.pos = slot.pos;
+                    break;
+                }
+            }
+        }
+        list.pop_back();
+        if (list.empty())
+            index.erase(*slot.channel);
     }
+    s.slots_.clear();
 }
 
 void FanOut::end(Subscriber &s, EndReason why)

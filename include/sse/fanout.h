@@ -118,6 +118,15 @@ private:
 
     BusReader reader_;
     std::vector<std::string> channels_;
+    /* Where the stream sits in the fan-out's channel index, one slot per distinct channel of
+     * channels_ (FanOut::start() to unindex()): its list and its position in it, so that
+     * leaving a list is a swap with its last entry (fanout.c++). */
+    struct IndexSlot {
+        std::vector<Subscriber *> *list;
+        std::size_t pos;
+        const std::string *channel; /* in channels_: the list's key */
+    };
+    std::vector<IndexSlot> slots_;
     std::string client_id_;
     Delivery delivery_;
     std::size_t max_pending_;
@@ -210,7 +219,13 @@ public:
     const BusReader &reader() const { return reader_; }
 
 private:
-    using ChannelIndex = std::unordered_map<std::string, std::unordered_set<Subscriber *>>;
+    /* channel -> its streams, each once, in an array: an event's walk over them reads
+     * contiguous pointers, not a hash set's nodes (one cache line each, cold between two
+     * events of the channel; docs/benchmarks.md, the third cut). A stream leaves a list by
+     * taking its last entry's place (unindex()); each Subscriber's slots_ says where it is.
+     * The lists are only changed by start() and unindex(), never while queue_on() walks one
+     * (nothing it calls ends or starts a stream: the sink is only called after the walk). */
+    using ChannelIndex = std::unordered_map<std::string, std::vector<Subscriber *>>;
     struct RecordFan; /* one event or CloseChannels record on its way (fanout.c++) */
     void queue_record(BusEvent &e, std::vector<Subscriber *> &dirty);
     /* The record to the streams of `channel` in `index`; Typed: the type-filtered index. */

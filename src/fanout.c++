@@ -4,6 +4,7 @@
 #include "sse/stream_open.h"
 #include "sse/token.h"
 
+#include <cstddef>
 #include <cstdint>
 
 
@@ -26,6 +27,23 @@ SharedBytes overrun_bytes()
 } // namespace
 
 /* ---- Subscriber ---- */
+
+/* The cache lines of one delivery (sse/fanout.h): B holds delivery_'s last field and the
+ * counters up to next_seq_, C the two queues, D the flags. offsetof on a class with virtual
+ * functions is conditionally supported; g++ computes it. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Winvalid-offsetof"
+struct SubscriberLayout {
+    static constexpr std::size_t line = 64;
+    static constexpr std::size_t b = offsetof(Subscriber, delivery_) + sizeof(Delivery) - 8;
+    static_assert(alignof(Subscriber) == line && offsetof(Subscriber, client_id_) % line == 0);
+    static_assert(b % line == 0 && offsetof(Subscriber, next_seq_) + 8 == b + line);
+    static_assert(offsetof(Subscriber, queue_) == b + line &&
+                  offsetof(Subscriber, not_events_) + sizeof(FrontQueue<std::uint64_t>) ==
+                      b + 2 * line);
+    static_assert(offsetof(Subscriber, closing_) == b + 2 * line);
+};
+#pragma GCC diagnostic pop
 
 Subscriber::Subscriber(BusReader reader, std::vector<std::string> channels, std::string client_id,
                        const DeliverySettings &settings, std::size_t max_pending,
@@ -222,14 +240,20 @@ void FanOut::queue_record(BusEvent &e, std::vector<Subscriber *> &dirty)
                         e.audience.everyone(),
                         AudienceMatcher(e.audience),
                         filterable};
-    for (const auto &ch : e.channels) {
-        queue_on<false>(by_channel_, ch, fan, dirty);
+    if (e.channels.size() == 1) {
+        queue_on<false, false>(by_channel_, e.channels[0], fan, dirty);
         if (any_filtered)
-            queue_on<true>(filtered_by_channel_, ch, fan, dirty);
+            queue_on<true, false>(filtered_by_channel_, e.channels[0], fan, dirty);
+        return;
+    }
+    for (const auto &ch : e.channels) {
+        queue_on<false, true>(by_channel_, ch, fan, dirty);
+        if (any_filtered)
+            queue_on<true, true>(filtered_by_channel_, ch, fan, dirty);
     }
 }
 
-template <bool Typed>
+template <bool Typed, bool Several>
 void FanOut::queue_on(const ChannelIndex &index, const std::string &channel,
                       const RecordFan &fan, std::vector<Subscriber *> &dirty)
 {
@@ -241,9 +265,13 @@ void FanOut::queue_on(const ChannelIndex &index, const std::string &channel,
     const RecordAction a = fan.action;
     const bool everyone = fan.everyone;
     for (Subscriber *s : it->second) {
-        if (e.seq < s->next_seq_ || s->last_seq_ == e.seq)
+        if (e.seq < s->next_seq_)
             continue;
-        s->last_seq_ = e.seq;
+        if (Several) {
+            if (s->last_seq_ == e.seq)
+                continue;
+            s->last_seq_ = e.seq;
+        }
         if (a.kind == RecordAction::Kind::SendAndEnd)
             s->close_after(fan.wire, a.reason);
         else if (a.kind == RecordAction::Kind::SendEvent &&

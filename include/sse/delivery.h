@@ -176,6 +176,8 @@ public:
 private:
     DeliverySettings settings_;
     bool filtered_; /* settings_.event_types is not empty, or settings_.mercure is set */
+    /* Last: a Subscriber (sse/fanout.h) places it in the cache line of the other fields a
+     * delivery writes. */
     std::int64_t last_write_us_;
 };
 

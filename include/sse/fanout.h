@@ -106,11 +106,10 @@ private:
     {
         if (ended_ || closing_)
             return;
+        if (!event) /* its number in the order queued */
+            not_events_.push_back(pieces_done_ + queue_.size());
         queue_.push_back(bytes);
         queued_ += bytes->size();
-        if (!event)
-            not_events_.push_back(pieces_queued_);
-        ++pieces_queued_;
     }
     /* Queues `notice`; nothing is queued after it and the stream ends once it was handed
      * over (at the end of the FanOut call). */
@@ -127,33 +126,43 @@ private:
         const std::string *channel; /* in channels_: the list's key */
     };
     std::vector<IndexSlot> slots_;
-    std::string client_id_;
+
+    /* From here on the layout is chosen (fanout.c++ checks the offsets). Between two events
+     * of a channel a stream falls out of the cache, so each cache line one delivery touches
+     * is a miss (docs/benchmarks.md, what a delivery costs): these fields are placed so that
+     * a delivery touches three lines. client_id_ starts a line, and the fields up to
+     * delivery_ fill 48 bytes of it, so that delivery_'s last write's time (its last field)
+     * opens the next line, B. In B, after it: the counters, the limit and the seq (the skip
+     * test); in C the two queues; in D the flags, then the transport's own fields (the
+     * hub's: whether it waits for EPOLLOUT, the connection). */
+    alignas(64) std::string client_id_;
+    /* The last record on several channels queued: such a record reaches the stream once. A
+     * record on one channel needs no mark (the stream is in each channel's list once). */
+    std::uint64_t last_seq_ = 0;
+    EndReason ending_ = EndReason::ClientClosed; /* with closing_ */
+    EndReason why_ = EndReason::ClientClosed;    /* with ended_ */
+    bool started_ = false;                       /* in the indexes (start() ran) */
     Delivery delivery_;
+
+public:
+    std::uint64_t events_sent = 0, bytes_sent = 0;
+
+private:
+    std::size_t front_offset_ = 0;
+    std::uint64_t pieces_done_ = 0; /* pieces that left the queue */
+    std::size_t queued_ = 0;        /* bytes in queue_, the front's included whole */
     std::size_t max_pending_;
+    std::uint64_t next_seq_ = 0; /* the shared reader delivers records from this seq on */
     FrontQueue<SharedBytes> queue_; /* no heap memory while idle (sse/front_queue.h) */
     /* Which pieces are not events (notices, keep-alives: not counted in SSE_EVENTS), by their
      * number in the order they were queued: rare, so the queue stays one pointer a piece
      * (a flag in every piece cost a tenth of the fan-out's time, bench/fanout_bench.c++). */
     FrontQueue<std::uint64_t> not_events_;
-    std::uint64_t pieces_queued_ = 0, pieces_done_ = 0;
-    std::size_t queued_ = 0;       /* bytes in queue_, the front's included whole */
-    std::size_t front_offset_ = 0;
-    std::uint64_t next_seq_ = 0;   /* the shared reader delivers records from this seq on */
-    std::uint64_t last_seq_ = 0;   /* the last record queued (an event on two channels) */
     bool closing_ = false;
-    EndReason ending_ = EndReason::ClientClosed; /* with closing_ */
     bool ended_ = false;
-    EndReason why_ = EndReason::ClientClosed;    /* with ended_ */
-    bool dirty_ = false;           /* queued to in this round, not yet written */
-    bool started_ = false;         /* in the indexes (start() ran) */
+    bool dirty_ = false; /* queued to in this round, not yet written */
 
-public:
-    /* Declared last, with the fields above from delivery_ on: what one delivery reads and
-     * writes (the queue, its counters, these, the last write's time in delivery_) sits in
-     * a few adjacent cache lines. Between two events of a channel a stream falls out of the
-     * cache; before, these two were in a line of their own (with the vtable pointer): one
-     * more miss per delivery (docs/benchmarks.md, what a delivery costs). */
-    std::uint64_t events_sent = 0, bytes_sent = 0;
+    friend struct SubscriberLayout; /* fanout.c++ */
 };
 
 /* The transport under a FanOut. Called only from inside FanOut's calls, on its thread. */
@@ -228,8 +237,9 @@ private:
     using ChannelIndex = std::unordered_map<std::string, std::vector<Subscriber *>>;
     struct RecordFan; /* one event or CloseChannels record on its way (fanout.c++) */
     void queue_record(BusEvent &e, std::vector<Subscriber *> &dirty);
-    /* The record to the streams of `channel` in `index`; Typed: the type-filtered index. */
-    template <bool Typed>
+    /* The record to the streams of `channel` in `index`; Typed: the type-filtered index;
+     * Several: the record is on several channels (a stream gets it once: last_seq_). */
+    template <bool Typed, bool Several>
     void queue_on(const ChannelIndex &index, const std::string &channel, const RecordFan &fan,
                   std::vector<Subscriber *> &dirty);
     ChannelIndex &index_of(const Subscriber &s)

@@ -29,7 +29,7 @@ SharedBytes overrun_bytes()
 /* ---- Subscriber ---- */
 
 /* The cache lines of one delivery (sse/fanout.h): B holds delivery_'s last field and the
- * counters up to next_seq_, C the two queues, D the flags. offsetof on a class with virtual
+ * counters up to next_seq_, C the two queues, D the flags; the tick's. offsetof on a class with virtual
  * functions is conditionally supported; g++ computes it. */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Winvalid-offsetof"
@@ -42,6 +42,10 @@ struct SubscriberLayout {
                   offsetof(Subscriber, not_events_) + sizeof(FrontQueue<std::uint64_t>) ==
                       b + 2 * line);
     static_assert(offsetof(Subscriber, closing_) == b + 2 * line);
+    /* The tick's two settings in one line (DeliverySettings starts Delivery). */
+    static_assert((offsetof(Subscriber, delivery_) + offsetof(DeliverySettings, token_expires_us)) /
+                      line ==
+                  offsetof(Subscriber, delivery_) / line);
 };
 #pragma GCC diagnostic pop
 
@@ -115,7 +119,10 @@ void FanOut::add(Subscriber &s)
      * catch-up in start() does not, and no overrun from before it came. */
     if (streams_.empty())
         reader_.start_live();
-    streams_.insert(&s);
+    if (s.stream_pos_ != Subscriber::kNowhere)
+        return;
+    s.stream_pos_ = streams_.size();
+    streams_.push_back(&s);
 }
 
 void FanOut::start(Subscriber &s)
@@ -308,7 +315,13 @@ void FanOut::push(Subscriber &s)
 
 void FanOut::unindex(Subscriber &s)
 {
-    streams_.erase(&s);
+    if (s.stream_pos_ != Subscriber::kNowhere) {
+        Subscriber *last = streams_.back();
+        streams_[s.stream_pos_] = last;
+        last->stream_pos_ = s.stream_pos_;
+        streams_.pop_back();
+        s.stream_pos_ = Subscriber::kNowhere;
+    }
     if (!s.started_)
         return;
     s.started_ = false;
@@ -350,7 +363,7 @@ void FanOut::end(Subscriber &s, EndReason why)
 
 void FanOut::end_all(EndReason why)
 {
-    const std::vector<Subscriber *> all(streams_.begin(), streams_.end());
+    const std::vector<Subscriber *> all(streams_);
     for (Subscriber *s : all)
         end(*s, why);
 }
@@ -358,22 +371,21 @@ void FanOut::end_all(EndReason why)
 void FanOut::tick(std::int64_t now_us, const std::function<bool(const Subscriber &)> &lost_slot)
 {
     std::vector<Subscriber *> due, lost, expired;
+    /* One pass over the streams: each one's lines are read once per tick (two passes read
+     * them twice when the streams do not fit in the cache). */
     for (Subscriber *s : streams_) {
         if (s->delivery_.keepalive_due(now_us))
             due.push_back(s);
-    }
-    for (Subscriber *s : due) {
-        s->enqueue(keepalive_, false);
-        push(*s);
-    }
-    /* One pass over the streams, each with its notice. */
-    for (Subscriber *s : streams_) {
         if (s->closing_ || s->ended_)
             continue;
         if (lost_slot && lost_slot(*s))
             lost.push_back(s);
         else if (s->delivery_.token_expired(now_us))
             expired.push_back(s);
+    }
+    for (Subscriber *s : due) {
+        s->enqueue(keepalive_, false);
+        push(*s);
     }
     if (!lost.empty())
         close_now(lost, EndReason::Replaced, replaced_notice());
@@ -386,6 +398,8 @@ void FanOut::close_now(const std::vector<Subscriber *> &streams, EndReason why,
 {
     const SharedBytes bytes = shared(std::move(notice));
     for (Subscriber *s : streams) {
+        if (s->ended_) /* its keep-alive's write failed (tick()) */
+            continue;
         s->close_after(bytes, why);
         push(*s);
         if (!s->ended_)

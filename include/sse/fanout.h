@@ -51,7 +51,6 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 namespace sse {
@@ -126,6 +125,9 @@ private:
         const std::string *channel; /* in channels_: the list's key */
     };
     std::vector<IndexSlot> slots_;
+    /* Where it is in FanOut::streams_ (add() to unindex()); kNowhere outside. */
+    static constexpr std::size_t kNowhere = SIZE_MAX;
+    std::size_t stream_pos_ = kNowhere;
 
     /* From here on the layout is chosen (fanout.c++ checks the offsets). Between two events
      * of a channel a stream falls out of the cache, so each cache line one delivery touches
@@ -267,7 +269,9 @@ private:
 
     FanOutSink &sink_;
     BusReader reader_;
-    std::unordered_set<Subscriber *> streams_;
+    /* Every stream taken on (add() to end()), in an array as the channel lists (the tick and
+     * an overrun walk it); a stream leaves by taking the last one's place (stream_pos_). */
+    std::vector<Subscriber *> streams_;
     std::unordered_map<std::uint64_t, Subscriber *> by_serial_;
     ChannelIndex by_channel_;          /* streams without a filter */
     ChannelIndex filtered_by_channel_; /* streams with one: types or topics (Delivery::filters()) */

@@ -599,10 +599,11 @@ START_TEST(fanout_many_channels_once)
 }
 END_TEST
 
-/* The channel index keeps each channel's streams in an array; a stream leaves by taking the
- * last one's place. Streams leave from the front, the middle and the end of their lists (one
- * named a channel twice, several are on two channels): after each leave every stream left
- * still gets each event of its channels once, and the ones gone get nothing. */
+/* The channel index keeps each channel's streams in an array, and the fan-out its streams;
+ * a stream leaves by taking the last one's place. Streams leave from the front, the middle
+ * and the end of their lists (one named a channel twice, several are on two channels): after
+ * each leave every stream left still gets each event of its channels once, and the keep-alive
+ * of a tick, and the ones gone get nothing. */
 START_TEST(fanout_index_leaves_keep_the_others)
 {
     TestBus tb;
@@ -651,6 +652,15 @@ START_TEST(fanout_index_leaves_keep_the_others)
         publish_and_check();
     }
     ck_assert_int_eq(fan.size(), 2);
+    /* The streams taken on are an array too: the tick reaches the two left, once each. */
+    std::string keepalive;
+    Delivery::keepalive_bytes(keepalive);
+    sink.now = kT0 + 16 * kSec;
+    fan.tick(sink.now, nullptr);
+    for (std::size_t i = 0; i < s.size(); ++i)
+        ck_assert_int_eq(count_of(s[i]->out, keepalive), s[i]->is_ended ? 0 : 1);
+    for (std::size_t i : {1, 4})
+        expect[i] += keepalive;
     /* The two left (on "a" and "b"; on "b") leave too: nothing of theirs stays indexed. */
     fan.end(*s[4], EndReason::ClientClosed);
     publish_and_check();

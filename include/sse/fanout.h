@@ -37,6 +37,10 @@
  * it: the hub hands it to another thread at the end of its loop round); FanOut does not touch
  * it after that. No I/O, no locks, no httpd; time is
  * passed in.
+ *
+ * Memory: Subscriber is aligned to a cache line (64 bytes, its layout below): make one with
+ * new (C++17 aligns it), as a member or on the stack, not by placement in memory of lesser
+ * alignment (an APR pool's).
  */
 #ifndef SSE_FANOUT_H
 #define SSE_FANOUT_H

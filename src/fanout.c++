@@ -29,7 +29,7 @@ SharedBytes overrun_bytes()
 /* ---- Subscriber ---- */
 
 /* The cache lines of one delivery (sse/fanout.h): B holds delivery_'s last field and the
- * counters up to next_seq_, C the two queues, D the flags; the tick's. offsetof on a class with virtual
+ * counters up to next_seq_, C the queue, the non-events' and the flags; the tick's. offsetof on a class with virtual
  * functions is conditionally supported; g++ computes it. */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Winvalid-offsetof"
@@ -39,9 +39,7 @@ struct SubscriberLayout {
     static_assert(alignof(Subscriber) == line && offsetof(Subscriber, client_id_) % line == 0);
     static_assert(b % line == 0 && offsetof(Subscriber, next_seq_) + 8 == b + line);
     static_assert(offsetof(Subscriber, queue_) == b + line &&
-                  offsetof(Subscriber, not_events_) + sizeof(FrontQueue<std::uint64_t>) ==
-                      b + 2 * line);
-    static_assert(offsetof(Subscriber, closing_) == b + 2 * line);
+                  offsetof(Subscriber, dirty_) < b + 2 * line);
     /* The tick's two settings in one line (DeliverySettings starts Delivery). */
     static_assert((offsetof(Subscriber, delivery_) + offsetof(DeliverySettings, token_expires_us)) /
                       line ==
@@ -70,9 +68,9 @@ void Subscriber::consumed(std::size_t n)
 {
     if (n != 0 && n == queued_ - front_offset_) {
         /* All of it (the usual case): the non-events among them are exactly not_events_. */
-        events_sent += queue_.size() - not_events_.size();
+        events_sent += queue_.size() - (not_events_ ? not_events_->size() : 0);
         pieces_done_ += queue_.size();
-        not_events_.clear();
+        not_events_.reset();
         queue_.clear();
         queued_ = 0;
         front_offset_ = 0;
@@ -85,8 +83,8 @@ void Subscriber::consumed(std::size_t n)
             return;
         }
         n -= size - front_offset_;
-        if (!not_events_.empty() && not_events_.front() == pieces_done_)
-            not_events_.pop_front();
+        if (not_events_ && !not_events_->empty() && not_events_->front() == pieces_done_)
+            not_events_->pop_front();
         else
             ++events_sent;
         ++pieces_done_;

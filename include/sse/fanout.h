@@ -77,7 +77,7 @@ public:
 
     /* What waits to be written, oldest first; the front's first front_offset() bytes are out.
      * Events and notices alike (consumed() tells them apart for SSE_EVENTS). */
-    const FrontQueue<SharedBytes> &queue() const { return queue_; }
+    const FrontQueueOne<SharedBytes> &queue() const { return queue_; }
     std::size_t front_offset() const { return front_offset_; }
     bool queue_empty() const { return queue_.empty(); }
 
@@ -109,8 +109,11 @@ private:
     {
         if (ended_ || closing_)
             return;
-        if (!event) /* its number in the order queued */
-            not_events_.push_back(pieces_done_ + queue_.size());
+        if (!event) { /* its number in the order queued */
+            if (!not_events_)
+                not_events_ = std::make_unique<FrontQueue<std::uint64_t>>();
+            not_events_->push_back(pieces_done_ + queue_.size());
+        }
         queue_.push_back(bytes);
         queued_ += bytes->size();
     }
@@ -139,8 +142,9 @@ private:
      * a delivery touches three lines. client_id_ starts a line, and the fields up to
      * delivery_ fill 48 bytes of it, so that delivery_'s last write's time (its last field)
      * opens the next line, B. In B, after it: the counters, the limit and the seq (the skip
-     * test); in C the two queues; in D the flags, then the transport's own fields (the
-     * hub's: whether it waits for EPOLLOUT, the connection). */
+     * test); in C the queue (its usual one piece held in it), the non-events' and the flags;
+     * in D the transport's own fields (the hub's: whether it waits for EPOLLOUT, the
+     * connection). */
     alignas(64) std::string client_id_;
     /* The last record on several channels queued: such a record reaches the stream once. A
      * record on one channel needs no mark (the stream is in each channel's list once). */
@@ -159,11 +163,14 @@ private:
     std::size_t queued_ = 0;        /* bytes in queue_, the front's included whole */
     std::size_t max_pending_;
     std::uint64_t next_seq_ = 0; /* the shared reader delivers records from this seq on */
-    FrontQueue<SharedBytes> queue_; /* no heap memory while idle (sse/front_queue.h) */
+    /* One piece (the usual between two writes) in the object itself: no heap line touched
+     * per delivery (sse/front_queue.h). */
+    FrontQueueOne<SharedBytes> queue_;
     /* Which pieces are not events (notices, keep-alives: not counted in SSE_EVENTS), by their
      * number in the order they were queued: rare, so the queue stays one pointer a piece
-     * (a flag in every piece cost a tenth of the fan-out's time, bench/fanout_bench.c++). */
-    FrontQueue<std::uint64_t> not_events_;
+     * (a flag in every piece cost a tenth of the fan-out's time, bench/fanout_bench.c++),
+     * and they are kept apart, made when one is queued and dropped once all went out. */
+    std::unique_ptr<FrontQueue<std::uint64_t>> not_events_;
     bool closing_ = false;
     bool ended_ = false;
     bool dirty_ = false; /* queued to in this round, not yet written */

@@ -11,6 +11,7 @@
 #include "sse/stream_open.h"
 #include "sse/token.h"
 
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -953,6 +954,56 @@ END_TEST
 
 /* A stream's queue (sse/front_queue.h): first in, first out across its compactions, read
  * from the front by iterators, and an element's bytes let go of when it is popped. */
+/* FrontQueueOne holds a piece pushed onto an empty queue in itself, the others in its
+ * vector: whatever the pushes, pops and clears, its order, size, front and iteration are a
+ * plain deque's, and the held piece is let go when popped. */
+START_TEST(front_queue_one_is_a_fifo)
+{
+    FrontQueueOne<SharedBytes> q;
+    ck_assert(q.empty() && q.begin() == q.end());
+    ck_assert_uint_eq(q.capacity(), 0);
+    auto kept = std::make_shared<const std::string>("kept");
+    q.push_back(kept);
+    ck_assert_uint_eq(q.capacity(), 0); /* one piece: held in the queue itself */
+    ck_assert_int_eq(kept.use_count(), 2);
+    q.pop_front();
+    ck_assert_int_eq(kept.use_count(), 1);
+    ck_assert(q.empty());
+    std::deque<SharedBytes> model;
+    std::vector<SharedBytes> pieces;
+    for (int i = 0; i < 64; ++i)
+        pieces.push_back(std::make_shared<const std::string>(std::to_string(i)));
+    unsigned seed = 12345;
+    auto next = [&] { return seed = seed * 1103515245u + 12345u, (seed >> 16) & 0x7fff; };
+    for (int step = 0; step < 20000; ++step) {
+        const unsigned op = next() % 16;
+        if (op < 8) {
+            const SharedBytes &p = pieces[next() % pieces.size()];
+            q.push_back(p);
+            model.push_back(p);
+        } else if (op < 15) {
+            if (!model.empty()) {
+                q.pop_front();
+                model.pop_front();
+            }
+        } else {
+            q.clear();
+            model.clear();
+        }
+        ck_assert_uint_eq(q.size(), model.size());
+        ck_assert(q.empty() == model.empty());
+        if (!model.empty())
+            ck_assert(q.front() == model.front());
+        auto m = model.begin();
+        for (auto it = q.begin(); it != q.end(); ++it, ++m) {
+            ck_assert(m != model.end());
+            ck_assert(*it == *m && it->get() == m->get());
+        }
+        ck_assert(m == model.end());
+    }
+}
+END_TEST
+
 START_TEST(front_queue_fifo)
 {
     FrontQueue<SharedBytes> q;
@@ -1012,6 +1063,7 @@ Suite *fanout_suite()
     suite_add_tcase(s, tc);
     tc = tcase_create("fanout");
     tcase_add_test(tc, front_queue_fifo);
+    tcase_add_test(tc, front_queue_one_is_a_fifo);
     tcase_add_test(tc, fanout_events_and_close);
     tcase_add_test(tc, fanout_end_stream_by_serial);
     tcase_add_test(tc, fanout_audiences);

@@ -4,6 +4,7 @@
 #include "sse/stream_open.h"
 #include "sse/token.h"
 
+#include <cstddef>
 #include <cstdint>
 
 
@@ -27,6 +28,25 @@ SharedBytes overrun_bytes()
 
 /* ---- Subscriber ---- */
 
+/* The cache lines of one delivery (sse/fanout.h): B holds delivery_'s last field and the
+ * counters up to next_seq_, C the queue, the non-events' and the flags; the tick's. offsetof on a class with virtual
+ * functions is conditionally supported; g++ computes it. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Winvalid-offsetof"
+struct SubscriberLayout {
+    static constexpr std::size_t line = 64;
+    static constexpr std::size_t b = offsetof(Subscriber, delivery_) + sizeof(Delivery) - 8;
+    static_assert(alignof(Subscriber) == line && offsetof(Subscriber, client_id_) % line == 0);
+    static_assert(b % line == 0 && offsetof(Subscriber, next_seq_) + 8 == b + line);
+    static_assert(offsetof(Subscriber, queue_) == b + line &&
+                  offsetof(Subscriber, dirty_) < b + 2 * line);
+    /* The tick's two settings in one line (DeliverySettings starts Delivery). */
+    static_assert((offsetof(Subscriber, delivery_) + offsetof(DeliverySettings, token_expires_us)) /
+                      line ==
+                  offsetof(Subscriber, delivery_) / line);
+};
+#pragma GCC diagnostic pop
+
 Subscriber::Subscriber(BusReader reader, std::vector<std::string> channels, std::string client_id,
                        const DeliverySettings &settings, std::size_t max_pending,
                        std::int64_t now_us)
@@ -48,9 +68,9 @@ void Subscriber::consumed(std::size_t n)
 {
     if (n != 0 && n == queued_ - front_offset_) {
         /* All of it (the usual case): the non-events among them are exactly not_events_. */
-        events_sent += queue_.size() - not_events_.size();
+        events_sent += queue_.size() - (not_events_ ? not_events_->size() : 0);
         pieces_done_ += queue_.size();
-        not_events_.clear();
+        not_events_.reset();
         queue_.clear();
         queued_ = 0;
         front_offset_ = 0;
@@ -63,8 +83,8 @@ void Subscriber::consumed(std::size_t n)
             return;
         }
         n -= size - front_offset_;
-        if (!not_events_.empty() && not_events_.front() == pieces_done_)
-            not_events_.pop_front();
+        if (not_events_ && !not_events_->empty() && not_events_->front() == pieces_done_)
+            not_events_->pop_front();
         else
             ++events_sent;
         ++pieces_done_;
@@ -97,7 +117,10 @@ void FanOut::add(Subscriber &s)
      * catch-up in start() does not, and no overrun from before it came. */
     if (streams_.empty())
         reader_.start_live();
-    streams_.insert(&s);
+    if (s.stream_pos_ != Subscriber::kNowhere)
+        return;
+    s.stream_pos_ = streams_.size();
+    streams_.push_back(&s);
 }
 
 void FanOut::start(Subscriber &s)
@@ -107,9 +130,17 @@ void FanOut::start(Subscriber &s)
     catch_up(s);
     s.next_seq_ = s.reader_.position();
     ChannelIndex &index = index_of(s);
+    s.slots_.clear();
     for (const auto &ch : s.channels_) {
-        index[ch].insert(&s);
         interest_.add(ch);
+        std::vector<Subscriber *> &list = index[ch];
+        bool listed = false; /* a channel named twice: the stream is in its list once */
+        for (const Subscriber::IndexSlot &slot : s.slots_)
+            listed = listed || slot.list == &list;
+        if (listed)
+            continue;
+        s.slots_.push_back({&list, list.size(), &ch});
+        list.push_back(&s);
     }
     if (const std::uint64_t serial = s.delivery_.settings().serial)
         by_serial_[serial] = &s;
@@ -214,14 +245,20 @@ void FanOut::queue_record(BusEvent &e, std::vector<Subscriber *> &dirty)
                         e.audience.everyone(),
                         AudienceMatcher(e.audience),
                         filterable};
-    for (const auto &ch : e.channels) {
-        queue_on<false>(by_channel_, ch, fan, dirty);
+    if (e.channels.size() == 1) {
+        queue_on<false, false>(by_channel_, e.channels[0], fan, dirty);
         if (any_filtered)
-            queue_on<true>(filtered_by_channel_, ch, fan, dirty);
+            queue_on<true, false>(filtered_by_channel_, e.channels[0], fan, dirty);
+        return;
+    }
+    for (const auto &ch : e.channels) {
+        queue_on<false, true>(by_channel_, ch, fan, dirty);
+        if (any_filtered)
+            queue_on<true, true>(filtered_by_channel_, ch, fan, dirty);
     }
 }
 
-template <bool Typed>
+template <bool Typed, bool Several>
 void FanOut::queue_on(const ChannelIndex &index, const std::string &channel,
                       const RecordFan &fan, std::vector<Subscriber *> &dirty)
 {
@@ -233,9 +270,13 @@ void FanOut::queue_on(const ChannelIndex &index, const std::string &channel,
     const RecordAction a = fan.action;
     const bool everyone = fan.everyone;
     for (Subscriber *s : it->second) {
-        if (e.seq < s->next_seq_ || s->last_seq_ == e.seq)
+        if (e.seq < s->next_seq_)
             continue;
-        s->last_seq_ = e.seq;
+        if (Several) {
+            if (s->last_seq_ == e.seq)
+                continue;
+            s->last_seq_ = e.seq;
+        }
         if (a.kind == RecordAction::Kind::SendAndEnd)
             s->close_after(fan.wire, a.reason);
         else if (a.kind == RecordAction::Kind::SendEvent &&
@@ -272,23 +313,40 @@ void FanOut::push(Subscriber &s)
 
 void FanOut::unindex(Subscriber &s)
 {
-    streams_.erase(&s);
+    if (s.stream_pos_ != Subscriber::kNowhere) {
+        Subscriber *last = streams_.back();
+        streams_[s.stream_pos_] = last;
+        last->stream_pos_ = s.stream_pos_;
+        streams_.pop_back();
+        s.stream_pos_ = Subscriber::kNowhere;
+    }
     if (!s.started_)
         return;
     s.started_ = false;
     auto serial = by_serial_.find(s.delivery_.settings().serial);
     if (serial != by_serial_.end() && serial->second == &s)
         by_serial_.erase(serial);
-    ChannelIndex &index = index_of(s);
-    for (const auto &ch : s.channels_) {
+    for (const auto &ch : s.channels_)
         interest_.remove(ch);
-        auto it = index.find(ch);
-        if (it == index.end())
-            continue;
-        it->second.erase(&s);
-        if (it->second.empty())
-            index.erase(it);
+    /* Out of each list: its last stream takes the place (and is told where it now is). */
+    ChannelIndex &index = index_of(s);
+    for (const Subscriber::IndexSlot &slot : s.slots_) {
+        std::vector<Subscriber *> &list = *slot.list;
+        Subscriber *last = list.back();
+        if (last != &s) {
+            list[slot.pos] = last;
+            for (Subscriber::IndexSlot &moved : last->slots_) {
+                if (moved.list == &list) {
+                    moved.pos = slot.pos;
+                    break;
+                }
+            }
+        }
+        list.pop_back();
+        if (list.empty())
+            index.erase(*slot.channel);
     }
+    s.slots_.clear();
 }
 
 void FanOut::end(Subscriber &s, EndReason why)
@@ -303,7 +361,7 @@ void FanOut::end(Subscriber &s, EndReason why)
 
 void FanOut::end_all(EndReason why)
 {
-    const std::vector<Subscriber *> all(streams_.begin(), streams_.end());
+    const std::vector<Subscriber *> all(streams_);
     for (Subscriber *s : all)
         end(*s, why);
 }
@@ -311,22 +369,21 @@ void FanOut::end_all(EndReason why)
 void FanOut::tick(std::int64_t now_us, const std::function<bool(const Subscriber &)> &lost_slot)
 {
     std::vector<Subscriber *> due, lost, expired;
+    /* One pass over the streams: each one's lines are read once per tick (two passes read
+     * them twice when the streams do not fit in the cache). */
     for (Subscriber *s : streams_) {
         if (s->delivery_.keepalive_due(now_us))
             due.push_back(s);
-    }
-    for (Subscriber *s : due) {
-        s->enqueue(keepalive_, false);
-        push(*s);
-    }
-    /* One pass over the streams, each with its notice. */
-    for (Subscriber *s : streams_) {
         if (s->closing_ || s->ended_)
             continue;
         if (lost_slot && lost_slot(*s))
             lost.push_back(s);
         else if (s->delivery_.token_expired(now_us))
             expired.push_back(s);
+    }
+    for (Subscriber *s : due) {
+        s->enqueue(keepalive_, false);
+        push(*s);
     }
     if (!lost.empty())
         close_now(lost, EndReason::Replaced, replaced_notice());
@@ -339,6 +396,8 @@ void FanOut::close_now(const std::vector<Subscriber *> &streams, EndReason why,
 {
     const SharedBytes bytes = shared(std::move(notice));
     for (Subscriber *s : streams) {
+        if (s->ended_) /* its keep-alive's write failed (tick()) */
+            continue;
         s->close_after(bytes, why);
         push(*s);
         if (!s->ended_)

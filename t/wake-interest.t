@@ -75,7 +75,9 @@ subtest 'with a stream on wi-b in the other child, a publish on wi-b wakes only 
         ok($srv->wait_for(sub { field('subscribers') == 2 }, 30), 'both counted');
         my %now = map { ($_->{pid} => $_->{subscribers}) } @{status()->{processes} // []};
         $apart = ($now{$holder_a} // 0) == 1;
-        last if $apart || !$event;
+        # The last try's stream is kept wherever it landed (closed, the events below would
+        # have no stream to reach).
+        last if $apart || !$event || $try == 10;
         $sb->close;
         ok($srv->wait_for(sub { field('subscribers') == 1 }, 30), 'back to one stream');
     }

@@ -76,10 +76,12 @@ struct RecordAction {
 
 /* What a stream needs from its configuration and its token. */
 struct DeliverySettings {
+    /* The two the fan-out's tick reads for every stream, first: in one cache line of a
+     * Subscriber (sse/fanout.h). */
     std::int64_t keepalive_us = 0;     /* silence before a keep-alive comment; 0: none */
+    std::int64_t token_expires_us = 0; /* the token's exp, on the caller's clock; 0: none */
     std::int64_t retry_ms = -1;        /* the effective retry (channel's, else SSERetry); -1:
                                         * none given (restart_bytes() uses kRestartRetryMs) */
-    std::int64_t token_expires_us = 0; /* the token's exp, on the caller's clock; 0: none */
     std::uint64_t serial = 0;          /* registry serial EndStream records name; 0: no slot
                                         * (a socket subscriber), no EndStream ends it */
     std::vector<std::string> event_types; /* the event types it gets (?event=), "message"
@@ -176,6 +178,8 @@ public:
 private:
     DeliverySettings settings_;
     bool filtered_; /* settings_.event_types is not empty, or settings_.mercure is set */
+    /* Last: a Subscriber (sse/fanout.h) places it in the cache line of the other fields a
+     * delivery writes. */
     std::int64_t last_write_us_;
 };
 

@@ -37,6 +37,10 @@
  * it: the hub hands it to another thread at the end of its loop round); FanOut does not touch
  * it after that. No I/O, no locks, no httpd; time is
  * passed in.
+ *
+ * Memory: Subscriber is aligned to a cache line (64 bytes, its layout below): make one with
+ * new (C++17 aligns it), as a member or on the stack, not by placement in memory of lesser
+ * alignment (an APR pool's).
  */
 #ifndef SSE_FANOUT_H
 #define SSE_FANOUT_H
@@ -51,7 +55,6 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 namespace sse {
@@ -74,7 +77,7 @@ public:
 
     /* What waits to be written, oldest first; the front's first front_offset() bytes are out.
      * Events and notices alike (consumed() tells them apart for SSE_EVENTS). */
-    const FrontQueue<SharedBytes> &queue() const { return queue_; }
+    const FrontQueueOne<SharedBytes> &queue() const { return queue_; }
     std::size_t front_offset() const { return front_offset_; }
     bool queue_empty() const { return queue_.empty(); }
 
@@ -106,11 +109,13 @@ private:
     {
         if (ended_ || closing_)
             return;
+        if (!event) { /* its number in the order queued */
+            if (!not_events_)
+                not_events_ = std::make_unique<FrontQueue<std::uint64_t>>();
+            not_events_->push_back(pieces_done_ + queue_.size());
+        }
         queue_.push_back(bytes);
         queued_ += bytes->size();
-        if (!event)
-            not_events_.push_back(pieces_queued_);
-        ++pieces_queued_;
     }
     /* Queues `notice`; nothing is queued after it and the stream ends once it was handed
      * over (at the end of the FanOut call). */
@@ -118,33 +123,59 @@ private:
 
     BusReader reader_;
     std::vector<std::string> channels_;
-    std::string client_id_;
-    Delivery delivery_;
-    std::size_t max_pending_;
-    FrontQueue<SharedBytes> queue_; /* no heap memory while idle (sse/front_queue.h) */
-    /* Which pieces are not events (notices, keep-alives: not counted in SSE_EVENTS), by their
-     * number in the order they were queued: rare, so the queue stays one pointer a piece
-     * (a flag in every piece cost a tenth of the fan-out's time, bench/fanout_bench.c++). */
-    FrontQueue<std::uint64_t> not_events_;
-    std::uint64_t pieces_queued_ = 0, pieces_done_ = 0;
-    std::size_t queued_ = 0;       /* bytes in queue_, the front's included whole */
-    std::size_t front_offset_ = 0;
-    std::uint64_t next_seq_ = 0;   /* the shared reader delivers records from this seq on */
-    std::uint64_t last_seq_ = 0;   /* the last record queued (an event on two channels) */
-    bool closing_ = false;
+    /* Where the stream sits in the fan-out's channel index, one slot per distinct channel of
+     * channels_ (FanOut::start() to unindex()): its list and its position in it, so that
+     * leaving a list is a swap with its last entry (fanout.c++). */
+    struct IndexSlot {
+        std::vector<Subscriber *> *list;
+        std::size_t pos;
+        const std::string *channel; /* in channels_: the list's key */
+    };
+    std::vector<IndexSlot> slots_;
+    /* Where it is in FanOut::streams_ (add() to unindex()); kNowhere outside. */
+    static constexpr std::size_t kNowhere = SIZE_MAX;
+    std::size_t stream_pos_ = kNowhere;
+
+    /* From here on the layout is chosen (fanout.c++ checks the offsets). Between two events
+     * of a channel a stream falls out of the cache, so each cache line one delivery touches
+     * is a miss (docs/benchmarks.md, what a delivery costs): these fields are placed so that
+     * a delivery touches three lines. client_id_ starts a line, and the fields up to
+     * delivery_ fill 48 bytes of it, so that delivery_'s last write's time (its last field)
+     * opens the next line, B. In B, after it: the counters, the limit and the seq (the skip
+     * test); in C the queue (its usual one piece held in it), the non-events' and the flags;
+     * in D the transport's own fields (the hub's: whether it waits for EPOLLOUT, the
+     * connection). */
+    alignas(64) std::string client_id_;
+    /* The last record on several channels queued: such a record reaches the stream once. A
+     * record on one channel needs no mark (the stream is in each channel's list once). */
+    std::uint64_t last_seq_ = 0;
     EndReason ending_ = EndReason::ClientClosed; /* with closing_ */
-    bool ended_ = false;
     EndReason why_ = EndReason::ClientClosed;    /* with ended_ */
-    bool dirty_ = false;           /* queued to in this round, not yet written */
-    bool started_ = false;         /* in the indexes (start() ran) */
+    bool started_ = false;                       /* in the indexes (start() ran) */
+    Delivery delivery_;
 
 public:
-    /* Declared last, with the fields above from delivery_ on: what one delivery reads and
-     * writes (the queue, its counters, these, the last write's time in delivery_) sits in
-     * a few adjacent cache lines. Between two events of a channel a stream falls out of the
-     * cache; before, these two were in a line of their own (with the vtable pointer): one
-     * more miss per delivery (docs/benchmarks.md, what a delivery costs). */
     std::uint64_t events_sent = 0, bytes_sent = 0;
+
+private:
+    std::size_t front_offset_ = 0;
+    std::uint64_t pieces_done_ = 0; /* pieces that left the queue */
+    std::size_t queued_ = 0;        /* bytes in queue_, the front's included whole */
+    std::size_t max_pending_;
+    std::uint64_t next_seq_ = 0; /* the shared reader delivers records from this seq on */
+    /* One piece (the usual between two writes) in the object itself: no heap line touched
+     * per delivery (sse/front_queue.h). */
+    FrontQueueOne<SharedBytes> queue_;
+    /* Which pieces are not events (notices, keep-alives: not counted in SSE_EVENTS), by their
+     * number in the order they were queued: rare, so the queue stays one pointer a piece
+     * (a flag in every piece cost a tenth of the fan-out's time, bench/fanout_bench.c++),
+     * and they are kept apart, made when one is queued and dropped once all went out. */
+    std::unique_ptr<FrontQueue<std::uint64_t>> not_events_;
+    bool closing_ = false;
+    bool ended_ = false;
+    bool dirty_ = false; /* queued to in this round, not yet written */
+
+    friend struct SubscriberLayout; /* fanout.c++ */
 };
 
 /* The transport under a FanOut. Called only from inside FanOut's calls, on its thread. */
@@ -210,11 +241,18 @@ public:
     const BusReader &reader() const { return reader_; }
 
 private:
-    using ChannelIndex = std::unordered_map<std::string, std::unordered_set<Subscriber *>>;
+    /* channel -> its streams, each once, in an array: an event's walk over them reads
+     * contiguous pointers, not a hash set's nodes (one cache line each, cold between two
+     * events of the channel; docs/benchmarks.md, the third cut). A stream leaves a list by
+     * taking its last entry's place (unindex()); each Subscriber's slots_ says where it is.
+     * The lists are only changed by start() and unindex(), never while queue_on() walks one
+     * (nothing it calls ends or starts a stream: the sink is only called after the walk). */
+    using ChannelIndex = std::unordered_map<std::string, std::vector<Subscriber *>>;
     struct RecordFan; /* one event or CloseChannels record on its way (fanout.c++) */
     void queue_record(BusEvent &e, std::vector<Subscriber *> &dirty);
-    /* The record to the streams of `channel` in `index`; Typed: the type-filtered index. */
-    template <bool Typed>
+    /* The record to the streams of `channel` in `index`; Typed: the type-filtered index;
+     * Several: the record is on several channels (a stream gets it once: last_seq_). */
+    template <bool Typed, bool Several>
     void queue_on(const ChannelIndex &index, const std::string &channel, const RecordFan &fan,
                   std::vector<Subscriber *> &dirty);
     ChannelIndex &index_of(const Subscriber &s)
@@ -242,7 +280,9 @@ private:
 
     FanOutSink &sink_;
     BusReader reader_;
-    std::unordered_set<Subscriber *> streams_;
+    /* Every stream taken on (add() to end()), in an array as the channel lists (the tick and
+     * an overrun walk it); a stream leaves by taking the last one's place (stream_pos_). */
+    std::vector<Subscriber *> streams_;
     std::unordered_map<std::uint64_t, Subscriber *> by_serial_;
     ChannelIndex by_channel_;          /* streams without a filter */
     ChannelIndex filtered_by_channel_; /* streams with one: types or topics (Delivery::filters()) */

@@ -72,6 +72,72 @@ private:
     std::size_t head_ = 0; /* items_[0, head_) are popped */
 };
 
+/* A FrontQueue that holds an element pushed onto an empty queue in itself, not in its
+ * vector: a queue that rarely holds more than one element (a stream's pieces between two
+ * writes) touches no heap memory for it. That element is the front while it is there; the
+ * others follow it in the vector, in order. T's default value means "none there" (an empty
+ * shared_ptr): an element equal to it must not be pushed. Iterators run from the front and
+ * are invalidated by any change, as FrontQueue's. */
+template <class T> class FrontQueueOne {
+public:
+    class const_iterator {
+    public:
+        const T &operator*() const { return one_ ? *one_ : *it_; }
+        const T *operator->() const { return &**this; }
+        const_iterator &operator++()
+        {
+            if (one_)
+                one_ = nullptr;
+            else
+                ++it_;
+            return *this;
+        }
+        bool operator==(const const_iterator &o) const { return one_ == o.one_ && it_ == o.it_; }
+        bool operator!=(const const_iterator &o) const { return !(*this == o); }
+
+    private:
+        friend class FrontQueueOne;
+        const_iterator(const T *one, typename FrontQueue<T>::const_iterator it) : one_(one), it_(it)
+        {
+        }
+        const T *one_; /* the held element, before the vector's */
+        typename FrontQueue<T>::const_iterator it_;
+    };
+
+    bool empty() const { return !held() && rest_.empty(); }
+    std::size_t size() const { return (held() ? 1 : 0) + rest_.size(); }
+    const T &front() const { return held() ? one_ : rest_.front(); }
+    const_iterator begin() const { return const_iterator(held() ? &one_ : nullptr, rest_.begin()); }
+    const_iterator end() const { return const_iterator(nullptr, rest_.end()); }
+    /* Slots the vector allocated (the held one not counted). */
+    std::size_t capacity() const { return rest_.capacity(); }
+    void push_back(const T &item)
+    {
+        if (empty())
+            one_ = item;
+        else
+            rest_.push_back(item);
+    }
+    /* Not on an empty queue. */
+    void pop_front()
+    {
+        if (held())
+            one_ = T();
+        else
+            rest_.pop_front();
+    }
+    void clear()
+    {
+        one_ = T();
+        rest_.clear();
+    }
+
+private:
+    bool held() const { return one_ != T(); }
+    T one_{};
+    FrontQueue<T> rest_;
+};
+
 } // namespace sse
 
 #endif

@@ -11,6 +11,7 @@
 #include "sse/stream_open.h"
 #include "sse/token.h"
 
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -599,6 +600,133 @@ START_TEST(fanout_many_channels_once)
 }
 END_TEST
 
+/* The channel index keeps each channel's streams in an array, and the fan-out its streams;
+ * a stream leaves by taking the last one's place. Streams leave from the front, the middle
+ * and the end of their lists (one named a channel twice, several are on two channels): after
+ * each leave every stream left still gets each event of its channels once, and the keep-alive
+ * of a tick, and the ones gone get nothing. */
+START_TEST(fanout_index_leaves_keep_the_others)
+{
+    TestBus tb;
+    FakeSink sink;
+    FanOut fan(tb.bus, sink);
+    const std::vector<std::vector<std::string>> channels = {
+        {"a"}, {"a", "b"}, {"b", "a"}, {"a", "a"}, {"b"}, {"a", "b", "c"}, {"c", "a"}};
+    std::vector<std::unique_ptr<FakeStream>> s;
+    for (std::size_t i = 0; i < channels.size(); ++i) {
+        s.push_back(std::make_unique<FakeStream>(tb.bus, channels[i], "", settings(i + 1)));
+        fan.add(*s[i]);
+        fan.start(*s[i]);
+    }
+    std::vector<std::string> expect(s.size());
+    auto on = [&](std::size_t i, const std::string &ch) {
+        for (const auto &c : channels[i])
+            if (c == ch)
+                return true;
+        return false;
+    };
+    int round = 0;
+    auto publish_and_check = [&] {
+        const std::string one = "x" + std::to_string(round), two = "y" + std::to_string(round);
+        ++round;
+        tb.event({"a"}, one);
+        tb.event({"b", "a"}, two);
+        tb.event({"c"}, one + "c");
+        fan.run(4096);
+        for (std::size_t i = 0; i < s.size(); ++i) {
+            if (s[i]->is_ended)
+                continue;
+            if (on(i, "a"))
+                expect[i] += data_line(one);
+            if (on(i, "a") || on(i, "b"))
+                expect[i] += data_line(two);
+            if (on(i, "c"))
+                expect[i] += data_line(one + "c");
+            assert_str(s[i]->out, expect[i]);
+        }
+    };
+    publish_and_check();
+    /* The first of "a", one in the middle of both lists, the one that named "a" twice, the
+     * last of "c": each leave moves another stream within a list. */
+    for (std::size_t gone : {0, 2, 3, 6, 5}) {
+        fan.end(*s[gone], EndReason::ClientClosed);
+        publish_and_check();
+    }
+    ck_assert_int_eq(fan.size(), 2);
+    /* The streams taken on are an array too: the tick reaches the two left, once each. */
+    std::string keepalive;
+    Delivery::keepalive_bytes(keepalive);
+    sink.now = kT0 + 16 * kSec;
+    fan.tick(sink.now, nullptr);
+    for (std::size_t i = 0; i < s.size(); ++i)
+        ck_assert_int_eq(count_of(s[i]->out, keepalive), s[i]->is_ended ? 0 : 1);
+    for (std::size_t i : {1, 4})
+        expect[i] += keepalive;
+    /* The two left (on "a" and "b"; on "b") leave too: nothing of theirs stays indexed. */
+    fan.end(*s[4], EndReason::ClientClosed);
+    publish_and_check();
+    fan.end(*s[1], EndReason::ClientClosed);
+    for (std::uint64_t w : fan.interest().words())
+        ck_assert(w == 0);
+    tb.event({"a", "b", "c"}, "nobody");
+    fan.run(4096);
+    for (const auto &f : s)
+        ck_assert(!has(f->out, "nobody"));
+}
+END_TEST
+
+/* Streams end while a round's streams are written (a failed write ends its stream from inside
+ * the sink's write_queued()); here the sink ends other streams of the round, the harder case:
+ * they are out of the index before their turn, are not written, and the next record goes to
+ * the others once each. */
+START_TEST(fanout_end_during_writes)
+{
+    struct EndingSink : FakeSink {
+        std::map<Subscriber *, Subscriber *> ends; /* writing the key ends the value */
+        void write_queued(Subscriber &s) override
+        {
+            FakeSink::write_queued(s);
+            auto it = ends.find(&s);
+            if (it != ends.end())
+                fan->end(*it->second, EndReason::WriteFailed);
+        }
+    };
+    TestBus tb;
+    EndingSink sink;
+    FanOut fan(tb.bus, sink);
+    sink.fan = &fan;
+    FakeStream a(tb.bus, {"a"}, "", settings(1)), b(tb.bus, {"a", "b"}, "", settings(2)),
+        c(tb.bus, {"a"}, "", settings(3)), d(tb.bus, {"b", "a"}, "", settings(4));
+    for (FakeStream *f : {&a, &b, &c, &d}) {
+        fan.add(*f);
+        fan.start(*f);
+    }
+    /* Whichever of the round is written first ends the two others but one. */
+    sink.ends = {{&a, &b}, {&b, &c}, {&c, &d}, {&d, &a}};
+    tb.event({"a"}, "1");
+    fan.run(4096);
+    int got = 0, ended = 0;
+    for (FakeStream *f : {&a, &b, &c, &d}) {
+        got += f->out == data_line("1");
+        ended += f->is_ended;
+        ck_assert(!f->is_ended || f->why == EndReason::WriteFailed);
+    }
+    /* Each ended stream was ended by a written one, before or after its own write. */
+    ck_assert_int_ge(got, 2);
+    ck_assert_int_ge(ended, 1);
+    ck_assert_int_eq(fan.size(), 4 - ended);
+    sink.ends.clear();
+    tb.event({"b", "a"}, "2");
+    fan.run(4096);
+    for (FakeStream *f : {&a, &b, &c, &d}) {
+        if (f->is_ended)
+            ck_assert(!has(f->out, data_line("2")));
+        else
+            ck_assert_int_eq(count_of(f->out, data_line("2")), 1);
+    }
+}
+END_TEST
+
 /* What was published between the stream's first bytes and start() comes from its own reader;
  * the shared reader then gives nothing twice. */
 START_TEST(fanout_catch_up)
@@ -826,6 +954,56 @@ END_TEST
 
 /* A stream's queue (sse/front_queue.h): first in, first out across its compactions, read
  * from the front by iterators, and an element's bytes let go of when it is popped. */
+/* FrontQueueOne holds a piece pushed onto an empty queue in itself, the others in its
+ * vector: whatever the pushes, pops and clears, its order, size, front and iteration are a
+ * plain deque's, and the held piece is let go when popped. */
+START_TEST(front_queue_one_is_a_fifo)
+{
+    FrontQueueOne<SharedBytes> q;
+    ck_assert(q.empty() && q.begin() == q.end());
+    ck_assert_uint_eq(q.capacity(), 0);
+    auto kept = std::make_shared<const std::string>("kept");
+    q.push_back(kept);
+    ck_assert_uint_eq(q.capacity(), 0); /* one piece: held in the queue itself */
+    ck_assert_int_eq(kept.use_count(), 2);
+    q.pop_front();
+    ck_assert_int_eq(kept.use_count(), 1);
+    ck_assert(q.empty());
+    std::deque<SharedBytes> model;
+    std::vector<SharedBytes> pieces;
+    for (int i = 0; i < 64; ++i)
+        pieces.push_back(std::make_shared<const std::string>(std::to_string(i)));
+    unsigned seed = 12345;
+    auto next = [&] { return seed = seed * 1103515245u + 12345u, (seed >> 16) & 0x7fff; };
+    for (int step = 0; step < 20000; ++step) {
+        const unsigned op = next() % 16;
+        if (op < 8) {
+            const SharedBytes &p = pieces[next() % pieces.size()];
+            q.push_back(p);
+            model.push_back(p);
+        } else if (op < 15) {
+            if (!model.empty()) {
+                q.pop_front();
+                model.pop_front();
+            }
+        } else {
+            q.clear();
+            model.clear();
+        }
+        ck_assert_uint_eq(q.size(), model.size());
+        ck_assert(q.empty() == model.empty());
+        if (!model.empty())
+            ck_assert(q.front() == model.front());
+        auto m = model.begin();
+        for (auto it = q.begin(); it != q.end(); ++it, ++m) {
+            ck_assert(m != model.end());
+            ck_assert(*it == *m && it->get() == m->get());
+        }
+        ck_assert(m == model.end());
+    }
+}
+END_TEST
+
 START_TEST(front_queue_fifo)
 {
     FrontQueue<SharedBytes> q;
@@ -885,6 +1063,7 @@ Suite *fanout_suite()
     suite_add_tcase(s, tc);
     tc = tcase_create("fanout");
     tcase_add_test(tc, front_queue_fifo);
+    tcase_add_test(tc, front_queue_one_is_a_fifo);
     tcase_add_test(tc, fanout_events_and_close);
     tcase_add_test(tc, fanout_end_stream_by_serial);
     tcase_add_test(tc, fanout_audiences);
@@ -893,6 +1072,8 @@ Suite *fanout_suite()
     tcase_add_test(tc, fanout_keepalive_token_lost_slot);
     tcase_add_test(tc, fanout_slow_consumer);
     tcase_add_test(tc, fanout_many_channels_once);
+    tcase_add_test(tc, fanout_index_leaves_keep_the_others);
+    tcase_add_test(tc, fanout_end_during_writes);
     tcase_add_test(tc, fanout_catch_up);
     tcase_add_test(tc, fanout_first_stream_after_none);
     tcase_add_test(tc, fanout_interest_follows_streams);

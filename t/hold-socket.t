@@ -169,6 +169,26 @@ subtest 'fallback: SSE_TEST_FAULT=hold-socket-dup-fails holds in request mode' =
     $srv->stop;
 };
 
+subtest 'a taken stream whose connection closes without the pre-close hook is freed once' => sub {
+    # SSE_TEST_FAULT=hold-socket-not-adopted: the hook leaves the stream parked, as an
+    # ungraceful stop's close_worker_sockets() would; the cleanup on the connection's pool owns
+    # it then (src/httpd/async_hub.h, ownership). A double free would crash the child (or
+    # ASan would report it, make test-asan); a leak would keep the registry slot.
+    local $ENV{SSE_TEST_FAULT} = 'hold-socket-not-adopted';
+    my $srv = SSETest::Server->start(global => $global);
+    my @subs = map { $srv->subscribe("/events/na?client=na$_") } 1 .. 3;
+    is(scalar(grep { $_->status == 200 } @subs), 3, '3 streams answered');
+    ok($srv->wait_for(sub { (() = grep { /SSE0511: / } split /\n/, $srv->log_text) >= 3 }, 15),
+       'SSE0511 for each');
+    ok($srv->wait_for(sub { SSETest::json_decode($srv->request(GET => '/sse-status')->{body})->{subscribers} == 0 }, 15),
+       'their registry slots were released');
+    is(scalar(grep { $_->read_until(sub { 0 }, 10); $_->closed } @subs), 3, 'their clients see the end');
+    sleep 0.5;
+    is(scalar(grep { /SSE0511: / } split /\n/, $srv->log_text), 3, 'exactly one SSE0511 each');
+    is(scalar(grep { /SSE0510: / } split /\n/, $srv->log_text), 0, 'none reached the hub');
+    $srv->stop;
+};
+
 subtest 'fallback: TLS holds in request mode' => sub {
     for my $tool (qw(openssl curl)) {
         ok(-x "/usr/bin/$tool", "$tool is installed") or return diag("apt-get install $tool");

@@ -48,10 +48,13 @@ constexpr int kMaxSocketEvents = 512;
  * hub-no-waitv: the hub runs as on a kernel without futex_waitv (a bus relay thread).
  * hub-waitv-fails: futex_waitv works at start, then its first wait fails (the hub goes over to
  * the relay). hold-socket-dup-fails: SSEHoldMode socket cannot dup() a socket (the stream is
- * held in request mode instead). Unset, or any other value: no fault. */
+ * held in request mode instead). hold-socket-not-adopted: the pre_close_connection hook leaves
+ * a taken socket's stream parked, as when a connection is closed without its hooks (the pool
+ * cleanup then frees it, SSE0511). Unset, or any other value: no fault. */
 struct HubFault {
     bool start_fail = false;
     bool dup_fails = false;
+    bool not_adopted = false;
     bool no_waitv = false;
     bool waitv_fails = false;
     long io_throw_after = 0;    /* 0: never */
@@ -69,6 +72,7 @@ struct HubFault {
         };
         f.start_fail = spec == "hub-start-fail";
         f.dup_fails = spec == "hold-socket-dup-fails";
+        f.not_adopted = spec == "hold-socket-not-adopted";
         f.no_waitv = spec == "hub-no-waitv";
         f.waitv_fails = spec == "hub-waitv-fails";
         f.io_throw_after = count_after("hub-io-throw-after:");
@@ -160,6 +164,8 @@ public:
     bool accepting() const { return !broken_.load(); }
     /* SSE_TEST_FAULT=hold-socket-dup-fails. */
     bool dup_fails() const { return fault_.dup_fails; }
+    /* SSE_TEST_FAULT=hold-socket-not-adopted. */
+    bool not_adopted() const { return fault_.not_adopted; }
 
     /* From child_stopping: streams end, late arrivals are closed as they come. */
     void stop()
@@ -768,11 +774,11 @@ void adopt_taken_socket(conn_rec *c, ModuleState *state)
     HubStream *s = parked(c);
     if (!s || !s->taken)
         return;
-    std::unique_ptr<HubStream> mine = take_parked(c);
     c->aborted = 1; /* no shutdown() at httpd's lingering close (taken_socket.h, 2) */
-    if (!state || !state->hub)
-        return; /* cannot happen: the handler took the socket for this hub; mine frees it */
-    state->hub->adopt(std::move(mine));
+    if (!state || !state->hub || state->hub->not_adopted())
+        return; /* (the first cannot happen: the handler took the socket for this hub) the
+                 * stream stays parked: drop_parked() frees it with the connection's pool */
+    state->hub->adopt(take_parked(c));
 }
 
 void adopt_suspended_stream(conn_rec *c, ModuleState *state)

@@ -6,9 +6,17 @@
 use strict;
 use warnings;
 use lib 't/lib';
+use Crypt::JWT qw(encode_jwt);
+use File::Temp ();
 use SSETest;
 use Test::More;
 use Time::HiRes qw(sleep time);
+
+# An HS256 key for the token-expired end, made for this run.
+my $keys = File::Temp::tempdir('mod_sse-hold-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+chmod 0755, $keys;
+my $secret = join '', map { sprintf '%02x', int rand 256 } 1 .. 32;
+{ open my $fh, '>', "$keys/hs.secret" or die $!; print $fh "$secret\n"; close $fh; chmod 0644, "$keys/hs.secret" }
 
 my $event = ($ENV{SSE_TEST_MPM} // 'event') eq 'event';
 my $global = "LogLevel warn sse:info\nSSEHoldMode socket\nSSEKeepalive 1\n"
@@ -26,7 +34,12 @@ my $locations = <<'EOF';
     SetHandler sse-subscribe
     SSEHoldMode request
 </Location>
+<Location /tok>
+    SetHandler sse-subscribe
+    SSETokenKey HS256 KEYS/hs.secret
+</Location>
 EOF
+$locations =~ s/KEYS/$keys/g;
 
 # The access-log lines of $path (exact, query string included).
 sub lines_of {
@@ -125,6 +138,19 @@ subtest 'socket mode (event MPM)' => sub {
         }
         ended_once($srv, '/slow/fb', 'fell-behind');
         $slow->close;
+    };
+
+    subtest 'token-expired: the token of the stream expires' => sub {
+        my $exp = int(time) + 3;
+        my $t = encode_jwt(payload => {exp => $exp, mercure => {subscribe => ['tk']}},
+                           alg => 'HS256', key => $secret);
+        my $c = $srv->subscribe('/tok/tk', headers => {Authorization => "Bearer $t"});
+        is($c->status, 200, 'a token valid for 3 s: 200');
+        my @ev = $c->events(1, $exp - time + 15);
+        is($ev[0] && $ev[0]{event}, 'sse-close', 'the token-expired notice');
+        ok(time >= $exp, 'not before exp');
+        ended_once($srv, '/tok/tk', 'token-expired');
+        $c->close;
     };
 
     subtest 'request mode where the location says so' => sub {

@@ -15,8 +15,8 @@
 # of the socket, httpd frees the request and the connection): 2,939, 3,469 and 3,086 bytes per
 # stream in 3 runs of this test (same machine and build); kSocketBaseline is their mean, and
 # the test fails above 1.25 times it. What is left is the hub's own stream (its Subscriber,
-# Subscription and transport), the fan-out's indexes, and the malloc arenas of the workers
-# that made them (the spread between runs).
+# Subscription and transport) and the fan-out's indexes; the spread between runs is most
+# likely the malloc arenas of the workers that made them (not measured).
 # Nothing here depends on speed or load: every stream is opened and answered before the
 # figure is taken, and RSS counts pages, not time; kernel socket buffers are not in RSS. It
 # depends on APR's and glibc's allocation (deterministic for a given build).

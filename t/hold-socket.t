@@ -19,13 +19,10 @@ my $secret = join '', map { sprintf '%02x', int rand 256 } 1 .. 32;
 { open my $fh, '>', "$keys/hs.secret" or die $!; print $fh "$secret\n"; close $fh; chmod 0644, "$keys/hs.secret" }
 
 my $event = ($ENV{SSE_TEST_MPM} // 'event') eq 'event';
+# Every stream here has a client id of its own, but those of the replaced subtest.
 my $global = "LogLevel warn sse:info\nSSEHoldMode socket\nSSEKeepalive 1\n"
-           . "SSEClientId \"%{query_param:client}\" unauthenticated\n";
+           . "SSEClientId \"%{query_param:client}\" unauthenticated\nSSEDuplicateClient replace\n";
 my $locations = <<'EOF';
-<Location /replace>
-    SetHandler sse-subscribe
-    SSEDuplicateClient replace
-</Location>
 <Location /slow>
     SetHandler sse-subscribe
     SSEMaxPending 1K
@@ -50,6 +47,18 @@ sub lines_of {
 sub sse0510 {
     my ($srv, $path, $reason) = @_;
     return grep { /SSE0510: .* path \Q$path\E, .* SSE_END \Q$reason\E$/ } split /\n/, $srv->log_text;
+}
+# The stream at $path (on channel $ch) is held in request mode: it gets an event, has no
+# access-log line while it is held, and one saying client-closed once its client left.
+sub held_as_request {
+    my ($srv, $path, $ch) = @_;
+    my $s = $srv->subscribe($path);
+    $srv->publish("/publish/$ch", "to $ch");
+    is(($s->events(1, 10))[0]{data}, "to $ch", 'event received');
+    is(scalar(lines_of($srv, $path)), 0, 'no access-log line while it is held (request mode)');
+    $s->close;
+    ok($srv->wait_for(sub { lines_of($srv, $path) }, 15), 'its line when it ends');
+    like((lines_of($srv, $path))[0] // '', qr/end=client-closed$/, 'end=client-closed');
 }
 sub ended_once {
     my ($srv, $path, $reason) = @_;
@@ -116,16 +125,16 @@ subtest 'socket mode (event MPM)' => sub {
     };
 
     subtest 'replaced: the same client id again (SSEDuplicateClient replace)' => sub {
-        my $old = $srv->subscribe('/replace/rep?client=rep');
-        $srv->wait_for(sub { lines_of($srv, '/replace/rep?client=rep') }, 15);
-        my $new = $srv->subscribe('/replace/rep?client=rep');
+        my $old = $srv->subscribe('/events/rep?client=rep');
+        $srv->wait_for(sub { lines_of($srv, '/events/rep?client=rep') }, 15);
+        my $new = $srv->subscribe('/events/rep?client=rep');
         my @ev = $old->events(1, 10);
         is($ev[0] && $ev[0]{event}, 'sse-close', 'the older stream gets sse-close');
-        ended_once($srv, '/replace/rep', 'replaced');
+        ended_once($srv, '/events/rep', 'replaced');
         $srv->publish('/publish/rep', 'to the new one');
         is(($new->events(1, 10))[0]{data}, 'to the new one', 'the new stream goes on');
         $new->close;
-        ended_once($srv, '/replace/rep', 'client-closed');
+        ended_once($srv, '/events/rep', 'client-closed');
     };
 
     subtest 'fell-behind: a client that does not read (SSEMaxPending 1K)' => sub {
@@ -154,13 +163,7 @@ subtest 'socket mode (event MPM)' => sub {
     };
 
     subtest 'request mode where the location says so' => sub {
-        my $s = $srv->subscribe('/request/rq?client=rq');
-        $srv->publish('/publish/rq', 'in request mode');
-        is(($s->events(1, 10))[0]{data}, 'in request mode', 'event received');
-        is(scalar(lines_of($srv, '/request/rq?client=rq')), 0, 'no access-log line while it is held');
-        $s->close;
-        ok($srv->wait_for(sub { lines_of($srv, '/request/rq?client=rq') }, 15), 'its line when it ends');
-        like((lines_of($srv, '/request/rq?client=rq'))[0] // '', qr/end=client-closed$/, 'end=client-closed');
+        held_as_request($srv, '/request/rq?client=rq', 'rq');
     };
 
     subtest 'graceful restart: the stream gets retry: and ends' => sub {
@@ -184,13 +187,7 @@ subtest 'socket mode (event MPM)' => sub {
 subtest 'fallback: SSE_TEST_FAULT=hold-socket-dup-fails holds in request mode' => sub {
     local $ENV{SSE_TEST_FAULT} = 'hold-socket-dup-fails';
     my $srv = SSETest::Server->start(global => $global);
-    my $s = $srv->subscribe('/events/df?client=df');
-    $srv->publish('/publish/df', 'still delivered');
-    is(($s->events(1, 10))[0]{data}, 'still delivered', 'event received');
-    is(scalar(lines_of($srv, '/events/df?client=df')), 0, 'no access-log line at take-over (request mode)');
-    $s->close;
-    ok($srv->wait_for(sub { lines_of($srv, '/events/df?client=df') }, 15), 'its line when it ends');
-    like((lines_of($srv, '/events/df?client=df'))[0] // '', qr/end=client-closed$/, 'end=client-closed');
+    held_as_request($srv, '/events/df?client=df', 'df');
     is(scalar(sse0510($srv, '/events/df', 'client-closed')), 0, 'no SSE0510');
     $srv->stop;
 };
@@ -245,13 +242,7 @@ SKIP: {
     skip 'prefork has no hub', 1 if $event;
     subtest 'prefork: socket mode holds as request mode' => sub {
         my $srv = SSETest::Server->start(global => $global);
-        my $s = $srv->subscribe('/events/pf?client=pf');
-        $srv->publish('/publish/pf', 'on prefork');
-        is(($s->events(1, 10))[0]{data}, 'on prefork', 'event received');
-        is(scalar(lines_of($srv, '/events/pf?client=pf')), 0, 'no access-log line while it is held');
-        $s->close;
-        ok($srv->wait_for(sub { lines_of($srv, '/events/pf?client=pf') }, 15), 'its line when it ends');
-        like((lines_of($srv, '/events/pf?client=pf'))[0] // '', qr/end=client-closed$/, 'end=client-closed');
+        held_as_request($srv, '/events/pf?client=pf', 'pf');
         $srv->stop;
     };
 }

@@ -3,6 +3,7 @@
 
 #include "http_core.h"
 #include "http_log.h"
+#include "httpd.h"
 
 #include "apr_portable.h"
 
@@ -41,8 +42,9 @@ std::unique_ptr<TakenSocket> TakenSocket::take(request_rec *r, bool fail_dup)
 }
 
 TakenSocket::TakenSocket(int fd, const request_rec *r)
-    : fd_(fd), client_(r->useragent_ip ? r->useragent_ip : ""), path_(r->uri ? r->uri : ""),
-      started_(r->request_time)
+    : fd_(fd), client_(r->useragent_ip ? r->useragent_ip : ""),
+      /* Escaped as httpd escapes what it logs of a request: the path is the client's. */
+      path_(r->uri ? ap_escape_logitem(r->pool, r->uri) : ""), started_(r->request_time)
 {
 }
 

@@ -110,7 +110,7 @@ private:
 
     int fd_;
     std::string client_;  /* r->useragent_ip */
-    std::string path_;    /* r->uri: no query string */
+    std::string path_;    /* r->uri (no query string), escaped for the log */
     apr_time_t started_;  /* r->request_time */
 };
 

@@ -27,8 +27,10 @@
  *    A connection that never gets there (an ungraceful stop closes the workers' sockets,
  *    close_worker_sockets(), and the child exits) runs c->pool's cleanups when its pool is
  *    destroyed: the parked stream is deleted then, never held.
- *    Pinned by t/hold-socket.t ("events arrive after take-over": without the hook the stream
- *    is never held and ends at once).
+ *    Pinned by t/hold-socket.t ("take-over: ...", "event received": without the hook the
+ *    stream is never held, and the c->pool cleanup ends it once httpd is done with the
+ *    connection; seen failing with the hook unregistered). The cleanup's side is driven by
+ *    SSE_TEST_FAULT=hold-socket-not-adopted (t/hold-socket.t, "... freed once").
  *
  * 2. No FIN at httpd's close (adopt_taken_socket() sets c->aborted = 1): in
  *    ap_start_lingering_close(), `return (c->aborted || apr_socket_shutdown(csd,
@@ -38,13 +40,14 @@
  *    open sends nothing; shutdown() would end the stream for the client whatever the dup.
  *    ap_flush_conn() runs before (FLUSH and EOC down c->output_filters): the core output
  *    filter writes nothing for an aborted connection, and holds nothing (4).
- *    Pinned by t/hold-socket.t ("no EOF after take-over": without the aborted mark the
- *    client reads EOF right after the first bytes).
+ *    Pinned by t/hold-socket.t ("no EOF after take-over", "keep-alives arrive"): without
+ *    the aborted mark the client reads EOF right after the first bytes (seen failing).
  *
  * 3. The access-log line is written at take-over, by ap_process_request_after_handler()
  *    after the handler's OK, with the notes set before returning (SSE_EVENTS and SSE_BYTES so
  *    far, SSE_END socket-held); the stream's end is logged as SSE0510 instead.
- *    Pinned by t/hold-socket.t ("one access-log line per stream, at take-over").
+ *    Pinned by t/hold-socket.t ("the access-log line is written at take-over", "SSE_END
+ *    socket-held", "still one access-log line").
  *
  * 4. possible(): the bytes the hub writes to the socket are the response as is: not chunked
  *    (mod_sse sets AP_CONN_CLOSE, so HTTP/1.1 sends no chunking), the connection's output
@@ -54,8 +57,11 @@
  *    wrote (c->data_in_output_filters == 0 after its FLUSH): what it held would go out after
  *    the hub's bytes, or never. Any of these failing, the stream is held as a suspended
  *    connection instead (SSEHoldMode request).
- *    Pinned by t/hold-socket.t ("TLS falls back to request mode": without the filter check
- *    the client gets plaintext on a TLS connection).
+ *    Pinned by t/hold-socket.t ("fallback: TLS holds in request mode": without the
+ *    connection-filter check the client gets plaintext on a TLS connection; seen failing).
+ *    The request-filter and data_in_output_filters checks are not pinned: no test sets up a
+ *    body-rewriting filter that is still in the chain after the first FLUSH, nor a socket too
+ *    full to take the first bytes.
  *
  * 5. Nothing the hub keeps points into r->pool or c->pool (both are destroyed at take-over):
  *    this object copies the client's address and the path (without query string), the

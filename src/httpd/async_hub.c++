@@ -446,7 +446,12 @@ private:
                 inbox_.pop_front();
             }
             fanout_.add(*s);
-            settling_.push_back(s);
+            /* Only a stream that is not settled yet waits in settling_: one that is (a taken
+             * socket) goes to the ender from ended() directly, and settle() would hand it over
+             * a second time if it ended in this round (the ender then used it after freeing
+             * it). */
+            if (!s->conn->settled())
+                settling_.push_back(s);
             s->conn->adopted();
             fault_point(fault_.io_throw_after, io_taken_);
             if (stopping_.load() || broken_.load()) {

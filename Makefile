@@ -56,7 +56,8 @@ GLUE_SRCS := mod_sse.c++ src/httpd/respond.c++ src/httpd/subscribe.c++ src/httpd
              src/httpd/token_check.c++ src/httpd/mercure_hub.c++ \
              src/httpd/shared_segment.c++ src/httpd/config.c++ src/httpd/generation.c++ \
              src/httpd/location_mapping.c++ src/httpd/query_param_expr.c++ \
-             src/httpd/suspended_connection.c++ src/httpd/mpm_sizing.c++ src/httpd/redis_bus.c++ \
+             src/httpd/suspended_connection.c++ src/httpd/taken_socket.c++ \
+             src/httpd/stream_transport.c++ src/httpd/mpm_sizing.c++ src/httpd/redis_bus.c++ \
              src/httpd/redis_cluster_state.c++ src/httpd/redis_presence.c++
 CORE_OBJS := $(CORE_SRCS:%.c++=$(BUILD)/%.o)
 # Signed tokens (src/token.c++): libjwt verifies, libcrypto loads and checks the public keys.

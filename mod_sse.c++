@@ -11,6 +11,7 @@
 #include "src/httpd/hooks.h"
 #include "src/httpd/publish_socket.h"
 
+#include "http_connection.h"
 #include "http_core.h"
 #include "http_request.h"
 #include "mpm_common.h"
@@ -65,6 +66,15 @@ void suspend_connection(conn_rec *c, request_rec *)
 {
     guarded(c->base_server, "suspend_connection",
             [&] { adopt_suspended_stream(c, server_config(c->base_server)->state); });
+}
+
+/* A stream whose socket the handler took over (SSEHoldMode socket): httpd closes the
+ * connection now, the hub holds the socket from here on (src/httpd/taken_socket.h). */
+int pre_close_connection(conn_rec *c)
+{
+    guarded(c->base_server, "pre_close_connection",
+            [&] { adopt_taken_socket(c, server_config(c->base_server)->state); });
+    return OK;
 }
 
 /* Graceful restart or stop: streams end so that the old child can exit and browsers come
@@ -144,6 +154,8 @@ void register_hooks(apr_pool_t *p)
     ap_hook_post_config(post_config, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_child_init(child_init, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_suspend_connection(suspend_connection, nullptr, nullptr, APR_HOOK_MIDDLE);
+    /* First: before another module's pre-close hook writes to the connection. */
+    ap_hook_pre_close_connection(pre_close_connection, nullptr, nullptr, APR_HOOK_REALLY_FIRST);
     ap_hook_pre_translate_name(pre_translate_name, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_translate_name(note_walked_uri, nullptr, nullptr, APR_HOOK_REALLY_FIRST);
     ap_hook_translate_name(translate_name, nullptr, nullptr, APR_HOOK_LAST);

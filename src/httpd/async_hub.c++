@@ -5,9 +5,11 @@
  */
 #include "src/httpd/async_hub.h"
 #include "src/httpd/suspended_connection.h"
+#include "src/httpd/taken_socket.h"
 #include "sse/fanout.h"
 
 #include "ap_mpm.h"
+#include "http_main.h"
 
 #include <algorithm>
 #include <atomic>
@@ -34,9 +36,6 @@ namespace sse::httpd {
 
 namespace {
 
-/* What mod_ssl may add to each piece (record header, IV, MAC or tag, padding), counted
- * generously. */
-constexpr std::size_t kRecordSlack = 128;
 constexpr int kTickMs = 1000;
 /* Records fanned out per loop round at most, so a burst does not keep the sockets waiting. */
 constexpr std::size_t kFanOutBatch = 4096;
@@ -48,9 +47,14 @@ constexpr int kMaxSocketEvents = 512;
  * throws are not std::exceptions, like those of a library that throws anything.
  * hub-no-waitv: the hub runs as on a kernel without futex_waitv (a bus relay thread).
  * hub-waitv-fails: futex_waitv works at start, then its first wait fails (the hub goes over to
- * the relay). Unset, or any other value: no fault. */
+ * the relay). hold-socket-dup-fails: SSEHoldMode socket cannot dup() a socket (the stream is
+ * held in request mode instead). hold-socket-not-adopted: the pre_close_connection hook leaves
+ * a taken socket's stream parked, as when a connection is closed without its hooks (the pool
+ * cleanup then frees it, SSE0511). Unset, or any other value: no fault. */
 struct HubFault {
     bool start_fail = false;
+    bool dup_fails = false;
+    bool not_adopted = false;
     bool no_waitv = false;
     bool waitv_fails = false;
     long io_throw_after = 0;    /* 0: never */
@@ -67,6 +71,8 @@ struct HubFault {
             return spec.rfind(prefix, 0) == 0 ? std::atol(spec.c_str() + strlen(prefix)) : 0L;
         };
         f.start_fail = spec == "hub-start-fail";
+        f.dup_fails = spec == "hold-socket-dup-fails";
+        f.not_adopted = spec == "hold-socket-not-adopted";
         f.no_waitv = spec == "hub-no-waitv";
         f.waitv_fails = spec == "hub-waitv-fails";
         f.io_throw_after = count_after("hub-io-throw-after:");
@@ -77,21 +83,6 @@ struct HubFault {
 
 struct InjectedFault {}; /* deliberately not a std::exception */
 
-/* Writes `n` pieces to the socket `fd` without waiting, as writev() would: one piece (the
- * usual delivery of one event) with send(), several with sendmsg(). Both take the socket
- * path directly, where writev() goes through the file layer first (its checks, the iovec
- * import, fsnotify): on 100 channels x 100 streams that layer was about 1 us of the 15 us of
- * kernel time per delivery (bench/run-fanout-cost, docs/benchmarks.md). */
-ssize_t send_pieces(int fd, struct iovec *iov, int n)
-{
-    if (n == 1)
-        return send(fd, iov[0].iov_base, iov[0].iov_len, MSG_DONTWAIT | MSG_NOSIGNAL);
-    struct msghdr msg = {};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = static_cast<std::size_t>(n);
-    return sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-}
-
 /* Throws InjectedFault when `count` (incremented here) reaches `after` (> 0). */
 void fault_point(long after, long &count)
 {
@@ -101,22 +92,26 @@ void fault_point(long after, long &count)
 
 } // namespace
 
-/* One suspended stream: what the fan-out keeps of it (Subscriber: its queue, its rules), its
- * connection and its registry slot. Created on the worker by the handler; owned by the hub's
- * I/O thread once adopted, then by the ender thread once ended and settled. */
-struct SuspendedStream : Subscriber {
-    /* want_out and conn (its descriptor, direct()) first: next to what Subscriber's
-     * delivery fields touch (sse/fanout.h), so a delivery touches adjacent cache lines. */
+/* One held stream: what the fan-out keeps of it (Subscriber: its queue, its rules), its
+ * transport (a suspended connection, or a taken socket: SSEHoldMode) and its registry slot.
+ * Everything here is its own (std:: copies), nothing in a request's or connection's pool: a
+ * taken socket's pools are gone once httpd closed the connection (taken_socket.h, 5).
+ * Created on the worker by the handler; owned by the hub's I/O thread once adopted, then by
+ * the ender thread once ended and settled. */
+struct HubStream : Subscriber {
+    /* want_out and conn first: next to what Subscriber's delivery fields touch
+     * (sse/fanout.h), so a delivery touches adjacent cache lines. */
     bool want_out = false; /* EPOLLOUT is asked for */
-    SuspendedConnection conn;
+    bool taken = false;    /* conn is a TakenSocket (SSEHoldMode socket) */
+    std::unique_ptr<StreamTransport> conn;
     Subscription sub;
 
-    SuspendedStream(request_rec *r, BusReader reader, const std::vector<std::string> &channels,
-                    const std::string &client_id, const DeliverySettings &settings,
-                    apr_size_t max_pending)
+    HubStream(std::unique_ptr<StreamTransport> transport, BusReader reader,
+              const std::vector<std::string> &channels, const std::string &client_id,
+              const DeliverySettings &settings, apr_size_t max_pending)
         : Subscriber(std::move(reader), channels, client_id, settings, max_pending,
                      apr_time_now()),
-          conn(r)
+          conn(std::move(transport))
     {
     }
 };
@@ -167,6 +162,10 @@ public:
 
     /* Whether new streams may be suspended: not once a hub thread failed. */
     bool accepting() const { return !broken_.load(); }
+    /* SSE_TEST_FAULT=hold-socket-dup-fails. */
+    bool dup_fails() const { return fault_.dup_fails; }
+    /* SSE_TEST_FAULT=hold-socket-not-adopted. */
+    bool not_adopted() const { return fault_.not_adopted; }
 
     /* From child_stopping: streams end, late arrivals are closed as they come. */
     void stop()
@@ -201,11 +200,12 @@ public:
             ender_.join();
     }
 
-    void adopt(SuspendedStream *s)
+    void adopt(std::unique_ptr<HubStream> s)
     {
         {
             std::lock_guard<std::mutex> lock(inbox_mu_);
-            inbox_.push_back(s);
+            inbox_.push_back(s.get());
+            s.release(); /* the inbox's now */
         }
         poke();
     }
@@ -397,7 +397,7 @@ private:
                  * record never came (the replacer died before publishing it), end as if it
                  * had come: one lock-free read of the registry per stream and tick. */
                 fanout_.tick(now, [](const Subscriber &sub) {
-                    return static_cast<const SuspendedStream &>(sub).sub.lost_slot();
+                    return static_cast<const HubStream &>(sub).sub.lost_slot();
                 });
             }
             settle(now);
@@ -421,7 +421,7 @@ private:
     {
         const int n = epoll_wait(epfd_, events.data(), static_cast<int>(events.size()), 0);
         for (int i = 0; i < n; ++i) {
-            auto *s = static_cast<SuspendedStream *>(events[i].data.ptr);
+            auto *s = static_cast<HubStream *>(events[i].data.ptr);
             if (s->ended())
                 continue;
             if (events[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
@@ -437,7 +437,7 @@ private:
     void take_inbox()
     {
         for (;;) {
-            SuspendedStream *s;
+            HubStream *s;
             {
                 std::lock_guard<std::mutex> lock(inbox_mu_);
                 if (inbox_.empty())
@@ -446,8 +446,13 @@ private:
                 inbox_.pop_front();
             }
             fanout_.add(*s);
-            settling_.push_back(s);
-            s->conn.take_socket();
+            /* Only a stream that is not settled yet waits in settling_: one that is (a taken
+             * socket) goes to the ender from ended() directly, and settle() would hand it over
+             * a second time if it ended in this round (the ender then used it after freeing
+             * it). */
+            if (!s->conn->settled())
+                settling_.push_back(s);
+            s->conn->adopted();
             fault_point(fault_.io_throw_after, io_taken_);
             if (stopping_.load() || broken_.load()) {
                 fanout_.end(*s, closing_reason());
@@ -456,7 +461,7 @@ private:
             struct epoll_event ev = {};
             ev.events = EPOLLRDHUP;
             ev.data.ptr = s;
-            if (epoll_ctl(epfd_, EPOLL_CTL_ADD, s->conn.fd(), &ev) < 0) {
+            if (epoll_ctl(epfd_, EPOLL_CTL_ADD, s->conn->fd(), &ev) < 0) {
                 fanout_.end(*s, EndReason::WriteFailed);
                 continue;
             }
@@ -471,8 +476,8 @@ private:
     void settle(apr_time_t now, bool all = false)
     {
         std::size_t kept = 0;
-        for (SuspendedStream *s : settling_) {
-            if (!all && !s->conn.worker_left_by(now)) {
+        for (HubStream *s : settling_) {
+            if (!all && !s->conn->worker_left_by(now)) {
                 settling_[kept++] = s;
                 continue;
             }
@@ -483,110 +488,42 @@ private:
         settling_.resize(kept);
     }
 
-    /* The epoll set watches the MPM's descriptor instead of the dup; a stream whose MPM
-     * descriptor close_worker_sockets() closed ends. */
-    void release_dup(SuspendedStream *s)
+    /* The epoll set watches the descriptor the transport settles on (a suspended
+     * connection's MPM descriptor instead of its dup); a stream whose connection lost its
+     * socket (close_worker_sockets() closed it) ends. */
+    void release_dup(HubStream *s)
     {
-        if (s->conn.on_dup() && !s->ended()) {
+        const int next = s->conn->settled_fd();
+        if (next != s->conn->fd() && !s->ended()) {
             struct epoll_event ev = {};
             ev.events = EPOLLRDHUP | (s->want_out ? static_cast<std::uint32_t>(EPOLLOUT) : 0u);
             ev.data.ptr = s;
-            if (s->conn.mpm_socket_open() &&
-                epoll_ctl(epfd_, EPOLL_CTL_ADD, s->conn.mpm_fd(), &ev) == 0)
-                epoll_ctl(epfd_, EPOLL_CTL_DEL, s->conn.fd(), nullptr);
+            if (next >= 0 && epoll_ctl(epfd_, EPOLL_CTL_ADD, next, &ev) == 0)
+                epoll_ctl(epfd_, EPOLL_CTL_DEL, s->conn->fd(), nullptr);
             else
                 fanout_.end(*s, EndReason::WriteFailed);
         }
-        s->conn.settle();
+        s->conn->settle();
     }
 
     /* FanOutSink: writes what the socket takes; never blocks. */
     void write_queued(Subscriber &sub) override
     {
-        auto *s = static_cast<SuspendedStream *>(&sub);
-        if (s->conn.direct())
-            write_direct(s);
-        else
-            write_filtered(s);
-    }
-
-    /* Through the filters (TLS): at most write_budget() at a time, only when the core holds
-     * nothing (see suspended_connection.h, 4). */
-    void write_filtered(SuspendedStream *s)
-    {
-        if (s->conn.holds_data() && !write_buffered(s))
-            return;
-        const std::size_t budget = s->conn.write_budget();
-        while (!s->conn.holds_data() && !s->queue_empty()) {
-            std::vector<SharedBytes> inflight; /* what the brigade points into, until pass() */
-            std::size_t charged = 0, plain = 0, skip = s->front_offset();
-            for (auto it = s->queue().begin();
-                 it != s->queue().end() && charged + kRecordSlack < budget; ++it, skip = 0) {
-                const std::string &b = **it;
-                const std::size_t len = std::min(b.size() - skip, budget - charged - kRecordSlack);
-                s->conn.add(b.data() + skip, len);
-                charged += len + kRecordSlack;
-                plain += len;
-                inflight.push_back(*it);
-            }
-            s->consumed(plain);
-            if (!s->conn.pass()) {
-                fanout_.end(*s, EndReason::WriteFailed);
-                return;
-            }
-            s->wrote(plain, apr_time_now());
-            if (!write_buffered(s))
-                return;
-        }
-        want_out(s, s->conn.holds_data());
-    }
-
-    /* Plain HTTP without chunking: the body is the bytes themselves and the only output
-     * filter left is the core's, with nothing buffered; one system call per wake-up. */
-    void write_direct(SuspendedStream *s)
-    {
-        while (!s->queue_empty()) {
-            struct iovec iov[64];
-            int n = 0;
-            std::size_t total = 0, skip = s->front_offset();
-            for (auto it = s->queue().begin();
-                 it != s->queue().end() && n < 64 && total < 256 * 1024; ++it, ++n, skip = 0) {
-                iov[n].iov_base = const_cast<char *>((*it)->data() + skip);
-                iov[n].iov_len = (*it)->size() - skip;
-                total += iov[n].iov_len;
-            }
-            ssize_t w = send_pieces(s->conn.fd(), iov, n);
-            if (w < 0) {
-                if (errno == EAGAIN || errno == EINTR) {
-                    want_out(s, true);
-                    return;
-                }
-                fanout_.end(*s, EndReason::WriteFailed);
-                return;
-            }
-            s->wrote(static_cast<std::size_t>(w), apr_time_now());
-            s->consumed(static_cast<std::size_t>(w));
-            if (static_cast<std::size_t>(w) < total) {
-                want_out(s, true);
-                return;
-            }
-        }
-        want_out(s, false);
-    }
-
-    /* Has the core output filter write what it holds (SuspendedConnection::write_held). */
-    bool write_buffered(SuspendedStream *s)
-    {
-        if (!s->conn.write_held()) {
-            fanout_.end(*s, EndReason::WriteFailed);
-            return false;
-        }
-        if (s->conn.holds_data())
+        auto *s = static_cast<HubStream *>(&sub);
+        switch (s->conn->write(*s)) {
+        case StreamTransport::Wrote::All:
+            want_out(s, false);
+            break;
+        case StreamTransport::Wrote::WantOut:
             want_out(s, true);
-        return true;
+            break;
+        case StreamTransport::Wrote::Failed:
+            fanout_.end(*s, EndReason::WriteFailed);
+            break;
+        }
     }
 
-    void want_out(SuspendedStream *s, bool out)
+    void want_out(HubStream *s, bool out)
     {
         if (s->want_out == out)
             return;
@@ -594,7 +531,7 @@ private:
         struct epoll_event ev = {};
         ev.events = EPOLLRDHUP | (out ? static_cast<std::uint32_t>(EPOLLOUT) : 0u);
         ev.data.ptr = s;
-        epoll_ctl(epfd_, EPOLL_CTL_MOD, s->conn.fd(), &ev);
+        epoll_ctl(epfd_, EPOLL_CTL_MOD, s->conn->fd(), &ev);
     }
 
     /* FanOutSink: a stream ends on the I/O thread (FanOut took it out of its sets): out of
@@ -602,8 +539,8 @@ private:
      * presence, access log, close, pool) is the ender's, once the stream is settled. */
     void ended(Subscriber &sub, EndReason why) override
     {
-        auto *s = static_cast<SuspendedStream *>(&sub);
-        epoll_ctl(epfd_, EPOLL_CTL_DEL, s->conn.fd(), nullptr);
+        auto *s = static_cast<HubStream *>(&sub);
+        epoll_ctl(epfd_, EPOLL_CTL_DEL, s->conn->fd(), nullptr);
         if (comes_back(why)) {
             /* Only between events: with part of an event handed down (write_filtered() splits
              * large ones over TLS), a retry: would land inside it and the client would
@@ -613,19 +550,19 @@ private:
             std::string last;
             if (s->front_offset() == 0)
                 s->delivery().restart_bytes(last);
-            s->bytes_sent += s->conn.end_with(last);
+            s->bytes_sent += s->conn->end_with(last);
         } else {
-            s->conn.abort(); /* gone, failed, or too far behind: it reconnects and replays */
+            s->conn->abort(); /* gone, failed, or too far behind: it reconnects and replays */
         }
         /* The registry slot and the disconnect go at once; the connection once settled. */
-        hand_over(s, true, s->conn.settled());
+        hand_over(s, true, s->conn->settled());
     }
 
     /* `leave`: the ender releases the stream's registry slot (Subscription::end) at once;
      * the I/O thread no longer touches s->sub. `finish`: at the end of this loop round (the
      * current epoll batch may still name the stream), the ender takes the stream and
      * deletes it; the I/O thread never looks at it again. */
-    void hand_over(SuspendedStream *s, bool leave, bool finish)
+    void hand_over(HubStream *s, bool leave, bool finish)
     {
         if (finish)
             finishing_.push_back(s);
@@ -644,7 +581,7 @@ private:
             return;
         {
             std::lock_guard<std::mutex> lock(ender_mu_);
-            for (SuspendedStream *s : finishing_)
+            for (HubStream *s : finishing_)
                 ender_queue_.push_back({s, false, true});
         }
         finishing_.clear();
@@ -675,7 +612,7 @@ private:
         }
     }
 
-    void leave(SuspendedStream *s)
+    void leave(HubStream *s)
     {
         try {
             s->sub.end(end_reason_name(s->end_reason()));
@@ -689,14 +626,14 @@ private:
         }
     }
 
-    /* Releases a settled, ended stream's connection (SuspendedConnection::close), with its
-     * access-log notes. */
-    void finish(SuspendedStream *s)
+    /* Releases a settled, ended stream: its transport's release (the access-log line or
+     * SSE0510, the connection's teardown), then the stream, then the pool it returned. */
+    void finish(HubStream *s)
     {
-        note_stream_end(s->conn.request(), s->events_sent, s->bytes_sent, s->end_reason());
-        apr_pool_t *pool = s->conn.close(s->bytes_sent);
+        apr_pool_t *pool = s->conn->release(s_, s->events_sent, s->bytes_sent, s->end_reason());
         delete s;
-        apr_pool_destroy(pool); /* last: see SuspendedConnection::close() */
+        if (pool)
+            apr_pool_destroy(pool); /* last: see StreamTransport::release() */
     }
 
     server_rec *s_;
@@ -714,14 +651,14 @@ private:
     HubFault fault_;
     long io_taken_ = 0, ender_done_ = 0; /* counted for fault_ only */
     std::mutex inbox_mu_;
-    std::deque<SuspendedStream *> inbox_;
-    std::vector<SuspendedStream *> settling_; /* adopted, worker maybe not gone yet */
-    std::vector<SuspendedStream *> finishing_; /* ended and settled: for the ender, at the
+    std::deque<HubStream *> inbox_;
+    std::vector<HubStream *> settling_; /* adopted, worker maybe not gone yet */
+    std::vector<HubStream *> finishing_; /* ended and settled: for the ender, at the
                                                 * end of this loop round */
     std::mutex ender_mu_;
     std::condition_variable ender_cv_;
     struct EnderTask {
-        SuspendedStream *s = nullptr;
+        HubStream *s = nullptr;
         bool leave = false, finish = false;
     };
     std::deque<EnderTask> ender_queue_;
@@ -768,25 +705,95 @@ bool can_suspend(request_rec *r, const DirConfig &d, const ModuleState *state)
            SuspendedConnection::suspendable(r);
 }
 
-void prepare_suspended_stream(request_rec *r, BusReader reader, const DeliverySettings &settings,
-                              apr_size_t max_pending, apr_uint64_t events_sent,
-                              apr_uint64_t bytes_sent, const std::vector<std::string> &channels,
-                              const std::string &client_id, Subscription sub)
+namespace {
+
+/* A stream the handler made waits in its connection's config slot until a hook hands it to
+ * the hub (the suspend_connection hook in request mode, the pre_close_connection hook in
+ * socket mode). The slot owns it: whoever takes it out, emptying the slot in the same step,
+ * owns it. All on the thread that runs the connection (its worker; a pool cleanup runs
+ * there too, or at the child's exit after the workers were joined). */
+HubStream *parked(conn_rec *c)
 {
-    auto *s = new SuspendedStream(r, std::move(reader), channels, client_id, settings,
-                                  max_pending);
+    return static_cast<HubStream *>(ap_get_module_config(c->conn_config, &sse_module));
+}
+
+std::unique_ptr<HubStream> take_parked(conn_rec *c)
+{
+    std::unique_ptr<HubStream> s(parked(c));
+    ap_set_module_config(c->conn_config, &sse_module, nullptr);
+    return s;
+}
+
+/* A cleanup on c->pool, for a socket-mode stream: when the pool goes (cleared for reuse or
+ * destroyed) and the pre_close_connection hook did not take the stream (an ungraceful stop
+ * closed the socket without the hooks), it is deleted here: its registry slot released
+ * (Subscription's destructor), its dup closed. After the hook took it the slot is empty and
+ * this does nothing. */
+apr_status_t drop_parked(void *data)
+{
+    guarded(ap_server_conf, "dropping a taken socket's stream", [data] {
+        auto *c = static_cast<conn_rec *>(data);
+        if (!parked(c))
+            return;
+        take_parked(c).reset();
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, ap_server_conf,
+                     "SSE0511: a socket-held stream ended before the hub took it: its "
+                     "connection was closed without its pre-close hooks");
+    });
+    return APR_SUCCESS;
+}
+
+} // namespace
+
+int hand_to_hub(request_rec *r, const DirConfig &d, ModuleState *state, BusReader reader,
+                const DeliverySettings &settings, apr_uint64_t events_sent,
+                apr_uint64_t bytes_sent, const std::vector<std::string> &channels,
+                const std::string &client_id, Subscription sub)
+{
+    conn_rec *c = r->connection;
+    std::unique_ptr<StreamTransport> transport;
+    if (d.hold_socket && TakenSocket::possible(r))
+        transport = TakenSocket::take(r, state->hub->dup_fails());
+    const bool taken = transport != nullptr;
+    if (!taken)
+        transport = std::make_unique<SuspendedConnection>(r);
+    std::unique_ptr<HubStream> s(new HubStream(std::move(transport), std::move(reader), channels,
+                                               client_id, settings, d.max_pending));
+    s->taken = taken;
     s->sub = std::move(sub);
     s->events_sent = events_sent;
     s->bytes_sent = bytes_sent;
-    ap_set_module_config(r->connection->conn_config, &sse_module, s);
+    ap_set_module_config(c->conn_config, &sse_module, s.release());
+    if (!taken)
+        return SUSPENDED;
+    apr_pool_cleanup_register(c->pool, c, drop_parked, apr_pool_cleanup_null);
+    /* httpd logs the request now (taken_socket.h, 3), and closes the connection without
+     * a FIN once adopt_taken_socket() marked it aborted (2). */
+    c->keepalive = AP_CONN_CLOSE;
+    note_stream_end(r, events_sent, bytes_sent, "socket-held");
+    return OK;
+}
+
+void adopt_taken_socket(conn_rec *c, ModuleState *state)
+{
+    HubStream *s = parked(c);
+    if (!s || !s->taken)
+        return;
+    c->aborted = 1; /* no shutdown() at httpd's lingering close (taken_socket.h, 2) */
+    if (!state || !state->hub || state->hub->not_adopted())
+        return; /* (the first cannot happen: the handler took the socket for this hub) the
+                 * stream stays parked: drop_parked() frees it with the connection's pool */
+    state->hub->adopt(take_parked(c));
 }
 
 void adopt_suspended_stream(conn_rec *c, ModuleState *state)
 {
-    auto *s = static_cast<SuspendedStream *>(ap_get_module_config(c->conn_config, &sse_module));
-    if (!s)
+    HubStream *parked_stream = parked(c);
+    /* A socket-mode stream waits for the pre_close_connection hook (the event MPM calls the
+     * suspend hooks on the way there too, at write completion). */
+    if (!parked_stream || parked_stream->taken)
         return;
-    ap_set_module_config(c->conn_config, &sse_module, nullptr);
+    std::unique_ptr<HubStream> s = take_parked(c);
     /* Only the call after the handler's SUSPENDED return hands the connection over; in any
      * other state (write completion, keep-alive, lingering close) the MPM still owns it and
      * its request may be gone: the stream is dropped, never held. can_suspend() keeps this
@@ -795,10 +802,9 @@ void adopt_suspended_stream(conn_rec *c, ModuleState *state)
         ap_log_cerror(APLOG_MARK, APLOG_INFO, 0, c,
                       "SSE0503: a stream was not held: its connection was not suspended "
                       "(state %d)", SuspendedConnection::mpm_state(c));
-        delete s;
         return;
     }
-    state->hub->adopt(s);
+    state->hub->adopt(std::move(s));
 }
 
 void stop_async_hub(AsyncHub *hub)

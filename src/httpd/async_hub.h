@@ -1,8 +1,17 @@
 /* src/httpd/async_hub.h — holding subscribers without a worker thread each (event MPM).
  *
  * The handler sends a stream's headers, first bytes and replay on its worker thread, then
- * returns SUSPENDED; in the suspend_connection hook the connection is handed to this child's
- * hub, and the worker is free. The hub's threads:
+ * hands the stream to this child's hub, and the worker is free. Two ways (SSEHoldMode, per
+ * location), behind one interface (StreamTransport, src/httpd/stream_transport.h):
+ * - request (the default): the handler returns SUSPENDED; in the suspend_connection hook the
+ *   connection is handed over, and the hub keeps httpd's connection and request (about 22 KB
+ *   per idle stream, src/httpd/suspended_connection.h);
+ * - socket: on plain HTTP the handler dup()s the socket and returns OK; httpd logs the
+ *   request and closes the connection (without a FIN: the dup keeps the socket), and the
+ *   pre_close_connection hook hands the stream over (about 2 KB per idle stream,
+ *   src/httpd/taken_socket.h). A stream whose socket cannot be taken (TLS, a filter, the dup
+ *   failing) is held as in request mode.
+ * The hub's threads:
  * - the I/O thread sleeps on its interest slot's futex in the bus and a word of its own at
  *   once (InterestSlot::wait_or, sse/bus.h), so a publish on a channel of its streams wakes it
  *   directly and publishes on other channels do not (without a slot: on the bus's shared word,
@@ -47,8 +56,9 @@
  * internals, with the tests that pin them, are in src/httpd/suspended_connection.h.
  *
  * Threads, and what each may wait for:
- * - A worker runs prepare_suspended_stream() (the handler) and adopt_suspended_stream() (the
- *   suspend_connection hook, which takes the inbox's mutex for a push); can_suspend() too.
+ * - A worker runs hand_to_hub() (the handler), adopt_suspended_stream() (the
+ *   suspend_connection hook) and adopt_taken_socket() (the pre_close_connection hook), which
+ *   take the inbox's mutex for a push; can_suspend() too.
  * - The I/O thread serves the sockets and never blocks: it sleeps only on the futexes (at
  *   most the 1 s tick; 20 ms while a stream is settling), and only after a round that found
  *   nothing left to do (a publish or a poke after the round began makes the sleep return at
@@ -73,17 +83,24 @@
  * - child_stopping's thread calls stop_async_hub() (a flag and a poke); the pchild cleanup,
  *   after the MPM joined its workers, joins the hub's threads.
  *
- * Ownership of a stream (its SuspendedStream, which holds the SuspendedConnection):
- *   worker: prepare_suspended_stream() makes it and parks it in the connection's config;
- *   -> suspend hook: adopt_suspended_stream() moves it to the hub's inbox, or deletes it when
- *      the connection was not handed over (it is then never held);
+ * Ownership of a stream (its HubStream, which holds its StreamTransport: a
+ * SuspendedConnection in request mode, a TakenSocket in socket mode, SSEHoldMode):
+ *   worker: hand_to_hub() makes it and parks it in the connection's config slot, which owns
+ *   it: whoever takes it out (emptying the slot in the same step) owns it;
+ *   -> request mode: the suspend hook, adopt_suspended_stream(), moves it to the hub's inbox,
+ *      or deletes it when the connection was not handed over (it is then never held);
+ *   -> socket mode: the pre_close_connection hook, adopt_taken_socket(), moves it to the
+ *      inbox; if the connection is closed without that hook (an ungraceful stop), a cleanup
+ *      on c->pool finds it still parked and deletes it (SSE0511);
  *   -> I/O thread: takes it from the inbox and owns it while it is live and while it ends
  *      (end(): out of every set, its last bytes written);
  *   -> ender, in two steps: at end(), its Subscription only (the slot is released at once;
- *      the I/O thread no longer touches it); once ended and settled (its worker left the
- *      MPM's suspend code, see suspended_connection.h), the whole stream: the ender logs it,
- *      tears the connection down, deletes the stream and destroys the connection's pool. The
- *      I/O thread hands it over at the end of a loop round and never looks at it again.
+ *      the I/O thread no longer touches it); once ended and settled (a suspended
+ *      connection's worker left the MPM's suspend code, see suspended_connection.h; a taken
+ *      socket at once), the whole stream: the ender has its transport release it (the
+ *      access-log line and the connection's teardown, or SSE0510), deletes the stream and
+ *      destroys the pool the transport returned. The I/O thread hands it over at the end of
+ *      a loop round and never looks at it again.
  *
  * If any of the hub's threads fails (an exception escapes its loop), the hub is dead:
  * can_suspend() says no from then on (new streams are held by their workers), the streams it
@@ -93,6 +110,7 @@
 #ifndef SSE_HTTPD_ASYNC_HUB_H
 #define SSE_HTTPD_ASYNC_HUB_H
 
+#include "src/httpd/config.h"
 #include "src/httpd/module.h"
 #include "src/httpd/subscription.h"
 
@@ -110,20 +128,30 @@ AsyncHub *start_async_hub(apr_pool_t *pchild, server_rec *s, ModuleState *state)
  * connection is not left suspended), SSEAsync On. */
 bool can_suspend(request_rec *r, const DirConfig &d, const ModuleState *state);
 
-/* Handler, on its worker: the stream's headers and first bytes are out, `reader` is positioned
- * after what was sent; `settings` are the stream's delivery rules (sse/delivery.h),
- * `max_pending` its SSEMaxPending, `events_sent`/`bytes_sent` what it got so far. Attaches the
- * stream to the connection; the handler then returns SUSPENDED. The hub ends `sub` when the
- * stream ends. */
-void prepare_suspended_stream(request_rec *r, BusReader reader, const DeliverySettings &settings,
-                              apr_size_t max_pending, apr_uint64_t events_sent,
-                              apr_uint64_t bytes_sent, const std::vector<std::string> &channels,
-                              const std::string &client_id, Subscription sub);
+/* Handler, on its worker, when can_suspend(): the stream's headers and first bytes are out,
+ * `reader` is positioned after what was sent; `settings` are the stream's delivery rules
+ * (sse/delivery.h), `events_sent`/`bytes_sent` what it got so far. Makes the hub's stream and
+ * parks it in the connection's config; the hub ends `sub` when the stream ends. Returns what
+ * the handler returns:
+ * - OK when the socket is taken over (SSEHoldMode socket, TakenSocket::possible(r), the dup
+ *   made): the request's access-log notes say SSE_END socket-held, the connection is to
+ *   close, and adopt_taken_socket() hands the stream over at its close;
+ * - SUSPENDED otherwise (SSEHoldMode request, or any failure to take the socket): the
+ *   connection is held suspended, adopt_suspended_stream() hands it over. */
+int hand_to_hub(request_rec *r, const DirConfig &d, ModuleState *state, BusReader reader,
+                const DeliverySettings &settings, apr_uint64_t events_sent,
+                apr_uint64_t bytes_sent, const std::vector<std::string> &channels,
+                const std::string &client_id, Subscription sub);
 
-/* suspend_connection hook: hands the connection's stream (if it has one) to the hub, when the
- * connection is in CONN_STATE_SUSPENDED (the handler's SUSPENDED return); in any other state
- * the stream is dropped (the MPM keeps the connection). */
+/* suspend_connection hook: hands the connection's stream (if it has one, in request mode)
+ * to the hub, when the connection is in CONN_STATE_SUSPENDED (the handler's SUSPENDED
+ * return); in any other state the stream is dropped (the MPM keeps the connection). */
 void adopt_suspended_stream(conn_rec *c, ModuleState *state);
+
+/* pre_close_connection hook (APR_HOOK_REALLY_FIRST): hands the connection's socket-mode
+ * stream (if it has one) to the hub and marks the connection aborted, so httpd closes its
+ * descriptor without shutdown() (src/httpd/taken_socket.h). */
+void adopt_taken_socket(conn_rec *c, ModuleState *state);
 
 /* child_stopping: every held stream is told to come back and closed; the hub's threads end. */
 void stop_async_hub(AsyncHub *hub);

@@ -44,6 +44,7 @@ constexpr std::tuple kLocationSettings{
     LocationSetting<int>{&DirConfig::async, &DirConfig::async_set, 1},
     LocationSetting<apr_size_t>{&DirConfig::max_pending, &DirConfig::max_pending_set,
                                 kDefaultMaxPending},
+    LocationSetting<int>{&DirConfig::hold_socket, &DirConfig::hold_socket_set, 0},
     LocationSetting<ap_expr_info_t *>{&DirConfig::client_id_expr,
                                       &DirConfig::client_id_expr_set, nullptr},
     LocationSetting<int>{&DirConfig::duplicate_policy, &DirConfig::duplicate_policy_set,
@@ -334,6 +335,19 @@ const char *cmd_async(cmd_parms *, void *dv, int on)
     return nullptr;
 }
 
+const char *cmd_hold_mode(cmd_parms *cmd, void *dv, const char *arg)
+{
+    auto *d = static_cast<DirConfig *>(dv);
+    if (!strcasecmp(arg, "request"))
+        d->hold_socket = 0;
+    else if (!strcasecmp(arg, "socket"))
+        d->hold_socket = 1;
+    else
+        return apr_psprintf(cmd->pool, "SSEHoldMode: \"%s\" must be request or socket", arg);
+    d->hold_socket_set = 1;
+    return nullptr;
+}
+
 const char *cmd_max_pending(cmd_parms *cmd, void *dv, const char *arg)
 {
     auto *d = static_cast<DirConfig *>(dv);
@@ -568,6 +582,9 @@ const command_rec directives[] = {
     AP_INIT_FLAG("SSEAsync", as_cmd_func<cmd_async>(), nullptr, RSRC_CONF | ACCESS_CONF,
                  "On|Off: hold streams without a worker thread each where the MPM allows "
                  "(default On)"),
+    AP_INIT_TAKE1("SSEHoldMode", as_cmd_func<cmd_hold_mode>(), nullptr, RSRC_CONF | ACCESS_CONF,
+                  "request|socket: what the async hub keeps of a held stream: the request and "
+                  "its connection, or (plain HTTP) only the socket (default request)"),
     AP_INIT_TAKE1("SSEMaxPending", as_cmd_func<cmd_max_pending>(), nullptr,
                   RSRC_CONF | ACCESS_CONF,
                   "<size>: bytes queued for one slow stream before it is dropped (default 256K)"),

@@ -84,6 +84,8 @@ struct DirConfig {
     apr_off_t max_message_size;        int max_message_size_set;
     int async;                         int async_set;        /* SSEAsync */
     apr_size_t max_pending;            int max_pending_set;  /* SSEMaxPending */
+    int hold_socket;                   int hold_socket_set;  /* SSEHoldMode socket (1) or
+                                                                request (0, the default) */
     ap_expr_info_t *client_id_expr;    int client_id_expr_set;       /* SSEClientId */
     int duplicate_policy;              int duplicate_policy_set;     /* SSEDuplicateClient */
     int presence_subscribe;            int presence_subscribe_set;   /* SSEPresenceSubscribe */

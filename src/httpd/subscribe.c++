@@ -381,15 +381,15 @@ public:
             return finish(*end_);
         replay.reset();
         const DirConfig &d = dir_config(r_);
-        /* Event MPM: the replay goes out on this worker, then the hub holds the stream and
-         * the worker is free for other requests. */
+        /* Event MPM: the replay goes out on this worker, then the hub holds the stream (its
+         * suspended connection, or its socket: SSEHoldMode) and the worker is free for other
+         * requests. */
         if (can_suspend(r_, d, state_)) {
             if (!send_available(reader_))
                 return finish(*end_);
-            prepare_suspended_stream(r_, std::move(reader_), delivery_.settings(),
-                                     d.max_pending, events_sent_, stream_.sent_bytes(),
-                                     ask.channels, ask.client_id, std::move(sub_));
-            return SUSPENDED;
+            return hand_to_hub(r_, d, state_, std::move(reader_), delivery_.settings(),
+                               events_sent_, stream_.sent_bytes(), ask.channels,
+                               ask.client_id, std::move(sub_));
         }
         return hold();
     }

@@ -161,11 +161,17 @@ void Subscription::end(const char *reason)
 void note_stream_end(request_rec *r, std::uint64_t events_sent, std::uint64_t bytes_sent,
                      EndReason why)
 {
+    note_stream_end(r, events_sent, bytes_sent, end_reason_name(why));
+}
+
+void note_stream_end(request_rec *r, std::uint64_t events_sent, std::uint64_t bytes_sent,
+                     const char *end)
+{
     apr_table_setn(r->subprocess_env, "SSE_EVENTS",
                    apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, apr_uint64_t(events_sent)));
     apr_table_setn(r->subprocess_env, "SSE_BYTES",
                    apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, apr_uint64_t(bytes_sent)));
-    apr_table_setn(r->subprocess_env, "SSE_END", end_reason_name(why));
+    apr_table_setn(r->subprocess_env, "SSE_END", end);
 }
 
 void reap_gone_processes(ModuleState *state)

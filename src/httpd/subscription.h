@@ -70,6 +70,10 @@ private:
  * them here, before the request is logged. */
 void note_stream_end(request_rec *r, std::uint64_t events_sent, std::uint64_t bytes_sent,
                      EndReason why);
+/* The same with SSE_END `end` (a static string): "socket-held" when the hub took the socket
+ * over and the request is logged while the stream goes on (SSEHoldMode socket). */
+void note_stream_end(request_rec *r, std::uint64_t events_sent, std::uint64_t bytes_sent,
+                     const char *end);
 
 /* Takes one presence record's worth of the bus's presence budget (sse/presence.h); over it,
  * false, and SSE0156 at most once a minute per process. `told`: as PresenceBudget::take()

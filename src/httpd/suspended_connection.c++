@@ -1,6 +1,7 @@
 /* A suspended connection as the hub drives it; the httpd 2.4 reliances, numbered, are in the
  * header. */
 #include "src/httpd/suspended_connection.h"
+#include "src/httpd/subscription.h"
 
 #include "http_connection.h"
 #include "http_core.h"
@@ -14,6 +15,7 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <vector>
 
 namespace sse::httpd {
 
@@ -22,6 +24,9 @@ namespace {
 /* Most plaintext handed to the output filters at once (TLS): see write_budget(). */
 constexpr std::size_t kWriteChunk = 16 * 1024;
 constexpr std::size_t kMinBudget = 1024;
+/* What mod_ssl may add to each piece (record header, IV, MAC or tag, padding), counted
+ * generously. */
+constexpr std::size_t kRecordSlack = 128;
 
 /* (5) Takes mod_ssl's coalescing filter out of the connection's and the request's chains. */
 void remove_coalescing_filter(request_rec *r)
@@ -149,7 +154,7 @@ static core_net_rec *core_net(ap_filter_t *core)
     return static_cast<core_net_rec *>(core->ctx);
 }
 
-void SuspendedConnection::take_socket()
+void SuspendedConnection::adopted()
 {
     apr_socket_t *sock = ap_get_conn_socket(c_);
     apr_socket_timeout_set(sock, 0);
@@ -175,6 +180,13 @@ bool SuspendedConnection::worker_left_by(apr_time_t now)
     if (!worker_left_ && !__atomic_load_n(&c_->sbh, __ATOMIC_ACQUIRE))
         worker_left_ = now;
     return worker_left_ && now - worker_left_ >= apr_time_from_msec(kReleaseMs);
+}
+
+int SuspendedConnection::settled_fd() const
+{
+    if (!on_dup())
+        return fd_;
+    return mpm_socket_open() ? mpm_fd_ : -1;
 }
 
 bool SuspendedConnection::mpm_socket_open() const
@@ -227,6 +239,35 @@ bool SuspendedConnection::write_held()
     return rv == APR_SUCCESS && !c_->aborted;
 }
 
+StreamTransport::Wrote SuspendedConnection::write(Subscriber &s)
+{
+    if (direct_)
+        return write_direct(fd_, s);
+    if (holds_data() && !write_held())
+        return Wrote::Failed;
+    const std::size_t budget = write_budget();
+    while (!holds_data() && !s.queue_empty()) {
+        std::vector<SharedBytes> inflight; /* what the brigade points into, until pass() */
+        std::size_t charged = 0, plain = 0, skip = s.front_offset();
+        for (auto it = s.queue().begin();
+             it != s.queue().end() && charged + kRecordSlack < budget; ++it, skip = 0) {
+            const std::string &b = **it;
+            const std::size_t len = std::min(b.size() - skip, budget - charged - kRecordSlack);
+            add(b.data() + skip, len);
+            charged += len + kRecordSlack;
+            plain += len;
+            inflight.push_back(*it);
+        }
+        s.consumed(plain);
+        if (!pass())
+            return Wrote::Failed;
+        s.wrote(plain, apr_time_now());
+        if (!write_held())
+            return Wrote::Failed;
+    }
+    return holds_data() ? Wrote::WantOut : Wrote::All;
+}
+
 std::size_t SuspendedConnection::end_with(const std::string &last)
 {
     if (direct_) {
@@ -247,6 +288,13 @@ std::size_t SuspendedConnection::end_with(const std::string &last)
         core_->frec->filter_func.out_func(core_, nullptr);
     apr_brigade_cleanup(bb_);
     return 0;
+}
+
+apr_pool_t *SuspendedConnection::release(server_rec *, std::uint64_t events,
+                                         std::uint64_t bytes, EndReason why)
+{
+    note_stream_end(r_, events, bytes, why);
+    return close(bytes);
 }
 
 apr_pool_t *SuspendedConnection::close(apr_uint64_t direct_bytes)

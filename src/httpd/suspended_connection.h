@@ -30,7 +30,7 @@
  *    Pinned by t/async.t ("clients that close right after the headers") and
  *    t/hub-stalled-log.t: without the wait, children segfault.
  *
- * 3. A dup of the socket until settled (take_socket(), settle()). In that window
+ * 3. A dup of the socket until settled (adopted(), settle()). In that window
  *    close_worker_sockets() may close the MPM's descriptor, whose number may then be reused:
  *    the hub writes and polls through a dup() (and points the core output filter's
  *    core_net_rec::client_socket at it), and at settle() goes back to the MPM's descriptor, or
@@ -39,7 +39,7 @@
  *    100 ms of a suspend).
  *
  * 4. Non-blocking writes through the core output filter (pass(), write_held(),
- *    write_budget()). The socket's timeout is 0 from take_socket() on. The core output
+ *    write_budget(), write()). The socket's timeout is 0 from adopted() on. The core output
  *    filter, called with a brigade, waits up to the socket's timeout for POLLOUT once more
  *    than FlushMaxThreshold bytes are pending (and, with timeout 0, then fails and aborts the
  *    connection); mod_ssl passes it one record at a time. So the hub hands down no FLUSH
@@ -111,18 +111,19 @@
  *    2.4.46 the context's second field was another brigade (tmp_flush_bb, made in the
  *    connection's pool), which the checks above would take for that pool.
  *
- * Threads and ownership: constructed on the worker by the handler (prepare_suspended_stream()),
- * then used by the hub's I/O thread only (take_socket() to end_with()), then by the ender
- * (close()). Nothing here blocks except close() (the access log, the pre-close hooks), which
- * is why the ender runs it. The object lives in the hub's SuspendedStream, which the caller
- * deletes before destroying the pool close() returns.
+ * Threads and ownership: constructed on the worker by the handler (hand_to_hub()), then used
+ * by the hub's I/O thread only (adopted() to end_with()), then by the ender (release()).
+ * Nothing here blocks except release() (the access log, the pre-close hooks), which is why the
+ * ender runs it. The object is the transport (src/httpd/stream_transport.h) of the hub's
+ * HubStream, which the caller deletes before destroying the pool release() returns.
  */
 #ifndef SSE_HTTPD_SUSPENDED_CONNECTION_H
 #define SSE_HTTPD_SUSPENDED_CONNECTION_H
 
-#include "src/httpd/module.h"
+#include "src/httpd/stream_transport.h"
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 namespace sse::httpd {
@@ -132,7 +133,7 @@ namespace sse::httpd {
 constexpr int kReleaseMs = 100;
 constexpr int kSettleCheckMs = 20;
 
-class SuspendedConnection {
+class SuspendedConnection final : public StreamTransport {
 public:
     /* On the worker, once the stream's first bytes are out: gives the connection allocator's
      * cached blocks back (8), takes mod_ssl's coalescing filter out (5), finds the
@@ -153,27 +154,49 @@ public:
 
     request_rec *request() const { return r_; }
     /* The descriptor the hub writes to and polls: a dup of the MPM's until settled (3). */
-    int fd() const { return fd_; }
-    int mpm_fd() const { return mpm_fd_; }
+    int fd() const override { return fd_; }
     /* Plain bytes may be written to fd() (send(), sendmsg()), bypassing the filters (6). */
-    bool direct() const { return direct_; }
+    bool direct() const override { return direct_; }
 
     /* I/O thread, at adoption: socket timeout 0 (4), and the dup (3). */
-    void take_socket();
+    void adopted() override;
 
     /* I/O thread: whether the worker left the MPM's suspend code kReleaseMs ago (2); the first
      * call that sees c->sbh cleared notes `now`. */
-    bool worker_left_by(apr_time_t now);
-    bool settled() const { return settled_; }
+    bool worker_left_by(apr_time_t now) override;
+    bool settled() const override { return settled_; }
+    /* The MPM's descriptor while the hub is on the dup (3), or -1 when
+     * close_worker_sockets() closed it; fd() otherwise. */
+    int settled_fd() const override;
+    /* The worker has left: the dup (if any) is closed (which also takes it out of any epoll
+     * set) and fd() is the MPM's descriptor again. The caller re-registered it first. */
+    void settle() override;
+
+    /* direct(): straight to the socket; otherwise through the filters, at most
+     * write_budget() at a time and only when the core holds nothing (4). */
+    Wrote write(Subscriber &s) override;
+
+    /* I/O thread, when the stream ends for a restart or a stop: `last` (may be empty), then
+     * the end of the response, written without waiting; on direct() connections straight to
+     * the socket, then marked aborted. Returns the bytes of `last` written to the socket
+     * directly (through the filters the core counts them). */
+    std::size_t end_with(const std::string &last) override;
+    /* I/O thread: the stream ends without a last word (gone, failed, too far behind). */
+    void abort() override { c_->aborted = 1; }
+
+    /* Ender, once settled: the stream's access-log notes (SSE_EVENTS, SSE_BYTES, SSE_END),
+     * then the teardown (7). Returns the connection's pool, which the caller destroys last,
+     * once it has freed what it owns (this object included); nothing else of the MPM touches
+     * the connection after that. */
+    apr_pool_t *release(server_rec *s, std::uint64_t events, std::uint64_t bytes,
+                        EndReason why) override;
+
+private:
     /* Whether the hub still writes through the dup (3). */
     bool on_dup() const { return fd_ != mpm_fd_; }
     /* Whether the MPM's descriptor is still the connection's (close_worker_sockets() did not
      * close it). */
     bool mpm_socket_open() const;
-    /* The worker has left: the dup (if any) is closed (which also takes it out of any epoll
-     * set) and fd() is the MPM's descriptor again. The caller re-registered it first. */
-    void settle();
-
     /* Through the filters (not direct()), all without waiting (4). */
     std::size_t write_budget() const;
     /* Whether the core output filter holds bytes the socket has not taken. */
@@ -185,22 +208,10 @@ public:
     /* Calls the core output filter with no brigade: it writes what it holds, without waiting;
      * false: the connection failed. */
     bool write_held();
-
-    /* I/O thread, when the stream ends for a restart or a stop: `last` (may be empty), then
-     * the end of the response, written without waiting; on direct() connections straight to
-     * the socket, then marked aborted. Returns the bytes of `last` written to the socket
-     * directly (through the filters the core counts them). */
-    std::size_t end_with(const std::string &last);
-    /* I/O thread: the stream ends without a last word (gone, failed, too far behind). */
-    void abort() { c_->aborted = 1; }
-
-    /* Ender, once settled: the teardown (7). `direct_bytes`: what the hub wrote past the
-     * filters, for the access log. Returns the connection's pool, which the caller destroys
-     * last, once it has freed what it owns (this object included); nothing else of the MPM
-     * touches the connection after that. */
+    /* The teardown (7). `direct_bytes`: what the hub wrote past the filters, for the access
+     * log. */
     apr_pool_t *close(apr_uint64_t direct_bytes);
 
-private:
     request_rec *r_;
     conn_rec *c_;
     int fd_ = -1;                      /* see fd() */

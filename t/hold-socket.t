@@ -226,6 +226,34 @@ subtest 'a taken stream whose connection closes without the pre-close hook is fr
     $srv->stop;
 };
 
+subtest 'a taken stream that ends in the round the hub takes it is released once' => sub {
+    # SSE_TEST_FAULT=hub-io-throw-after:1: the I/O thread fails right after taking the first
+    # stream from its inbox, so the stream ends (hub-failed) while it is still in the settling
+    # list. Any stream whose catch-up ends it (a DELETE or a replace published during the
+    # take-over, SSEMaxPending exceeded, a write failing) or that arrives after child_stopping
+    # takes the same path. A taken socket is settled from the start: ended() hands it to the
+    # ender, and settle() must not hand it over a second time (a double release would crash
+    # the child).
+    local $ENV{SSE_TEST_FAULT} = 'hub-io-throw-after:1';
+    my $srv = SSETest::Server->start(
+        global => $global . "StartServers 1\nMinSpareThreads 1\nMaxSpareThreads 25\nMaxRequestWorkers 25\n");
+    $srv->expect_log(qr/SSE0500: async hub I\/O thread failed: an exception that is not a std::exception/);
+    my $s = $srv->subscribe('/events/it?client=it');
+    is($s->status, 200, 'stream answered');
+    $s->read_until(sub { 0 }, 15);
+    ok($s->closed, 'it ends (the hub failed)');
+    ended_once($srv, '/events/it', 'hub-failed');
+    ok($srv->wait_for(sub { SSETest::json_decode($srv->request(GET => '/sse-status')->{body})->{subscribers} == 0 }, 15),
+       'its registry slot was released');
+    my $late = $srv->subscribe('/events/after?client=late');
+    is($late->status, 200, 'the child still serves new streams');
+    $srv->publish('/publish/after', 'later');
+    my @ev = $late->events(1, 10);
+    is($ev[0] && $ev[0]{data}, 'later', 'and delivers to them');
+    $late->close;
+    $srv->stop;
+};
+
 subtest 'fallback: TLS holds in request mode' => sub {
     for my $tool (qw(openssl curl)) {
         ok(-x "/usr/bin/$tool", "$tool is installed") or return diag("apt-get install $tool");

@@ -207,8 +207,8 @@ subtest 'fallback: SSE_TEST_FAULT=hold-socket-dup-fails holds in request mode' =
 };
 
 subtest 'a taken stream whose connection closes without the pre-close hook is freed once' => sub {
-    # SSE_TEST_FAULT=hold-socket-not-adopted: the hook leaves the stream parked, as an
-    # ungraceful stop's close_worker_sockets() would; the cleanup on the connection's pool owns
+    # SSE_TEST_FAULT=hold-socket-not-adopted: the hook leaves the stream parked, as a close
+    # without the pre-close hooks would (event MPM: a failed apr_pollset_add); the cleanup on the connection's pool owns
     # it then (src/httpd/async_hub.h, ownership). A double free would crash the child (or
     # ASan would report it, make test-asan); a leak would keep the registry slot.
     local $ENV{SSE_TEST_FAULT} = 'hold-socket-not-adopted';

@@ -8,7 +8,7 @@
  *   per idle stream, src/httpd/suspended_connection.h);
  * - socket: on plain HTTP the handler dup()s the socket and returns OK; httpd logs the
  *   request and closes the connection (without a FIN: the dup keeps the socket), and the
- *   pre_close_connection hook hands the stream over (about 2 KB per idle stream,
+ *   pre_close_connection hook hands the stream over (about 3 KB per idle stream,
  *   src/httpd/taken_socket.h). A stream whose socket cannot be taken (TLS, a filter, the dup
  *   failing) is held as in request mode.
  * The hub's threads:

@@ -44,7 +44,8 @@ std::unique_ptr<TakenSocket> TakenSocket::take(request_rec *r, bool fail_dup)
 TakenSocket::TakenSocket(int fd, const request_rec *r)
     : fd_(fd), client_(r->useragent_ip ? r->useragent_ip : ""),
       /* Escaped as httpd escapes what it logs of a request: the path is the client's. */
-      path_(r->uri ? ap_escape_logitem(r->pool, r->uri) : ""), started_(r->request_time)
+      path_(r->uri ? ap_escape_logitem(r->pool, r->uri) : ""), started_(r->request_time),
+      server_(r->server)
 {
 }
 
@@ -82,7 +83,8 @@ apr_pool_t *TakenSocket::release(server_rec *s, std::uint64_t events, std::uint6
 {
     close_fd();
     const apr_time_t held = apr_time_now() - started_;
-    ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
+    /* On the request's server: a virtual host's ErrorLog and LogLevel apply to its streams. */
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, server_ ? server_ : s,
                  "SSE0510: a socket-held stream ended: client %s, path %s, %" APR_UINT64_T_FMT
                  " events, %" APR_UINT64_T_FMT " bytes, %" APR_TIME_T_FMT ".%03" APR_TIME_T_FMT
                  " s, SSE_END %s",

@@ -1,7 +1,7 @@
 /* src/httpd/taken_socket.h — a stream held by its socket alone (SSEHoldMode socket): the
  * handler dup()s a plain-HTTP connection's socket, returns OK, and httpd finishes the
  * request (its access-log line, SSE_END socket-held) and the connection (pools freed) as for
- * any response; the hub then writes to the dup until the stream ends. About 2 KB per idle
+ * any response; the hub then writes to the dup until the stream ends. About 3 KB per idle
  * stream instead of the 22 KB of a suspended connection (t/memory.t).
  *
  * The hand-over, on the handler's worker (hand_to_hub(), src/httpd/async_hub.h):
@@ -24,9 +24,11 @@
  *    which calls ap_start_lingering_close() -> ap_prep_lingering_close() ->
  *    ap_run_pre_close_connection(), then close_connection() (close_socket_nonblocking(),
  *    the pool back to the recycled ones, cleared); prefork's ap_lingering_close() the same.
- *    A connection that never gets there (an ungraceful stop closes the workers' sockets,
- *    close_worker_sockets(), and the child exits) runs c->pool's cleanups when its pool is
- *    destroyed: the parked stream is deleted then, never held.
+ *    Every 2.4.x path goes there, an ungraceful stop's too (close_worker_sockets() only
+ *    closes the descriptor; the worker still runs process_lingering_close()); only
+ *    close_connection() after a failed apr_pollset_add() skips the hooks. A connection that
+ *    never gets there runs c->pool's cleanups when its pool is cleared: the parked stream is
+ *    deleted then, never held (the safety net SSE_TEST_FAULT=hold-socket-not-adopted drives).
  *    Pinned by t/hold-socket.t ("take-over: ...", "event received": without the hook the
  *    stream is never held, and the c->pool cleanup ends it once httpd is done with the
  *    connection; seen failing with the hook unregistered). The cleanup's side is driven by
@@ -118,6 +120,7 @@ private:
     std::string client_;  /* r->useragent_ip */
     std::string path_;    /* r->uri (no query string), escaped for the log */
     apr_time_t started_;  /* r->request_time */
+    server_rec *server_;  /* r->server (in pconf: it outlives the request), for SSE0510 */
 };
 
 } // namespace sse::httpd

@@ -64,6 +64,22 @@ if ($mpm eq 'event') {
     is(scalar(() = sse0210($srv)), 0, "sse-mpm.conf and SSEMaxSubscribers $n (open files $files): no SSE0210");
     $srv->stop;
 
+    # SSEHoldMode socket (anywhere, here in one <Location>): the MPM does not count such
+    # streams, so a child may hold every one of them: the open-files limit must hold
+    # SSEMaxSubscribers. 3,000 holds the 2,500 a child holds in request mode, not 5,000.
+    system('prlimit', "--pid=$$", '--nofile=3000:3000') == 0 or BAIL_OUT('prlimit failed');
+    my $sized = "SSEMaxSubscribers 5000\nAsyncRequestWorkerFactor 99\n";
+    $srv = SSETest::Server->start(global => $sized);
+    is(scalar(() = sse0210($srv)), 0, 'open files 3,000, request mode, 2,500 streams a child: no SSE0210');
+    $srv->stop;
+    $srv = SSETest::Server->start(global => $sized, conf => "<Location /events>\n    SSEHoldMode socket\n</Location>\n");
+    $srv->expect_log(qr/SSE0210: /);
+    @lines = sse0210($srv);
+    is(scalar @lines, 1, 'SSEHoldMode socket in a <Location>: one SSE0210 line') or diag $srv->log_text;
+    like($lines[0] // '', qr/SSE0210: the open-files limit of 3000 holds fewer than the 5000 streams a child may hold \(SSEHoldMode socket: the MPM does not count those streams, so one child may take them all\): raise it to 5200 \(\x60ulimit -n 5200\x60 /,
+         '  it names SSEMaxSubscribers + 200 and why') or diag "@lines";
+    $srv->stop;
+
     # Open files short: the limit to raise it to (the last server of this test: the hard limit
     # cannot be raised back).
     system('prlimit', "--pid=$$", '--nofile=1024:1024') == 0 or BAIL_OUT('prlimit failed');

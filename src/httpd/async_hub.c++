@@ -725,8 +725,8 @@ std::unique_ptr<HubStream> take_parked(conn_rec *c)
 }
 
 /* A cleanup on c->pool, for a socket-mode stream: when the pool goes (cleared for reuse or
- * destroyed) and the pre_close_connection hook did not take the stream (an ungraceful stop
- * closed the socket without the hooks), it is deleted here: its registry slot released
+ * destroyed) and the pre_close_connection hook did not take the stream (the event MPM closes
+ * without the hooks only after a failed apr_pollset_add()), it is deleted here: its registry slot released
  * (Subscription's destructor), its dup closed. After the hook took it the slot is empty and
  * this does nothing. */
 apr_status_t drop_parked(void *data)

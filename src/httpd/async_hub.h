@@ -90,8 +90,9 @@
  *   -> request mode: the suspend hook, adopt_suspended_stream(), moves it to the hub's inbox,
  *      or deletes it when the connection was not handed over (it is then never held);
  *   -> socket mode: the pre_close_connection hook, adopt_taken_socket(), moves it to the
- *      inbox; if the connection is closed without that hook (an ungraceful stop), a cleanup
- *      on c->pool finds it still parked and deletes it (SSE0511);
+ *      inbox; if the connection is closed without that hook (in 2.4 only after a failed
+ *      apr_pollset_add()), a cleanup on c->pool finds it still parked and deletes it
+ *      (SSE0511);
  *   -> I/O thread: takes it from the inbox and owns it while it is live and while it ends
  *      (end(): out of every set, its last bytes written);
  *   -> ender, in two steps: at end(), its Subscription only (the slot is released at once;

@@ -54,6 +54,33 @@ apr_uint64_t async_request_worker_factor()
     return factor;
 }
 
+/* The first word of a directive's arguments, as httpd's parser reads it (quotes taken off). */
+std::string first_word(const char *args)
+{
+    std::string w;
+    const char *a = args;
+    while (*a == ' ' || *a == '\t')
+        ++a;
+    const char quote = (*a == '"' || *a == '\'') ? *a++ : '\0';
+    while (*a && (quote ? *a != quote : (*a != ' ' && *a != '\t')))
+        w += *a++;
+    return w;
+}
+
+/* Whether `SSEHoldMode socket` is set anywhere in the configuration in force (any server,
+ * any section): such streams are no connection of the MPM's, so one child may take them all. */
+bool socket_hold_configured(const ap_directive_t *d)
+{
+    for (; d; d = d->next) {
+        if (d->directive && d->args && strcasecmp(d->directive, "SSEHoldMode") == 0 &&
+            strcasecmp(first_word(d->args).c_str(), "socket") == 0)
+            return true;
+        if (socket_hold_configured(d->first_child))
+            return true;
+    }
+    return false;
+}
+
 int mpm_query(int what)
 {
     int v = 0;
@@ -71,15 +98,18 @@ apr_uint64_t open_files_limit()
 
 std::string num(apr_uint64_t v) { return std::to_string(v); }
 
-/* The open-files part of the advice: empty when the limit holds `per_child` streams. */
-std::string open_files_advice(apr_uint64_t per_child, apr_uint64_t max_subscribers)
+/* The open-files part of the advice: empty when the limit holds `per_child` streams. `why`,
+ * when not empty, says why a child may hold that many. */
+std::string open_files_advice(apr_uint64_t per_child, apr_uint64_t max_subscribers,
+                              const std::string &why = std::string())
 {
     apr_uint64_t limit = open_files_limit();
     apr_uint64_t needed = std::min(per_child, max_subscribers) + kDescriptorsBesideStreams;
     if (limit == 0 || limit >= needed)
         return std::string();
     return "the open-files limit of " + num(limit) + " holds fewer than the " +
-           num(needed - kDescriptorsBesideStreams) + " streams a child may hold: raise it to " +
+           num(needed - kDescriptorsBesideStreams) + " streams a child may hold" + why +
+           ": raise it to " +
            num(needed) + " (`ulimit -n " + num(needed) + "` before httpd starts; Debian: " +
            "APACHE_ULIMIT_MAX_FILES=\"ulimit -n " + num(needed) + "\" in /etc/apache2/envvars)";
 }
@@ -102,7 +132,14 @@ std::string async_advice(apr_uint64_t max_subscribers)
                  num(wanted) + "` to the server configuration (or enable conf/sse-mpm.conf: " +
                  "a2enconf sse-mpm)";
     }
-    std::string files = open_files_advice(threads * (1 + wanted), max_subscribers);
+    /* SSEHoldMode socket: the MPM does not count a taken stream as its child's connection, so
+     * the child's listener goes on accepting and one child may hold every stream. */
+    std::string files =
+        socket_hold_configured(ap_conftree)
+            ? open_files_advice(max_subscribers, max_subscribers,
+                                " (SSEHoldMode socket: the MPM does not count those streams, so "
+                                "one child may take them all)")
+            : open_files_advice(threads * (1 + wanted), max_subscribers);
     if (!files.empty())
         advice += (advice.empty() ? "" : "; ") + files;
     return advice;

@@ -29,8 +29,8 @@ SharedBytes overrun_bytes()
 /* ---- Subscriber ---- */
 
 /* The cache lines of one delivery (sse/fanout.h): B holds delivery_'s last field and the
- * counters up to next_seq_, C the queue, the non-events' and the flags; the tick's. offsetof on a class with virtual
- * functions is conditionally supported; g++ computes it. */
+ * counters up to next_seq_, C the queue, the non-events' marks and the flags. offsetof on a
+ * class with virtual functions is conditionally supported; g++ computes it. */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Winvalid-offsetof"
 struct SubscriberLayout {

@@ -952,8 +952,6 @@ END_TEST
 
 } // namespace
 
-/* A stream's queue (sse/front_queue.h): first in, first out across its compactions, read
- * from the front by iterators, and an element's bytes let go of when it is popped. */
 /* FrontQueueOne holds a piece pushed onto an empty queue in itself, the others in its
  * vector: whatever the pushes, pops and clears, its order, size, front and iteration are a
  * plain deque's, and the held piece is let go when popped. */

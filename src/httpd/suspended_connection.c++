@@ -130,7 +130,7 @@ SuspendedConnection::SuspendedConnection(request_rec *r) : r_(r), c_(r->connecti
     core_ = c_->output_filters;
     while (core_->next)
         core_ = core_->next;
-    direct_ = !r->chunked && c_->output_filters == core_ && !c_->data_in_output_filters;
+    direct_ = writes_as_is(r);
     if (direct_)
         drop_deferred_write_pool(core_);
 }

@@ -15,19 +15,7 @@ APLOG_USE_MODULE(sse);
 
 namespace sse::httpd {
 
-bool TakenSocket::possible(const request_rec *r)
-{
-    const conn_rec *c = r->connection;
-    if (r->chunked || c->master || r->main || !c->output_filters || c->output_filters->next ||
-        c->data_in_output_filters)
-        return false;
-    /* The request's chain runs into the connection's: anything before it that rewrites the
-     * body (below AP_FTYPE_PROTOCOL: resource and content-set filters) would be bypassed. */
-    for (const ap_filter_t *f = r->output_filters; f && f != c->output_filters; f = f->next)
-        if (f->frec && f->frec->ftype < AP_FTYPE_PROTOCOL)
-            return false;
-    return true;
-}
+bool TakenSocket::possible(const request_rec *r) { return writes_as_is(r); }
 
 std::unique_ptr<TakenSocket> TakenSocket::take(request_rec *r, bool fail_dup)
 {

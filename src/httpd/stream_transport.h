@@ -64,7 +64,8 @@ public:
 
     /* I/O thread, when the stream ends for a restart or a stop: `last` (may be empty), then
      * the end of the response, without waiting. Returns the bytes of `last` written to the
-     * socket directly (the filters count theirs). */
+     * socket directly (sse::send_last(): part of it when the socket took part; the filters
+     * count theirs). */
     virtual std::size_t end_with(const std::string &last) = 0;
     /* I/O thread: the stream ends without a last word (gone, failed, too far behind). */
     virtual void abort() = 0;

@@ -7,8 +7,9 @@
 
 #include "apr_portable.h"
 
+#include "sse/send_last.h"
+
 #include <fcntl.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 APLOG_USE_MODULE(sse);
@@ -56,10 +57,7 @@ StreamTransport::Wrote TakenSocket::write(Subscriber &s)
 std::size_t TakenSocket::end_with(const std::string &last)
 {
     /* What is queued is dropped (the client resumes with Last-Event-ID). */
-    std::size_t sent = 0;
-    if (fd_ >= 0 && !last.empty() &&
-        send(fd_, last.data(), last.size(), MSG_DONTWAIT | MSG_NOSIGNAL) > 0)
-        sent = last.size();
+    const std::size_t sent = send_last(fd_, last);
     close_fd();
     return sent;
 }

@@ -49,7 +49,8 @@ ALL_CXXFLAGS := -std=c++17 -fPIC -fno-gnu-unique -pthread $(WARN) $(CXXFLAGS) \
 CORE_SRCS := src/wire.c++ src/config_values.c++ src/audience.c++ src/registry.c++ src/bus.c++ src/request.c++ src/publisher.c++ src/socket_protocol.c++ \
              src/stream_open.c++ src/presence.c++ src/token.c++ src/delivery.c++ src/fanout.c++ \
              src/event_stream.c++ src/mercure_topic.c++ src/mercure_subscription.c++ \
-             src/redis_record.c++ src/redis_link.c++ src/redis_replay.c++ src/cluster_state.c++ src/redis_cluster.c++
+             src/redis_record.c++ src/redis_link.c++ src/redis_replay.c++ src/cluster_state.c++ src/redis_cluster.c++ \
+             src/send_last.c++
 GLUE_SRCS := mod_sse.c++ src/httpd/respond.c++ src/httpd/subscribe.c++ src/httpd/publish.c++ \
              src/httpd/publish_socket.c++ src/httpd/socket_daemon.c++ src/httpd/async_hub.c++ \
              src/httpd/subscription.c++ src/httpd/status.c++ src/httpd/channel_access.c++ \

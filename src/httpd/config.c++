@@ -340,9 +340,10 @@ const char *cmd_hold_mode(cmd_parms *cmd, void *dv, const char *arg)
     auto *d = static_cast<DirConfig *>(dv);
     if (!strcasecmp(arg, "request"))
         d->hold_socket = 0;
-    else if (!strcasecmp(arg, "socket"))
+    else if (!strcasecmp(arg, "socket")) {
         d->hold_socket = 1;
-    else
+        server_config(cmd->server)->hold_socket_configured = 1;
+    } else
         return apr_psprintf(cmd->pool, "SSEHoldMode: \"%s\" must be request or socket", arg);
     d->hold_socket_set = 1;
     return nullptr;

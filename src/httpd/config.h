@@ -73,6 +73,10 @@ struct ServerConfig {
     const RedisUrl *redis_url;   /* SSERedis (redis_bus.h); nullptr: one server alone */
     const char *redis_prefix;    /* SSERedisPrefix; nullptr: "sse:" */
     ModuleState *state;        /* set in post_config, the same for every server_rec */
+    /* `SSEHoldMode socket` is in force somewhere in this server's configuration (any section
+     * read at start-up: <Location>, <Directory>, <If>); set by the directive's handler, read by
+     * the start-up sizing check (mpm_sizing.h). */
+    int hold_socket_configured;
 };
 
 /* Per-location settings; each `x` has an `x_set` marker so a nested <Location> inherits

@@ -1,5 +1,6 @@
 /* Does the running MPM hold SSEMaxSubscribers streams? (see mpm_sizing.h) */
 #include "src/httpd/mpm_sizing.h"
+#include "src/httpd/config.h"
 
 #include "ap_mpm.h"
 #include "http_config.h"
@@ -54,30 +55,14 @@ apr_uint64_t async_request_worker_factor()
     return factor;
 }
 
-/* The first word of a directive's arguments, as httpd's parser reads it (quotes taken off). */
-std::string first_word(const char *args)
-{
-    std::string w;
-    const char *a = args;
-    while (*a == ' ' || *a == '\t')
-        ++a;
-    const char quote = (*a == '"' || *a == '\'') ? *a++ : '\0';
-    while (*a && (quote ? *a != quote : (*a != ' ' && *a != '\t')))
-        w += *a++;
-    return w;
-}
-
 /* Whether `SSEHoldMode socket` is set anywhere in the configuration in force (any server,
- * any section): such streams are no connection of the MPM's, so one child may take them all. */
-bool socket_hold_configured(const ap_directive_t *d)
+ * any section; recorded by the directive's handler): such streams are no connection of the
+ * MPM's, so one child may take them all. */
+bool socket_hold_configured(server_rec *s)
 {
-    for (; d; d = d->next) {
-        if (d->directive && d->args && strcasecmp(d->directive, "SSEHoldMode") == 0 &&
-            strcasecmp(first_word(d->args).c_str(), "socket") == 0)
+    for (; s; s = s->next)
+        if (server_config(s)->hold_socket_configured)
             return true;
-        if (socket_hold_configured(d->first_child))
-            return true;
-    }
     return false;
 }
 
@@ -115,7 +100,7 @@ std::string open_files_advice(apr_uint64_t per_child, apr_uint64_t max_subscribe
 }
 
 /* Event MPM: streams hold connections, not workers. Empty when the settings suffice. */
-std::string async_advice(apr_uint64_t max_subscribers)
+std::string async_advice(server_rec *s, apr_uint64_t max_subscribers)
 {
     const apr_uint64_t threads = std::max(1, mpm_query(AP_MPMQ_MAX_THREADS));
     const apr_uint64_t children = std::max(1, mpm_query(AP_MPMQ_MAX_DAEMONS));
@@ -135,7 +120,7 @@ std::string async_advice(apr_uint64_t max_subscribers)
     /* SSEHoldMode socket: the MPM does not count a taken stream as its child's connection, so
      * the child's listener goes on accepting and one child may hold every stream. */
     std::string files =
-        socket_hold_configured(ap_conftree)
+        socket_hold_configured(s)
             ? open_files_advice(max_subscribers, max_subscribers,
                                 " (SSEHoldMode socket: the MPM does not count those streams, so "
                                 "one child may take them all)")
@@ -169,7 +154,7 @@ std::string blocking_advice(apr_uint64_t max_subscribers)
 
 void warn_if_mpm_cannot_hold(server_rec *s, apr_uint64_t max_subscribers)
 {
-    const std::string advice = mpm_query(AP_MPMQ_IS_ASYNC) ? async_advice(max_subscribers)
+    const std::string advice = mpm_query(AP_MPMQ_IS_ASYNC) ? async_advice(s, max_subscribers)
                                                            : blocking_advice(max_subscribers);
     if (!advice.empty())
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "SSE0210: %s", advice.c_str());

@@ -18,7 +18,8 @@
  * - Open files: each stream is a descriptor of the child holding it, and a child accepts up to
  *   its share above before another takes over: its open-files limit (RLIMIT_NOFILE, inherited
  *   from the parent) must hold min(SSEMaxSubscribers, streams per child) plus what a child has
- *   open beside its streams. With SSEHoldMode socket set anywhere in the configuration, a
+ *   open beside its streams. With SSEHoldMode socket set anywhere in the configuration (the
+ *   directive's handler records it in the server's ServerConfig, config.h), a
  *   taken stream is no connection of the MPM's (src/httpd/taken_socket.h): the child's
  *   listener goes on accepting, so one child may hold all SSEMaxSubscribers streams, and its
  *   limit must hold that many (pinned by t/mpm-sizing.t).

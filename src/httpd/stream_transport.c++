@@ -1,5 +1,7 @@
-/* The direct write both transports use (see stream_transport.h). */
+/* The direct write both transports use, and when it may be used (see stream_transport.h). */
 #include "src/httpd/stream_transport.h"
+
+#include "util_filter.h"
 
 #include <cerrno>
 #include <sys/socket.h>
@@ -25,6 +27,19 @@ ssize_t send_pieces(int fd, struct iovec *iov, int n)
 }
 
 } // namespace
+
+bool writes_as_is(const request_rec *r)
+{
+    const conn_rec *c = r->connection;
+    if (r->chunked || c->master || r->main || !c->output_filters || c->output_filters->next ||
+        c->data_in_output_filters)
+        return false;
+    /* The request's chain runs into the connection's: what sits before it is the request's. */
+    for (const ap_filter_t *f = r->output_filters; f && f != c->output_filters; f = f->next)
+        if (f->frec && f->frec->ftype < AP_FTYPE_PROTOCOL)
+            return false;
+    return true;
+}
 
 /* One system call per wake-up: up to 64 pieces or 256 KB. */
 StreamTransport::Wrote write_direct(int fd, Subscriber &s)

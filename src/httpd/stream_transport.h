@@ -3,12 +3,14 @@
  *
  * Two implementations:
  * - SuspendedConnection (src/httpd/suspended_connection.h, SSEHoldMode request): httpd's
- *   connection and request, left suspended by the event MPM; plain HTTP is written straight
- *   to the socket, TLS through the output filters; released by the ender (the access-log
- *   line, the connection's teardown).
- * - TakenSocket (src/httpd/taken_socket.h, SSEHoldMode socket): a dup of a plain-HTTP
- *   connection's socket; httpd finished the request and the connection at take-over. Always
- *   direct(), settled from the start; nothing of httpd's is left to release.
+ *   connection and request, left suspended by the event MPM; written straight to the socket
+ *   when writes_as_is() (plain HTTP, no filter rewriting the body), else through the request's
+ *   output filters (TLS, mod_substitute); released by the ender (the access-log line, the
+ *   connection's teardown).
+ * - TakenSocket (src/httpd/taken_socket.h, SSEHoldMode socket): a dup of the socket of a
+ *   connection that writes_as_is(); httpd finished the request and the connection at
+ *   take-over. Always direct(), settled from the start; nothing of httpd's is left to
+ *   release.
  *
  * Threads: constructed on the handler's worker; then used by the hub's I/O thread (from
  * adopted() to end_with()/abort()), then by the ender (release()). Nothing here blocks
@@ -62,7 +64,8 @@ public:
 
     /* I/O thread, when the stream ends for a restart or a stop: `last` (may be empty), then
      * the end of the response, without waiting. Returns the bytes of `last` written to the
-     * socket directly (the filters count theirs). */
+     * socket directly (sse::send_last(): part of it when the socket took part; the filters
+     * count theirs). */
     virtual std::size_t end_with(const std::string &last) = 0;
     /* I/O thread: the stream ends without a last word (gone, failed, too far behind). */
     virtual void abort() = 0;
@@ -75,8 +78,27 @@ public:
                                 EndReason why) = 0;
 };
 
+/* Whether the bytes of r's body may be written to its socket as they are, past every filter,
+ * from now on (the hub's direct writes: TakenSocket always, SuspendedConnection's direct()):
+ * what goes out is then exactly what the handler's writes would have put on the wire. On the
+ * handler's worker, once the stream's first bytes were flushed. True only when
+ * - the response is not chunked (mod_sse ends the connection with the stream, so HTTP/1.1
+ *   sends no chunking),
+ * - r is the connection's own request: not a subrequest (r->main), not an HTTP/2 stream
+ *   (c->master),
+ * - the connection's output chain is the core output filter alone (no TLS: mod_ssl adds
+ *   connection filters),
+ * - the core output filter holds nothing of what was written (c->data_in_output_filters):
+ *   what it held would go out after the direct bytes, or never,
+ * - no request output filter below AP_FTYPE_PROTOCOL is left before the connection's chain:
+ *   a resource or content-set filter (mod_substitute, mod_sed, mod_ext_filter; mod_deflate
+ *   and mod_brotli take themselves out for event streams, no-gzip) rewrites the body, and
+ *   would see the replay the handler wrote but none of the live events.
+ * Otherwise every byte goes through r->output_filters (SuspendedConnection, not direct()). */
+bool writes_as_is(const request_rec *r);
+
 /* Writes the queue of `s` to the socket `fd` without waiting (send(), sendmsg()): the body is
- * the bytes themselves (plain HTTP, not chunked, nothing held by any filter). */
+ * the bytes themselves (writes_as_is()). */
 StreamTransport::Wrote write_direct(int fd, Subscriber &s);
 
 } // namespace sse::httpd

@@ -10,10 +10,11 @@
 #include "ap_release.h"
 #include "apr_portable.h"
 
+#include "sse/send_last.h"
+
 #include <algorithm>
 #include <cstring>
 #include <fcntl.h>
-#include <sys/socket.h>
 #include <unistd.h>
 #include <vector>
 
@@ -130,7 +131,7 @@ SuspendedConnection::SuspendedConnection(request_rec *r) : r_(r), c_(r->connecti
     core_ = c_->output_filters;
     while (core_->next)
         core_ = core_->next;
-    direct_ = !r->chunked && c_->output_filters == core_ && !c_->data_in_output_filters;
+    direct_ = writes_as_is(r);
     if (direct_)
         drop_deferred_write_pool(core_);
 }
@@ -272,9 +273,7 @@ std::size_t SuspendedConnection::end_with(const std::string &last)
 {
     if (direct_) {
         /* What is queued is dropped (the client resumes with Last-Event-ID). */
-        std::size_t sent = 0;
-        if (!last.empty() && send(fd_, last.data(), last.size(), MSG_DONTWAIT | MSG_NOSIGNAL) > 0)
-            sent = last.size();
+        const std::size_t sent = send_last(fd_, last);
         c_->aborted = 1;
         return sent;
     }

@@ -58,11 +58,18 @@
  *    Pinned by t/async.t ("TLS") and t/hub-tls.t: without it, events wait in the filter.
  *
  * 6. The direct fast path (direct(): the queued bytes sent to the socket, send() or
- *    sendmsg()): exact when the response is not chunked (mod_sse ends the connection with
- *    the stream, so HTTP/1.1 sends no chunking), the connection has no filter but the
- *    core's (no TLS, no other module rewriting bytes) and the core holds nothing. Pinned by
- *    t/async.t ("TLS": direct writes on a TLS connection break it); the fast path itself
- *    carries every plain-HTTP held stream (t/async.t, t/scale.t).
+ *    sendmsg()): exact when writes_as_is() (src/httpd/stream_transport.h): the response is
+ *    not chunked (mod_sse ends the connection with the stream, so HTTP/1.1 sends no
+ *    chunking), the connection has no filter but the core's (no TLS), no request filter
+ *    rewrites the body (mod_substitute) and the core holds nothing. Otherwise the hub writes
+ *    through the request's output filters (4). Pinned by t/async.t ("TLS": direct writes on
+ *    a TLS connection break it) and t/filtered-stream.t (without the request-filter check the
+ *    replay comes out rewritten by mod_substitute and the live events do not); the fast path
+ *    itself carries every plain-HTTP held stream (t/async.t, t/scale.t). A request filter
+ *    may hold bytes the core never sees (mod_substitute keeps an unfinished line, which an
+ *    event's last line never is) or pass a FLUSH on its own (mod_substitute after 1,000 lines
+ *    in one pass): the core then waits for the socket with timeout 0, and a client whose
+ *    socket is full at that moment is ended (write-failed) and resumes. Not pinned.
  *
  * 7. The teardown (close()): ap_process_request_after_handler() (logs the request and frees
  *    it; c->sbh is NULL, so its scoreboard writes are skipped), ap_prep_lingering_close() (the

@@ -7,27 +7,16 @@
 
 #include "apr_portable.h"
 
+#include "sse/send_last.h"
+
 #include <fcntl.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 APLOG_USE_MODULE(sse);
 
 namespace sse::httpd {
 
-bool TakenSocket::possible(const request_rec *r)
-{
-    const conn_rec *c = r->connection;
-    if (r->chunked || c->master || r->main || !c->output_filters || c->output_filters->next ||
-        c->data_in_output_filters)
-        return false;
-    /* The request's chain runs into the connection's: anything before it that rewrites the
-     * body (below AP_FTYPE_PROTOCOL: resource and content-set filters) would be bypassed. */
-    for (const ap_filter_t *f = r->output_filters; f && f != c->output_filters; f = f->next)
-        if (f->frec && f->frec->ftype < AP_FTYPE_PROTOCOL)
-            return false;
-    return true;
-}
+bool TakenSocket::possible(const request_rec *r) { return writes_as_is(r); }
 
 std::unique_ptr<TakenSocket> TakenSocket::take(request_rec *r, bool fail_dup)
 {
@@ -68,10 +57,7 @@ StreamTransport::Wrote TakenSocket::write(Subscriber &s)
 std::size_t TakenSocket::end_with(const std::string &last)
 {
     /* What is queued is dropped (the client resumes with Last-Event-ID). */
-    std::size_t sent = 0;
-    if (fd_ >= 0 && !last.empty() &&
-        send(fd_, last.data(), last.size(), MSG_DONTWAIT | MSG_NOSIGNAL) > 0)
-        sent = last.size();
+    const std::size_t sent = send_last(fd_, last);
     close_fd();
     return sent;
 }

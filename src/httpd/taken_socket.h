@@ -51,19 +51,21 @@
  *    Pinned by t/hold-socket.t ("the access-log line is written at take-over", "SSE_END
  *    socket-held", "still one access-log line").
  *
- * 4. possible(): the bytes the hub writes to the socket are the response as is: not chunked
- *    (mod_sse sets AP_CONN_CLOSE, so HTTP/1.1 sends no chunking), the connection's output
- *    chain is the core filter alone (no TLS: mod_ssl adds connection filters), no request
- *    output filter below AP_FTYPE_PROTOCOL is left (one that rewrites the body would see
- *    none of what follows), and the core output filter holds nothing of what the handler
- *    wrote (c->data_in_output_filters == 0 after its FLUSH): what it held would go out after
- *    the hub's bytes, or never. Any of these failing, the stream is held as a suspended
- *    connection instead (SSEHoldMode request).
+ * 4. possible() is writes_as_is() (src/httpd/stream_transport.h), the predicate a suspended
+ *    connection's direct writes use too: the bytes the hub writes to the socket are the
+ *    response as is: not chunked (mod_sse sets AP_CONN_CLOSE, so HTTP/1.1 sends no
+ *    chunking), the connection's output chain is the core filter alone (no TLS: mod_ssl adds
+ *    connection filters), no request output filter below AP_FTYPE_PROTOCOL is left (one that
+ *    rewrites the body would see none of what follows), and the core output filter holds
+ *    nothing of what the handler wrote (c->data_in_output_filters == 0 after its FLUSH): what
+ *    it held would go out after the hub's bytes, or never. Any of these failing, the stream
+ *    is held as a suspended connection instead (SSEHoldMode request), written through the
+ *    request's filters.
  *    Pinned by t/hold-socket.t ("fallback: TLS holds in request mode": without the
- *    connection-filter check the client gets plaintext on a TLS connection; seen failing).
- *    The request-filter and data_in_output_filters checks are not pinned: no test sets up a
- *    body-rewriting filter that is still in the chain after the first FLUSH, nor a socket too
- *    full to take the first bytes.
+ *    connection-filter check the client gets plaintext on a TLS connection; seen failing) and
+ *    t/filtered-stream.t (mod_substitute on text/event-stream: without the request-filter
+ *    check the live events come out unrewritten). The data_in_output_filters check is not
+ *    pinned: no test makes a socket too full to take the first bytes.
  *
  * 5. Nothing the hub keeps points into r->pool or c->pool (both are destroyed at take-over):
  *    this object copies the client's address and the path (without query string), the

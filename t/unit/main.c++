@@ -21,6 +21,7 @@ int main()
     srunner_add_suite(sr, redis_record_suite());
     srunner_add_suite(sr, cluster_state_suite());
     srunner_add_suite(sr, redis_replay_suite());
+    srunner_add_suite(sr, send_last_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

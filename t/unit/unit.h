@@ -21,6 +21,7 @@ Suite *mercure_subscription_suite();
 Suite *redis_record_suite();
 Suite *cluster_state_suite();
 Suite *redis_replay_suite();
+Suite *send_last_suite();
 
 /* While true, the unit tests' global operator new (test_resume_cost.c++) throws
  * std::bad_alloc: an allocation failure injected where a test wants it. */

@@ -148,7 +148,7 @@ void FanOut::start(Subscriber &s)
     s.started_ = true;
     /* Visited by the next tick (its slot is looked at then), which files it by its next
      * check; before the first tick, that tick visits every stream. */
-    if (wheel_ready_)
+    if (wheel_ready_ && s.wheel_pos_ == Subscriber::kNowhere)
         wheel_file(s, wheel_now_);
     push(s);
     if (!s.ended_ && s.closing_)
@@ -412,12 +412,41 @@ void FanOut::wheel_leave(Subscriber &s)
 void FanOut::tick(std::int64_t now_us, const std::function<bool(const Subscriber &)> &lost_slot,
                   bool slots_moved)
 {
-    /* Out of the wheel, the streams to look at: the buckets from the last tick's second to
-     * this one's (the last tick's is visited again: what it kept there was not due yet), or
-     * every stream when the wheel cannot say (first tick, clock gone back, a long gap). */
+    std::vector<Subscriber *> due, lost, expired;
+    /* One look at each stream found (its lines are read once: a second pass over many
+     * streams reads them from memory again): one with nothing to do goes at once to the
+     * bucket of its next check, the others after what is done to them. */
+    auto look = [&](Subscriber *s) {
+        s->wheel_pos_ = Subscriber::kNowhere;
+        bool act = false;
+        if (s->delivery_.keepalive_due(now_us)) {
+            due.push_back(s);
+            act = true;
+        }
+        if (!s->closing_ && !s->ended_) {
+            if (!slots_moved && lost_slot && lost_slot(*s)) {
+                lost.push_back(s);
+                act = true;
+            } else if (s->delivery_.token_expired(now_us)) {
+                expired.push_back(s); /* one also lost ends replaced first: close_now skips it */
+                act = true;
+            }
+        }
+        if (act)
+            visit_.push_back(s);
+        else
+            wheel_file_next(*s, now_us);
+    };
+    /* The streams to look at: the buckets from the last tick's second to this one's (the
+     * last tick's again: what it kept there was not due yet), or every stream when the wheel
+     * cannot say (first tick, clock gone back, a gap longer than the wheel). */
     const std::int64_t key = floor_div(now_us, kWheelSlotUs);
+    const std::int64_t from = wheel_now_;
+    const bool all = !wheel_ready_ || key < from || key - from >= std::int64_t(kWheelSlots);
+    wheel_now_ = key;
+    wheel_ready_ = true;
     visit_.clear();
-    if (!wheel_ready_ || key < wheel_now_ || key - wheel_now_ >= std::int64_t(kWheelSlots)) {
+    if (all) {
         for (auto &bucket : wheel_) {
             for (Subscriber *s : bucket)
                 s->wheel_pos_ = Subscriber::kNowhere;
@@ -425,30 +454,15 @@ void FanOut::tick(std::int64_t now_us, const std::function<bool(const Subscriber
         }
         for (Subscriber *s : streams_)
             if (s->started_)
-                visit_.push_back(s);
-        wheel_ready_ = true;
+                look(s);
     } else {
-        for (std::int64_t k = wheel_now_; k <= key; ++k) {
-            std::vector<Subscriber *> &bucket = wheel_[bucket_of<kWheelSlots>(k)];
-            for (Subscriber *s : bucket) {
-                s->wheel_pos_ = Subscriber::kNowhere;
-                visit_.push_back(s);
-            }
-            bucket.clear();
+        for (std::int64_t k = from; k <= key; ++k) {
+            /* Taken out whole first: a stream may be filed back into this bucket. */
+            wheel_scratch_.swap(wheel_[bucket_of<kWheelSlots>(k)]);
+            for (Subscriber *s : wheel_scratch_)
+                look(s);
+            wheel_scratch_.clear();
         }
-    }
-    wheel_now_ = key;
-
-    std::vector<Subscriber *> due, lost, expired;
-    for (Subscriber *s : visit_) {
-        if (s->delivery_.keepalive_due(now_us))
-            due.push_back(s);
-        if (s->closing_ || s->ended_)
-            continue;
-        if (!slots_moved && lost_slot && lost_slot(*s))
-            lost.push_back(s);
-        else if (s->delivery_.token_expired(now_us))
-            expired.push_back(s); /* one also lost ends replaced first: close_now skips it */
     }
     /* Slots may have been taken: every stream's is looked at, as each tick did before. */
     if (slots_moved && lost_slot)
@@ -463,15 +477,18 @@ void FanOut::tick(std::int64_t now_us, const std::function<bool(const Subscriber
         close_now(lost, EndReason::Replaced, replaced_notice());
     if (!expired.empty())
         close_now(expired, EndReason::TokenExpired, token_expired_notice());
-    /* Each visited stream that goes on, into the bucket of its next check (this second's
-     * when one is due still: a keep-alive not written yet is queued again, as before). */
-    for (Subscriber *s : visit_) {
-        if (s->ended_ || !s->started_)
-            continue;
-        const std::int64_t wait = s->delivery_.next_wake_us(now_us);
-        if (wait >= 0)
-            wheel_file(*s, floor_div(now_us + wait, kWheelSlotUs));
-    }
+    /* The streams acted on that go on (one whose keep-alive is not written yet stays in this
+     * second's bucket and gets another at the next tick, as before). */
+    for (Subscriber *s : visit_)
+        if (!s->ended_ && s->started_ && s->wheel_pos_ == Subscriber::kNowhere)
+            wheel_file_next(*s, now_us);
+}
+
+void FanOut::wheel_file_next(Subscriber &s, std::int64_t now_us)
+{
+    const std::int64_t wait = s.delivery_.next_wake_us(now_us);
+    if (wait >= 0)
+        wheel_file(s, floor_div(now_us + wait, kWheelSlotUs));
 }
 
 void FanOut::close_now(const std::vector<Subscriber *> &streams, EndReason why,

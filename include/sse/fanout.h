@@ -290,6 +290,7 @@ private:
     static constexpr std::size_t kWheelSlots = 64;
     static constexpr std::int64_t kWheelSlotUs = 1000000;
     void wheel_file(Subscriber &s, std::int64_t key);
+    void wheel_file_next(Subscriber &s, std::int64_t now_us); /* by its next check, if any */
     void wheel_leave(Subscriber &s);
     /* Each stream is written once per round, however many records it got in it. */
     static void mark_dirty(Subscriber &s, std::vector<Subscriber *> &dirty)
@@ -314,7 +315,7 @@ private:
     std::vector<Subscriber *> wheel_[kWheelSlots];
     std::int64_t wheel_now_ = 0; /* the key of the last tick's second */
     bool wheel_ready_ = false;   /* a tick ran: streams started before it are not filed */
-    std::vector<Subscriber *> visit_; /* tick()'s scratch */
+    std::vector<Subscriber *> visit_, wheel_scratch_; /* tick()'s scratch */
 };
 
 } // namespace sse

@@ -303,8 +303,9 @@ private:
 
     FanOutSink &sink_;
     BusReader reader_;
-    /* Every stream taken on (add() to end()), in an array as the channel lists (the tick and
-     * an overrun walk it); a stream leaves by taking the last one's place (stream_pos_). */
+    /* Every stream taken on (add() to end()), in an array as the channel lists (an overrun
+     * walks it, and the tick when slots moved or the wheel cannot say); a stream leaves by
+     * taking the last one's place (stream_pos_). */
     std::vector<Subscriber *> streams_;
     std::unordered_map<std::uint64_t, Subscriber *> by_serial_;
     ChannelIndex by_channel_;          /* streams without a filter */

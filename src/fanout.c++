@@ -4,6 +4,7 @@
 #include "sse/stream_open.h"
 #include "sse/token.h"
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -145,6 +146,10 @@ void FanOut::start(Subscriber &s)
     if (const std::uint64_t serial = s.delivery_.settings().serial)
         by_serial_[serial] = &s;
     s.started_ = true;
+    /* Visited by the next tick (its slot is looked at then), which files it by its next
+     * check; before the first tick, that tick visits every stream. */
+    if (wheel_ready_ && s.wheel_pos_ == Subscriber::kNowhere)
+        wheel_file(s, wheel_now_);
     push(s);
     if (!s.ended_ && s.closing_)
         end(s, s.ending_);
@@ -313,6 +318,7 @@ void FanOut::push(Subscriber &s)
 
 void FanOut::unindex(Subscriber &s)
 {
+    wheel_leave(s);
     if (s.stream_pos_ != Subscriber::kNowhere) {
         Subscriber *last = streams_.back();
         streams_[s.stream_pos_] = last;
@@ -366,21 +372,103 @@ void FanOut::end_all(EndReason why)
         end(*s, why);
 }
 
-void FanOut::tick(std::int64_t now_us, const std::function<bool(const Subscriber &)> &lost_slot)
+namespace {
+
+/* Whole seconds and buckets of a clock that may start anywhere (a test's at 0). */
+std::int64_t floor_div(std::int64_t a, std::int64_t b)
+{
+    return a / b - (a % b < 0 ? 1 : 0);
+}
+
+template <std::size_t N> std::size_t bucket_of(std::int64_t key)
+{
+    return static_cast<std::size_t>(key - floor_div(key, std::int64_t(N)) * std::int64_t(N));
+}
+
+} // namespace
+
+void FanOut::wheel_file(Subscriber &s, std::int64_t key)
+{
+    key = std::max(key, wheel_now_);
+    key = std::min<std::int64_t>(key, wheel_now_ + std::int64_t(kWheelSlots) - 1);
+    const auto bucket = static_cast<std::uint32_t>(bucket_of<kWheelSlots>(key));
+    s.wheel_bucket_ = bucket;
+    s.wheel_pos_ = wheel_[bucket].size();
+    wheel_[bucket].push_back(&s);
+}
+
+void FanOut::wheel_leave(Subscriber &s)
+{
+    if (s.wheel_pos_ == Subscriber::kNowhere)
+        return;
+    std::vector<Subscriber *> &bucket = wheel_[s.wheel_bucket_];
+    Subscriber *last = bucket.back();
+    bucket[s.wheel_pos_] = last;
+    last->wheel_pos_ = s.wheel_pos_;
+    bucket.pop_back();
+    s.wheel_pos_ = Subscriber::kNowhere;
+}
+
+void FanOut::tick(std::int64_t now_us, const std::function<bool(const Subscriber &)> &lost_slot,
+                  bool slots_moved)
 {
     std::vector<Subscriber *> due, lost, expired;
-    /* One pass over the streams: each one's lines are read once per tick (two passes read
-     * them twice when the streams do not fit in the cache). */
-    for (Subscriber *s : streams_) {
-        if (s->delivery_.keepalive_due(now_us))
+    /* One look at each stream found (its lines are read once: a second pass over many
+     * streams reads them from memory again): one with nothing to do goes at once to the
+     * bucket of its next check, the others after what is done to them. */
+    auto look = [&](Subscriber *s) {
+        s->wheel_pos_ = Subscriber::kNowhere;
+        bool act = false;
+        if (s->delivery_.keepalive_due(now_us)) {
             due.push_back(s);
-        if (s->closing_ || s->ended_)
-            continue;
-        if (lost_slot && lost_slot(*s))
-            lost.push_back(s);
-        else if (s->delivery_.token_expired(now_us))
-            expired.push_back(s);
+            act = true;
+        }
+        if (!s->closing_ && !s->ended_) {
+            if (!slots_moved && lost_slot && lost_slot(*s)) {
+                lost.push_back(s);
+                act = true;
+            } else if (s->delivery_.token_expired(now_us)) {
+                expired.push_back(s); /* one also lost ends replaced first: close_now skips it */
+                act = true;
+            }
+        }
+        if (act)
+            visit_.push_back(s);
+        else
+            wheel_file_next(*s, now_us);
+    };
+    /* The streams to look at: the buckets from the last tick's second to this one's (the
+     * last tick's again: what it kept there was not due yet), or every stream when the wheel
+     * cannot say (first tick, clock gone back, a gap longer than the wheel). */
+    const std::int64_t key = floor_div(now_us, kWheelSlotUs);
+    const std::int64_t from = wheel_now_;
+    const bool all = !wheel_ready_ || key < from || key - from >= std::int64_t(kWheelSlots);
+    wheel_now_ = key;
+    wheel_ready_ = true;
+    visit_.clear();
+    if (all) {
+        for (auto &bucket : wheel_) {
+            for (Subscriber *s : bucket)
+                s->wheel_pos_ = Subscriber::kNowhere;
+            bucket.clear();
+        }
+        for (Subscriber *s : streams_)
+            if (s->started_)
+                look(s);
+    } else {
+        for (std::int64_t k = from; k <= key; ++k) {
+            /* Taken out whole first: a stream may be filed back into this bucket. */
+            wheel_scratch_.swap(wheel_[bucket_of<kWheelSlots>(k)]);
+            for (Subscriber *s : wheel_scratch_)
+                look(s);
+            wheel_scratch_.clear();
+        }
     }
+    /* Slots may have been taken: every stream's is looked at, as each tick did before. */
+    if (slots_moved && lost_slot)
+        for (Subscriber *s : streams_)
+            if (!s->closing_ && !s->ended_ && lost_slot(*s))
+                lost.push_back(s);
     for (Subscriber *s : due) {
         s->enqueue(keepalive_, false);
         push(*s);
@@ -389,6 +477,18 @@ void FanOut::tick(std::int64_t now_us, const std::function<bool(const Subscriber
         close_now(lost, EndReason::Replaced, replaced_notice());
     if (!expired.empty())
         close_now(expired, EndReason::TokenExpired, token_expired_notice());
+    /* The streams acted on that go on (one whose keep-alive is not written yet stays in this
+     * second's bucket and gets another at the next tick, as before). */
+    for (Subscriber *s : visit_)
+        if (!s->ended_ && s->started_ && s->wheel_pos_ == Subscriber::kNowhere)
+            wheel_file_next(*s, now_us);
+}
+
+void FanOut::wheel_file_next(Subscriber &s, std::int64_t now_us)
+{
+    const std::int64_t wait = s.delivery_.next_wake_us(now_us);
+    if (wait >= 0)
+        wheel_file(s, floor_div(now_us + wait, kWheelSlotUs));
 }
 
 void FanOut::close_now(const std::vector<Subscriber *> &streams, EndReason why,

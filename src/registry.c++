@@ -18,7 +18,7 @@ namespace sse {
 namespace {
 
 constexpr std::uint32_t kRegistryMagic = 0x53534552 ^ 0x00520000; /* distinct from the bus */
-constexpr std::uint32_t kRegistryVersion = 5;
+constexpr std::uint32_t kRegistryVersion = 6; /* 6: slots_taken */
 
 /* Processes the parent noted gone and no process has reaped yet (see note_gone()). */
 constexpr unsigned kGoneNotes = 64;
@@ -133,6 +133,10 @@ struct RegistryHeader {
     /* The newest use stamp given (stamp()): the LRU order's clock, which never goes back. */
     std::int64_t last_stamp_us;
     std::atomic<std::uint64_t> socket_clients;
+    /* Live slots freed by someone other than their stream (a replacing join), counted after
+     * the release; a holder killed between the two leaves the count to repair(). Lock-free
+     * readers (Registry::slots_taken()) walk their streams' slots only when it moved. */
+    std::atomic<std::uint64_t> slots_taken;
     /* Lock-free, written by the parent (note_gone), emptied under the lock (drain_gone). */
     std::atomic<std::uint64_t> gone_mask;     /* bit i: gone[i] names a process to reap */
     std::atomic<std::uint32_t> gone_overflow; /* a note found no free cell */
@@ -430,6 +434,9 @@ struct RegistryHeader {
      * holder killed. */
     void repair() noexcept
     {
+        /* The dead holder may have been a replacing join killed after it freed live slots
+         * and before it counted them. */
+        slots_taken.fetch_add(1, std::memory_order_release);
         free_top = 0;
         entry_free_top = 0;
         live_channels = 0;
@@ -678,6 +685,8 @@ Registry::Join Registry::join(int pid, std::string_view client_id, std::string_v
     }
     for (std::uint32_t i : duplicates)
         j.replaced.push_back(h_->release(i, now_us));
+    if (!duplicates.empty()) /* after the releases: a reader that sees it sees them */
+        h_->slots_taken.fetch_add(1, std::memory_order_release);
     /* The entries found count this stream first: counted, they are off the idle lists, so
      * making room for the new ones cannot drop them. */
     for (std::uint32_t r : refs)
@@ -742,6 +751,11 @@ bool Registry::holds(std::uint32_t slot, std::uint64_t serial) const
      * serial of the stream that committed it. */
     return __atomic_load_n(&s.state, __ATOMIC_ACQUIRE) == kSlotLive &&
            __atomic_load_n(&s.serial, __ATOMIC_RELAXED) == serial;
+}
+
+std::uint64_t Registry::slots_taken() const
+{
+    return h_->slots_taken.load(std::memory_order_acquire);
 }
 
 void Registry::note_gone(int pid)

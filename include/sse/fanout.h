@@ -135,6 +135,11 @@ private:
     /* Where it is in FanOut::streams_ (add() to unindex()); kNowhere outside. */
     static constexpr std::size_t kNowhere = SIZE_MAX;
     std::size_t stream_pos_ = kNowhere;
+    /* Where it is in the tick's wheel (FanOut::wheel_): its bucket and its position in it;
+     * wheel_pos_ is kNowhere outside (not started, no next check, or being visited). Here,
+     * before the lines a delivery touches: a delivery never reads them. */
+    std::size_t wheel_pos_ = kNowhere;
+    std::uint32_t wheel_bucket_ = 0;
 
     /* From here on the layout is chosen (fanout.c++ checks the offsets). Between two events
      * of a channel a stream falls out of the cache, so each cache line one delivery touches
@@ -227,8 +232,17 @@ public:
 
     /* The caller's tick: keep-alives for the streams silent for their interval; streams
      * whose token expired end (token-expired, after token_expired_notice()), and so do those
-     * `lost_slot` says lost their registry slot (replaced, after replaced_notice()). */
-    void tick(std::int64_t now_us, const std::function<bool(const Subscriber &)> &lost_slot);
+     * `lost_slot` says lost their registry slot (replaced, after replaced_notice()).
+     * Cost: the streams whose keep-alive or exp came (a timing wheel of whole seconds, each
+     * started stream in the bucket of its next check, looked at lazily: a write moves its
+     * keep-alive later without touching the wheel, the tick moves it when it finds it not
+     * due), not all streams. `lost_slot` is asked for the streams the tick visits, each
+     * stream started since the last tick among them, and, when `slots_moved`, for every
+     * stream (the caller says whether slots may have been taken since its last tick:
+     * Registry::slots_taken()). Any interval between ticks works; a clock that went back,
+     * or ticks more than kWheelSlots seconds apart, cost one walk of every stream. */
+    void tick(std::int64_t now_us, const std::function<bool(const Subscriber &)> &lost_slot,
+              bool slots_moved = true);
 
     /* Streams taken on (add()) and not ended: at 0 nothing published concerns this fan-out,
      * and its owner need not wake for publishes (the hub sleeps on its own word then). */
@@ -269,6 +283,15 @@ private:
     void close_now(const std::vector<Subscriber *> &streams, EndReason why,
                    std::string notice);
     void unindex(Subscriber &s);
+    /* The tick's wheel: bucket `key` (whole seconds of the caller's clock) holds the streams
+     * whose next check (keep-alive or exp) is in that second or later (lazy: a write only
+     * moves it later), kept in [wheel_now_, wheel_now_ + kWheelSlots); a check further away
+     * waits in the last bucket and is moved on when visited. */
+    static constexpr std::size_t kWheelSlots = 64;
+    static constexpr std::int64_t kWheelSlotUs = 1000000;
+    void wheel_file(Subscriber &s, std::int64_t key);
+    void wheel_file_next(Subscriber &s, std::int64_t now_us); /* by its next check, if any */
+    void wheel_leave(Subscriber &s);
     /* Each stream is written once per round, however many records it got in it. */
     static void mark_dirty(Subscriber &s, std::vector<Subscriber *> &dirty)
     {
@@ -280,8 +303,9 @@ private:
 
     FanOutSink &sink_;
     BusReader reader_;
-    /* Every stream taken on (add() to end()), in an array as the channel lists (the tick and
-     * an overrun walk it); a stream leaves by taking the last one's place (stream_pos_). */
+    /* Every stream taken on (add() to end()), in an array as the channel lists (an overrun
+     * walks it, and the tick when slots moved or the wheel cannot say); a stream leaves by
+     * taking the last one's place (stream_pos_). */
     std::vector<Subscriber *> streams_;
     std::unordered_map<std::uint64_t, Subscriber *> by_serial_;
     ChannelIndex by_channel_;          /* streams without a filter */
@@ -289,6 +313,10 @@ private:
     WakeInterest interest_;
     SharedBytes keepalive_;
     std::vector<Subscriber *> dirty_; /* run()'s scratch, kept for its capacity */
+    std::vector<Subscriber *> wheel_[kWheelSlots];
+    std::int64_t wheel_now_ = 0; /* the key of the last tick's second */
+    bool wheel_ready_ = false;   /* a tick ran: streams started before it are not filed */
+    std::vector<Subscriber *> visit_, wheel_scratch_; /* tick()'s scratch */
 };
 
 } // namespace sse

@@ -153,6 +153,11 @@ public:
      * between its join and that publish, this is how the older stream learns it was replaced
      * (it ends as if the record had come). */
     bool holds(std::uint32_t slot, std::uint64_t serial) const;
+    /* A count that moves (after the fact: holds() then says false) whenever a live slot was
+     * freed by someone other than its stream: a replacing join, or the repair after a lock
+     * holder died (it may have been one). Lock-free. A process that read it before asking
+     * holds() for each of its streams need not ask again until it moves. */
+    std::uint64_t slots_taken() const;
 
     /* Parent, one thread, after waitpid(): `pid` is gone. Lock-free and bounded: never waits
      * for a process that holds the lock. The slots `pid` holds now are freed by the next

@@ -395,10 +395,18 @@ private:
                 last_tick = now;
                 /* Streams whose registry slot a replacing join took, and whose EndStream
                  * record never came (the replacer died before publishing it), end as if it
-                 * had come: one lock-free read of the registry per stream and tick. */
-                fanout_.tick(now, [](const Subscriber &sub) {
-                    return static_cast<const HubStream &>(sub).sub.lost_slot();
-                });
+                 * had come: every stream's slot is read (lock-free) only in a tick after
+                 * the registry counted a slot taken; read before, so that one taken during
+                 * the walk moves it again for the next tick. */
+                const std::uint64_t taken =
+                    state_->registry.valid() ? state_->registry.slots_taken() : 0;
+                fanout_.tick(
+                    now,
+                    [](const Subscriber &sub) {
+                        return static_cast<const HubStream &>(sub).sub.lost_slot();
+                    },
+                    taken != slots_taken_seen_);
+                slots_taken_seen_ = taken;
             }
             settle(now);
             flush_finishing();
@@ -639,6 +647,7 @@ private:
     server_rec *s_;
     ModuleState *state_;
     FanOut fanout_; /* the I/O thread's */
+    std::uint64_t slots_taken_seen_ = 0; /* Registry::slots_taken() at the last tick */
     bool wait_or_;     /* the I/O thread sleeps on the bus and wake_ at once (futex_waitv);
                           only the I/O thread changes it, once the hub started */
     int epfd_ = -1;    /* the streams' sockets: read by the I/O thread only */

@@ -950,6 +950,174 @@ START_TEST(fanout_counts_events_only)
 }
 END_TEST
 
+
+/* ---- The tick's wheel: only the streams whose keep-alive or exp came are visited, and what
+ * each stream gets is what a walk of every stream gave. ---- */
+
+/* Many streams written at scattered times (a write does not touch the wheel), ticks at
+ * uneven instants: twice in one second, seconds skipped (late ticks), one more than the
+ * wheel's 64 seconds late. After each tick every stream has exactly the keep-alives of a
+ * model that looks at every stream: one when silent for its interval, none when written
+ * recently. */
+START_TEST(fanout_tick_keepalives_like_a_full_walk)
+{
+    TestBus tb;
+    FakeSink sink;
+    FanOut fan(tb.bus, sink);
+    constexpr std::size_t kStreams = 300;
+    std::vector<std::unique_ptr<FakeStream>> s;
+    std::vector<std::int64_t> last(kStreams, kT0);
+    std::vector<std::size_t> expect(kStreams, 0);
+    fan.tick(kT0, nullptr, false); /* the first tick: the wheel starts here */
+    for (std::size_t i = 0; i < kStreams; ++i) {
+        DeliverySettings set = settings(i + 1);
+        set.keepalive_us = (5 + std::int64_t(i % 13)) * kSec;
+        s.push_back(std::make_unique<FakeStream>(tb.bus, std::vector<std::string>{"a"}, "", set));
+        fan.add(*s[i]);
+        fan.start(*s[i]);
+    }
+    std::string keepalive;
+    Delivery::keepalive_bytes(keepalive);
+    std::int64_t t = kT0;
+    const std::int64_t steps[] = {300000,  700000,  1000000, 250000,  4000000, 900000,
+                                  1100000, 7300000, 1000000, 500000,  500000,  3000000};
+    for (int round = 0; round < 60; ++round) {
+        t += steps[round % 12] + (round == 40 ? 70 * kSec : 0);
+        /* Writes between ticks, to a stream in seven, at an instant of its own. */
+        for (std::size_t i = std::size_t(round) % 7; i < kStreams; i += 7) {
+            const std::int64_t at = t - std::int64_t(i % 5) * 100000;
+            if (at > last[i]) {
+                s[i]->wrote(0, at);
+                last[i] = at;
+            }
+        }
+        sink.now = t;
+        fan.tick(t, nullptr, false);
+        for (std::size_t i = 0; i < kStreams; ++i) {
+            if (t - last[i] >= s[i]->delivery().settings().keepalive_us) {
+                ++expect[i];
+                last[i] = t;
+            }
+            ck_assert_msg(count_of(s[i]->out, keepalive) == expect[i],
+                          "round %d stream %zu: %zu keep-alives, expected %zu", round, i,
+                          count_of(s[i]->out, keepalive), expect[i]);
+        }
+    }
+    ck_assert_int_eq(fan.size(), kStreams);
+}
+END_TEST
+
+/* A token that expires before the stream's keep-alive ends it at the first tick at or after
+ * its exp, not later; one further than the wheel's 64 seconds the same (it waits in the last
+ * bucket and is moved on). */
+START_TEST(fanout_tick_token_before_keepalive)
+{
+    TestBus tb;
+    FakeSink sink;
+    FanOut fan(tb.bus, sink);
+    fan.tick(kT0, nullptr, false);
+    FakeStream soon(tb.bus, {"a"}, "", settings(1, -1, kT0 + 3 * kSec + 500000)),
+        far(tb.bus, {"a"}, "", settings(2, -1, kT0 + 100 * kSec + 200000));
+    soon.wrote(0, kT0 + 300000);
+    for (FakeStream *f : {&soon, &far}) {
+        fan.add(*f);
+        fan.start(*f);
+    }
+    for (std::int64_t sec = 1; sec <= 110; ++sec) {
+        /* Writes keep `far` from its keep-alives: only its exp ends it. */
+        far.wrote(0, kT0 + sec * kSec);
+        sink.now = kT0 + sec * kSec + 300000;
+        fan.tick(sink.now, nullptr, false);
+        ck_assert_msg(soon.is_ended == (sec >= 4), "soon at %lld", (long long)sec);
+        ck_assert_msg(far.is_ended == (sec >= 100), "far at %lld", (long long)sec);
+    }
+    ck_assert(soon.why == EndReason::TokenExpired && has(soon.out, token_expired_notice()));
+    ck_assert(far.why == EndReason::TokenExpired && has(far.out, token_expired_notice()));
+    ck_assert(!has(soon.out, ": keepalive")); /* its exp came first */
+}
+END_TEST
+
+/* Streams in one bucket leave from its middle (swap with its last): the ones left still get
+ * their keep-alives, the ones gone (freed) are not reached. */
+START_TEST(fanout_tick_leave_middle_of_bucket)
+{
+    TestBus tb;
+    FakeSink sink;
+    FanOut fan(tb.bus, sink);
+    fan.tick(kT0, nullptr, false);
+    std::vector<std::unique_ptr<FakeStream>> s;
+    for (std::uint64_t i = 0; i < 6; ++i) {
+        s.push_back(std::make_unique<FakeStream>(tb.bus, std::vector<std::string>{"a"}, "",
+                                                 settings(i + 1)));
+        fan.add(*s.back());
+        fan.start(*s.back());
+    }
+    /* One tick files them all in the bucket of kT0 + 15 s, in this order. */
+    sink.now = kT0 + kSec;
+    fan.tick(sink.now, nullptr, false);
+    for (std::size_t gone : {1, 5, 3}) { /* the middle, the last, the one moved into 1 */
+        fan.end(*s[gone], EndReason::ClientClosed);
+        s[gone].reset();
+    }
+    sink.now = kT0 + 15 * kSec;
+    fan.tick(sink.now, nullptr, false);
+    for (std::size_t i : {0, 2, 4})
+        assert_str(s[i]->out, ": keepalive\n\n");
+    fan.end(*s[2], EndReason::ClientClosed);
+    s[2].reset();
+    sink.now = kT0 + 30 * kSec;
+    fan.tick(sink.now, nullptr, false);
+    for (std::size_t i : {0, 4})
+        assert_str(s[i]->out, ": keepalive\n\n: keepalive\n\n");
+    ck_assert_int_eq(fan.size(), 2);
+}
+END_TEST
+
+/* The registry's slots are read for every stream only when the caller says they moved; else
+ * only for the streams the tick visits, among them each one started since the last tick. */
+START_TEST(fanout_tick_slots_read_when_moved)
+{
+    TestBus tb;
+    FakeSink sink;
+    FanOut fan(tb.bus, sink);
+    fan.tick(kT0, nullptr, false);
+    std::vector<std::unique_ptr<FakeStream>> s;
+    for (std::uint64_t i = 0; i < 10; ++i) {
+        s.push_back(std::make_unique<FakeStream>(tb.bus, std::vector<std::string>{"a"}, "",
+                                                 settings(i + 1)));
+        fan.add(*s.back());
+        fan.start(*s.back());
+    }
+    std::size_t reads = 0;
+    const Subscriber *taken = nullptr;
+    auto lost_slot = [&](const Subscriber &x) {
+        ++reads;
+        return &x == taken;
+    };
+    /* The new streams are visited once, their slots read. */
+    fan.tick(kT0 + kSec, lost_slot, false);
+    ck_assert_int_eq(reads, 10);
+    reads = 0;
+    fan.tick(kT0 + 2 * kSec, lost_slot, false);
+    ck_assert_int_eq(reads, 0);
+    /* A slot taken: every slot is read, the stream ends replaced. */
+    taken = s[4].get();
+    fan.tick(kT0 + 3 * kSec, lost_slot, true);
+    ck_assert_int_eq(reads, 10);
+    ck_assert(s[4]->is_ended && s[4]->why == EndReason::Replaced);
+    ck_assert(has(s[4]->out, replaced_notice()));
+    /* One started between two ticks, its slot already taken: it ends at the next tick. */
+    FakeStream late(tb.bus, {"a"}, "", settings(11));
+    fan.add(late);
+    fan.start(late);
+    taken = &late;
+    reads = 0;
+    fan.tick(kT0 + 4 * kSec, lost_slot, false);
+    ck_assert_int_eq(reads, 1);
+    ck_assert(late.is_ended && late.why == EndReason::Replaced);
+}
+END_TEST
+
 } // namespace
 
 /* FrontQueueOne holds a piece pushed onto an empty queue in itself, the others in its
@@ -1080,6 +1248,10 @@ Suite *fanout_suite()
     tcase_add_test(tc, fanout_filters_types);
     tcase_add_test(tc, fanout_filters_mercure_topics);
     tcase_add_test(tc, fanout_gap_notice_to_every_stream);
+    tcase_add_test(tc, fanout_tick_keepalives_like_a_full_walk);
+    tcase_add_test(tc, fanout_tick_token_before_keepalive);
+    tcase_add_test(tc, fanout_tick_leave_middle_of_bucket);
+    tcase_add_test(tc, fanout_tick_slots_read_when_moved);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -291,6 +291,9 @@ START_TEST(registry_lock_of_a_killed_holder_is_recovered)
     auto a = reg.join(me, "a", "", {"room"}, DuplicatePolicy::Allow, kT0);
     ck_assert(a.outcome == Registry::Join::Outcome::Joined);
     for (int round = 0; round < 3; ++round) {
+        /* The killed holder might have been a replacing join: the recovery counts slots
+         * taken, so that every stream's slot is looked at again. */
+        const std::uint64_t taken = reg.slots_taken();
         int st = 0;
         pid_t child = fork();
         ck_assert(child >= 0);
@@ -304,6 +307,7 @@ START_TEST(registry_lock_of_a_killed_holder_is_recovered)
         auto b = reg.join(me, "b" + std::to_string(round), "", {"room"}, DuplicatePolicy::Allow,
                           kT0 + 2);
         ck_assert(b.outcome == Registry::Join::Outcome::Joined);
+        ck_assert(reg.slots_taken() != taken);
         ChannelInfo ci;
         ck_assert(reg.channel("room", &ci) && ci.subscribers == 2);
         ck_assert_int_eq(reg.totals().subscribers, 2);
@@ -498,9 +502,17 @@ START_TEST(registry_counts_and_duplicates)
     ck_assert(!reg.channel("c", &ci));
     auto dup = reg.join(me, "alice", "x", {"a"}, DuplicatePolicy::Reject, kT0);
     ck_assert(dup.outcome == Registry::Join::Outcome::Duplicate);
+    /* Joins that take no live slot leave the count of slots taken as it was. */
+    const std::uint64_t taken = reg.slots_taken();
     auto rep = reg.join(me, "alice", "x", {"a"}, DuplicatePolicy::Replace, kT0);
     ck_assert(rep.outcome == Registry::Join::Outcome::Joined);
     ck_assert_int_eq(rep.replaced.size(), 2);
+    ck_assert(reg.slots_taken() != taken);
+    const std::uint64_t after_replace = reg.slots_taken();
+    auto first = reg.join(me, "bob", "x", {"a"}, DuplicatePolicy::Replace, kT0);
+    ck_assert(first.outcome == Registry::Join::Outcome::Joined && first.replaced.empty());
+    ck_assert(reg.leave(first.slot, first.serial));
+    ck_assert_int_eq(reg.slots_taken(), after_replace);
     ck_assert(reg.channel("a", &ci) && ci.subscribers == 1);
     ck_assert(reg.channel("b", &ci) && ci.subscribers == 0);
     /* Leaving a replaced stream is a no-op; leaving the live one frees it once. */
@@ -810,6 +822,7 @@ START_TEST(a_replacer_killed_before_its_endstream_leaves_the_old_slot_not_held)
     ck_assert(!reg.holds(old.join->slot, old.join->serial + 1));
     ck_assert(!reg.holds(1000, old.join->serial));
 
+    const std::uint64_t taken = reg.slots_taken();
     pid_t replacer = in_child([&] {
         set_registry_test_hook(die_at_slot_committed);
         StreamRequest again = req;
@@ -820,6 +833,7 @@ START_TEST(a_replacer_killed_before_its_endstream_leaves_the_old_slot_not_held)
     ck_assert(old.reader.next(&e) == BusReader::Next::None); /* no EndStream came */
     ck_assert_msg(!reg.holds(old.join->slot, old.join->serial),
                   "the replaced stream still seems to hold its slot");
+    ck_assert(reg.slots_taken() != taken); /* what makes a hub look at its streams' slots */
     reg.note_gone(replacer);
     reg.reap_noted();
     ck_assert(!reg.holds(old.join->slot, old.join->serial));

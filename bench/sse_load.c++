@@ -562,7 +562,11 @@ int main(int argc, char **argv)
     std::chrono::steady_clock::time_point wait_end{};
     for (;;) {
         serve(50);
-        if (published && wait_end == std::chrono::steady_clock::time_point{})
+        /* Read once: were the publisher to finish between two reads, the second would see it
+         * before wait_end was set (still the clock's epoch), and the wait would end at once,
+         * counting every delivery not yet read as lost. */
+        const bool done_publishing = published.load();
+        if (done_publishing && wait_end == std::chrono::steady_clock::time_point{})
             wait_end = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<long>(o.wait_s * 1000));
         bool all = true;
         for (auto &s : streams)
@@ -570,7 +574,7 @@ int main(int argc, char **argv)
                 all = false;
                 break;
             }
-        if (published && (all || std::chrono::steady_clock::now() > wait_end))
+        if (done_publishing && (all || std::chrono::steady_clock::now() > wait_end))
             break;
     }
     const double server_cpu = cpu_seconds(o.server_pids) - cpu_before;

@@ -26,13 +26,21 @@ $srv->expect_burst_notices;
 
 sub status { $srv->status_field($_[0]) }
 
-# ConnsTotal etc. are refreshed by the MPM's listener about once a second. A status request
-# that fails (no field) is not "settled": it is asked again, within a generous bound (120 s:
-# in a loaded run, 2,500 streams closed at once took the hub's ender thread over 30 s to tear
-# down, and ConnsTotal read 0 right after the 30 s bound expired).
+# ConnsTotal etc. are refreshed by the MPM's listener about once a second, so it can read low
+# while the last streams are still held: settled also needs /sse-status's exact count of open
+# streams (the registry's, which SSEMaxSubscribers counts) at 0. Without it a 625-stream run
+# started while the hub still held the previous one's streams, and got 503s (SSE0108). A status
+# request that fails (no field) is not "settled": it is asked again, within a generous bound
+# (120 s: in a loaded run, 2,500 streams closed at once took the hub's ender thread over 30 s
+# to tear down, and ConnsTotal read 0 right after the 30 s bound expired).
 sub settled_conns {
     my ($want) = @_;
-    return $srv->wait_for(sub { my $v = status('ConnsTotal'); defined $v && $v <= $want }, 120);
+    return $srv->wait_for(sub {
+        my $open = (SSETest::json_decode($srv->request(GET => '/sse-status')->{body}) // {})->{subscribers};
+        return 0 unless defined $open && $open == 0;
+        my $v = status('ConnsTotal');
+        defined $v && $v <= $want
+    }, 120);
 }
 
 # The number of streams on a channel, as the publish location's GET tells (-1 if it cannot).

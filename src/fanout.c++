@@ -412,6 +412,33 @@ void FanOut::wheel_leave(Subscriber &s)
 void FanOut::tick(std::int64_t now_us, const std::function<bool(const Subscriber &)> &lost_slot,
                   bool slots_moved)
 {
+    try {
+        tick_wheel(now_us, lost_slot, slots_moved);
+    } catch (...) {
+        /* A throw (an allocation, the callback, the sink) can leave streams taken out of a
+         * bucket (wheel_scratch_, visit_) that still say they are in it: wheel_leave() would
+         * then write into another stream's place, and the scratch would bring ended streams
+         * back. The wheel is forgotten instead; the next tick looks at every stream. */
+        forget_wheel();
+        throw;
+    }
+}
+
+void FanOut::forget_wheel() noexcept
+{
+    for (auto &bucket : wheel_)
+        bucket.clear();
+    wheel_scratch_.clear();
+    visit_.clear();
+    for (Subscriber *s : streams_)
+        s->wheel_pos_ = Subscriber::kNowhere;
+    wheel_ready_ = false;
+}
+
+void FanOut::tick_wheel(std::int64_t now_us,
+                        const std::function<bool(const Subscriber &)> &lost_slot,
+                        bool slots_moved)
+{
     std::vector<Subscriber *> due, lost, expired;
     /* One look at each stream found (its lines are read once: a second pass over many
      * streams reads them from memory again): one with nothing to do goes at once to the

@@ -683,10 +683,26 @@ Registry::Join Registry::join(int pid, std::string_view client_id, std::string_v
             return j;
         }
     }
-    for (std::uint32_t i : duplicates)
-        j.replaced.push_back(h_->release(i, now_us));
-    if (!duplicates.empty()) /* after the releases: a reader that sees it sees them */
-        h_->slots_taken.fetch_add(1, std::memory_order_release);
+    {
+        /* Counted after the releases (a reader that sees the count sees them), and also when
+         * one throws (its info() allocates before it commits) after another was committed:
+         * the stream of a slot freed and not counted would be told only by a later count. */
+        struct CountTaken {
+            std::atomic<std::uint64_t> &count;
+            bool freed = false;
+            ~CountTaken()
+            {
+                if (freed)
+                    count.fetch_add(1, std::memory_order_release);
+            }
+        } taken{h_->slots_taken};
+        j.replaced.reserve(duplicates.size()); /* the moves below cannot throw */
+        for (std::uint32_t i : duplicates) {
+            SubscriberInfo info = h_->release(i, now_us);
+            taken.freed = true;
+            j.replaced.push_back(std::move(info));
+        }
+    }
     /* The entries found count this stream first: counted, they are off the idle lists, so
      * making room for the new ones cannot drop them. */
     for (std::uint32_t r : refs)

@@ -240,7 +240,9 @@ public:
      * stream started since the last tick among them, and, when `slots_moved`, for every
      * stream (the caller says whether slots may have been taken since its last tick:
      * Registry::slots_taken()). Any interval between ticks works; a clock that went back,
-     * or ticks more than kWheelSlots seconds apart, cost one walk of every stream. */
+     * or ticks more than kWheelSlots seconds apart, cost one walk of every stream. When it
+     * throws (`lost_slot`, the sink, an allocation), what it did stays done, the wheel is
+     * forgotten, and the next tick walks every stream. */
     void tick(std::int64_t now_us, const std::function<bool(const Subscriber &)> &lost_slot,
               bool slots_moved = true);
 
@@ -292,6 +294,11 @@ private:
     void wheel_file(Subscriber &s, std::int64_t key);
     void wheel_file_next(Subscriber &s, std::int64_t now_us); /* by its next check, if any */
     void wheel_leave(Subscriber &s);
+    /* tick()'s work; tick() forgets the wheel when it throws. */
+    void tick_wheel(std::int64_t now_us, const std::function<bool(const Subscriber &)> &lost_slot,
+                    bool slots_moved);
+    /* Every stream out of the wheel, and the next tick looks at them all (after a throw). */
+    void forget_wheel() noexcept;
     /* Each stream is written once per round, however many records it got in it. */
     static void mark_dirty(Subscriber &s, std::vector<Subscriber *> &dirty)
     {

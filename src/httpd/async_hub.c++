@@ -396,7 +396,10 @@ private:
                 end_all(closing_reason());
             }
             apr_time_t now = apr_time_now();
-            if (now - last_tick >= apr_time_from_msec(kTickMs)) {
+            /* Also when the wall clock was stepped back: waiting for it to pass last_tick again
+             * would stop keep-alives, token expiry and the replaced check for as long as the
+             * step (the fan-out's clocks are wall time; its wheel walks every stream then). */
+            if (now - last_tick >= apr_time_from_msec(kTickMs) || now < last_tick) {
                 last_tick = now;
                 /* Streams whose registry slot a replacing join took, and whose EndStream
                  * record never came (the replacer died before publishing it), end as if it

@@ -14,6 +14,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -1073,6 +1074,57 @@ START_TEST(fanout_tick_leave_middle_of_bucket)
 }
 END_TEST
 
+/* A tick that throws halfway through a bucket (here the slot callback) leaves no stream in
+ * the wheel that says it is elsewhere: the streams ended afterwards leave it cleanly, and the
+ * others get their keep-alives on time. Before the wheel was forgotten on a throw, ending the
+ * streams still taken out of the bucket wrote through an empty bucket's back(). */
+START_TEST(fanout_tick_throw_forgets_the_wheel)
+{
+    TestBus tb;
+    FakeSink sink;
+    FanOut fan(tb.bus, sink);
+    fan.tick(kT0, nullptr, false);
+    std::vector<std::unique_ptr<FakeStream>> s;
+    for (std::uint64_t i = 0; i < 8; ++i) {
+        s.push_back(std::make_unique<FakeStream>(tb.bus, std::vector<std::string>{"a"}, "",
+                                                 settings(i + 1)));
+        fan.add(*s.back());
+        fan.start(*s.back());
+    }
+    int calls = 0;
+    auto throwing = [&](const Subscriber &) -> bool {
+        if (++calls == 3)
+            throw std::runtime_error("slot read failed");
+        return false;
+    };
+    sink.now = kT0 + kSec;
+    bool threw = false;
+    try {
+        fan.tick(sink.now, throwing, false);
+    } catch (const std::runtime_error &) {
+        threw = true;
+    }
+    ck_assert(threw);
+    for (std::size_t gone : {1, 4, 6, 7}) {
+        fan.end(*s[gone], EndReason::ClientClosed);
+        s[gone].reset();
+    }
+    sink.now = kT0 + 2 * kSec;
+    fan.tick(sink.now, nullptr, false);
+    sink.now = kT0 + 17 * kSec;
+    fan.tick(sink.now, nullptr, false);
+    for (std::size_t i : {0, 2, 3, 5})
+        assert_str(s[i]->out, ": keepalive\n\n");
+    fan.end(*s[3], EndReason::ClientClosed);
+    s[3].reset();
+    sink.now = kT0 + 32 * kSec;
+    fan.tick(sink.now, nullptr, false);
+    for (std::size_t i : {0, 2, 5})
+        assert_str(s[i]->out, ": keepalive\n\n: keepalive\n\n");
+    ck_assert_int_eq(fan.size(), 3);
+}
+END_TEST
+
 /* The registry's slots are read for every stream only when the caller says they moved; else
  * only for the streams the tick visits, among them each one started since the last tick. */
 START_TEST(fanout_tick_slots_read_when_moved)
@@ -1252,6 +1304,7 @@ Suite *fanout_suite()
     tcase_add_test(tc, fanout_tick_token_before_keepalive);
     tcase_add_test(tc, fanout_tick_leave_middle_of_bucket);
     tcase_add_test(tc, fanout_tick_slots_read_when_moved);
+    tcase_add_test(tc, fanout_tick_throw_forgets_the_wheel);
     suite_add_tcase(s, tc);
     return s;
 }

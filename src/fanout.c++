@@ -470,15 +470,12 @@ void FanOut::tick_wheel(std::int64_t now_us,
     const std::int64_t key = floor_div(now_us, kWheelSlotUs);
     const std::int64_t from = wheel_now_;
     const bool all = !wheel_ready_ || key < from || key - from >= std::int64_t(kWheelSlots);
+    if (all)
+        forget_wheel();
     wheel_now_ = key;
     wheel_ready_ = true;
     visit_.clear();
     if (all) {
-        for (auto &bucket : wheel_) {
-            for (Subscriber *s : bucket)
-                s->wheel_pos_ = Subscriber::kNowhere;
-            bucket.clear();
-        }
         for (Subscriber *s : streams_)
             if (s->started_)
                 look(s);
